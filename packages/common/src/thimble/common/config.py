@@ -1,0 +1,232 @@
+"""One configuration loader for every Thimble package.
+
+Precedence, lowest first: defaults < YAML file (``--config`` or ``THIMBLE_CONFIG``) < environment
+(``THIMBLE_`` prefix, nested with ``__``, e.g. ``THIMBLE_KAFKA__BOOTSTRAP_SERVERS``) < explicit overrides
+(CLI flags). Packages extend :class:`ThimbleSettings` with sections of their own.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from thimble.common._paths import run_dir
+from thimble.common.errors import ConfigError
+from thimble.common.logging import register_secret
+from thimble.common.validation import validation_problems
+
+CONFIG_ENV_VAR = "THIMBLE_CONFIG"
+
+
+class Section(BaseModel):
+    """Base of every configuration section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaConfig(Section):
+    """How to reach Kafka. ``extra`` passes librdkafka settings through unchanged."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka configuration for a confluent-kafka client, secrets included."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(self.extra)
+        return conf
+
+
+class SparkConfig(Section):
+    """The Spark session: master, extra conf, and jars (default: the locally resolved ones)."""
+
+    master: str = "local[2]"
+    app_name: str = "thimble"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(default=4, ge=1)
+    jars: list[str] = Field(default_factory=list)
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class WarehouseConfig(Section):
+    """Where warehouse tables, landing files and the metastore live."""
+
+    location: str = Field(default_factory=lambda: str(run_dir() / "warehouse"))
+    landing: str = Field(default_factory=lambda: str(run_dir() / "landing"))
+    metastore: str = Field(default_factory=lambda: str(run_dir() / "metastore"))
+    database: str = "warehouse"
+    table_format: Literal["delta"] = "delta"
+
+
+class OnlineStoreConfig(Section):
+    """The online feature store (Redis)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    key_prefix: str = "features"
+
+
+class MetricsConfig(Section):
+    """Prometheus exposition: an HTTP port for services, a textfile or pushgateway for batch jobs."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9400, ge=0, le=65535)
+    textfile_dir: str | None = None
+    pushgateway_url: str | None = None
+
+
+class LoggingConfig(Section):
+    """Log level and format (``auto``: console on a TTY, JSON lines otherwise)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+_file_values: ContextVar[dict[str, Any]] = ContextVar("thimble_config_file_values", default={})
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _file_values.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get())
+
+
+class ThimbleSettings(BaseSettings):
+    """The sections every Thimble process shares. Subclass to add a package's own sections."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="THIMBLE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+
+SettingsT = TypeVar("SettingsT", bound=ThimbleSettings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}not valid YAML ({problem})"], source=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of sections"], source=str(path))
+    return data
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _origin(loc: tuple[int | str, ...], file_values: dict[str, Any], path: Path | None) -> str:
+    """Which source a bad value came from: the YAML file when it holds that path, else the environment."""
+    node: Any = file_values
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return "environment (THIMBLE_*) or flags"
+    return str(path)
+
+
+def _register_secrets(model: BaseModel) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            _register_secrets(value)
+
+
+def load_settings(
+    settings_cls: type[SettingsT] = ThimbleSettings,  # type: ignore[assignment]
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> SettingsT:
+    """Load settings with Thimble's precedence; raise :class:`ConfigError` naming every problem.
+
+    ``overrides`` are CLI flags, nested by section (``{"kafka": {"bootstrap_servers": ...}}``);
+    ``None`` values mean "flag not given" and are ignored.
+    """
+    path_text = str(config_file) if config_file is not None else os.environ.get(CONFIG_ENV_VAR)
+    path = Path(path_text) if path_text else None
+    file_values = _read_yaml(path) if path else {}
+    token = _file_values.set(file_values)
+    try:
+        settings = settings_cls(**_drop_none(overrides or {}))
+    except ValidationError as exc:
+        problems = validation_problems(exc, settings_cls)
+        origins = [_origin(item["loc"], file_values, path) for item in exc.errors(include_url=False)]
+        raise ConfigError([f"{origin}: {problem}" for origin, problem in zip(origins, problems, strict=True)]) from None
+    finally:
+        _file_values.reset(token)
+    _register_secrets(settings)
+    return settings

@@ -1,0 +1,141 @@
+"""Prometheus metrics with one naming convention: ``thimble_<package>_<name>_<unit>``.
+
+Long-running processes expose ``/metrics`` (with ``/healthz`` and ``/readyz``) through
+:class:`MetricsServer`; batch jobs write a node-exporter textfile or push to a Pushgateway.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    push_to_gateway,
+    write_to_textfile,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+UNITS = frozenset({"total", "seconds", "bytes", "messages", "rows", "records", "requests", "ratio", "info", "batches", "errors", "predictions"})
+
+
+def metric_name(package: str, name: str, unit: str) -> str:
+    """The full metric name ``thimble_<package>_<name>_<unit>`` (validated)."""
+    for part in (package, name, unit):
+        if not _SNAKE.match(part):
+            raise ValueError(f"metric name parts must be snake_case, got {part!r}")
+    if unit not in UNITS:
+        raise ValueError(f"unknown metric unit {unit!r}; use one of {sorted(UNITS)}")
+    return f"thimble_{package}_{name}_{unit}"
+
+
+class Metrics:
+    """Creates a package's metrics in one registry, named by the convention.
+
+    >>> m = Metrics("consumer", CollectorRegistry())
+    >>> m.counter("consumed", "messages", "Messages read from Kafka", ["topic"])._name
+    'thimble_consumer_consumed_messages'
+    """
+
+    def __init__(self, package: str, registry: CollectorRegistry | None = None) -> None:
+        self.package = package
+        self.registry = registry if registry is not None else REGISTRY
+
+    def counter(self, name: str, unit: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter; Prometheus exposes it with a ``_total`` suffix."""
+        return Counter(metric_name(self.package, name, unit), documentation, labels, registry=self.registry)
+
+    def gauge(self, name: str, unit: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        """A gauge."""
+        return Gauge(metric_name(self.package, name, unit), documentation, labels, registry=self.registry)
+
+    def histogram(
+        self,
+        name: str,
+        unit: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
+    ) -> Histogram:
+        """A histogram."""
+        return Histogram(
+            metric_name(self.package, name, unit), documentation, labels, registry=self.registry, buckets=buckets
+        )
+
+
+HealthCheck = Callable[[], bool]
+
+
+class MetricsServer:
+    """Serves ``/metrics``, ``/healthz`` (process alive) and ``/readyz`` (``ready()`` is true) on one port."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9400,
+        registry: CollectorRegistry | None = None,
+        ready: HealthCheck = lambda: True,
+    ) -> None:
+        registry = registry if registry is not None else REGISTRY
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    ok = ready()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="thimble-metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started with port 0)."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def write_textfile(path: str | Path, registry: CollectorRegistry | None = None) -> None:
+    """Write the registry atomically in the node-exporter textfile format (for batch jobs)."""
+    write_to_textfile(str(path), registry if registry is not None else REGISTRY)
+
+
+def push(gateway_url: str, job: str, registry: CollectorRegistry | None = None) -> None:
+    """Push the registry to a Prometheus Pushgateway (for batch jobs)."""
+    push_to_gateway(gateway_url, job=job, registry=registry if registry is not None else REGISTRY)

@@ -1,0 +1,123 @@
+"""pytest plugin (entry point ``thimble``): fixtures for tests that run against the real local stack.
+
+The stack is started by ``./dev test`` (or ``./dev stack up``); these fixtures wait until each service
+answers a real request and fail with a clear message when it does not.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from thimble.common.config import ThimbleSettings, load_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+READY_TIMEOUT_S = 60.0
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as exc:
+            last_error = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+@pytest.fixture(scope="session")
+def thimble_settings() -> ThimbleSettings:
+    """Settings as the environment gives them (``THIMBLE_*``, ``THIMBLE_CONFIG``)."""
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def kafka_config(thimble_settings: ThimbleSettings) -> dict[str, Any]:
+    """librdkafka config of a broker that answered a metadata request."""
+    from confluent_kafka.admin import AdminClient
+
+    conf = thimble_settings.kafka.client_config()
+    admin = AdminClient(conf)
+    wait_until(lambda: admin.list_topics(timeout=2).brokers, READY_TIMEOUT_S,
+               what=f"Kafka at {conf['bootstrap.servers']} (start it with `./dev stack up`)")
+    return conf
+
+
+@pytest.fixture
+def kafka_topic(kafka_config: dict[str, Any]) -> Iterator[Callable[..., str]]:
+    """Factory: ``kafka_topic(partitions=1)`` creates a fresh topic, waits until it exists, deletes it after."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(kafka_config)
+    created: list[str] = []
+
+    def make(prefix: str = "test", partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+        futures[name].result(timeout=30)
+        wait_until(
+            lambda: len(admin.list_topics(name, timeout=2).topics[name].partitions) == partitions
+            and admin.list_topics(name, timeout=2).topics[name].error is None,
+            what=f"topic {name}",
+        )
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created).values():
+            try:
+                future.result(timeout=30)
+            except Exception:
+                pass
+
+
+@pytest.fixture(scope="session")
+def redis_url(thimble_settings: ThimbleSettings) -> str:
+    """URL of a Redis server that answered PING."""
+    import redis
+
+    url = thimble_settings.online_store.url
+    client = redis.Redis.from_url(url)
+    wait_until(client.ping, READY_TIMEOUT_S, what=f"Redis at {url} (start it with `./dev stack up`)")
+    client.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> ThimbleSettings:
+    """Settings whose warehouse, landing area and metastore live in a fresh temporary folder."""
+    root: Path = tmp_path_factory.mktemp("warehouse")
+    return load_settings(
+        overrides={
+            "warehouse": {
+                "location": str(root / "tables"),
+                "landing": str(root / "landing"),
+                "metastore": str(root / "metastore"),
+                "database": "test",
+            },
+            "spark": {"shuffle_partitions": 2, "driver_memory": "1g"},
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def spark(spark_settings: ThimbleSettings) -> Iterator[SparkSession]:
+    """One real SparkSession (local, Delta, Hive metastore) for the whole test session."""
+    from thimble.common.spark import build_spark_session
+
+    session = build_spark_session(spark_settings, app_name="thimble-tests")
+    yield session
+    session.stop()

@@ -1,0 +1,67 @@
+"""Turn pydantic validation errors into one readable line per problem, with did-you-mean hints."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def format_location(loc: Sequence[int | str]) -> str:
+    """``("journal", "keys", 0)`` -> ``journal.keys[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_at(model: type[BaseModel] | None, loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The pydantic model whose fields sit at ``loc`` inside ``model``, if it can be told."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", None)
+    if isinstance(annotation, type):
+        return annotation
+    for arg in args or ():
+        found = _unwrap(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return annotation
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """One line per problem: ``path: reason``; unknown keys get a did-you-mean suggestion."""
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = item["loc"]
+        where = format_location(loc)
+        if item["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else ""
+            problems.append(f"{where}: unknown key{hint}")
+        else:
+            problems.append(f"{where}: {item['msg']}")
+    return problems
