@@ -110,15 +110,15 @@ class LoggingConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-_file_values: ContextVar[dict[str, Any]] = ContextVar("thimble_config_file_values", default={})
+_file_values: ContextVar[dict[str, Any] | None] = ContextVar("thimble_config_file_values", default=None)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _file_values.get().get(field_name), field_name, False
+        return (_file_values.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_values.get())
+        return dict(_file_values.get() or {})
 
 
 class ThimbleSettings(BaseSettings):
@@ -188,9 +188,9 @@ def _origin(loc: tuple[int | str, ...], file_values: dict[str, Any], path: Path 
     """Which source a bad value came from: the YAML file when it holds that path, else the environment."""
     node: Any = file_values
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_mapping = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_mapping or in_list:
             node = node[part]
         else:
             return "environment (THIMBLE_*) or flags"
@@ -225,7 +225,9 @@ def load_settings(
     except ValidationError as exc:
         problems = validation_problems(exc, settings_cls)
         origins = [_origin(item["loc"], file_values, path) for item in exc.errors(include_url=False)]
-        raise ConfigError([f"{origin}: {problem}" for origin, problem in zip(origins, problems, strict=True)]) from None
+        raise ConfigError(
+            [f"{origin}: {problem}" for origin, problem in zip(origins, problems, strict=True)]
+        ) from None
     finally:
         _file_values.reset(token)
     _register_secrets(settings)

@@ -14,11 +14,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
 
-_context: ContextVar[Mapping[str, Any]] = ContextVar("thimble_log_context", default={})
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_context: ContextVar[Mapping[str, Any]] = ContextVar("thimble_log_context", default=_EMPTY)
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 _SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|api[_-]?key|credential)")
@@ -62,7 +64,9 @@ def current_context() -> Mapping[str, Any]:
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields = dict(getattr(record, "thimble_static", {}))
     fields.update(getattr(record, "thimble_context", {}))
-    fields.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("thimble_")})
+    fields.update(
+        {k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("thimble_")}
+    )
     return {k: (REDACTED if _SECRET_KEY.search(k) else v) for k, v in fields.items()}
 
 

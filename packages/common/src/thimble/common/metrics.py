@@ -25,7 +25,22 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
-UNITS = frozenset({"total", "seconds", "bytes", "messages", "rows", "records", "requests", "ratio", "info", "batches", "errors", "predictions"})
+UNITS = frozenset(
+    {
+        "total",
+        "seconds",
+        "bytes",
+        "messages",
+        "rows",
+        "records",
+        "requests",
+        "ratio",
+        "info",
+        "batches",
+        "errors",
+        "predictions",
+    }
+)
 
 
 def metric_name(package: str, name: str, unit: str) -> str:
@@ -68,7 +83,11 @@ class Metrics:
     ) -> Histogram:
         """A histogram."""
         return Histogram(
-            metric_name(self.package, name, unit), documentation, labels, registry=self.registry, buckets=buckets
+            metric_name(self.package, name, unit),
+            documentation,
+            labels,
+            registry=self.registry,
+            buckets=buckets,
         )
 
 
@@ -85,13 +104,13 @@ class MetricsServer:
         registry: CollectorRegistry | None = None,
         ready: HealthCheck = lambda: True,
     ) -> None:
-        registry = registry if registry is not None else REGISTRY
+        exposed: CollectorRegistry = registry if registry is not None else REGISTRY
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(exposed), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     self._send(200, b"ok\n")
                 elif path == "/readyz":
@@ -100,7 +119,9 @@ class MetricsServer:
                 else:
                     self._send(404, b"not found\n")
 
-            def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            def _send(
+                self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -115,7 +136,9 @@ class MetricsServer:
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="thimble-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="thimble-metrics", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -127,7 +150,8 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
 

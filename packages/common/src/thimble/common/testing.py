@@ -6,6 +6,7 @@ answers a real request and fail with a clear message when it does not.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 READY_TIMEOUT_S = 60.0
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition") -> Any:
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -34,7 +37,10 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, interval: fl
         except Exception as exc:
             last_error = exc
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+    pytest.fail(
+        f"timed out after {timeout:.0f}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -50,15 +56,18 @@ def kafka_config(thimble_settings: ThimbleSettings) -> dict[str, Any]:
 
     conf = thimble_settings.kafka.client_config()
     admin = AdminClient(conf)
-    wait_until(lambda: admin.list_topics(timeout=2).brokers, READY_TIMEOUT_S,
-               what=f"Kafka at {conf['bootstrap.servers']} (start it with `./dev stack up`)")
+    wait_until(
+        lambda: admin.list_topics(timeout=2).brokers,
+        READY_TIMEOUT_S,
+        what=f"Kafka at {conf['bootstrap.servers']} (start it with `./dev stack up`)",
+    )
     return conf
 
 
 @pytest.fixture
 def kafka_topic(kafka_config: dict[str, Any]) -> Iterator[Callable[..., str]]:
     """Factory: ``kafka_topic(partitions=1)`` creates a fresh topic, waits until it exists, deletes it after."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(kafka_config)
     created: list[str] = []
@@ -68,8 +77,10 @@ def kafka_topic(kafka_config: dict[str, Any]) -> Iterator[Callable[..., str]]:
         futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
         futures[name].result(timeout=30)
         wait_until(
-            lambda: len(admin.list_topics(name, timeout=2).topics[name].partitions) == partitions
-            and admin.list_topics(name, timeout=2).topics[name].error is None,
+            lambda: (
+                len(admin.list_topics(name, timeout=2).topics[name].partitions) == partitions
+                and admin.list_topics(name, timeout=2).topics[name].error is None
+            ),
             what=f"topic {name}",
         )
         created.append(name)
@@ -78,10 +89,8 @@ def kafka_topic(kafka_config: dict[str, Any]) -> Iterator[Callable[..., str]]:
     yield make
     if created:
         for future in admin.delete_topics(created).values():
-            try:
+            with contextlib.suppress(Exception):
                 future.result(timeout=30)
-            except Exception:
-                pass
 
 
 @pytest.fixture(scope="session")

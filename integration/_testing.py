@@ -1,0 +1,102 @@
+"""Helpers for the stack's own tests: drive ``integration/stack.py`` in a subprocess with its own run folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from integration._procs import cmdline, port_free
+from integration._settings import REPO_ROOT as REPO
+
+STACK = REPO / "integration" / "stack.py"
+
+
+def main_jars_dir() -> Path:
+    """The main stack's jars, shared so that the tests never run Maven again."""
+    explicit = os.environ.get("THIMBLE_STACK_JARS_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("THIMBLE_RUN_DIR") or REPO / ".run") / "jars"
+
+
+def free_kafka_port(start: int = 19092) -> int:
+    """A port that is free together with the next one (the controller's)."""
+    for port in range(start, start + 200, 2):
+        if port_free(port) and port_free(port + 1):
+            return port
+    raise RuntimeError(f"no free pair of ports in {start}-{start + 200}")
+
+
+def free_port(start: int) -> int:
+    for port in range(start, start + 200):
+        if port_free(port):
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + 200}")
+
+
+@dataclass
+class Stack:
+    """A stack run through ``integration/stack.py`` in a subprocess, with its own run folder and ports."""
+
+    run_dir: Path
+    kafka_port: int
+    redis_port: int
+    seen_pids: set[int] = field(default_factory=set)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "THIMBLE_RUN_DIR": str(self.run_dir),
+            "THIMBLE_STACK_JARS_DIR": str(main_jars_dir()),
+            "THIMBLE_STACK_KAFKA_PORT": str(self.kafka_port),
+            "THIMBLE_STACK_REDIS_PORT": str(self.redis_port),
+            "COLUMNS": "250",
+        }
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.kafka_port, self.kafka_port + 1, self.redis_port]
+
+    def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, str(STACK), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        self.seen_pids.update(self.pids().values())
+        return result
+
+    def pid_file(self, service: str) -> Path:
+        return self.run_dir / "pids" / f"{service}.pid"
+
+    def pids(self) -> dict[str, int]:
+        """The pids the stack's pid files name now."""
+        found = {}
+        for service in ("kafka", "redis"):
+            path = self.pid_file(service)
+            if path.exists():
+                found[service] = int(path.read_text().split()[0])
+        return found
+
+    def kill_leftovers(self) -> None:
+        """Last resort after a failed test: no process of this stack survives the test run."""
+        for pid in self.seen_pids:
+            line = cmdline(pid)
+            if line and str(self.run_dir) in line:
+                os.kill(pid, signal.SIGKILL)
+
+
+def make_stack(run_dir: Path, redis_start: int = 16379) -> Stack:
+    return Stack(run_dir=run_dir, kafka_port=free_kafka_port(), redis_port=free_port(redis_start))

@@ -1,0 +1,30 @@
+"""Fixtures of the stack's tests: a second stack in a temporary run folder, on ports of its own."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    # Tests run with --import-mode=importlib, which leaves sys.path alone; the `integration` package lives here.
+    sys.path.insert(0, str(REPO))
+
+from integration._testing import Stack, make_stack  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def side_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A second stack, up, beside the main one; taken down (and checked gone) at the end of the module."""
+    stack = make_stack(tmp_path_factory.mktemp("stack-run"))
+    result = stack.run("up")
+    try:
+        if result.returncode != 0:
+            pytest.fail(f"`stack.py up` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        yield stack
+    finally:
+        stack.run("down")
+        stack.kill_leftovers()

@@ -1,0 +1,53 @@
+"""Each distribution builds, installs alone into a fresh environment, imports, and answers ``--help``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+UV = Path(sys.executable).with_name("uv")
+PACKAGES = {
+    "common": None,
+    "consumer": "thimble-consumer",
+    "etl": "thimble-etl",
+    "modelops": "thimble-modelops",
+}
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> str:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    for package in PACKAGES:
+        run(UV, "build", "--wheel", "--quiet", "--out-dir", dist, ROOT / "packages" / package)
+    return dist
+
+
+@pytest.mark.parametrize("package", list(PACKAGES))
+def test_wheel_installs_alone(wheels: Path, tmp_path: Path, package: str) -> None:
+    (wheel,) = wheels.glob(f"thimble_{package}-*.whl")
+    venv = tmp_path / "venv"
+    run(UV, "venv", "--quiet", "--python", sys.executable, venv)
+    python = venv / "bin" / "python"
+    run(UV, "pip", "install", "--quiet", "--python", python, "--find-links", wheels, wheel)
+    version = run(python, "-c", f"import thimble.{package} as m; print(m.__version__)").strip()
+    about = (ROOT / "packages" / package / "src" / "thimble" / package / "__about__.py").read_text()
+    assert f'"{version}"' in about
+    installed = run(UV, "pip", "list", "--python", python)
+    if package == "consumer":
+        assert "pyspark" not in installed, "thimble-consumer must not pull in Spark"
+    cli = PACKAGES[package]
+    if cli:
+        help_text = run(venv / "bin" / cli, "--help")
+        assert "Usage" in help_text

@@ -1,0 +1,131 @@
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from thimble.common import ConfigError, Section, ThimbleSettings, load_settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("THIMBLE_") and name != "THIMBLE_RUN_DIR":
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "thimble.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    settings = load_settings()
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.spark.master == "local[2]"
+    assert settings.online_store.url.startswith("redis://127.0.0.1")
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path,
+        "kafka:\n  bootstrap_servers: file:1\nspark:\n  master: local[1]\nlogging:\n  level: DEBUG\n",
+    )
+    monkeypatch.setenv("THIMBLE_SPARK__MASTER", "env-master")
+    monkeypatch.setenv("THIMBLE_LOGGING__LEVEL", "WARNING")
+    settings = load_settings(
+        config_file=path, overrides={"logging": {"level": "ERROR"}, "kafka": {"bootstrap_servers": None}}
+    )
+    assert settings.kafka.bootstrap_servers == "file:1"  # file beats default; a None flag is "not given"
+    assert settings.spark.master == "env-master"  # env beats file
+    assert settings.logging.level == "ERROR"  # flag beats env
+    assert settings.spark.shuffle_partitions == 4  # untouched default
+
+
+def test_config_file_from_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THIMBLE_CONFIG", str(write(tmp_path, "warehouse:\n  database: gold\n")))
+    assert load_settings().warehouse.database == "gold"
+
+
+def test_unknown_key_in_file_names_file_path_and_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  bootstrap_server: x:1\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=path)
+    message = str(err.value)
+    assert f"{path}: kafka.bootstrap_server: unknown key; did you mean 'bootstrap_servers'?" in message
+    assert "Traceback" not in message
+
+
+def test_unknown_section_suggests_the_closest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"warehose: unknown key; did you mean 'warehouse'\?"):
+        load_settings(config_file=write(tmp_path, "warehose:\n  database: x\n"))
+
+
+def test_bad_value_names_field_and_reason(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            config_file=write(tmp_path, "spark:\n  shuffle_partitions: zero\nmetrics:\n  port: 70000\n")
+        )
+    assert len(err.value.problems) == 2
+    assert any("spark.shuffle_partitions: Input should be a valid integer" in p for p in err.value.problems)
+    assert any("metrics.port: Input should be less than or equal to 65535" in p for p in err.value.problems)
+
+
+def test_bad_environment_value_is_attributed_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THIMBLE_KAFKA__SECURITY_PROTOCOL", "CARRIER_PIGEON")
+    with pytest.raises(ConfigError, match=r"environment \(THIMBLE_\*\) or flags: kafka.security_protocol"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("kafka: [1, 2\n", "not valid YAML"), ("- a\n- b\n", "top level must be a mapping")],
+)
+def test_malformed_yaml(tmp_path: Path, text: str, reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=path)
+    assert str(path) in str(err.value)
+    assert reason in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_settings(config_file=tmp_path / "nope.yaml")
+
+
+def test_kafka_client_config_passes_secrets_and_extras(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THIMBLE_KAFKA__SASL_PASSWORD", "s3cr3t-value")
+    settings = load_settings(
+        overrides={
+            "kafka": {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "PLAIN",
+                "sasl_username": "u",
+                "extra": {"linger.ms": 5},
+            }
+        }
+    )
+    assert isinstance(settings.kafka.sasl_password, SecretStr)
+    assert "s3cr3t-value" not in repr(settings)
+    conf = settings.kafka.client_config()
+    assert conf["sasl.password"] == "s3cr3t-value"
+    assert conf["linger.ms"] == 5
+    assert conf["security.protocol"] == "SASL_SSL"
+
+
+def test_packages_extend_settings_with_their_own_sections(tmp_path: Path) -> None:
+    class ConsumerSection(Section):
+        group_id: str = "default"
+
+    class ConsumerSettings(ThimbleSettings):
+        consumer: ConsumerSection = ConsumerSection()
+
+    settings = load_settings(ConsumerSettings, config_file=write(tmp_path, "consumer:\n  group_id: g1\n"))
+    assert settings.consumer.group_id == "g1"
+    with pytest.raises(ConfigError, match="did you mean 'group_id'"):
+        load_settings(ConsumerSettings, config_file=write(tmp_path, "consumer:\n  groupid: g1\n"))

@@ -1,0 +1,126 @@
+"""Bytes to the handler's input type, and outputs back to bytes or to record fields.
+
+JSON is parsed by orjson; pydantic models validate straight from the bytes (``model_validate_json``)
+and serialise with their compiled serializer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, TypeAdapter
+
+from thimble.consumer.context import Output
+
+Decoder = Callable[[bytes | None], Any]
+
+_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z
+
+
+class EmptyValue(ValueError):
+    """The record has no value (a tombstone)."""
+
+
+def _require(raw: bytes | None) -> bytes:
+    if raw is None:
+        raise EmptyValue("the record has no value (tombstone)")
+    return raw
+
+
+def make_decoder(tp: Any) -> Decoder:
+    """A function decoding a record value into ``tp``; ``TypeError`` when ``tp`` cannot be decoded."""
+    if tp is bytes:
+        return lambda raw: b"" if raw is None else raw
+    if tp is str:
+        return lambda raw: _require(raw).decode("utf-8")
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        validate = tp.model_validate_json
+        return lambda raw: validate(_require(raw))
+    if tp is dict or typing.get_origin(tp) is dict:
+        if tp is dict or typing.get_args(tp) in ((), (str, Any)):
+
+            def decode_dict(raw: bytes | None) -> Any:
+                value = orjson.loads(_require(raw))
+                if not isinstance(value, dict):
+                    raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+                return value
+
+            return decode_dict
+    if tp is Any:
+        return lambda raw: orjson.loads(_require(raw))
+    if tp is Output or tp is None or tp is type(None):
+        raise TypeError(f"{tp!r} is not a message type")
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(tp)
+    except Exception as exc:
+        raise TypeError(f"cannot decode messages into {tp!r} ({exc})") from None
+    return lambda raw: adapter.validate_json(_require(raw))
+
+
+def outputs_of(result: Any) -> list[Any]:
+    """A handler's return value as a list of outputs: ``None`` -> none, a list -> many."""
+    if result is None:
+        return []
+    if isinstance(result, list | tuple):
+        return [item for item in result if item is not None]
+    if type(result).__name__ == "DataFrame" and hasattr(result, "to_dict"):
+        return list(result.to_dict("records"))
+    return [result]
+
+
+def encode_value(value: Any) -> bytes:
+    """An output value as record bytes: models and JSON-able values as JSON, str as UTF-8, bytes as is."""
+    if isinstance(value, BaseModel):
+        return type(value).__pydantic_serializer__.to_json(value)  # type: ignore[no-any-return]
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return orjson.dumps(value, option=_OPTS)
+
+
+def encode_key(key: str | bytes | int | None) -> bytes | None:
+    """An output key as bytes."""
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode("utf-8")
+
+
+def record_fields(value: Any) -> dict[str, Any]:
+    """An output as named fields (for the online store and landing files): a model, dataclass or dict."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"an output written to a record sink must be a pydantic model, dataclass or dict, got {type(value).__name__}")
+
+
+def json_field(value: Any) -> bytes:
+    """One field value as JSON (the online store's per-field encoding)."""
+    if isinstance(value, BaseModel):
+        return encode_value(value)
+    return orjson.dumps(value, option=_OPTS)
+
+
+def epoch_ms(value: Any) -> int:
+    """An event time (aware or naive-as-UTC datetime, date, epoch ms number, ISO string) as epoch ms."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, date):
+        return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp() * 1000)
+    if isinstance(value, bool):
+        raise TypeError("an event time cannot be a bool")
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        return epoch_ms(datetime.fromisoformat(value))
+    raise TypeError(f"cannot read an event time from {type(value).__name__}")

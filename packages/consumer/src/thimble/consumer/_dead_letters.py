@@ -1,0 +1,111 @@
+"""Dead letters: the original record, unchanged, plus headers saying where it came from and why it failed."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from thimble.consumer._delivery import Pending
+from thimble.consumer._transport import Transport
+
+PREFIX = "thimble."
+ORIGINAL_TOPIC = "thimble.original.topic"
+ORIGINAL_PARTITION = "thimble.original.partition"
+ORIGINAL_OFFSET = "thimble.original.offset"
+ORIGINAL_TIMESTAMP = "thimble.original.timestamp"
+ERROR_CLASS = "thimble.error.class"
+ERROR_MESSAGE = "thimble.error.message"
+ERROR_TRACEBACK = "thimble.error.traceback"
+ERROR_STAGE = "thimble.error.stage"
+ATTEMPTS = "thimble.attempts"
+HANDLER = "thimble.handler"
+FAILED_AT = "thimble.failed.at"
+REPLAYED_FROM = "thimble.replayed.from"
+
+MAX_MESSAGE = 2000
+MAX_TRACEBACK = 4000
+
+
+def short_traceback(exc: BaseException, frames: int = 6) -> str:
+    """The last frames of ``exc``'s traceback, bounded in size."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-frames))
+    return text[-MAX_TRACEBACK:]
+
+
+def error_class(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def dead_letter_headers(
+    msg: Any, exc: BaseException, stage: str, attempts: int, handler: str
+) -> list[tuple[str, bytes]]:
+    """The original record's headers (minus earlier dead-letter ones) and the dead-letter headers."""
+    original = [(k, v or b"") for k, v in (msg.headers() or []) if not k.startswith(PREFIX)]
+    timestamp = msg.timestamp()[1]
+    return [
+        *original,
+        (ORIGINAL_TOPIC, msg.topic().encode()),
+        (ORIGINAL_PARTITION, str(msg.partition()).encode()),
+        (ORIGINAL_OFFSET, str(msg.offset()).encode()),
+        (ORIGINAL_TIMESTAMP, str(timestamp).encode()),
+        (ERROR_CLASS, error_class(exc).encode()),
+        (ERROR_MESSAGE, str(exc)[:MAX_MESSAGE].encode("utf-8", "replace")),
+        (ERROR_TRACEBACK, short_traceback(exc).encode("utf-8", "replace")),
+        (ERROR_STAGE, stage.encode()),
+        (ATTEMPTS, str(attempts).encode()),
+        (HANDLER, handler.encode()),
+        (FAILED_AT, str(int(time.time() * 1000)).encode()),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead letter as read back from its topic."""
+
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    error_class: str
+    error_message: str
+    error_stage: str
+    attempts: int
+    traceback: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+    @classmethod
+    def from_record(cls, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]] | dict[str, bytes]) -> DeadLetter:
+        items = headers.items() if isinstance(headers, dict) else headers
+        h = {k: v or b"" for k, v in items}
+
+        def text(name: str) -> str:
+            return h.get(name, b"").decode("utf-8", "replace")
+
+        return cls(
+            original_topic=text(ORIGINAL_TOPIC),
+            original_partition=int(text(ORIGINAL_PARTITION) or -1),
+            original_offset=int(text(ORIGINAL_OFFSET) or -1),
+            error_class=text(ERROR_CLASS),
+            error_message=text(ERROR_MESSAGE),
+            error_stage=text(ERROR_STAGE),
+            attempts=int(text(ATTEMPTS) or 0),
+            traceback=text(ERROR_TRACEBACK),
+            key=key,
+            value=value,
+            headers=h,
+        )
+
+
+class DeadLetterWriter:
+    """Sends failed records to their dead-letter topic through the same transport as outputs."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def send(self, topic: str, msg: Any, exc: BaseException, stage: str, attempts: int, handler: str, pending: Pending) -> None:
+        headers = dead_letter_headers(msg, exc, stage, attempts, handler)
+        self.transport.send(topic, msg.key(), msg.value() or b"", headers, pending)

@@ -1,0 +1,138 @@
+"""Kafka client configuration and admin chores: reach the broker, check or create topics, read lag."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from thimble.common.logging import get_logger
+from thimble.consumer.config import ConsumerSettings
+from thimble.consumer.errors import ServiceUnavailableError, TopicMissingError
+
+log = get_logger(__name__)
+kafka_log = logging.getLogger("thimble.consumer.librdkafka")
+
+
+def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -> dict[str, Any]:
+    """At-least-once consumer: auto-commit of explicitly stored offsets only, cooperative-sticky."""
+    cfg = settings.consumer
+    return {
+        **settings.kafka.client_config(),
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": not cfg.exactly_once,
+        "enable.auto.offset.store": False,
+        "auto.commit.interval.ms": 1000,
+        "auto.offset.reset": cfg.auto_offset_reset,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "max.poll.interval.ms": cfg.max_poll_interval_ms,
+        "session.timeout.ms": cfg.session_timeout_ms,
+        "isolation.level": "read_committed",
+        "logger": kafka_log,
+        **cfg.consumer_extra,
+    }
+
+
+def producer_config(settings: ConsumerSettings, client_id: str, transactional_prefix: str | None = None) -> dict[str, Any]:
+    """Idempotent producer with ``acks=all``; transactional when ``transactional_prefix`` is given."""
+    conf: dict[str, Any] = {
+        **settings.kafka.client_config(),
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "logger": kafka_log,
+    }
+    if transactional_prefix is not None:
+        conf["transactional.id"] = f"{transactional_prefix}-{uuid.uuid4().hex[:12]}"
+    conf.update(settings.consumer.producer_extra)
+    return conf
+
+
+def admin_client(settings: ConsumerSettings) -> AdminClient:
+    return AdminClient({**settings.kafka.client_config(), "logger": kafka_log})
+
+
+def wait_for_broker(
+    admin: AdminClient, bootstrap: str, stopped: Callable[[float], bool], max_backoff_s: float, attempts: int | None = None
+) -> bool:
+    """Retry a metadata request with exponential backoff until it answers; ``False`` if stopped first."""
+    delay, attempt = 1.0, 0
+    while True:
+        attempt += 1
+        try:
+            if admin.list_topics(timeout=5).brokers:
+                return True
+            problem = "no broker in metadata"
+        except KafkaException as exc:
+            problem = str(exc.args[0].str() if exc.args else exc)
+        if attempts is not None and attempt >= attempts:
+            raise ServiceUnavailableError(f"Kafka at {bootstrap} is unreachable ({problem})")
+        log.warning("Kafka unreachable, retrying", extra={"bootstrap_servers": bootstrap, "error": problem, "retry_in_s": delay})
+        if stopped(delay):
+            return False
+        delay = min(delay * 2, max_backoff_s)
+
+
+def ensure_topics(admin: AdminClient, topics: Iterable[str], create: bool, partitions: int, replication: int) -> list[str]:
+    """Check ``topics`` exist; create the missing ones when ``create``, else raise naming them. Returns created."""
+    wanted = list(dict.fromkeys(topics))
+    existing = admin.list_topics(timeout=10).topics
+    missing = [t for t in wanted if t not in existing or existing[t].error is not None]
+    if not missing:
+        return []
+    if not create:
+        raise TopicMissingError(
+            f"topic(s) {', '.join(repr(t) for t in missing)} do not exist; create them or pass --create-topics"
+        )
+    futures = admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                continue
+            raise TopicMissingError(f"cannot create topic {topic!r}: {exc.args[0].str() if exc.args else exc}") from None
+        log.info("created topic", extra={"topic": topic, "partitions": partitions})
+    return missing
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None
+    high: int
+
+    @property
+    def lag(self) -> int:
+        return self.high - (self.committed if self.committed is not None and self.committed >= 0 else 0)
+
+
+def group_lag(settings: ConsumerSettings, group_id: str, topics: Iterable[str]) -> list[PartitionLag]:
+    """Committed offset, high watermark and lag of ``group_id`` on every partition of ``topics``."""
+    conf = {**settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False, "logger": kafka_log}
+    consumer = Consumer(conf)
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        tps = []
+        for topic in topics:
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                raise TopicMissingError(f"topic {topic!r} does not exist")
+            tps += [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=10)}
+        out = []
+        for tp in tps:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            offset = committed.get((tp.topic, tp.partition))
+            out.append(PartitionLag(tp.topic, tp.partition, offset if offset is not None and offset >= 0 else None, high))
+        return out
+    finally:
+        consumer.close()

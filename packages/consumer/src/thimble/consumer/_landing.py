@@ -1,0 +1,198 @@
+"""The landing sink: Parquet files partitioned by the event's UTC date, each made visible atomically.
+
+Contract (read by thimble-etl): ``{landing}/{dataset}/date=YYYY-MM-DD/part-<timestamp>-<uuid>.parquet``,
+one row per output with the output's fields (datetimes as UTC timestamps) plus ``_kafka_topic``,
+``_kafka_partition``, ``_kafka_offset`` and ``_landed_at``. A file is written under a hidden name
+(``.part-...``, which Spark ignores), fsynced, then renamed with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import types
+import typing
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from pydantic import BaseModel
+
+from thimble.consumer._codec import epoch_ms, record_fields
+from thimble.consumer._delivery import Pending
+from thimble.consumer._writers import unwrap
+from thimble.consumer.errors import SinkError
+from thimble.consumer.sinks import Landing
+
+META_COLUMNS = ("_kafka_topic", "_kafka_partition", "_kafka_offset", "_landed_at")
+
+Row = dict[str, Any]
+
+
+class LandingStore(Protocol):
+    def write(self, dataset: str, day: str, rows: list[Row], model: type[BaseModel] | None) -> str: ...
+
+
+def _arrow_type(annotation: Any) -> Any:
+    import pyarrow as pa
+
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _arrow_type(args[0]) if len(args) == 1 else None
+    simple = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), bytes: pa.binary()}
+    if annotation in simple:
+        return simple[annotation]
+    if annotation is datetime:
+        return pa.timestamp("us", tz="UTC")
+    if annotation is date:
+        return pa.date32()
+    return None  # stored as a JSON string
+
+
+def arrow_schema(model: type[BaseModel]) -> tuple[Any, set[str]]:
+    """The Parquet schema of a model's rows, and the fields stored as JSON strings."""
+    import pyarrow as pa
+
+    fields, as_json = [], set()
+    for name, info in model.model_fields.items():
+        arrow = _arrow_type(info.annotation)
+        if arrow is None:
+            arrow = pa.string()
+            as_json.add(name)
+        fields.append(pa.field(name, arrow))
+    fields += [
+        pa.field("_kafka_topic", pa.string()),
+        pa.field("_kafka_partition", pa.int32()),
+        pa.field("_kafka_offset", pa.int64()),
+        pa.field("_landed_at", pa.timestamp("us", tz="UTC")),
+    ]
+    return pa.schema(fields), as_json
+
+
+class ParquetFiles:
+    """Writes each batch of one date as one Parquet file, atomically."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._schemas: dict[type[BaseModel], tuple[Any, set[str]]] = {}
+
+    def write(self, dataset: str, day: str, rows: list[Row], model: type[BaseModel] | None) -> str:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        folder = self.root / dataset / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        if model is not None:
+            if model not in self._schemas:
+                self._schemas[model] = arrow_schema(model)
+            schema, as_json = self._schemas[model]
+            if as_json:
+                rows = [{**r, **{k: orjson.dumps(r[k]).decode() for k in as_json if k in r}} for r in rows]
+            table = pa.Table.from_pylist(rows, schema=schema)
+        else:
+            table = pa.Table.from_pylist(rows)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+        temp = folder / f".{name}.tmp"
+        try:
+            with open(temp, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, folder / name)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return str(folder / name)
+
+
+class MemoryLanding:
+    """Landed rows kept in memory (the test harness)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Row]] = {}
+
+    def write(self, dataset: str, day: str, rows: list[Row], model: type[BaseModel] | None) -> str:
+        self.rows.setdefault(dataset, []).extend({**r, "date": day} for r in rows)
+        return f"memory://{dataset}/date={day}"
+
+
+class LandingWriter:
+    """Buffers rows by date; writes a file per date every ``batch_rows`` rows or ``flush_interval_s``."""
+
+    def __init__(self, spec: Landing, store: LandingStore, batch_rows: int, flush_interval_s: float) -> None:
+        self.label = spec.dataset
+        self.spec = spec
+        self.store = store
+        self.batch_rows = spec.batch_rows or batch_rows
+        self.flush_interval_s = spec.flush_interval_s or flush_interval_s
+        self._rows: dict[str, list[Row]] = {}
+        self._pending: list[Pending] = []
+        self._count = 0
+        self._since = 0.0
+        self._model: type[BaseModel] | None = None
+
+    def prepare(self, output: Any, msg: Any) -> tuple[str, Row]:
+        value = unwrap(output)[0]
+        if isinstance(value, BaseModel):
+            self._model = type(value)
+        fields = record_fields(value)
+        if self.spec.event_time is not None:
+            if self.spec.event_time not in fields:
+                raise KeyError(f"output has no field {self.spec.event_time!r} (the Landing event_time)")
+            event_ms = epoch_ms(fields[self.spec.event_time])
+        else:
+            event_ms = msg.timestamp()[1]
+        day = datetime.fromtimestamp(event_ms / 1000, UTC).strftime("%Y-%m-%d")
+        fields["_kafka_topic"] = msg.topic()
+        fields["_kafka_partition"] = msg.partition()
+        fields["_kafka_offset"] = msg.offset()
+        return day, fields
+
+    def write(self, prepared: tuple[str, Row], pending: Pending) -> None:
+        day, row = prepared
+        pending.hold()
+        if not self._count:
+            self._since = time.monotonic()
+        self._rows.setdefault(day, []).append(row)
+        self._pending.append(pending)
+        self._count += 1
+        if self._count >= self.batch_rows:
+            self.flush(0)
+
+    def end_batch(self) -> None:
+        self.tick()
+
+    def tick(self) -> None:
+        if self._count and time.monotonic() - self._since >= self.flush_interval_s:
+            self.flush(0)
+
+    def flush(self, timeout: float) -> None:
+        if not self._count:
+            return
+        rows, pending = self._rows, self._pending
+        self._rows, self._pending, self._count = {}, [], 0
+        landed_at = datetime.now(UTC)
+        try:
+            for day, day_rows in sorted(rows.items()):
+                for row in day_rows:
+                    row["_landed_at"] = landed_at
+                self.store.write(self.spec.dataset, day, day_rows, self._model)
+        except Exception as exc:
+            error = SinkError(f"landing {self.label!r}: {type(exc).__name__}: {exc}")
+            for p in pending:
+                p.fail(error)
+            return
+        for p in pending:
+            p.release()
+
+    def close(self) -> None:
+        return

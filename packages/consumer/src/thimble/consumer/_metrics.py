@@ -1,0 +1,52 @@
+"""The consumer's Prometheus metrics (``thimble_consumer_<name>_<unit>``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from thimble.common.metrics import Metrics
+
+LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 5000)
+
+
+class ConsumerMetrics:
+    """Every metric of one consumer process, in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        m = Metrics("consumer", self.registry)
+        self.consumed = m.counter("consumed", "messages", "Messages read from Kafka", ["topic"])
+        self.processed = m.counter("processed", "messages", "Messages handled with every output dispatched", ["handler"])
+        self.failed = m.counter("failed", "messages", "Messages that failed, by stage", ["handler", "stage"])
+        self.retried = m.counter("retried", "messages", "Handler retries after a retriable error", ["handler"])
+        self.dead_lettered = m.counter("dead_lettered", "messages", "Messages sent to a dead-letter topic", ["handler"])
+        self.latency = m.histogram("handler_latency", "seconds", "Handler call duration", ["handler"], LATENCY_BUCKETS)
+        self.batch_size = m.histogram("batch_size", "messages", "Batch handler batch sizes", ["handler"], BATCH_BUCKETS)
+        self.lag = m.gauge("lag", "messages", "Messages behind the high watermark", ["topic", "partition"])
+        self.assigned = m.gauge("assigned_partitions", "total", "Partitions assigned to this process")
+        self.rebalances = m.counter("rebalances", "total", "Partition assignments and revocations", ["kind"])
+
+    def handler(self, name: str) -> HandlerMetrics:
+        return HandlerMetrics(self, name)
+
+
+class HandlerMetrics:
+    """The metrics of one handler, labels bound once."""
+
+    def __init__(self, metrics: ConsumerMetrics, name: str) -> None:
+        self._metrics = metrics
+        self._name = name
+        self.processed: Counter = metrics.processed.labels(name)
+        self.retried: Counter = metrics.retried.labels(name)
+        self.dead_lettered: Counter = metrics.dead_lettered.labels(name)
+        self.latency: Histogram = metrics.latency.labels(name)
+        self.batch_size: Histogram = metrics.batch_size.labels(name)
+        self._failed: dict[str, Any] = {}
+
+    def failed(self, stage: str) -> Counter:
+        counter = self._failed.get(stage)
+        if counter is None:
+            counter = self._failed[stage] = self._metrics.failed.labels(self._name, stage)
+        return counter  # type: ignore[no-any-return]

@@ -1,0 +1,160 @@
+"""Routes polled messages to their handler, batches for batch handlers, and tracks every offset.
+
+Used by the Kafka runner (on its worker thread, under the runner's lock) and by the test harness.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from thimble.consumer._dead_letters import DeadLetterWriter
+from thimble.consumer._delivery import TP, OffsetTracker, Pending
+from thimble.consumer._landing import LandingStore, LandingWriter
+from thimble.consumer._metrics import ConsumerMetrics
+from thimble.consumer._online_store import OnlineBackend, OnlineStoreWriter
+from thimble.consumer._processing import DEFAULT_RETRY_ON, Processor, RetryPolicy
+from thimble.consumer._signature import HandlerSpec
+from thimble.consumer._transport import Transport
+from thimble.consumer._writers import SinkWriter, TopicWriter
+from thimble.consumer.config import ConsumerSettings
+from thimble.consumer.sinks import Landing, OnlineStore, Topic
+
+if TYPE_CHECKING:
+    from thimble.consumer.app import App
+
+
+@dataclass(slots=True)
+class Route:
+    """The handler of one source topic, and its open batch."""
+
+    spec: HandlerSpec
+    processor: Processor
+    batch_size: int
+    batch_wait_s: float
+    buffer: list[Any] = field(default_factory=list)
+    pending: Pending | None = None
+    started: float = 0.0
+
+
+@dataclass(slots=True)
+class Backends:
+    """Where sinks write: Kafka/Redis/files in production, memory in the harness."""
+
+    transport: Transport
+    online: Callable[[], OnlineBackend]
+    landing: LandingStore
+
+
+class Pipeline:
+    """Every handler of an app wired to its sinks."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: ConsumerSettings,
+        backends: Backends,
+        metrics: ConsumerMetrics,
+        wait: Callable[[float], bool],
+    ) -> None:
+        cfg = settings.consumer
+        self.tracker = OffsetTracker()
+        self.writers: list[SinkWriter] = []
+        self.routes: dict[str, Route] = {}
+        self.metrics = metrics
+        dead_letters = DeadLetterWriter(backends.transport)
+        online: OnlineBackend | None = None
+        for spec in app.handlers:
+            writers: list[SinkWriter] = []
+            for sink in spec.sinks:
+                writer: SinkWriter
+                if isinstance(sink, Topic):
+                    writer = TopicWriter(sink.name, backends.transport)
+                elif isinstance(sink, OnlineStore):
+                    online = online or backends.online()
+                    writer = OnlineStoreWriter(sink, settings.online_store.key_prefix, online)
+                elif isinstance(sink, Landing):
+                    writer = LandingWriter(sink, backends.landing, cfg.landing_batch_rows, cfg.landing_flush_interval_s)
+                writers.append(writer)
+            self.writers.extend(writers)
+            policy = RetryPolicy(
+                retry_on=spec.retry_on if spec.retry_on is not None else app.retry_on or DEFAULT_RETRY_ON,
+                max_retries=cfg.max_retries,
+                backoff_ms=cfg.retry_backoff_ms,
+                backoff_max_ms=cfg.retry_backoff_max_ms,
+            )
+            processor = Processor(
+                spec, writers, dead_letters, policy, cfg.dlq_suffix, metrics.handler(spec.name), wait
+            )
+            for source in spec.sources:
+                self.routes[source] = Route(
+                    spec,
+                    processor,
+                    spec.batch_size or cfg.batch_size,
+                    (spec.batch_wait_ms if spec.batch_wait_ms is not None else cfg.batch_wait_ms) / 1000,
+                )
+        self._has_batches = any(r.spec.batch for r in self.routes.values())
+
+    def feed(self, msg: Any) -> None:
+        """Handle one polled message (or add it to its handler's batch)."""
+        route = self.routes[msg.topic()]
+        if route.spec.batch:
+            pending = route.pending
+            if pending is None:
+                pending = route.pending = Pending()
+                route.started = time.monotonic()
+            self.tracker.track((msg.topic(), msg.partition()), msg.offset(), pending)
+            route.buffer.append(msg)
+            if len(route.buffer) >= route.batch_size:
+                self._run_batch(route)
+        else:
+            pending = Pending()
+            self.tracker.track((msg.topic(), msg.partition()), msg.offset(), pending)
+            route.processor.handle(msg, pending)
+
+    def _run_batch(self, route: Route) -> None:
+        msgs, pending = route.buffer, route.pending
+        route.buffer, route.pending = [], None
+        if msgs and pending is not None:
+            route.processor.handle_batch(msgs, pending)
+
+    def end_batch(self) -> None:
+        """A polled batch went through: send what sinks buffered for it."""
+        for writer in self.writers:
+            writer.end_batch()
+
+    def tick(self) -> None:
+        """Time-based work: due batches, sink flushes, delivery reports."""
+        if self._has_batches:
+            now = time.monotonic()
+            for route in self.routes.values():
+                if route.buffer and now - route.started >= route.batch_wait_s:
+                    self._run_batch(route)
+        for writer in self.writers:
+            writer.tick()
+
+    def flush_batches(self) -> None:
+        """Handle every open batch now (shutdown)."""
+        for route in self.routes.values():
+            self._run_batch(route)
+
+    def flush_sinks(self, timeout: float) -> None:
+        for writer in self.writers:
+            writer.end_batch()
+            writer.flush(timeout)
+
+    def drop(self, tps: Iterable[TP]) -> None:
+        """Forget partitions this process lost: their open batch messages and tracked offsets."""
+        lost = set(tps)
+        for route in self.routes.values():
+            if route.buffer:
+                route.buffer = [m for m in route.buffer if (m.topic(), m.partition()) not in lost]
+                if not route.buffer:
+                    route.pending = None
+        self.tracker.forget(lost)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()

@@ -1,0 +1,233 @@
+"""One message (or batch) through one handler: decode, call with retries, hand outputs to the sinks.
+
+Shared verbatim by the Kafka runner and the in-memory test harness, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from pydantic import ValidationError
+
+from thimble.common.logging import bind_context, get_logger
+from thimble.consumer._codec import outputs_of
+from thimble.consumer._dead_letters import DeadLetterWriter
+from thimble.consumer._delivery import Pending
+from thimble.consumer._metrics import HandlerMetrics
+from thimble.consumer._signature import HandlerSpec
+from thimble.consumer._writers import SinkWriter
+from thimble.consumer.context import Context
+from thimble.consumer.errors import Retriable
+
+log = get_logger(__name__)
+
+DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (Retriable, TimeoutError, ConnectionError)
+
+
+class Abandoned(Exception):  # noqa: N818
+    """Shutdown was requested while a message waited for a retry; it stays uncommitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff with jitter."""
+
+    retry_on: tuple[type[BaseException], ...] = DEFAULT_RETRY_ON
+    max_retries: int = 3
+    backoff_ms: int = 100
+    backoff_max_ms: int = 10_000
+
+    def delay_s(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based): ``min(max, base * 2**(retry-1))``, 50-100% of it."""
+        ceiling = min(self.backoff_max_ms, self.backoff_ms * 2 ** (retry - 1)) / 1000
+        return ceiling * (0.5 + random.random() / 2)
+
+    def retriable(self, exc: BaseException) -> bool:
+        if isinstance(exc, self.retry_on):
+            return True
+        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+            return bool(exc.args[0].retriable())
+        return False
+
+
+def context_of(msg: Any) -> Context:
+    return Context(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
+        headers=tuple(msg.headers() or ()),
+        timestamp_ms=msg.timestamp()[1],
+    )
+
+
+class _Unkeyed:
+    """A batch output not paired with one input: no default key, metadata of the batch's last record."""
+
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Any) -> None:
+        self._msg = msg
+
+    def key(self) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._msg, name)
+
+
+_loops = threading.local()
+
+
+def _run_async(coro: Any) -> Any:
+    loop = getattr(_loops, "loop", None)
+    if loop is None:
+        loop = _loops.loop = asyncio.new_event_loop()
+    return loop.run_until_complete(coro)
+
+
+class Processor:
+    """Runs one handler; every message ends handled (outputs dispatched) or dead-lettered."""
+
+    def __init__(
+        self,
+        spec: HandlerSpec,
+        writers: Sequence[SinkWriter],
+        dead_letters: DeadLetterWriter,
+        policy: RetryPolicy,
+        dlq_suffix: str,
+        metrics: HandlerMetrics,
+        wait: Callable[[float], bool],
+    ) -> None:
+        self.spec = spec
+        self.writers = list(writers)
+        self.dead_letters = dead_letters
+        self.policy = policy
+        self.dlq_suffix = dlq_suffix
+        self.metrics = metrics
+        self.wait = wait
+        self._decode = spec.decoder
+        self._func = spec.func
+        self._context = spec.context_param
+        self._observe = metrics.latency.observe
+
+    # -- one message ------------------------------------------------------------------------------
+
+    def handle(self, msg: Any, pending: Pending) -> None:
+        try:
+            value = self._decode(msg.value())
+        except Exception as exc:
+            self._dead_letter(msg, exc, _decode_stage(exc), 0, pending)
+            pending.done()
+            return
+        if self._context is None:
+            ok, result, attempts = self._call((value,), None, msg)
+        else:
+            ok, result, attempts = self._call((value,), {self._context: context_of(msg)}, msg)
+        if not ok:
+            self._dead_letter(msg, result, "handler", attempts, pending)
+            pending.done()
+            return
+        self._dispatch([(output, msg) for output in outputs_of(result)], [msg], pending)
+        pending.done()
+
+    # -- a batch ----------------------------------------------------------------------------------
+
+    def handle_batch(self, msgs: list[Any], pending: Pending) -> None:
+        values: list[Any] = []
+        good: list[Any] = []
+        for msg in msgs:
+            try:
+                values.append(self._decode(msg.value()))
+                good.append(msg)
+            except Exception as exc:
+                self._dead_letter(msg, exc, _decode_stage(exc), 0, pending)
+        self.metrics.batch_size.observe(len(msgs))
+        if good:
+            arg: Any = values
+            if self.spec.dataframe:
+                import pandas as pd
+
+                arg = pd.DataFrame(values)
+            kwargs = {self._context: [context_of(m) for m in good]} if self._context else None
+            ok, result, attempts = self._call((arg,), kwargs, good[-1])
+            if not ok:
+                for msg in good:
+                    self._dead_letter(msg, result, "handler", attempts, pending)
+            else:
+                self._dispatch(self._pair(result, good), good, pending)
+        pending.done()
+
+    def _pair(self, result: Any, good: list[Any]) -> list[tuple[Any, Any]]:
+        if type(result).__name__ == "DataFrame" and hasattr(result, "to_dict"):
+            result = result.to_dict("records")
+        if isinstance(result, list | tuple) and len(result) == len(good):
+            return [(out, msg) for item, msg in zip(result, good, strict=True) for out in outputs_of(item)]
+        last = _Unkeyed(good[-1])
+        return [(out, last) for out in outputs_of(result)]
+
+    # -- shared -----------------------------------------------------------------------------------
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None, msg: Any) -> tuple[bool, Any, int]:
+        func = self._func
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                result = func(*args, **kwargs) if kwargs else func(*args)
+                if self.spec.is_async:
+                    result = _run_async(result)
+            except Exception as exc:
+                self._observe(time.perf_counter() - started)
+                if attempt > self.policy.max_retries or not self.policy.retriable(exc):
+                    return False, exc, attempt
+                delay = self.policy.delay_s(attempt)
+                self.metrics.retried.inc()
+                with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
+                    log.warning(
+                        "handler failed, retrying",
+                        extra={"handler": self.spec.name, "attempt": attempt, "error": f"{type(exc).__name__}: {exc}",
+                               "retry_in_s": round(delay, 3)},
+                    )
+                if self.wait(delay):
+                    raise Abandoned from exc
+            else:
+                self._observe(time.perf_counter() - started)
+                return True, result, attempt
+
+    def _dispatch(self, outputs: list[tuple[Any, Any]], msgs: list[Any], pending: Pending) -> None:
+        try:
+            prepared = [(w, w.prepare(out, m)) for out, m in outputs for w in self.writers]
+        except Exception as exc:
+            for msg in msgs:
+                self._dead_letter(msg, exc, "output", 1, pending)
+            return
+        for writer, item in prepared:
+            writer.write(item, pending)
+        self.metrics.processed.inc(len(msgs))
+
+    def _dead_letter(self, msg: Any, exc: BaseException, stage: str, attempts: int, pending: Pending) -> None:
+        topic = self.spec.dlq_topic(msg.topic(), self.dlq_suffix)
+        self.metrics.failed(stage).inc()
+        self.metrics.dead_lettered.inc()
+        with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
+            log.warning(
+                "message dead-lettered",
+                extra={"handler": self.spec.name, "stage": stage, "dead_letter_topic": topic,
+                       "error": f"{type(exc).__name__}: {str(exc)[:300]}"},
+            )
+        self.dead_letters.send(topic, msg, exc, stage, attempts, self.spec.name, pending)
+
+
+def _decode_stage(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError) and not any(e["type"] == "json_invalid" for e in exc.errors()):
+        return "validate"
+    return "decode"

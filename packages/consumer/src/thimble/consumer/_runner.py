@@ -1,0 +1,435 @@
+"""The run loop: poll on the main thread, handle on one worker thread, commit what is done.
+
+Threads: the main thread only polls (also while partitions are paused, so the group never sees a
+slow handler) and runs rebalance callbacks. One worker thread handles polled batches in order, which
+keeps every partition in order. Both touch the pipeline only under ``self._lock``, which the worker
+takes per message, so a revocation waits for at most the message being handled. Commit decisions
+live in :mod:`thimble.consumer._delivery`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from thimble.common.logging import bind_context, get_logger
+from thimble.common.metrics import MetricsServer
+from thimble.consumer import _delivery
+from thimble.consumer._delivery import TP
+from thimble.consumer._kafka import (
+    admin_client,
+    consumer_config,
+    ensure_topics,
+    producer_config,
+    wait_for_broker,
+)
+from thimble.consumer._landing import ParquetFiles
+from thimble.consumer._metrics import ConsumerMetrics
+from thimble.consumer._online_store import RedisBackend
+from thimble.consumer._pipeline import Backends, Pipeline
+from thimble.consumer._processing import Abandoned
+from thimble.consumer._transport import KafkaTransport
+from thimble.consumer.config import ConsumerSettings
+from thimble.consumer.errors import ConsumerError, DeliveryError
+from thimble.consumer.sinks import Topic
+
+if TYPE_CHECKING:
+    from thimble.consumer.app import App
+
+log = get_logger(__name__)
+
+LAG_INTERVAL_S = 10.0
+POLL_TIMEOUT_S = 0.1
+
+
+class Runner:
+    """Runs one consumer process of an app."""
+
+    def __init__(self, app: App, settings: ConsumerSettings, *, worker_index: int = 0) -> None:
+        if not app.handlers:
+            raise ConsumerError(f"app {app.name!r} has no handler; add one with @app.handler(source=...)")
+        self.app = app
+        self.settings = settings
+        self.cfg = settings.consumer
+        self.worker_index = worker_index
+        self.group_id = self.cfg.group_id or app.name
+        self.client_id = f"{app.name}-{worker_index}"
+        if self.cfg.exactly_once:
+            others = [s for h in app.handlers for s in h.sinks if not isinstance(s, Topic)]
+            if others:
+                raise ConsumerError(
+                    f"exactly_once supports topic sinks only; {others[0]!r} cannot join a Kafka transaction"
+                )
+        self.metrics = ConsumerMetrics(CollectorRegistry())
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[int, list[Any]]] = deque()
+        self._cond = threading.Condition()
+        self._epoch = 0
+        self._revoked_at: dict[TP, int] = {}
+        self._assigned: set[TP] = set()
+        self._paused = False
+        self._repause = False
+        self._ready = False
+        self._broker_ok = True
+        self._draining_until: float | None = None
+        self._worker_done = threading.Event()
+        self.fatal: BaseException | None = None
+        self._in_txn = False
+        self._closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        if self._draining_until is None:
+            self._draining_until = time.monotonic() + self.cfg.drain_timeout_s
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def ready(self) -> bool:
+        return self._ready and self._broker_ok and not self._stop.is_set() and self.fatal is None
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self._stop.is_set():
+                log.warning("second signal: exiting without waiting for the drain")
+                raise SystemExit(130)
+            log.info("stopping: draining in-flight messages", extra={"signal": signal.Signals(signum).name})
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def run(self) -> int:
+        """Consume until stopped; the exit code (0: drained and committed, 1: stopped on a delivery failure)."""
+        self._install_signals()
+        server = self._start_metrics_server()
+        try:
+            return self._run()
+        finally:
+            if server is not None:
+                server.stop()
+
+    def _start_metrics_server(self) -> MetricsServer | None:
+        m = self.settings.metrics
+        if not m.enabled:
+            return None
+        port = m.port + self.worker_index if m.port else 0
+        server = MetricsServer(m.host, port, self.metrics.registry, ready=self.ready).start()
+        log.info("serving /metrics, /healthz, /readyz", extra={"host": m.host, "port": server.port})
+        return server
+
+    def _run(self) -> int:
+        kafka = self.settings.kafka
+        admin = admin_client(self.settings)
+        if not wait_for_broker(admin, kafka.bootstrap_servers, self._stop.wait, self.cfg.broker_retry_max_s):
+            return 0
+        ensure_topics(
+            admin,
+            [*self.app.sources, *self.app.output_topics(self.settings)],
+            self.cfg.create_topics,
+            self.cfg.topic_partitions,
+            self.cfg.topic_replication,
+        )
+        self.producer = Producer(
+            producer_config(self.settings, self.client_id, self.group_id if self.cfg.exactly_once else None)
+        )
+        if self.cfg.exactly_once:
+            self.producer.init_transactions(30)
+        conf = consumer_config(self.settings, self.group_id, self.client_id)
+        conf["error_cb"] = self._on_kafka_error
+        self.consumer = Consumer(conf)
+        self.pipeline = Pipeline(
+            self.app,
+            self.settings,
+            Backends(
+                KafkaTransport(self.producer),
+                lambda: RedisBackend(
+                    self.settings.online_store.url,
+                    self.settings.online_store.password.get_secret_value() if self.settings.online_store.password else None,
+                ),
+                ParquetFiles(self.settings.warehouse.landing),
+            ),
+            self.metrics,
+            self._stop.wait,
+        )
+        self.consumer.subscribe(
+            self.app.sources, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        worker = threading.Thread(target=self._work, name="thimble-consumer-worker", daemon=True)
+        worker.start()
+        self._ready = True
+        log.info(
+            "consuming",
+            extra={"group_id": self.group_id, "topics": self.app.sources, "exactly_once": self.cfg.exactly_once},
+        )
+        self._poll_loop()
+        return self._shutdown(worker)
+
+    # -- main thread: polling ---------------------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        consumer, n = self.consumer, self.cfg.poll_batch_size
+        high = self.cfg.queued_batches
+        next_lag = time.monotonic() + LAG_INTERVAL_S
+        while not self._stop.is_set() and self.fatal is None:
+            msg = consumer.poll(POLL_TIMEOUT_S)
+            if msg is not None:
+                batch = [msg]
+                if n > 1:
+                    batch += consumer.consume(n - 1, 0)
+                self._enqueue(batch)
+            queued = len(self._queue)
+            if not self._paused and queued >= high:
+                self._set_paused(True)
+            elif self._paused and queued <= 1:
+                self._set_paused(False)
+            elif self._paused and self._repause:
+                self._set_paused(True)
+            if time.monotonic() >= next_lag:
+                self._update_lag()
+                next_lag = time.monotonic() + LAG_INTERVAL_S
+
+    def _enqueue(self, batch: list[Any]) -> None:
+        good = []
+        counts: dict[str, int] = {}
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+                topic = msg.topic()
+                counts[topic] = counts.get(topic, 0) + 1
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error", extra={"error": err.str(), "topic": msg.topic()})
+                if err.fatal():
+                    self.fatal = KafkaException(err)
+        for topic, count in counts.items():
+            self.metrics.consumed.labels(topic).inc(count)
+        if good:
+            self._broker_ok = True
+            with self._cond:
+                self._queue.append((self._epoch, good))
+                self._cond.notify()
+
+    def _set_paused(self, paused: bool) -> None:
+        partitions = self.consumer.assignment()
+        try:
+            if paused:
+                self.consumer.pause(partitions)
+            else:
+                self.consumer.resume(partitions)
+        except KafkaException as exc:
+            log.warning("pause/resume failed", extra={"error": str(exc)})
+            return
+        self._paused, self._repause = paused, False
+
+    def _update_lag(self) -> None:
+        tps = self.consumer.assignment()
+        if not tps:
+            return
+        try:
+            committed = self.consumer.committed(tps, timeout=2)
+            self._broker_ok = True
+        except KafkaException:
+            return
+        for tp in committed:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high is None or high < 0:
+                continue
+            lag = high - tp.offset if tp.offset >= 0 else high
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._broker_ok = False
+        log.warning("kafka client error", extra={"error": err.str()})
+
+    # -- main thread: rebalances ------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self._repause = self._paused
+        self.metrics.rebalances.labels("assign").inc()
+        self.metrics.assigned.set(len(self._assigned))
+        log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release(partitions, commit=True)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release(partitions, commit=False)
+
+    def _release(self, partitions: list[TopicPartition], *, commit: bool) -> None:
+        """Commit what is done on the partitions going away, then forget them (and their queued messages)."""
+        tps = {(p.topic, p.partition) for p in partitions}
+        if not tps:
+            return
+        for tp in tps:
+            self._revoked_at[tp] = self._epoch
+        self._epoch += 1
+        self._assigned -= tps
+        self.metrics.assigned.set(len(self._assigned))
+        self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
+        wait = 0.5 if self._closing else min(self.cfg.max_poll_interval_ms / 2000, self.cfg.drain_timeout_s)
+        if not self._lock.acquire(timeout=wait):
+            log.warning("a handler is still busy; partitions go with their last stored offsets",
+                        extra={"partitions": sorted(f"{t}[{p}]" for t, p in tps)})
+            if commit and not self.cfg.exactly_once:
+                _delivery.commit_stored(self.consumer)
+            return
+        try:
+            if commit and self.fatal is None:
+                self._make_durable(timeout=min(10.0, self.cfg.drain_timeout_s))
+                if not self.cfg.exactly_once:
+                    _delivery.commit_stored(self.consumer)
+            self.pipeline.drop(tps)
+        except Exception as exc:
+            log.exception("committing revoked partitions failed", extra={"error": str(exc)})
+        finally:
+            self._lock.release()
+        log.info(
+            "partitions revoked" if commit else "partitions lost",
+            extra={"partitions": sorted(f"{t}[{p}]" for t, p in tps)},
+        )
+
+    # -- worker thread ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            self._work_loop()
+        except Abandoned:
+            log.info("stopped while a message waited for a retry; it stays uncommitted")
+        except DeliveryError as exc:
+            self.fatal = exc
+            log.error("stopping: an output was not acknowledged; its offset is not committed", extra={"error": str(exc)})
+        except BaseException as exc:
+            self.fatal = exc
+            log.exception("stopping: unexpected error in the consumer", extra={"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self._worker_done.set()
+            self.request_stop()
+
+    def _next_batch(self) -> tuple[int, list[Any]] | None:
+        with self._cond:
+            if not self._queue and not self._stop.is_set():
+                self._cond.wait(POLL_TIMEOUT_S)
+            return self._queue.popleft() if self._queue else None
+
+    def _work_loop(self) -> None:
+        lock, pipeline = self._lock, self.pipeline
+        while True:
+            item = self._next_batch()
+            if item is None:
+                if self._stop.is_set():
+                    return
+                with lock:
+                    pipeline.tick()
+                    self._after_batch()
+                continue
+            epoch, batch = item
+            stale = self._revoked_at if epoch < self._epoch else None
+            for msg in batch:
+                if self._stop.is_set() and self._past_drain():
+                    return
+                if self.fatal is not None:
+                    return
+                with lock:
+                    if stale is not None and stale.get((msg.topic(), msg.partition()), -1) >= epoch:
+                        continue
+                    if self.cfg.exactly_once and not self._in_txn:
+                        self.producer.begin_transaction()
+                        self._in_txn = True
+                    with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
+                        pipeline.feed(msg)
+            with lock:
+                pipeline.end_batch()
+                pipeline.tick()
+                self._after_batch()
+
+    def _past_drain(self) -> bool:
+        if self.fatal is not None:
+            return True
+        return self._draining_until is not None and time.monotonic() >= self._draining_until
+
+    def _after_batch(self) -> None:
+        """Store completed offsets (at-least-once) or commit the transaction (exactly-once). Under the lock."""
+        if self.cfg.exactly_once:
+            self._commit_transaction()
+            return
+        self.producer.poll(0)
+        _delivery.store(self.consumer, self.pipeline.tracker.completed())
+
+    def _commit_transaction(self) -> None:
+        if not self._in_txn:
+            return
+        positions = self.pipeline.tracker.processed_positions()
+        try:
+            if positions:
+                self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if err is not None and err.txn_requires_abort():
+                self.producer.abort_transaction(30)
+            raise DeliveryError(f"transaction failed and was aborted: {err.str() if err else exc}") from None
+        finally:
+            self._in_txn = False
+
+    def _make_durable(self, timeout: float) -> None:
+        """Flush sinks and record what is done. Under the lock."""
+        if self.cfg.exactly_once:
+            self._commit_transaction()
+            return
+        self.pipeline.flush_sinks(timeout)
+        self.producer.flush(timeout)
+        _delivery.store(self.consumer, self.pipeline.tracker.completed())
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    def _shutdown(self, worker: threading.Thread) -> int:
+        self._ready = False
+        self.request_stop()
+        deadline = self._draining_until or time.monotonic()
+        if not self._paused:
+            self._set_paused(True)
+        while not self._worker_done.is_set() and time.monotonic() < deadline:
+            self.consumer.poll(0.05)  # keep the group session alive; paused partitions return nothing
+        if self._worker_done.is_set() and self.fatal is None:
+            with self._lock:
+                try:
+                    self.pipeline.flush_batches()
+                    self._make_durable(timeout=max(0.5, deadline - time.monotonic()))
+                except DeliveryError as exc:
+                    self.fatal = exc
+                    log.error("stopping: an output was not acknowledged", extra={"error": str(exc)})
+        elif not self._worker_done.is_set():
+            log.warning("drain bound reached with a handler still running; its message stays uncommitted",
+                        extra={"drain_timeout_s": self.cfg.drain_timeout_s})
+        if not self.cfg.exactly_once:
+            _delivery.commit_stored(self.consumer)
+        self._closing = True
+        try:
+            self.consumer.close()
+        except KafkaException as exc:
+            log.warning("closing the consumer failed", extra={"error": str(exc)})
+        self.producer.flush(max(0.5, deadline - time.monotonic()))
+        if self._worker_done.is_set():
+            self.pipeline.close()
+        if self.fatal is not None:
+            log.error("stopped after a failure", extra={"error": f"{type(self.fatal).__name__}: {self.fatal}"})
+            return 1
+        log.info("stopped cleanly")
+        return 0

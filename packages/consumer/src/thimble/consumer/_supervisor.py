@@ -1,0 +1,92 @@
+"""``--workers N``: N consumer processes in one group, restarted with backoff if one dies."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from thimble.common.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def _worker_main(app_ref: str, config_file: str | None, overrides: dict[str, Any], index: int) -> None:
+    from thimble.common.config import load_settings
+    from thimble.common.errors import ThimbleError
+    from thimble.common.logging import configure_logging
+    from thimble.consumer.__about__ import __version__
+    from thimble.consumer._loader import load_app
+    from thimble.consumer._runner import Runner
+    from thimble.consumer.config import ConsumerSettings
+
+    settings = load_settings(ConsumerSettings, config_file, overrides)
+    configure_logging("consumer", __version__, settings.logging.level, settings.logging.format)
+    try:
+        code = Runner(load_app(app_ref), settings, worker_index=index).run()
+    except ThimbleError as exc:
+        log.error(str(exc))
+        code = exc.exit_code
+    raise SystemExit(code)
+
+
+def run_workers(app_ref: str, workers: int, config_file: str | Path | None, overrides: dict[str, Any], drain_s: float) -> int:
+    """Run and supervise ``workers`` processes; forward SIGTERM/SIGINT; return the worst exit code."""
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+    procs: dict[int, BaseProcess] = {}
+    backoff: dict[int, float] = {}
+    next_start: dict[int, float] = {}
+    codes: dict[int, int] = {}
+    cfg = str(config_file) if config_file is not None else None
+
+    def start(index: int) -> None:
+        proc = ctx.Process(target=_worker_main, args=(app_ref, cfg, overrides, index), name=f"thimble-worker-{index}")
+        proc.start()
+        procs[index] = proc
+        log.info("worker started", extra={"worker": index, "pid": proc.pid})
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs.values():
+            if proc.is_alive() and proc.pid is not None:
+                proc.terminate()  # SIGTERM: each worker drains and commits
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(workers):
+        start(i)
+    while True:
+        alive = False
+        for index, proc in list(procs.items()):
+            if proc.is_alive():
+                alive = True
+                continue
+            code = proc.exitcode if proc.exitcode is not None else 1
+            if stopping or code == 0:
+                codes[index] = code
+                continue
+            now = time.monotonic()
+            if index not in next_start:
+                delay = backoff[index] = min(backoff.get(index, 0.5) * 2, 30.0)
+                next_start[index] = now + delay
+                log.warning("worker exited; restarting", extra={"worker": index, "exit_code": code, "restart_in_s": delay})
+                alive = True
+            elif now >= next_start[index]:
+                del next_start[index]
+                start(index)
+                alive = True
+            else:
+                alive = True
+        if not alive or (stopping and all(not p.is_alive() for p in procs.values())):
+            break
+        time.sleep(0.2)
+    for proc in procs.values():
+        proc.join(timeout=drain_s + 5)
+        if proc.is_alive():
+            proc.kill()
+    return max((c if c >= 0 else 1) for c in [*codes.values(), 0])

@@ -1,0 +1,80 @@
+"""Sending records to topics: through a Kafka producer, or into memory for the test harness."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Producer
+
+from thimble.consumer._delivery import Pending
+
+Headers = list[tuple[str, bytes]]
+
+
+class Transport(Protocol):
+    """Where topic sinks and dead letters send their records."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending) -> None: ...
+
+    def poll(self) -> None: ...
+
+    def flush(self, timeout: float) -> bool: ...
+
+
+class KafkaTransport:
+    """Asynchronous produce; ``pending`` is released by the delivery report."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending) -> None:
+        pending.hold()
+        produce = self.producer.produce
+        while True:
+            try:
+                produce(topic, value, key, headers=headers, on_delivery=pending.on_delivery)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                self.producer.poll(0.05)
+
+    def poll(self) -> None:
+        self.producer.poll(0)
+
+    def flush(self, timeout: float) -> bool:
+        return int(self.producer.flush(timeout)) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class SentRecord:
+    """A record the harness captured."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes] = field(default_factory=dict)
+    sent_at: float = field(default_factory=time.time)
+
+    def json(self) -> Any:
+        """The value parsed as JSON."""
+        import orjson
+
+        return orjson.loads(self.value)
+
+
+class MemoryTransport:
+    """Records kept in memory, acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, list[SentRecord]] = {}
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending) -> None:
+        self.records.setdefault(topic, []).append(SentRecord(topic, key, value, dict(headers or [])))
+
+    def poll(self) -> None:
+        return
+
+    def flush(self, timeout: float) -> bool:
+        return True

@@ -1,0 +1,139 @@
+"""The :class:`App`: a set of typed handlers, each reading topics and writing sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from thimble.consumer._signature import HandlerSpec, inspect_handler, where
+from thimble.consumer.config import ConsumerSettings
+from thimble.consumer.errors import HandlerSignatureError
+from thimble.consumer.sinks import Landing, OnlineStore, Sink, Topic
+
+if TYPE_CHECKING:
+    from thimble.consumer.testing import TestClient
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SinkArg = str | Topic | OnlineStore | Landing
+SinkSpec = SinkArg | Sequence[SinkArg] | None
+
+
+def _sinks(value: SinkSpec, func: Callable[..., Any]) -> tuple[Sink, ...]:
+    items: Sequence[Any] = () if value is None else [value] if isinstance(value, str | Topic | OnlineStore | Landing) else value
+    out: list[Sink] = []
+    for item in items:
+        if isinstance(item, str):
+            if not item:
+                raise HandlerSignatureError(f"handler {where(func)}: a sink topic name cannot be empty")
+            out.append(Topic(item))
+        elif isinstance(item, Topic | OnlineStore | Landing):
+            out.append(item)
+        else:
+            raise HandlerSignatureError(
+                f"handler {where(func)}: sink must be a topic name, Topic, OnlineStore or Landing, got {item!r}"
+            )
+    return tuple(out)
+
+
+class App:
+    """A consumer application: ``app = App("client-features")``, then ``@app.handler(...)`` functions.
+
+    ``name`` is the default consumer group. ``retry_on`` is the default tuple of exceptions retried
+    with backoff (default: :class:`~thimble.consumer.Retriable`, ``TimeoutError``, ``ConnectionError``
+    and retriable Kafka errors); other exceptions dead-letter the message at once.
+    """
+
+    def __init__(self, name: str, *, retry_on: tuple[type[BaseException], ...] | None = None) -> None:
+        if not name:
+            raise HandlerSignatureError("App needs a non-empty name (it is the default consumer group)")
+        self.name = name
+        self.retry_on = retry_on
+        self.handlers: list[HandlerSpec] = []
+
+    def handler(
+        self,
+        source: str | Sequence[str],
+        sink: SinkSpec = None,
+        *,
+        batch_size: int | None = None,
+        batch_wait_ms: int | None = None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        dlq: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register a handler of the records of ``source`` whose outputs go to ``sink``.
+
+        The first parameter's type decides decoding: a pydantic model, ``dict``, ``str`` or ``bytes``
+        (``list[T]`` or a pandas ``DataFrame`` for a batch handler, batches of ``batch_size`` records
+        or ``batch_wait_ms``); a parameter typed :class:`~thimble.consumer.Context` (``list[Context]``)
+        receives record metadata. Return ``None`` (no output), one output, or a list of outputs.
+        ``dlq`` overrides the dead-letter topic (default ``<source>`` + ``consumer.dlq_suffix``).
+        """
+        sources = (source,) if isinstance(source, str) else tuple(source)
+
+        def register(func: F) -> F:
+            if not sources or not all(isinstance(s, str) and s for s in sources):
+                raise HandlerSignatureError(f"handler {where(func)}: source must be a topic name or a list of them")
+            sinks = _sinks(sink, func)
+            spec = inspect_handler(
+                func,
+                sources=sources,
+                sinks=sinks,
+                batch_size=batch_size,
+                batch_wait_ms=batch_wait_ms,
+                retry_on=retry_on,
+                dlq=dlq,
+            )
+            for other in self.handlers:
+                shared = set(other.sources) & set(sources)
+                if shared:
+                    raise HandlerSignatureError(
+                        f"handler {spec.where}: topic {sorted(shared)[0]!r} is already handled by {other.where}; "
+                        "one handler per source topic"
+                    )
+            for s in sinks:
+                if isinstance(s, Topic) and s.name in sources:
+                    raise HandlerSignatureError(f"handler {spec.where}: sink topic {s.name!r} is also its source")
+            self.handlers.append(spec)
+            return func
+
+        return register
+
+    @property
+    def sources(self) -> list[str]:
+        """Every topic the app reads."""
+        return [s for h in self.handlers for s in h.sources]
+
+    def output_topics(self, settings: ConsumerSettings | None = None) -> list[str]:
+        """Every topic the app writes: sink topics and dead-letter topics."""
+        suffix = (settings or ConsumerSettings()).consumer.dlq_suffix
+        out: list[str] = []
+        for h in self.handlers:
+            out += [s.name for s in h.sinks if isinstance(s, Topic)]
+            out += [h.dlq_topic(src, suffix) for src in h.sources]
+        return list(dict.fromkeys(out))
+
+    def test(self, settings: ConsumerSettings | None = None) -> TestClient:
+        """An in-memory harness: ``with app.test() as t: t.send(...); t.outputs(...)``."""
+        from thimble.consumer.testing import TestClient
+
+        return TestClient(self, settings)
+
+    def run(
+        self,
+        settings: ConsumerSettings | None = None,
+        *,
+        config_file: str | Path | None = None,
+        worker_index: int = 0,
+    ) -> int:
+        """Consume until SIGTERM/SIGINT; return the process exit code (0 after a clean drain)."""
+        from thimble.common.config import load_settings
+        from thimble.consumer._runner import Runner
+
+        if settings is None:
+            settings = load_settings(ConsumerSettings, config_file)
+        return Runner(self, settings, worker_index=worker_index).run()
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, handlers={[h.name for h in self.handlers]})"

@@ -1,0 +1,279 @@
+"""``thimble-consumer``: run an app, inspect it, and work with its topics and dead letters."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thimble.common.cli import user_errors
+from thimble.common.config import load_settings
+from thimble.common.logging import configure_logging
+from thimble.consumer.__about__ import __version__
+from thimble.consumer.config import ConsumerSettings
+from thimble.consumer.errors import ConsumerError, ServiceUnavailableError
+
+app = typer.Typer(
+    name="thimble-consumer",
+    help="Run typed Kafka handlers in production: commits, retries, dead letters, sinks, metrics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Dead-letter topics.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+out = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (else $THIMBLE_CONFIG).")]
+BootstrapOpt = Annotated[
+    str | None, typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers (overrides the config).")
+]
+
+
+def _settings(config: Path | None, bootstrap: str | None, **consumer: Any) -> ConsumerSettings:
+    return load_settings(
+        ConsumerSettings,
+        config,
+        {"kafka": {"bootstrap_servers": bootstrap}, "consumer": consumer},
+    )
+
+
+def _check_broker(settings: ConsumerSettings) -> None:
+    from thimble.consumer._kafka import admin_client, wait_for_broker
+
+    wait_for_broker(admin_client(settings), settings.kafka.bootstrap_servers, lambda _s: False, 2.0, attempts=2)
+
+
+@app.command()
+@user_errors
+def run(
+    app_path: Annotated[str, typer.Argument(help="The app, as module:attr (e.g. features:app).")],
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Processes in the consumer group.")] = 1,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    group_id: Annotated[str | None, typer.Option(help="Consumer group (default: the app's name).")] = None,
+    create_topics: Annotated[bool | None, typer.Option("--create-topics/--no-create-topics", help="Create missing topics.")] = None,
+    exactly_once: Annotated[bool | None, typer.Option("--exactly-once/--at-least-once", help="Delivery guarantee.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics, /healthz, /readyz (worker i: port+i).")] = None,
+) -> None:
+    """Consume until SIGTERM/SIGINT, then drain, commit and exit 0."""
+    from thimble.consumer._loader import load_app
+
+    settings = load_settings(
+        ConsumerSettings,
+        config,
+        {
+            "kafka": {"bootstrap_servers": bootstrap_servers},
+            "consumer": {"group_id": group_id, "create_topics": create_topics, "exactly_once": exactly_once},
+            "metrics": {"port": metrics_port},
+        },
+    )
+    configure_logging("consumer", __version__, settings.logging.level, settings.logging.format)
+    application = load_app(app_path)
+    if not application.handlers:
+        raise ConsumerError(f"app {app_path} has no handler; add one with @app.handler(source=...)")
+    if workers == 1:
+        raise typer.Exit(application.run(settings))
+    from thimble.consumer._supervisor import run_workers
+
+    overrides = {
+        "kafka": {"bootstrap_servers": bootstrap_servers},
+        "consumer": {"group_id": group_id, "create_topics": create_topics, "exactly_once": exactly_once},
+        "metrics": {"port": metrics_port},
+    }
+    raise typer.Exit(run_workers(app_path, workers, config, overrides, settings.consumer.drain_timeout_s))
+
+
+@app.command()
+@user_errors
+def describe(
+    app_path: Annotated[str, typer.Argument(help="The app, as module:attr.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (handlers, topics, schemas).")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Show an app's handlers, topics, sinks and message schemas."""
+    from thimble.consumer._describe import describe_app
+    from thimble.consumer._loader import load_app
+
+    settings = _settings(config, None)
+    info = describe_app(load_app(app_path), settings)
+    if as_json:
+        sys.stdout.write(orjson.dumps(info, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    table = Table(title=f"app {info['app']} (group {info['group_id']})")
+    for col in ("handler", "sources", "input", "batch", "sinks", "dead letters", "defined at"):
+        table.add_column(col)
+    for h in info["handlers"]:
+        table.add_row(
+            h["name"], ", ".join(h["sources"]), h["input"], "yes" if h["batch"] else "no",
+            ", ".join(f"{s['kind']}:{s['name']}" for s in h["sinks"]) or "-", ", ".join(h["dead_letter_topics"]), h["where"],
+        )
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def produce(
+    topic: Annotated[str, typer.Argument(help="Topic to write to.")],
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON lines file (default: stdin).")] = None,
+    key_field: Annotated[str | None, typer.Option(help="Use this field of each object as the record key.")] = None,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Produce one record per JSON line (each line is validated as JSON first)."""
+    from confluent_kafka import Producer
+
+    from thimble.consumer._kafka import producer_config
+
+    settings = _settings(config, bootstrap_servers)
+    _check_broker(settings)
+    try:
+        lines = file.read_text().splitlines() if file is not None else sys.stdin.read().splitlines()
+    except OSError as exc:
+        raise ConsumerError(f"cannot read {file}: {exc.strerror or exc}") from None
+    records: list[tuple[bytes | None, bytes]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ConsumerError(f"line {number}: not valid JSON ({exc})") from None
+        key = None
+        if key_field is not None:
+            if not isinstance(value, dict) or key_field not in value:
+                raise ConsumerError(f"line {number}: no field {key_field!r} for the key")
+            key = str(value[key_field]).encode()
+        records.append((key, line.strip().encode()))
+    from thimble.consumer._kafka import admin_client, ensure_topics
+
+    ensure_topics(admin_client(settings), [topic], False, 1, 1)
+    producer = Producer(producer_config(settings, "thimble-consumer-produce"))
+    failures: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err.str())
+
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    if producer.flush(60) or failures:
+        raise ServiceUnavailableError(f"{len(failures) or 'some'} record(s) not acknowledged: {failures[:1]}")
+    out.print(f"produced {len(records)} record(s) to {topic}")
+
+
+@app.command()
+@user_errors
+def tail(
+    topic: Annotated[str, typer.Argument(help="Topic to read.")],
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record, not the newest.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Print records as JSON lines (key, partition, offset, headers, value), without joining a group."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    from thimble.consumer._kafka import kafka_log
+
+    settings = _settings(config, bootstrap_servers)
+    _check_broker(settings)
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": "thimble-tail", "enable.auto.commit": False, "logger": kafka_log})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ConsumerError(f"topic {topic!r} does not exist")
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        consumer.assign([TopicPartition(topic, p, start) for p in meta.partitions])
+        seen, idle_since = 0, time.monotonic()
+        while limit is None or seen < limit:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                if timeout is not None and time.monotonic() - idle_since >= timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            seen += 1
+            raw = msg.value() or b""
+            try:
+                value: Any = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                value = raw.decode("utf-8", "replace")
+            line = {
+                "partition": msg.partition(), "offset": msg.offset(),
+                "key": msg.key().decode("utf-8", "replace") if msg.key() is not None else None,
+                "headers": {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])},
+                "value": value,
+            }
+            sys.stdout.write(orjson.dumps(line).decode() + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+@app.command()
+@user_errors
+def lag(
+    app_path: Annotated[str, typer.Argument(help="The app, as module:attr.")],
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+    group_id: Annotated[str | None, typer.Option(help="Consumer group (default: the app's).")] = None,
+) -> None:
+    """Committed offset, end offset and lag of the app's group on each source partition."""
+    from thimble.consumer._kafka import group_lag
+    from thimble.consumer._loader import load_app
+
+    settings = _settings(config, bootstrap_servers)
+    _check_broker(settings)
+    application = load_app(app_path)
+    group = group_id or settings.consumer.group_id or application.name
+    rows = group_lag(settings, group, application.sources)
+    table = Table(title=f"group {group}")
+    for col in ("topic", "partition", "committed", "end", "lag"):
+        table.add_column(col, justify="right" if col != "topic" else "left")
+    for r in rows:
+        table.add_row(r.topic, str(r.partition), "-" if r.committed is None else str(r.committed), str(r.high), str(r.lag))
+    out.print(table)
+    out.print(f"total lag: {sum(r.lag for r in rows)}")
+
+
+@dlq_app.command("replay")
+@user_errors
+def dlq_replay(
+    dlq_topic: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. client-events.dlq.")],
+    to: Annotated[str | None, typer.Option(help="Send to this topic instead of each record's original topic.")] = None,
+    error_class: Annotated[str | None, typer.Option(help="Only dead letters whose error class contains this.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Replay at most this many.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Count what would be replayed; produce nothing.")] = False,
+    config: ConfigOpt = None,
+    bootstrap_servers: BootstrapOpt = None,
+) -> None:
+    """Re-feed dead letters to the topics they came from (progress is committed; replays don't repeat)."""
+    from thimble.consumer._dlq_replay import replay
+
+    settings = _settings(config, bootstrap_servers)
+    _check_broker(settings)
+    report = replay(settings, dlq_topic, to=to, error_class=error_class, limit=limit, dry_run=dry_run)
+    verb = "would replay" if dry_run else "replayed"
+    targets = ", ".join(f"{t}: {n}" for t, n in sorted(report.by_topic.items())) or "nothing"
+    out.print(f"{verb} {report.replayed} dead letter(s) ({targets}); skipped {report.skipped}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)

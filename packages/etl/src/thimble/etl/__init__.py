@@ -1,0 +1,28 @@
+"""thimble-etl: config-driven Spark jobs that cleanse, validate, measure and journalize data into Delta tables."""
+
+from thimble.etl.__about__ import __version__
+from thimble.etl.config import EtlSettings, TableConfig, load_table_config, parse_table_config
+from thimble.etl.errors import EtlError, SchemaMismatchError, SourceError, TableNotFoundError
+from thimble.etl.history import TableVersion, changes, history, table_version
+from thimble.etl.quality import CheckResult
+from thimble.etl.runner import RunResult, run_table, write_dataframe
+
+__all__ = [
+    "CheckResult",
+    "EtlError",
+    "EtlSettings",
+    "RunResult",
+    "SchemaMismatchError",
+    "SourceError",
+    "TableConfig",
+    "TableNotFoundError",
+    "TableVersion",
+    "__version__",
+    "changes",
+    "history",
+    "load_table_config",
+    "parse_table_config",
+    "run_table",
+    "table_version",
+    "write_dataframe",
+]

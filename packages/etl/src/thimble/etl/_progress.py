@@ -1,0 +1,78 @@
+"""Live progress of a run in the terminal: the phase, and Spark stages done/total of its job group."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+class SparkProgress:
+    """Shows ``phase: stages done/total`` while a run goes; polls Spark's status tracker in a thread."""
+
+    def __init__(self, spark: SparkSession, console: Console | None = None) -> None:
+        self._tracker = spark.sparkContext.statusTracker()
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("stages"),
+            TimeElapsedColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._bar.add_task("starting", total=None)
+        self._group: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="thimble-etl-progress", daemon=True)
+
+    def phase(self, name: str, group: str) -> None:
+        self._group = group
+        self._bar.update(self._task, description=name, completed=0, total=None)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            group = self._group
+            if group is None:
+                continue
+            done = total = 0
+            for job_id in self._tracker.getJobIdsForGroup(group):
+                job = self._tracker.getJobInfo(job_id)
+                if job is None:
+                    continue
+                for stage_id in job.stageIds:
+                    total += 1
+                    stage = self._tracker.getStageInfo(stage_id)
+                    if (
+                        stage is None
+                        or (stage.numTasks and stage.numCompletedTasks >= stage.numTasks)
+                        or job.status == "SUCCEEDED"
+                    ):
+                        done += 1
+            self._bar.update(self._task, completed=done, total=total or None)
+
+    def __enter__(self) -> SparkProgress:
+        self._bar.start()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._bar.stop()

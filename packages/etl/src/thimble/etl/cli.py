@@ -1,0 +1,210 @@
+"""``thimble-etl``: run, check, and inspect warehouse tables described by YAML configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thimble.common.cli import user_errors
+from thimble.common.config import load_settings
+from thimble.common.logging import configure_logging
+from thimble.etl.__about__ import __version__
+from thimble.etl.config import EtlSettings, load_table_config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from thimble.etl.runner import RunResult
+
+app = typer.Typer(
+    help="Config-driven Spark jobs writing Thimble's Delta Lake warehouse.", no_args_is_help=True
+)
+out = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Thimble settings file (warehouse, spark, kafka); or THIMBLE_CONFIG."
+    ),
+]
+EXIT_BLOCKED = 3
+
+
+def _settings(config: Path | None) -> EtlSettings:
+    settings = load_settings(EtlSettings, config_file=config)
+    configure_logging("etl", __version__, settings.logging.level, settings.logging.format)
+    return settings
+
+
+def _spark(settings: EtlSettings) -> SparkSession:
+    from thimble.common.spark import build_spark_session
+
+    return build_spark_session(settings, app_name="thimble-etl")
+
+
+def summary_table(result: RunResult) -> Table:
+    """The end-of-run summary."""
+    checks = result.check_counts
+    table = Table(title=f"{result.table} — {result.status}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    rows = [
+        ("run id", result.run_id),
+        ("source", result.source),
+        ("rows read", f"{result.rows_read:,}"),
+        ("rows after cleanse", f"{result.rows_cleansed:,}"),
+        ("rows quarantined", f"{result.rows_quarantined:,}"),
+        ("inserted / updated / closed", f"{result.inserted:,} / {result.updated:,} / {result.closed:,}"),
+        ("checks pass / warn / fail", f"{checks['pass']} / {checks['warn']} / {checks['fail']}"),
+        (
+            "version",
+            f"{result.previous_version} -> {result.version}"
+            if result.committed
+            else f"{result.version} (unchanged)",
+        ),
+        ("time", f"{result.seconds:.1f} s"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@app.command()
+@user_errors
+def run(
+    file: Annotated[Path, typer.Argument(help="The table's YAML config.")],
+    config: ConfigOption = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id to record (default: generated).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show live progress.")] = True,
+) -> None:
+    """Load one table: read, cleanse, validate, check quality, write one Delta commit (or none)."""
+    from thimble.etl._progress import SparkProgress
+    from thimble.etl.runner import run_table
+
+    table_config = load_table_config(file)
+    settings = _settings(config)
+    spark = _spark(settings)
+    if progress:
+        with SparkProgress(spark) as bar:
+            result = run_table(table_config, spark=spark, settings=settings, run_id=run_id, progress=bar)
+    else:
+        result = run_table(table_config, spark=spark, settings=settings, run_id=run_id)
+    out.print(summary_table(result))
+    for check in result.checks:
+        if check.status != "pass":
+            colour = "red" if check.status == "fail" else "yellow"
+            out.print(f"[{colour}]{check.status}[/]: {check.name}: {check.detail}", highlight=False)
+    if result.status == "blocked":
+        out.print(
+            f"[red]a failing check blocked the write; {result.table} stays at version {result.version}[/]"
+        )
+        raise typer.Exit(EXIT_BLOCKED)
+
+
+@app.command()
+@user_errors
+def check(
+    file: Annotated[Path, typer.Argument(help="The table's YAML config.")],
+    against_source: Annotated[
+        bool, typer.Option(help="Also check column names and types against the source.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Validate a table config without running a job."""
+    from thimble.etl._columns import check_columns
+    from thimble.etl.errors import ConfigError
+
+    table_config = load_table_config(file)
+    problems: list[str] = []
+    if table_config.schema_.columns and not against_source:
+        problems = check_columns(table_config, dict(table_config.schema_.columns))
+    if against_source:
+        from thimble.etl.sources import source_types
+
+        settings = _settings(config)
+        types = source_types(_spark(settings), table_config, settings)
+        problems = check_columns(table_config, types)
+    if problems:
+        raise ConfigError(problems, source=str(file))
+    out.print(f"[green]ok[/]: {file} ({table_config.table}, {table_config.write.mode})", highlight=False)
+
+
+@app.command()
+@user_errors
+def history(
+    table: Annotated[str, typer.Argument(help="Table name (database.name or name).")],
+    config: ConfigOption = None,
+) -> None:
+    """List the table's versions with run ids, counts and check results."""
+    from thimble.etl.history import history as table_history
+
+    settings = _settings(config)
+    versions = table_history(table, spark=_spark(settings), settings=settings)
+    view = Table(title=table)
+    for column in (
+        "version",
+        "time",
+        "operation",
+        "run id",
+        "rows",
+        "inserted",
+        "updated",
+        "closed",
+        "checks p/w/f",
+    ):
+        view.add_column(column)
+    for v in versions:
+        checks = "/".join(str(v.checks.get(k, 0)) for k in ("pass", "warn", "fail")) if v.checks else ""
+        view.add_row(
+            str(v.version), f"{v.timestamp:%Y-%m-%d %H:%M:%S}", v.operation, v.run_id or "",
+            *("" if n is None else f"{n:,}" for n in (v.rows_written, v.inserted, v.updated, v.closed)), checks,
+        )  # fmt: skip
+    out.print(view)
+
+
+@app.command()
+@user_errors
+def changes(
+    table: Annotated[str, typer.Argument(help="Table name.")],
+    since: Annotated[int, typer.Option("--since", help="Show what changed after this version.")],
+    limit: Annotated[int, typer.Option(help="Rows to print.")] = 50,
+    output: Annotated[
+        Path | None, typer.Option(help="Write every change as Parquet here instead of printing.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """What changed since a version (Delta change data feed)."""
+    from thimble.etl.history import changes as table_changes
+
+    settings = _settings(config)
+    df = table_changes(table, since, spark=_spark(settings), settings=settings)
+    if output is not None:
+        df.write.mode("overwrite").parquet(str(output))
+        out.print(f"wrote changes since version {since} to {output}")
+        return
+    rows = df.orderBy("_commit_version").limit(limit).collect()
+    view = Table(title=f"{table}: changes since version {since}")
+    for column in df.columns:
+        view.add_column(column)
+    for row in rows:
+        view.add_row(*("" if v is None else str(v) for v in row))
+    out.print(view)
+
+
+@app.command()
+@user_errors
+def report(
+    table: Annotated[str, typer.Argument(help="Table name.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    config: ConfigOption = None,
+) -> None:
+    """Write an HTML report with the history of the table's metrics and check outcomes."""
+    from thimble.etl.report import write_report
+
+    settings = _settings(config)
+    path = write_report(table, output, spark=_spark(settings), settings=settings)
+    out.print(f"wrote {path}")

@@ -1,0 +1,118 @@
+"""What a table holds over time: its versions (with run ids, counts and check results) and its changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from thimble.common.config import ThimbleSettings, load_settings
+from thimble.etl import _tables
+from thimble.etl.config import EtlSettings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+CDF_COLUMNS = "_change_type string, _commit_version bigint, _commit_timestamp timestamp"
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    """One commit of a table."""
+
+    version: int
+    timestamp: datetime
+    operation: str
+    run_id: str | None
+    config_hash: str | None
+    rows_written: int | None
+    inserted: int | None
+    updated: int | None
+    closed: int | None
+    checks: dict[str, int] = field(default_factory=dict)
+
+
+def _resolve(
+    table: str, spark: SparkSession | None, settings: ThimbleSettings | None
+) -> tuple[SparkSession, str]:
+    settings = settings if settings is not None else load_settings(EtlSettings)
+    if spark is None:
+        from thimble.common.spark import build_spark_session
+
+        spark = build_spark_session(settings, app_name="thimble-etl")
+    name = _tables.qualified(table, settings)
+    _tables.require(spark, name)
+    return spark, name
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def history(
+    table: str, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
+) -> list[TableVersion]:
+    """Every version still in the table's log, newest first."""
+    spark, name = _resolve(table, spark, settings)
+    out = []
+    for commit in _tables.commits(spark, name):
+        meta = commit["thimble"]
+        counts = meta.get("counts", {})
+        metrics = commit["metrics"]
+        inserted = counts.get("inserted", _int(metrics.get("numTargetRowsInserted")))
+        updated = counts.get("updated", _int(metrics.get("numTargetRowsUpdated")))
+        if meta.get("mode") == "merge":
+            inserted, updated = (
+                _int(metrics.get("numTargetRowsInserted")),
+                _int(metrics.get("numTargetRowsUpdated")),
+            )
+        out.append(
+            TableVersion(
+                version=commit["version"],
+                timestamp=commit["timestamp"],
+                operation=commit["operation"],
+                run_id=meta.get("run_id"),
+                config_hash=meta.get("config_hash"),
+                rows_written=_int(metrics.get("numOutputRows")),
+                inserted=_int(inserted),
+                updated=_int(updated),
+                closed=_int(counts.get("closed")),
+                checks=dict(meta.get("checks", {})),
+            )
+        )
+    return out
+
+
+def table_version(
+    table: str, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
+) -> int:
+    """The table's current version."""
+    spark, name = _resolve(table, spark, settings)
+    version = _tables.version(spark, name)
+    assert version is not None
+    return version
+
+
+def changes(
+    table: str, since_version: int, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
+) -> DataFrame:
+    """Rows changed after ``since_version`` (exclusive), from Delta's change data feed.
+
+    Columns: the table's, plus ``_change_type`` (insert, update_preimage, update_postimage, delete),
+    ``_commit_version`` and ``_commit_timestamp``. Empty when nothing changed since.
+    """
+    spark, name = _resolve(table, spark, settings)
+    current = _tables.version(spark, name)
+    assert current is not None
+    if since_version >= current:
+        schema = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in spark.table(name).schema.fields)
+        return spark.createDataFrame([], f"{schema}, {CDF_COLUMNS}")
+    return (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", max(since_version + 1, 0))
+        .table(name)
+    )

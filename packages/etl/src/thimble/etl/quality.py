@@ -1,0 +1,162 @@
+"""Quality: metrics of the rows about to be written, fused into ONE Spark aggregation, and checks on them.
+
+Checks are thresholds (``min``/``max``) or a change against the table's own history (``max_change``
+relative to the trailing mean of the last ``over_last`` committed runs). Metrics and check results are
+stored in the metrics table, keyed by table, run id and version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from thimble.etl.config import CheckConfig, MetricConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+Status = Literal["pass", "warn", "fail"]
+History = Callable[[str, int], list[float]]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check."""
+
+    name: str
+    metric: str
+    severity: str
+    status: Status
+    value: float | None
+    detail: str
+
+
+def _c(name: str) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.col(f"`{name}`")
+
+
+def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
+    """The aggregate expression of one metric (a double)."""
+    from pyspark.sql import functions as F
+
+    col = _c(metric.column) if metric.column else None
+    rows = F.count(F.lit(1))
+    kind = metric.metric
+    if kind == "row_count":
+        expr = rows
+    elif kind == "sql":
+        expr = F.expr(metric.expression or "")
+    else:
+        assert col is not None
+        assert metric.column is not None
+        if types.get(metric.column, "") in ("date", "timestamp", "timestamp_ntz") and kind in ("min", "max"):
+            col = col.cast("timestamp").cast("double")
+        if kind == "completeness":
+            expr = F.count(col) / F.nullif(rows, F.lit(0))
+        elif kind == "distinct_count":
+            expr = F.count_distinct(col)
+        elif kind == "uniqueness":
+            expr = F.count_distinct(col) / F.nullif(F.count(col), F.lit(0))
+        elif kind == "min":
+            expr = F.min(col)
+        elif kind == "max":
+            expr = F.max(col)
+        elif kind == "mean":
+            expr = F.avg(col)
+        elif kind == "stddev":
+            expr = F.stddev_samp(col)
+        else:
+            expr = F.percentile_approx(col, float(metric.quantile or 0.5), 10000)
+    return expr.cast("double")
+
+
+@contextmanager
+def _single_job(spark: SparkSession) -> Iterator[None]:
+    """Adaptive execution submits each shuffle stage as its own job; one aggregation needs one job."""
+    previous = spark.conf.get("spark.sql.adaptive.enabled", "true")
+    spark.conf.set("spark.sql.adaptive.enabled", "false")
+    try:
+        yield
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", previous or "true")
+
+
+def compute_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> dict[str, float | None]:
+    """Every metric of ``df`` in one Spark job (a single fused aggregation)."""
+    if not metrics:
+        return {}
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    exprs = [metric_expression(m, types).alias(f"m{i}") for i, m in enumerate(metrics)]
+    with _single_job(df.sparkSession):
+        row = df.agg(*exprs).collect()[0]
+    out: dict[str, float | None] = {}
+    for i, metric in enumerate(metrics):
+        value = row[f"m{i}"]
+        out[metric.metric_name] = (
+            None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+        )
+    return out
+
+
+def evaluate(
+    checks: Sequence[CheckConfig], values: dict[str, float | None], history: History
+) -> list[CheckResult]:
+    """Evaluate every check against this run's metric values and the table's history."""
+    results = []
+    for check in checks:
+        value = values.get(check.metric)
+        problems: list[str] = []
+        notes: list[str] = []
+        if value is None:
+            problems.append("no value (no rows, or only nulls)")
+        else:
+            if check.min is not None and value < check.min:
+                problems.append(f"{value:g} < {check.min:g}")
+            if check.max is not None and value > check.max:
+                problems.append(f"{value:g} > {check.max:g}")
+            if check.max_change is not None:
+                past = history(check.metric, check.over_last)
+                if not past:
+                    notes.append("no history yet")
+                else:
+                    mean = sum(past) / len(past)
+                    change = abs(value - mean) / abs(mean) if mean else (0.0 if value == 0 else math.inf)
+                    text = f"{value:g} vs trailing mean {mean:g} of {len(past)} run(s): {change:+.0%}"
+                    (problems if change > check.max_change else notes).append(text)
+        status: Status = "pass" if not problems else ("fail" if check.severity == "fail" else "warn")
+        detail = "; ".join(problems or notes) or (f"{value:g}" if value is not None else "")
+        results.append(CheckResult(check.check_name, check.metric, check.severity, status, value, detail))
+    return results
+
+
+def metric_rows(
+    table: str,
+    run_id: str,
+    version: int | None,
+    committed: bool,
+    at: datetime,
+    values: dict[str, float | None],
+    results: Sequence[CheckResult],
+) -> list[tuple[object, ...]]:
+    """Rows of the metrics table for one run."""
+    rows: list[tuple[object, ...]] = [
+        (table, run_id, version, committed, at, "metric", name, value, None, None, None)
+        for name, value in values.items()
+    ]
+    rows += [
+        (table, run_id, version, committed, at, "check", r.name, r.value, r.severity, r.status, r.detail)
+        for r in results
+    ]
+    return rows
+
+
+METRICS_SCHEMA = (
+    "table string, run_id string, version bigint, committed boolean, run_at timestamp, kind string, "
+    "name string, value double, severity string, status string, detail string"
+)

@@ -1,0 +1,383 @@
+"""Run a table: read -> cleanse -> validate -> quality gate -> write, as one Delta commit (or none)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from thimble.common.config import ThimbleSettings, load_settings
+from thimble.common.logging import bind_context, get_logger
+from thimble.etl import _tables
+from thimble.etl.__about__ import __version__
+from thimble.etl._columns import check_columns
+from thimble.etl.cleanse import cleanse
+from thimble.etl.config import (
+    CleanseStep,
+    EtlSettings,
+    JournalConfig,
+    QualityConfig,
+    Rule,
+    TableConfig,
+    load_table_config,
+)
+from thimble.etl.errors import ConfigError
+from thimble.etl.quality import METRICS_SCHEMA, CheckResult, compute_metrics, evaluate, metric_rows
+from thimble.etl.sources import read_source
+from thimble.etl.validate import FAILED, effective_rules, flag, passing, quarantine_rows
+from thimble.etl.writer import WriteMode, WriteSpec, count, prepare, write
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = get_logger(__name__)
+
+RunStatus = Literal["committed", "blocked", "unchanged", "no_new_data"]
+
+
+@dataclass
+class RunResult:
+    """What one run did. ``version`` is the table's version after the run."""
+
+    table: str
+    run_id: str
+    status: RunStatus
+    version: int | None
+    previous_version: int | None
+    config_hash: str = ""
+    rows_read: int = 0
+    rows_cleansed: int = 0
+    rows_quarantined: int = 0
+    inserted: int = 0
+    updated: int = 0
+    closed: int = 0
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+    spark_jobs: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    source: str = ""
+
+    @property
+    def committed(self) -> bool:
+        return self.status == "committed"
+
+    @property
+    def check_counts(self) -> dict[str, int]:
+        """``{"pass": n, "warn": n, "fail": n}``."""
+        out = {"pass": 0, "warn": 0, "fail": 0}
+        for check in self.checks:
+            out[check.status] += 1
+        return out
+
+
+class Progress(Protocol):
+    """Told when each phase of a run starts; ``group`` is the Spark job group of its jobs."""
+
+    def phase(self, name: str, group: str) -> None: ...
+
+
+class _Phases:
+    def __init__(self, spark: SparkSession, run_id: str, progress: Progress | None) -> None:
+        self.spark = spark
+        self.run_id = run_id
+        self.progress = progress
+        self.groups: dict[str, str] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        group = f"{self.run_id}:{name}"
+        self.groups[name] = group
+        self.spark.sparkContext.setJobGroup(group, f"thimble-etl {name}", interruptOnCancel=True)
+        if self.progress is not None:
+            self.progress.phase(name, group)
+        yield
+
+    def job_counts(self) -> dict[str, int]:
+        tracker = self.spark.sparkContext.statusTracker()
+        return {name: len(tracker.getJobIdsForGroup(group)) for name, group in self.groups.items()}
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``20260101T120000Z-1a2b3c``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def _settings(settings: ThimbleSettings | None) -> ThimbleSettings:
+    return settings if settings is not None else load_settings(EtlSettings)
+
+
+def _etl_names(settings: ThimbleSettings, table: str) -> tuple[str, str]:
+    etl = getattr(settings, "etl", None)
+    metrics_table = etl.metrics_table if etl is not None else "thimble_quality"
+    suffix = etl.quarantine_suffix if etl is not None else "_quarantine"
+    return _tables.qualified(metrics_table, settings), f"{table}{suffix}"
+
+
+def _session(spark: SparkSession | None, settings: ThimbleSettings) -> SparkSession:
+    if spark is not None:
+        return spark
+    from thimble.common.spark import build_spark_session
+
+    return build_spark_session(settings, app_name="thimble-etl")
+
+
+def run_table(
+    config: TableConfig | str | Path,
+    spark: SparkSession | None = None,
+    settings: ThimbleSettings | None = None,
+    run_id: str | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Load one table as its config describes; return what happened (never half-written)."""
+    cfg = config if isinstance(config, TableConfig) else load_table_config(config)
+    settings = _settings(settings)
+    spark = _session(spark, settings)
+    table = _tables.qualified(cfg.table, settings)
+    run_id = run_id or new_run_id()
+    phases = _Phases(spark, run_id, progress)
+    started = time.monotonic()
+    with bind_context(table=table, run_id=run_id):
+        with phases("read"):
+            batch = read_source(spark, cfg, settings, table)
+        if batch.df is None:
+            log.info("nothing new to load: %s", batch.description)
+            current = _tables.version(spark, table)
+            return RunResult(
+                table, run_id, "no_new_data", current, current, cfg.config_hash(), source=batch.description
+            )
+        types = {f.name: f.dataType.simpleString() for f in batch.df.schema.fields}
+        problems = check_columns(cfg, dict(types))
+        if problems:
+            raise ConfigError(problems, source=f"config of {table} (against its source)")
+        spec = WriteSpec(
+            mode=cfg.write.mode,
+            keys=tuple(cfg.write.keys),
+            partition_by=tuple(cfg.write.partition_by),
+            journal=cfg.journal,
+            evolution=cfg.schema_.evolution,
+        )
+        result = _load(
+            spark, settings, table, batch.df, spec, cfg.cleanse, effective_rules(cfg), cfg.quality,
+            run_id, cfg.config_hash(), batch.progress, phases,
+        )  # fmt: skip
+    result.seconds = time.monotonic() - started
+    result.source = batch.description
+    return result
+
+
+def write_dataframe(
+    df: DataFrame,
+    table: str,
+    mode: WriteMode = "append",
+    keys: Sequence[str] = (),
+    partition_by: Sequence[str] = (),
+    journal: JournalConfig | Mapping[str, Any] | None = None,
+    quality: QualityConfig | Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    settings: ThimbleSettings | None = None,
+    allow_new_columns: bool = False,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Write a DataFrame produced elsewhere into a warehouse table, with the same guarantees as a run.
+
+    Null keys (and duplicate keys for ``merge``) go to quarantine; ``quality`` checks gate the write.
+    """
+    from thimble.etl.config import NotNullRule, UniqueRule
+
+    settings = _settings(settings)
+    spark = df.sparkSession
+    name = _tables.qualified(table, settings)
+    journal_cfg = JournalConfig.model_validate(journal) if isinstance(journal, Mapping) else journal
+    quality_cfg = (
+        QualityConfig.model_validate(quality) if isinstance(quality, Mapping) else quality or QualityConfig()
+    )
+    if mode == "journal" and journal_cfg is None:
+        raise ConfigError(["mode 'journal' needs journal={'keys': [...]}"], source="write_dataframe")
+    if mode == "merge" and not keys:
+        raise ConfigError(["mode 'merge' needs keys"], source="write_dataframe")
+    key_list = list(journal_cfg.keys) if journal_cfg is not None else list(keys)
+    rules: list[Rule] = []
+    if key_list:
+        rules.append(NotNullRule(rule="not_null", columns=key_list, name="keys are not null"))
+        if journal_cfg is None or journal_cfg.order_by is None:
+            rules.append(UniqueRule(rule="unique", columns=key_list, name="keys are unique in the batch"))
+    spec = WriteSpec(
+        mode=mode,
+        keys=tuple(keys),
+        partition_by=tuple(partition_by),
+        journal=journal_cfg,
+        evolution="allow_new_columns" if allow_new_columns else "fail",
+    )
+    run_id = run_id or new_run_id()
+    started = time.monotonic()
+    with bind_context(table=name, run_id=run_id):
+        result = _load(
+            spark,
+            settings,
+            name,
+            df,
+            spec,
+            [],
+            rules,
+            quality_cfg,
+            run_id,
+            "",
+            {},
+            _Phases(spark, run_id, progress),
+        )
+    result.seconds = time.monotonic() - started
+    result.source = "DataFrame"
+    return result
+
+
+def _history(spark: SparkSession, metrics_table: str, table: str) -> Any:
+    def past(metric: str, runs: int) -> list[float]:
+        if not _tables.exists(spark, metrics_table):
+            return []
+        from pyspark.sql import functions as F
+
+        rows = (
+            spark.table(metrics_table)
+            .filter((F.col("table") == table) & (F.col("kind") == "metric") & (F.col("name") == metric))
+            .filter(F.col("committed") & F.col("value").isNotNull())
+            .orderBy(F.col("run_at").desc())
+            .limit(runs)
+            .select("value")
+            .collect()
+        )
+        return [float(r[0]) for r in rows]
+
+    return past
+
+
+def _append(spark: SparkSession, df: DataFrame, table: str) -> None:
+    if _tables.exists(spark, table):
+        df.writeTo(table).append()
+    else:
+        _tables.create_from(df, table, [])
+
+
+def _load(
+    spark: SparkSession,
+    settings: ThimbleSettings,
+    table: str,
+    source: DataFrame,
+    spec: WriteSpec,
+    steps: Sequence[CleanseStep],
+    rules: Sequence[Rule],
+    quality: QualityConfig,
+    run_id: str,
+    config_hash: str,
+    progress_meta: dict[str, Any],
+    phases: _Phases,
+) -> RunResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    metrics_table, quarantine_table = _etl_names(settings, table)
+    run_at = datetime.now(UTC).replace(tzinfo=None)
+    before = _tables.version(spark, table)
+    result = RunResult(table, run_id, "unchanged", before, before, config_hash)
+    cached: list[DataFrame] = []
+    try:
+        with phases("read"):
+            raw = source.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(raw)
+            result.rows_read = raw.count()
+        with phases("validate"):
+            flagged = flag(cleanse(raw, steps), rules).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(flagged)
+            row = flagged.agg(F.count(F.lit(1)), F.sum(F.when(F.size(FAILED) > 0, 1).otherwise(0))).first()
+            assert row is not None
+            result.rows_cleansed, result.rows_quarantined = int(row[0]), int(row[1] or 0)
+            valid = passing(flagged)
+            prepared = prepare(spark, valid, table, spec, run_at)
+            if prepared.plan is not None:
+                prepared.df = prepared.df.persist(StorageLevel.MEMORY_AND_DISK)
+                cached.append(prepared.df)
+                counts = count(prepared)
+            else:
+                counts = {"inserted": result.rows_cleansed - result.rows_quarantined}
+        with phases("quality"):
+            values = compute_metrics(valid, quality.metrics)
+        late = counts.get("late", 0)
+        values.update(
+            {
+                "rows_read": float(result.rows_read),
+                "rows_cleansed": float(result.rows_cleansed),
+                "rows_quarantined": float(result.rows_quarantined + late),
+            }
+        )
+        result.metrics = values
+        result.checks = evaluate(quality.checks, values, _history(spark, metrics_table, table))
+        blocked = any(c.status == "fail" for c in result.checks)
+        with phases("quarantine"):
+            if result.rows_quarantined or late:
+                bad = quarantine_rows(flagged, table, run_id, run_at)
+                if late and prepared.plan is not None:
+                    from thimble.etl.journal import LATE_RULE
+
+                    late_rows = prepared.plan.late().withColumn(FAILED, F.array(F.lit(LATE_RULE)))
+                    bad = bad.unionByName(quarantine_rows(late_rows, table, run_id, run_at))
+                _append(spark, bad, quarantine_table)
+                result.rows_quarantined += late
+        changes = counts.get("inserted", 0) + counts.get("updated", 0) + counts.get("closed", 0)
+        if blocked:
+            result.status = "blocked"
+            log.warning("a failing check blocked the write; %s stays at version %s", table, before)
+        elif changes or (progress_meta and before is not None):
+            meta = {
+                "run_id": run_id,
+                "config_hash": config_hash,
+                "mode": spec.mode,
+                "package_version": __version__,
+                "counts": {**counts, "read": result.rows_read, "quarantined": result.rows_quarantined},
+                "checks": result.check_counts,
+                "source": progress_meta,
+            }
+            with phases("write"):
+                if changes:
+                    version, committed = write(spark, prepared, table, spec, meta)
+                else:
+                    version, committed = _record_progress(spark, table, meta)
+            result.version = version
+            result.status = "committed" if committed else "unchanged"
+            result.inserted, result.updated, result.closed = (
+                counts.get(k, 0) for k in ("inserted", "updated", "closed")
+            )
+            if spec.mode == "merge" and committed:
+                from thimble.etl.writer import merge_counts
+
+                result.inserted, result.updated = (
+                    merge_counts(spark, table, version).get(k, 0) for k in ("inserted", "updated")
+                )
+        with phases("metrics"):
+            if result.metrics or result.checks:
+                rows = metric_rows(
+                    table, run_id, result.version, result.committed, run_at, result.metrics, result.checks
+                )
+                _append(spark, spark.createDataFrame(rows, METRICS_SCHEMA), metrics_table)
+    finally:
+        for df in cached:
+            df.unpersist()
+    result.spark_jobs = phases.job_counts()
+    log.info(
+        "%s: %s at version %s (read %d, quarantined %d, inserted %d, updated %d, closed %d)",
+        table, result.status, result.version, result.rows_read, result.rows_quarantined,
+        result.inserted, result.updated, result.closed,
+    )  # fmt: skip
+    return result
+
+
+def _record_progress(spark: SparkSession, table: str, meta: dict[str, Any]) -> tuple[int | None, bool]:
+    """Commit no rows but the source progress, so unchanged data is not read again."""
+    empty = spark.table(table).limit(0)
+    with _tables.commit_metadata(spark, meta):
+        empty.writeTo(table).append()
+    version = _tables.version(spark, table)
+    return version, True

@@ -1,0 +1,316 @@
+"""Read a table's source into a DataFrame, remembering what was read so the next run reads only what is new.
+
+Progress (landing files loaded, Kafka offsets consumed) is stored in the metadata of the commit that wrote
+the data, so it advances exactly when the table does: a run that writes nothing reads the same data again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from thimble.common.config import ThimbleSettings
+from thimble.common.logging import get_logger
+from thimble.common.validation import did_you_mean
+from thimble.etl import _tables
+from thimble.etl._columns import widening_ok
+from thimble.etl.config import FilesSource, KafkaSource, LandingSource, SchemaConfig, TableConfig, TableSource
+from thimble.etl.errors import ServiceUnavailableError, SourceError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = get_logger(__name__)
+
+KAFKA_COLUMNS = ("_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp")
+SOURCE_ERROR = "_source_error"
+
+
+@dataclass
+class SourceBatch:
+    """What one run read: the rows, rows that could not be parsed, and the progress to record."""
+
+    df: DataFrame | None
+    progress: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return self.df is None
+
+
+def read_source(
+    spark: SparkSession, config: TableConfig, settings: ThimbleSettings, table: str
+) -> SourceBatch:
+    """Read what is new in ``config.source`` for ``table``; ``df`` is None when there is nothing new.
+
+    Rows that cannot be parsed keep their raw text and carry a reason in ``_source_error``.
+    """
+    source = config.source
+    if isinstance(source, LandingSource):
+        batch = _read_landing(spark, source, settings, table)
+    elif isinstance(source, KafkaSource):
+        batch = _read_kafka(spark, source, config.schema_, settings, table)
+    elif isinstance(source, TableSource):
+        name = _tables.qualified(source.table, settings)
+        if not _tables.exists(spark, name):
+            raise SourceError(f"source.table: no table '{name}' in the warehouse")
+        batch = SourceBatch(spark.table(name), {"table": name, "version": _tables.version(spark, name)}, name)
+    else:
+        batch = _read_files(spark, source, config.schema_)
+    if batch.df is not None and not isinstance(source, KafkaSource):
+        batch.df = apply_declared_schema(batch.df, config.schema_)
+    return batch
+
+
+def source_types(
+    spark: SparkSession, config: TableConfig, settings: ThimbleSettings
+) -> dict[str, str | None]:
+    """The columns and types the source gives, after the declared schema (read without loading data)."""
+    source = config.source
+    if config.schema_.columns and isinstance(source, KafkaSource):
+        types: dict[str, str | None] = dict(config.schema_.columns)
+        types.update(
+            {
+                "_kafka_topic": "string",
+                "_kafka_partition": "int",
+                "_kafka_offset": "bigint",
+                "_kafka_timestamp": "timestamp",
+            }
+        )
+        return types
+    if isinstance(source, LandingSource):
+        files = _landing_files(spark, _landing_root(source, settings))
+        if not files:
+            raise SourceError(f"source.dataset: no landed files under {_landing_root(source, settings)}")
+        df = spark.read.option("mergeSchema", "true").parquet(*files[-50:])
+    elif isinstance(source, TableSource):
+        name = _tables.qualified(source.table, settings)
+        if not _tables.exists(spark, name):
+            raise SourceError(f"source.table: no table '{name}' in the warehouse")
+        df = spark.table(name)
+    elif isinstance(source, FilesSource):
+        files_df = _read_files(spark, source, SchemaConfig()).df
+        assert files_df is not None
+        df = files_df
+    else:
+        raise SourceError("source: cannot tell the columns of a kafka source without schema.columns")
+    actual = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    problems = declared_schema_problems(actual, config.schema_)
+    if problems:
+        from thimble.etl.errors import ConfigError
+
+        raise ConfigError(problems)
+    if config.schema_.columns:
+        return dict(config.schema_.columns)
+    return dict(actual)
+
+
+def declared_schema_problems(actual: dict[str, str], schema: SchemaConfig) -> list[str]:
+    """Declared columns that the source lacks, or whose source type would lose values."""
+    problems = []
+    for name, kind in (schema.columns or {}).items():
+        if name not in actual:
+            problems.append(
+                f"schema.columns.{name}: no column '{name}' in the source{did_you_mean(name, actual)}"
+            )
+        elif not widening_ok(actual[name], kind) and actual[name] != "string":
+            problems.append(f"schema.columns.{name}: declared {kind} but the source has {actual[name]}")
+    return problems
+
+
+def apply_declared_schema(df: DataFrame, schema: SchemaConfig) -> DataFrame:
+    """Select the declared columns, cast to the declared types; fail on a missing column."""
+    from pyspark.sql import functions as F
+
+    if not schema.columns:
+        return df
+    actual = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    missing = [name for name in schema.columns if name not in actual]
+    if missing:
+        raise SourceError(
+            "; ".join(
+                f"schema.columns.{m}: no column '{m}' in the source{did_you_mean(m, actual)}" for m in missing
+            )
+        )
+    extra = [c for c in df.columns if c == SOURCE_ERROR]
+    cols = [
+        F.col(f"`{n}`").cast(k).alias(n) if actual[n] != k else F.col(f"`{n}`")
+        for n, k in schema.columns.items()
+    ]
+    return df.select(*cols, *extra)
+
+
+# --- landing area ------------------------------------------------------------------------------------
+
+
+def _landing_root(source: LandingSource, settings: ThimbleSettings) -> str:
+    return f"{settings.warehouse.landing.rstrip('/')}/{source.dataset}"
+
+
+def _landing_files(spark: SparkSession, root: str) -> list[str]:
+    """Every landed Parquet file under ``root/date=*/`` (temp files starting with '.' or '_' excluded)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    pattern = jvm.org.apache.hadoop.fs.Path(f"{root}/date=*/*.parquet")
+    statuses = pattern.getFileSystem(conf).globStatus(pattern) or []
+    files = []
+    for status in statuses:
+        path = status.getPath()
+        name = path.getName()
+        if status.isFile() and not name.startswith((".", "_")):
+            files.append(path.toString())
+    return sorted(files)
+
+
+def _loaded_files(spark: SparkSession, table: str) -> set[str]:
+    if not _tables.exists(spark, table):
+        return set()
+    loaded: set[str] = set()
+    for commit in _tables.commits(spark, table):
+        loaded.update(commit["thimble"].get("source", {}).get("files", []))
+    return loaded
+
+
+def _read_landing(
+    spark: SparkSession, source: LandingSource, settings: ThimbleSettings, table: str
+) -> SourceBatch:
+    root = _landing_root(source, settings)
+    files = _landing_files(spark, root)
+    if source.incremental:
+        loaded = _loaded_files(spark, table)
+        files = [f for f in files if f not in loaded]
+    description = f"{len(files)} new landed file(s) under {root}"
+    if not files:
+        return SourceBatch(None, {}, description)
+    df = spark.read.option("mergeSchema", "true").parquet(*files)
+    return SourceBatch(df, {"files": files} if source.incremental else {}, description)
+
+
+# --- kafka -------------------------------------------------------------------------------------------
+
+
+def _kafka_options(settings: ThimbleSettings, source: KafkaSource) -> dict[str, str]:
+    options = {
+        "kafka.bootstrap.servers": settings.kafka.bootstrap_servers,
+        "kafka.security.protocol": settings.kafka.security_protocol,
+    }
+    options.update(source.options)
+    return options
+
+
+def _stored_offsets(spark: SparkSession, table: str, topic: str) -> dict[int, int]:
+    if not _tables.exists(spark, table):
+        return {}
+    for commit in _tables.commits(spark, table):
+        stored = commit["thimble"].get("source", {}).get("kafka", {})
+        if stored.get("topic") == topic:
+            return {int(p): int(o) for p, o in stored.get("offsets", {}).items()}
+    return {}
+
+
+def _watermarks(settings: ThimbleSettings, topic: str) -> dict[int, tuple[int, int]]:
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    conf = settings.kafka.client_config()
+    conf.update({"group.id": "thimble-etl-watermarks", "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    try:
+        metadata = consumer.list_topics(topic, timeout=15)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise SourceError(f"source.topic: no topic '{topic}' on {settings.kafka.bootstrap_servers}")
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+            for p in sorted(info.partitions)
+        }
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"Kafka at {settings.kafka.bootstrap_servers}: {exc}") from None
+    finally:
+        consumer.close()
+
+
+def _read_kafka(
+    spark: SparkSession, source: KafkaSource, schema: SchemaConfig, settings: ThimbleSettings, table: str
+) -> SourceBatch:
+    import json
+
+    from pyspark.sql import functions as F
+
+    stored = _stored_offsets(spark, table, source.topic)
+    marks = _watermarks(settings, source.topic)
+    start: dict[str, int] = {}
+    end: dict[str, int] = {}
+    for partition, (low, high) in marks.items():
+        begin = stored.get(partition, low if source.starting_offsets == "earliest" else high)
+        if begin < low:
+            log.warning(
+                "offsets %s-%s of %s[%s] expired before they were loaded",
+                begin,
+                low - 1,
+                source.topic,
+                partition,
+            )
+            begin = low
+        start[str(partition)] = begin
+        end[str(partition)] = max(high, begin)
+    progress = {"kafka": {"topic": source.topic, "offsets": end}}
+    total = sum(end[p] - start[p] for p in end)
+    description = f"{total} new message(s) in {source.topic}"
+    if total == 0:
+        return SourceBatch(None, progress, description)
+    raw = (
+        spark.read.format("kafka")
+        .options(**_kafka_options(settings, source))
+        .option("subscribe", source.topic)
+        .option("startingOffsets", json.dumps({source.topic: start}))
+        .option("endingOffsets", json.dumps({source.topic: end}))
+        .option("failOnDataLoss", "false")
+        .load()
+    )
+    ddl = ", ".join(f"`{name}` {kind}" for name, kind in (schema.columns or {}).items())
+    value = F.col("value").cast("string")
+    ddl += ", `_thimble_corrupt` string"
+    parsed = raw.select(
+        F.from_json(
+            value, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_thimble_corrupt"}
+        ).alias("_v"),
+        value.alias("_raw"),
+        F.col("topic").alias("_kafka_topic"),
+        F.col("partition").alias("_kafka_partition"),
+        F.col("offset").alias("_kafka_offset"),
+        F.col("timestamp").alias("_kafka_timestamp"),
+    )
+    bad = F.col("_v").isNull() | F.col("_v._thimble_corrupt").isNotNull()
+    df = parsed.select(
+        *[F.col(f"_v.`{name}`").alias(name) for name in (schema.columns or {})],
+        *KAFKA_COLUMNS,
+        F.when(
+            bad,
+            F.concat(
+                F.lit("source: not a JSON object matching schema.columns: "), F.substring("_raw", 1, 500)
+            ),
+        ).alias(SOURCE_ERROR),
+    )
+    return SourceBatch(df, progress, description)
+
+
+# --- files -------------------------------------------------------------------------------------------
+
+
+def _read_files(spark: SparkSession, source: FilesSource, schema: SchemaConfig) -> SourceBatch:
+    reader = spark.read.format(source.format).options(**source.options)
+    if source.format == "csv":
+        reader = reader.option("header", source.options.get("header", "true"))
+    if schema.columns and source.format in ("csv", "json"):
+        reader = reader.schema(", ".join(f"`{n}` {k}" for n, k in schema.columns.items()))
+    elif source.format == "csv":
+        reader = reader.option("inferSchema", source.options.get("inferSchema", "true"))
+    try:
+        df = reader.load(source.path)
+    except Exception as exc:  # Spark raises AnalysisException subclasses for missing paths
+        raise SourceError(
+            f"source.path: cannot read {source.format} at {source.path}: {str(exc).splitlines()[0]}"
+        ) from None
+    return SourceBatch(df, {}, f"{source.format} files at {source.path}")

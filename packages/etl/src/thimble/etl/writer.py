@@ -1,0 +1,164 @@
+"""Write a batch into its Delta table in ONE commit: append, overwrite (partition-scoped), merge or journal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from thimble.etl import _tables, journal
+from thimble.etl.config import JournalConfig
+from thimble.etl.errors import SchemaMismatchError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+WriteMode = Literal["append", "overwrite", "merge", "journal"]
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    """How a batch reaches its table."""
+
+    mode: WriteMode = "append"
+    keys: tuple[str, ...] = ()
+    partition_by: tuple[str, ...] = ()
+    journal: JournalConfig | None = None
+    evolution: Literal["fail", "allow_new_columns"] = "fail"
+
+
+@dataclass
+class Prepared:
+    """A batch ready to write: the rows, or the journal plan, and the counts it will produce."""
+
+    df: DataFrame
+    plan: journal.JournalPlan | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    late: DataFrame | None = None
+
+
+def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec) -> list[str]:
+    """New columns of ``df`` against the existing table; raise when the policy forbids a change."""
+    if not _tables.exists(spark, table):
+        return []
+    existing = {f.name: f.dataType.simpleString() for f in spark.table(table).schema.fields}
+    incoming = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    changed = [
+        f"'{name}' is {kind} in the data but {existing[name]} in the table"
+        for name, kind in incoming.items()
+        if name in existing and existing[name] != kind and kind != "void"
+    ]
+    if changed:
+        raise SchemaMismatchError(
+            f"{table}: column types changed: {'; '.join(changed)}. Cast them in cleanse."
+        )
+    new = [name for name in incoming if name not in existing]
+    if new and spec.evolution == "fail":
+        raise SchemaMismatchError(
+            f"{table}: the data has new column(s) {', '.join(new)}; the table's schema is frozen "
+            "(schema.evolution: fail). Set schema.evolution: allow_new_columns to add them, or drop them in cleanse."
+        )
+    return new
+
+
+def prepare(
+    spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec, run_started: datetime
+) -> Prepared:
+    """Build what will be written (lazily); journal plans are classified against the current versions."""
+    if spec.mode == "journal":
+        assert spec.journal is not None
+        target = spark.table(table) if _tables.exists(spark, table) else None
+        plan = journal.plan(df, target, spec.journal, run_started)
+        return Prepared(plan.classified, plan=plan)
+    return Prepared(df)
+
+
+def count(prepared: Prepared) -> dict[str, int]:
+    """The rows each kind of change will touch (one Spark job over the prepared frame)."""
+    from pyspark.sql import functions as F
+
+    if prepared.plan is None:
+        rows = prepared.df.count()
+        return {"rows": rows}
+    got = {
+        r[journal.KIND]: int(r["n"])
+        for r in prepared.df.groupBy(journal.KIND).agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    return {
+        "inserted": got.get("open_new", 0),
+        "updated": got.get("open_change", 0),
+        "closed": got.get("close_delete", 0),
+        "late": got.get("late", 0),
+    }
+
+
+def _merge(df: DataFrame, table: str, keys: tuple[str, ...]) -> None:
+    from delta.tables import DeltaTable
+
+    spark = df.sparkSession
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    others = [c for c in df.columns if c not in keys]
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in others) or "false"
+    (
+        DeltaTable.forName(spark, table)
+        .alias("t")
+        .merge(df.alias("s"), cond)
+        .whenMatchedUpdate(condition=changed, set={f"`{c}`": f"s.`{c}`" for c in others})
+        .whenNotMatchedInsert(values={f"`{c}`": f"s.`{c}`" for c in df.columns})
+        .execute()
+    )
+
+
+def _add_columns(spark: SparkSession, table: str, df: DataFrame, new: list[str]) -> None:
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    columns = ", ".join(f"`{c}` {types[c]}" for c in new)
+    spark.sql(f"ALTER TABLE {_tables.quoted(table)} ADD COLUMNS ({columns})")
+
+
+def write(
+    spark: SparkSession, prepared: Prepared, table: str, spec: WriteSpec, metadata: dict[str, Any]
+) -> tuple[int | None, bool]:
+    """Write ``prepared`` in one commit tagged with ``metadata``; return (table version, whether it committed)."""
+    before = _tables.version(spark, table)
+    data = prepared.plan.opened() if prepared.plan is not None else prepared.df
+    new_columns = check_schema(spark, data, table, spec)
+    with _tables.commit_metadata(spark, metadata):
+        if before is None:
+            _tables.create_from(data, table, list(spec.partition_by))
+        elif spec.mode == "journal":
+            assert prepared.plan is not None
+            if new_columns:
+                _add_columns(spark, table, data, new_columns)
+            journal.merge(prepared.plan, table)
+        elif spec.mode == "merge":
+            if new_columns:
+                _add_columns(spark, table, data, new_columns)
+            _merge(data, table, spec.keys)
+        else:
+            from pyspark.sql import functions as F
+
+            writer = data.writeTo(table)
+            if new_columns:
+                writer = writer.option("mergeSchema", "true")
+            if spec.mode == "append":
+                writer.append()
+            elif spec.partition_by:
+                writer.overwritePartitions()
+            else:
+                writer.overwrite(F.lit(True))
+    after = _tables.version(spark, table)
+    return after, after != before
+
+
+def merge_counts(spark: SparkSession, table: str, version: int | None) -> dict[str, int]:
+    """Inserted/updated counts of a merge commit, from Delta's operation metrics."""
+    if version is None:
+        return {}
+    for commit in _tables.commits(spark, table)[:5]:
+        if commit["version"] == version:
+            metrics = commit["metrics"]
+            return {
+                "inserted": int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0))),
+                "updated": int(metrics.get("numTargetRowsUpdated", 0)),
+            }
+    return {}

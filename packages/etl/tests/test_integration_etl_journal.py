@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+
+from thimble.common.config import ThimbleSettings
+from thimble.etl import changes, history, run_table, table_version
+
+from .conftest import config
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = {
+    "columns": {"client_id": "string", "segment": "string", "score": "double", "updated_at": "timestamp"}
+}
+
+
+def _journal_config(
+    table: str, path: str, deletes: str = "ignore", order_by: str | None = "updated_at"
+) -> Any:
+    journal: dict[str, Any] = {"keys": ["client_id"], "deletes": deletes, "track": ["segment", "score"]}
+    if order_by:
+        journal["order_by"] = order_by
+    return config(
+        table=table,
+        source={"type": "files", "path": path, "format": "json"},
+        schema_=SCHEMA,
+        journal=journal,
+        write={"mode": "journal"},
+    )
+
+
+def _rows(spark: SparkSession, table: str, settings: ThimbleSettings) -> list[tuple[Any, ...]]:
+    name = f"{settings.warehouse.database}.{table}"
+    return [
+        (r.client_id, r.segment, r.is_current, r.valid_to is None)
+        for r in spark.table(name).orderBy("client_id", "valid_from").collect()
+    ]
+
+
+def test_journal_changes_deletes_idempotent(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
+) -> None:
+    path = json_source(
+        [
+            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
+            {"client_id": "b", "segment": "silver", "score": 2.0, "updated_at": "2026-01-01T00:00:00"},
+            {"client_id": "c", "segment": "bronze", "score": 3.0, "updated_at": "2026-01-01T00:00:00"},
+        ]
+    )
+    cfg = _journal_config(table_name, path, deletes="close")
+    first = run_table(cfg, spark=spark, settings=spark_settings)
+    assert first.status == "committed"
+    assert (first.inserted, first.updated, first.closed) == (3, 0, 0)
+    v1 = table_version(table_name, spark=spark, settings=spark_settings)
+
+    again = run_table(cfg, spark=spark, settings=spark_settings)
+    assert again.status == "unchanged"
+    assert table_version(table_name, spark=spark, settings=spark_settings) == v1
+
+    json_source(
+        [
+            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
+            {"client_id": "b", "segment": "gold", "score": 2.0, "updated_at": "2026-01-02T00:00:00"},
+            {"client_id": "d", "segment": "new", "score": 4.0, "updated_at": "2026-01-02T00:00:00"},
+        ]
+    )
+    second = run_table(cfg, spark=spark, settings=spark_settings)
+    assert (second.inserted, second.updated, second.closed) == (1, 1, 1)
+    assert _rows(spark, table_name, spark_settings) == [
+        ("a", "gold", True, True),
+        ("b", "silver", False, False),
+        ("b", "gold", True, True),
+        ("c", "bronze", False, False),
+        ("d", "new", True, True),
+    ]
+    new = changes(table_name, v1, spark=spark, settings=spark_settings)
+    kinds = sorted((r.client_id, r._change_type) for r in new.collect())
+    assert ("d", "insert") in kinds
+    assert ("b", "update_postimage") in kinds
+    assert ("c", "update_postimage") in kinds
+    assert "a" not in {k for k, _ in kinds}
+    versions = history(table_name, spark=spark, settings=spark_settings)
+    assert versions[0].run_id == second.run_id
+    assert versions[0].closed == 1

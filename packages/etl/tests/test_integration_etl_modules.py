@@ -1,0 +1,123 @@
+"""Each cleanse step, validation rule and quality metric against a real Spark session."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from thimble.etl.cleanse import apply_step
+from thimble.etl.config import CheckConfig, MetricConfig, TableConfig
+from thimble.etl.quality import compute_metrics, evaluate
+from thimble.etl.validate import FAILED, flag
+
+from .conftest import config
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = "id int, name string, city string, amount string, ts string, seen timestamp"
+ROWS = [
+    (1, "  Ann ", "paris", "10.5", "2026-01-02 10:00", datetime(2026, 1, 1)),
+    (2, "Bob", None, "x", "bad", datetime(2026, 1, 3)),
+    (2, "Bobby", "rome", "7", "2026-01-03 11:30", datetime(2026, 1, 5)),
+]
+
+
+@pytest.fixture(scope="module")
+def df(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame(ROWS, SCHEMA)
+
+
+def _step(df: DataFrame, step: dict[str, Any]) -> list[Any]:
+    cfg: TableConfig = config(table="t", source={"type": "table", "table": "x"}, cleanse=[step])
+    return [tuple(r) for r in apply_step(df, cfg.cleanse[0]).orderBy("id", "seen").collect()]
+
+
+def test_trim_case_regex(df: DataFrame) -> None:
+    assert _step(df, {"step": "trim", "columns": ["name"]})[0][1] == "Ann"
+    assert [r[2] for r in _step(df, {"step": "case", "columns": ["city"], "to": "upper"})] == ["PARIS", None, "ROME"]
+    rows = _step(df, {"step": "regex_replace", "column": "name", "pattern": "[^A-Za-z]", "replacement": ""})
+    assert rows[0][1] == "Ann"
+
+
+def test_cast_parse_fill_rename(df: DataFrame) -> None:
+    assert [r[3] for r in _step(df, {"step": "cast", "columns": {"amount": "double"}})] == [10.5, None, 7.0]
+    parsed = _step(df, {"step": "parse_timestamp", "column": "ts", "format": "yyyy-MM-dd HH:mm", "output": "at"})
+    assert [r[6] for r in parsed] == [datetime(2026, 1, 2, 10), None, datetime(2026, 1, 3, 11, 30)]
+    as_date = _step(df, {"step": "parse_timestamp", "column": "ts", "format": "yyyy-MM-dd HH:mm", "to": "date"})
+    assert as_date[0][4] == date(2026, 1, 2)
+    assert [r[2] for r in _step(df, {"step": "fill", "values": {"city": "unknown"}})] == ["paris", "unknown", "rome"]
+    renamed = apply_step(df, config(table="t", source={"type": "table", "table": "x"}, cleanse=[{"step": "rename", "columns": {"city": "town"}}]).cleanse[0])
+    assert "town" in renamed.columns
+    assert "city" not in renamed.columns
+
+
+def test_drop_where_dedupe_sql(df: DataFrame) -> None:
+    assert [r[0] for r in _step(df, {"step": "drop_where", "condition": "city IS NULL"})] == [1, 2]
+    latest = _step(df, {"step": "dedupe", "keys": ["id"], "order_by": "seen"})
+    assert [(r[0], r[1]) for r in latest] == [(1, "  Ann "), (2, "Bobby")]
+    earliest = _step(df, {"step": "dedupe", "keys": ["id"], "order_by": "seen", "keep": "earliest"})
+    assert [(r[0], r[1]) for r in earliest] == [(1, "  Ann "), (2, "Bob")]
+    assert [r[6] for r in _step(df, {"step": "sql", "column": "label", "expression": "concat(name, '@', id)"})][1] == "Bob@2"
+
+
+def test_every_rule_marks_failing_rows(df: DataFrame) -> None:
+    cfg = config(
+        table="t",
+        source={"type": "table", "table": "x"},
+        validate_=[
+            {"rule": "not_null", "columns": ["city"]},
+            {"rule": "unique", "columns": ["id"]},
+            {"rule": "range", "column": "id", "min": 1, "max": 1},
+            {"rule": "allowed_values", "column": "city", "values": ["paris"]},
+            {"rule": "regex", "column": "amount", "pattern": "^[0-9.]+$"},
+            {"rule": "sql", "condition": "length(name) < 5", "name": "short name"},
+        ],
+    )
+    flagged = {r["name"]: sorted(r[FAILED]) for r in flag(df, cfg.validate_).collect()}
+    assert flagged["  Ann "] == ["short name"]
+    assert flagged["Bob"] == sorted(["not_null(city)", "unique(id)", "range(id)", "regex(amount)"])
+    assert flagged["Bobby"] == sorted(["unique(id)", "range(id)", "allowed_values(city)", "short name"])
+
+
+def test_metrics_in_one_spark_job(spark: SparkSession, df: DataFrame) -> None:
+    metrics = [
+        MetricConfig(metric="row_count"),
+        MetricConfig(metric="completeness", column="city"),
+        MetricConfig(metric="distinct_count", column="id"),
+        MetricConfig(metric="uniqueness", column="id"),
+        MetricConfig(metric="min", column="seen"),
+        MetricConfig(metric="max", column="id"),
+        MetricConfig(metric="mean", column="id"),
+        MetricConfig(metric="stddev", column="id"),
+        MetricConfig(metric="quantile", column="id", quantile=0.5),
+        MetricConfig(metric="sql", name="total", expression="sum(try_cast(amount AS double))"),
+    ]
+    sc = spark.sparkContext
+    sc.setJobGroup("etl-test-metrics", "metrics")
+    values = compute_metrics(df, metrics)
+    assert len(sc.statusTracker().getJobIdsForGroup("etl-test-metrics")) == 1
+    assert values["row_count"] == 3
+    assert values["completeness:city"] == pytest.approx(2 / 3)
+    assert values["distinct_count:id"] == 2
+    assert values["uniqueness:id"] == pytest.approx(2 / 3)
+    assert values["min:seen"] == datetime(2026, 1, 1).timestamp()
+    assert values["mean:id"] == pytest.approx(5 / 3)
+    assert values["quantile:id:0.5"] == 2
+    assert values["total"] == pytest.approx(17.5)
+
+
+def test_checks_threshold_and_history() -> None:
+    checks = [
+        CheckConfig(metric="row_count", min=10, severity="warn"),
+        CheckConfig(metric="row_count", max_change=0.5, over_last=3),
+        CheckConfig(metric="missing", max=1),
+    ]
+    results = evaluate(checks, {"row_count": 3.0}, lambda metric, n: [10.0, 10.0])
+    assert [r.status for r in results] == ["warn", "fail", "fail"]
+    assert "trailing mean 10" in results[1].detail
+    ok = evaluate(checks[:2], {"row_count": 12.0}, lambda metric, n: [])
+    assert [r.status for r in ok] == ["pass", "pass"]
+    assert ok[1].detail == "no history yet"

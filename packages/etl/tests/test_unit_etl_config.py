@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from thimble.etl import load_table_config, parse_table_config
+from thimble.etl._columns import check_columns
+from thimble.etl.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+BASE = {
+    "table": "client_features",
+    "source": {"type": "landing", "dataset": "client-events"},
+    "schema": {"columns": {"client_id": "string", "amount": "double", "event_time": "timestamp"}},
+}
+
+
+def problems(data: dict[str, object]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_table_config(data)
+    return info.value.problems
+
+
+def test_valid_config_loads_with_defaults() -> None:
+    cfg = parse_table_config({**BASE, "journal": {"keys": ["client_id"]}, "write": {"mode": "journal"}})
+    assert cfg.write.mode == "journal"
+    assert cfg.keys == ["client_id"]
+    assert len(cfg.config_hash()) == 16
+
+
+def test_unknown_keys_steps_and_rules_get_did_you_mean() -> None:
+    found = problems(
+        {
+            **BASE,
+            "sorce_extra": 1,
+            "cleanse": [{"step": "trimm", "columns": ["client_id"]}, {"step": "case", "colums": ["x"], "to": "lower"}],
+            "validate": [{"rule": "not_nul", "columns": ["client_id"]}],
+        }
+    )
+    assert "sorce_extra: unknown key" in found
+    assert any(p.startswith("cleanse[0].step: unknown step 'trimm'; did you mean 'trim'?") for p in found)
+    assert "cleanse[1].colums: unknown key; did you mean 'columns'?" in found
+    assert "cleanse[1].columns: required" in found
+    assert any(p.startswith("validate[0].rule: unknown rule 'not_nul'; did you mean 'not_null'?") for p in found)
+
+
+def test_cross_field_problems() -> None:
+    found = problems({**BASE, "quality": {"checks": [{"metric": "row_count"}]}})
+    assert any("quality.checks[0]: give 'min', 'max' or 'max_change'" in p for p in found)
+    found = problems({**BASE, "write": {"mode": "journal"}})
+    assert any("write.mode is 'journal' but there is no 'journal' section" in p for p in found)
+
+
+def test_bad_types_and_regex() -> None:
+    found = problems(
+        {
+            **BASE,
+            "schema": {"columns": {"a": "strng"}},
+            "cleanse": [{"step": "regex_replace", "column": "a", "pattern": "(", "replacement": ""}],
+        }
+    )
+    assert any(p.startswith("schema.columns.a: unknown type 'strng'; did you mean 'string'?") for p in found)
+    assert any(p.startswith("cleanse[0].pattern: not a valid regular expression") for p in found)
+
+
+def test_columns_checked_with_did_you_mean() -> None:
+    cfg = parse_table_config(
+        {
+            **BASE,
+            "cleanse": [{"step": "rename", "columns": {"amount": "total"}}],
+            "validate": [{"rule": "regex", "column": "total", "pattern": "x"}],
+            "quality": {"metrics": [{"metric": "mean", "column": "amount"}]},
+            "journal": {"keys": ["clientid"], "order_by": "event_time"},
+            "write": {"mode": "journal"},
+        }
+    )
+    found = check_columns(cfg, dict(cfg.schema_.columns or {}))
+    assert "journal.keys[0]: no column 'clientid' at this point (after cleanse); did you mean 'client_id'?" in found
+    assert "validate[0].column: column 'total' is double; regex needs a string (cast it first)" in found
+    assert any(p.startswith("quality.metrics[0].column: no column 'amount'") for p in found)
+
+
+def test_source_column_message_names_the_source() -> None:
+    cfg = parse_table_config({**BASE, "journal": {"keys": ["clientid"]}, "write": {"mode": "journal"}})
+    assert check_columns(cfg, dict(cfg.schema_.columns or {})) == [
+        "journal.keys[0]: no column 'clientid' in the source; did you mean 'client_id'?"
+    ]
+
+
+def test_yaml_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("table: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_table_config(bad)
+    assert "not valid YAML" in info.value.problems[0]
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_table_config(tmp_path / "missing.yaml")

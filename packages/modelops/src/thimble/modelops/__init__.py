@@ -1,0 +1,42 @@
+"""thimble-modelops: a model is a typed function plus its context; serve it, batch it, stream it, track it."""
+
+from thimble.modelops.__about__ import __version__
+from thimble.modelops.config import ModelOpsConfig, ModelOpsSettings, load_modelops_settings
+from thimble.modelops.envelope import LoadedModel, ModelContext, ModelFunction, ModelInfo, model
+from thimble.modelops.errors import (
+    ArtifactError,
+    FeatureLookupError,
+    ModelDefinitionError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelOpsError,
+    PredictionError,
+    SchemaMismatchError,
+    VersionExistsError,
+)
+from thimble.modelops.registry import ModelRef, Registry
+from thimble.modelops.tracking import Tracker
+
+__all__ = [
+    "ArtifactError",
+    "FeatureLookupError",
+    "LoadedModel",
+    "ModelContext",
+    "ModelDefinitionError",
+    "ModelFunction",
+    "ModelInfo",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "ModelOpsConfig",
+    "ModelOpsError",
+    "ModelOpsSettings",
+    "ModelRef",
+    "PredictionError",
+    "Registry",
+    "SchemaMismatchError",
+    "Tracker",
+    "VersionExistsError",
+    "__version__",
+    "load_modelops_settings",
+    "model",
+]

@@ -1,0 +1,414 @@
+"""Batch scoring on Spark: the same model function over a warehouse table, through Arrow (``mapInPandas``).
+
+The output is a versioned Delta table; each commit records the model version and the input table version.
+Quality metrics (row count, nulls, mean/min/max of each prediction) and drift (PSI of inputs and
+predictions against the training sample) are gathered in the scoring pass itself, with an accumulator,
+so they cost no extra read of the data.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+import typing
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from thimble.common.logging import get_logger
+from thimble.modelops import _drift
+from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
+from thimble.modelops.envelope import LoadedModel, numeric_fields
+from thimble.modelops.errors import ModelOpsError, SchemaMismatchError
+from thimble.modelops.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType, StructType
+
+log = get_logger(__name__)
+MODEL_COLUMN = "_model"
+VERSION_COLUMN = "_model_version"
+INPUT_VERSION_COLUMN = "_input_version"
+RUN_COLUMN = "_run_id"
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch run wrote, and what it measured."""
+
+    run_id: str
+    model: str
+    model_version: int
+    input_table: str
+    input_version: int | None
+    output_table: str
+    output_version: int | None
+    rows: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def qualified(table: str, settings: ModelOpsSettings) -> str:
+    """``name`` -> ``<warehouse database>.name``."""
+    return table if "." in table else f"{settings.warehouse.database}.{table}"
+
+
+def table_version(spark: SparkSession, table: str) -> int | None:
+    """The current Delta version of ``table`` (``None`` when it is not a Delta table)."""
+    try:
+        from delta.tables import DeltaTable
+
+        row = DeltaTable.forName(spark, table).history(1).select("version").first()
+    except Exception:
+        return None
+    return int(row[0]) if row else None
+
+
+def write_table(df: DataFrame, table: str, *, mode: str, run_id: str, metadata: dict[str, Any]) -> int | None:
+    """Write ``df`` to the Delta table in one commit tagged with ``metadata``; return the new version."""
+    spark = df.sparkSession
+    (
+        df.write.format("delta")
+        .mode(mode)
+        .option("userMetadata", orjson.dumps({"thimble": {"run_id": run_id, **metadata}}).decode())
+        .option("overwriteSchema", "true" if mode == "overwrite" else "false")
+        .saveAsTable(table)
+    )
+    return table_version(spark, table)
+
+
+def _spark_type(annotation: Any) -> DataType:
+    from pyspark.sql import types as T
+
+    args = (
+        [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else [annotation]
+    )
+    tp = args[0] if len(args) == 1 else str
+    mapping: dict[Any, DataType] = {
+        bool: T.BooleanType(),
+        int: T.LongType(),
+        float: T.DoubleType(),
+        str: T.StringType(),
+    }
+    if tp not in mapping:
+        raise ModelOpsError(f"output type {tp!r} cannot be a table column; use bool, int, float or str")
+    return mapping[tp]
+
+
+_COMPATIBLE = {
+    int: {"tinyint", "smallint", "int", "bigint"},
+    float: {"tinyint", "smallint", "int", "bigint", "float", "double", "decimal"},
+    bool: {"boolean"},
+    str: {"string"},
+}
+
+
+def check_input(model: LoadedModel, schema: StructType, table: str) -> None:
+    """Raise :class:`SchemaMismatchError` naming every model input the table lacks or types differently."""
+    columns = {f.name: f.dataType.simpleString().split("(")[0] for f in schema.fields}
+    problems = []
+    for name, info in model.input_type.model_fields.items():
+        if name not in columns:
+            if info.is_required():
+                problems.append(f"column '{name}' is missing")
+            continue
+        ann = info.annotation
+        args = (
+            [a for a in typing.get_args(ann) if a is not type(None)]
+            if typing.get_origin(ann) in (typing.Union, types.UnionType)
+            else [ann]
+        )
+        ok = _COMPATIBLE.get(args[0]) if len(args) == 1 and isinstance(args[0], type) else None
+        if ok is not None and columns[name] not in ok:
+            problems.append(
+                f"column '{name}' is {columns[name]}; the model wants {getattr(args[0], '__name__', args[0])}"
+            )
+    if problems:
+        raise SchemaMismatchError(f"{table} does not match the input of {model.ref}: " + "; ".join(problems))
+
+
+class _Stats:
+    """Per-batch statistics merged with an accumulator: rows, nulls, sums, min/max and histogram counts."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        baseline = model.info.baseline if model.info else {}
+        entity = model.features.entity_key if model.features else None
+        self.inputs = {
+            f: baseline[f"input.{f}"].edges
+            for f in numeric_fields(model.input_type)
+            if f != entity and f"input.{f}" in baseline
+        }
+        self.outputs = numeric_fields(model.output_type)
+        self.output_edges = {
+            f: baseline[f"output.{f}"].edges for f in self.outputs if f"output.{f}" in baseline
+        }
+
+    def measure(self, pdf: pd.DataFrame, out: pd.DataFrame) -> dict[str, Any]:
+        stats: dict[str, Any] = {"rows": len(out)}
+        for f, edges in self.inputs.items():
+            if f in pdf.columns:
+                stats[f"hist.input.{f}"] = _counts(pdf[f].to_numpy(dtype="float64", na_value=np.nan), edges)
+        for f in self.outputs:
+            values = out[f].to_numpy(dtype="float64", na_value=np.nan)
+            finite = values[np.isfinite(values)]
+            stats[f"nulls.{f}"] = int(len(values) - finite.size)
+            stats[f"sum.{f}"] = float(finite.sum())
+            stats[f"min.{f}"] = float(finite.min()) if finite.size else np.inf
+            stats[f"max.{f}"] = float(finite.max()) if finite.size else -np.inf
+            stats[f"hist.output.{f}"] = _counts(finite, self.output_edges.get(f, []))
+        return stats
+
+
+def _counts(values: np.ndarray, edges: list[float]) -> list[int]:
+    values = values[np.isfinite(values)]
+    counts: list[int] = np.bincount(
+        np.searchsorted(np.asarray(edges), values, side="right"), minlength=len(edges) + 1
+    ).tolist()
+    return counts
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+        elif k.startswith("min."):
+            out[k] = min(out[k], v)
+        elif k.startswith("max."):
+            out[k] = max(out[k], v)
+        elif k.startswith("hist."):
+            out[k] = [x + y for x, y in zip(out[k], v, strict=True)]
+        else:
+            out[k] = out[k] + v
+    return out
+
+
+_WORKER_MODELS: dict[tuple[str, str, int], LoadedModel] = {}
+
+
+def _worker_model(registry_url: str, name: str, version: int) -> LoadedModel:
+    key = (registry_url, name, version)
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS[key] = Registry(registry_url).load(f"{name}@{version}")
+    return _WORKER_MODELS[key]
+
+
+def score(
+    df: DataFrame,
+    model: LoadedModel,
+    registry_url: str,
+    keep: list[str],
+    accumulator: Any = None,
+) -> DataFrame:
+    """``df`` scored by ``model`` (loaded in each Python worker from the registry): kept columns + outputs."""
+    from pyspark.sql import types as T
+
+    assert model.version is not None
+    name, version = model.name, model.version
+    inputs = [c for c in model.input_fields if c in df.columns]
+    kept_types = {f.name: f.dataType for f in df.schema.fields}
+    schema = T.StructType(
+        [T.StructField(c, kept_types[c]) for c in keep]
+        + [
+            T.StructField(f, _spark_type(model.output_type.model_fields[f].annotation))
+            for f in model.output_fields
+        ]
+    )
+    stats = _Stats(model)
+    columns = list(dict.fromkeys([*inputs, *keep]))
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        m = _worker_model(registry_url, name, version)
+        for pdf in batches:
+            out = m.predict_frame(pdf[inputs])
+            if accumulator is not None:
+                accumulator.add(stats.measure(pdf, out))
+            for i, c in enumerate(keep):
+                out.insert(i, c, pdf[c].to_numpy())
+            yield out
+
+    return df.select(*columns).mapInPandas(run, schema)  # type: ignore[arg-type]
+
+
+def run_batch(
+    spark: SparkSession,
+    model: str | LoadedModel,
+    input_table: str,
+    output_table: str,
+    *,
+    keep: list[str] | None = None,
+    mode: str = "overwrite",
+    input_version: int | None = None,
+    registry: Registry | None = None,
+    settings: ModelOpsSettings | None = None,
+) -> BatchResult:
+    """Score ``input_table`` with ``model`` (a reference or a loaded model) into the Delta ``output_table``.
+
+    ``keep``: input columns copied to the output (default: every column that is not a model input, plus
+    the entity key). ``mode``: ``overwrite`` (a new version of the whole table) or ``append``.
+    """
+    from pyspark.accumulators import AccumulatorParam
+    from pyspark.sql import functions as F
+
+    settings = settings or load_modelops_settings()
+    registry = registry or Registry(settings.modelops.registry, sample_rows=settings.modelops.sample_rows)
+    loaded = registry.load(model) if isinstance(model, str) else model
+    if loaded.version is None:
+        raise ModelOpsError("batch scoring needs a saved model version (save it first)")
+    if mode not in ("overwrite", "append"):
+        raise ModelOpsError(f"mode {mode!r}: use overwrite or append")
+    source = qualified(input_table, settings)
+    target = qualified(output_table, settings)
+    if not spark.catalog.tableExists(source):
+        raise ModelOpsError(f"no table {source!r} in the warehouse")
+    reader = spark.read.format("delta")
+    if input_version is not None:
+        df = reader.option("versionAsOf", input_version).table(source)
+        version_in: int | None = input_version
+    else:
+        version_in = table_version(spark, source)
+        df = (
+            spark.table(source)
+            if version_in is None
+            else reader.option("versionAsOf", version_in).table(source)
+        )
+    check_input(loaded, df.schema, source)
+    entity = loaded.features.entity_key if loaded.features else None
+    if keep is None:
+        keep = [c for c in df.columns if c not in loaded.input_fields or c == entity]
+    clash = [c for c in keep if c in loaded.output_fields or c not in df.columns]
+    if clash:
+        raise SchemaMismatchError(
+            f"cannot keep {clash}: not columns of {source}, or named like a model output"
+        )
+
+    class _DictParam(AccumulatorParam[dict[str, Any]]):
+        def zero(self, value: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+        def addInPlace(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+            return _merge(a, b)
+
+    acc = spark.sparkContext.accumulator({}, _DictParam())
+    run_id = f"batch-{uuid.uuid4().hex[:12]}"
+    scored = (
+        score(df, loaded, registry.url, keep, acc)
+        .withColumn(MODEL_COLUMN, F.lit(loaded.name))
+        .withColumn(VERSION_COLUMN, F.lit(loaded.version).cast("int"))
+        .withColumn(INPUT_VERSION_COLUMN, F.lit(version_in).cast("long"))
+        .withColumn(RUN_COLUMN, F.lit(run_id))
+    )
+    conf_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(conf_key, None)
+    spark.conf.set(conf_key, str(settings.modelops.batch.max_records_per_batch))
+    started = time.perf_counter()
+    try:
+        version_out = write_table(
+            scored,
+            target,
+            mode=mode,
+            run_id=run_id,
+            metadata={
+                "model": loaded.name,
+                "model_version": loaded.version,
+                "input_table": source,
+                "input_version": version_in,
+            },
+        )
+    finally:
+        if previous is None:
+            spark.conf.unset(conf_key)
+        else:
+            spark.conf.set(conf_key, previous)
+    seconds = time.perf_counter() - started
+    stats: dict[str, Any] = acc.value
+    metrics, dists = _summarise(loaded, stats, seconds)
+    result = BatchResult(
+        run_id,
+        loaded.name,
+        loaded.version,
+        source,
+        version_in,
+        target,
+        version_out,
+        int(stats.get("rows", 0)),
+        seconds,
+        metrics,
+    )
+    _track(registry, result, dists)
+    log.info(
+        "batch scored",
+        extra={
+            "model": loaded.ref,
+            "rows": result.rows,
+            "output_table": target,
+            "output_version": version_out,
+            "seconds": round(seconds, 2),
+        },
+    )
+    return result
+
+
+def _summarise(
+    model: LoadedModel, stats: dict[str, Any], seconds: float
+) -> tuple[dict[str, float], dict[str, _drift.Histogram]]:
+    rows = int(stats.get("rows", 0))
+    metrics: dict[str, float] = {
+        "rows": float(rows),
+        "seconds": seconds,
+        "rows_per_s": rows / seconds if seconds else 0.0,
+    }
+    baseline = model.info.baseline if model.info else {}
+    dists: dict[str, _drift.Histogram] = {}
+    for key, counts in stats.items():
+        if not key.startswith("hist."):
+            continue
+        _, side, f = key.split(".", 2)
+        total = sum(counts)
+        base = baseline.get(f"{side}.{f}")
+        if base is None or not total:
+            continue
+        hist = _drift.Histogram(edges=base.edges, fractions=[c / total for c in counts], count=total)
+        e = np.clip(np.asarray(base.fractions), 1e-4, None)
+        a = np.clip(np.asarray(hist.fractions), 1e-4, None)
+        metrics[f"psi.{side}.{f}"] = float(np.sum((a - e) * np.log(a / e)))
+        if side == "output":
+            dists[f"output.{f}"] = hist
+    for f in numeric_fields(model.output_type):
+        nulls = int(stats.get(f"nulls.{f}", 0))
+        present = rows - nulls
+        metrics[f"prediction.{f}.nulls"] = float(nulls)
+        if present:
+            metrics[f"prediction.{f}.mean"] = stats[f"sum.{f}"] / present
+            metrics[f"prediction.{f}.min"] = stats[f"min.{f}"]
+            metrics[f"prediction.{f}.max"] = stats[f"max.{f}"]
+    return metrics, dists
+
+
+def _track(registry: Registry, result: BatchResult, dists: dict[str, _drift.Histogram]) -> None:
+    from thimble.modelops.tracking import Tracker
+
+    tracker = Tracker.for_registry(registry)
+    if tracker is not None:
+        tracker.record(
+            result.model,
+            result.model_version,
+            "batch",
+            result.run_id,
+            result.metrics,
+            dists,
+            {
+                "input_table": result.input_table,
+                "input_version": result.input_version,
+                "output_table": result.output_table,
+                "output_version": result.output_version,
+            },
+        )

@@ -1,0 +1,132 @@
+"""Micro-batching: concurrent requests to one model run as one call of the (vectorized) model.
+
+Requests that arrive in the same event-loop turn are batched at no added latency (``max_wait_ms=0``); a
+positive ``max_wait_ms`` holds a batch open that long for more. A batch never exceeds ``max_batch_size``
+rows, except a single request bigger than that, which runs alone. When a batch fails, its requests are
+retried one by one so that only the bad request fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+Row = TypeVar("Row")
+Out = TypeVar("Out")
+
+
+class MicroBatcher(Generic[Row, Out]):
+    """Collects rows from concurrent callers, runs ``run(rows)`` once per batch, hands each caller its outputs."""
+
+    def __init__(
+        self,
+        run: Callable[[list[Row]], list[Out]],
+        max_batch_size: int = 64,
+        max_wait_ms: float = 0.0,
+        in_thread: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="thimble-model") if in_thread else None
+        self._on_batch = on_batch
+        self._pending: list[tuple[list[Row], asyncio.Future[list[Out]]]] = []
+        self._pending_rows = 0
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._running = False
+
+    async def submit(self, rows: list[Row]) -> list[Out]:
+        """The outputs for ``rows``, computed in a batch with other concurrent callers' rows."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Out]] = loop.create_future()
+        self._pending.append((rows, future))
+        self._pending_rows += len(rows)
+        if self._scheduled is None and not self._running:
+            if self._pending_rows >= self.max_batch_size or self.max_wait_s == 0:
+                self._scheduled = loop.call_soon(self._flush)
+            else:
+                self._scheduled = loop.call_later(self.max_wait_s, self._flush)
+        elif self._pending_rows >= self.max_batch_size and isinstance(self._scheduled, asyncio.TimerHandle):
+            self._scheduled.cancel()
+            self._scheduled = loop.call_soon(self._flush)
+        return await future
+
+    def _take(self) -> list[tuple[list[Row], asyncio.Future[list[Out]]]]:
+        batch: list[tuple[list[Row], asyncio.Future[list[Out]]]] = []
+        rows = 0
+        while self._pending and (not batch or rows + len(self._pending[0][0]) <= self.max_batch_size):
+            item = self._pending.pop(0)
+            batch.append(item)
+            rows += len(item[0])
+        self._pending_rows -= rows
+        return batch
+
+    def _flush(self) -> None:
+        self._scheduled = None
+        batch = self._take()
+        if self._executor is None:
+            self._deliver(batch, self._compute(batch))
+            self._reschedule()
+        else:
+            self._running = True
+            loop = asyncio.get_running_loop()
+            task = loop.run_in_executor(self._executor, self._compute, batch)
+            task.add_done_callback(lambda t: self._after_thread(batch, t))
+
+    def _after_thread(
+        self, batch: list[tuple[list[Row], asyncio.Future[list[Out]]]], task: asyncio.Future[Any]
+    ) -> None:
+        self._running = False
+        self._deliver(batch, task.result())
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        if self._pending and self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _compute(
+        self, batch: list[tuple[list[Row], asyncio.Future[list[Out]]]]
+    ) -> list[list[Out] | BaseException]:
+        if len(batch) == 1:
+            return [self._safe(batch[0][0])]
+        rows = [row for chunk, _ in batch for row in chunk]
+        try:
+            outputs = self._run(rows)
+        except Exception:
+            return [self._safe(chunk) for chunk, _ in batch]
+        if self._on_batch is not None:
+            self._on_batch(len(rows))
+        results: list[list[Out] | BaseException] = []
+        start = 0
+        for chunk, _ in batch:
+            results.append(outputs[start : start + len(chunk)])
+            start += len(chunk)
+        return results
+
+    def _safe(self, rows: list[Row]) -> list[Out] | BaseException:
+        try:
+            out = self._run(rows)
+        except Exception as exc:
+            return exc
+        if self._on_batch is not None:
+            self._on_batch(len(rows))
+        return out
+
+    @staticmethod
+    def _deliver(
+        batch: list[tuple[list[Row], asyncio.Future[list[Out]]]], results: list[list[Out] | BaseException]
+    ) -> None:
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

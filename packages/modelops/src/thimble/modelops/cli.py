@@ -1,0 +1,391 @@
+"""``thimble-modelops``: save, list, show, alias, serve, batch, stream, dashboard."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thimble.common.cli import user_errors
+from thimble.common.logging import configure_logging
+from thimble.modelops.__about__ import __version__
+from thimble.modelops.config import OVERRIDES_ENV, ModelOpsSettings, load_modelops_settings
+from thimble.modelops.envelope import ModelFunction
+from thimble.modelops.errors import ModelOpsError
+from thimble.modelops.registry import Registry
+
+app = typer.Typer(
+    help="Thimble model operations: a model is a typed function plus its context.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file (else THIMBLE_CONFIG)")]
+RegistryOpt = Annotated[
+    str | None, typer.Option("--registry", help="registry folder or fsspec URL (else modelops.registry)")
+]
+
+
+def _settings(
+    config: Path | None, registry: str | None, extra: dict[str, Any] | None = None
+) -> ModelOpsSettings:
+    overrides: dict[str, Any] = {"modelops": {"registry": registry, **(extra or {})}}
+    settings = load_modelops_settings(config, overrides)
+    configure_logging("modelops", __version__, settings.logging.level, settings.logging.format)
+    return settings
+
+
+def _registry(settings: ModelOpsSettings) -> Registry:
+    return Registry(settings.modelops.registry, sample_rows=settings.modelops.sample_rows)
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    result = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ModelOpsError(f"{what} {item!r}: expected key=value")
+        result[key] = value
+    return result
+
+
+def _import_model(path: str) -> ModelFunction:
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        raise ModelOpsError(f"{path!r}: give the model as module:function, e.g. churn.model:predict")
+    sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ModelOpsError(f"cannot import {path}: {exc}") from None
+    if not isinstance(target, ModelFunction):
+        raise ModelOpsError(f"{path} is not an @model function")
+    return target
+
+
+def _read_sample(path: Path) -> Any:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    if not path.exists():
+        raise ModelOpsError(f"sample file {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    return json.loads(path.read_text())
+
+
+@app.command()
+@user_errors
+def save(
+    function: Annotated[str, typer.Argument(help="the @model function as module:function")],
+    artifact: Annotated[
+        list[str], typer.Option("--artifact", "-a", help="name=file (joblib or pickle file)")
+    ] = [],  # noqa: B006
+    training_data: Annotated[
+        str | None, typer.Option(help="table@v<version>, e.g. warehouse.client_features@v12")
+    ] = None,
+    metric: Annotated[list[str], typer.Option("--metric", "-m", help="name=value training metric")] = [],  # noqa: B006
+    alias: Annotated[list[str], typer.Option("--alias", help="alias to point at the new version")] = [],  # noqa: B006
+    sample: Annotated[
+        Path | None, typer.Option(help="training inputs (.json, .csv, .parquet): the drift baseline")
+    ] = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Save a new version of a model with its artifacts and context."""
+    import joblib  # type: ignore[import-untyped,unused-ignore]
+
+    settings = _settings(config, registry)
+    fn = _import_model(function)
+    artifacts: dict[str, Any] = {}
+    for name, file in _pairs(artifact, "--artifact").items():
+        if not Path(file).exists():
+            raise ModelOpsError(f"artifact {name!r}: file {file} does not exist")
+        try:
+            artifacts[name] = joblib.load(file)
+        except Exception as exc:
+            raise ModelOpsError(f"artifact {name!r}: cannot load {file}: {exc}") from None
+    metrics = {}
+    for k, v in _pairs(metric, "--metric").items():
+        try:
+            metrics[k] = float(v)
+        except ValueError:
+            raise ModelOpsError(f"--metric {k}={v}: the value must be a number") from None
+    info = _registry(settings).save(
+        fn,
+        artifacts=artifacts,
+        training_data=training_data,
+        metrics=metrics,
+        sample=_read_sample(sample) if sample else None,
+        aliases=alias,
+    )
+    out.print(
+        f"saved [bold]{info.ref}[/] in {settings.modelops.registry}"
+        + (f" (aliases: {', '.join(alias)})" if alias else "")
+    )
+
+
+@app.command("list")
+@user_errors
+def list_models(registry: RegistryOpt = None, config: ConfigOpt = None) -> None:
+    """List models, their versions and aliases."""
+    reg = _registry(_settings(config, registry))
+    models = reg.models()
+    if not models:
+        out.print(f"no models in {reg.url}")
+        return
+    table = Table("model", "versions", "latest", "aliases", "saved", "training data")
+    for m in models:
+        info = reg.info(f"{m.name}@{m.versions[-1]}")
+        table.add_row(
+            m.name,
+            str(len(m.versions)),
+            str(m.versions[-1]),
+            ", ".join(f"{a} -> {v}" for a, v in m.aliases.items()),
+            info.context.created_at[:19],
+            str(info.context.training_data or ""),
+        )
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def show(
+    ref: Annotated[str, typer.Argument(help="name, name@alias or name@version")],
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Show a model version: schemas, features, artifacts, context, environment differences."""
+    from thimble.modelops import _environment
+
+    reg = _registry(_settings(config, registry))
+    info = reg.info(ref)
+    aliases = [a for a, v in reg.aliases(info.name).items() if v == info.version]
+    ctx = info.context
+    out.print(
+        f"[bold]{info.ref}[/]"
+        + (f"  aliases: {', '.join(aliases)}" if aliases else "")
+        + (f"\n{info.description}" if info.description else "")
+    )
+    out.print(
+        f"function: {info.function.import_path or 'pickled (' + str(info.function.pickle_file) + ')'}  flavor: {info.flavor}"
+    )
+    out.print(
+        f"saved {ctx.created_at} by {ctx.user}@{ctx.host}, git {ctx.git_commit or '-'}, Python {ctx.python}"
+    )
+    out.print(
+        f"training data: {ctx.training_data or '-'}   metrics: {', '.join(f'{k}={v:g}' for k, v in ctx.metrics.items()) or '-'}"
+    )
+    for title, schema in (("input", info.input_schema), ("output", info.output_schema)):
+        required = set(schema.get("required", []))
+        fields = ", ".join(
+            f"{k}: {v.get('type', 'any')}{'' if k in required else '?'}"
+            for k, v in schema.get("properties", {}).items()
+        )
+        out.print(f"{title}: {fields}")
+    if info.features:
+        f = info.features
+        out.print(
+            f"features: {f.feature_set} by {f.entity_key} -> {', '.join(f.fields)}"
+            + (f" (defaults: {f.defaults})" if f.defaults else "")
+        )
+    for key, art in info.artifacts.items():
+        out.print(f"artifact {key}: {art.type} ({art.bytes} bytes, {art.format})")
+    out.print(f"sample: {info.sample_rows} rows")
+    problems = _environment.compare(ctx.python, ctx.packages)
+    if problems:
+        out.print("[yellow]environment differs from the saved one:[/]\n  " + "\n  ".join(problems))
+
+
+@app.command()
+@user_errors
+def alias(
+    name: Annotated[str, typer.Argument(help="model name")],
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="alias, e.g. prod")],
+    version: Annotated[
+        str | None, typer.Argument(help="version number or another alias (omit with --delete)")
+    ] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="remove the alias")] = False,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Point an alias at a version (or delete it)."""
+    reg = _registry(_settings(config, registry))
+    if delete:
+        reg.delete_alias(name, alias_name)
+        out.print(f"deleted {name}@{alias_name}")
+        return
+    if version is None:
+        raise ModelOpsError("give the version (or alias) to point at, or --delete")
+    number = reg.set_alias(name, alias_name, version)
+    out.print(f"{name}@{alias_name} -> {number}")
+
+
+@app.command()
+@user_errors
+def serve(
+    refs: Annotated[list[str], typer.Argument(help="models to serve: name, name@alias, name@version")],
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (one per core)")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="most rows per model call")] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(help="how long a batch waits for more requests")
+    ] = None,
+    auth_token: Annotated[
+        str | None, typer.Option(envvar="THIMBLE_MODELOPS_AUTH_TOKEN", help="require this bearer token")
+    ] = None,
+    prediction_log_topic: Annotated[
+        str | None, typer.Option(help="Kafka topic for prediction records")
+    ] = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve models over HTTP (FastAPI + uvicorn)."""
+    import uvicorn
+
+    server = {
+        "models": refs,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "auth_token": auth_token,
+        "prediction_log_topic": prediction_log_topic,
+    }
+    overrides = {"registry": registry, "server": {k: v for k, v in server.items() if v is not None}}
+    settings = _settings(config, None, overrides)
+    reg = _registry(settings)
+    for ref in refs:
+        reg.resolve(ref)
+    cfg = settings.modelops.server
+    os.environ[OVERRIDES_ENV] = json.dumps({"modelops": overrides})
+    if config is not None:
+        os.environ["THIMBLE_CONFIG"] = str(config)
+    if cfg.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="thimble-modelops-metrics-")
+    out.print(
+        f"serving {', '.join(refs)} on http://{cfg.host}:{cfg.port} ({cfg.workers} worker{'s' if cfg.workers > 1 else ''})"
+    )
+    uvicorn.run(
+        "thimble.modelops.server:app_from_settings",
+        factory=True,
+        host=cfg.host,
+        port=cfg.port,
+        workers=cfg.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+@app.command()
+@user_errors
+def batch(
+    ref: Annotated[str, typer.Argument(help="model: name, name@alias or name@version")],
+    input: Annotated[str, typer.Option("--input", help="warehouse table to score")],
+    output: Annotated[str, typer.Option("--output", help="Delta table to write")],
+    keep: Annotated[
+        list[str] | None, typer.Option("--keep", help="input column copied to the output (repeat)")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="overwrite or append")] = "overwrite",
+    input_version: Annotated[int | None, typer.Option(help="score this version of the input table")] = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score a warehouse table on Spark into a versioned Delta table."""
+    from thimble.common.spark import build_spark_session
+    from thimble.modelops.batch import run_batch
+
+    settings = _settings(config, registry)
+    reg = _registry(settings)
+    loaded = reg.load(ref)
+    spark = build_spark_session(settings, app_name=f"thimble-modelops-batch-{loaded.name}")
+    try:
+        result = run_batch(
+            spark,
+            loaded,
+            input,
+            output,
+            keep=keep or None,
+            mode=mode,
+            input_version=input_version,
+            registry=reg,
+            settings=settings,
+        )
+    finally:
+        spark.stop()
+    out.print(
+        f"scored {result.rows} rows of {result.input_table} (v{result.input_version}) with {result.model}@{result.model_version} "
+        f"into {result.output_table} v{result.output_version} in {result.seconds:.1f}s"
+    )
+    for k, v in sorted(result.metrics.items()):
+        if k.startswith(("psi.", "prediction.")):
+            out.print(f"  {k}: {v:.4g}")
+
+
+@app.command()
+@user_errors
+def stream(
+    ref: Annotated[str, typer.Argument(help="model: name, name@alias or name@version")],
+    source: Annotated[str, typer.Option(help="Kafka topic of input rows (JSON)")],
+    sink: Annotated[str, typer.Option(help="Kafka topic for predictions")],
+    group: Annotated[
+        str | None, typer.Option(help="consumer group (default thimble-modelops-<model>)")
+    ] = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score a Kafka topic continuously, as a thimble-consumer batch handler."""
+    from thimble.modelops.stream import run_stream
+
+    settings = _settings(config, registry)
+    run_stream(
+        _registry(settings).load(ref),
+        source=source,
+        sink=sink,
+        group=group,
+        settings=settings,
+        config_file=config,
+    )
+
+
+@app.command()
+@user_errors
+def dashboard(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8090,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the metrics dashboard (charts per model and version)."""
+    import uvicorn
+
+    from thimble.modelops.dashboard import create_dashboard
+    from thimble.modelops.tracking import Tracker
+
+    settings = _settings(config, registry)
+    tracker = Tracker.for_registry(_registry(settings)) or Tracker(settings.modelops.tracking_path())
+    out.print(f"dashboard of {tracker.path} on http://{host}:{port}")
+    uvicorn.run(create_dashboard(tracker), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)

@@ -1,0 +1,76 @@
+"""thimble-modelops settings: the shared Thimble sections plus a ``modelops`` section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+
+from thimble.common._paths import run_dir
+from thimble.common.config import Section, ThimbleSettings, load_settings
+
+OVERRIDES_ENV = "THIMBLE_MODELOPS_OVERRIDES"  # JSON overrides handed from `serve` to its worker processes
+
+
+def _default_registry() -> str:
+    return str(run_dir() / "models")
+
+
+class ServerConfig(Section):
+    """The online prediction server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes (one per core)")
+    models: list[str] = Field(default_factory=list, description="model references: name, name@alias, name@3")
+    max_batch_size: int = Field(default=64, ge=1, description="most rows the model sees in one call")
+    max_wait_ms: float = Field(default=0.0, ge=0, description="how long a batch waits for more requests")
+    run_in_thread: bool = Field(default=False, description="run the model off the event loop (slow models)")
+    auth_token: SecretStr | None = Field(default=None, description="require `Authorization: Bearer <token>`")
+    prediction_log_topic: str | None = Field(default=None, description="Kafka topic for prediction records")
+    prediction_log_queue: int = Field(default=100_000, ge=1, description="records held before dropping")
+    tracking_interval_s: float = Field(
+        default=30.0, gt=0, description="how often serving metrics are recorded"
+    )
+    feature_timeout_ms: float = Field(default=200.0, gt=0)
+
+
+class BatchConfig(Section):
+    """Spark batch scoring."""
+
+    max_records_per_batch: int = Field(default=10_000, ge=1, description="Arrow batch size for mapInPandas")
+    drift_sample_rows: int = Field(default=100_000, ge=100)
+
+
+class ModelOpsConfig(Section):
+    """Where models and their metrics live, and how they are served and batched."""
+
+    registry: str = Field(
+        default_factory=_default_registry, description="folder or fsspec URL of the registry"
+    )
+    tracking: str | None = Field(default=None, description="SQLite file of the metrics store")
+    sample_rows: int = Field(default=1000, ge=1, description="input rows kept with a saved model")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+    def tracking_path(self) -> Path:
+        """The metrics store: configured, else next to a local registry, else under the run folder."""
+        if self.tracking:
+            return Path(self.tracking)
+        if "://" not in self.registry or self.registry.startswith("file://"):
+            return Path(self.registry.removeprefix("file://")) / "_tracking.sqlite"
+        return run_dir() / "modelops" / "tracking.sqlite"
+
+
+class ModelOpsSettings(ThimbleSettings):
+    """Thimble settings with the ``modelops`` section (env: ``THIMBLE_MODELOPS__REGISTRY`` ...)."""
+
+    modelops: ModelOpsConfig = Field(default_factory=ModelOpsConfig)
+
+
+def load_modelops_settings(
+    config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> ModelOpsSettings:
+    """Load :class:`ModelOpsSettings` with Thimble's precedence (defaults < file < env < overrides)."""
+    return load_settings(ModelOpsSettings, config_file=config_file, overrides=overrides)

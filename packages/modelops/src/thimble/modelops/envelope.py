@@ -1,0 +1,476 @@
+"""What a saved model is: a typed function plus its context.
+
+``@model`` turns ``def predict(ctx, rows: list[In]) -> list[Out]`` (or a DataFrame function with declared
+``input=``/``output=`` schemas) into a :class:`ModelFunction`. Saving it writes a :class:`ModelInfo` (the
+envelope: function reference, schemas, features, artifacts, sample, environment, training data, metrics)
+to the registry; loading gives back a :class:`LoadedModel` ready to run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+import types
+import typing
+from collections import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from thimble.common.validation import validation_problems
+from thimble.modelops._drift import Histogram
+from thimble.modelops.errors import ModelDefinitionError, PredictionError, SchemaMismatchError
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+    from thimble.modelops.registry import Registry
+
+Flavor = Literal["rows", "frame"]
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+NUMERIC = (int, float)
+
+
+class FeatureSpec(BaseModel):
+    """Online features: fields of the input filled from ``{prefix}:{feature_set}:{entity key}``."""
+
+    feature_set: str
+    entity_key: str
+    fields: list[str]
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+
+class FunctionRef(BaseModel):
+    """How to get the function back: an import path, or a cloudpickle file when it is not importable."""
+
+    import_path: str | None = None
+    pickle_file: str | None = None
+
+
+class ArtifactInfo(BaseModel):
+    file: str
+    format: Literal["joblib", "cloudpickle"]
+    type: str
+    sha256: str
+    bytes: int
+
+
+class TrainingData(BaseModel):
+    """A warehouse table and the version the model was trained on (``warehouse.t@v12``)."""
+
+    table: str
+    version: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TrainingData:
+        table, _, version = text.partition("@")
+        version = version.removeprefix("v")
+        if not table or (version and not version.isdigit()):
+            raise ModelDefinitionError(
+                f"training_data {text!r}: expected 'table' or 'table@v<version>', e.g. 'warehouse.client_features@v12'"
+            )
+        return cls(table=table, version=int(version) if version else None)
+
+    def __str__(self) -> str:
+        return self.table if self.version is None else f"{self.table}@v{self.version}"
+
+
+class SavedContext(BaseModel):
+    """The environment and provenance of a save."""
+
+    python: str
+    platform: str
+    packages: dict[str, str]
+    git_commit: str | None
+    user: str
+    host: str
+    created_at: str
+    training_data: TrainingData | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelInfo(BaseModel):
+    """The envelope of one immutable model version (``envelope.json`` in the registry)."""
+
+    format_version: int = 1
+    name: str
+    version: int
+    description: str = ""
+    flavor: Flavor
+    function: FunctionRef
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    features: FeatureSpec | None = None
+    artifacts: dict[str, ArtifactInfo] = Field(default_factory=dict)
+    sample_file: str | None = None
+    sample_rows: int = 0
+    baseline: dict[str, Histogram] = Field(
+        default_factory=dict, description="'input.<field>' / 'output.<field>'"
+    )
+    context: SavedContext
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass
+class ModelContext:
+    """What the model function gets as ``ctx``: its artifacts and who it is."""
+
+    name: str
+    version: int | None
+    artifacts: Mapping[str, Any]
+    info: ModelInfo | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    loc = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+    return f"{fn.__module__}.{fn.__qualname__}{loc}"
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _is_frame(tp: Any) -> bool:
+    return getattr(tp, "__name__", None) == "DataFrame" and getattr(tp, "__module__", "").startswith("pandas")
+
+
+def _list_item(tp: Any) -> Any:
+    if typing.get_origin(tp) in (list, abc.Sequence):
+        args = typing.get_args(tp)
+        return args[0] if args else None
+    return None
+
+
+def numeric_fields(tp: type[BaseModel]) -> list[str]:
+    """Fields whose annotation is int or float (optionally ``| None``): the ones drift is computed on."""
+    out = []
+    for name, info in tp.model_fields.items():
+        ann = info.annotation
+        args = (
+            [a for a in typing.get_args(ann) if a is not type(None)]
+            if typing.get_origin(ann) in (typing.Union, types.UnionType)
+            else [ann]
+        )
+        if len(args) == 1 and args[0] in NUMERIC and args[0] is not bool:
+            out.append(name)
+    return out
+
+
+class ModelFunction:
+    """A model function with its name, schemas and feature declaration (made by :func:`model`)."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        features: str | None = None,
+        entity_key: str | None = None,
+        feature_fields: Sequence[str] | None = None,
+        input: type[BaseModel] | None = None,
+        output: type[BaseModel] | None = None,
+        description: str | None = None,
+        localns: dict[str, Any] | None = None,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ModelDefinitionError(
+                f"model name {name!r}: use lowercase letters, digits, '-' and '_' ({_where(fn)})"
+            )
+        self.fn = fn
+        self.name = name
+        self.description = description if description is not None else inspect.getdoc(fn) or ""
+        self.flavor, self.input_type, self.output_type = self._signature(fn, input, output, localns)
+        self.features = self._features(features, entity_key, feature_fields)
+        self.__wrapped__ = fn
+        self.__doc__ = fn.__doc__
+        self.__module__ = fn.__module__
+        self.__qualname__ = fn.__qualname__
+        self.__name__ = fn.__name__
+
+    def _signature(
+        self,
+        fn: Callable[..., Any],
+        input: type[BaseModel] | None,
+        output: type[BaseModel] | None,
+        localns: dict[str, Any] | None,
+    ) -> tuple[Flavor, type[BaseModel], type[BaseModel]]:
+        where = _where(fn)
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(params) != 2:
+            raise ModelDefinitionError(
+                f"{where}: a model function takes (ctx, rows); it has {len(params)} positional parameters"
+            )
+        try:
+            hints = typing.get_type_hints(fn, localns=localns)
+        except Exception as exc:
+            raise ModelDefinitionError(f"{where}: cannot resolve its type hints: {exc}") from None
+        arg, ret = hints.get(params[1].name), hints.get("return")
+        if arg is None or ret is None:
+            raise ModelDefinitionError(
+                f"{where}: annotate the rows parameter and the return type, e.g. (ctx, rows: list[In]) -> list[Out]"
+            )
+        in_item, out_item = _list_item(arg), _list_item(ret)
+        if _is_model(in_item) and _is_model(out_item):
+            if input or output:
+                raise ModelDefinitionError(
+                    f"{where}: input=/output= are for DataFrame functions; the type hints already say it"
+                )
+            return "rows", in_item, out_item
+        if _is_frame(arg) and _is_frame(ret):
+            if not (_is_model(input) and _is_model(output)):
+                raise ModelDefinitionError(
+                    f"{where}: a DataFrame model declares its schemas: @model(..., input=In, output=Out) with pydantic models"
+                )
+            assert input is not None
+            assert output is not None
+            return "frame", input, output
+        raise ModelDefinitionError(
+            f"{where}: rows must be list[In] and the return list[Out] with pydantic models In and Out "
+            f"(or pandas DataFrames with input=/output= declared); got {arg!r} -> {ret!r}"
+        )
+
+    def _features(
+        self, feature_set: str | None, entity_key: str | None, feature_fields: Sequence[str] | None
+    ) -> FeatureSpec | None:
+        if feature_set is None:
+            if entity_key or feature_fields:
+                raise ModelDefinitionError(
+                    f"{_where(self.fn)}: entity_key/feature_fields need features='<feature set>'"
+                )
+            return None
+        names = list(self.input_type.model_fields)
+        key = entity_key or names[0]
+        fields = list(feature_fields) if feature_fields is not None else [n for n in names if n != key]
+        unknown = [f for f in [key, *fields] if f not in names]
+        if unknown:
+            raise ModelDefinitionError(
+                f"{_where(self.fn)}: {', '.join(unknown)} not fields of {self.input_type.__name__} ({', '.join(names)})"
+            )
+        defaults = {
+            f: info.get_default(call_default_factory=True)
+            for f in fields
+            if not (info := self.input_type.model_fields[f]).is_required()
+        }
+        return FeatureSpec(feature_set=feature_set, entity_key=key, fields=fields, defaults=defaults)
+
+    def __call__(self, ctx: ModelContext, rows: Any) -> Any:
+        return self.fn(ctx, rows)
+
+    def __repr__(self) -> str:
+        return (
+            f"<model {self.name}: {self.input_type.__name__} -> {self.output_type.__name__} ({self.flavor})>"
+        )
+
+    def bind(
+        self, artifacts: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None
+    ) -> LoadedModel:
+        """This function with artifacts, ready to predict without a registry (tests, notebooks)."""
+        return LoadedModel(self, None, dict(artifacts or {}), dict(params or {}))
+
+    def save(
+        self,
+        artifacts: Mapping[str, Any] | None = None,
+        *,
+        training_data: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        sample: Any = None,
+        aliases: Sequence[str] = (),
+        registry: Registry | str | None = None,
+    ) -> ModelInfo:
+        """Store a new immutable version in the registry (default: the configured one) and return its envelope.
+
+        ``sample``: training inputs (rows, dicts or a DataFrame); a sample of them is kept with the model and
+        is the baseline that drift is measured against. The model is run once on it before anything is stored.
+        """
+        from thimble.modelops.registry import Registry
+
+        reg = registry if isinstance(registry, Registry) else Registry.open(registry)
+        return reg.save(
+            self,
+            artifacts=artifacts,
+            training_data=training_data,
+            metrics=metrics,
+            params=params,
+            sample=sample,
+            aliases=aliases,
+        )
+
+
+def model(
+    name: str,
+    *,
+    features: str | None = None,
+    entity_key: str | None = None,
+    feature_fields: Sequence[str] | None = None,
+    input: type[BaseModel] | None = None,
+    output: type[BaseModel] | None = None,
+    description: str | None = None,
+) -> Callable[[Callable[..., Any]], ModelFunction]:
+    """Declare a model: ``@model(name="churn", features="client-features")`` on ``def predict(ctx, rows)``.
+
+    ``features`` names the online feature set; ``entity_key`` (default: the first input field) is the field
+    looked up, ``feature_fields`` (default: every other input field) the fields it fills. A field's default
+    in the input model is the value used when the store has none.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> ModelFunction:
+        # Type hints may name classes local to the defining function: resolve them in its frame.
+        localns = dict(sys._getframe(1).f_locals)
+        return ModelFunction(
+            fn, name, features, entity_key, feature_fields, input, output, description, localns
+        )
+
+    return wrap
+
+
+def _frame_records(pdf: pd.DataFrame) -> list[dict[str, Any]]:
+    """Records with ``None`` for missing values (pandas gives NaN, which int fields reject)."""
+    frame = pdf if not pdf.isna().to_numpy().any() else pdf.astype(object).where(pdf.notna(), None)
+    records: list[dict[str, Any]] = frame.to_dict("records")
+    return records
+
+
+class LoadedModel:
+    """A model function bound to its artifacts: validate inputs, run, check outputs."""
+
+    def __init__(
+        self,
+        function: ModelFunction,
+        info: ModelInfo | None,
+        artifacts: dict[str, Any],
+        params: dict[str, Any] | None = None,
+        warnings: list[str] | None = None,
+    ) -> None:
+        self.function = function
+        self.info = info
+        self.name = info.name if info else function.name
+        self.version = info.version if info else None
+        self.context = ModelContext(
+            self.name, self.version, artifacts, info, params or (dict(info.context.params) if info else {})
+        )
+        self.input_type = function.input_type
+        self.output_type = function.output_type
+        self.input_fields = list(self.input_type.model_fields)
+        self.output_fields = list(self.output_type.model_fields)
+        self.features = function.features
+        self.environment_warnings = warnings or []
+        self.rows_adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.input_type])  # type: ignore[name-defined]
+        self.outputs_adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.output_type])  # type: ignore[name-defined]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}" if self.version is not None else self.name
+
+    def validate(self, records: Sequence[Any]) -> list[BaseModel]:
+        """Input rows from dicts (or models); raises :class:`SchemaMismatchError` naming each bad field."""
+        try:
+            return self.rows_adapter.validate_python(records)
+        except ValidationError as exc:
+            raise SchemaMismatchError(
+                f"input does not match {self.input_type.__name__}: "
+                + "; ".join(validation_problems(exc)[:20])
+            ) from None
+
+    def run(self, rows: list[BaseModel]) -> list[BaseModel]:
+        """Call the function on validated rows; check it returned one output per row."""
+        if self.function.flavor == "frame":
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+            frame = pd.DataFrame.from_records([r.__dict__ for r in rows], columns=self.input_fields)
+            return self._frame_outputs(self._call(frame), len(rows))
+        outputs = self._call(rows)
+        if not isinstance(outputs, list) or len(outputs) != len(rows):
+            got = f"{len(outputs)} outputs" if isinstance(outputs, list) else type(outputs).__name__
+            raise PredictionError(
+                f"model {self.ref} returned {got} for {len(rows)} rows; it must return a list with one output per row"
+            )
+        out_type = self.output_type
+        for item in outputs:
+            if type(item) is not out_type:
+                return self._validate_outputs(outputs)
+        return outputs
+
+    def _call(self, rows: Any) -> Any:
+        try:
+            return self.function.fn(self.context, rows)
+        except Exception as exc:
+            raise PredictionError(f"model {self.ref} raised {type(exc).__name__}: {exc}") from exc
+
+    def _validate_outputs(self, outputs: Any) -> list[BaseModel]:
+        try:
+            return self.outputs_adapter.validate_python(outputs)
+        except ValidationError as exc:
+            problems = "; ".join(validation_problems(exc)[:10])
+            raise PredictionError(
+                f"model {self.ref} returned outputs that are not {self.output_type.__name__}: {problems}"
+            ) from None
+
+    def _frame_outputs(self, out: Any, n: int) -> list[BaseModel]:
+        frame = self._check_frame(out, n)
+        return self._validate_outputs(_frame_records(frame))
+
+    def _check_frame(self, out: Any, n: int) -> pd.DataFrame:
+        if not _is_frame(type(out)):
+            raise PredictionError(
+                f"model {self.ref} returned {type(out).__name__}; it must return a pandas DataFrame"
+            )
+        missing = [c for c in self.output_fields if c not in out.columns]
+        if missing or len(out) != n:
+            raise PredictionError(
+                f"model {self.ref} returned {len(out)} rows with columns {list(out.columns)}; expected {n} rows with {self.output_fields}"
+            )
+        return out[self.output_fields]
+
+    def predict(self, records: Sequence[Any]) -> list[dict[str, Any]]:
+        """Validate, run and return plain dicts (one per input row)."""
+        outputs = self.run(self.validate(records))
+        return [o.model_dump(mode="json") for o in outputs]
+
+    def predict_frame(self, pdf: pd.DataFrame) -> pd.DataFrame:
+        """Run on a DataFrame holding the input columns; return a DataFrame of the output columns."""
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+        missing = [
+            c
+            for c in self.input_fields
+            if c not in pdf.columns and self.input_type.model_fields[c].is_required()
+        ]
+        if missing:
+            raise SchemaMismatchError(f"input is missing columns {missing} of {self.input_type.__name__}")
+        if self.function.flavor == "frame":
+            return self._check_frame(
+                self._call(pdf[[c for c in self.input_fields if c in pdf.columns]]), len(pdf)
+            ).reset_index(drop=True)
+        cols = [c for c in self.input_fields if c in pdf.columns]
+        outputs = self.run(self.validate(_frame_records(pdf[cols])))
+        return pd.DataFrame({f: [getattr(o, f) for o in outputs] for f in self.output_fields})
+
+
+def reference_of(function: ModelFunction) -> str | None:
+    """``module:qualname`` when the function can be imported back by that path in a fresh process."""
+    import importlib.machinery
+
+    module = function.fn.__module__
+    if module == "__main__" or "<locals>" in function.fn.__qualname__:
+        return None
+    top = module.split(".", 1)[0]
+    if importlib.machinery.PathFinder.find_spec(top, sys.path) is None:
+        return None
+    mod = sys.modules.get(module)
+    target: Any = mod
+    for part in function.fn.__qualname__.split("."):
+        target = getattr(target, part, None)
+    return f"{module}:{function.fn.__qualname__}" if target is function else None

@@ -1,0 +1,59 @@
+"""Models the tests save, serve and batch (importable: conftest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from thimble.modelops import ModelContext, model
+
+FEATURES = [f"f{i}" for i in range(4)]
+
+
+class ChurnInput(BaseModel):
+    client_id: int = Field(ge=0, le=10**12)
+    orders_7d: int = Field(default=0, ge=0, le=100_000)
+    spend_7d: float = Field(ge=-1e6, le=1e6)
+
+
+class ChurnScore(BaseModel):
+    p_churn: float
+    high_risk: bool
+
+
+@model(name="churn", features="client-features")
+def churn(ctx: ModelContext, rows: list[ChurnInput]) -> list[ChurnScore]:
+    """Churn probability of a client from recent activity."""
+    x = np.array([[r.orders_7d, r.spend_7d] for r in rows], dtype="float64")
+    probs = ctx.artifacts["clf"].predict_proba(x)[:, 1]
+    ctx.params.setdefault("calls", []).append(len(rows))
+    return [ChurnScore(p_churn=float(p), high_risk=bool(p > 0.5)) for p in probs]
+
+
+class Numbers(BaseModel):
+    id: int = Field(ge=0, le=10**12)
+    f0: float = Field(ge=-1e6, le=1e6)
+    f1: float = Field(ge=-1e6, le=1e6)
+    f2: float = Field(ge=-1e6, le=1e6)
+    f3: float = Field(ge=-1e6, le=1e6)
+
+
+class Score(BaseModel):
+    score: float
+
+
+@model(name="scorer", input=Numbers, output=Score)
+def scorer(ctx: ModelContext, df: pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame model: one vectorized call per batch."""
+    return pd.DataFrame({"score": ctx.artifacts["clf"].predict_proba(df[FEATURES].to_numpy())[:, 1]})
+
+
+def churn_sample(n: int = 300, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"client_id": i, "orders_7d": int(rng.integers(0, 20)), "spend_7d": float(rng.normal(50, 20))}
+        for i in range(n)
+    ]

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from modelops_testmodels import ChurnInput, ChurnScore, Numbers, Score, churn, scorer
+from pydantic import BaseModel
+
+from thimble.modelops import ModelContext, model
+from thimble.modelops.envelope import TrainingData
+from thimble.modelops.errors import ModelDefinitionError, PredictionError, SchemaMismatchError
+
+pytestmark = pytest.mark.unit
+
+
+def test_decorator_reads_schemas_and_features_from_the_type_hints() -> None:
+    assert churn.flavor == "rows"
+    assert churn.input_type is ChurnInput
+    assert churn.output_type is ChurnScore
+    assert churn.features is not None
+    assert churn.features.entity_key == "client_id"
+    assert churn.features.fields == ["orders_7d", "spend_7d"]
+    assert churn.features.defaults == {"orders_7d": 0}
+    assert churn.description.startswith("Churn probability")
+
+
+def test_dataframe_model_declares_its_schemas() -> None:
+    assert scorer.flavor == "frame"
+    assert scorer.input_type is Numbers
+    assert scorer.output_type is Score
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: model(name="x")(lambda ctx: []), "takes (ctx, rows)"),
+        (lambda: model(name="x")(lambda ctx, rows: []), "annotate the rows parameter"),
+        (lambda: model(name="Bad Name")(lambda ctx, rows: []), "model name 'Bad Name'"),
+        (lambda: model(name="x", features="fs", entity_key="nope")(_typed), "nope not fields of ChurnInput"),
+        (lambda: model(name="x", entity_key="client_id")(_typed), "need features="),
+        (lambda: model(name="x")(_frame_without_schema), "declares its schemas"),
+        (lambda: model(name="x")(_wrong_types), "rows must be list[In]"),
+    ],
+)
+def test_bad_definitions_are_reported_with_the_function(build: object, message: str) -> None:
+    with pytest.raises(ModelDefinitionError, match=re.escape(message)):
+        build()  # type: ignore[operator]
+
+
+def _typed(ctx: ModelContext, rows: list[ChurnInput]) -> list[ChurnScore]:
+    return []
+
+
+def _frame_without_schema(ctx: ModelContext, df: pd.DataFrame) -> pd.DataFrame:
+    return df
+
+
+def _wrong_types(ctx: ModelContext, rows: list[int]) -> list[int]:
+    return rows
+
+
+def test_bound_model_validates_runs_and_checks_outputs(churn_clf: object) -> None:
+    bound = churn.bind({"clf": churn_clf})
+    out = bound.predict(
+        [{"client_id": 1, "orders_7d": 0, "spend_7d": 10.0}, {"client_id": 2, "spend_7d": 90.0}]
+    )
+    assert len(out) == 2
+    assert set(out[0]) == {"p_churn", "high_risk"}
+    assert out[0]["p_churn"] > out[1]["p_churn"] or out[0]["p_churn"] >= 0.0
+    with pytest.raises(SchemaMismatchError, match=r"\[0\]\.spend_7d"):
+        bound.predict([{"client_id": 1, "spend_7d": "lots"}])
+
+
+def test_wrong_number_of_outputs_is_a_prediction_error() -> None:
+    class In(BaseModel):
+        x: int
+
+    @model(name="short")
+    def short(ctx: ModelContext, rows: list[In]) -> list[In]:
+        return rows[:-1]
+
+    with pytest.raises(PredictionError, match="returned 1 outputs for 2 rows"):
+        short.bind().predict([{"x": 1}, {"x": 2}])
+
+
+def test_dict_outputs_are_validated_against_the_output_model() -> None:
+    class In(BaseModel):
+        x: int
+
+    class Out(BaseModel):
+        y: float
+
+    @model(name="dicts")
+    def dicts(ctx: ModelContext, rows: list[In]) -> list[Out]:
+        return [{"y": r.x * 2} for r in rows]  # type: ignore[misc]
+
+    assert dicts.bind().predict([{"x": 2}]) == [{"y": 4.0}]
+
+
+def test_frame_and_row_paths_agree(numbers_clf: object) -> None:
+    bound = scorer.bind({"clf": numbers_clf})
+    rows = [{"id": i, "f0": i / 10, "f1": -i / 7, "f2": 0.5, "f3": 1.0 - i} for i in range(5)]
+    by_rows = [r["score"] for r in bound.predict(rows)]
+    by_frame = bound.predict_frame(pd.DataFrame(rows))["score"].tolist()
+    assert by_rows == pytest.approx(by_frame, abs=0, rel=0)
+
+
+def test_training_data_reference() -> None:
+    assert TrainingData.parse("warehouse.client_features@v12") == TrainingData(
+        table="warehouse.client_features", version=12
+    )
+    assert TrainingData.parse("warehouse.t").version is None
+    with pytest.raises(ModelDefinitionError, match="expected 'table' or 'table@v<version>'"):
+        TrainingData.parse("warehouse.t@latest")
