@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    # Tests run with --import-mode=importlib, which leaves sys.path alone; the `integration` package lives here.
-    sys.path.insert(0, str(REPO))
-
-from integration._testing import Stack, make_stack  # noqa: E402
+from integration._testing import Stack, make_stack
 
 
 @pytest.fixture(scope="module")

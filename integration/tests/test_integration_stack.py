@@ -96,6 +96,17 @@ def test_up_again_is_a_no_op(side_stack: Stack) -> None:
     assert (side_stack.run_dir / "logs" / "kafka.log").read_text().count("starting:") == starts
 
 
+def test_logs_shows_the_end_of_each_log(side_stack: Stack) -> None:
+    result = side_stack.run("logs", "kafka", "-n", "5")
+    assert result.returncode == 0, _output(result)
+    assert str(side_stack.run_dir / "logs" / "kafka.log") in result.stdout
+    assert "Kafka Server started" in (side_stack.run_dir / "logs" / "kafka.log").read_text()
+    assert len([line for line in result.stdout.splitlines() if line.startswith("[")]) <= 5
+    both = side_stack.run("logs", "-n", "1")
+    assert "redis.log" in both.stdout
+    assert "kafka.log" in both.stdout
+
+
 def test_stale_pid_files_are_repaired(side_stack: Stack) -> None:
     real = side_stack.pids()
     dead = subprocess.Popen(["true"])

@@ -145,3 +145,12 @@ def test_unknown_service_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     result = CliRunner().invoke(app, ["logs", "zookeeper"])
     assert result.exit_code == 1
     assert "unknown service 'zookeeper'; the stack has: kafka, redis" in result.output
+
+
+def test_storage_formatted_for_other_ports_is_refused(tmp_path: Path) -> None:
+    kafka = Kafka(_settings(tmp_path, kafka=19092))
+    kafka.data_dir.mkdir(parents=True)
+    (kafka.data_dir / "meta.properties").write_text("node.id=1\n")
+    (kafka.data_dir / ".thimble-ports").write_text("9092 9093\n")
+    with pytest.raises(StackError, match="formatted for ports 9092 9093, not 19092 19093"):
+        kafka._format_once()
