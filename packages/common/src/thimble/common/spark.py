@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 
 def spark_jars_dir() -> Path:
@@ -55,6 +57,14 @@ def _ensure_java_home() -> None:
 def spark_conf(settings: ThimbleSettings) -> dict[str, str]:
     """Every Spark setting Thimble applies, before the user's ``spark.conf`` (which wins)."""
     metastore = Path(settings.warehouse.metastore).resolve()
+    java_options = " ".join(
+        [
+            f"-Dderby.system.home={metastore}",
+            f"-Dderby.stream.error.file={metastore / 'derby.log'}",
+            f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
+            f"-Dthimble.spark.log={metastore.parent / 'spark.log'}",
+        ]
+    )
     conf = {
         "spark.jars": ",".join(local_jars(settings)),
         "spark.sql.extensions": DELTA_EXTENSION,
@@ -62,7 +72,10 @@ def spark_conf(settings: ThimbleSettings) -> dict[str, str]:
         "spark.sql.warehouse.dir": str(Path(settings.warehouse.location).resolve()),
         "spark.sql.catalogImplementation": "hive",
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={metastore} -Dderby.stream.error.file={metastore / 'derby.log'}",
+        "spark.driver.extraJavaOptions": java_options,
+        # Python workers (UDFs, mapInPandas) must run this interpreter, which has Thimble installed.
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
         "spark.driver.memory": settings.spark.driver_memory,
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         "spark.default.parallelism": str(settings.spark.shuffle_partitions),
