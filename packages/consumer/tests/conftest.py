@@ -19,14 +19,18 @@ from thimble.consumer import App, ConsumerSettings
 from thimble.consumer._runner import Runner
 
 
-def produce(kafka_config: dict[str, Any], topic: str, records: list[tuple[Any, Any]], **produce_kw: Any) -> None:
+def produce(
+    kafka_config: dict[str, Any], topic: str, records: list[tuple[Any, Any]], **produce_kw: Any
+) -> None:
     """Produce ``(key, value)`` pairs (values: bytes as is, else JSON) and wait for every ack."""
     producer = Producer({**kafka_config, "acks": "all", "linger.ms": 5})
     failures: list[Any] = []
     for key, value in records:
         raw = value if isinstance(value, bytes) else orjson.dumps(value)
         k = key if key is None or isinstance(key, bytes) else str(key).encode()
-        producer.produce(topic, raw, k, on_delivery=lambda err, _m: failures.append(err) if err else None, **produce_kw)
+        producer.produce(
+            topic, raw, k, on_delivery=lambda err, _m: failures.append(err) if err else None, **produce_kw
+        )
         producer.poll(0)
     assert producer.flush(30) == 0
     assert not failures
@@ -41,10 +45,15 @@ class Reader:
     records: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._consumer = Consumer({
-            **self.kafka_config, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-            "enable.auto.commit": False, "isolation.level": "read_committed",
-        })
+        self._consumer = Consumer(
+            {
+                **self.kafka_config,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
         self._consumer.subscribe([self.topic])
 
     def poll(self) -> list[Any]:
@@ -54,7 +63,11 @@ class Reader:
         return self.records
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Any]:
-        wait_until(lambda: len(self.poll()) >= count, timeout, what=f"{count} records on {self.topic} (have {len(self.records)})")
+        wait_until(
+            lambda: len(self.poll()) >= count,
+            timeout,
+            what=f"{count} records on {self.topic} (have {len(self.records)})",
+        )
         return self.records
 
     def values(self) -> list[Any]:
@@ -78,10 +91,18 @@ def reader(kafka_config: dict[str, Any]) -> Iterator[Callable[[str], Reader]]:
         r.close()
 
 
-def make_settings(kafka_config: dict[str, Any], group: str, tmp_path: Path | None = None, **consumer: Any) -> ConsumerSettings:
+def make_settings(
+    kafka_config: dict[str, Any], group: str, tmp_path: Path | None = None, **consumer: Any
+) -> ConsumerSettings:
     overrides: dict[str, Any] = {
         "kafka": {"bootstrap_servers": kafka_config["bootstrap.servers"]},
-        "consumer": {"group_id": group, "retry_backoff_ms": 10, "drain_timeout_s": 10, **consumer},
+        "consumer": {
+            "group_id": group,
+            "retry_backoff_ms": 10,
+            "drain_timeout_s": 10,
+            "create_topics": True,
+            **consumer,
+        },
         "metrics": {"port": 0},
     }
     if tmp_path is not None:
@@ -93,13 +114,15 @@ def make_settings(kafka_config: dict[str, Any], group: str, tmp_path: Path | Non
 class Running:
     runner: Runner
     thread: threading.Thread
-    result: list[int]
+    result: list[Any]
 
     def stop(self, timeout: float = 30) -> int:
         self.runner.request_stop()
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "consumer did not stop"
-        return self.result[0]
+        if isinstance(self.result[0], BaseException):
+            raise self.result[0]
+        return int(self.result[0])
 
 
 @pytest.fixture
@@ -109,15 +132,80 @@ def start_app() -> Iterator[Callable[..., Running]]:
 
     def start(app: App, settings: ConsumerSettings, worker_index: int = 0) -> Running:
         runner = Runner(app, settings, worker_index=worker_index)
-        result: list[int] = []
-        thread = threading.Thread(target=lambda: result.append(runner.run()), daemon=True)
+        result: list[Any] = []
+
+        def target() -> None:
+            try:
+                result.append(runner.run())
+            except BaseException as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=target, daemon=True)
         thread.start()
         running = Running(runner, thread, result)
         started.append(running)
         wait_until(lambda: runner.ready() or result, 30, what="consumer ready")
+        if result and isinstance(result[0], BaseException):
+            raise result[0]
         return running
 
     yield start
     for running in started:
         if running.thread.is_alive():
             running.stop()
+
+
+CLI_APP = str(Path(__file__).with_name("consumer_cli_app.py")) + ":app"
+
+
+def cli_env(src: str, dst: str, sleep_ms: float = 0) -> dict[str, str]:
+    import os
+
+    return {
+        **os.environ,
+        "THIMBLE_TEST_SRC": src,
+        "THIMBLE_TEST_DST": dst,
+        "THIMBLE_TEST_SLEEP_MS": str(sleep_ms),
+        "THIMBLE_METRICS__PORT": "0",
+        "THIMBLE_LOGGING__FORMAT": "json",
+        "THIMBLE_CONSUMER__RETRY_BACKOFF_MS": "10",
+    }
+
+
+def start_cli(
+    src: str,
+    dst: str,
+    group: str,
+    *args: str,
+    sleep_ms: float = 0,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Any:
+    """``thimble-consumer run`` of the test app in a subprocess."""
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("thimble-consumer"))
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [exe, "run", CLI_APP, "--group-id", group, "--create-topics", *args],
+        env={**cli_env(src, dst, sleep_ms), **(env or {})},
+        stdout=out,
+        stderr=out,
+    )
+    _cli_procs.append(proc)
+    return proc
+
+
+_cli_procs: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_consumers() -> Iterator[None]:
+    """A failed test must not leave a consumer process behind."""
+    yield
+    while _cli_procs:
+        proc = _cli_procs.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -2,6 +2,7 @@
 
 from thimble.consumer.__about__ import __version__
 from thimble.consumer._dead_letters import DeadLetter
+from thimble.consumer._runner import Runner
 from thimble.consumer.app import App
 from thimble.consumer.config import ConsumerConfig, ConsumerSettings
 from thimble.consumer.context import Context, Output
@@ -35,6 +36,7 @@ __all__ = [
     "OnlineStore",
     "Output",
     "Retriable",
+    "Runner",
     "SinkError",
     "TestClient",
     "Topic",

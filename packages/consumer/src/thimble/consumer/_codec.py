@@ -41,16 +41,15 @@ def make_decoder(tp: Any) -> Decoder:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         validate = tp.model_validate_json
         return lambda raw: validate(_require(raw))
-    if tp is dict or typing.get_origin(tp) is dict:
-        if tp is dict or typing.get_args(tp) in ((), (str, Any)):
+    if tp is dict or (typing.get_origin(tp) is dict and typing.get_args(tp) in ((), (str, Any))):
 
-            def decode_dict(raw: bytes | None) -> Any:
-                value = orjson.loads(_require(raw))
-                if not isinstance(value, dict):
-                    raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-                return value
+        def decode_dict(raw: bytes | None) -> Any:
+            value = orjson.loads(_require(raw))
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+            return value
 
-            return decode_dict
+        return decode_dict
     if tp is Any:
         return lambda raw: orjson.loads(_require(raw))
     if tp is Output or tp is None or tp is type(None):
@@ -73,15 +72,30 @@ def outputs_of(result: Any) -> list[Any]:
     return [result]
 
 
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value, option=_OPTS)
+
+
+def _encoder_for(cls: type) -> Callable[[Any], bytes]:
+    if issubclass(cls, BaseModel):
+        return cls.__pydantic_serializer__.to_json
+    if issubclass(cls, bytes):
+        return bytes
+    if issubclass(cls, str):
+        return lambda v: v.encode("utf-8")
+    return _json
+
+
+_encoders: dict[type, Callable[[Any], bytes]] = {}
+
+
 def encode_value(value: Any) -> bytes:
     """An output value as record bytes: models and JSON-able values as JSON, str as UTF-8, bytes as is."""
-    if isinstance(value, BaseModel):
-        return type(value).__pydantic_serializer__.to_json(value)  # type: ignore[no-any-return]
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return orjson.dumps(value, option=_OPTS)
+    cls = type(value)
+    encoder = _encoders.get(cls)
+    if encoder is None:
+        encoder = _encoders[cls] = _encoder_for(cls)
+    return encoder(value)
 
 
 def encode_key(key: str | bytes | int | None) -> bytes | None:
@@ -99,7 +113,9 @@ def record_fields(value: Any) -> dict[str, Any]:
         return {str(k): v for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
-    raise TypeError(f"an output written to a record sink must be a pydantic model, dataclass or dict, got {type(value).__name__}")
+    raise TypeError(
+        f"an output written to a record sink must be a pydantic model, dataclass or dict, got {type(value).__name__}"
+    )
 
 
 def json_field(value: Any) -> bytes:

@@ -78,7 +78,12 @@ class DeadLetter:
     headers: dict[str, bytes]
 
     @classmethod
-    def from_record(cls, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]] | dict[str, bytes]) -> DeadLetter:
+    def from_record(
+        cls,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes | None]] | dict[str, bytes],
+    ) -> DeadLetter:
         items = headers.items() if isinstance(headers, dict) else headers
         h = {k: v or b"" for k, v in items}
 
@@ -106,6 +111,15 @@ class DeadLetterWriter:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
 
-    def send(self, topic: str, msg: Any, exc: BaseException, stage: str, attempts: int, handler: str, pending: Pending) -> None:
+    def send(
+        self,
+        topic: str,
+        msg: Any,
+        exc: BaseException,
+        stage: str,
+        attempts: int,
+        handler: str,
+        pending: Pending,
+    ) -> None:
         headers = dead_letter_headers(msg, exc, stage, attempts, handler)
         self.transport.send(topic, msg.key(), msg.value() or b"", headers, pending)

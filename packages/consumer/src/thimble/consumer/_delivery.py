@@ -137,4 +137,3 @@ def commit_stored(consumer: Any) -> None:
         if exc.args and exc.args[0].code() == KafkaError._NO_OFFSET:
             return
         log.warning("offset commit failed", extra={"error": str(exc)})
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
@@ -37,10 +38,15 @@ def replay(
     names the dead letter.
     """
     group = f"thimble-dlq-replay.{dlq_topic}"
-    consumer = Consumer({
-        **settings.kafka.client_config(), "group.id": group, "enable.auto.commit": False,
-        "auto.offset.reset": "earliest", "logger": kafka_log,
-    })
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "logger": kafka_log,
+        }
+    )
     producer = Producer(producer_config(settings, "thimble-dlq-replay"))
     report = ReplayReport()
     failures: list[str] = []
@@ -48,6 +54,7 @@ def replay(
     def delivered(err: object, msg: object) -> None:
         if err is not None:
             failures.append(str(err))
+
     try:
         metadata = consumer.list_topics(dlq_topic, timeout=10).topics.get(dlq_topic)
         if metadata is None or metadata.error is not None:
@@ -71,8 +78,10 @@ def replay(
                 continue
             if msg.error():
                 raise KafkaException(msg.error())
-            headers = msg.headers() or []
-            h = {k: v for k, v in headers}
+            headers: list[tuple[str, Any]] = list(cast(Any, msg.headers()) or [])
+            h: dict[str, bytes] = {
+                k: v if isinstance(v, bytes) else str(v or "").encode() for k, v in headers
+            }
             target = to or (h.get(ORIGINAL_TOPIC) or b"").decode()
             klass = (h.get("thimble.error.class") or b"").decode()
             if not target or (error_class is not None and error_class not in klass):
@@ -86,15 +95,18 @@ def replay(
                 report.replayed += 1
                 report.by_topic[target] = report.by_topic.get(target, 0) + 1
                 if on_record is not None:
-                    on_record(target, msg.offset(), klass)
-            done[msg.partition()] = msg.offset() + 1
-            if done[msg.partition()] >= ends[msg.partition()]:
-                del ends[msg.partition()]
+                    on_record(target, int(msg.offset() or 0), klass)
+            partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+            done[partition] = offset + 1
+            if done[partition] >= ends[partition]:
+                del ends[partition]
         if not dry_run:
             if producer.flush(30) != 0 or failures:
                 raise DeliveryError("some replayed records were not acknowledged; nothing was committed")
             if done:
-                consumer.commit(offsets=[TopicPartition(dlq_topic, p, o) for p, o in done.items()], asynchronous=False)
+                consumer.commit(
+                    offsets=[TopicPartition(dlq_topic, p, o) for p, o in done.items()], asynchronous=False
+                )
         return report
     finally:
         consumer.close()

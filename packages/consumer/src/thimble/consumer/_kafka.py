@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from thimble.common.logging import get_logger
 from thimble.consumer.config import ConsumerSettings
@@ -39,7 +39,9 @@ def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -
     }
 
 
-def producer_config(settings: ConsumerSettings, client_id: str, transactional_prefix: str | None = None) -> dict[str, Any]:
+def producer_config(
+    settings: ConsumerSettings, client_id: str, transactional_prefix: str | None = None
+) -> dict[str, Any]:
     """Idempotent producer with ``acks=all``; transactional when ``transactional_prefix`` is given."""
     conf: dict[str, Any] = {
         **settings.kafka.client_config(),
@@ -51,17 +53,25 @@ def producer_config(settings: ConsumerSettings, client_id: str, transactional_pr
         "logger": kafka_log,
     }
     if transactional_prefix is not None:
-        conf["transactional.id"] = f"{transactional_prefix}-{uuid.uuid4().hex[:12]}"
+        # Stable across restarts of the same worker, so init_transactions fences and aborts the
+        # transaction a crashed predecessor left open instead of waiting for it to time out.
+        conf["transactional.id"] = transactional_prefix
+        conf["transaction.timeout.ms"] = 30_000
     conf.update(settings.consumer.producer_extra)
     return conf
 
 
 def admin_client(settings: ConsumerSettings) -> AdminClient:
-    return AdminClient({**settings.kafka.client_config(), "logger": kafka_log})
+    conf: dict[str, Any] = {**settings.kafka.client_config(), "logger": kafka_log}
+    return AdminClient(conf)
 
 
 def wait_for_broker(
-    admin: AdminClient, bootstrap: str, stopped: Callable[[float], bool], max_backoff_s: float, attempts: int | None = None
+    admin: AdminClient,
+    bootstrap: str,
+    stopped: Callable[[float], bool],
+    max_backoff_s: float,
+    attempts: int | None = None,
 ) -> bool:
     """Retry a metadata request with exponential backoff until it answers; ``False`` if stopped first."""
     delay, attempt = 1.0, 0
@@ -75,13 +85,18 @@ def wait_for_broker(
             problem = str(exc.args[0].str() if exc.args else exc)
         if attempts is not None and attempt >= attempts:
             raise ServiceUnavailableError(f"Kafka at {bootstrap} is unreachable ({problem})")
-        log.warning("Kafka unreachable, retrying", extra={"bootstrap_servers": bootstrap, "error": problem, "retry_in_s": delay})
+        log.warning(
+            "Kafka unreachable, retrying",
+            extra={"bootstrap_servers": bootstrap, "error": problem, "retry_in_s": delay},
+        )
         if stopped(delay):
             return False
         delay = min(delay * 2, max_backoff_s)
 
 
-def ensure_topics(admin: AdminClient, topics: Iterable[str], create: bool, partitions: int, replication: int) -> list[str]:
+def ensure_topics(
+    admin: AdminClient, topics: Iterable[str], create: bool, partitions: int, replication: int
+) -> list[str]:
     """Check ``topics`` exist; create the missing ones when ``create``, else raise naming them. Returns created."""
     wanted = list(dict.fromkeys(topics))
     existing = admin.list_topics(timeout=10).topics
@@ -99,7 +114,9 @@ def ensure_topics(admin: AdminClient, topics: Iterable[str], create: bool, parti
         except KafkaException as exc:
             if exc.args and exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
                 continue
-            raise TopicMissingError(f"cannot create topic {topic!r}: {exc.args[0].str() if exc.args else exc}") from None
+            raise TopicMissingError(
+                f"cannot create topic {topic!r}: {exc.args[0].str() if exc.args else exc}"
+            ) from None
         log.info("created topic", extra={"topic": topic, "partitions": partitions})
     return missing
 
@@ -118,7 +135,12 @@ class PartitionLag:
 
 def group_lag(settings: ConsumerSettings, group_id: str, topics: Iterable[str]) -> list[PartitionLag]:
     """Committed offset, high watermark and lag of ``group_id`` on every partition of ``topics``."""
-    conf = {**settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False, "logger": kafka_log}
+    conf: dict[str, Any] = {
+        **settings.kafka.client_config(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "logger": kafka_log,
+    }
     consumer = Consumer(conf)
     try:
         metadata = consumer.list_topics(timeout=10)
@@ -132,7 +154,11 @@ def group_lag(settings: ConsumerSettings, group_id: str, topics: Iterable[str]) 
         for tp in tps:
             _low, high = consumer.get_watermark_offsets(tp, timeout=10)
             offset = committed.get((tp.topic, tp.partition))
-            out.append(PartitionLag(tp.topic, tp.partition, offset if offset is not None and offset >= 0 else None, high))
+            out.append(
+                PartitionLag(
+                    tp.topic, tp.partition, offset if offset is not None and offset >= 0 else None, high
+                )
+            )
         return out
     finally:
         consumer.close()

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
 from thimble.common.metrics import Metrics
 
 LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 5000)
+
+
+def observe_many(histogram: Histogram, values: list[float]) -> None:
+    """``histogram.observe`` for many values, one increment per bucket (prometheus_client internals,
+    with the public path as a fallback)."""
+    buckets = getattr(histogram, "_buckets", None)
+    upper = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or upper is None or total is None or len(buckets) != len(upper):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(upper)
+    for value in values:
+        counts[bisect_left(upper, value)] += 1
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    total.inc(sum(values))
 
 
 class ConsumerMetrics:
@@ -18,12 +39,22 @@ class ConsumerMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         m = Metrics("consumer", self.registry)
         self.consumed = m.counter("consumed", "messages", "Messages read from Kafka", ["topic"])
-        self.processed = m.counter("processed", "messages", "Messages handled with every output dispatched", ["handler"])
+        self.processed = m.counter(
+            "processed", "messages", "Messages handled with every output dispatched", ["handler"]
+        )
         self.failed = m.counter("failed", "messages", "Messages that failed, by stage", ["handler", "stage"])
-        self.retried = m.counter("retried", "messages", "Handler retries after a retriable error", ["handler"])
-        self.dead_lettered = m.counter("dead_lettered", "messages", "Messages sent to a dead-letter topic", ["handler"])
-        self.latency = m.histogram("handler_latency", "seconds", "Handler call duration", ["handler"], LATENCY_BUCKETS)
-        self.batch_size = m.histogram("batch_size", "messages", "Batch handler batch sizes", ["handler"], BATCH_BUCKETS)
+        self.retried = m.counter(
+            "retried", "messages", "Handler retries after a retriable error", ["handler"]
+        )
+        self.dead_lettered = m.counter(
+            "dead_lettered", "messages", "Messages sent to a dead-letter topic", ["handler"]
+        )
+        self.latency = m.histogram(
+            "handler_latency", "seconds", "Handler call duration", ["handler"], LATENCY_BUCKETS
+        )
+        self.batch_size = m.histogram(
+            "batch_size", "messages", "Batch handler batch sizes", ["handler"], BATCH_BUCKETS
+        )
         self.lag = m.gauge("lag", "messages", "Messages behind the high watermark", ["topic", "partition"])
         self.assigned = m.gauge("assigned_partitions", "total", "Partitions assigned to this process")
         self.rebalances = m.counter("rebalances", "total", "Partition assignments and revocations", ["kind"])
@@ -33,7 +64,11 @@ class ConsumerMetrics:
 
 
 class HandlerMetrics:
-    """The metrics of one handler, labels bound once."""
+    """The metrics of one handler, labels bound once.
+
+    The hot path only appends to local buffers (``count_processed``, ``observe_latency``);
+    :meth:`flush` moves them into Prometheus once per polled batch.
+    """
 
     def __init__(self, metrics: ConsumerMetrics, name: str) -> None:
         self._metrics = metrics
@@ -44,9 +79,24 @@ class HandlerMetrics:
         self.latency: Histogram = metrics.latency.labels(name)
         self.batch_size: Histogram = metrics.batch_size.labels(name)
         self._failed: dict[str, Any] = {}
+        self._processed = 0
+        self._latencies: list[float] = []
+        self.observe_latency = self._latencies.append
+
+    def count_processed(self, n: int) -> None:
+        self._processed += n
+
+    def flush(self) -> None:
+        """Publish what the hot path buffered."""
+        if self._processed:
+            self.processed.inc(self._processed)
+            self._processed = 0
+        if self._latencies:
+            observe_many(self.latency, self._latencies)
+            self._latencies.clear()
 
     def failed(self, stage: str) -> Counter:
         counter = self._failed.get(stage)
         if counter is None:
             counter = self._failed[stage] = self._metrics.failed.labels(self._name, stage)
-        return counter  # type: ignore[no-any-return]
+        return counter

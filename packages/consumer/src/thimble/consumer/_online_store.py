@@ -56,7 +56,9 @@ class RedisBackend:
     def __init__(self, url: str, password: str | None = None) -> None:
         import redis
 
-        self.client = redis.Redis.from_url(url, password=password, socket_timeout=10, socket_connect_timeout=5)
+        self.client = redis.Redis.from_url(
+            url, password=password, socket_timeout=10, socket_connect_timeout=5
+        )
         self.script = self.client.register_script(LATEST_WINS)
 
     def apply(self, updates: list[tuple[Update, int]]) -> None:
@@ -148,7 +150,12 @@ class OnlineStoreWriter:
                 delay = min(5.0, 0.1 * 2**attempt) * (0.5 + random.random() / 2)
                 log.warning(
                     "online store write failed, retrying",
-                    extra={"feature_set": self.label, "attempt": attempt, "error": str(exc), "retry_in_s": round(delay, 2)},
+                    extra={
+                        "feature_set": self.label,
+                        "attempt": attempt,
+                        "error": str(exc),
+                        "retry_in_s": round(delay, 2),
+                    },
                 )
                 self.sleep(delay)
             else:

@@ -62,6 +62,7 @@ class Pipeline:
         cfg = settings.consumer
         self.tracker = OffsetTracker()
         self.writers: list[SinkWriter] = []
+        self.processors: list[Processor] = []
         self.routes: dict[str, Route] = {}
         self.metrics = metrics
         dead_letters = DeadLetterWriter(backends.transport)
@@ -76,7 +77,9 @@ class Pipeline:
                     online = online or backends.online()
                     writer = OnlineStoreWriter(sink, settings.online_store.key_prefix, online)
                 elif isinstance(sink, Landing):
-                    writer = LandingWriter(sink, backends.landing, cfg.landing_batch_rows, cfg.landing_flush_interval_s)
+                    writer = LandingWriter(
+                        sink, backends.landing, cfg.landing_batch_rows, cfg.landing_flush_interval_s
+                    )
                 writers.append(writer)
             self.writers.extend(writers)
             policy = RetryPolicy(
@@ -88,6 +91,7 @@ class Pipeline:
             processor = Processor(
                 spec, writers, dead_letters, policy, cfg.dlq_suffix, metrics.handler(spec.name), wait
             )
+            self.processors.append(processor)
             for source in spec.sources:
                 self.routes[source] = Route(
                     spec,
@@ -124,6 +128,8 @@ class Pipeline:
         """A polled batch went through: send what sinks buffered for it."""
         for writer in self.writers:
             writer.end_batch()
+        for processor in self.processors:
+            processor.metrics.flush()
 
     def tick(self) -> None:
         """Time-based work: due batches, sink flushes, delivery reports."""
@@ -134,6 +140,8 @@ class Pipeline:
                     self._run_batch(route)
         for writer in self.writers:
             writer.tick()
+        for processor in self.processors:
+            processor.metrics.flush()
 
     def flush_batches(self) -> None:
         """Handle every open batch now (shutdown)."""

@@ -6,6 +6,7 @@ Shared verbatim by the Kafka runner and the in-memory test harness, so both beha
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 import threading
 import time
@@ -31,7 +32,7 @@ log = get_logger(__name__)
 DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (Retriable, TimeoutError, ConnectionError)
 
 
-class Abandoned(Exception):  # noqa: N818
+class Abandoned(Exception):
     """Shutdown was requested while a message waited for a retry; it stays uncommitted."""
 
 
@@ -47,7 +48,7 @@ class RetryPolicy:
     def delay_s(self, retry: int) -> float:
         """Seconds before retry number ``retry`` (1-based): ``min(max, base * 2**(retry-1))``, 50-100% of it."""
         ceiling = min(self.backoff_max_ms, self.backoff_ms * 2 ** (retry - 1)) / 1000
-        return ceiling * (0.5 + random.random() / 2)
+        return float(ceiling * (0.5 + random.random() / 2))
 
     def retriable(self, exc: BaseException) -> bool:
         if isinstance(exc, self.retry_on):
@@ -116,7 +117,7 @@ class Processor:
         self._decode = spec.decoder
         self._func = spec.func
         self._context = spec.context_param
-        self._observe = metrics.latency.observe
+        self._observe = metrics.observe_latency
 
     # -- one message ------------------------------------------------------------------------------
 
@@ -153,9 +154,7 @@ class Processor:
         if good:
             arg: Any = values
             if self.spec.dataframe:
-                import pandas as pd
-
-                arg = pd.DataFrame(values)
+                arg = importlib.import_module("pandas").DataFrame(values)
             kwargs = {self._context: [context_of(m) for m in good]} if self._context else None
             ok, result, attempts = self._call((arg,), kwargs, good[-1])
             if not ok:
@@ -194,8 +193,12 @@ class Processor:
                 with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
                     log.warning(
                         "handler failed, retrying",
-                        extra={"handler": self.spec.name, "attempt": attempt, "error": f"{type(exc).__name__}: {exc}",
-                               "retry_in_s": round(delay, 3)},
+                        extra={
+                            "handler": self.spec.name,
+                            "attempt": attempt,
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "retry_in_s": round(delay, 3),
+                        },
                     )
                 if self.wait(delay):
                     raise Abandoned from exc
@@ -212,7 +215,7 @@ class Processor:
             return
         for writer, item in prepared:
             writer.write(item, pending)
-        self.metrics.processed.inc(len(msgs))
+        self.metrics.count_processed(len(msgs))
 
     def _dead_letter(self, msg: Any, exc: BaseException, stage: str, attempts: int, pending: Pending) -> None:
         topic = self.spec.dlq_topic(msg.topic(), self.dlq_suffix)
@@ -221,8 +224,12 @@ class Processor:
         with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
             log.warning(
                 "message dead-lettered",
-                extra={"handler": self.spec.name, "stage": stage, "dead_letter_topic": topic,
-                       "error": f"{type(exc).__name__}: {str(exc)[:300]}"},
+                extra={
+                    "handler": self.spec.name,
+                    "stage": stage,
+                    "dead_letter_topic": topic,
+                    "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+                },
             )
         self.dead_letters.send(topic, msg, exc, stage, attempts, self.spec.name, pending)
 

@@ -10,6 +10,7 @@ live in :mod:`thimble.consumer._delivery`.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from thimble.common.logging import bind_context, get_logger
+from thimble.common.logging import get_logger
 from thimble.common.metrics import MetricsServer
 from thimble.consumer import _delivery
+from thimble.consumer import _log_context as log_context
 from thimble.consumer._delivery import TP
 from thimble.consumer._kafka import (
     admin_client,
@@ -30,6 +32,7 @@ from thimble.consumer._kafka import (
     wait_for_broker,
 )
 from thimble.consumer._landing import ParquetFiles
+from thimble.consumer._log_context import set_current
 from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import RedisBackend
 from thimble.consumer._pipeline import Backends, Pipeline
@@ -46,10 +49,15 @@ log = get_logger(__name__)
 
 LAG_INTERVAL_S = 10.0
 POLL_TIMEOUT_S = 0.1
+# A full queue first just waits for the worker (pausing drops librdkafka's prefetched messages, which
+# costs a refetch); only a queue still full after this long pauses the partitions and polls on.
+PAUSE_AFTER_S = 1.0
 
 
 class Runner:
-    """Runs one consumer process of an app."""
+    """Runs one consumer process of an app: ``Runner(app, settings).run()`` blocks until
+    :meth:`request_stop` (or SIGTERM/SIGINT on the main thread) and returns the exit code;
+    :meth:`ready` is what ``/readyz`` reports."""
 
     def __init__(self, app: App, settings: ConsumerSettings, *, worker_index: int = 0) -> None:
         if not app.handlers:
@@ -71,6 +79,7 @@ class Runner:
         self._lock = threading.Lock()
         self._queue: deque[tuple[int, list[Any]]] = deque()
         self._cond = threading.Condition()
+        self._space = threading.Event()
         self._epoch = 0
         self._revoked_at: dict[TP, int] = {}
         self._assigned: set[TP] = set()
@@ -83,6 +92,12 @@ class Runner:
         self.fatal: BaseException | None = None
         self._in_txn = False
         self._closing = False
+        # Offsets completed on the worker, stored by the main thread: librdkafka starves a thread calling
+        # store_offsets while another thread polls, so only the polling thread touches the consumer.
+        self._to_store: list[TopicPartition] = []
+        self._store_lock = threading.Lock()
+        self._group_metadata: Any = None
+        self.metrics_server: MetricsServer | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -115,7 +130,8 @@ class Runner:
         self._install_signals()
         server = self._start_metrics_server()
         try:
-            return self._run()
+            with log_context.installed():
+                return self._run()
         finally:
             if server is not None:
                 server.stop()
@@ -125,7 +141,9 @@ class Runner:
         if not m.enabled:
             return None
         port = m.port + self.worker_index if m.port else 0
-        server = MetricsServer(m.host, port, self.metrics.registry, ready=self.ready).start()
+        server = self.metrics_server = MetricsServer(
+            m.host, port, self.metrics.registry, ready=self.ready
+        ).start()
         log.info("serving /metrics, /healthz, /readyz", extra={"host": m.host, "port": server.port})
         return server
 
@@ -142,7 +160,13 @@ class Runner:
             self.cfg.topic_replication,
         )
         self.producer = Producer(
-            producer_config(self.settings, self.client_id, self.group_id if self.cfg.exactly_once else None)
+            producer_config(
+                self.settings,
+                self.client_id,
+                f"{self.group_id}-{socket.gethostname()}-{self.worker_index}"
+                if self.cfg.exactly_once
+                else None,
+            )
         )
         if self.cfg.exactly_once:
             self.producer.init_transactions(30)
@@ -156,13 +180,16 @@ class Runner:
                 KafkaTransport(self.producer),
                 lambda: RedisBackend(
                     self.settings.online_store.url,
-                    self.settings.online_store.password.get_secret_value() if self.settings.online_store.password else None,
+                    self.settings.online_store.password.get_secret_value()
+                    if self.settings.online_store.password
+                    else None,
                 ),
                 ParquetFiles(self.settings.warehouse.landing),
             ),
             self.metrics,
             self._stop.wait,
         )
+        self._group_metadata = self.consumer.consumer_group_metadata()
         self.consumer.subscribe(
             self.app.sources, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -171,7 +198,11 @@ class Runner:
         self._ready = True
         log.info(
             "consuming",
-            extra={"group_id": self.group_id, "topics": self.app.sources, "exactly_once": self.cfg.exactly_once},
+            extra={
+                "group_id": self.group_id,
+                "topics": self.app.sources,
+                "exactly_once": self.cfg.exactly_once,
+            },
         )
         self._poll_loop()
         return self._shutdown(worker)
@@ -182,23 +213,37 @@ class Runner:
         consumer, n = self.consumer, self.cfg.poll_batch_size
         high = self.cfg.queued_batches
         next_lag = time.monotonic() + LAG_INTERVAL_S
+        full_since: float | None = None
+        eos = self.cfg.exactly_once
         while not self._stop.is_set() and self.fatal is None:
+            if eos:
+                self._group_metadata = consumer.consumer_group_metadata()
+            if self._to_store:
+                self._store_completed()
+            if time.monotonic() >= next_lag:
+                self._update_lag()
+                next_lag = time.monotonic() + LAG_INTERVAL_S
+            queued = len(self._queue)
+            if queued >= high and not self._paused:
+                now = time.monotonic()
+                full_since = full_since or now
+                if now - full_since < PAUSE_AFTER_S:
+                    self._space.wait(0.05)
+                    self._space.clear()
+                    continue
+                self._set_paused(True)
+            elif queued < high:
+                full_since = None
+            if self._paused and queued <= 1:
+                self._set_paused(False)
+            elif self._paused and self._repause:
+                self._set_paused(True)
             msg = consumer.poll(POLL_TIMEOUT_S)
             if msg is not None:
                 batch = [msg]
                 if n > 1:
                     batch += consumer.consume(n - 1, 0)
                 self._enqueue(batch)
-            queued = len(self._queue)
-            if not self._paused and queued >= high:
-                self._set_paused(True)
-            elif self._paused and queued <= 1:
-                self._set_paused(False)
-            elif self._paused and self._repause:
-                self._set_paused(True)
-            if time.monotonic() >= next_lag:
-                self._update_lag()
-                next_lag = time.monotonic() + LAG_INTERVAL_S
 
     def _enqueue(self, batch: list[Any]) -> None:
         good = []
@@ -220,6 +265,15 @@ class Runner:
             with self._cond:
                 self._queue.append((self._epoch, good))
                 self._cond.notify()
+
+    def _store_completed(self) -> None:
+        """Store the offsets the worker completed (main thread)."""
+        with self._store_lock:
+            offsets, self._to_store = self._to_store, []
+        latest: dict[TP, TopicPartition] = {}
+        for tp in offsets:
+            latest[(tp.topic, tp.partition)] = tp
+        _delivery.store(self.consumer, list(latest.values()))
 
     def _set_paused(self, paused: bool) -> None:
         partitions = self.consumer.assignment()
@@ -264,7 +318,9 @@ class Runner:
         self._repause = self._paused
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned.set(len(self._assigned))
-        log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
+        log.info(
+            "partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]}
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._release(partitions, commit=True)
@@ -283,11 +339,16 @@ class Runner:
         self._assigned -= tps
         self.metrics.assigned.set(len(self._assigned))
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
+        if self.cfg.exactly_once and not self._closing:
+            self._group_metadata = self.consumer.consumer_group_metadata()
         wait = 0.5 if self._closing else min(self.cfg.max_poll_interval_ms / 2000, self.cfg.drain_timeout_s)
         if not self._lock.acquire(timeout=wait):
-            log.warning("a handler is still busy; partitions go with their last stored offsets",
-                        extra={"partitions": sorted(f"{t}[{p}]" for t, p in tps)})
+            log.warning(
+                "a handler is still busy; partitions go with their last stored offsets",
+                extra={"partitions": sorted(f"{t}[{p}]" for t, p in tps)},
+            )
             if commit and not self.cfg.exactly_once:
+                self._store_completed()
                 _delivery.commit_stored(self.consumer)
             return
         try:
@@ -314,10 +375,15 @@ class Runner:
             log.info("stopped while a message waited for a retry; it stays uncommitted")
         except DeliveryError as exc:
             self.fatal = exc
-            log.error("stopping: an output was not acknowledged; its offset is not committed", extra={"error": str(exc)})
+            log.error(
+                "stopping: an output was not acknowledged; its offset is not committed",
+                extra={"error": str(exc)},
+            )
         except BaseException as exc:
             self.fatal = exc
-            log.exception("stopping: unexpected error in the consumer", extra={"error": f"{type(exc).__name__}: {exc}"})
+            log.exception(
+                "stopping: unexpected error in the consumer", extra={"error": f"{type(exc).__name__}: {exc}"}
+            )
         finally:
             self._worker_done.set()
             self.request_stop()
@@ -326,7 +392,11 @@ class Runner:
         with self._cond:
             if not self._queue and not self._stop.is_set():
                 self._cond.wait(POLL_TIMEOUT_S)
-            return self._queue.popleft() if self._queue else None
+            if not self._queue:
+                return None
+            item = self._queue.popleft()
+        self._space.set()
+        return item
 
     def _work_loop(self) -> None:
         lock, pipeline = self._lock, self.pipeline
@@ -352,8 +422,9 @@ class Runner:
                     if self.cfg.exactly_once and not self._in_txn:
                         self.producer.begin_transaction()
                         self._in_txn = True
-                    with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
-                        pipeline.feed(msg)
+                    set_current(msg)
+                    pipeline.feed(msg)
+            set_current(None)
             with lock:
                 pipeline.end_batch()
                 pipeline.tick()
@@ -370,7 +441,10 @@ class Runner:
             self._commit_transaction()
             return
         self.producer.poll(0)
-        _delivery.store(self.consumer, self.pipeline.tracker.completed())
+        done = self.pipeline.tracker.completed()
+        if done:
+            with self._store_lock:
+                self._to_store.extend(done)
 
     def _commit_transaction(self) -> None:
         if not self._in_txn:
@@ -378,7 +452,7 @@ class Runner:
         positions = self.pipeline.tracker.processed_positions()
         try:
             if positions:
-                self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
+                self.producer.send_offsets_to_transaction(positions, self._group_metadata, 30)
             self.producer.commit_transaction(60)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
@@ -395,7 +469,9 @@ class Runner:
             return
         self.pipeline.flush_sinks(timeout)
         self.producer.flush(timeout)
-        _delivery.store(self.consumer, self.pipeline.tracker.completed())
+        with self._store_lock:
+            self._to_store.extend(self.pipeline.tracker.completed())
+        self._store_completed()
 
     # -- shutdown ---------------------------------------------------------------------------------
 
@@ -416,9 +492,12 @@ class Runner:
                     self.fatal = exc
                     log.error("stopping: an output was not acknowledged", extra={"error": str(exc)})
         elif not self._worker_done.is_set():
-            log.warning("drain bound reached with a handler still running; its message stays uncommitted",
-                        extra={"drain_timeout_s": self.cfg.drain_timeout_s})
+            log.warning(
+                "drain bound reached with a handler still running; its message stays uncommitted",
+                extra={"drain_timeout_s": self.cfg.drain_timeout_s},
+            )
         if not self.cfg.exactly_once:
+            self._store_completed()
             _delivery.commit_stored(self.consumer)
         self._closing = True
         try:
@@ -429,7 +508,9 @@ class Runner:
         if self._worker_done.is_set():
             self.pipeline.close()
         if self.fatal is not None:
-            log.error("stopped after a failure", extra={"error": f"{type(self.fatal).__name__}: {self.fatal}"})
+            log.error(
+                "stopped after a failure", extra={"error": f"{type(self.fatal).__name__}: {self.fatal}"}
+            )
             return 1
         log.info("stopped cleanly")
         return 0

@@ -121,7 +121,9 @@ def inspect_handler(
     elif _is_dataframe(annotation):
         batch, dataframe, item_type = True, True, dict
     if item_type is Context or annotation is Context:
-        raise _fail(func, f"the first parameter '{first.name}' is the message; put the Context parameter after it")
+        raise _fail(
+            func, f"the first parameter '{first.name}' is the message; put the Context parameter after it"
+        )
     if typing.get_origin(item_type) is list:
         raise _fail(func, f"parameter '{first.name}': nested lists are not supported")
     try:
@@ -136,7 +138,10 @@ def inspect_handler(
         if hint is Context or hint == list[Context]:
             if hint != expected_context:
                 want = "list[Context]" if batch else "Context"
-                raise _fail(func, f"parameter '{p.name}': a {'batch' if batch else 'single-message'} handler takes {want}")
+                raise _fail(
+                    func,
+                    f"parameter '{p.name}': a {'batch' if batch else 'single-message'} handler takes {want}",
+                )
             if context_param is not None:
                 raise _fail(func, f"two Context parameters ('{context_param}' and '{p.name}')")
             context_param = p.name

@@ -33,7 +33,9 @@ def _worker_main(app_ref: str, config_file: str | None, overrides: dict[str, Any
     raise SystemExit(code)
 
 
-def run_workers(app_ref: str, workers: int, config_file: str | Path | None, overrides: dict[str, Any], drain_s: float) -> int:
+def run_workers(
+    app_ref: str, workers: int, config_file: str | Path | None, overrides: dict[str, Any], drain_s: float
+) -> int:
     """Run and supervise ``workers`` processes; forward SIGTERM/SIGINT; return the worst exit code."""
     ctx = multiprocessing.get_context("spawn")
     stopping = False
@@ -44,7 +46,9 @@ def run_workers(app_ref: str, workers: int, config_file: str | Path | None, over
     cfg = str(config_file) if config_file is not None else None
 
     def start(index: int) -> None:
-        proc = ctx.Process(target=_worker_main, args=(app_ref, cfg, overrides, index), name=f"thimble-worker-{index}")
+        proc = ctx.Process(
+            target=_worker_main, args=(app_ref, cfg, overrides, index), name=f"thimble-worker-{index}"
+        )
         proc.start()
         procs[index] = proc
         log.info("worker started", extra={"worker": index, "pid": proc.pid})
@@ -74,7 +78,10 @@ def run_workers(app_ref: str, workers: int, config_file: str | Path | None, over
             if index not in next_start:
                 delay = backoff[index] = min(backoff.get(index, 0.5) * 2, 30.0)
                 next_start[index] = now + delay
-                log.warning("worker exited; restarting", extra={"worker": index, "exit_code": code, "restart_in_s": delay})
+                log.warning(
+                    "worker exited; restarting",
+                    extra={"worker": index, "exit_code": code, "restart_in_s": delay},
+                )
                 alive = True
             elif now >= next_start[index]:
                 del next_start[index]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Producer
 
@@ -16,7 +16,9 @@ Headers = list[tuple[str, bytes]]
 class Transport(Protocol):
     """Where topic sinks and dead letters send their records."""
 
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending) -> None: ...
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending
+    ) -> None: ...
 
     def poll(self) -> None: ...
 
@@ -29,12 +31,14 @@ class KafkaTransport:
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
 
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending
+    ) -> None:
         pending.hold()
         produce = self.producer.produce
         while True:
             try:
-                produce(topic, value, key, headers=headers, on_delivery=pending.on_delivery)
+                produce(topic, value, key, headers=cast(Any, headers), on_delivery=pending.on_delivery)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
@@ -70,7 +74,9 @@ class MemoryTransport:
     def __init__(self) -> None:
         self.records: dict[str, list[SentRecord]] = {}
 
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending
+    ) -> None:
         self.records.setdefault(topic, []).append(SentRecord(topic, key, value, dict(headers or [])))
 
     def poll(self) -> None:

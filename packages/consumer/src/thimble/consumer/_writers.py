@@ -52,11 +52,15 @@ class TopicWriter:
     def prepare(self, output: Any, msg: Any) -> tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]:
         if type(output) is Output:
             key = encode_key(output.key) if output.key is not None else msg.key()
-            headers = [(k, v.encode() if isinstance(v, str) else v) for k, v in output.headers.items()] or None
+            headers = [
+                (k, v.encode() if isinstance(v, str) else v) for k, v in output.headers.items()
+            ] or None
             return key, encode_value(output.value), headers
         return msg.key(), encode_value(output), None
 
-    def write(self, prepared: tuple[bytes | None, bytes, list[tuple[str, bytes]] | None], pending: Pending) -> None:
+    def write(
+        self, prepared: tuple[bytes | None, bytes, list[tuple[str, bytes]] | None], pending: Pending
+    ) -> None:
         key, value, headers = prepared
         self.transport.send(self.topic, key, value, headers, pending)
 

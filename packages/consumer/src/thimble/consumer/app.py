@@ -21,7 +21,9 @@ SinkSpec = SinkArg | Sequence[SinkArg] | None
 
 
 def _sinks(value: SinkSpec, func: Callable[..., Any]) -> tuple[Sink, ...]:
-    items: Sequence[Any] = () if value is None else [value] if isinstance(value, str | Topic | OnlineStore | Landing) else value
+    items: Sequence[Any] = (
+        () if value is None else [value] if isinstance(value, str | Topic | OnlineStore | Landing) else value
+    )
     out: list[Sink] = []
     for item in items:
         if isinstance(item, str):
@@ -74,7 +76,9 @@ class App:
 
         def register(func: F) -> F:
             if not sources or not all(isinstance(s, str) and s for s in sources):
-                raise HandlerSignatureError(f"handler {where(func)}: source must be a topic name or a list of them")
+                raise HandlerSignatureError(
+                    f"handler {where(func)}: source must be a topic name or a list of them"
+                )
             sinks = _sinks(sink, func)
             spec = inspect_handler(
                 func,
@@ -94,7 +98,9 @@ class App:
                     )
             for s in sinks:
                 if isinstance(s, Topic) and s.name in sources:
-                    raise HandlerSignatureError(f"handler {spec.where}: sink topic {s.name!r} is also its source")
+                    raise HandlerSignatureError(
+                        f"handler {spec.where}: sink topic {s.name!r} is also its source"
+                    )
             self.handlers.append(spec)
             return func
 

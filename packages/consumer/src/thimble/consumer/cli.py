@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 import typer
@@ -28,9 +28,12 @@ dlq_app = typer.Typer(help="Dead-letter topics.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 out = Console()
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (else $THIMBLE_CONFIG).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (else $THIMBLE_CONFIG).")
+]
 BootstrapOpt = Annotated[
-    str | None, typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers (overrides the config).")
+    str | None,
+    typer.Option("--bootstrap-servers", "-b", help="Kafka bootstrap servers (overrides the config)."),
 ]
 
 
@@ -45,20 +48,30 @@ def _settings(config: Path | None, bootstrap: str | None, **consumer: Any) -> Co
 def _check_broker(settings: ConsumerSettings) -> None:
     from thimble.consumer._kafka import admin_client, wait_for_broker
 
-    wait_for_broker(admin_client(settings), settings.kafka.bootstrap_servers, lambda _s: False, 2.0, attempts=2)
+    wait_for_broker(
+        admin_client(settings), settings.kafka.bootstrap_servers, lambda _s: False, 2.0, attempts=2
+    )
 
 
 @app.command()
 @user_errors
 def run(
     app_path: Annotated[str, typer.Argument(help="The app, as module:attr (e.g. features:app).")],
-    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Processes in the consumer group.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, help="Processes in the consumer group.")
+    ] = 1,
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
     group_id: Annotated[str | None, typer.Option(help="Consumer group (default: the app's name).")] = None,
-    create_topics: Annotated[bool | None, typer.Option("--create-topics/--no-create-topics", help="Create missing topics.")] = None,
-    exactly_once: Annotated[bool | None, typer.Option("--exactly-once/--at-least-once", help="Delivery guarantee.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics, /healthz, /readyz (worker i: port+i).")] = None,
+    create_topics: Annotated[
+        bool | None, typer.Option("--create-topics/--no-create-topics", help="Create missing topics.")
+    ] = None,
+    exactly_once: Annotated[
+        bool | None, typer.Option("--exactly-once/--at-least-once", help="Delivery guarantee.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /metrics, /healthz, /readyz (worker i: port+i).")
+    ] = None,
 ) -> None:
     """Consume until SIGTERM/SIGINT, then drain, commit and exit 0."""
     from thimble.consumer._loader import load_app
@@ -109,8 +122,13 @@ def describe(
         table.add_column(col)
     for h in info["handlers"]:
         table.add_row(
-            h["name"], ", ".join(h["sources"]), h["input"], "yes" if h["batch"] else "no",
-            ", ".join(f"{s['kind']}:{s['name']}" for s in h["sinks"]) or "-", ", ".join(h["dead_letter_topics"]), h["where"],
+            h["name"],
+            ", ".join(h["sources"]),
+            h["input"],
+            "yes" if h["batch"] else "no",
+            ", ".join(f"{s['kind']}:{s['name']}" for s in h["sinks"]) or "-",
+            ", ".join(h["dead_letter_topics"]),
+            h["where"],
         )
     out.print(table)
 
@@ -119,8 +137,12 @@ def describe(
 @user_errors
 def produce(
     topic: Annotated[str, typer.Argument(help="Topic to write to.")],
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="JSON lines file (default: stdin).")] = None,
-    key_field: Annotated[str | None, typer.Option(help="Use this field of each object as the record key.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="JSON lines file (default: stdin).")
+    ] = None,
+    key_field: Annotated[
+        str | None, typer.Option(help="Use this field of each object as the record key.")
+    ] = None,
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
@@ -190,7 +212,14 @@ def tail(
 
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": "thimble-tail", "enable.auto.commit": False, "logger": kafka_log})
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": "thimble-tail",
+            "enable.auto.commit": False,
+            "logger": kafka_log,
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -211,10 +240,15 @@ def tail(
                 value: Any = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 value = raw.decode("utf-8", "replace")
+            key = msg.key()
+            headers: list[tuple[str, Any]] = list(cast(Any, msg.headers()) or [])
             line = {
-                "partition": msg.partition(), "offset": msg.offset(),
-                "key": msg.key().decode("utf-8", "replace") if msg.key() is not None else None,
-                "headers": {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or [])},
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "key": key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+                "headers": {
+                    k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in headers
+                },
                 "value": value,
             }
             sys.stdout.write(orjson.dumps(line).decode() + "\n")
@@ -246,7 +280,13 @@ def lag(
     for col in ("topic", "partition", "committed", "end", "lag"):
         table.add_column(col, justify="right" if col != "topic" else "left")
     for r in rows:
-        table.add_row(r.topic, str(r.partition), "-" if r.committed is None else str(r.committed), str(r.high), str(r.lag))
+        table.add_row(
+            r.topic,
+            str(r.partition),
+            "-" if r.committed is None else str(r.committed),
+            str(r.high),
+            str(r.lag),
+        )
     out.print(table)
     out.print(f"total lag: {sum(r.lag for r in rows)}")
 
@@ -255,8 +295,12 @@ def lag(
 @user_errors
 def dlq_replay(
     dlq_topic: Annotated[str, typer.Argument(help="Dead-letter topic, e.g. client-events.dlq.")],
-    to: Annotated[str | None, typer.Option(help="Send to this topic instead of each record's original topic.")] = None,
-    error_class: Annotated[str | None, typer.Option(help="Only dead letters whose error class contains this.")] = None,
+    to: Annotated[
+        str | None, typer.Option(help="Send to this topic instead of each record's original topic.")
+    ] = None,
+    error_class: Annotated[
+        str | None, typer.Option(help="Only dead letters whose error class contains this.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay at most this many.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Count what would be replayed; produce nothing.")] = False,
     config: ConfigOpt = None,

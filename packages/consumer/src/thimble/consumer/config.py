@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
+
 from thimble.common.config import Section, ThimbleSettings
 
 
@@ -15,22 +16,32 @@ class ConsumerConfig(Section):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     poll_batch_size: int = Field(default=500, ge=1, description="Messages taken from librdkafka per poll.")
     batch_size: int = Field(default=500, ge=1, description="Default size of a batch handler's batches.")
-    batch_wait_ms: int = Field(default=200, ge=0, description="Default wait before a partial batch is handled.")
-    max_retries: int = Field(default=3, ge=0, description="Retries of a retriable failure before dead-lettering.")
+    batch_wait_ms: int = Field(
+        default=200, ge=0, description="Default wait before a partial batch is handled."
+    )
+    max_retries: int = Field(
+        default=3, ge=0, description="Retries of a retriable failure before dead-lettering."
+    )
     retry_backoff_ms: int = Field(default=100, ge=0)
     retry_backoff_max_ms: int = Field(default=10_000, ge=0)
     dlq_suffix: str = Field(default=".dlq", min_length=1)
-    exactly_once: bool = Field(default=False, description="Topic-to-topic exactly-once via Kafka transactions.")
+    exactly_once: bool = Field(
+        default=False, description="Topic-to-topic exactly-once via Kafka transactions."
+    )
     max_poll_interval_ms: int = Field(default=300_000, ge=1)
     session_timeout_ms: int = Field(default=45_000, ge=1)
     drain_timeout_s: float = Field(default=15.0, gt=0, description="Bound of the shutdown drain.")
     queued_batches: int = Field(default=4, ge=1, description="Polled batches held before partitions pause.")
     create_topics: bool = False
-    topic_partitions: int = Field(default=3, ge=1, description="Partitions of topics created by the consumer.")
+    topic_partitions: int = Field(
+        default=3, ge=1, description="Partitions of topics created by the consumer."
+    )
     topic_replication: int = Field(default=1, ge=1)
     landing_batch_rows: int = Field(default=50_000, ge=1)
     landing_flush_interval_s: float = Field(default=30.0, gt=0)
-    broker_retry_max_s: float = Field(default=30.0, gt=0, description="Cap of the reconnect backoff at start.")
+    broker_retry_max_s: float = Field(
+        default=30.0, gt=0, description="Cap of the reconnect backoff at start."
+    )
     consumer_extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
     producer_extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
 

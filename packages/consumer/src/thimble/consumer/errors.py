@@ -52,5 +52,5 @@ class DeadLetterError(DeliveryError):
     """A dead letter could not be written; the consumer stops rather than lose the record."""
 
 
-class Retriable(Exception):  # noqa: N818 - the name reads as the property it marks
+class Retriable(Exception):
     """Raise (or subclass) this in a handler for a transient failure: the message is retried with backoff."""

@@ -1,8 +1,8 @@
 """An in-memory harness for users' tests: the production decoding, handlers, sinks and dead letters.
 
-    with app.test() as t:
-        t.send("client-events", {"client_id": 42, "kind": "order", "amount": 9.5, "ts": "2026-01-01T00:00:00Z"})
-        assert t.outputs("client-features") == [{"client_id": 42, ...}]
+with app.test() as t:
+    t.send("client-events", {"client_id": 42, "kind": "order", "amount": 9.5, "ts": "2026-01-01T00:00:00Z"})
+    assert t.outputs("client-features") == [{"client_id": 42, ...}]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from thimble.consumer import _log_context as log_context
 from thimble.consumer._codec import encode_key, encode_value
 from thimble.consumer._dead_letters import DeadLetter
 from thimble.consumer._landing import MemoryLanding
@@ -36,8 +37,16 @@ class _Message:
 
     __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value")
 
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, bytes]] | None, timestamp_ms: int) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        timestamp_ms: int,
+    ) -> None:
         self._topic, self._partition, self._offset = topic, partition, offset
         self._key, self._value, self._headers, self._timestamp = key, value, headers, timestamp_ms
 
@@ -81,13 +90,20 @@ class TestClient:
         backends = Backends(self.transport, lambda: self.online_store, self.landing)
         self.pipeline = Pipeline(app, self.settings, backends, self.metrics, wait=lambda _s: False)
         self._offsets: dict[tuple[str, int], int] = {}
+        self._log_context = log_context.installed()
 
     def __enter__(self) -> TestClient:
+        self._log_context.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.flush()
-        self.pipeline.close()
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self.flush()
+            self.pipeline.close()
+        finally:
+            self._log_context.__exit__()
 
     def send(
         self,
@@ -107,11 +123,19 @@ class TestClient:
         self._offsets[(topic, partition)] = offset + 1
         raw = None if value is None else encode_value(value)
         msg = _Message(
-            topic, partition, offset, encode_key(key), raw,
+            topic,
+            partition,
+            offset,
+            encode_key(key),
+            raw,
             [(k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()] or None,
             timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
         )
-        self.pipeline.feed(msg)
+        log_context.set_current(msg)
+        try:
+            self.pipeline.feed(msg)
+        finally:
+            log_context.set_current(None)
         self.pipeline.end_batch()
 
     def flush(self) -> None:
@@ -142,7 +166,11 @@ class TestClient:
         self.flush()
         suffix = self.settings.consumer.dlq_suffix
         topics = {h.dlq_topic(s, suffix) for h in self.app.handlers for s in h.sources if source in (None, s)}
-        out = [DeadLetter.from_record(r.key, r.value, r.headers) for t in sorted(topics) for r in self.transport.records.get(t, [])]
+        out = [
+            DeadLetter.from_record(r.key, r.value, r.headers)
+            for t in sorted(topics)
+            for r in self.transport.records.get(t, [])
+        ]
         return [d for d in out if source is None or d.original_topic == source]
 
     def online(self, feature_set: str, entity: Any) -> dict[str, Any] | None:

@@ -1,0 +1,49 @@
+"""Every log line written while a message is handled carries its topic, partition and offset.
+
+Binding a context per message costs more than handling a small message, so the worker only notes the
+current message in a thread-local, and a filter on the process's log handlers reads it when (and only
+when) a record is actually emitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+_current = threading.local()
+
+
+def set_current(msg: Any) -> None:
+    """The message this thread is handling now (``None`` when idle)."""
+    _current.msg = msg
+
+
+class MessageContextFilter(logging.Filter):
+    """Adds ``topic``/``partition``/``offset`` of the message being handled to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = getattr(_current, "msg", None)
+        if msg is not None and "offset" not in record.__dict__:
+            record.topic = msg.topic()
+            record.partition = msg.partition()
+            record.offset = msg.offset()
+        return True
+
+
+class installed:
+    """Attach the filter to the root logger's handlers for the duration of a run."""
+
+    def __init__(self) -> None:
+        self.filter = MessageContextFilter()
+        self.handlers: list[logging.Handler] = []
+
+    def __enter__(self) -> installed:
+        self.handlers = list(logging.getLogger().handlers)
+        for handler in self.handlers:
+            handler.addFilter(self.filter)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handler in self.handlers:
+            handler.removeFilter(self.filter)

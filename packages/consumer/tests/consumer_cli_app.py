@@ -1,0 +1,37 @@
+"""An app run by the CLI in subprocess tests; topics and pacing come from the environment."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import BaseModel
+
+from thimble.consumer import App, Context
+
+SRC = os.environ.get("THIMBLE_TEST_SRC", "src")
+DST = os.environ.get("THIMBLE_TEST_DST", "dst")
+SLEEP_S = float(os.environ.get("THIMBLE_TEST_SLEEP_MS", "0")) / 1000
+
+
+class Event(BaseModel):
+    id: int
+    poison: bool = False
+
+
+class Result(BaseModel):
+    id: int
+    pid: int
+    partition: int
+
+
+app = App("consumer-cli-test")
+
+
+@app.handler(source=SRC, sink=DST)
+def handle(event: Event, ctx: Context) -> Result:
+    if SLEEP_S:
+        time.sleep(SLEEP_S)
+    if event.poison:
+        raise ValueError(f"poison event {event.id}")
+    return Result(id=event.id, pid=os.getpid(), partition=ctx.partition)

@@ -1,0 +1,135 @@
+"""The CLI against the real broker: produce, tail, lag, missing topics, dlq replay, unreachable broker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from thimble.common.testing import wait_until
+from thimble.consumer import App
+from thimble.consumer._runner import Runner
+from thimble.consumer.cli import app as cli
+
+from .conftest import CLI_APP, cli_env, make_settings
+
+pytestmark = pytest.mark.integration
+
+runner = CliRunner()
+
+
+class Event(BaseModel):
+    id: int
+
+
+def test_produce_tail_and_lag(kafka_topic, kafka_config, tmp_path: Path) -> None:
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("".join(orjson.dumps({"id": i}).decode() + "\n" for i in range(5)))
+    b = ["--bootstrap-servers", kafka_config["bootstrap.servers"]]
+    result = runner.invoke(cli, ["produce", src, "--file", str(lines), "--key-field", "id", *b])
+    assert result.exit_code == 0, result.output
+    assert "produced 5 record(s)" in result.output
+    result = runner.invoke(cli, ["tail", src, "--from-beginning", "--limit", "5", *b])
+    assert result.exit_code == 0, result.output
+    tailed = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [t["value"]["id"] for t in tailed] == list(range(5))
+    assert tailed[0]["key"] == "0"
+    env = cli_env(src, dst)
+    result = runner.invoke(cli, ["lag", CLI_APP, "--group-id", f"g-{src}", *b], env=env)
+    assert result.exit_code == 0, result.output
+    assert "total lag: 5" in result.output
+
+
+def test_bad_input_and_missing_topics(kafka_topic, kafka_config, tmp_path: Path) -> None:
+    src = kafka_topic("src")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1}\n{oops\n')
+    b = ["--bootstrap-servers", kafka_config["bootstrap.servers"]]
+    result = runner.invoke(cli, ["produce", src, "--file", str(bad), *b])
+    assert result.exit_code == 2
+    assert "line 2: not valid JSON" in result.output
+    env = cli_env(f"{src}-missing", f"{src}-out")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        result = runner.invoke(cli, ["run", CLI_APP, *b], env=env)
+    finally:
+        root.handlers[:] = handlers  # `run` configured logging onto the runner's captured stderr
+        root.setLevel(level)
+    assert result.exit_code == 2, result.output
+    assert f"'{src}-missing'" in result.output
+    assert "--create-topics" in result.output
+
+
+def test_dlq_replay_refeeds_the_original_topic(kafka_topic, kafka_config, reader, start_app) -> None:
+    src = kafka_topic("src")
+    app = App("replay")
+    fixed = threading.Event()
+
+    @app.handler(source=src)
+    def strict(event: Event) -> None:
+        if not fixed.is_set():
+            raise ValueError("not yet")
+
+    from .conftest import produce
+
+    produce(kafka_config, src, [(1, {"id": 1}), (2, {"id": 2})], headers=[("origin", b"test")])
+    running = start_app(app, make_settings(kafka_config, src))
+    reader(f"{src}.dlq").wait_for(2)
+    running.stop()
+    b = ["--bootstrap-servers", kafka_config["bootstrap.servers"]]
+    result = runner.invoke(cli, ["dlq", "replay", f"{src}.dlq", "--dry-run", *b])
+    assert "would replay 2 dead letter(s)" in result.output, result.output
+    result = runner.invoke(cli, ["dlq", "replay", f"{src}.dlq", *b])
+    assert result.exit_code == 0, result.output
+    assert f"replayed 2 dead letter(s) ({src}: 2)" in result.output
+    source = reader(src).wait_for(4)
+    replayed = source[2:]
+    headers = dict(replayed[0].headers())
+    assert headers["origin"] == b"test"
+    assert headers["thimble.replayed.from"].startswith(f"{src}.dlq/".encode())
+    assert not any(k.startswith("thimble.error") for k in headers)
+    result = runner.invoke(cli, ["dlq", "replay", f"{src}.dlq", *b])
+    assert "replayed 0 dead letter(s)" in result.output  # progress was committed
+
+
+def test_unreachable_broker_waits_not_ready_without_crashing() -> None:
+    app = App("unreachable")
+
+    @app.handler(source="anything")
+    def h(event: Event) -> None: ...
+
+    settings = make_settings({"bootstrap.servers": "127.0.0.1:1"}, "unreachable")
+    consumer = Runner(app, settings)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(consumer.run()), daemon=True)
+    thread.start()
+    port = wait_until(lambda: _metrics_port(consumer), 10, what="metrics server")
+
+    def status(path: str) -> int:
+        try:
+            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert status("/healthz") == 200
+    assert status("/readyz") == 503
+    thread.join(2.5)
+    assert thread.is_alive()
+    assert not result
+    consumer.request_stop()
+    thread.join(10)
+    assert result == [0]
+
+
+def _metrics_port(runner_: Runner) -> int | None:
+    server = getattr(runner_, "metrics_server", None)
+    return None if server is None else int(server.port)

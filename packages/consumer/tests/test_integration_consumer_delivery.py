@@ -1,0 +1,166 @@
+"""Delivery guarantees against the real broker: restarts, slow handlers, signals, workers, exactly-once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from thimble.common.testing import wait_until
+from thimble.consumer import App, Context
+from thimble.consumer._kafka import group_lag
+
+from .conftest import make_settings, produce, start_cli
+
+pytestmark = pytest.mark.integration
+
+
+class Event(BaseModel):
+    id: int
+
+
+class Out(BaseModel):
+    id: int
+
+
+FAST_FAILOVER = {"THIMBLE_CONSUMER__SESSION_TIMEOUT_MS": "6000"}
+
+
+def _ids(records: list) -> list[int]:  # type: ignore[type-arg]
+    return [orjson.loads(m.value())["id"] for m in records]
+
+
+def test_at_least_once_across_restarts(kafka_topic, kafka_config, reader, start_app) -> None:
+    src, dst = kafka_topic("src", partitions=3), kafka_topic("dst")
+    app = App("restart")
+
+    @app.handler(source=src, sink=dst)
+    def copy(event: Event) -> Out:
+        return Out(id=event.id)
+
+    settings = make_settings(kafka_config, src)
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(300)])
+    first = start_app(app, settings)
+    out = reader(dst)
+    out.wait_for(1)
+    assert first.stop() == 0
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(300, 400)])
+    second = start_app(app, settings)
+    wait_until(lambda: set(_ids(out.poll())) >= set(range(400)), 30, what="every id in the output")
+    assert second.stop() == 0
+    lag = group_lag(settings, src, [src])
+    assert sum(p.committed or 0 for p in lag) == 400
+    assert sum(p.lag for p in lag) == 0
+
+
+def test_slow_handler_beyond_max_poll_interval(kafka_topic, kafka_config, reader, start_app) -> None:
+    src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
+    app = App("slow")
+
+    @app.handler(source=src, sink=dst)
+    def slow(event: Event) -> Out:
+        if event.id == 0:
+            time.sleep(7.5)  # longer than max.poll.interval.ms below
+        return Out(id=event.id)
+
+    settings = make_settings(
+        kafka_config,
+        src,
+        max_poll_interval_ms=6000,
+        session_timeout_ms=6000,
+        queued_batches=1,
+        poll_batch_size=5,
+    )
+    produce(kafka_config, src, [(0, {"id": 0})] + [(i, {"id": i}) for i in range(1, 40)])
+    running = start_app(app, settings)
+    out = reader(dst)
+    wait_until(lambda: set(_ids(out.poll())) == set(range(40)), 40, what="all outputs")
+    revokes = running.runner.metrics.rebalances.labels("revoke")._value.get()
+    lost = running.runner.metrics.rebalances.labels("lost")._value.get()
+    assert revokes == 0
+    assert lost == 0
+    assert running.stop() == 0
+    assert Counter(_ids(out.records)).most_common(1)[0][1] == 1
+    lag = group_lag(settings, src, [src])
+    assert sum(p.committed or 0 for p in lag) == 40
+
+
+def test_sigterm_drains_commits_and_exits_zero(kafka_topic, kafka_config, reader, tmp_path) -> None:
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(600)])
+    proc = start_cli(
+        src, dst, src, sleep_ms=20, log=tmp_path / "run.log", env={"THIMBLE_CONSUMER__DRAIN_TIMEOUT_S": "3"}
+    )
+    out = reader(dst)
+    out.wait_for(20)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    assert time.monotonic() - started < 10  # the drain is bounded
+    settings = make_settings(kafka_config, src)
+    committed = sum(p.committed or 0 for p in group_lag(settings, src, [src]))
+    produced = len(set(_ids(out.poll())))
+    assert 20 <= committed <= produced  # every committed offset has its output
+    assert committed < 600  # it stopped before the end
+
+
+def test_two_workers_share_the_group(kafka_topic, kafka_config, reader, tmp_path) -> None:
+    src, dst = kafka_topic("src", partitions=4), kafka_topic("dst")
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(400)])
+    proc = start_cli(src, dst, src, "--workers", "2", sleep_ms=15, log=tmp_path / "run.log")
+    out = reader(dst)
+    try:
+        wait_until(lambda: set(_ids(out.poll())) >= set(range(400)), 60, what="all outputs from 2 workers")
+        pids = {orjson.loads(m.value())["pid"] for m in out.records}
+        assert len(pids) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(40)
+    assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
+
+
+def test_exactly_once_survives_kill_9(kafka_topic, kafka_config, reader, tmp_path) -> None:
+    src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
+    n = 1500
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
+    out = reader(dst)
+    for round_ in range(2):
+        proc = start_cli(
+            src, dst, src, "--exactly-once", sleep_ms=2, log=tmp_path / "run.log", env=FAST_FAILOVER
+        )
+        have = len(out.poll())
+        wait_until(lambda h=have: len(out.poll()) >= h + 150, 60, what=f"progress in round {round_}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc = start_cli(src, dst, src, "--exactly-once", log=tmp_path / "run.log", env=FAST_FAILOVER)
+    try:
+        wait_until(lambda: set(_ids(out.poll())) >= set(range(n)), 90, what="all outputs")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0
+    counts = Counter(_ids(out.poll()))
+    assert sorted(counts) == list(range(n))
+    assert max(counts.values()) == 1, "an output was committed twice"
+
+
+def test_context_partition_order_is_preserved(kafka_topic, kafka_config, reader, start_app) -> None:
+    src, dst = kafka_topic("src", partitions=3), kafka_topic("dst")
+    app = App("order")
+    seen: dict[int, list[int]] = {}
+
+    @app.handler(source=src, sink=dst)
+    def record(event: Event, ctx: Context) -> Out:
+        seen.setdefault(ctx.partition, []).append(ctx.offset)
+        return Out(id=event.id)
+
+    produce(kafka_config, src, [(i % 7, {"id": i}) for i in range(600)])
+    running = start_app(app, make_settings(kafka_config, src, poll_batch_size=50))
+    reader(dst).wait_for(600)
+    assert running.stop() == 0
+    assert seen
+    assert all(offsets == sorted(offsets) for offsets in seen.values())
