@@ -153,7 +153,8 @@ class ThimbleSettings(BaseSettings):
 SettingsT = TypeVar("SettingsT", bound=ThimbleSettings)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping; raise :class:`ConfigError` naming the file otherwise."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -218,7 +219,7 @@ def load_settings(
     """
     path_text = str(config_file) if config_file is not None else os.environ.get(CONFIG_ENV_VAR)
     path = Path(path_text) if path_text else None
-    file_values = _read_yaml(path) if path else {}
+    file_values = read_yaml_file(path) if path else {}
     token = _file_values.set(file_values)
     try:
         settings = settings_cls(**_drop_none(overrides or {}))
