@@ -95,6 +95,8 @@ def build_spark_session(settings: ThimbleSettings | None = None, app_name: str |
 
     settings = settings or ThimbleSettings()
     _ensure_java_home()
+    # pyspark picks the workers' interpreter from the environment when the context starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     Path(settings.warehouse.metastore).mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.master(settings.spark.master).appName(app_name or settings.spark.app_name)
     for key, value in spark_conf(settings).items():
