@@ -41,6 +41,7 @@ def _rows(spark: SparkSession, table: str, settings: ThimbleSettings) -> list[tu
     ]
 
 
+@pytest.mark.slow
 def test_journal_changes_deletes_idempotent(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
 ) -> None:
@@ -86,3 +87,47 @@ def test_journal_changes_deletes_idempotent(
     versions = history(table_name, spark=spark, settings=spark_settings)
     assert versions[0].run_id == second.run_id
     assert versions[0].closed == 1
+
+
+@pytest.mark.slow
+def test_journal_orders_several_changes_and_quarantines_late_rows(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
+) -> None:
+    day = "2026-01-0{}T00:00:00"
+    batch = [
+        {"client_id": "a", "segment": "s3", "score": 1.0, "updated_at": day.format(3)},
+        {"client_id": "a", "segment": "s1", "score": 1.0, "updated_at": day.format(1)},
+        {"client_id": "a", "segment": "s1", "score": 1.0, "updated_at": day.format(2)},
+        {"client_id": "a", "segment": "s4", "score": 1.0, "updated_at": day.format(4)},
+    ]
+    path = json_source(batch)
+    cfg = _journal_config(table_name, path)
+    first = run_table(cfg, spark=spark, settings=spark_settings)
+    assert first.inserted == 1
+    assert first.updated == 2
+    name = f"{spark_settings.warehouse.database}.{table_name}"
+    versions = [
+        (r.segment, str(r.valid_from.date()), r.valid_to and str(r.valid_to.date()), r.is_current)
+        for r in spark.table(name).orderBy("valid_from").collect()
+    ]
+    assert versions == [
+        ("s1", "2026-01-01", "2026-01-03", False),
+        ("s3", "2026-01-03", "2026-01-04", False),
+        ("s4", "2026-01-04", None, True),
+    ]
+    version = table_version(table_name, spark=spark, settings=spark_settings)
+    assert run_table(cfg, spark=spark, settings=spark_settings).status == "unchanged"
+    assert table_version(table_name, spark=spark, settings=spark_settings) == version
+
+    json_source(
+        [
+            {"client_id": "a", "segment": "late", "score": 1.0, "updated_at": day.format(2)},
+            {"client_id": "a", "segment": "s5", "score": 1.0, "updated_at": day.format(5)},
+        ]
+    )
+    late = run_table(cfg, spark=spark, settings=spark_settings)
+    assert late.rows_quarantined == 1
+    assert late.updated == 1
+    quarantined = spark.table(f"{name}_quarantine").collect()
+    assert quarantined[0].failed_rules[0].startswith("journal: late arrival")
+    assert spark.table(name).filter("is_current").collect()[0].segment == "s5"

@@ -37,19 +37,38 @@ def _step(df: DataFrame, step: dict[str, Any]) -> list[Any]:
 
 def test_trim_case_regex(df: DataFrame) -> None:
     assert _step(df, {"step": "trim", "columns": ["name"]})[0][1] == "Ann"
-    assert [r[2] for r in _step(df, {"step": "case", "columns": ["city"], "to": "upper"})] == ["PARIS", None, "ROME"]
+    assert [r[2] for r in _step(df, {"step": "case", "columns": ["city"], "to": "upper"})] == [
+        "PARIS",
+        None,
+        "ROME",
+    ]
     rows = _step(df, {"step": "regex_replace", "column": "name", "pattern": "[^A-Za-z]", "replacement": ""})
     assert rows[0][1] == "Ann"
 
 
 def test_cast_parse_fill_rename(df: DataFrame) -> None:
     assert [r[3] for r in _step(df, {"step": "cast", "columns": {"amount": "double"}})] == [10.5, None, 7.0]
-    parsed = _step(df, {"step": "parse_timestamp", "column": "ts", "format": "yyyy-MM-dd HH:mm", "output": "at"})
+    parsed = _step(
+        df, {"step": "parse_timestamp", "column": "ts", "format": "yyyy-MM-dd HH:mm", "output": "at"}
+    )
     assert [r[6] for r in parsed] == [datetime(2026, 1, 2, 10), None, datetime(2026, 1, 3, 11, 30)]
-    as_date = _step(df, {"step": "parse_timestamp", "column": "ts", "format": "yyyy-MM-dd HH:mm", "to": "date"})
+    as_date = _step(
+        df, {"step": "parse_timestamp", "column": "ts", "format": "yyyy-MM-dd HH:mm", "to": "date"}
+    )
     assert as_date[0][4] == date(2026, 1, 2)
-    assert [r[2] for r in _step(df, {"step": "fill", "values": {"city": "unknown"}})] == ["paris", "unknown", "rome"]
-    renamed = apply_step(df, config(table="t", source={"type": "table", "table": "x"}, cleanse=[{"step": "rename", "columns": {"city": "town"}}]).cleanse[0])
+    assert [r[2] for r in _step(df, {"step": "fill", "values": {"city": "unknown"}})] == [
+        "paris",
+        "unknown",
+        "rome",
+    ]
+    renamed = apply_step(
+        df,
+        config(
+            table="t",
+            source={"type": "table", "table": "x"},
+            cleanse=[{"step": "rename", "columns": {"city": "town"}}],
+        ).cleanse[0],
+    )
     assert "town" in renamed.columns
     assert "city" not in renamed.columns
 
@@ -60,7 +79,9 @@ def test_drop_where_dedupe_sql(df: DataFrame) -> None:
     assert [(r[0], r[1]) for r in latest] == [(1, "  Ann "), (2, "Bobby")]
     earliest = _step(df, {"step": "dedupe", "keys": ["id"], "order_by": "seen", "keep": "earliest"})
     assert [(r[0], r[1]) for r in earliest] == [(1, "  Ann "), (2, "Bob")]
-    assert [r[6] for r in _step(df, {"step": "sql", "column": "label", "expression": "concat(name, '@', id)"})][1] == "Bob@2"
+    assert [
+        r[6] for r in _step(df, {"step": "sql", "column": "label", "expression": "concat(name, '@', id)"})
+    ][1] == "Bob@2"
 
 
 def test_every_rule_marks_failing_rows(df: DataFrame) -> None:

@@ -35,7 +35,10 @@ def test_unknown_keys_steps_and_rules_get_did_you_mean() -> None:
         {
             **BASE,
             "sorce_extra": 1,
-            "cleanse": [{"step": "trimm", "columns": ["client_id"]}, {"step": "case", "colums": ["x"], "to": "lower"}],
+            "cleanse": [
+                {"step": "trimm", "columns": ["client_id"]},
+                {"step": "case", "colums": ["x"], "to": "lower"},
+            ],
             "validate": [{"rule": "not_nul", "columns": ["client_id"]}],
         }
     )
@@ -43,7 +46,9 @@ def test_unknown_keys_steps_and_rules_get_did_you_mean() -> None:
     assert any(p.startswith("cleanse[0].step: unknown step 'trimm'; did you mean 'trim'?") for p in found)
     assert "cleanse[1].colums: unknown key; did you mean 'columns'?" in found
     assert "cleanse[1].columns: required" in found
-    assert any(p.startswith("validate[0].rule: unknown rule 'not_nul'; did you mean 'not_null'?") for p in found)
+    assert any(
+        p.startswith("validate[0].rule: unknown rule 'not_nul'; did you mean 'not_null'?") for p in found
+    )
 
 
 def test_cross_field_problems() -> None:
@@ -77,7 +82,10 @@ def test_columns_checked_with_did_you_mean() -> None:
         }
     )
     found = check_columns(cfg, dict(cfg.schema_.columns or {}))
-    assert "journal.keys[0]: no column 'clientid' at this point (after cleanse); did you mean 'client_id'?" in found
+    assert (
+        "journal.keys[0]: no column 'clientid' at this point (after cleanse); did you mean 'client_id'?"
+        in found
+    )
     assert "validate[0].column: column 'total' is double; regex needs a string (cast it first)" in found
     assert any(p.startswith("quality.metrics[0].column: no column 'amount'") for p in found)
 
@@ -97,3 +105,20 @@ def test_yaml_errors_are_one_line(tmp_path: Path) -> None:
     assert "not valid YAML" in info.value.problems[0]
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_table_config(tmp_path / "missing.yaml")
+
+
+def test_checks_must_name_a_metric_and_problems_have_paths() -> None:
+    found = problems(
+        {
+            **BASE,
+            "source": {"type": "kafka", "topic": "t"},
+            "schema": {"evolution": "fail"},
+            "quality": {"metrics": [{"metric": "row_count"}], "checks": [{"metric": "row_cont", "min": 1}]},
+            "write": {"mode": "merge"},
+        }
+    )
+    assert found[:2] == [
+        "write.keys: write.mode 'merge' needs write.keys",
+        "schema.columns: a kafka source needs schema.columns to parse its JSON values",
+    ]
+    assert found[2].startswith("quality.checks[0].metric: no metric 'row_cont'; did you mean 'row_count'?")

@@ -3,7 +3,7 @@
 from thimble.etl.__about__ import __version__
 from thimble.etl.config import EtlSettings, TableConfig, load_table_config, parse_table_config
 from thimble.etl.errors import EtlError, SchemaMismatchError, SourceError, TableNotFoundError
-from thimble.etl.history import TableVersion, changes, history, table_version
+from thimble.etl.history import TableVersion, blocked_runs, changes, history, table_version
 from thimble.etl.quality import CheckResult
 from thimble.etl.runner import RunResult, run_table, write_dataframe
 
@@ -18,6 +18,7 @@ __all__ = [
     "TableNotFoundError",
     "TableVersion",
     "__version__",
+    "blocked_runs",
     "changes",
     "history",
     "load_table_config",

@@ -46,6 +46,13 @@ def _spark(settings: EtlSettings) -> SparkSession:
     return build_spark_session(settings, app_name="thimble-etl")
 
 
+def _version_change(result: RunResult) -> str:
+    if not result.committed:
+        return "no table yet" if result.version is None else f"{result.version} (unchanged)"
+    before = "new table" if result.previous_version is None else str(result.previous_version)
+    return f"{before} -> {result.version}"
+
+
 def summary_table(result: RunResult) -> Table:
     """The end-of-run summary."""
     checks = result.check_counts
@@ -60,12 +67,7 @@ def summary_table(result: RunResult) -> Table:
         ("rows quarantined", f"{result.rows_quarantined:,}"),
         ("inserted / updated / closed", f"{result.inserted:,} / {result.updated:,} / {result.closed:,}"),
         ("checks pass / warn / fail", f"{checks['pass']} / {checks['warn']} / {checks['fail']}"),
-        (
-            "version",
-            f"{result.previous_version} -> {result.version}"
-            if result.committed
-            else f"{result.version} (unchanged)",
-        ),
+        ("version", _version_change(result)),
         ("time", f"{result.seconds:.1f} s"),
     ]
     for key, value in rows:
@@ -83,6 +85,7 @@ def run(
 ) -> None:
     """Load one table: read, cleanse, validate, check quality, write one Delta commit (or none)."""
     from thimble.etl._progress import SparkProgress
+    from thimble.etl._prometheus import export_run
     from thimble.etl.runner import run_table
 
     table_config = load_table_config(file)
@@ -93,6 +96,7 @@ def run(
             result = run_table(table_config, spark=spark, settings=settings, run_id=run_id, progress=bar)
     else:
         result = run_table(table_config, spark=spark, settings=settings, run_id=run_id)
+    export_run(result, settings)
     out.print(summary_table(result))
     for check in result.checks:
         if check.status != "pass":
@@ -140,6 +144,7 @@ def history(
     config: ConfigOption = None,
 ) -> None:
     """List the table's versions with run ids, counts and check results."""
+    from thimble.etl.history import blocked_runs
     from thimble.etl.history import history as table_history
 
     settings = _settings(config)
@@ -164,6 +169,14 @@ def history(
             *("" if n is None else f"{n:,}" for n in (v.rows_written, v.inserted, v.updated, v.closed)), checks,
         )  # fmt: skip
     out.print(view)
+    blocked = blocked_runs(table, spark=_spark(settings), settings=settings)
+    if blocked:
+        runs = Table(title="runs that wrote nothing (blocked by a failing check)")
+        for column in ("run id", "time", "table version", "failed checks"):
+            runs.add_column(column)
+        for run_id, at, version, failed in blocked:
+            runs.add_row(run_id, f"{at:%Y-%m-%d %H:%M:%S}", "" if version is None else str(version), failed)
+        out.print(runs)
 
 
 @app.command()
@@ -186,10 +199,12 @@ def changes(
         df.write.mode("overwrite").parquet(str(output))
         out.print(f"wrote changes since version {since} to {output}")
         return
-    rows = df.orderBy("_commit_version").limit(limit).collect()
+    meta = ["_commit_version", "_change_type"]
+    columns = meta + [c for c in df.columns if c not in (*meta, "_commit_timestamp")]
+    rows = df.select(*columns).orderBy("_commit_version").limit(limit).collect()
     view = Table(title=f"{table}: changes since version {since}")
-    for column in df.columns:
-        view.add_column(column)
+    for column in columns:
+        view.add_column(column.removeprefix("_commit_").removeprefix("_change_"), overflow="fold")
     for row in rows:
         view.add_row(*("" if v is None else str(v) for v in row))
     out.print(view)

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from thimble.common.config import Section, ThimbleSettings
 from thimble.common.validation import did_you_mean, format_location
@@ -445,19 +454,39 @@ class TableConfig(_Model):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> TableConfig:
+    def _consistent(self, info: ValidationInfo) -> TableConfig:
+        if not (info.context or {}).get("defer_consistency"):
+            problems = self.consistency_problems()
+            if problems:
+                raise ValueError("; ".join(f"{path}: {message}" for path, message in problems))
+        return self
+
+    def consistency_problems(self) -> list[tuple[str, str]]:
+        """Problems spanning several sections, as (path, message)."""
         problems = []
         if self.write.mode == "journal" and self.journal is None:
-            problems.append("write.mode is 'journal' but there is no 'journal' section")
+            problems.append(("journal", "write.mode is 'journal' but there is no 'journal' section"))
         if self.journal is not None and self.write.mode != "journal":
-            problems.append(f"a 'journal' section needs write.mode: journal (it is '{self.write.mode}')")
+            problems.append(
+                ("write.mode", f"a 'journal' section needs write.mode: journal (it is '{self.write.mode}')")
+            )
         if self.write.mode == "merge" and not self.write.keys:
-            problems.append("write.mode 'merge' needs write.keys")
+            problems.append(("write.keys", "write.mode 'merge' needs write.keys"))
         if isinstance(self.source, KafkaSource) and not self.schema_.columns:
-            problems.append("a kafka source needs schema.columns to parse its JSON values")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+            problems.append(
+                ("schema.columns", "a kafka source needs schema.columns to parse its JSON values")
+            )
+        metrics = [m.metric_name for m in self.quality.metrics] + list(BUILTIN_METRICS)
+        for i, check in enumerate(self.quality.checks):
+            if check.metric not in metrics:
+                hint = did_you_mean(check.metric, metrics)
+                problems.append(
+                    (
+                        f"quality.checks[{i}].metric",
+                        f"no metric '{check.metric}'{hint} (metrics: {', '.join(metrics)})",
+                    )
+                )
+        return problems
 
     def config_hash(self) -> str:
         """A short stable hash of the validated config (recorded with every commit)."""
@@ -595,9 +624,13 @@ def parse_table_config(data: Any, source: str | None = None) -> TableConfig:
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping (table, source, ...)"], source=source)
     try:
-        return TableConfig.model_validate(data)
+        config = TableConfig.model_validate(data, context={"defer_consistency": True})
     except ValidationError as exc:
         raise ConfigError(config_problems(exc, data), source=source) from None
+    problems = config.consistency_problems()
+    if problems:
+        raise ConfigError([f"{path}: {message}" for path, message in problems], source=source)
+    return config
 
 
 def load_table_config(path: str | Path) -> TableConfig:

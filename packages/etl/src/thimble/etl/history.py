@@ -86,6 +86,34 @@ def history(
     return out
 
 
+def blocked_runs(
+    table: str, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
+) -> list[tuple[str, datetime, int | None, str]]:
+    """Runs a failing check blocked: (run id, time, table version kept, failed checks), newest first."""
+    from pyspark.sql import functions as F
+
+    settings = settings if settings is not None else load_settings(EtlSettings)
+    spark, name = _resolve(table, spark, settings)
+    etl = getattr(settings, "etl", None)
+    metrics_table = _tables.qualified(etl.metrics_table if etl is not None else "thimble_quality", settings)
+    if not _tables.exists(spark, metrics_table):
+        return []
+    rows = (
+        spark.table(metrics_table)
+        .filter(
+            (F.col("table") == name)
+            & (F.col("kind") == "check")
+            & (F.col("status") == "fail")
+            & ~F.col("committed")
+        )
+        .groupBy("run_id", "run_at", "version")
+        .agg(F.concat_ws("; ", F.collect_list(F.concat_ws(": ", "name", "detail"))).alias("failed"))
+        .orderBy(F.col("run_at").desc())
+        .collect()
+    )
+    return [(r.run_id, r.run_at, r.version, r.failed) for r in rows]
+
+
 def table_version(
     table: str, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
 ) -> int:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
 Status = Literal["pass", "warn", "fail"]
+# Distinct counts use HyperLogLog++ so every metric stays in one scan (exact distinct counts would need a
+# shuffle per column); the relative standard deviation of the estimate:
+DISTINCT_RSD = 0.01
 History = Callable[[str, int], list[float]]
 
 
@@ -60,9 +63,11 @@ def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
         if kind == "completeness":
             expr = F.count(col) / F.nullif(rows, F.lit(0))
         elif kind == "distinct_count":
-            expr = F.count_distinct(col)
+            expr = F.approx_count_distinct(col, DISTINCT_RSD)
         elif kind == "uniqueness":
-            expr = F.count_distinct(col) / F.nullif(F.count(col), F.lit(0))
+            expr = F.least(
+                F.approx_count_distinct(col, DISTINCT_RSD) / F.nullif(F.count(col), F.lit(0)), F.lit(1.0)
+            )
         elif kind == "min":
             expr = F.min(col)
         elif kind == "max":

@@ -26,7 +26,7 @@ from thimble.etl.config import (
     TableConfig,
     load_table_config,
 )
-from thimble.etl.errors import ConfigError
+from thimble.etl.errors import ConfigError, EtlError
 from thimble.etl.quality import METRICS_SCHEMA, CheckResult, compute_metrics, evaluate, metric_rows
 from thimble.etl.sources import read_source
 from thimble.etl.validate import FAILED, effective_rules, flag, passing, quarantine_rows
@@ -59,6 +59,7 @@ class RunResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     spark_jobs: dict[str, int] = field(default_factory=dict)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     source: str = ""
 
@@ -87,6 +88,7 @@ class _Phases:
         self.run_id = run_id
         self.progress = progress
         self.groups: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -95,11 +97,32 @@ class _Phases:
         self.spark.sparkContext.setJobGroup(group, f"thimble-etl {name}", interruptOnCancel=True)
         if self.progress is not None:
             self.progress.phase(name, group)
-        yield
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
 
     def job_counts(self) -> dict[str, int]:
         tracker = self.spark.sparkContext.statusTracker()
         return {name: len(tracker.getJobIdsForGroup(group)) for name, group in self.groups.items()}
+
+
+@contextmanager
+def spark_errors(table: str) -> Iterator[None]:
+    """Report a Spark failure as one readable error; the table stays at its previous version."""
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except PySparkException as exc:
+        lines = [
+            line
+            for line in str(exc).splitlines()
+            if line.strip() and not line.startswith(("\tat ", "JVM stacktrace"))
+        ]
+        message = "\n  ".join(lines[:6])
+        raise EtlError(f"{table}: Spark failed, nothing was written to the table:\n  {message}") from None
 
 
 def new_run_id() -> str:
@@ -118,12 +141,24 @@ def _etl_names(settings: ThimbleSettings, table: str) -> tuple[str, str]:
     return _tables.qualified(metrics_table, settings), f"{table}{suffix}"
 
 
-def _session(spark: SparkSession | None, settings: ThimbleSettings) -> SparkSession:
-    if spark is not None:
-        return spark
-    from thimble.common.spark import build_spark_session
+SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 
-    return build_spark_session(settings, app_name="thimble-etl")
+
+def tune_local(spark: SparkSession) -> None:
+    """On a local master, rebuild Delta snapshots with as many partitions as cores (Delta's default, 50,
+    is sized for clusters and makes every small commit slow); an explicit setting wins."""
+    master = spark.sparkContext.master or ""
+    if master.startswith("local") and spark.conf.get(SNAPSHOT_PARTITIONS, None) is None:
+        spark.conf.set(SNAPSHOT_PARTITIONS, str(max(1, spark.sparkContext.defaultParallelism)))
+
+
+def _session(spark: SparkSession | None, settings: ThimbleSettings) -> SparkSession:
+    if spark is None:
+        from thimble.common.spark import build_spark_session
+
+        spark = build_spark_session(settings, app_name="thimble-etl")
+    tune_local(spark)
+    return spark
 
 
 def run_table(
@@ -141,7 +176,7 @@ def run_table(
     run_id = run_id or new_run_id()
     phases = _Phases(spark, run_id, progress)
     started = time.monotonic()
-    with bind_context(table=table, run_id=run_id):
+    with bind_context(table=table, run_id=run_id), spark_errors(table):
         with phases("read"):
             batch = read_source(spark, cfg, settings, table)
         if batch.df is None:
@@ -190,7 +225,7 @@ def write_dataframe(
     from thimble.etl.config import NotNullRule, UniqueRule
 
     settings = _settings(settings)
-    spark = df.sparkSession
+    spark = _session(df.sparkSession, settings)
     name = _tables.qualified(table, settings)
     journal_cfg = JournalConfig.model_validate(journal) if isinstance(journal, Mapping) else journal
     quality_cfg = (
@@ -215,7 +250,7 @@ def write_dataframe(
     )
     run_id = run_id or new_run_id()
     started = time.monotonic()
-    with bind_context(table=name, run_id=run_id):
+    with bind_context(table=name, run_id=run_id), spark_errors(name):
         result = _load(
             spark,
             settings,
@@ -241,10 +276,13 @@ def _history(spark: SparkSession, metrics_table: str, table: str) -> Any:
             return []
         from pyspark.sql import functions as F
 
+        recorded = spark.table(metrics_table).filter(F.col("table") == table)
+        blocked = recorded.filter((F.col("kind") == "check") & (F.col("status") == "fail")).select("run_id")
         rows = (
-            spark.table(metrics_table)
-            .filter((F.col("table") == table) & (F.col("kind") == "metric") & (F.col("name") == metric))
-            .filter(F.col("committed") & F.col("value").isNotNull())
+            recorded.filter(
+                (F.col("kind") == "metric") & (F.col("name") == metric) & F.col("value").isNotNull()
+            )
+            .join(blocked, "run_id", "left_anti")
             .orderBy(F.col("run_at").desc())
             .limit(runs)
             .select("value")
@@ -286,11 +324,10 @@ def _load(
     cached: list[DataFrame] = []
     try:
         with phases("read"):
-            raw = source.persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(raw)
-            result.rows_read = raw.count()
+            # Counting a file source reads only Parquet footers; the flagged rows below are what is cached.
+            result.rows_read = source.count()
         with phases("validate"):
-            flagged = flag(cleanse(raw, steps), rules).persist(StorageLevel.MEMORY_AND_DISK)
+            flagged = flag(cleanse(source, steps), rules).persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(flagged)
             row = flagged.agg(F.count(F.lit(1)), F.sum(F.when(F.size(FAILED) > 0, 1).otherwise(0))).first()
             assert row is not None
@@ -314,7 +351,8 @@ def _load(
             }
         )
         result.metrics = values
-        result.checks = evaluate(quality.checks, values, _history(spark, metrics_table, table))
+        with phases("checks"):
+            result.checks = evaluate(quality.checks, values, _history(spark, metrics_table, table))
         blocked = any(c.status == "fail" for c in result.checks)
         with phases("quarantine"):
             if result.rows_quarantined or late:
@@ -342,7 +380,7 @@ def _load(
             }
             with phases("write"):
                 if changes:
-                    version, committed = write(spark, prepared, table, spec, meta)
+                    version, committed = write(spark, prepared, table, spec, meta, before)
                 else:
                     version, committed = _record_progress(spark, table, meta)
             result.version = version
@@ -366,6 +404,7 @@ def _load(
         for df in cached:
             df.unpersist()
     result.spark_jobs = phases.job_counts()
+    result.phase_seconds = {name: round(seconds, 2) for name, seconds in phases.seconds.items()}
     log.info(
         "%s: %s at version %s (read %d, quarantined %d, inserted %d, updated %d, closed %d)",
         table, result.status, result.version, result.rows_read, result.rows_quarantined,

@@ -55,7 +55,7 @@ def read_source(
         name = _tables.qualified(source.table, settings)
         if not _tables.exists(spark, name):
             raise SourceError(f"source.table: no table '{name}' in the warehouse")
-        batch = SourceBatch(spark.table(name), {"table": name, "version": _tables.version(spark, name)}, name)
+        batch = SourceBatch(spark.table(name), {}, f"table {name}")
     else:
         batch = _read_files(spark, source, config.schema_)
     if batch.df is not None and not isinstance(source, KafkaSource):

@@ -116,10 +116,17 @@ def _add_columns(spark: SparkSession, table: str, df: DataFrame, new: list[str])
 
 
 def write(
-    spark: SparkSession, prepared: Prepared, table: str, spec: WriteSpec, metadata: dict[str, Any]
+    spark: SparkSession,
+    prepared: Prepared,
+    table: str,
+    spec: WriteSpec,
+    metadata: dict[str, Any],
+    before: int | None,
 ) -> tuple[int | None, bool]:
-    """Write ``prepared`` in one commit tagged with ``metadata``; return (table version, whether it committed)."""
-    before = _tables.version(spark, table)
+    """Write ``prepared`` in one commit tagged with ``metadata``; return (table version, whether it committed).
+
+    ``before`` is the table's version when the run started (None: the table does not exist yet).
+    """
     data = prepared.plan.opened() if prepared.plan is not None else prepared.df
     new_columns = check_schema(spark, data, table, spec)
     with _tables.commit_metadata(spark, metadata):

@@ -1,0 +1,195 @@
+"""Whole runs against real Delta tables: gating, failures, write modes, schema policy, landing source."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from thimble.common.config import ThimbleSettings
+from thimble.etl import SchemaMismatchError, history, run_table, table_version, write_dataframe
+from thimble.etl.errors import EtlError
+
+from .conftest import config
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = {"columns": {"id": "int", "name": "string", "amount": "double"}}
+
+
+def _quality(min_rows: int) -> dict[str, object]:
+    return {
+        "metrics": [{"metric": "row_count"}, {"metric": "mean", "column": "amount"}],
+        "checks": [
+            {"metric": "row_count", "min": min_rows},
+            {"metric": "row_count", "max_change": 0.5, "over_last": 3, "severity": "warn"},
+        ],
+    }
+
+
+def test_failing_check_blocks_the_write_but_keeps_quarantine_and_metrics(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
+) -> None:
+    db = spark_settings.warehouse.database
+    path = json_source([{"id": i, "name": f"n{i}", "amount": float(i)} for i in range(4)])
+    base = {
+        "table": table_name,
+        "source": {"type": "files", "path": path, "format": "json"},
+        "schema_": SCHEMA,
+    }
+    rules = [{"rule": "range", "column": "amount", "min": 0, "max": 2}]
+    ok = run_table(config(**base, validate_=rules, quality=_quality(1)), spark=spark, settings=spark_settings)
+    assert ok.status == "committed"
+    assert (ok.rows_read, ok.rows_quarantined, ok.inserted) == (4, 1, 3)
+    assert ok.spark_jobs["quality"] == 1
+    version = table_version(table_name, spark=spark, settings=spark_settings)
+
+    json_source([{"id": 9, "name": "x", "amount": 1.0}, {"id": 10, "name": "y", "amount": 99.0}])
+    blocked = run_table(
+        config(**base, validate_=rules, quality=_quality(2)), spark=spark, settings=spark_settings
+    )
+    assert blocked.status == "blocked"
+    assert [c.status for c in blocked.checks] == ["fail", "warn"]
+    assert "trailing mean 3" in blocked.checks[1].detail
+    assert table_version(table_name, spark=spark, settings=spark_settings) == version
+    assert spark.table(f"{db}.{table_name}").count() == 3
+    quarantine = spark.table(f"{db}.{table_name}_quarantine").collect()
+    assert len(quarantine) == 2
+    assert {r.run_id for r in quarantine} == {ok.run_id, blocked.run_id}
+    assert all(r.failed_rules == ["range(amount)"] for r in quarantine)
+    assert json.loads(next(r.record for r in quarantine if r.run_id == blocked.run_id))["id"] == 10
+    runs = spark.table(f"{db}.thimble_quality").filter(f"run_id = '{blocked.run_id}'").collect()
+    assert {
+        (r.kind, r.name, r.committed, r.version) for r in runs if r.kind == "metric" and r.name == "row_count"
+    } == {("metric", "row_count", False, version)}
+    assert history(table_name, spark=spark, settings=spark_settings)[0].checks == {
+        "pass": 2,
+        "warn": 0,
+        "fail": 0,
+    }
+
+
+def test_failure_midway_leaves_the_previous_version(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
+) -> None:
+    path = json_source([{"id": 1, "name": "a", "amount": 1.0}])
+    base = {
+        "table": table_name,
+        "source": {"type": "files", "path": path, "format": "json"},
+        "schema_": SCHEMA,
+    }
+    run_table(config(**base), spark=spark, settings=spark_settings)
+    version = table_version(table_name, spark=spark, settings=spark_settings)
+    json_source([{"id": 2, "name": "boom", "amount": 1.0}])
+    exploding = [
+        {
+            "step": "sql",
+            "column": "name",
+            "expression": "if(name = 'boom', raise_error('disk on fire'), name)",
+        }
+    ]
+    with pytest.raises(EtlError, match="disk on fire"):
+        run_table(config(**base, cleanse=exploding), spark=spark, settings=spark_settings)
+    assert table_version(table_name, spark=spark, settings=spark_settings) == version
+
+
+def test_write_modes_and_schema_policy(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
+) -> None:
+    db = spark_settings.warehouse.database
+    full = f"{db}.{table_name}"
+
+    def frame(rows: list[tuple[int, str, str]]) -> object:
+        return spark.createDataFrame(rows, "id int, day string, value string")
+
+    first = write_dataframe(
+        frame([(1, "d1", "a"), (2, "d2", "b")]),
+        table_name,
+        mode="append",
+        partition_by=["day"],
+        settings=spark_settings,
+    )
+    assert first.status == "committed"
+    write_dataframe(frame([(3, "d1", "c")]), table_name, mode="append", settings=spark_settings)
+    assert spark.table(full).count() == 3
+    write_dataframe(
+        frame([(9, "d1", "z")]), table_name, mode="overwrite", partition_by=["day"], settings=spark_settings
+    )
+    assert sorted((r.id, r.day) for r in spark.table(full).collect()) == [(2, "d2"), (9, "d1")]
+    merged = write_dataframe(
+        frame([(9, "d1", "new"), (4, "d3", "d"), (2, "d2", "b")]),
+        table_name,
+        mode="merge",
+        keys=["id"],
+        settings=spark_settings,
+    )
+    assert (merged.inserted, merged.updated) == (1, 1)
+    assert sorted(tuple(r) for r in spark.table(full).select("id", "value").collect()) == [
+        (2, "b"),
+        (4, "d"),
+        (9, "new"),
+    ]
+    dupes = write_dataframe(
+        frame([(5, "d1", "x"), (5, "d1", "y")]),
+        table_name,
+        mode="merge",
+        keys=["id"],
+        settings=spark_settings,
+    )
+    assert dupes.rows_quarantined == 2
+    assert dupes.status == "unchanged"
+
+    wider = spark.createDataFrame([(7, "d1", "v", 1.5)], "id int, day string, value string, extra double")
+    before = table_version(table_name, spark=spark, settings=spark_settings)
+    with pytest.raises(SchemaMismatchError, match="new column"):
+        write_dataframe(wider, table_name, mode="append", settings=spark_settings)
+    assert table_version(table_name, spark=spark, settings=spark_settings) == before
+    write_dataframe(wider, table_name, mode="append", allow_new_columns=True, settings=spark_settings)
+    assert "extra" in spark.table(full).columns
+    props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {full}").collect()}
+    assert props["delta.enableChangeDataFeed"] == "true"
+
+
+def _land(root: Path, date: str, name: str, rows: list[dict[str, object]]) -> None:
+    folder = root / f"date={date}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, row in enumerate(rows):
+        row.update(
+            {
+                "_kafka_topic": "events",
+                "_kafka_partition": 0,
+                "_kafka_offset": i,
+                "_landed_at": "2026-01-01T00:00:00",
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(rows), folder / name)
+
+
+def test_landing_source_reads_only_new_files(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
+) -> None:
+    dataset = f"events-{table_name}"
+    root = Path(spark_settings.warehouse.landing) / dataset
+    _land(
+        root,
+        "2026-01-01",
+        "part-0001.parquet",
+        [{"client_id": "a", "amount": 1.0}, {"client_id": "b", "amount": 2.0}],
+    )
+    _land(root, "2026-01-01", ".part-0002.parquet", [{"client_id": "tmp", "amount": 0.0}])
+    _land(root, "2026-01-01", "_part-0003.parquet", [{"client_id": "tmp", "amount": 0.0}])
+    cfg = config(table=table_name, source={"type": "landing", "dataset": dataset})
+    first = run_table(cfg, spark=spark, settings=spark_settings)
+    assert (first.status, first.rows_read) == ("committed", 2)
+    assert run_table(cfg, spark=spark, settings=spark_settings).status == "no_new_data"
+    _land(root, "2026-01-02", "part-0001.parquet", [{"client_id": "c", "amount": 3.0}])
+    third = run_table(cfg, spark=spark, settings=spark_settings)
+    assert third.rows_read == 1
+    rows = spark.table(f"{spark_settings.warehouse.database}.{table_name}").collect()
+    assert sorted(r.client_id for r in rows) == ["a", "b", "c"]
+    assert "_kafka_offset" in rows[0].asDict()
