@@ -13,12 +13,13 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
+from thimble.common.errors import ServiceUnavailableError
 from thimble.common.testing import wait_until
-from thimble.consumer import App
+from thimble.consumer import App, PartitionLag, TopicMissingError, group_lag
 from thimble.consumer._runner import Runner
 from thimble.consumer.cli import app as cli
 
-from .conftest import CLI_APP, cli_env, make_settings
+from .conftest import CLI_APP, cli_env, make_settings, produce
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,41 @@ def test_produce_tail_and_lag(kafka_topic, kafka_config, tmp_path: Path) -> None
     result = runner.invoke(cli, ["lag", CLI_APP, "--group-id", f"g-{src}", *b], env=env)
     assert result.exit_code == 0, result.output
     assert "total lag: 5" in result.output
+    result = runner.invoke(cli, ["lag", CLI_APP, "--group-id", f"g-{src}", "--json", *b], env=env)
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads(result.stdout)
+    assert doc["group"] == f"g-{src}"
+    assert doc["total_lag"] == 5
+    assert sorted(p["partition"] for p in doc["partitions"]) == [0]
+    assert doc["partitions"][0] == {"topic": src, "partition": 0, "committed": None, "end": 5, "lag": 5}
+
+
+def test_group_lag_follows_the_commits(kafka_topic, kafka_config, start_app) -> None:
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    settings = make_settings(kafka_config, f"g-{src}")
+    app = App("lag-test")
+
+    @app.handler(source=src, sink=dst)
+    def handle(event: Event) -> Event:
+        return event
+
+    running = start_app(app, settings)
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(40)])
+    assert sum(p.high for p in group_lag(settings, f"g-{src}", [src])) == 40
+    wait_until(
+        lambda: sum(p.lag for p in group_lag(settings, f"g-{src}", [src])) == 0,
+        30,
+        what="the group to commit all 40 messages",
+    )
+    lags = group_lag(settings, f"g-{src}", [src])
+    assert [(p.topic, p.partition) for p in lags] == [(src, i) for i in range(len(lags))]
+    assert all(isinstance(p, PartitionLag) and p.committed == p.high for p in lags)
+    assert running.stop() == 0
+    with pytest.raises(TopicMissingError, match="does not exist"):
+        group_lag(settings, f"g-{src}", [f"{src}-missing"])
+    unreachable = make_settings({"bootstrap.servers": "127.0.0.1:1"}, "g-nowhere")
+    with pytest.raises(ServiceUnavailableError, match="cannot read the lag"):
+        group_lag(unreachable, "g-nowhere", [src], timeout_s=1)
 
 
 def test_bad_input_and_missing_topics(kafka_topic, kafka_config, tmp_path: Path) -> None:

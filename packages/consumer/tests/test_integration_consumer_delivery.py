@@ -12,8 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from thimble.common.testing import wait_until
-from thimble.consumer import App, Context
-from thimble.consumer._kafka import group_lag
+from thimble.consumer import App, Context, group_lag
 
 from .conftest import make_settings, produce, start_cli
 
@@ -107,6 +106,31 @@ def test_sigterm_drains_commits_and_exits_zero(kafka_topic, kafka_config, reader
     produced = len(set(_ids(out.poll())))
     assert 20 <= committed <= produced  # every committed offset has its output
     assert committed < 600  # it stopped before the end
+
+
+def test_sigterm_on_an_idle_batch_consumer_exits_at_once(kafka_topic, kafka_config, reader, tmp_path) -> None:
+    """Nothing in flight: the drain must not wait for its bound (an idle worker is not a running handler)."""
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(1200)])
+    drain_s = 30
+    log = tmp_path / "run.log"
+    env = {"THIMBLE_TEST_BATCH": "1", "THIMBLE_CONSUMER__DRAIN_TIMEOUT_S": str(drain_s)}
+    proc = start_cli(src, dst, src, log=log, env=env)
+    reader(dst).wait_for(1200)
+    settings = make_settings(kafka_config, src)
+    wait_until(
+        lambda: sum(p.lag for p in group_lag(settings, src, [src])) == 0,
+        30,
+        what="every message committed (the consumer idle)",
+    )
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(drain_s + 15) == 0, log.read_text()[-3000:]
+    # Well under the drain bound, yet loose enough for a loaded machine (interpreter exit included).
+    assert time.monotonic() - started < drain_s / 3, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "drain bound reached" not in text
+    assert "stopped cleanly" in text
 
 
 def test_two_workers_share_the_group(kafka_topic, kafka_config, reader, tmp_path) -> None:

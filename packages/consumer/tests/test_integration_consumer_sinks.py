@@ -113,7 +113,7 @@ def test_landing_files_are_partitioned_atomic_and_complete(
     assert str(table.schema.field("ts").type) == "timestamp[us, tz=UTC]"
     assert all(v % 2 == 1 for v in table.column("client_id").to_pylist())
     assert set(table.column("_kafka_topic").to_pylist()) == {src}
-    from thimble.consumer._kafka import group_lag
+    from thimble.consumer import group_lag
 
     assert sum(p.committed or 0 for p in group_lag(settings, src, [src])) == 25
 

@@ -10,8 +10,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -46,14 +45,20 @@ def redact(text: str) -> str:
     return _SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED, text)
 
 
-@contextmanager
-def bind_context(**values: Any) -> Iterator[None]:
-    """Attach ``values`` to every record logged inside the block (this thread or task only)."""
-    token = _context.set({**_context.get(), **values})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+class bind_context:
+    """Attach ``values`` to every record logged inside the ``with`` block (this thread or task only)."""
+
+    __slots__ = ("_token", "_values")
+
+    def __init__(self, **values: Any) -> None:
+        self._values = values
+
+    def __enter__(self) -> None:
+        current = _context.get()
+        self._token = _context.set({**current, **self._values} if current else self._values)
+
+    def __exit__(self, *exc: object) -> None:
+        _context.reset(self._token)
 
 
 def current_context() -> Mapping[str, Any]:
@@ -77,7 +82,7 @@ class _ContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.thimble_static = self._static
-        record.thimble_context = dict(_context.get())
+        record.thimble_context = _context.get()
         return True
 
 

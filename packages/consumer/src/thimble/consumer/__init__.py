@@ -2,6 +2,7 @@
 
 from thimble.consumer.__about__ import __version__
 from thimble.consumer._dead_letters import DeadLetter
+from thimble.consumer._lag import PartitionLag, group_lag
 from thimble.consumer._runner import Runner
 from thimble.consumer.app import App
 from thimble.consumer.config import ConsumerConfig, ConsumerSettings
@@ -35,6 +36,7 @@ __all__ = [
     "Landing",
     "OnlineStore",
     "Output",
+    "PartitionLag",
     "Retriable",
     "Runner",
     "SinkError",
@@ -42,4 +44,5 @@ __all__ = [
     "Topic",
     "TopicMissingError",
     "__version__",
+    "group_lag",
 ]

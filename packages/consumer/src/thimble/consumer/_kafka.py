@@ -1,13 +1,12 @@
-"""Kafka client configuration and admin chores: reach the broker, check or create topics, read lag."""
+"""Kafka client configuration and admin chores: reach the broker, check or create topics."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -119,46 +118,3 @@ def ensure_topics(
             ) from None
         log.info("created topic", extra={"topic": topic, "partitions": partitions})
     return missing
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionLag:
-    topic: str
-    partition: int
-    committed: int | None
-    high: int
-
-    @property
-    def lag(self) -> int:
-        return self.high - (self.committed if self.committed is not None and self.committed >= 0 else 0)
-
-
-def group_lag(settings: ConsumerSettings, group_id: str, topics: Iterable[str]) -> list[PartitionLag]:
-    """Committed offset, high watermark and lag of ``group_id`` on every partition of ``topics``."""
-    conf: dict[str, Any] = {
-        **settings.kafka.client_config(),
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "logger": kafka_log,
-    }
-    consumer = Consumer(conf)
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        tps = []
-        for topic in topics:
-            if topic not in metadata.topics or metadata.topics[topic].error is not None:
-                raise TopicMissingError(f"topic {topic!r} does not exist")
-            tps += [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=10)}
-        out = []
-        for tp in tps:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            offset = committed.get((tp.topic, tp.partition))
-            out.append(
-                PartitionLag(
-                    tp.topic, tp.partition, offset if offset is not None and offset >= 0 else None, high
-                )
-            )
-        return out
-    finally:
-        consumer.close()

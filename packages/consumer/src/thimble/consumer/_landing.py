@@ -32,6 +32,9 @@ Row = dict[str, Any]
 
 
 class LandingStore(Protocol):
+    def warm_up(self) -> None:
+        """Load what writing needs, before the first write."""
+
     def write(self, dataset: str, day: str, rows: list[Row], model: type[BaseModel] | None) -> str: ...
 
 
@@ -79,6 +82,14 @@ class ParquetFiles:
         self.root = Path(root)
         self._schemas: dict[type[BaseModel], tuple[Any, set[str]]] = {}
 
+    def warm_up(self) -> None:
+        # pyarrow loads its pandas layer on first use (1-3 s on a busy machine). Paid here, at start,
+        # it is not paid by the first flush, which holds the pipeline lock (delaying a rebalance or a drain).
+        import pyarrow as pa
+        import pyarrow.parquet
+
+        pa.Table.from_pylist([{"ready": 1}])
+
     def write(self, dataset: str, day: str, rows: list[Row], model: type[BaseModel] | None) -> str:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -120,6 +131,9 @@ class MemoryLanding:
     def __init__(self) -> None:
         self.rows: dict[str, list[Row]] = {}
 
+    def warm_up(self) -> None:
+        return
+
     def write(self, dataset: str, day: str, rows: list[Row], model: type[BaseModel] | None) -> str:
         self.rows.setdefault(dataset, []).extend({**r, "date": day} for r in rows)
         return f"memory://{dataset}/date={day}"
@@ -139,6 +153,7 @@ class LandingWriter:
         self._count = 0
         self._since = 0.0
         self._model: type[BaseModel] | None = None
+        store.warm_up()
 
     def prepare(self, output: Any, msg: Any) -> tuple[str, Row]:
         value = unwrap(output)[0]

@@ -493,7 +493,8 @@ class Runner:
                     log.error("stopping: an output was not acknowledged", extra={"error": str(exc)})
         elif not self._worker_done.is_set():
             log.warning(
-                "drain bound reached with a handler still running; its message stays uncommitted",
+                "drain bound reached with the worker still busy (in a handler or a sink write); "
+                "what it holds stays uncommitted and is delivered again",
                 extra={"drain_timeout_s": self.cfg.drain_timeout_s},
             )
         if not self.cfg.exactly_once:

@@ -266,9 +266,12 @@ def lag(
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
     group_id: Annotated[str | None, typer.Option(help="Consumer group (default: the app's).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON: group, partitions (committed, end, lag), total_lag.")
+    ] = False,
 ) -> None:
     """Committed offset, end offset and lag of the app's group on each source partition."""
-    from thimble.consumer._kafka import group_lag
+    from thimble.consumer._lag import group_lag
     from thimble.consumer._loader import load_app
 
     settings = _settings(config, bootstrap_servers)
@@ -276,6 +279,11 @@ def lag(
     application = load_app(app_path)
     group = group_id or settings.consumer.group_id or application.name
     rows = group_lag(settings, group, application.sources)
+    total = sum(r.lag for r in rows)
+    if as_json:
+        doc = {"group": group, "partitions": [r.as_dict() for r in rows], "total_lag": total}
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        return
     table = Table(title=f"group {group}")
     for col in ("topic", "partition", "committed", "end", "lag"):
         table.add_column(col, justify="right" if col != "topic" else "left")
@@ -288,7 +296,7 @@ def lag(
             str(r.lag),
         )
     out.print(table)
-    out.print(f"total lag: {sum(r.lag for r in rows)}")
+    out.print(f"total lag: {total}")
 
 
 @dlq_app.command("replay")

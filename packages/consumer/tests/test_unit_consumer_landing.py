@@ -1,0 +1,34 @@
+"""The landing sink's Parquet store: what it loads, and when."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+PROBE = """
+import sys
+from thimble.consumer._landing import LandingWriter, ParquetFiles
+from thimble.consumer.sinks import Landing
+before = "pyarrow" in sys.modules
+LandingWriter(Landing("events"), ParquetFiles(sys.argv[1]), 100, 30.0)
+print(before, *(m in sys.modules for m in ("pyarrow.parquet", "pandas")))
+"""
+
+
+def test_parquet_is_loaded_when_the_writer_is_built_not_by_the_first_flush(tmp_path: Path) -> None:
+    # The first flush runs under the pipeline lock; an import there (pyarrow loads pandas on first
+    # use: seconds on a busy machine) would hold up a rebalance or a shutdown drain.
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    before, parquet, pandas = result.stdout.split()
+    assert before == "False"
+    assert parquet == "True"
+    assert pandas == str(importlib.util.find_spec("pandas") is not None)
