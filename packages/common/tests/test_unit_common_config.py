@@ -129,3 +129,17 @@ def test_packages_extend_settings_with_their_own_sections(tmp_path: Path) -> Non
     assert settings.consumer.group_id == "g1"
     with pytest.raises(ConfigError, match="did you mean 'group_id'"):
         load_settings(ConsumerSettings, config_file=write(tmp_path, "consumer:\n  groupid: g1\n"))
+
+
+def test_one_file_configures_every_package(tmp_path: Path) -> None:
+    class ConsumerSection(Section):
+        group_id: str = "default"
+
+    class ConsumerSettings(ThimbleSettings):
+        consumer: ConsumerSection = ConsumerSection()
+
+    path = write(tmp_path, "consumer:\n  group_id: g1\nmodelops:\n  registry: /models\netl:\n  x: 1\n")
+    assert load_settings(ConsumerSettings, config_file=path).consumer.group_id == "g1"
+    assert load_settings(config_file=path).kafka.bootstrap_servers  # the base settings skip all three
+    with pytest.raises(ConfigError, match="modelop: unknown key; did you mean 'modelops'"):
+        load_settings(ConsumerSettings, config_file=write(tmp_path, "modelop:\n  registry: /m\n"))

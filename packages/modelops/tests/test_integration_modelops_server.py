@@ -288,7 +288,7 @@ def test_metrics_tracking_and_prediction_log(
     assert 'thimble_modelops_predictions_total{model="churn",version="1"} 20.0' in metrics
     assert 'thimble_modelops_request_latency_seconds_count{model="churn",version="1"} 20.0' in metrics
     assert (
-        'thimble_modelops_prediction_value_info_count{field="p_churn",model="churn",version="1"} 20.0'
+        'thimble_modelops_prediction_value_count{field="p_churn",model="churn",version="1"} 20.0'
         in metrics
     )
 
@@ -333,7 +333,11 @@ def test_prediction_log_never_blocks_when_kafka_is_unreachable(
             "kafka": {"bootstrap_servers": "127.0.0.1:1"},
             "modelops": {
                 "registry": saved_churn.url,
-                "server": {"prediction_log_topic": "nowhere", "prediction_log_queue": 5},
+                "server": {
+                    "prediction_log_topic": "nowhere",
+                    "prediction_log_queue": 5,
+                    "prediction_log_flush_s": 0.2,
+                },
             },
         }
     )

@@ -22,6 +22,8 @@ from thimble.common.logging import register_secret
 from thimble.common.validation import validation_problems
 
 CONFIG_ENV_VAR = "THIMBLE_CONFIG"
+# One config file may configure every Thimble package; each loader skips the other packages' sections.
+PACKAGE_SECTIONS = frozenset({"consumer", "etl", "modelops"})
 
 
 class Section(BaseModel):
@@ -220,11 +222,13 @@ def load_settings(
     path_text = str(config_file) if config_file is not None else os.environ.get(CONFIG_ENV_VAR)
     path = Path(path_text) if path_text else None
     file_values = read_yaml_file(path) if path else {}
+    foreign = PACKAGE_SECTIONS - set(settings_cls.model_fields)
+    file_values = {key: value for key, value in file_values.items() if key not in foreign}
     token = _file_values.set(file_values)
     try:
         settings = settings_cls(**_drop_none(overrides or {}))
     except ValidationError as exc:
-        problems = validation_problems(exc, settings_cls)
+        problems = validation_problems(exc, settings_cls, top_level_names=PACKAGE_SECTIONS)
         origins = [_origin(item["loc"], file_values, path) for item in exc.errors(include_url=False)]
         raise ConfigError(
             [f"{origin}: {problem}" for origin, problem in zip(origins, problems, strict=True)]

@@ -39,6 +39,7 @@ UNITS = frozenset(
         "batches",
         "errors",
         "predictions",
+        "value",
     }
 )
 

@@ -52,15 +52,21 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def validation_problems(error: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
-    """One line per problem: ``path: reason``; unknown keys get a did-you-mean suggestion."""
+def validation_problems(
+    error: ValidationError, model: type[BaseModel] | None = None, top_level_names: Iterable[str] = ()
+) -> list[str]:
+    """One line per problem: ``path: reason``; unknown keys get a did-you-mean suggestion.
+
+    ``top_level_names`` are further valid top-level keys to suggest (sections handled elsewhere).
+    """
     problems = []
     for item in error.errors(include_url=False):
         loc = item["loc"]
         where = format_location(loc)
         if item["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
-            hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else ""
+            names = [*parent.model_fields, *(top_level_names if len(loc) == 1 else ())] if parent else []
+            hint = did_you_mean(str(loc[-1]), names)
             problems.append(f"{where}: unknown key{hint}")
         else:
             problems.append(f"{where}: {item['msg']}")

@@ -18,6 +18,21 @@ if TYPE_CHECKING:
 JSON = "application/json"
 _DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
 
+_ERR = {
+    "description": "error",
+    "content": {JSON: {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid bearer token"},
+    404: _ERR,
+}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_RESPONSES,
+    400: _ERR,
+    422: {"description": "Invalid tensors or rows"},
+    500: _ERR,
+}
+
 Predict = Callable[["ServedModel", Any, bool, str, float], Awaitable["list[BaseModel] | Response"]]
 
 
@@ -80,7 +95,7 @@ def add_kserve_routes(
             return _error(404, f"model {name!r} is not served here; served: {', '.join(sorted(routes))}")
         return s
 
-    @app.get("/v2/models/{name}", tags=["kserve-v2"], summary="Model metadata")
+    @app.get("/v2/models/{name}", tags=["kserve-v2"], summary="Model metadata", responses=_RESPONSES)
     async def metadata(name: str, request: Request) -> Response:
         if (denied := unauthorized(request)) is not None:
             return denied
@@ -104,12 +119,17 @@ def add_kserve_routes(
             media_type=JSON,
         )
 
-    @app.get("/v2/models/{name}/ready", tags=["kserve-v2"], summary="Model is ready")
+    @app.get("/v2/models/{name}/ready", tags=["kserve-v2"], summary="Model is ready", responses=_RESPONSES)
     async def model_ready(name: str) -> Response:
         s = find(name)
         return s if isinstance(s, Response) else Response(b'{"ready":true}', media_type=JSON)
 
-    @app.post("/v2/models/{name}/infer", tags=["kserve-v2"], summary="Inference (Open Inference Protocol)")
+    @app.post(
+        "/v2/models/{name}/infer",
+        tags=["kserve-v2"],
+        summary="Inference (Open Inference Protocol)",
+        responses=_INFER_RESPONSES,
+    )
     async def infer(name: str, request: Request) -> Response:
         start = time.perf_counter()
         if (denied := unauthorized(request)) is not None:

@@ -40,8 +40,9 @@ class PredictionLog:
             "queue.buffering.max.messages": max_queue,
             **kafka_config,
         }
-        self._producer = Producer(conf)
-        self._queue: queue.Queue[Entry | None] = queue.Queue(max_queue)
+        self._producer = Producer(conf, logger=get_logger("thimble.modelops.kafka"))
+        self._queue: queue.Queue[Entry] = queue.Queue(max_queue)
+        self._stop = threading.Event()
         self._on_drop = on_drop
         self.dropped = 0
         self.sent = 0
@@ -77,6 +78,9 @@ class PredictionLog:
                 self.sent += 1
                 return
             except BufferError:
+                if self._stop.is_set():
+                    self.dropped += 1
+                    return
                 self._producer.poll(0.1)
             except KafkaException as exc:
                 log.error("prediction record not produced", extra={"error": str(exc), "topic": self.topic})
@@ -88,10 +92,10 @@ class PredictionLog:
             try:
                 entry = self._queue.get(timeout=0.1)
             except queue.Empty:
+                if self._stop.is_set():
+                    break
                 self._producer.poll(0)
                 continue
-            if entry is None:
-                break
             try:
                 self._produce(entry)
             except Exception as exc:
@@ -102,11 +106,12 @@ class PredictionLog:
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued (up to ``timeout`` seconds), then stop."""
         deadline = time.monotonic() + timeout
-        self._queue.put(None)
-        self._thread.join(timeout)
+        self._stop.set()
+        self._thread.join(timeout + 1.0)
         remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
         if remaining:
             log.warning(
                 "prediction records not delivered at shutdown",
                 extra={"count": remaining, "topic": self.topic},
             )
+        del self._producer  # stops librdkafka's threads (and its reconnect attempts) now

@@ -19,7 +19,8 @@ from thimble.modelops import _drift
 from thimble.modelops.envelope import LoadedModel, numeric_fields
 from thimble.modelops.tracking import Tracker
 
-MAX_ROWS = 20_000
+MAX_LATENCIES = 100_000
+MAX_DRIFT_REQUESTS = 2_000  # the most recent requests of a window are what drift is measured on
 
 
 class ServingStats:
@@ -29,27 +30,36 @@ class ServingStats:
         self.model = model
         self.tracker = tracker
         self.run_id = f"serve-{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
-        self._window: deque[tuple[float, list[Any], list[Any]]] = deque(maxlen=MAX_ROWS)
+        self._latencies: deque[float] = deque(maxlen=MAX_LATENCIES)
+        self._window: deque[tuple[list[Any], list[Any]]] = deque(maxlen=MAX_DRIFT_REQUESTS)
+        self._requests = 0
+        self._rows = 0
         self.missing_features: dict[str, int] = {}
         entity = model.features.entity_key if model.features else None
         self._inputs = [f for f in numeric_fields(model.input_type) if f != entity]
         self._outputs = numeric_fields(model.output_type)
 
     def add(self, latency_s: float, rows: list[Any], outputs: list[Any]) -> None:
-        self._window.append((latency_s, rows, outputs))
+        self._latencies.append(latency_s)
+        self._window.append((rows, outputs))
+        self._requests += 1
+        self._rows += len(rows)
 
     def flush(self) -> dict[str, float] | None:
         """Summarise and record the window so far; return its metrics (``None`` when empty)."""
-        window = list(self._window)
+        window, latencies_s = list(self._window), list(self._latencies)
+        requests, total_rows = self._requests, self._rows
         self._window.clear()
-        if not window:
+        self._latencies.clear()
+        self._requests = self._rows = 0
+        if not requests:
             return None
-        latencies = np.fromiter((w[0] for w in window), dtype="float64") * 1000.0
-        rows = [r for w in window for r in w[1]]
-        outputs = [o for w in window for o in w[2]]
+        latencies = np.asarray(latencies_s, dtype="float64") * 1000.0
+        rows = [r for w in window for r in w[0]]
+        outputs = [o for w in window for o in w[1]]
         metrics: dict[str, float] = {
-            "requests": float(len(window)),
-            "rows": float(len(rows)),
+            "requests": float(requests),
+            "rows": float(total_rows),
             "latency.p50_ms": float(np.percentile(latencies, 50)),
             "latency.p90_ms": float(np.percentile(latencies, 90)),
             "latency.p99_ms": float(np.percentile(latencies, 99)),

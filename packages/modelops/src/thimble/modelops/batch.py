@@ -27,7 +27,7 @@ from thimble.modelops.errors import ModelOpsError, SchemaMismatchError
 from thimble.modelops.registry import Registry
 
 if TYPE_CHECKING:
-    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructType
 

@@ -76,7 +76,7 @@ def _import_model(path: str) -> ModelFunction:
 
 
 def _read_sample(path: Path) -> Any:
-    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+    import pandas as pd
 
     if not path.exists():
         raise ModelOpsError(f"sample file {path} does not exist")
@@ -106,7 +106,7 @@ def save(
     config: ConfigOpt = None,
 ) -> None:
     """Save a new version of a model with its artifacts and context."""
-    import joblib  # type: ignore[import-untyped,unused-ignore]
+    import joblib
 
     settings = _settings(config, registry)
     fn = _import_model(function)
@@ -315,6 +315,7 @@ def batch(
     settings = _settings(config, registry)
     reg = _registry(settings)
     loaded = reg.load(ref)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = build_spark_session(settings, app_name=f"thimble-modelops-batch-{loaded.name}")
     try:
         result = run_batch(

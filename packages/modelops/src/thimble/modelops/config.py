@@ -30,6 +30,7 @@ class ServerConfig(Section):
     auth_token: SecretStr | None = Field(default=None, description="require `Authorization: Bearer <token>`")
     prediction_log_topic: str | None = Field(default=None, description="Kafka topic for prediction records")
     prediction_log_queue: int = Field(default=100_000, ge=1, description="records held before dropping")
+    prediction_log_flush_s: float = Field(default=10.0, ge=0, description="how long shutdown waits for Kafka")
     tracking_interval_s: float = Field(
         default=30.0, gt=0, description="how often serving metrics are recorded"
     )
@@ -40,7 +41,6 @@ class BatchConfig(Section):
     """Spark batch scoring."""
 
     max_records_per_batch: int = Field(default=10_000, ge=1, description="Arrow batch size for mapInPandas")
-    drift_sample_rows: int = Field(default=100_000, ge=100)
 
 
 class ModelOpsConfig(Section):

@@ -60,7 +60,8 @@ def _distribution_chart(records: list[Record]) -> dict[str, Any] | None:
     points = [(r, r.distributions[key]) for r in records if key in r.distributions]
     edges = points[-1][1].edges
     points = [(r, h) for r, h in points if h.edges == edges]
-    x = [("training sample" if r.source == "save" else f"{r.source} {_time(r.time)}") for r, _ in points]
+    points.sort(key=lambda p: (p[0].source != "save", p[0].time))
+    x = [("training" if r.source == "save" else f"{r.source} {_time(r.time)[11:16]}") for r, _ in points]
     z = [[h.fractions[i] for _, h in points] for i in range(len(edges) + 1)]
     return {
         "data": [
@@ -75,6 +76,7 @@ def _distribution_chart(records: list[Record]) -> dict[str, Any] | None:
         ],
         "layout": {
             **_LAYOUT,
+            "margin": {**_LAYOUT["margin"], "l": 120},
             "title": {"text": f"Prediction distribution over time ({key.removeprefix('output.')})"},
             "xaxis": {"type": "category"},
         },
@@ -175,7 +177,7 @@ section.model h2 {{ margin: 4px 0 8px; font-size: 18px; }}
 <script>
 const charts = {payload};
 for (const [id, fig] of Object.entries(charts)) {{
-  Plotly.newPlot(id, fig.data, fig.layout, {{responsive: true, displaylogo: false}});
+  Plotly.newPlot(id, fig.data, fig.layout, {{responsive: true, displayModeBar: false}});
 }}
 </script></body></html>
 """

@@ -25,7 +25,7 @@ from thimble.modelops._drift import Histogram
 from thimble.modelops.errors import ModelDefinitionError, PredictionError, SchemaMismatchError
 
 if TYPE_CHECKING:
-    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+    import pandas as pd
 
     from thimble.modelops.registry import Registry
 
@@ -387,7 +387,7 @@ class LoadedModel:
     def run(self, rows: list[BaseModel]) -> list[BaseModel]:
         """Call the function on validated rows; check it returned one output per row."""
         if self.function.flavor == "frame":
-            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+            import pandas as pd
 
             frame = pd.DataFrame.from_records([r.__dict__ for r in rows], columns=self.input_fields)
             return self._frame_outputs(self._call(frame), len(rows))
@@ -441,7 +441,7 @@ class LoadedModel:
 
     def predict_frame(self, pdf: pd.DataFrame) -> pd.DataFrame:
         """Run on a DataFrame holding the input columns; return a DataFrame of the output columns."""
-        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+        import pandas as pd
 
         missing = [
             c

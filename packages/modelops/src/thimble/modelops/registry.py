@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 import fsspec
-import joblib  # type: ignore[import-untyped,unused-ignore]
+import joblib
 import orjson
 
 from thimble.common.logging import get_logger

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import os
 import time
@@ -59,8 +60,8 @@ class _Metrics:
         )
         self.predictions = m.counter("predictions", "total", "Rows predicted", ["model", "version"])
         self.values = m.histogram(
-            "prediction_value",
-            "info",
+            "prediction",
+            "value",
             "Distribution of numeric predictions",
             ["model", "version", "field"],
             VALUE_BUCKETS,
@@ -252,6 +253,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(track_forever())
+        # Models and artifacts live as long as the process: keep them out of the collector's scans (p99).
+        gc.collect()
+        gc.freeze()
         state["ready"] = True
         log.info("serving", extra={"models": sorted(by_ref)})
         try:
@@ -265,7 +269,7 @@ def create_app(
                 if s.features:
                     await s.features.close()
             if plog is not None:
-                await asyncio.to_thread(plog.close)
+                await asyncio.to_thread(plog.close, cfg.prediction_log_flush_s)
 
     app = FastAPI(
         title="Thimble model server",
@@ -404,6 +408,8 @@ def create_app(
                 "description": "A field is invalid, or a feature is missing",
                 "content": {JSON: {"schema": _ERROR_SCHEMA}},
             },
+            500: {"description": "The model failed on this input"},
+            503: {"description": "The online feature store is unreachable"},
         }
         app.add_api_route(
             f"/v1/models/{ref}/predict",
@@ -424,7 +430,12 @@ def create_app(
         )
     app.add_api_route("/v1/models/{ref}/predict", predict, methods=["POST"], include_in_schema=False)
 
-    @app.get("/v1/models", tags=["models"], summary="Served models")
+    @app.get(
+        "/v1/models",
+        tags=["models"],
+        summary="Served models",
+        responses={401: {"description": "Missing or invalid bearer token"}},
+    )
     async def list_models(request: Request) -> Response:
         if (denied := unauthorized(request)) is not None:
             return denied

@@ -1,0 +1,280 @@
+"""Serving benchmark: Thimble vs `mlflow models serve` vs a hand-written FastAPI endpoint, measured with wrk.
+
+    .venv/bin/python packages/modelops/benchmarks/bench_serving.py [--duration 10]
+
+Needs wrk (`apt-get install wrk`), the local stack (Redis, Kafka: `./dev stack up`) and MLflow in its own
+environment (`.run/bench-venvs/mlflow`, created on first run). Every server runs one uvicorn worker per
+core with BLAS threads 1; Thimble runs with validation, metrics and prediction logging to Kafka on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import joblib
+import orjson
+import redis
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+VENV_BIN = Path(sys.executable).parent
+MLFLOW_VENV = ROOT / ".run" / "bench-venvs" / "mlflow"
+WORKERS = os.cpu_count() or 2
+THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+sys.path.insert(0, str(HERE))
+
+from bench_model import FEATURES, bench, bench_features, train  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_mlflow() -> Path:
+    exe = MLFLOW_VENV / "bin" / "mlflow"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
+        subprocess.run(
+            [
+                str(VENV_BIN / "uv"),
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                str(MLFLOW_VENV / "bin" / "python"),
+                "mlflow",
+                "scikit-learn",
+                "pandas",
+            ],
+            check=True,
+        )
+    return exe
+
+
+def start(cmd: list[str], env: dict[str, str], ready_url: str, name: str) -> subprocess.Popen[bytes]:
+    log = open(tempfile.mktemp(prefix=f"bench-{name}-", suffix=".log"), "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd, env=os.environ | THREADS | env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise SystemExit(f"{name} did not start; see {log.name}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wrk(url: str, body: bytes, concurrency: int, duration: int) -> tuple[float, float, float]:
+    script = Path(tempfile.mktemp(suffix=".lua"))
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
+    threads = min(2, concurrency)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    script.unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} error responses\n{out}")
+
+    def pct(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rps, pct("50"), pct("99")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--concurrency", default="1,8,64")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from thimble.modelops import Registry
+
+    work = Path(tempfile.mkdtemp(prefix="thimble-bench-"))
+    clf = train()
+    joblib.dump(clf, work / "clf.joblib")
+    registry = Registry(str(work / "models"))
+    import numpy as np
+
+    sample = [
+        dict(zip(FEATURES, row, strict=True))
+        for row in np.random.default_rng(1).normal(size=(500, 20)).tolist()
+    ]
+    registry.save(bench, artifacts={"clf": clf}, sample=sample)
+    registry.save(
+        bench_features, artifacts={"clf": clf}, sample=[{"client_id": i} | r for i, r in enumerate(sample)]
+    )
+    row = sample[0]
+    store = redis.Redis()
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    store.hset(
+        f"{prefix}:bench-features:7",
+        mapping={k: orjson.dumps(v) for k, v in row.items()} | {"_event_time": 0},
+    )
+    topic = f"bench-predictions-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": "127.0.0.1:9092"})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+
+    mlflow_model = work / "mlflow-model"
+    ensure_mlflow()
+    subprocess.run(
+        [
+            str(MLFLOW_VENV / "bin" / "python"),
+            "-c",
+            f"import joblib, mlflow.sklearn; mlflow.sklearn.save_model(joblib.load({str(work / 'clf.joblib')!r}), {str(mlflow_model)!r})",
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    ports = {name: free_port() for name in ("thimble", "handwritten", "mlflow")}
+    env_path = {"PYTHONPATH": str(HERE)}
+    servers = []
+    try:
+        servers.append(
+            start(
+                [
+                    str(VENV_BIN / "thimble-modelops"),
+                    "serve",
+                    "bench",
+                    "bench-features",
+                    "--port",
+                    str(ports["thimble"]),
+                    "--workers",
+                    str(WORKERS),
+                    "--registry",
+                    registry.url,
+                    "--prediction-log-topic",
+                    topic,
+                ],
+                env_path | {"THIMBLE_ONLINE_STORE__KEY_PREFIX": prefix, "THIMBLE_LOGGING__LEVEL": "WARNING"},
+                f"http://127.0.0.1:{ports['thimble']}/readyz",
+                "thimble",
+            )
+        )
+        servers.append(
+            start(
+                [
+                    str(VENV_BIN / "uvicorn"),
+                    "handwritten_app:app",
+                    "--port",
+                    str(ports["handwritten"]),
+                    "--workers",
+                    str(WORKERS),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                    "--app-dir",
+                    str(HERE),
+                ],
+                {"BENCH_MODEL_FILE": str(work / "clf.joblib")},
+                f"http://127.0.0.1:{ports['handwritten']}/docs",
+                "handwritten",
+            )
+        )
+        servers.append(
+            start(
+                [
+                    str(MLFLOW_VENV / "bin" / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    str(mlflow_model),
+                    "--env-manager",
+                    "local",
+                    "-p",
+                    str(ports["mlflow"]),
+                    "-h",
+                    "127.0.0.1",
+                    "-w",
+                    str(WORKERS),
+                ],
+                {
+                    "MLFLOW_TRACKING_URI": f"file://{work / 'mlruns'}",
+                    "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ['PATH']}",
+                },
+                f"http://127.0.0.1:{ports['mlflow']}/ping",
+                "mlflow",
+            )
+        )
+        targets = {
+            "mlflow models serve": (
+                f"http://127.0.0.1:{ports['mlflow']}/invocations",
+                orjson.dumps({"dataframe_records": [row]}),
+            ),
+            "hand-written FastAPI": (f"http://127.0.0.1:{ports['handwritten']}/predict", orjson.dumps(row)),
+            "thimble": (f"http://127.0.0.1:{ports['thimble']}/v1/models/bench/predict", orjson.dumps(row)),
+            "thimble + online features": (
+                f"http://127.0.0.1:{ports['thimble']}/v1/models/bench-features/predict",
+                orjson.dumps({"client_id": 7}),
+            ),
+        }
+        for name, (url, body) in targets.items():
+            check = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+            assert check.status_code == 200, f"{name}: {check.status_code} {check.text}"
+            wrk(url, body, 8, 2)  # warm-up
+        results: dict[tuple[str, int], tuple[float, float, float]] = {}
+        for c in levels:
+            for name, (url, body) in targets.items():
+                results[(name, c)] = wrk(url, body, c, args.duration)
+    finally:
+        for proc in servers:
+            stop(proc)
+        store.delete(f"{prefix}:bench-features:7")
+
+    print(
+        f"\nSingle-row requests, {WORKERS} uvicorn workers each, BLAS threads 1, wrk {args.duration}s per cell"
+    )
+    print(f"{'server':<28}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs mlflow':>11}{'vs hand':>9}")
+    for c in levels:
+        ml, hand = results[("mlflow models serve", c)][0], results[("hand-written FastAPI", c)][0]
+        for name in targets:
+            rps, p50, p99 = results[(name, c)]
+            print(f"{name:<28}{c:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{rps / ml:>10.2f}x{rps / hand:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
