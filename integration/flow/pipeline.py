@@ -1,0 +1,491 @@
+"""The whole flow on the running local stack: events -> consumers -> warehouse -> model -> predictions.
+
+Each stage is a method of :class:`Flow` and records what it did in a :class:`FlowReport`; the flow starts
+no service of the stack (``./dev stack up`` does) but checks each one first, and waits on conditions
+(consumer group offsets, readiness endpoints), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from integration.flow import _services as svc
+from integration.flow.errors import FlowError, StageError
+from integration.flow.events import names
+from integration.flow.generator import GeneratorConfig, ProduceReport, ensure_topic, generate, produce
+from integration.flow.train import MODEL_NAME, TRAINING_TABLE, TrainResult, train
+from thimble.common.errors import ThimbleError
+from thimble.consumer import ConsumerSettings, group_lag
+from thimble.etl import EtlSettings
+from thimble.modelops import ModelOpsSettings, Registry
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from thimble.etl import RunResult
+    from thimble.modelops.batch import BatchResult
+
+TABLES_DIR = Path(__file__).resolve().parent / "tables"
+TABLES = ("client_events", "client_features", "ab_assignments", "client_features_current")
+PREDICTIONS_TABLE = "client_risk_scores"
+CONSUMERS = {"features": "integration.flow.features:app", "ab-test": "integration.flow.ab_test:app"}
+APP_NAMES = {"features": "client-features", "ab-test": "ab-assignment"}
+FIRST_DAY = date(2026, 1, 1)
+
+
+class FlowSettings(EtlSettings, ModelOpsSettings, ConsumerSettings):
+    """Every section the flow's stages read: Thimble's shared ones, ``etl``, ``modelops`` and ``consumer``."""
+
+
+def consumed(settings: FlowSettings, app: str) -> tuple[int, int]:
+    """(committed offsets, lag) of an app's group on the events topic, summed over its partitions."""
+    partitions = group_lag(settings, group_of(app), [names.events_topic])
+    return sum(p.committed or 0 for p in partitions), sum(p.lag for p in partitions)
+
+
+@dataclass
+class FlowConfig:
+    """How big and how fast. ``day`` defaults to the day after the newest landed one."""
+
+    count: int = 5_000
+    clients: int = 500
+    rate: float | None = 2_500.0
+    day: date | None = None
+    seed: int = 7
+    bad_ratio: float = 0.005
+    ab_split: str = "control=50,treatment=50"
+    partitions: int = 3
+    timeout_s: float = 300.0
+    sample_clients: int = 5
+
+
+@dataclass
+class ConsumerCounts:
+    """What one consumer app did in this run (from its topics and its /metrics)."""
+
+    app: str
+    group: str
+    consumed: int = 0
+    outputs: int = 0
+    dead_letters: int = 0
+    processed_metric: float = 0.0
+    dead_lettered_metric: float = 0.0
+    exit_code: int | None = None
+
+
+@dataclass
+class FlowReport:
+    """Everything the summary shows."""
+
+    day: date
+    stack: dict[str, str] = field(default_factory=dict)
+    produced: ProduceReport | None = None
+    consumers: dict[str, ConsumerCounts] = field(default_factory=dict)
+    tables: dict[str, RunResult] = field(default_factory=dict)
+    model: TrainResult | None = None
+    server_url: str = ""
+    served: list[dict[str, Any]] = field(default_factory=list)
+    batch: BatchResult | None = None
+    batch_sample: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_prediction_at: float | None = None
+    stages: list[tuple[str, float]] = field(default_factory=list)
+    logs: Path | None = None
+
+    @property
+    def first_event_to_prediction_s(self) -> float | None:
+        if self.produced is None or self.produced.first_acked_at is None or self.first_prediction_at is None:
+            return None
+        return self.first_prediction_at - self.produced.first_acked_at
+
+
+def next_day(settings: FlowSettings) -> date:
+    """The day after the newest one landed so far (so each run appends a day), else :data:`FIRST_DAY`."""
+    root = Path(settings.warehouse.landing) / names.features_dataset
+    days = []
+    for folder in root.glob("date=*"):
+        with contextlib.suppress(ValueError):
+            days.append(date.fromisoformat(folder.name.removeprefix("date=")))
+    return max(days) + timedelta(days=1) if days else FIRST_DAY
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 2 at ``path`` while a child process (the JVM) is started: it inherits the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(target)
+        os.close(saved)
+
+
+def _cli(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def group_of(app: str) -> str:
+    """The consumer group of an app: its name, qualified by the events topic when that is not the default."""
+    base = APP_NAMES[app]
+    return base if names.events_topic == "client-events" else f"{base}.{names.events_topic}"
+
+
+class Flow:
+    """Runs the stages in order; ``spark`` and ``registry`` may be given (tests share a session)."""
+
+    def __init__(
+        self,
+        config: FlowConfig,
+        settings: FlowSettings,
+        console: Console | None = None,
+        spark: SparkSession | None = None,
+        registry: Registry | None = None,
+        logs: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.console = console or Console(highlight=False)
+        self._spark = spark
+        self.registry = registry or Registry(
+            settings.modelops.registry, sample_rows=settings.modelops.sample_rows
+        )
+        self.kafka = settings.kafka.client_config()
+        self.report = FlowReport(config.day or next_day(settings))
+        run = Path(os.environ.get("THIMBLE_RUN_DIR") or svc.REPO / ".run")
+        self.report.logs = logs or run / "flow" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.processes: list[svc.Process] = []
+        self.server: svc.Process | None = None
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The settings every subprocess gets, so that they all see the same stack and warehouse."""
+        s = self.settings
+        return {
+            "THIMBLE_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "THIMBLE_ONLINE_STORE__URL": s.online_store.url,
+            "THIMBLE_ONLINE_STORE__KEY_PREFIX": s.online_store.key_prefix,
+            "THIMBLE_WAREHOUSE__LANDING": s.warehouse.landing,
+            "THIMBLE_WAREHOUSE__LOCATION": s.warehouse.location,
+            "THIMBLE_WAREHOUSE__DATABASE": s.warehouse.database,
+            "THIMBLE_MODELOPS__REGISTRY": self.registry.url,
+            "THIMBLE_LOGGING__FORMAT": "json",
+            "THIMBLE_CONSUMER__LANDING_FLUSH_INTERVAL_S": "1",
+            "THIMBLE_FLOW_EVENTS_TOPIC": names.events_topic,
+            "THIMBLE_FLOW_FEATURES_TOPIC": names.features_topic,
+            "THIMBLE_FLOW_ASSIGNMENTS_TOPIC": names.assignments_topic,
+            "THIMBLE_FLOW_AB_SPLIT": self.config.ab_split,
+            "PYTHONPATH": str(svc.REPO),
+        }
+
+    @property
+    def spark(self) -> SparkSession:
+        """The flow's Spark session; the JVM it starts writes its own log to ``spark.log``, not the terminal."""
+        if self._spark is None:
+            from thimble.common.spark import build_spark_session
+
+            assert self.report.logs is not None
+            with _stderr_to(self.report.logs / "spark.log"):
+                self._spark = build_spark_session(self.settings, app_name="thimble-flow")
+        return self._spark
+
+    @contextlib.contextmanager
+    def stage(self, name: str, done: str, spinner: bool = True) -> Iterator[None]:
+        """Time a stage, show a spinner while it runs and ``done`` when it ends; name it in any error."""
+        started = time.monotonic()
+        status = self.console.status(f"[bold]{name}[/]…") if spinner else contextlib.nullcontext()
+        try:
+            with status:
+                yield
+        except ThimbleError as exc:
+            if isinstance(exc, StageError):
+                raise
+            raise StageError(name, str(exc)) from None
+        seconds = time.monotonic() - started
+        self.report.stages.append((name, seconds))
+        self.console.print(f"[green]✓[/] {done} [dim]({seconds:.1f} s)[/]")
+
+    def _start(self, name: str, argv: list[str]) -> svc.Process:
+        assert self.report.logs is not None
+        process = svc.Process(name, argv, self.report.logs / f"{name}.log", self.env)
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        """Stop every process the flow started."""
+        for process in self.processes:
+            process.stop()
+
+    # -- the stages ---------------------------------------------------------------------------------
+
+    def run(self, keep_serving: bool = False) -> FlowReport:
+        """Every stage, in order. Processes are stopped however it ends, except the model server when
+        ``keep_serving`` (then :meth:`close` stops it)."""
+        try:
+            self.check_stack()
+            consumers = self.start_consumers()
+            self.produce_events()
+            self.wait_for_consumers(consumers)
+            self.load_warehouse()
+            self.train_model()
+            server = self.serve_model()
+            self.score_batch()
+            if not keep_serving:
+                server.stop()
+        except BaseException:
+            self.close()
+            raise
+        if not keep_serving:
+            self.close()
+        return self.report
+
+    def serve_dashboard(self) -> str:
+        """Start ``thimble-modelops dashboard`` on a free port; return its URL."""
+        port = svc.free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = self._start("dashboard", [_cli("thimble-modelops"), "dashboard", "--port", str(port)])
+        svc.wait_for(lambda: svc.http_ok(url), 60, "the dashboard", process.check_alive)
+        return url
+
+    def check_stack(self) -> None:
+        with self.stage("stack", "Kafka, Redis and Spark are up"):
+            self.report.stack = svc.check_stack(self.settings)
+
+    def start_consumers(self) -> dict[str, tuple[svc.Process, str]]:
+        """Start both consumer apps (they create their output topics) and wait until they are ready."""
+        started: dict[str, tuple[svc.Process, str]] = {}
+        with self.stage("consumers", "features and A/B consumers started"):
+            ensure_topic(self.kafka, names.events_topic, self.config.partitions)
+            self._before = svc.end_offsets(self.kafka, self._counted_topics())
+            for app, path in CONSUMERS.items():
+                port = svc.free_port()
+                argv = [
+                    _cli("thimble-consumer"),
+                    "run",
+                    path,
+                    "--create-topics",
+                    "--group-id",
+                    group_of(app),
+                    "--metrics-port",
+                    str(port),
+                ]
+                process = self._start(f"consumer-{app}", argv)
+                started[app] = (process, f"http://127.0.0.1:{port}")
+                self.report.consumers[app] = ConsumerCounts(app, group_of(app))
+            for app, (process, url) in started.items():
+                svc.wait_for(
+                    functools.partial(svc.http_ok, f"{url}/readyz"),
+                    60,
+                    f"the {app} consumer to be ready",
+                    process.check_alive,
+                )
+            self._committed_before = {app: consumed(self.settings, app)[0] for app in started}
+        return started
+
+    def _counted_topics(self) -> list[str]:
+        return [
+            names.events_topic,
+            names.features_topic,
+            names.features_dlq,
+            names.assignments_topic,
+            names.assignments_dlq,
+        ]
+
+    def produce_events(self) -> None:
+        cfg = self.config
+        generator = GeneratorConfig(
+            cfg.count, cfg.clients, self.report.day, cfg.seed, bad_ratio=cfg.bad_ratio
+        )
+        with self.stage("events", f"{cfg.count:,} events of {self.report.day} produced", spinner=False):
+            events = generate(generator)
+            with self._progress() as progress:
+                task = progress.add_task(f"producing to {names.events_topic}", total=len(events))
+                self.report.produced = produce(
+                    events,
+                    names.events_topic,
+                    self.kafka,
+                    cfg.rate,
+                    lambda n: progress.update(task, completed=n),
+                )
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )  # fmt: skip
+
+    def wait_for_consumers(self, consumers: dict[str, tuple[svc.Process, str]]) -> None:
+        """Wait until both groups have no lag (every produced event committed), then stop them and count."""
+        total = self.report.produced.produced if self.report.produced else 0
+        with self.stage(
+            "consumption", "every event consumed: features, A/B arms, dead letters", spinner=False
+        ):
+            with self._progress() as progress:
+                tasks = {app: progress.add_task(f"{app} consumer", total=total) for app in consumers}
+                deadline = time.monotonic() + self.config.timeout_s
+                pending = set(consumers)
+                while pending:
+                    for app in sorted(pending):
+                        process, _ = consumers[app]
+                        process.check_alive()
+                        done, lag = consumed(self.settings, app)
+                        progress.update(tasks[app], completed=done - self._committed_before[app])
+                        if lag == 0:
+                            pending.discard(app)
+                    if pending and time.monotonic() > deadline:
+                        raise FlowError(
+                            f"consumers {sorted(pending)} did not catch up within {self.config.timeout_s:.0f} s"
+                        )
+                    if pending:
+                        time.sleep(0.2)
+            metrics = {
+                app: svc.scrape(
+                    f"{url}/metrics",
+                    [
+                        "thimble_consumer_processed_messages_total",
+                        "thimble_consumer_dead_lettered_messages_total",
+                    ],
+                )
+                for app, (_, url) in consumers.items()
+            }
+            for process, _ in consumers.values():
+                process.terminate()
+            for app, (process, _) in consumers.items():
+                counts = self.report.consumers[app]
+                counts.exit_code = process.stop()
+                counts.consumed = consumed(self.settings, app)[0] - self._committed_before[app]
+                counts.processed_metric = metrics[app]["thimble_consumer_processed_messages_total"]
+                counts.dead_lettered_metric = metrics[app]["thimble_consumer_dead_lettered_messages_total"]
+            after = svc.end_offsets(self.kafka, self._counted_topics())
+            delta = {topic: after[topic] - self._before.get(topic, 0) for topic in after}
+            self.report.consumers["features"].outputs = delta[names.features_topic]
+            self.report.consumers["features"].dead_letters = delta[names.features_dlq]
+            self.report.consumers["ab-test"].outputs = delta[names.assignments_topic]
+            self.report.consumers["ab-test"].dead_letters = delta[names.assignments_dlq]
+
+    def table_config(self, table: str) -> Any:
+        """The table's YAML config; the raw events table reads the flow's events topic."""
+        from thimble.etl import load_table_config
+
+        config = load_table_config(TABLES_DIR / f"{table}.yaml")
+        if table == "client_events":
+            config = config.model_copy(
+                update={"source": config.source.model_copy(update={"topic": names.events_topic})}
+            )
+        return config
+
+    def load_warehouse(self) -> None:
+        from thimble.etl import run_table
+
+        if self._spark is None:
+            with self.stage("spark", f"Spark session started ({self.settings.spark.master}, Delta Lake)"):
+                _ = self.spark
+        for table in TABLES:
+            with self.stage(f"table {table}", f"warehouse table {table} loaded"):
+                result = run_table(self.table_config(table), spark=self.spark, settings=self.settings)
+            self.report.tables[table] = result
+
+    def train_model(self) -> None:
+        with self.stage("training", f"model {MODEL_NAME} trained, saved, aliased prod"):
+            try:
+                self.report.model = train(self.spark, self.settings, self.registry)
+            except ValueError as exc:
+                raise FlowError(str(exc)) from None
+
+    def serve_model(self) -> svc.Process:
+        """Serve ``return-risk@prod`` and ask it about a few clients by key only (online features fill the rest)."""
+        port = svc.free_port()
+        self.report.server_url = f"http://127.0.0.1:{port}"
+        with self.stage("serving", "model served, clients scored online by id"):
+            argv = [
+                _cli("thimble-modelops"),
+                "serve",
+                f"{MODEL_NAME}@prod",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
+            server = self.server = self._start("model-server", argv)
+            svc.wait_for(
+                lambda: svc.http_ok(f"{self.report.server_url}/readyz"),
+                90,
+                "the model server",
+                server.check_alive,
+            )
+            clients = self.sample_clients()
+            body = orjson.dumps([{"client_id": c} for c in clients])
+            answer = self._predict(body)
+            self.report.first_prediction_at = time.time()
+            self.report.served = [
+                {"client_id": c, "model_version": answer["version"], **p}
+                for c, p in zip(clients, answer["predictions"], strict=True)
+            ]
+        return server
+
+    def _predict(self, body: bytes) -> dict[str, Any]:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.report.server_url}/v1/models/{MODEL_NAME}@prod/predict",
+            body,
+            {"content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer: dict[str, Any] = orjson.loads(response.read())
+                return answer
+        except urllib.error.HTTPError as exc:
+            raise FlowError(
+                f"the model server answered {exc.code}: {exc.read().decode(errors='replace')[:500]}"
+            ) from None
+
+    def sample_clients(self) -> list[str]:
+        """The day's most active clients, and its least active ones."""
+        from collections import Counter
+
+        assert self.report.produced is not None
+        produced = generate(
+            GeneratorConfig(
+                self.config.count, self.config.clients, self.report.day, self.config.seed, bad_ratio=0.0
+            )
+        )
+        ranked = [c for c, _ in Counter(e.key for e in produced).most_common()]
+        n = max(1, self.config.sample_clients)
+        return list(dict.fromkeys(ranked[: (n + 1) // 2] + ranked[-(n // 2) :] if n > 1 else ranked[:1]))
+
+    def score_batch(self) -> None:
+        from pyspark.sql import functions as F
+
+        from thimble.modelops.batch import run_batch
+
+        with self.stage("batch scoring", f"every client scored on Spark into {PREDICTIONS_TABLE}"):
+            result = run_batch(
+                self.spark, f"{MODEL_NAME}@prod", TRAINING_TABLE, PREDICTIONS_TABLE,
+                keep=["client_id", "event_time"], registry=self.registry, settings=self.settings,
+            )  # fmt: skip
+            self.report.batch = result
+            clients = [row["client_id"] for row in self.report.served]
+            rows = self.spark.table(result.output_table).filter(F.col("client_id").isin(clients)).collect()
+            self.report.batch_sample = {r["client_id"]: r.asDict() for r in rows}

@@ -1,0 +1,313 @@
+"""The whole platform on the real local stack, smaller than the demo, with assertions at every stage.
+
+One module-scoped run of the flow (generator -> consumer subprocesses -> thimble-etl -> training ->
+`thimble-modelops serve` -> batch scoring on the session's Spark), in its own topics, Redis prefix,
+database and registry; then each test checks one promise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+from rich.console import Console
+
+from integration.flow.events import names
+from integration.flow.generator import GeneratorConfig, SyntheticEvent, generate
+from integration.flow.pipeline import Flow, FlowConfig, FlowReport, FlowSettings, next_day
+from integration.flow.train import MODEL_NAME, TRAINING_TABLE
+from thimble.common.config import ThimbleSettings, load_settings
+from thimble.modelops import Registry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+DAY = date(2026, 5, 1)
+CONFIG = FlowConfig(
+    count=1_500, clients=150, rate=None, day=DAY, bad_ratio=0.01, timeout_s=120, sample_clients=4
+)
+DATABASE = "flow_e2e"
+FEATURE_FIELDS = ("visits", "orders", "returns", "ratings", "total_spent", "total_returned", "avg_rating")
+
+
+@dataclass
+class FlowRun:
+    """The finished flow, with its model server still up."""
+
+    flow: Flow
+    report: FlowReport
+    settings: FlowSettings
+    events: list[SyntheticEvent]
+
+    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.report.server_url}/v1/models/{MODEL_NAME}@prod/predict",
+            orjson.dumps(rows),
+            {"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer: dict[str, Any] = orjson.loads(response.read())
+        return answer
+
+
+def _delete_topics(kafka_config: dict[str, Any], topics: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(kafka_config)
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [t for t in topics if t in existing]
+    if doomed:
+        for future in admin.delete_topics(doomed).values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def flow_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka_config: dict[str, Any],
+    redis_url: str,
+    spark: Any,
+    spark_settings: ThimbleSettings,
+) -> Iterator[FlowRun]:
+    import redis
+
+    run_id = uuid.uuid4().hex[:8]
+    root = tmp_path_factory.mktemp("flow")
+    prefix = f"e2e-{run_id}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("THIMBLE_FLOW_EVENTS_TOPIC", f"{prefix}-events")
+        env.setenv("THIMBLE_FLOW_FEATURES_TOPIC", f"{prefix}-features")
+        env.setenv("THIMBLE_FLOW_ASSIGNMENTS_TOPIC", f"{prefix}-assignments")
+        warehouse = spark_settings.warehouse.model_dump()
+        settings = load_settings(
+            FlowSettings,
+            overrides={
+                "kafka": {"bootstrap_servers": kafka_config["bootstrap.servers"]},
+                "warehouse": {**warehouse, "landing": str(root / "landing"), "database": DATABASE},
+                "online_store": {"url": redis_url, "key_prefix": prefix},
+                "modelops": {"registry": str(root / "models")},
+            },
+        )
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{DATABASE}`")
+        registry = Registry(str(root / "models"))
+        flow = Flow(CONFIG, settings, Console(file=io.StringIO()), spark, registry, root / "logs")
+        topics = [
+            names.events_topic, names.features_topic, names.features_dlq,
+            names.assignments_topic, names.assignments_dlq,
+        ]  # fmt: skip
+        try:
+            flow.check_stack()
+            consumers = flow.start_consumers()
+            flow.produce_events()
+            flow.wait_for_consumers(consumers)
+            flow.load_warehouse()
+            flow.train_model()
+            flow.serve_model()
+            flow.score_batch()
+            events = generate(
+                GeneratorConfig(CONFIG.count, CONFIG.clients, DAY, CONFIG.seed, bad_ratio=CONFIG.bad_ratio)
+            )
+            yield FlowRun(flow, flow.report, settings, events)
+        finally:
+            flow.close()
+            _delete_topics(kafka_config, topics)
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+
+def _dead_letters(kafka_config: dict[str, Any], topic: str, expected: int) -> list[Any]:
+    from confluent_kafka import Consumer
+
+    from thimble.common.testing import wait_until
+    from thimble.consumer import DeadLetter
+
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": f"e2e-read-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    letters: list[Any] = []
+    try:
+        consumer.subscribe([topic])
+
+        def read_all() -> bool:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error() is None:
+                    letters.append(DeadLetter.from_record(msg.key(), msg.value(), msg.headers() or []))
+            return len(letters) >= expected
+
+        wait_until(read_all, 60, what=f"{expected} dead letters on {topic}")
+    finally:
+        consumer.close()
+    return letters
+
+
+def test_every_produced_event_became_a_feature_row_or_a_dead_letter(flow_run: FlowRun) -> None:
+    produced = flow_run.report.produced
+    assert produced is not None
+    features = flow_run.report.consumers["features"]
+    assert produced.produced == CONFIG.count
+    assert produced.bad > 0
+    assert features.outputs + features.dead_letters == produced.produced
+    assert features.dead_letters == produced.bad
+    assert features.processed_metric == features.outputs
+    assert features.dead_lettered_metric == features.dead_letters
+    assert features.exit_code == 0
+
+
+def test_a_poison_event_lands_in_the_dead_letter_topic_with_its_reason(
+    flow_run: FlowRun, kafka_config: dict[str, Any]
+) -> None:
+    bad = {e.value: e for e in flow_run.events if e.kind != "valid"}
+    letters = _dead_letters(kafka_config, names.features_dlq, len(bad))
+    assert {letter.value for letter in letters} == set(bad)
+    for letter in letters:
+        event = bad[letter.value]
+        assert letter.original_topic == names.events_topic
+        assert letter.key == event.key.encode()
+        assert letter.error_class.endswith("ValidationError")
+        assert letter.error_message
+        assert letter.error_stage == ("decode" if event.kind == "malformed" else "validate")
+    truncated = next(letter for letter in letters if bad[letter.value].problem == "truncated JSON")
+    assert "json" in truncated.error_message.lower()
+
+
+def test_each_new_client_got_one_sticky_arm(flow_run: FlowRun) -> None:
+    import redis
+
+    from integration.flow.ab_test import SeenClient, arm_of
+
+    clients = set()
+    for event in flow_run.events:
+        with contextlib.suppress(ValidationError):
+            clients.add(SeenClient.model_validate_json(event.value).client_id)
+    ab = flow_run.report.consumers["ab-test"]
+    assert ab.outputs == len(clients)
+    store = redis.Redis.from_url(flow_run.settings.online_store.url)
+    prefix = flow_run.settings.online_store.key_prefix
+    for client in clients:
+        stored = store.hgetall(f"{prefix}:{names.assignment_set}:{client}")
+        assert orjson.loads(stored[b"arm"]) == arm_of(client)
+    store.close()
+    table = flow_run.report.tables["ab_assignments"]
+    assert table.committed
+    assert table.inserted == len(clients)
+
+
+def test_the_warehouse_journal_holds_what_the_online_store_holds(flow_run: FlowRun, spark: Any) -> None:
+    import redis
+
+    rows = spark.table(f"{DATABASE}.client_features").filter("is_current").collect()
+    assert rows
+    store = redis.Redis.from_url(flow_run.settings.online_store.url)
+    prefix = flow_run.settings.online_store.key_prefix
+    pipe = store.pipeline(transaction=False)
+    for row in rows:
+        pipe.hgetall(f"{prefix}:{names.feature_set}:{row['client_id']}")
+    online = pipe.execute()
+    store.close()
+    assert len(list(filter(None, online))) == len(rows)
+    for row, stored in zip(rows, online, strict=True):
+        values = {k.decode(): orjson.loads(v) for k, v in stored.items()}
+        for field in FEATURE_FIELDS:
+            assert values[field] == pytest.approx(row[field]), (row["client_id"], field)
+        event_time = row["event_time"].replace(tzinfo=UTC)
+        assert int(values["_event_time"]) == int(event_time.timestamp() * 1000)
+    history = flow_run.report.tables["client_features"]
+    assert history.rows_read == flow_run.report.consumers["features"].outputs
+    assert history.rows_quarantined == 0
+
+
+def test_broken_events_are_quarantined_by_the_raw_events_table(flow_run: FlowRun) -> None:
+    produced = flow_run.report.produced
+    assert produced is not None
+    raw = flow_run.report.tables["client_events"]
+    assert raw.rows_read == produced.produced
+    unreadable = sum(e.problem in ("truncated JSON", "not UTF-8") for e in flow_run.events)
+    assert unreadable > 0
+    assert unreadable <= raw.rows_quarantined <= produced.bad
+    assert raw.inserted == raw.rows_read - raw.rows_quarantined
+
+
+def test_the_model_is_saved_with_its_context_and_aliased_prod(flow_run: FlowRun) -> None:
+    trained = flow_run.report.model
+    assert trained is not None
+    info = flow_run.flow.registry.info(f"{MODEL_NAME}@prod")
+    assert info.version == trained.info.version
+    current = flow_run.report.tables[TRAINING_TABLE]
+    assert info.context.training_data is not None
+    assert str(info.context.training_data) == f"{DATABASE}.{TRAINING_TABLE}@v{current.version}"
+    assert 0.0 <= info.context.metrics["accuracy"] <= 1.0
+    assert info.sample_rows > 0
+
+
+def test_served_and_batch_predictions_agree_for_every_client(flow_run: FlowRun, spark: Any) -> None:
+    batch = flow_run.report.batch
+    assert batch is not None
+    scored = {r["client_id"]: r for r in spark.table(batch.output_table).collect()}
+    assert len(scored) == batch.rows == flow_run.report.tables[TRAINING_TABLE].inserted
+    clients = sorted(scored)
+    answer = flow_run.predict([{"client_id": c} for c in clients])
+    assert answer["version"] == batch.model_version
+    for client, served in zip(clients, answer["predictions"], strict=True):
+        assert served["return_risk"] == pytest.approx(scored[client]["return_risk"], abs=1e-9), client
+        assert served["band"] == scored[client]["band"]
+    assert flow_run.report.served
+    assert flow_run.report.first_event_to_prediction_s is not None
+
+
+def test_a_failed_quality_gate_leaves_the_table_version_unchanged(flow_run: FlowRun, spark: Any) -> None:
+    from thimble.etl import run_table, table_version
+    from thimble.etl.config import CheckConfig
+
+    config = flow_run.flow.table_config(TRAINING_TABLE)
+    impossible = CheckConfig(metric="row_count", max=0, name="no client at all")
+    config = config.model_copy(
+        update={"quality": config.quality.model_copy(update={"checks": [*config.quality.checks, impossible]})}
+    )
+    before = table_version(TRAINING_TABLE, spark=spark, settings=flow_run.settings)
+    result = run_table(config, spark=spark, settings=flow_run.settings)
+    assert result.status == "blocked"
+    assert any(c.name == "no client at all" and c.status == "fail" for c in result.checks)
+    assert table_version(TRAINING_TABLE, spark=spark, settings=flow_run.settings) == before == result.version
+
+
+def test_the_next_run_appends_the_next_day(flow_run: FlowRun) -> None:
+    assert next_day(flow_run.settings) == DAY + timedelta(days=1)
+    landed = sorted(
+        p.name for p in (Path(flow_run.settings.warehouse.landing) / names.features_dataset).iterdir()
+    )
+    assert landed == [f"date={DAY.isoformat()}"]
+
+
+def test_the_summary_shows_every_stage(flow_run: FlowRun) -> None:
+    from integration.flow.summary import render
+
+    out = io.StringIO()
+    render(flow_run.report, Console(file=out, width=200, color_system=None), 1.0)
+    text = out.getvalue()
+    assert "processed + dead-lettered = produced" in text
+    for table in ("client_events", "client_features", "ab_assignments", TRAINING_TABLE):
+        assert f"{table} rows read" in text
+    assert "first event → prediction" in text
+    assert (
+        f"{MODEL_NAME}@{flow_run.report.model.info.version if flow_run.report.model else '?'} = prod" in text
+    )
+    assert text.count(" yes ") == len(flow_run.report.served)
