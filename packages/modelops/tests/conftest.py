@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import threading
@@ -17,8 +16,6 @@ import uvicorn
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).parent))
-# Spark's Python workers must run this interpreter (the one with thimble installed), not python3 on PATH.
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 from modelops_testmodels import churn, churn_sample
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from enum import IntEnum, StrEnum
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,44 @@ class Score(BaseModel):
 def scorer(ctx: ModelContext, df: pd.DataFrame) -> pd.DataFrame:
     """A DataFrame model: one vectorized call per batch."""
     return pd.DataFrame({"score": ctx.artifacts["clf"].predict_proba(df[FEATURES].to_numpy())[:, 1]})
+
+
+class Band(StrEnum):
+    LOW = "low"
+    HIGH = "high"
+
+
+class Tier(IntEnum):
+    BRONZE = 1
+    GOLD = 2
+
+
+class RiskOutput(BaseModel):
+    p_churn: float
+    band: Literal["low", "medium", "high"]
+    level: Literal[1, 2, 3]
+    flagged: Literal[True, False]
+    band_enum: Band
+    tier: Tier | None
+
+
+@model(name="risk")
+def risk(ctx: ModelContext, rows: list[ChurnInput]) -> list[RiskOutput]:
+    """Categorical outputs: Literal and Enum fields."""
+    out = []
+    for r in rows:
+        high = r.orders_7d < 5
+        out.append(
+            RiskOutput(
+                p_churn=0.9 if high else 0.1,
+                band="high" if high else ("medium" if r.orders_7d < 10 else "low"),
+                level=3 if high else 1,
+                flagged=high,
+                band_enum=Band.HIGH if high else Band.LOW,
+                tier=None if r.client_id % 3 == 0 else Tier.GOLD if high else Tier.BRONZE,
+            )
+        )
+    return out
 
 
 def churn_sample(n: int = 300, seed: int = 0) -> list[dict[str, Any]]:

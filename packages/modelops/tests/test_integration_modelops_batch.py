@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import json
+import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from modelops_testmodels import churn_sample, scorer
+from modelops_testmodels import churn_sample, risk, scorer
 
 from thimble.common.config import ThimbleSettings
-from thimble.modelops import Registry, SchemaMismatchError, Tracker
+from thimble.modelops import ModelOpsError, Registry, SchemaMismatchError, Tracker
 from thimble.modelops.batch import run_batch
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
 from thimble.modelops.server import create_app
@@ -73,6 +74,7 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
         "model_version": 1,
         "input_table": f"test.{source}",
         "input_version": 0,
+        "where": None,
     }
 
     batch_scores = {r["client_id"]: (r["p_churn"], r["high_risk"]) for r in out.collect()}
@@ -141,3 +143,72 @@ def test_schema_mismatch_between_model_and_table_is_clear(
         f"test.{source} does not match the input of churn@1: column 'orders_7d' is string; the model wants int; "
         "column 'spend_7d' is missing"
     )
+
+
+def test_literal_and_enum_outputs_are_table_columns_equal_to_serving(
+    spark: Any, spark_settings: ThimbleSettings, registry: Registry
+) -> None:
+    settings = _settings(spark_settings, registry)
+    registry.save(risk, pickle_function=True)
+    rows = churn_sample(30, seed=2)
+    source, target = _table("risk_features"), _table("risk_scores")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"test.{source}")
+    result = run_batch(
+        spark, "risk", source, target, keep=["client_id"], registry=registry, settings=settings
+    )
+    assert result.rows == 30
+    out = spark.table(f"test.{target}")
+    types = {f.name: f.dataType.simpleString() for f in out.schema.fields}
+    assert {k: types[k] for k in ("band", "level", "flagged", "band_enum", "tier")} == {
+        "band": "string",
+        "level": "bigint",
+        "flagged": "boolean",
+        "band_enum": "string",
+        "tier": "bigint",
+    }
+    fields = ["p_churn", "band", "level", "flagged", "band_enum", "tier"]
+    got = {r["client_id"]: {f: r[f] for f in fields} for r in out.collect()}
+    served = registry.load("risk").predict(rows)  # the JSON the server returns
+    assert [got[r["client_id"]] for r in rows] == served
+    assert {p["tier"] for p in served} == {None, 1, 2}
+
+
+def test_where_scores_only_the_rows_it_keeps_and_is_recorded(
+    spark: Any, spark_settings: ThimbleSettings, saved_churn: Registry
+) -> None:
+    settings = _settings(spark_settings, saved_churn)
+    rows = [r | {"is_current": r["client_id"] % 4 != 0} for r in churn_sample(40, seed=3)]
+    source, target = _table("journal"), _table("current_scores")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"test.{source}")
+    result = run_batch(
+        spark, "churn@prod", source, target, where="is_current", registry=saved_churn, settings=settings
+    )
+    assert result.rows == 30
+    assert result.where == "is_current"
+    ids = {r["client_id"] for r in spark.table(f"test.{target}").select("client_id").collect()}
+    assert ids == {r["client_id"] for r in rows if r["is_current"]}
+    commit = spark.sql(f"DESCRIBE HISTORY test.{target}").select("userMetadata").first()[0]
+    assert json.loads(commit)["thimble"]["where"] == "is_current"
+    (record,) = Tracker(f"{saved_churn.root}/_tracking.sqlite").records("churn", 1, "batch")
+    assert record.info["where"] == "is_current"
+
+    for bad, reason in [
+        ("no_such_column > 1", "no_such_column"),
+        ("client_id >", "client_id >"),
+        (" ", "empty"),
+    ]:
+        with pytest.raises(ModelOpsError) as info:
+            run_batch(spark, "churn@prod", source, target, where=bad, registry=saved_churn, settings=settings)
+        assert reason in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_spark_workers_run_this_interpreter(spark: Any) -> None:
+    import pandas as pd
+
+    def where_am_i(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for _ in batches:
+            yield pd.DataFrame({"python": [sys.executable]})
+
+    (row,) = spark.range(1).mapInPandas(where_am_i, "python string").collect()
+    assert row["python"] == sys.executable

@@ -288,8 +288,7 @@ def test_metrics_tracking_and_prediction_log(
     assert 'thimble_modelops_predictions_total{model="churn",version="1"} 20.0' in metrics
     assert 'thimble_modelops_request_latency_seconds_count{model="churn",version="1"} 20.0' in metrics
     assert (
-        'thimble_modelops_prediction_value_count{field="p_churn",model="churn",version="1"} 20.0'
-        in metrics
+        'thimble_modelops_prediction_value_count{field="p_churn",model="churn",version="1"} 20.0' in metrics
     )
 
     consumer = Consumer(kafka_config | {"group.id": f"g-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})

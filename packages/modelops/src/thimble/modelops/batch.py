@@ -8,6 +8,7 @@ so they cost no extra read of the data.
 
 from __future__ import annotations
 
+import enum
 import time
 import types
 import typing
@@ -52,6 +53,7 @@ class BatchResult:
     rows: int
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    where: str | None = None
 
 
 def qualified(table: str, settings: ModelOpsSettings) -> str:
@@ -83,23 +85,50 @@ def write_table(df: DataFrame, table: str, *, mode: str, run_id: str, metadata: 
     return table_version(spark, table)
 
 
-def _spark_type(annotation: Any) -> DataType:
-    from pyspark.sql import types as T
-
+def _scalar_type(annotation: Any) -> Any:
+    """The Python scalar type of an output field: ``X | None`` -> X; ``Literal``/``Enum`` -> their values' type."""
     args = (
         [a for a in typing.get_args(annotation) if a is not type(None)]
         if typing.get_origin(annotation) in (typing.Union, types.UnionType)
         else [annotation]
     )
-    tp = args[0] if len(args) == 1 else str
+    if len(args) != 1:
+        return str
+    tp = args[0]
+    if typing.get_origin(tp) is typing.Literal:
+        values: list[Any] = list(typing.get_args(tp))
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = [member.value for member in tp]
+    else:
+        return tp
+    kinds = {type(v) for v in values}
+    return kinds.pop() if len(kinds) == 1 and kinds <= {bool, int, str} else tp
+
+
+def _is_enum(annotation: Any) -> bool:
+    args = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        else ()
+    )
+    return any(isinstance(a, type) and issubclass(a, enum.Enum) for a in (*args, annotation))
+
+
+def _spark_type(annotation: Any) -> DataType:
+    from pyspark.sql import types as T
+
     mapping: dict[Any, DataType] = {
         bool: T.BooleanType(),
         int: T.LongType(),
         float: T.DoubleType(),
         str: T.StringType(),
     }
+    tp = _scalar_type(annotation)
     if tp not in mapping:
-        raise ModelOpsError(f"output type {tp!r} cannot be a table column; use bool, int, float or str")
+        raise ModelOpsError(
+            f"output type {tp!r} cannot be a table column; use bool, int, float or str, "
+            "or a Literal or Enum whose values are all bool, all int or all str"
+        )
     return mapping[tp]
 
 
@@ -224,11 +253,14 @@ def score(
     )
     stats = _Stats(model)
     columns = list(dict.fromkeys([*inputs, *keep]))
+    enums = [f for f in model.output_fields if _is_enum(model.output_type.model_fields[f].annotation)]
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         m = _worker_model(registry_url, name, version)
         for pdf in batches:
             out = m.predict_frame(pdf[inputs])
+            for c in enums:  # the column holds the values, as served JSON does
+                out[c] = [v.value if isinstance(v, enum.Enum) else v for v in out[c]]
             if accumulator is not None:
                 accumulator.add(stats.measure(pdf, out))
             for i, c in enumerate(keep):
@@ -247,6 +279,7 @@ def run_batch(
     keep: list[str] | None = None,
     mode: str = "overwrite",
     input_version: int | None = None,
+    where: str | None = None,
     registry: Registry | None = None,
     settings: ModelOpsSettings | None = None,
 ) -> BatchResult:
@@ -254,6 +287,7 @@ def run_batch(
 
     ``keep``: input columns copied to the output (default: every column that is not a model input, plus
     the entity key). ``mode``: ``overwrite`` (a new version of the whole table) or ``append``.
+    ``where``: a SQL predicate on the input table (``"is_current"``); only the rows it keeps are scored.
     """
     from pyspark.accumulators import AccumulatorParam
     from pyspark.sql import functions as F
@@ -281,6 +315,8 @@ def run_batch(
             else reader.option("versionAsOf", version_in).table(source)
         )
     check_input(loaded, df.schema, source)
+    if where is not None:
+        df = _filtered(df, where, source)
     entity = loaded.features.entity_key if loaded.features else None
     if keep is None:
         keep = [c for c in df.columns if c not in loaded.input_fields or c == entity]
@@ -321,6 +357,7 @@ def run_batch(
                 "model_version": loaded.version,
                 "input_table": source,
                 "input_version": version_in,
+                "where": where,
             },
         )
     finally:
@@ -342,6 +379,7 @@ def run_batch(
         int(stats.get("rows", 0)),
         seconds,
         metrics,
+        where,
     )
     _track(registry, result, dists)
     log.info(
@@ -355,6 +393,19 @@ def run_batch(
         },
     )
     return result
+
+
+def _filtered(df: DataFrame, where: str, table: str) -> DataFrame:
+    """``df`` filtered by the SQL predicate ``where``; a predicate Spark cannot use is a :class:`ModelOpsError`."""
+    from pyspark.errors import PySparkException
+
+    if not where.strip():
+        raise ModelOpsError(f"where: an empty predicate; give a SQL condition on the columns of {table}")
+    try:
+        return df.filter(where)
+    except PySparkException as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ModelOpsError(f"where {where!r} is not a condition on {table}: {reason}") from None
 
 
 def _summarise(
@@ -410,5 +461,6 @@ def _track(registry: Registry, result: BatchResult, dists: dict[str, _drift.Hist
                 "input_version": result.input_version,
                 "output_table": result.output_table,
                 "output_version": result.output_version,
+                "where": result.where,
             },
         )

@@ -305,6 +305,9 @@ def batch(
     ] = None,
     mode: Annotated[str, typer.Option(help="overwrite or append")] = "overwrite",
     input_version: Annotated[int | None, typer.Option(help="score this version of the input table")] = None,
+    where: Annotated[
+        str | None, typer.Option(help="SQL predicate: score only the input rows it keeps (e.g. is_current)")
+    ] = None,
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -315,7 +318,6 @@ def batch(
     settings = _settings(config, registry)
     reg = _registry(settings)
     loaded = reg.load(ref)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = build_spark_session(settings, app_name=f"thimble-modelops-batch-{loaded.name}")
     try:
         result = run_batch(
@@ -326,6 +328,7 @@ def batch(
             keep=keep or None,
             mode=mode,
             input_version=input_version,
+            where=where,
             registry=reg,
             settings=settings,
         )
