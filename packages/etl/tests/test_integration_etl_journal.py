@@ -88,6 +88,19 @@ def test_journal_changes_deletes_idempotent(
     assert versions[0].run_id == second.run_id
     assert versions[0].closed == 1
 
+    # A later run with the same shape of changes takes no more Spark jobs: nothing is recomputed per
+    # previous run (the classified batch is cached once, only current versions are compared).
+    json_source(
+        [
+            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
+            {"client_id": "b", "segment": "bronze", "score": 2.0, "updated_at": "2026-01-03T00:00:00"},
+            {"client_id": "e", "segment": "new", "score": 5.0, "updated_at": "2026-01-03T00:00:00"},
+        ]
+    )
+    third = run_table(cfg, spark=spark, settings=spark_settings)
+    assert (third.inserted, third.updated, third.closed) == (1, 1, 1)
+    assert sum(third.spark_jobs.values()) <= sum(second.spark_jobs.values())
+
 
 @pytest.mark.slow
 def test_journal_orders_several_changes_and_quarantines_late_rows(

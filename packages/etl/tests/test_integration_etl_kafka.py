@@ -36,7 +36,9 @@ def test_kafka_source_resumes_from_committed_offsets(
     _produce(
         kafka_config,
         topic,
-        [json.dumps({"client_id": f"c{i}", "amount": i}).encode() for i in range(4)] + [b"{not json"],
+        [json.dumps({"client_id": f"c{i}", "amount": i}).encode() for i in range(4)]
+        # not JSON, though Spark's lenient defaults would accept the last two
+        + [b"{not json", b"{'client_id': 'c7', 'amount': 7}", b'{"client_id": "c8", "amount": NaN}'],
     )
     cfg = config(
         table=table_name,
@@ -45,10 +47,11 @@ def test_kafka_source_resumes_from_committed_offsets(
         write={"mode": "append"},
     )
     first = run_table(cfg, spark=spark, settings=spark_settings)
-    assert (first.rows_read, first.rows_quarantined, first.inserted) == (5, 1, 4)
+    assert (first.rows_read, first.rows_quarantined, first.inserted) == (7, 3, 4)
     db = spark_settings.warehouse.database
     bad = spark.table(f"{db}.{table_name}_quarantine").collect()
-    assert bad[0].failed_rules[0].startswith("source: not a JSON object")
+    assert all(r.failed_rules[0].startswith("source: not a JSON object") for r in bad)
+    assert sorted(json.loads(r.record)["_kafka_offset"] for r in bad) == [2, 2, 3]
 
     again = run_table(cfg, spark=spark, settings=spark_settings)
     assert again.status == "no_new_data"

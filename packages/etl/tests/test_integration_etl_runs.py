@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -153,6 +154,33 @@ def test_write_modes_and_schema_policy(
     assert "extra" in spark.table(full).columns
     props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {full}").collect()}
     assert props["delta.enableChangeDataFeed"] == "true"
+
+
+def test_write_dataframe_evaluates_its_input_once(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
+) -> None:
+    evaluated = spark.sparkContext.accumulator(0)
+
+    def score(batches: Iterator[Any]) -> Iterator[Any]:  # a costly scorer with side effects of its own
+        for batch in batches:
+            evaluated.add(len(batch))
+            yield batch.assign(id=batch["id"].astype("int32"), score=batch["id"] / 10)
+
+    scored = spark.range(20).mapInPandas(score, "id int, score double")
+    result = write_dataframe(
+        scored,
+        table_name,
+        mode="merge",
+        keys=["id"],
+        quality={
+            "metrics": [{"metric": "row_count"}, {"metric": "mean", "column": "score"}],
+            "checks": [{"metric": "row_count", "min": 1}],
+        },
+        settings=spark_settings,
+    )
+    assert (result.status, result.rows_read, result.inserted) == ("committed", 20, 20)
+    assert result.metrics["mean:score"] == pytest.approx(0.95)
+    assert evaluated.value == 20
 
 
 def _land(root: Path, date: str, name: str, rows: list[dict[str, object]]) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from thimble.etl import load_table_config, parse_table_config
 from thimble.etl._columns import check_columns
+from thimble.etl.config import KafkaSource
 from thimble.etl.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -122,3 +123,64 @@ def test_checks_must_name_a_metric_and_problems_have_paths() -> None:
         "schema.columns: a kafka source needs schema.columns to parse its JSON values",
     ]
     assert found[2].startswith("quality.checks[0].metric: no metric 'row_cont'; did you mean 'row_count'?")
+
+
+KAFKA_YAML = """\
+table: ${TABLE:-client_events}
+source:
+  type: kafka
+  topic: ${EVENTS_TOPIC:-client-events}
+  options: {kafka.client.id: "etl-$${literal}"}
+schema:
+  columns: {event_id: string, amount: double}
+"""
+
+
+def test_variables_are_filled_from_the_environment_with_defaults(tmp_path: Path) -> None:
+    file = tmp_path / "events.yaml"
+    file.write_text(KAFKA_YAML)
+    cfg = load_table_config(file, environ={"EVENTS_TOPIC": "test-topic-1"})
+    assert cfg.table == "client_events"
+    assert isinstance(cfg.source, KafkaSource)
+    assert cfg.source.topic == "test-topic-1"
+    assert cfg.source.options == {"kafka.client.id": "etl-${literal}"}
+    empty = load_table_config(file, environ={"EVENTS_TOPIC": ""}).source
+    assert isinstance(empty, KafkaSource)
+    assert empty.topic == "client-events"
+
+
+def test_unset_variable_without_default_names_it_and_its_place(tmp_path: Path) -> None:
+    file = tmp_path / "events.yaml"
+    file.write_text(KAFKA_YAML.replace("${EVENTS_TOPIC:-client-events}", "${EVENTS_TOPIC}-${BAD"))
+    with pytest.raises(ConfigError) as info:
+        load_table_config(file, environ={})
+    assert info.value.problems == [
+        "source.topic: environment variable EVENTS_TOPIC is not set (set it, or give a default: "
+        "${EVENTS_TOPIC:-value})",
+        "source.topic: '${BAD' is not a variable reference; write ${NAME} or ${NAME:-default} "
+        "(NAME: letters, digits, '_'), or $$ for a literal '$'",
+    ]
+    assert str(file) in str(info.value)
+
+
+def test_overrides_are_merged_and_validated_like_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "events.yaml"
+    file.write_text(KAFKA_YAML)
+    cfg = load_table_config(file, overrides={"source": {"topic": "other"}}, environ={})
+    assert isinstance(cfg.source, KafkaSource)
+    assert cfg.source.topic == "other"
+    assert cfg.source.options == {"kafka.client.id": "etl-${literal}"}
+    with pytest.raises(ConfigError) as info:
+        load_table_config(file, overrides={"source": {"topik": "x"}}, environ={})
+    assert info.value.problems == ["source.topik: unknown key; did you mean 'topic'?"]
+
+
+def test_kafka_json_options_cannot_turn_off_quarantine() -> None:
+    source = {"type": "kafka", "topic": "t", "json_options": {"allowSingleQuotes": "true"}}
+    cfg = parse_table_config({**BASE, "source": source})
+    assert isinstance(cfg.source, KafkaSource)
+    assert cfg.source.json_options == {"allowSingleQuotes": "true"}
+    found = problems({**BASE, "source": {**source, "json_options": {"mode": "FAILFAST"}}})
+    assert found == [
+        "source.json_options: mode cannot be set: values that do not parse always go to quarantine"
+    ]

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,8 +25,9 @@ from pydantic import (
     model_validator,
 )
 
-from thimble.common.config import Section, ThimbleSettings
+from thimble.common.config import Section, ThimbleSettings, read_yaml_file
 from thimble.common.validation import did_you_mean, format_location
+from thimble.etl._variables import substitute
 from thimble.etl.errors import ConfigError
 
 JOURNAL_COLUMNS = ("row_hash", "valid_from", "valid_to", "is_current")
@@ -76,6 +78,18 @@ class KafkaSource(_Model):
     topic: str = Field(min_length=1)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     options: dict[str, str] = Field(default_factory=dict)
+    json_options: dict[str, str] = Field(default_factory=dict)
+    """Spark JSON options over the strict defaults (``allowSingleQuotes: "true"`` for a lenient feed)."""
+
+    @field_validator("json_options")
+    @classmethod
+    def _keep_quarantine(cls, value: dict[str, str]) -> dict[str, str]:
+        fixed = sorted(k for k in value if k.lower() in ("mode", "columnnameofcorruptrecord"))
+        if fixed:
+            raise ValueError(
+                f"{', '.join(fixed)} cannot be set: values that do not parse always go to quarantine"
+            )
+        return value
 
 
 class TableSource(_Model):
@@ -633,19 +647,32 @@ def parse_table_config(data: Any, source: str | None = None) -> TableConfig:
     return config
 
 
-def load_table_config(path: str | Path) -> TableConfig:
-    """Read and validate a table config file."""
+def load_table_config(
+    path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> TableConfig:
+    """Read and validate a table config file.
+
+    String values may hold ``${VAR}`` or ``${VAR:-default}``, filled from ``environ`` (default: the
+    process environment; ``$$`` is a literal ``$``). ``overrides`` is merged into the file's mapping
+    (nested mappings key by key, anything else replaced) before it is validated like the file.
+    """
     file = Path(path)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source=str(file)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(
-            [f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})"], source=str(file)
-        ) from None
-    return parse_table_config(data, source=str(file))
+    data, problems = substitute(read_yaml_file(file), os.environ if environ is None else environ)
+    if problems:
+        raise ConfigError(problems, source=str(file))
+    if overrides:
+        data = _merged(data, overrides)
+    return parse_table_config(data, source=str(file) if not overrides else f"{file} (with overrides)")
+
+
+def _merged(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        current = out.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict):
+            out[key] = _merged(current, value)
+        else:
+            out[key] = value
+    return out

@@ -323,15 +323,20 @@ def _load(
     result = RunResult(table, run_id, "unchanged", before, before, config_hash)
     cached: list[DataFrame] = []
     try:
-        with phases("read"):
-            # Counting a file source reads only Parquet footers; the flagged rows below are what is cached.
-            result.rows_read = source.count()
+        if steps:
+            with phases("read"):
+                # Cleanse may drop rows, so count what was read first (a file source: Parquet footers only).
+                result.rows_read = source.count()
         with phases("validate"):
+            # Everything below reads these cached rows: the source (a DataFrame given to write_dataframe
+            # may be costly, e.g. model scoring) is evaluated once.
             flagged = flag(cleanse(source, steps), rules).persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(flagged)
             row = flagged.agg(F.count(F.lit(1)), F.sum(F.when(F.size(FAILED) > 0, 1).otherwise(0))).first()
             assert row is not None
             result.rows_cleansed, result.rows_quarantined = int(row[0]), int(row[1] or 0)
+            if not steps:
+                result.rows_read = result.rows_cleansed
             valid = passing(flagged)
             prepared = prepare(spark, valid, table, spec, run_at)
             if prepared.plan is not None:

@@ -24,6 +24,16 @@ log = get_logger(__name__)
 
 KAFKA_COLUMNS = ("_kafka_topic", "_kafka_partition", "_kafka_offset", "_kafka_timestamp")
 SOURCE_ERROR = "_source_error"
+# JSON as RFC 8259 (and thimble-consumer) reads it; Spark's defaults also accept 'single quotes' and NaN.
+STRICT_JSON = {
+    "allowSingleQuotes": "false",
+    "allowNonNumericNumbers": "false",
+    "allowUnquotedFieldNames": "false",
+    "allowComments": "false",
+    "allowNumericLeadingZeros": "false",
+    "allowBackslashEscapingAnyCharacter": "false",
+    "allowUnquotedControlChars": "false",
+}
 
 
 @dataclass
@@ -272,10 +282,14 @@ def _read_kafka(
     ddl = ", ".join(f"`{name}` {kind}" for name, kind in (schema.columns or {}).items())
     value = F.col("value").cast("string")
     ddl += ", `_thimble_corrupt` string"
+    options = {
+        **STRICT_JSON,
+        **source.json_options,
+        "mode": "PERMISSIVE",
+        "columnNameOfCorruptRecord": "_thimble_corrupt",
+    }
     parsed = raw.select(
-        F.from_json(
-            value, ddl, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_thimble_corrupt"}
-        ).alias("_v"),
+        F.from_json(value, ddl, options).alias("_v"),
         value.alias("_raw"),
         F.col("topic").alias("_kafka_topic"),
         F.col("partition").alias("_kafka_partition"),
