@@ -143,13 +143,33 @@ def end_offsets(kafka_config: dict[str, Any], topics: Iterable[str]) -> dict[str
             if info is None or info.error is not None:
                 out[topic] = 0
                 continue
-            out[topic] = sum(
-                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in info.partitions
-            )
+            out[topic] = sum(_high_watermark(consumer, TopicPartition(topic, p)) for p in info.partitions)
         return out
     finally:
         consumer.close()
+
+
+def _high_watermark(consumer: Any, partition: Any, timeout: float = 10.0) -> int:
+    """A partition's high watermark; a topic created a moment ago may still be electing its leader."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    electing = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            high: int = consumer.get_watermark_offsets(partition, timeout=timeout)[1]
+            return high
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() not in electing or time.monotonic() > deadline:
+                raise FlowError(
+                    f"cannot read the end offset of {partition.topic}[{partition.partition}]: {error.str()}"
+                ) from None
+        time.sleep(0.1)
 
 
 def scrape(url: str, names: Iterable[str]) -> dict[str, float]:

@@ -35,7 +35,7 @@ from thimble.modelops import ModelOpsSettings, Registry
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from thimble.etl import RunResult
+    from thimble.etl import RunResult, TableConfig
     from thimble.modelops.batch import BatchResult
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
@@ -383,16 +383,11 @@ class Flow:
             self.report.consumers["ab-test"].outputs = delta[names.assignments_topic]
             self.report.consumers["ab-test"].dead_letters = delta[names.assignments_dlq]
 
-    def table_config(self, table: str) -> Any:
-        """The table's YAML config; the raw events table reads the flow's events topic."""
+    def table_config(self, table: str) -> TableConfig:
+        """The table's YAML config (``${THIMBLE_FLOW_*}`` variables in it are filled from the environment)."""
         from thimble.etl import load_table_config
 
-        config = load_table_config(TABLES_DIR / f"{table}.yaml")
-        if table == "client_events":
-            config = config.model_copy(
-                update={"source": config.source.model_copy(update={"topic": names.events_topic})}
-            )
-        return config
+        return load_table_config(TABLES_DIR / f"{table}.yaml")
 
     def load_warehouse(self) -> None:
         from thimble.etl import run_table
