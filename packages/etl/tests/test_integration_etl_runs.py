@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import SchemaMismatchError, history, run_table, table_version, write_dataframe
-from thimble.etl.errors import EtlError
+from thimble.etl.errors import ConfigError, EtlError
 
 from .conftest import config
 
@@ -154,6 +154,43 @@ def test_write_modes_and_schema_policy(
     assert "extra" in spark.table(full).columns
     props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {full}").collect()}
     assert props["delta.enableChangeDataFeed"] == "true"
+
+
+def test_write_dataframe_records_caller_metadata_and_can_replace_the_schema(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
+) -> None:
+    full = f"{spark_settings.warehouse.database}.{table_name}"
+    first = spark.createDataFrame([(1, 0.5)], "id int, score double")
+    tag = {"model": "churn", "model_version": 1, "where": None}
+    write_dataframe(first, table_name, mode="overwrite", metadata=tag, settings=spark_settings)
+    write_dataframe(first, table_name, mode="append", settings=spark_settings)
+    second = spark.createDataFrame([(2, "high")], "id bigint, band string")
+    with pytest.raises(SchemaMismatchError, match="types changed"):
+        write_dataframe(second, table_name, mode="overwrite", settings=spark_settings)
+    with pytest.raises(ConfigError, match="overwrite_schema needs mode 'overwrite'"):
+        write_dataframe(second, table_name, mode="append", overwrite_schema=True, settings=spark_settings)
+    with pytest.raises(ConfigError, match="metadata must be JSON"):
+        write_dataframe(
+            second, table_name, mode="overwrite", metadata={"at": object()}, settings=spark_settings
+        )
+    replaced = write_dataframe(
+        second, table_name, mode="overwrite", overwrite_schema=True, metadata={"model_version": 2},
+        settings=spark_settings,
+    )  # fmt: skip
+    assert (replaced.status, replaced.version) == ("committed", 2)
+    assert [tuple(r) for r in spark.table(full).collect()] == [(2, "high")]
+    assert spark.table(full).schema.simpleString() == "struct<id:bigint,band:string>"
+    assert [v.metadata for v in history(table_name, spark=spark, settings=spark_settings)] == [
+        {"model_version": 2},
+        {},
+        tag,
+    ]
+    props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {full}").collect()}
+    assert props["delta.enableChangeDataFeed"] == "true"
+    emptied = write_dataframe(
+        second.limit(0), table_name, mode="overwrite", overwrite_schema=True, settings=spark_settings
+    )
+    assert (emptied.status, emptied.version, spark.table(full).count()) == ("committed", 3, 0)
 
 
 def test_write_dataframe_evaluates_its_input_once(

@@ -11,6 +11,7 @@ import pytest
 from modelops_testmodels import churn_sample, risk, scorer
 
 from thimble.common.config import ThimbleSettings
+from thimble.etl import history
 from thimble.modelops import ModelOpsError, Registry, SchemaMismatchError, Tracker
 from thimble.modelops.batch import run_batch
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
@@ -67,9 +68,9 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
         (r["_model"], r["_model_version"], r["_input_version"])
         for r in out.select("_model", "_model_version", "_input_version").distinct().collect()
     } == {("churn", 1, 0)}
-    commit = spark.sql(f"DESCRIBE HISTORY test.{target}").select("userMetadata").first()[0]
-    assert json.loads(commit)["thimble"] | {"run_id": None} == {
-        "run_id": None,
+    commit = json.loads(spark.sql(f"DESCRIBE HISTORY test.{target}").select("userMetadata").first()[0])
+    assert commit["thimble"]["run_id"] == result.run_id
+    assert commit["thimble"]["metadata"] == {
         "model": "churn",
         "model_version": 1,
         "input_table": f"test.{source}",
@@ -104,6 +105,12 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
     assert metrics["prediction.p_churn.nulls"] == 0
     assert metrics["psi.input.spend_7d"] < 0.25
     assert "psi.output.p_churn" in metrics
+    assert metrics["quality.row_count"] == 400
+    assert metrics["quality.completeness:p_churn"] == metrics["quality.completeness:high_risk"] == 1
+    for stat in ("min", "max", "mean"):
+        assert metrics[f"quality.{stat}:p_churn"] == pytest.approx(metrics[f"prediction.p_churn.{stat}"])
+    (version,) = [v for v in history(target, spark=spark, settings=settings) if v.version == 0]
+    assert version.metadata == commit["thimble"]["metadata"]
     (record,) = Tracker(f"{saved_churn.root}/_tracking.sqlite").records("churn", 1, "batch")
     assert record.info["output_version"] == 0
     assert record.metrics["rows"] == 400
@@ -113,6 +120,14 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
     )
     assert again.output_version == 1
     assert spark.table(f"test.{target}").count() == 800
+
+    # An overwrite may change the table's columns (here: without `segment`), as a new model version may.
+    narrower = run_batch(
+        spark, "churn@prod", source, target, keep=["client_id"], registry=saved_churn, settings=settings
+    )
+    assert narrower.output_version == 2
+    replaced = spark.table(f"test.{target}")
+    assert (replaced.count(), "segment" in replaced.columns) == (400, False)
 
 
 def test_dataframe_models_batch_too(
@@ -188,9 +203,13 @@ def test_where_scores_only_the_rows_it_keeps_and_is_recorded(
     ids = {r["client_id"] for r in spark.table(f"test.{target}").select("client_id").collect()}
     assert ids == {r["client_id"] for r in rows if r["is_current"]}
     commit = spark.sql(f"DESCRIBE HISTORY test.{target}").select("userMetadata").first()[0]
-    assert json.loads(commit)["thimble"]["where"] == "is_current"
+    assert json.loads(commit)["thimble"]["metadata"]["where"] == "is_current"
     (record,) = Tracker(f"{saved_churn.root}/_tracking.sqlite").records("churn", 1, "batch")
     assert record.info["where"] == "is_current"
+    none = run_batch(
+        spark, "churn@prod", source, target, where="client_id < 0", registry=saved_churn, settings=settings
+    )
+    assert (none.rows, none.output_version, spark.table(f"test.{target}").count()) == (0, 1, 0)
 
     for bad, reason in [
         ("no_such_column > 1", "no_such_column"),

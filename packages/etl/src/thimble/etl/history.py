@@ -30,6 +30,8 @@ class TableVersion:
     updated: int | None
     closed: int | None
     checks: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the writer's caller recorded (``write_dataframe(metadata=...)``)."""
 
 
 def _resolve(
@@ -81,6 +83,7 @@ def history(
                 updated=_int(updated),
                 closed=_int(counts.get("closed")),
                 checks=dict(meta.get("checks", {})),
+                metadata=dict(meta.get("metadata") or {}),
             )
         )
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -217,10 +218,14 @@ def write_dataframe(
     settings: ThimbleSettings | None = None,
     allow_new_columns: bool = False,
     progress: Progress | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite_schema: bool = False,
 ) -> RunResult:
     """Write a DataFrame produced elsewhere into a warehouse table, with the same guarantees as a run.
 
     Null keys (and duplicate keys for ``merge``) go to quarantine; ``quality`` checks gate the write.
+    ``metadata`` (JSON-able) is recorded in the commit, under ``thimble.metadata``, and shown by ``history()``.
+    ``overwrite_schema`` (``mode="overwrite"`` only) replaces the whole table, its schema included.
     """
     from thimble.etl.config import NotNullRule, UniqueRule
 
@@ -235,6 +240,11 @@ def write_dataframe(
         raise ConfigError(["mode 'journal' needs journal={'keys': [...]}"], source="write_dataframe")
     if mode == "merge" and not keys:
         raise ConfigError(["mode 'merge' needs keys"], source="write_dataframe")
+    if overwrite_schema and mode != "overwrite":
+        raise ConfigError(
+            [f"overwrite_schema needs mode 'overwrite', not '{mode}'"], source="write_dataframe"
+        )
+    caller = _caller_metadata(metadata)
     key_list = list(journal_cfg.keys) if journal_cfg is not None else list(keys)
     rules: list[Rule] = []
     if key_list:
@@ -247,6 +257,7 @@ def write_dataframe(
         partition_by=tuple(partition_by),
         journal=journal_cfg,
         evolution="allow_new_columns" if allow_new_columns else "fail",
+        overwrite_schema=overwrite_schema,
     )
     run_id = run_id or new_run_id()
     started = time.monotonic()
@@ -264,10 +275,33 @@ def write_dataframe(
             "",
             {},
             _Phases(spark, run_id, progress),
+            caller,
         )
     result.seconds = time.monotonic() - started
     result.source = "DataFrame"
     return result
+
+
+def _caller_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``metadata`` as a JSON object, or a :class:`ConfigError` naming what cannot be one."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ConfigError(
+            [f"metadata must be a mapping, not {type(metadata).__name__}"], source="write_dataframe"
+        )
+    out = dict(metadata)
+    bad = [repr(k) for k in out if not isinstance(k, str)]
+    if bad:
+        raise ConfigError([f"metadata keys must be strings: {', '.join(bad)}"], source="write_dataframe")
+    try:
+        json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            [f"metadata must be JSON (str, numbers, bools, null, lists, mappings): {exc}"],
+            source="write_dataframe",
+        ) from None
+    return out
 
 
 def _history(spark: SparkSession, metrics_table: str, table: str) -> Any:
@@ -313,6 +347,7 @@ def _load(
     config_hash: str,
     progress_meta: dict[str, Any],
     phases: _Phases,
+    caller: dict[str, Any] | None = None,
 ) -> RunResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -370,10 +405,12 @@ def _load(
                 _append(spark, bad, quarantine_table)
                 result.rows_quarantined += late
         changes = counts.get("inserted", 0) + counts.get("updated", 0) + counts.get("closed", 0)
+        # Replacing a table is a change even with no rows: its old rows must go.
+        replace = spec.overwrite_schema and before is not None
         if blocked:
             result.status = "blocked"
             log.warning("a failing check blocked the write; %s stays at version %s", table, before)
-        elif changes or (progress_meta and before is not None):
+        elif changes or replace or (progress_meta and before is not None):
             meta = {
                 "run_id": run_id,
                 "config_hash": config_hash,
@@ -383,8 +420,10 @@ def _load(
                 "checks": result.check_counts,
                 "source": progress_meta,
             }
+            if caller:
+                meta["metadata"] = caller
             with phases("write"):
-                if changes:
+                if changes or replace:
                     version, committed = write(spark, prepared, table, spec, meta, before)
                 else:
                     version, committed = _record_progress(spark, table, meta)

@@ -25,6 +25,7 @@ class WriteSpec:
     partition_by: tuple[str, ...] = ()
     journal: JournalConfig | None = None
     evolution: Literal["fail", "allow_new_columns"] = "fail"
+    overwrite_schema: bool = False
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Prepared:
 
 def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec) -> list[str]:
     """New columns of ``df`` against the existing table; raise when the policy forbids a change."""
-    if not _tables.exists(spark, table):
+    if spec.overwrite_schema or not _tables.exists(spark, table):
         return []
     existing = {f.name: f.dataType.simpleString() for f in spark.table(table).schema.fields}
     incoming = {f.name: f.dataType.simpleString() for f in df.schema.fields}
@@ -115,6 +116,14 @@ def _add_columns(spark: SparkSession, table: str, df: DataFrame, new: list[str])
     spark.sql(f"ALTER TABLE {_tables.quoted(table)} ADD COLUMNS ({columns})")
 
 
+def _replace(df: DataFrame, table: str, partition_by: tuple[str, ...]) -> None:
+    """Overwrite the whole table with ``df``, its schema (and partitioning) included, in one commit."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.saveAsTable(table)
+
+
 def write(
     spark: SparkSession,
     prepared: Prepared,
@@ -149,6 +158,8 @@ def write(
                 writer = writer.option("mergeSchema", "true")
             if spec.mode == "append":
                 writer.append()
+            elif spec.overwrite_schema:
+                _replace(data, table, spec.partition_by)
             elif spec.partition_by:
                 writer.overwritePartitions()
             else:

@@ -13,12 +13,11 @@ import time
 import types
 import typing
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from thimble.common.logging import get_logger
 from thimble.modelops import _drift
@@ -72,17 +71,53 @@ def table_version(spark: SparkSession, table: str) -> int | None:
     return int(row[0]) if row else None
 
 
-def write_table(df: DataFrame, table: str, *, mode: str, run_id: str, metadata: dict[str, Any]) -> int | None:
-    """Write ``df`` to the Delta table in one commit tagged with ``metadata``; return the new version."""
-    spark = df.sparkSession
-    (
-        df.write.format("delta")
-        .mode(mode)
-        .option("userMetadata", orjson.dumps({"thimble": {"run_id": run_id, **metadata}}).decode())
-        .option("overwriteSchema", "true" if mode == "overwrite" else "false")
-        .saveAsTable(table)
-    )
-    return table_version(spark, table)
+def write_table(
+    df: DataFrame,
+    table: str,
+    *,
+    mode: str,
+    run_id: str,
+    metadata: dict[str, Any],
+    quality: Mapping[str, Any] | None = None,
+    settings: ModelOpsSettings | None = None,
+) -> tuple[int | None, dict[str, float | None]]:
+    """Write ``df`` to the Delta table in one commit through thimble-etl; return (version, quality metrics).
+
+    ``metadata`` is recorded in the commit (``thimble.metadata``, see ``thimble.etl.history``); ``quality``
+    (thimble-etl metrics and checks) is measured on the rows written. ``overwrite`` replaces the table's
+    schema too, so a model version with other outputs can take over its predictions table.
+    """
+    from thimble.etl import EtlError, write_dataframe
+    from thimble.etl.config import BUILTIN_METRICS
+
+    if mode not in ("overwrite", "append"):
+        raise ModelOpsError(f"mode {mode!r}: use overwrite or append")
+    try:
+        result = write_dataframe(
+            df,
+            table,
+            mode="overwrite" if mode == "overwrite" else "append",  # narrows the type
+            run_id=run_id,
+            metadata=metadata,
+            quality=quality,
+            overwrite_schema=mode == "overwrite",
+            settings=settings,
+        )
+    except EtlError as exc:
+        raise ModelOpsError(str(exc)) from None
+    return result.version, {k: v for k, v in result.metrics.items() if k not in BUILTIN_METRICS}
+
+
+def prediction_quality(model: LoadedModel) -> dict[str, Any]:
+    """The quality metrics of a predictions table: rows, completeness of each output, min/max/mean of numbers."""
+    metrics: list[dict[str, Any]] = [{"metric": "row_count"}]
+    metrics += [{"metric": "completeness", "column": f} for f in model.output_fields]
+    metrics += [
+        {"metric": kind, "column": f}
+        for f in numeric_fields(model.output_type)
+        for kind in ("min", "max", "mean")
+    ]
+    return {"metrics": metrics}
 
 
 def _scalar_type(annotation: Any) -> Any:
@@ -347,7 +382,7 @@ def run_batch(
     spark.conf.set(conf_key, str(settings.modelops.batch.max_records_per_batch))
     started = time.perf_counter()
     try:
-        version_out = write_table(
+        version_out, quality = write_table(
             scored,
             target,
             mode=mode,
@@ -359,6 +394,8 @@ def run_batch(
                 "input_version": version_in,
                 "where": where,
             },
+            quality=prediction_quality(loaded),
+            settings=settings,
         )
     finally:
         if previous is None:
@@ -368,6 +405,7 @@ def run_batch(
     seconds = time.perf_counter() - started
     stats: dict[str, Any] = acc.value
     metrics, dists = _summarise(loaded, stats, seconds)
+    metrics.update({f"quality.{k}": float(v) for k, v in quality.items() if v is not None})
     result = BatchResult(
         run_id,
         loaded.name,

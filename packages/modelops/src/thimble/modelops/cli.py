@@ -339,7 +339,7 @@ def batch(
         f"into {result.output_table} v{result.output_version} in {result.seconds:.1f}s"
     )
     for k, v in sorted(result.metrics.items()):
-        if k.startswith(("psi.", "prediction.")):
+        if k.startswith(("psi.", "prediction.", "quality.")):
             out.print(f"  {k}: {v:.4g}")
 
 
