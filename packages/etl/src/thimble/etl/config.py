@@ -30,6 +30,17 @@ from thimble.common.validation import did_you_mean, format_location
 from thimble.etl._variables import substitute
 from thimble.etl.errors import ConfigError
 
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from None
+    return value
+
+
+RegexPattern = Annotated[str, AfterValidator(_compiles)]
+
 JOURNAL_COLUMNS = ("row_hash", "valid_from", "valid_to", "is_current")
 
 _SIMPLE_TYPES = {
@@ -174,17 +185,8 @@ class RegexReplaceStep(_Model):
 
     step: Literal["regex_replace"]
     column: str
-    pattern: str
+    pattern: RegexPattern
     replacement: str = ""
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression ({exc})") from None
-        return value
 
 
 class RenameStep(_Model):
@@ -296,16 +298,7 @@ class RegexRule(_Rule):
 
     rule: Literal["regex"]
     column: str
-    pattern: str
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression ({exc})") from None
-        return value
+    pattern: RegexPattern
 
     def rule_name(self) -> str:
         return self.name or f"regex({self.column})"
