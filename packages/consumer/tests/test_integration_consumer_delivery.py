@@ -135,11 +135,12 @@ def test_sigterm_on_an_idle_batch_consumer_exits_at_once(kafka_topic, kafka_conf
 
 def test_two_workers_share_the_group(kafka_topic, kafka_config, reader, tmp_path) -> None:
     src, dst = kafka_topic("src", partitions=4), kafka_topic("dst")
-    produce(kafka_config, src, [(i, {"id": i}) for i in range(400)])
+    n = 1200  # ~18 s for one worker: long enough for the second to join and take partitions
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
     proc = start_cli(src, dst, src, "--workers", "2", sleep_ms=15, log=tmp_path / "run.log")
     out = reader(dst)
     try:
-        wait_until(lambda: set(_ids(out.poll())) >= set(range(400)), 60, what="all outputs from 2 workers")
+        wait_until(lambda: set(_ids(out.poll())) >= set(range(n)), 90, what="all outputs from 2 workers")
         pids = {orjson.loads(m.value())["pid"] for m in out.records}
         assert len(pids) == 2
     finally:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from thimble.consumer.app import App
 
 log = get_logger(__name__)
+CLOSE_BOUND_S = 5.0
 
 LAG_INTERVAL_S = 10.0
 POLL_TIMEOUT_S = 0.1
@@ -475,6 +476,25 @@ class Runner:
 
     # -- shutdown ---------------------------------------------------------------------------------
 
+    def _close_consumer(self, timeout: float) -> None:
+        """Leave the group, but never wait on it past ``timeout``: librdkafka's close can block until the
+        session times out when a cooperative rebalance is half done. Offsets are committed before this."""
+
+        def close() -> None:
+            try:
+                self.consumer.close()
+            except KafkaException as exc:
+                log.warning("closing the consumer failed", extra={"error": str(exc)})
+
+        closer = threading.Thread(target=close, name="thimble-consumer-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            log.warning(
+                "the group did not acknowledge leaving in time; the broker drops this member at session timeout",
+                extra={"close_timeout_s": round(timeout, 1)},
+            )
+
     def _shutdown(self, worker: threading.Thread) -> int:
         self._ready = False
         self.request_stop()
@@ -501,10 +521,7 @@ class Runner:
             self._store_completed()
             _delivery.commit_stored(self.consumer)
         self._closing = True
-        try:
-            self.consumer.close()
-        except KafkaException as exc:
-            log.warning("closing the consumer failed", extra={"error": str(exc)})
+        self._close_consumer(timeout=max(CLOSE_BOUND_S, deadline - time.monotonic()))
         self.producer.flush(max(0.5, deadline - time.monotonic()))
         if self._worker_done.is_set():
             self.pipeline.close()
