@@ -184,3 +184,13 @@ def test_kafka_json_options_cannot_turn_off_quarantine() -> None:
     assert found == [
         "source.json_options: mode cannot be set: values that do not parse always go to quarantine"
     ]
+
+
+def test_type_keywords_are_normalised_and_struct_field_names_keep_their_case() -> None:
+    from thimble.etl.config import check_type
+
+    assert check_type(" STRING ") == "string"
+    assert check_type("ARRAY<STRUCT<clientId:BIGINT, `Score`:Double>>") == (
+        "array<struct<clientId:bigint, `Score`:double>>"
+    )
+    assert check_type("Map<String, Decimal(10,2)>") == "map<string, decimal(10,2)>"

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 from thimble.common.config import ThimbleSettings
+from thimble.common.logging import get_logger
 from thimble.etl.errors import TableNotFoundError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+log = get_logger(__name__)
+T = TypeVar("T")
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 AUTO_MERGE_CONF = "spark.databricks.delta.schema.autoMerge.enabled"
 CDF_PROPERTY = "delta.enableChangeDataFeed"
+LAST_COMMIT_CONF = "spark.databricks.delta.lastCommitVersionInSession"
 
 
 def qualified(table: str, settings: ThimbleSettings) -> str:
@@ -42,8 +47,68 @@ def version(spark: SparkSession, table: str) -> int | None:
 
     if not exists(spark, table):
         return None
+    latest = _snapshot_version(spark, table)
+    if latest is not None:
+        return latest
     row = DeltaTable.forName(spark, table).history(1).select("version").first()
     return int(row[0]) if row else None
+
+
+def append_rows(spark: SparkSession, table: str, rows: list[tuple[object, ...]]) -> bool:
+    """Append a few ``rows`` (tuples in column order) to a Delta table on a local filesystem, natively.
+
+    A handful of rows through Spark costs a job and a commit (about 0.3 s); delta-rs commits them to the
+    same log in a few milliseconds. False (nothing written) when the table is not on a local filesystem or
+    delta-rs cannot write it: the caller appends through Spark.
+    """
+    try:
+        import pyarrow as pa
+        from deltalake import DeltaTable, write_deltalake
+    except ImportError:
+        return False
+    path = _local_path(spark, table)
+    if path is None:
+        return False
+    try:
+        schema = pa.schema(DeltaTable(path).schema().to_arrow())
+        data = pa.Table.from_arrays(
+            [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(schema)],
+            schema=schema,
+        )
+        write_deltalake(path, data, mode="append")
+    except Exception as exc:  # an unsupported table feature, a type that does not convert
+        log.debug("native append to %s not possible (%s); appending through Spark", table, exc)
+        return False
+    return True
+
+
+def _local_path(spark: SparkSession, table: str) -> str | None:
+    location = _with_delta_log(
+        spark, table, lambda log, session, ident: str(log.forTable(session, ident).dataPath())
+    )
+    parsed = urlparse(location or "")
+    return unquote(parsed.path) if parsed.scheme == "file" else None
+
+
+def _snapshot_version(spark: SparkSession, table: str) -> int | None:
+    """The version of the table's fresh Delta snapshot: a listing of its log, no Spark job (reading the
+    history is one). None when it is not a Delta table, or this Delta has no such call."""
+    found = _with_delta_log(
+        spark, table, lambda log, session, ident: int(log.forTableWithSnapshot(session, ident)._2().version())
+    )
+    return found if found is not None and found >= 0 else None
+
+
+def _with_delta_log(spark: SparkSession, table: str, use: Callable[[Any, Any, Any], T]) -> T | None:
+    """``use(DeltaLog class, JVM session, table identifier)`` through Delta's JVM API; None when it fails."""
+    from py4j.protocol import Py4JError
+
+    try:
+        session = spark._jsparkSession
+        ident = session.sessionState().sqlParser().parseTableIdentifier(table)
+        return use(spark._jvm.org.apache.spark.sql.delta.DeltaLog, session, ident)  # type: ignore[union-attr]
+    except Py4JError:
+        return None
 
 
 def commits(spark: SparkSession, table: str) -> list[dict[str, Any]]:

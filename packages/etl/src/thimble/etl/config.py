@@ -49,14 +49,18 @@ _SIMPLE_TYPES = {
 }  # fmt: skip
 _DECIMAL = re.compile(r"^decimal(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 _COMPLEX = re.compile(r"^(array|map|struct)<.+>$")
+_WORD = re.compile(r"(`[^`]*`|[A-Za-z_][A-Za-z0-9_]*)(\s*:)?")
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 def check_type(value: str) -> str:
     """Normalise a Spark SQL type name, or raise ``ValueError`` naming the accepted ones."""
     text = value.strip().lower()
-    if text in _SIMPLE_TYPES or _DECIMAL.match(text) or _COMPLEX.match(text):
+    if text in _SIMPLE_TYPES or _DECIMAL.match(text):
         return text
+    if _COMPLEX.match(text):
+        # Type keywords in lower case, as Spark prints them; struct field names keep their case (JSON keys).
+        return _WORD.sub(lambda m: m[0] if m[2] or m[1][0] == "`" else m[0].lower(), value.strip())
     hint = did_you_mean(text, _SIMPLE_TYPES)
     raise ValueError(
         f"unknown type '{value}'{hint} (Spark SQL types: string, int, bigint, double, decimal(p,s), timestamp, ...)"

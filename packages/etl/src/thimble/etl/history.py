@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from thimble.common.config import ThimbleSettings, load_settings
 from thimble.etl import _tables
 from thimble.etl.config import EtlSettings
+from thimble.etl.errors import TableNotFoundError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -65,6 +66,9 @@ def history(
         counts = meta.get("counts", {})
         metrics = commit["metrics"]
         inserted = counts.get("inserted", _int(metrics.get("numTargetRowsInserted")))
+        if "inserted" not in counts and meta.get("mode") in ("append", "overwrite"):
+            # A one-pass write knows its row count only once committed: Delta's count is the one.
+            inserted = _int(metrics.get("numOutputRows"))
         updated = counts.get("updated", _int(metrics.get("numTargetRowsUpdated")))
         if meta.get("mode") == "merge":
             inserted, updated = (
@@ -121,9 +125,14 @@ def table_version(
     table: str, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
 ) -> int:
     """The table's current version."""
-    spark, name = _resolve(table, spark, settings)
+    settings = settings if settings is not None else load_settings(EtlSettings)
+    if spark is None:
+        spark, name = _resolve(table, spark, settings)
+    else:
+        name = _tables.qualified(table, settings)
     version = _tables.version(spark, name)
-    assert version is not None
+    if version is None:
+        raise TableNotFoundError(f"no table '{name}' in the warehouse")
     return version
 
 

@@ -1,4 +1,5 @@
-"""Quality: metrics of the rows about to be written, fused into ONE Spark aggregation, and checks on them.
+"""Quality: metrics of the rows about to be written, fused into ONE Spark aggregation (or observed by the
+write itself, when nothing waits for them), and checks on them.
 
 Checks are thresholds (``min``/``max``) or a change against the table's own history (``max_change``
 relative to the trailing mean of the last ``over_last`` committed runs). Metrics and check results are
@@ -8,16 +9,18 @@ stored in the metrics table, keyed by table, run id and version.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from thimble.etl.config import CheckConfig, MetricConfig
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, Observation, SparkSession
 
 Status = Literal["pass", "warn", "fail"]
 # Distinct counts use HyperLogLog++ so every metric stays in one scan (exact distinct counts would need a
@@ -100,6 +103,10 @@ def compute_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> dict[str,
     exprs = [metric_expression(m, types).alias(f"m{i}") for i, m in enumerate(metrics)]
     with _single_job(df.sparkSession):
         row = df.agg(*exprs).collect()[0]
+    return _values(row.asDict(), metrics)
+
+
+def _values(row: Mapping[str, Any], metrics: Sequence[MetricConfig]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for i, metric in enumerate(metrics):
         value = row[f"m{i}"]
@@ -107,6 +114,57 @@ def compute_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> dict[str,
             None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
         )
     return out
+
+
+ROWS = "rows"
+
+
+class ObservedMetrics:
+    """Metrics gathered by the write itself (Spark's ``DataFrame.observe``), with no pass of their own.
+
+    ``df`` is the frame to write; once an action on it has finished, :meth:`values` returns the row
+    count and every metric, as :func:`compute_metrics` would on the same rows.
+    """
+
+    def __init__(self, df: DataFrame, observation: Observation, metrics: Sequence[MetricConfig]) -> None:
+        self.df = df
+        self._observation = observation
+        self._metrics = list(metrics)
+
+    def values(self, timeout: float = 30.0) -> tuple[int, dict[str, float | None]] | None:
+        """(rows, metrics) of the action run on :attr:`df`; None when Spark has not reported them."""
+        # Spark completes the observation once the action's execution has ended: wait for it with a bound
+        # (``Observation.get`` would block forever on an action that never reports it).
+        java = getattr(self._observation, "_jo", None)
+        if java is not None:
+            future = java.future()
+            deadline = time.monotonic() + timeout
+            while not future.isCompleted():
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.005)
+        row = self._observation.get
+        return int(row[ROWS]), _values(row, self._metrics)
+
+
+def observe_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> ObservedMetrics | None:
+    """``df`` observed for its row count and ``metrics``; None when one cannot be observed in the pass.
+
+    Spark refuses some aggregates in observed metrics (e.g. ``count(DISTINCT ...)`` in a ``sql``
+    metric): those runs measure in their own Spark job instead.
+    """
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    observation = Observation(f"thimble-quality-{uuid.uuid4().hex}")
+    try:
+        exprs = [metric_expression(m, types).alias(f"m{i}") for i, m in enumerate(metrics)]
+        observed = df.observe(observation, F.count(F.lit(1)).alias(ROWS), *exprs)
+    except AnalysisException:
+        return None
+    return ObservedMetrics(observed, observation, metrics)
 
 
 def evaluate(

@@ -28,10 +28,18 @@ from thimble.etl.config import (
     load_table_config,
 )
 from thimble.etl.errors import ConfigError, EtlError
-from thimble.etl.quality import METRICS_SCHEMA, CheckResult, compute_metrics, evaluate, metric_rows
+from thimble.etl.quality import (
+    METRICS_SCHEMA,
+    CheckResult,
+    ObservedMetrics,
+    compute_metrics,
+    evaluate,
+    metric_rows,
+    observe_metrics,
+)
 from thimble.etl.sources import read_source
 from thimble.etl.validate import FAILED, effective_rules, flag, passing, quarantine_rows
-from thimble.etl.writer import WriteMode, WriteSpec, count, prepare, write
+from thimble.etl.writer import WriteMode, WriteSpec, count, prepare, write, write_in_one_pass
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -327,6 +335,13 @@ def _history(spark: SparkSession, metrics_table: str, table: str) -> Any:
     return past
 
 
+def _append_metrics(spark: SparkSession, rows: list[tuple[object, ...]], table: str) -> None:
+    if _tables.exists(spark, table) and _tables.append_rows(spark, table, rows):
+        return
+    # A few dozen rows: one file (one task), not one per core.
+    _append(spark, spark.createDataFrame(rows, METRICS_SCHEMA).coalesce(1), table)
+
+
 def _append(spark: SparkSession, df: DataFrame, table: str) -> None:
     if _tables.exists(spark, table):
         df.writeTo(table).append()
@@ -352,6 +367,12 @@ def _load(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    if _one_pass_possible(spark, table, spec, steps, rules, quality, progress_meta):
+        observed = observe_metrics(source, quality.metrics)
+        if observed is not None:
+            return _load_in_one_pass(
+                spark, settings, table, observed, spec, quality, run_id, config_hash, phases, caller
+            )
     metrics_table, quarantine_table = _etl_names(settings, table)
     run_at = datetime.now(UTC).replace(tzinfo=None)
     before = _tables.version(spark, table)
@@ -443,7 +464,7 @@ def _load(
                 rows = metric_rows(
                     table, run_id, result.version, result.committed, run_at, result.metrics, result.checks
                 )
-                _append(spark, spark.createDataFrame(rows, METRICS_SCHEMA), metrics_table)
+                _append_metrics(spark, rows, metrics_table)
     finally:
         for df in cached:
             df.unpersist()
@@ -454,6 +475,103 @@ def _load(
         table, result.status, result.version, result.rows_read, result.rows_quarantined,
         result.inserted, result.updated, result.closed,
     )  # fmt: skip
+    return result
+
+
+def _one_pass_possible(
+    spark: SparkSession,
+    table: str,
+    spec: WriteSpec,
+    steps: Sequence[CleanseStep],
+    rules: Sequence[Rule],
+    quality: QualityConfig,
+    progress_meta: dict[str, Any],
+) -> bool:
+    """Whether nothing must be known before the write: then the rows are written as they are computed.
+
+    No cleanse step (rows read = rows written), no validation rule (nothing to quarantine), no check
+    that can block (``severity: fail``), no source progress to record, and a write that appends to (or
+    replaces) a table that exists: creating one is a CREATE TABLE AS SELECT, which Spark runs outside
+    the write's own execution, so the metrics it observes would not be reported.
+    """
+    if steps or rules or progress_meta:
+        return False
+    if any(check.severity == "fail" for check in quality.checks):
+        return False
+    if not (spec.mode == "append" or (spec.mode == "overwrite" and spec.overwrite_schema)):
+        return False
+    if spec.overwrite_schema and spec.partition_by:
+        return False  # new partitioning: only a REPLACE TABLE changes it
+    return _tables.exists(spark, table)
+
+
+def _load_in_one_pass(
+    spark: SparkSession,
+    settings: ThimbleSettings,
+    table: str,
+    observed: ObservedMetrics,
+    spec: WriteSpec,
+    quality: QualityConfig,
+    run_id: str,
+    config_hash: str,
+    phases: _Phases,
+    caller: dict[str, Any] | None,
+) -> RunResult:
+    """Write as the rows are computed: no cache, no count first; metrics are observed during the write.
+
+    The commit's counts cannot hold the number of rows (it is known once the rows are written):
+    ``history()`` takes it from Delta's ``numOutputRows`` of the commit. Checks (none can block) are
+    evaluated after the write and stored in the metrics table with the run's metrics.
+    """
+    metrics_table, _ = _etl_names(settings, table)
+    run_at = datetime.now(UTC).replace(tzinfo=None)
+    result = RunResult(table, run_id, "unchanged", None, None, config_hash)
+    meta: dict[str, Any] = {
+        "run_id": run_id,
+        "config_hash": config_hash,
+        "mode": spec.mode,
+        "package_version": __version__,
+        "counts": {"quarantined": 0},
+        "source": {},
+    }
+    if not quality.checks:
+        meta["checks"] = result.check_counts
+    if caller:
+        meta["metadata"] = caller
+    with phases("write"):
+        version = write_in_one_pass(spark, observed.df, table, spec, meta)
+    with phases("quality"):
+        measured = observed.values()
+    if measured is None:
+        raise EtlError(
+            f"{table}: version {version} was written, but Spark did not report its quality metrics; "
+            "they are not in the metrics table"
+        )
+    rows, values = measured
+    if version is None:
+        result.version = result.previous_version = _tables.version(spark, table)
+    else:
+        # Delta's log is linear: the version before this commit is the one it follows.
+        result.version, result.previous_version, result.status = version, version - 1, "committed"
+    result.rows_read = result.rows_cleansed = result.inserted = rows
+    values.update({"rows_read": float(rows), "rows_cleansed": float(rows), "rows_quarantined": 0.0})
+    result.metrics = values
+    with phases("checks"):
+        result.checks = evaluate(quality.checks, values, _history(spark, metrics_table, table))
+    with phases("metrics"):
+        rows_out = metric_rows(
+            table, run_id, result.version, result.committed, run_at, result.metrics, result.checks
+        )
+        _append_metrics(spark, rows_out, metrics_table)
+    result.spark_jobs = phases.job_counts()
+    result.phase_seconds = {name: round(seconds, 2) for name, seconds in phases.seconds.items()}
+    log.info(
+        "%s: %s at version %s in one pass (inserted %d)",
+        table,
+        result.status,
+        result.version,
+        result.inserted,
+    )
     return result
 
 

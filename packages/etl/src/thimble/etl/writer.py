@@ -168,6 +168,33 @@ def write(
     return after, after != before
 
 
+def write_in_one_pass(
+    spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec, metadata: dict[str, Any]
+) -> int | None:
+    """Append ``df`` to the existing ``table`` (or, with ``overwrite_schema``, replace its rows and schema)
+    in one commit tagged with ``metadata``, as ONE Spark job; return the version committed (None: no commit,
+    e.g. nothing to append).
+    """
+    from pyspark.sql import functions as F
+
+    if not (spec.mode == "append" or (spec.mode == "overwrite" and spec.overwrite_schema)):
+        raise ValueError(f"one-pass writes append or replace a table, not '{spec.mode}'")
+    new_columns = check_schema(spark, df, table, spec)
+    writer = df.writeTo(table)
+    if new_columns:
+        writer = writer.option("mergeSchema", "true")
+    # The version Delta committed in this session is exact (no history lookup, not another writer's).
+    spark.conf.unset(_tables.LAST_COMMIT_CONF)
+    with _tables.commit_metadata(spark, metadata):
+        if spec.mode == "append":
+            writer.append()
+        else:
+            # Not saveAsTable: Spark reports observed metrics of this write only through DataSource V2.
+            writer.option("overwriteSchema", "true").overwrite(F.lit(True))
+    committed = spark.conf.get(_tables.LAST_COMMIT_CONF, None)
+    return int(committed) if committed else None
+
+
 def merge_counts(spark: SparkSession, table: str, version: int | None) -> dict[str, int]:
     """Inserted/updated counts of a merge commit, from Delta's operation metrics."""
     if version is None:
