@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from modelops_testmodels import churn, churn_sample
+from modelops_testmodels import save_churn
 
 from thimble.modelops import Registry
 
@@ -45,15 +45,7 @@ def registry(tmp_path: Path) -> Registry:
 @pytest.fixture
 def saved_churn(registry: Registry, churn_clf: LogisticRegression) -> Registry:
     """A registry with churn@1 (alias prod), pickled by value so that any process can load it."""
-    registry.save(
-        churn,
-        artifacts={"clf": churn_clf},
-        training_data="warehouse.client_features@v12",
-        metrics={"auc": 0.81},
-        sample=churn_sample(),
-        aliases=["prod"],
-        pickle_function=True,
-    )
+    save_churn(registry, churn_clf)
     return registry
 
 

@@ -96,3 +96,16 @@ def churn_sample(n: int = 300, seed: int = 0) -> list[dict[str, Any]]:
         {"client_id": i, "orders_7d": int(rng.integers(0, 20)), "spend_7d": float(rng.normal(50, 20))}
         for i in range(n)
     ]
+
+
+def save_churn(registry: Any, clf: Any) -> Any:
+    """churn as the next version in ``registry``, alias prod, pickled by value so that any process can load it."""
+    return registry.save(
+        churn,
+        artifacts={"clf": clf},
+        training_data="warehouse.client_features@v12",
+        metrics={"auc": 0.81},
+        sample=churn_sample(),
+        aliases=["prod"],
+        pickle_function=True,
+    )

@@ -120,6 +120,16 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
     )
     assert again.output_version == 1
     assert spark.table(f"test.{target}").count() == 800
+    # Into an existing table the predictions are written as they are scored, measured by the write itself.
+    assert again.metrics["quality.row_count"] == 400
+    assert again.metrics["quality.mean:p_churn"] == pytest.approx(metrics["quality.mean:p_churn"])
+    stored = (
+        spark.table("test.thimble_quality")
+        .filter(f"run_id = '{again.run_id}' AND name = 'row_count'")
+        .select("value", "version", "committed")
+        .collect()
+    )
+    assert [tuple(r) for r in stored] == [(400.0, 1, True)]
 
     # An overwrite may change the table's columns (here: without `segment`), as a new model version may.
     narrower = run_batch(
@@ -128,6 +138,11 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
     assert narrower.output_version == 2
     replaced = spark.table(f"test.{target}")
     assert (replaced.count(), "segment" in replaced.columns) == (400, False)
+    versions = {v.version: v for v in history(target, spark=spark, settings=settings)}
+    assert [(versions[n].inserted, versions[n].metadata["input_version"]) for n in (1, 2)] == [
+        (400, 0),
+        (400, 0),
+    ]
 
 
 def test_dataframe_models_batch_too(

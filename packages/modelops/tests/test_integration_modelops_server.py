@@ -164,6 +164,57 @@ def test_features_come_from_the_online_store(
     )
 
 
+def test_concurrent_feature_lookups_each_get_their_own_entity(
+    saved_churn: Registry, redis_url: str, prefix: str, store: Any, live: Callable[..., Any]
+) -> None:
+    for i in range(40):
+        _put_features(store, prefix, i, orders_7d=i % 7, spend_7d=10.0 + i)
+    server = live(
+        create_app(
+            settings=_settings(saved_churn, redis_url, prefix), refs=["churn@prod"], registry=saved_churn
+        )
+    )
+    ids = [*range(40), 404, 405]  # the last two are not in the store
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=64)) as http:
+            return await asyncio.gather(
+                *(http.post("/v1/models/churn@prod/predict", json={"client_id": i}) for i in ids)
+            )
+
+    responses = asyncio.run(fire())
+    model = saved_churn.load("churn@1")
+    expected = model.predict([{"client_id": i, "orders_7d": i % 7, "spend_7d": 10.0 + i} for i in range(40)])
+    assert [r.json()["predictions"][0] for r in responses[:40]] == expected
+    assert [r.status_code for r in responses[40:]] == [422, 422]
+    assert responses[41].json()["detail"][0]["msg"].startswith("feature 'spend_7d' of client_id=405")
+
+
+def test_an_unreachable_online_store_is_a_clear_503(
+    saved_churn: Registry, prefix: str, live: Callable[..., Any]
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(
+        settings=_settings(saved_churn, f"redis://127.0.0.1:{port}/0", prefix),
+        refs=["churn@prod"],
+        registry=saved_churn,
+    )
+    server = live(app)
+    with httpx.Client(base_url=server.url) as http:
+        down = http.post("/v1/models/churn@prod/predict", json={"client_id": 1})
+        assert down.status_code == 503
+        assert "online store unavailable for feature set 'client-features'" in down.json()["detail"][0]["msg"]
+        sent = http.post(
+            "/v1/models/churn@prod/predict", json={"client_id": 1, "orders_7d": 1, "spend_7d": 2.0}
+        )
+        assert sent.status_code == 200  # a request carrying every feature needs no store
+        assert http.get("/readyz").status_code == 503
+
+
 def test_concurrent_requests_are_micro_batched(
     saved_churn: Registry, redis_url: str, prefix: str, live: Callable[..., Any]
 ) -> None:

@@ -1,6 +1,7 @@
 """thimble-modelops: a model is a typed function plus its context; serve it, batch it, stream it, track it."""
 
 from thimble.modelops.__about__ import __version__
+from thimble.modelops._prediction_log import prediction_table_config
 from thimble.modelops.config import ModelOpsConfig, ModelOpsSettings, load_modelops_settings
 from thimble.modelops.envelope import LoadedModel, ModelContext, ModelFunction, ModelInfo, model
 from thimble.modelops.errors import (
@@ -39,4 +40,5 @@ __all__ = [
     "__version__",
     "load_modelops_settings",
     "model",
+    "prediction_table_config",
 ]

@@ -13,7 +13,7 @@ import time
 import types
 import typing
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,8 @@ MODEL_COLUMN = "_model"
 VERSION_COLUMN = "_model_version"
 INPUT_VERSION_COLUMN = "_input_version"
 RUN_COLUMN = "_run_id"
+# Input drift is measured on an evenly spaced sample of each Arrow batch (outputs: on every row).
+DRIFT_SAMPLE_PER_BATCH = 1_000
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,14 @@ def qualified(table: str, settings: ModelOpsSettings) -> str:
     return table if "." in table else f"{settings.warehouse.database}.{table}"
 
 
-def table_version(spark: SparkSession, table: str) -> int | None:
+def table_version(spark: SparkSession, table: str, settings: ModelOpsSettings | None = None) -> int | None:
     """The current Delta version of ``table`` (``None`` when it is not a Delta table)."""
-    try:
-        from delta.tables import DeltaTable
+    from thimble.etl import table_version as delta_version
 
-        row = DeltaTable.forName(spark, table).history(1).select("version").first()
+    try:
+        return delta_version(table, spark=spark, settings=settings or load_modelops_settings())
     except Exception:
         return None
-    return int(row[0]) if row else None
 
 
 def write_table(
@@ -217,9 +218,11 @@ class _Stats:
 
     def measure(self, pdf: pd.DataFrame, out: pd.DataFrame) -> dict[str, Any]:
         stats: dict[str, Any] = {"rows": len(out)}
+        step = max(1, len(pdf) // DRIFT_SAMPLE_PER_BATCH)
         for f, edges in self.inputs.items():
             if f in pdf.columns:
-                stats[f"hist.input.{f}"] = _counts(pdf[f].to_numpy(dtype="float64", na_value=np.nan), edges)
+                values = pdf[f].to_numpy(dtype="float64", na_value=np.nan)[::step]
+                stats[f"hist.input.{f}"] = _counts(values, edges)
         for f in self.outputs:
             values = out[f].to_numpy(dtype="float64", na_value=np.nan)
             finite = values[np.isfinite(values)]
@@ -255,20 +258,21 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_WORKER_MODELS: dict[tuple[str, str, int], LoadedModel] = {}
+_LOADED: dict[tuple[str, str, int], LoadedModel] = {}
 
 
-def _worker_model(registry_url: str, name: str, version: int) -> LoadedModel:
-    key = (registry_url, name, version)
-    if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = Registry(registry_url).load(f"{name}@{version}")
-    return _WORKER_MODELS[key]
+def _cached_model(url: str, name: str, version: int, open_registry: Callable[[], Registry]) -> LoadedModel:
+    """``name@version`` loaded once per process: versions are immutable (the driver and each Python worker)."""
+    key = (url, name, version)
+    if key not in _LOADED:
+        _LOADED[key] = open_registry().load(f"{name}@{version}")
+    return _LOADED[key]
 
 
 def score(
     df: DataFrame,
     model: LoadedModel,
-    registry_url: str,
+    registry: Registry | str,
     keep: list[str],
     accumulator: Any = None,
 ) -> DataFrame:
@@ -277,6 +281,9 @@ def score(
 
     assert model.version is not None
     name, version = model.name, model.version
+    registry_url, options = (
+        (registry, {}) if isinstance(registry, str) else (registry.url, registry.storage_options)
+    )
     inputs = [c for c in model.input_fields if c in df.columns]
     kept_types = {f.name: f.dataType for f in df.schema.fields}
     schema = T.StructType(
@@ -291,9 +298,9 @@ def score(
     enums = [f for f in model.output_fields if _is_enum(model.output_type.model_fields[f].annotation)]
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        m = _worker_model(registry_url, name, version)
+        m = _cached_model(registry_url, name, version, lambda: Registry(registry_url, options))
         for pdf in batches:
-            out = m.predict_frame(pdf[inputs])
+            out = m.predict_frame(pdf)
             for c in enums:  # the column holds the values, as served JSON does
                 out[c] = [v.value if isinstance(v, enum.Enum) else v for v in out[c]]
             if accumulator is not None:
@@ -328,22 +335,26 @@ def run_batch(
     from pyspark.sql import functions as F
 
     settings = settings or load_modelops_settings()
-    registry = registry or Registry(settings.modelops.registry, sample_rows=settings.modelops.sample_rows)
-    loaded = registry.load(model) if isinstance(model, str) else model
+    registry = registry or Registry.from_config(settings.modelops)
+    if isinstance(model, str):
+        name, version = registry.resolve(model)
+        loaded = _cached_model(registry.url, name, version, lambda: registry)
+    else:
+        loaded = model
     if loaded.version is None:
         raise ModelOpsError("batch scoring needs a saved model version (save it first)")
     if mode not in ("overwrite", "append"):
         raise ModelOpsError(f"mode {mode!r}: use overwrite or append")
     source = qualified(input_table, settings)
     target = qualified(output_table, settings)
-    if not spark.catalog.tableExists(source):
+    # A Delta table has a version: only a table without one needs asking whether it exists.
+    version_in = input_version if input_version is not None else table_version(spark, source, settings)
+    if (version_in is None or input_version is not None) and not spark.catalog.tableExists(source):
         raise ModelOpsError(f"no table {source!r} in the warehouse")
     reader = spark.read.format("delta")
     if input_version is not None:
         df = reader.option("versionAsOf", input_version).table(source)
-        version_in: int | None = input_version
     else:
-        version_in = table_version(spark, source)
         df = (
             spark.table(source)
             if version_in is None
@@ -370,12 +381,13 @@ def run_batch(
 
     acc = spark.sparkContext.accumulator({}, _DictParam())
     run_id = f"batch-{uuid.uuid4().hex[:12]}"
-    scored = (
-        score(df, loaded, registry.url, keep, acc)
-        .withColumn(MODEL_COLUMN, F.lit(loaded.name))
-        .withColumn(VERSION_COLUMN, F.lit(loaded.version).cast("int"))
-        .withColumn(INPUT_VERSION_COLUMN, F.lit(version_in).cast("long"))
-        .withColumn(RUN_COLUMN, F.lit(run_id))
+    scored = score(df, loaded, registry, keep, acc).withColumns(
+        {
+            MODEL_COLUMN: F.lit(loaded.name),
+            VERSION_COLUMN: F.lit(loaded.version).cast("int"),
+            INPUT_VERSION_COLUMN: F.lit(version_in).cast("long"),
+            RUN_COLUMN: F.lit(run_id),
+        }
     )
     conf_key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(conf_key, None)

@@ -1,4 +1,4 @@
-"""``thimble-modelops``: save, list, show, alias, serve, batch, stream, dashboard."""
+"""``thimble-modelops``: save, list, show, alias, serve, batch, stream, prediction-table, dashboard."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _settings(
 
 
 def _registry(settings: ModelOpsSettings) -> Registry:
-    return Registry(settings.modelops.registry, sample_rows=settings.modelops.sample_rows)
+    return Registry.from_config(settings.modelops)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:
@@ -387,6 +387,37 @@ def dashboard(
     tracker = Tracker.for_registry(_registry(settings)) or Tracker(settings.modelops.tracking_path())
     out.print(f"dashboard of {tracker.path} on http://{host}:{port}")
     uvicorn.run(create_dashboard(tracker), host=host, port=port, log_level="warning")
+
+
+@app.command("prediction-table")
+@user_errors
+def prediction_table(
+    ref: Annotated[str, typer.Argument(help="model: name, name@alias or name@version")],
+    topic: Annotated[str, typer.Option("--topic", help="Kafka topic the server logs predictions to")],
+    table: Annotated[
+        str | None, typer.Option("--table", help="warehouse table (default <model>_prediction_log)")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the YAML here (default: print it)")
+    ] = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print the thimble-etl table config loading a model's prediction log (run it with thimble-etl run)."""
+    import yaml
+
+    from thimble.modelops._prediction_log import prediction_table_config
+
+    loaded = _registry(_settings(config, registry)).load(ref)
+    text = yaml.safe_dump(prediction_table_config(loaded, topic, table), sort_keys=False, width=1_000)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text)
+    except OSError as exc:
+        raise ModelOpsError(f"cannot write {output}: {exc.strerror or exc}") from None
+    out.print(f"wrote the table config of {loaded.ref}'s prediction log to {output}", highlight=False)
 
 
 @app.command()

@@ -40,7 +40,11 @@ class ServerConfig(Section):
 class BatchConfig(Section):
     """Spark batch scoring."""
 
-    max_records_per_batch: int = Field(default=10_000, ge=1, description="Arrow batch size for mapInPandas")
+    max_records_per_batch: int = Field(
+        default=50_000,
+        ge=1,
+        description="rows per Arrow batch given to the model: larger amortises per-batch work, smaller bounds memory",
+    )
 
 
 class ModelOpsConfig(Section):
@@ -48,6 +52,10 @@ class ModelOpsConfig(Section):
 
     registry: str = Field(
         default_factory=_default_registry, description="folder or fsspec URL of the registry"
+    )
+    registry_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options of the registry, e.g. base_url and auth for webdav://",
     )
     tracking: str | None = Field(default=None, description="SQLite file of the metrics store")
     sample_rows: int = Field(default=1000, ge=1, description="input rows kept with a saved model")

@@ -7,6 +7,10 @@ Layout under the root (a local folder or any fsspec URL)::
     <name>/versions/<n>/function.pkl      only when the function cannot be imported by path
     <name>/versions/<n>/sample.json
     <name>/aliases/<alias>.json           {"version": n, "updated_at": ...}
+
+Saving never overwrites a version: each save claims a new ``versions/<n>`` with the filesystem's
+exclusive-create primitive (see :meth:`Registry.save`). Nothing is cached between calls, so another
+process sees a new version or a moved alias as soon as it is written.
 """
 
 from __future__ import annotations
@@ -14,18 +18,23 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import os
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import fsspec
 import joblib
 import orjson
+from pydantic import ValidationError
 
+from thimble.common.errors import ThimbleError
 from thimble.common.logging import get_logger
 from thimble.modelops import _drift, _environment
 from thimble.modelops.envelope import (
@@ -48,9 +57,17 @@ from thimble.modelops.errors import (
     VersionExistsError,
 )
 
+if TYPE_CHECKING:
+    from thimble.modelops.config import ModelOpsConfig
+
 log = get_logger(__name__)
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 LATEST = "latest"
+# Filesystems whose mkdir fails when the folder exists, atomically on the server side
+# (local: mkdir(2); WebDAV: MKCOL answers 405), so creating a version's folder claims it.
+_EXCLUSIVE_MKDIR = frozenset({"file", "local", "memory", "webdav", "dav"})
+# Elsewhere (object stores have no folders) a version is claimed by creating this file with mode "xb".
+_CLAIM_FILE = "_claim"
 
 
 @dataclass(frozen=True)
@@ -100,16 +117,47 @@ def _sample_records(sample: Any, limit: int) -> list[Any]:
     return records
 
 
+def _last(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _storage_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = dict(options or {})
+    # A config file or environment variable has no tuples: ``auth: [user, password]`` means basic auth.
+    if isinstance(out.get("auth"), list) and len(out["auth"]) == 2:
+        out["auth"] = tuple(out["auth"])
+    return out
+
+
 class Registry:
-    """Models on a filesystem: save immutable versions, move aliases, load for serving or batch."""
+    """Models on a filesystem: save immutable versions, move aliases, load for serving or batch.
+
+    ``url`` is a local folder or any fsspec URL; ``storage_options`` go to its filesystem
+    (for ``webdav://folder``: ``base_url`` and ``auth``).
+    """
 
     def __init__(
         self, url: str, storage_options: Mapping[str, Any] | None = None, sample_rows: int = 1000
     ) -> None:
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        self.root = self.root.rstrip("/")
+        self.storage_options = _storage_options(storage_options)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **self.storage_options)
+        except (ImportError, ValueError) as exc:  # a missing package, an unknown protocol
+            raise ModelOpsError(f"registry {url}: {exc}") from None
+        except TypeError as exc:
+            raise ModelOpsError(
+                f"registry {url}: cannot open it ({exc}); give its storage options in modelops.registry_options"
+            ) from None
+        self.root = root.rstrip("/")
         self.sample_rows = sample_rows
+        protocol = self.fs.protocol
+        self._protocols = {protocol} if isinstance(protocol, str) else set(protocol)
+
+    @classmethod
+    def from_config(cls, cfg: ModelOpsConfig) -> Registry:
+        """The registry a ``modelops`` settings section names, with its storage options."""
+        return cls(cfg.registry, cfg.registry_options, sample_rows=cfg.sample_rows)
 
     @classmethod
     def open(cls, url: str | None = None) -> Registry:
@@ -117,10 +165,15 @@ class Registry:
         from thimble.modelops.config import load_modelops_settings
 
         cfg = load_modelops_settings().modelops
-        return cls(url or cfg.registry, sample_rows=cfg.sample_rows)
+        return cls(url or cfg.registry, cfg.registry_options, sample_rows=cfg.sample_rows)
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r})"
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the registry is a folder on this machine."""
+        return bool(self._protocols & {"file", "local"})
 
     # paths
     def _model_dir(self, name: str) -> str:
@@ -129,46 +182,96 @@ class Registry:
     def _version_dir(self, name: str, version: int) -> str:
         return f"{self.root}/{name}/versions/{version}"
 
-    def _write(self, path: str, data: bytes) -> None:
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(path, data)
+    # storage: every filesystem call goes through these, uncached, with errors in the registry's words
+    @contextmanager
+    def _storage(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (FileNotFoundError, FileExistsError, ThimbleError):
+            raise
+        except Exception as exc:
+            raise ModelOpsError(
+                f"registry {self.url}: cannot {action} ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def _ls(self, path: str) -> list[dict[str, Any]]:
+        """Entries of a folder (``[]`` when it does not exist), listed afresh."""
+        with self._storage(f"list {path}"):
+            self.fs.invalidate_cache(path)
+            try:
+                entries: list[dict[str, Any]] = self.fs.ls(path, detail=True)
+            except FileNotFoundError:
+                return []
+            return entries
+
+    def _exists(self, path: str) -> bool:
+        # Unlike fs.exists, a failing server is an error here, not a missing file.
+        with self._storage(f"read {path}"):
+            self.fs.invalidate_cache(path)
+            try:
+                self.fs.info(path)
+            except FileNotFoundError:
+                return False
+            return True
+
+    def _write(self, path: str, data: bytes, *, whole: bool = False) -> None:
+        """Write a file; ``whole``: a new file that readers must never see half-written (an envelope)."""
+        with self._storage(f"write {path}"):
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            if self.is_local:  # envelopes and aliases alike: rename replaces atomically
+                self.fs.pipe_file(tmp, data)
+                os.replace(tmp, path)
+            elif whole and self._protocols & {"webdav", "dav"}:
+                # A WebDAV server may write a PUT in place; MOVE of a file is a rename on the server.
+                self.fs.pipe_file(tmp, data)
+                self.fs.client.move(tmp, path)
+            else:  # an object store's PUT replaces the whole object at once
+                self.fs.pipe_file(path, data)
 
     def _read(self, path: str) -> bytes:
-        data = self.fs.cat_file(path)
+        with self._storage(f"read {path}"):
+            data = self.fs.cat_file(path)
         assert isinstance(data, bytes)
         return data
 
     # reading
     def names(self) -> list[str]:
-        if not self.fs.exists(self.root):
-            return []
+        """Model names (folders under the root), sorted."""
         return sorted(
-            p.rstrip("/").rsplit("/", 1)[-1]
-            for p in self.fs.ls(self.root, detail=False)
-            if self.fs.isdir(p) and not p.rstrip("/").rsplit("/", 1)[-1].startswith("_")
+            _last(e["name"])
+            for e in self._ls(self.root)
+            if e.get("type") == "directory" and not _last(e["name"]).startswith("_")
         )
 
     def versions(self, name: str) -> list[int]:
-        """Committed versions of ``name``, oldest first."""
-        base = f"{self._model_dir(name)}/versions"
-        if not self.fs.exists(base):
-            return []
+        """Committed versions of ``name`` (those whose envelope is written), oldest first."""
         out = []
-        for p in self.fs.ls(base, detail=False):
-            last = p.rstrip("/").rsplit("/", 1)[-1]
-            if last.isdigit() and self.fs.exists(f"{p.rstrip('/')}/envelope.json"):
+        for e in self._ls(f"{self._model_dir(name)}/versions"):
+            last = _last(e["name"])
+            if last.isdigit() and self._exists(f"{e['name'].rstrip('/')}/envelope.json"):
                 out.append(int(last))
         return sorted(out)
 
     def aliases(self, name: str) -> dict[str, int]:
-        base = f"{self._model_dir(name)}/aliases"
-        if not self.fs.exists(base):
-            return {}
+        """``{alias: version}`` of ``name``."""
         out = {}
-        for p in self.fs.ls(base, detail=False):
-            if p.endswith(".json"):
-                out[p.rsplit("/", 1)[-1][:-5]] = int(orjson.loads(self._read(p))["version"])
+        for e in self._ls(f"{self._model_dir(name)}/aliases"):
+            path = e["name"].rstrip("/")
+            if path.endswith(".json"):
+                try:
+                    out[_last(path)[:-5]] = self._alias_version(path)
+                except FileNotFoundError:
+                    continue  # deleted since the listing
         return dict(sorted(out.items()))
+
+    def _alias_version(self, path: str) -> int:
+        for _ in range(5):  # a WebDAV server may show an alias while it is being rewritten
+            try:
+                return int(orjson.loads(self._read(path))["version"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                problem = exc
+        raise ModelOpsError(f"registry {self.url}: alias file {path} is unreadable ({problem})")
 
     def models(self) -> list[ModelSummary]:
         return [ModelSummary(n, self.versions(n), self.aliases(n)) for n in self.names() if self.versions(n)]
@@ -201,7 +304,13 @@ class Registry:
 
     def info(self, ref: str | ModelRef) -> ModelInfo:
         name, version = self.resolve(ref)
-        return ModelInfo.model_validate_json(self._read(f"{self._version_dir(name, version)}/envelope.json"))
+        path = f"{self._version_dir(name, version)}/envelope.json"
+        try:
+            return ModelInfo.model_validate_json(self._read(path))
+        except ValidationError as exc:
+            raise ModelLoadError(
+                f"model {name}@{version}: its envelope {path} is unreadable ({exc})"
+            ) from None
 
     def sample(self, ref: str | ModelRef) -> list[dict[str, Any]]:
         info = self.info(ref)
@@ -229,35 +338,55 @@ class Registry:
 
     def delete_alias(self, name: str, alias: str) -> None:
         path = f"{self._model_dir(name)}/aliases/{alias}.json"
-        if not self.fs.exists(path):
+        if not self._exists(path):
             raise ModelNotFoundError(f"{name} has no alias {alias!r}")
-        self.fs.rm_file(path)
+        with self._storage(f"delete {path}"):
+            self.fs.rm_file(path)
 
     # saving
     def _allocate(self, name: str) -> int:
+        """Claim the next free version number of ``name``: two writers never get the same one."""
         base = f"{self._model_dir(name)}/versions"
-        self.fs.makedirs(base, exist_ok=True)
-        existing = [
-            int(p.rstrip("/").rsplit("/", 1)[-1])
-            for p in self.fs.ls(base, detail=False)
-            if p.rstrip("/").rsplit("/", 1)[-1].isdigit()
-        ]
-        version = max(existing, default=0) + 1
+        with self._storage(f"create {base}"):
+            self.fs.makedirs(base, exist_ok=True)
+        taken = [int(last) for e in self._ls(base) if (last := _last(e["name"])).isdigit()]
+        version = max(taken, default=0) + 1
         for _ in range(100):
-            path = self._version_dir(name, version)
             try:
-                if self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol:
-                    import os
-
-                    os.mkdir(path)
-                elif self.fs.exists(path):
-                    raise FileExistsError(path)
-                else:
-                    self.fs.makedirs(path)
+                self._claim(self._version_dir(name, version))
                 return version
             except FileExistsError:
                 version += 1
         raise VersionExistsError(f"could not allocate a new version of {name} in {self.url}")
+
+    def _claim(self, vdir: str) -> None:
+        """Create ``vdir`` so that no other writer can; raise FileExistsError when it is taken."""
+        if self._protocols & _EXCLUSIVE_MKDIR:
+            with self._storage(f"create {vdir}"):
+                try:
+                    self.fs.mkdir(vdir, create_parents=False)
+                except FileExistsError:
+                    raise
+                except Exception:
+                    # e.g. a WebDAV server that answers a lost race with 500 instead of 405
+                    if self._exists(vdir):
+                        raise FileExistsError(vdir) from None
+                    raise
+            return
+        marker = f"{vdir}/{_CLAIM_FILE}"
+        with self._storage(f"create {marker}"):
+            try:
+                # Atomic where the filesystem maps "xb" to a conditional write (If-None-Match: *).
+                with self.fs.open(marker, "xb") as f:
+                    f.write(self.url.encode())
+            except (NotImplementedError, ValueError):
+                if self._exists(marker):
+                    raise FileExistsError(marker) from None
+                log.warning(
+                    "this filesystem has no exclusive create: concurrent saves may race",
+                    extra={"registry": self.url},
+                )
+                self.fs.pipe_file(marker, self.url.encode())
 
     def _dump_artifact(self, key: str, value: Any) -> tuple[bytes, str]:
         buf = io.BytesIO()
@@ -284,7 +413,11 @@ class Registry:
         aliases: Sequence[str] = (),
         pickle_function: bool = False,
     ) -> ModelInfo:
-        """Store ``function`` with its artifacts and context as the next version of its name."""
+        """Store ``function`` with its artifacts and context as the next version of its name.
+
+        The version number is claimed before anything is written, so a save never overwrites one; the
+        envelope is written last, and the version exists for readers once it is.
+        """
         artifacts = dict(artifacts or {})
         for key in artifacts:
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
@@ -358,7 +491,7 @@ class Registry:
         vdir = self._version_dir(function.name, version)
         for file, data in blobs.items():
             self._write(f"{vdir}/{file}", data)
-        self._write(f"{vdir}/envelope.json", info.model_dump_json(indent=2).encode())
+        self._write(f"{vdir}/envelope.json", info.model_dump_json(indent=2).encode(), whole=True)
         for alias in aliases:
             self.set_alias(function.name, alias, version)
         self._track_save(info, outputs)

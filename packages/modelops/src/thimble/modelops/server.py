@@ -3,7 +3,7 @@
 Routes: ``POST /v1/models/{ref}/predict`` (one row as an object, or many as an array), the KServe V2
 ``POST /v2/models/{name}/infer``, ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``.
 The request path is lean: orjson parse, one pydantic validation, micro-batched model call, pydantic-core
-JSON dump; prediction logging and metric windows happen off the path.
+JSON dump; prediction records are serialised in batches between requests, metric windows off the loop.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def create_app(
     cfg = settings.modelops.server
     by_ref: dict[str, LoadedModel] = {}
     if models is None:
-        registry = registry or Registry(settings.modelops.registry, sample_rows=settings.modelops.sample_rows)
+        registry = registry or Registry.from_config(settings.modelops)
         wanted = list(refs if refs is not None else cfg.models)
         if not wanted:
             raise ModelNotFoundError(
@@ -253,6 +253,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(track_forever())
+        if plog is not None:
+            plog.start()
         # Models and artifacts live as long as the process: keep them out of the collector's scans (p99).
         gc.collect()
         gc.freeze()
@@ -269,7 +271,7 @@ def create_app(
                 if s.features:
                     await s.features.close()
             if plog is not None:
-                await asyncio.to_thread(plog.close, cfg.prediction_log_flush_s)
+                await plog.close(cfg.prediction_log_flush_s)
 
     app = FastAPI(
         title="Thimble model server",
