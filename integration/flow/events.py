@@ -81,6 +81,11 @@ class Names:
         return _name("THIMBLE_FLOW_ASSIGNMENTS_TOPIC", "ab-assignments")
 
     @property
+    def predictions_topic(self) -> str:
+        """Where the model server logs every prediction it serves."""
+        return _name("THIMBLE_FLOW_PREDICTIONS_TOPIC", "return-risk-predictions")
+
+    @property
     def features_dlq(self) -> str:
         return f"{self.events_topic}.dlq"
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 TABLES = ("client_events", "client_features", "ab_assignments", "client_features_current")
 PREDICTIONS_TABLE = "client_risk_scores"
+PREDICTION_LOG_TABLE = "return_risk_prediction_log"
 CONSUMERS = {"features": "integration.flow.features:app", "ab-test": "integration.flow.ab_test:app"}
 APP_NAMES = {"features": "client-features", "ab-test": "ab-assignment"}
 FIRST_DAY = date(2026, 1, 1)
@@ -98,6 +99,7 @@ class FlowReport:
     model: TrainResult | None = None
     server_url: str = ""
     served: list[dict[str, Any]] = field(default_factory=list)
+    served_request_ids: list[str] = field(default_factory=list)
     batch: BatchResult | None = None
     batch_sample: dict[str, dict[str, Any]] = field(default_factory=dict)
     first_prediction_at: float | None = None
@@ -174,6 +176,7 @@ class Flow:
         self.report.logs = logs or run / "flow" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.processes: list[svc.Process] = []
         self.server: svc.Process | None = None
+        self._logged_before = 0
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -194,6 +197,7 @@ class Flow:
             "THIMBLE_FLOW_EVENTS_TOPIC": names.events_topic,
             "THIMBLE_FLOW_FEATURES_TOPIC": names.features_topic,
             "THIMBLE_FLOW_ASSIGNMENTS_TOPIC": names.assignments_topic,
+            "THIMBLE_FLOW_PREDICTIONS_TOPIC": names.predictions_topic,
             "THIMBLE_FLOW_AB_SPLIT": self.config.ab_split,
             "PYTHONPATH": str(svc.REPO),
         }
@@ -250,6 +254,7 @@ class Flow:
             self.train_model()
             server = self.serve_model()
             self.score_batch()
+            self.load_prediction_log()
             if not keep_serving:
                 server.stop()
         except BaseException:
@@ -408,10 +413,16 @@ class Flow:
                 raise FlowError(str(exc)) from None
 
     def serve_model(self) -> svc.Process:
-        """Serve ``return-risk@prod`` and ask it about a few clients by key only (online features fill the rest)."""
+        """Serve ``return-risk@prod`` and ask it about a few clients by key only (online features fill the rest).
+
+        The server logs every prediction to the predictions topic (see :meth:`load_prediction_log`).
+        """
         port = svc.free_port()
         self.report.server_url = f"http://127.0.0.1:{port}"
         with self.stage("serving", "model served, clients scored online by id"):
+            topic = names.predictions_topic
+            ensure_topic(self.kafka, topic, self.config.partitions)
+            self._logged_before = svc.end_offsets(self.kafka, [topic])[topic]
             argv = [
                 _cli("thimble-modelops"),
                 "serve",
@@ -420,6 +431,8 @@ class Flow:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                "--prediction-log-topic",
+                topic,
             ]
             server = self.server = self._start("model-server", argv)
             svc.wait_for(
@@ -432,6 +445,7 @@ class Flow:
             body = orjson.dumps([{"client_id": c} for c in clients])
             answer = self._predict(body)
             self.report.first_prediction_at = time.time()
+            self.report.served_request_ids.append(answer["request_id"])
             self.report.served = [
                 {"client_id": c, "model_version": answer["version"], **p}
                 for c, p in zip(clients, answer["predictions"], strict=True)
@@ -484,3 +498,32 @@ class Flow:
             clients = [row["client_id"] for row in self.report.served]
             rows = self.spark.table(result.output_table).filter(F.col("client_id").isin(clients)).collect()
             self.report.batch_sample = {r["client_id"]: r.asDict() for r in rows}
+
+    def load_prediction_log(self) -> None:
+        """Load what the server logged into the warehouse, with the table config generated from the model.
+
+        The config is also written to the logs folder: ``thimble-etl run`` it to load later predictions.
+        """
+        import yaml
+
+        from thimble.etl import parse_table_config, run_table
+        from thimble.modelops import prediction_table_config
+
+        topic = names.predictions_topic
+        expected = self._logged_before + len(self.report.served_request_ids)
+        with self.stage("prediction log", f"served predictions loaded into {PREDICTION_LOG_TABLE}"):
+            svc.wait_for(
+                lambda: svc.end_offsets(self.kafka, [topic])[topic] >= expected,
+                30,
+                f"the server's prediction records on {topic}",
+                self.server.check_alive if self.server is not None else None,
+            )
+            loaded = self.registry.load(f"{MODEL_NAME}@prod")
+            config = prediction_table_config(loaded, topic, PREDICTION_LOG_TABLE)
+            assert self.report.logs is not None
+            self.report.logs.mkdir(parents=True, exist_ok=True)
+            (self.report.logs / f"{PREDICTION_LOG_TABLE}.yaml").write_text(
+                yaml.safe_dump(config, sort_keys=False, width=1_000)
+            )
+            result = run_table(parse_table_config(config), spark=self.spark, settings=self.settings)
+        self.report.tables[PREDICTION_LOG_TABLE] = result

@@ -7,7 +7,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from integration.flow.events import names
-from integration.flow.pipeline import PREDICTIONS_TABLE, FlowReport
+from integration.flow.pipeline import PREDICTION_LOG_TABLE, PREDICTIONS_TABLE, FlowReport
+from integration.flow.train import MODEL_NAME
 
 
 def _counts(report: FlowReport) -> Table:
@@ -42,6 +43,12 @@ def _counts(report: FlowReport) -> Table:
         )
     if report.batch is not None:
         table.add_row("clients scored in batch", f"{report.batch.rows:,}", f"into {PREDICTIONS_TABLE}")
+    logged = report.tables.get(PREDICTION_LOG_TABLE)
+    if logged is not None:
+        table.add_row(
+            "served predictions logged", f"{logged.inserted:,}",
+            f"from {names.predictions_topic} into {PREDICTION_LOG_TABLE}",
+        )  # fmt: skip
     return table
 
 
@@ -113,6 +120,12 @@ def _facts(report: FlowReport, wall_s: float) -> Table:
         table.add_row("serve", "thimble-modelops serve return-risk@prod  (/metrics, /docs)")
     table.add_row("dashboard", "thimble-modelops dashboard  →  http://127.0.0.1:8090")
     table.add_row("quality", "thimble-etl report client_features -o client_features.html")
+    if PREDICTION_LOG_TABLE in report.tables:
+        table.add_row(
+            "prediction log",
+            f"thimble-modelops prediction-table {MODEL_NAME}@prod --topic {names.predictions_topic} -o log.yaml"
+            "  →  thimble-etl run log.yaml",
+        )
     table.add_row(
         "consumers", f"thimble-consumer lag integration.flow.features:app; dead letters: {names.features_dlq}"
     )

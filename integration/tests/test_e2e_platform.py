@@ -23,7 +23,14 @@ from rich.console import Console
 
 from integration.flow.events import names
 from integration.flow.generator import GeneratorConfig, SyntheticEvent, generate
-from integration.flow.pipeline import Flow, FlowConfig, FlowReport, FlowSettings, next_day
+from integration.flow.pipeline import (
+    PREDICTION_LOG_TABLE,
+    Flow,
+    FlowConfig,
+    FlowReport,
+    FlowSettings,
+    next_day,
+)
 from integration.flow.train import MODEL_NAME, TRAINING_TABLE
 from thimble.common.config import ThimbleSettings, load_settings
 from thimble.modelops import Registry
@@ -89,6 +96,7 @@ def flow_run(
         env.setenv("THIMBLE_FLOW_EVENTS_TOPIC", f"{prefix}-events")
         env.setenv("THIMBLE_FLOW_FEATURES_TOPIC", f"{prefix}-features")
         env.setenv("THIMBLE_FLOW_ASSIGNMENTS_TOPIC", f"{prefix}-assignments")
+        env.setenv("THIMBLE_FLOW_PREDICTIONS_TOPIC", f"{prefix}-predictions")
         warehouse = spark_settings.warehouse.model_dump()
         settings = load_settings(
             FlowSettings,
@@ -104,7 +112,7 @@ def flow_run(
         flow = Flow(CONFIG, settings, Console(file=io.StringIO()), spark, registry, root / "logs")
         topics = [
             names.events_topic, names.features_topic, names.features_dlq,
-            names.assignments_topic, names.assignments_dlq,
+            names.assignments_topic, names.assignments_dlq, names.predictions_topic,
         ]  # fmt: skip
         try:
             flow.check_stack()
@@ -115,6 +123,7 @@ def flow_run(
             flow.train_model()
             flow.serve_model()
             flow.score_batch()
+            flow.load_prediction_log()
             events = generate(
                 GeneratorConfig(CONFIG.count, CONFIG.clients, DAY, CONFIG.seed, bad_ratio=CONFIG.bad_ratio)
             )
@@ -272,6 +281,24 @@ def test_served_and_batch_predictions_agree_for_every_client(flow_run: FlowRun, 
     assert flow_run.report.first_event_to_prediction_s is not None
 
 
+def test_served_predictions_flow_back_into_the_warehouse(flow_run: FlowRun, spark: Any) -> None:
+    ids = flow_run.report.served_request_ids
+    assert len(ids) == 1  # the flow asks about its sample clients in one request
+    result = flow_run.report.tables[PREDICTION_LOG_TABLE]
+    assert result.committed
+    assert (result.rows_read, result.inserted, result.rows_quarantined) == (1, 1, 0)
+    rows = {r["request_id"]: r for r in spark.table(f"{DATABASE}.{PREDICTION_LOG_TABLE}").collect()}
+    assert set(rows) == set(ids)
+    record = rows[ids[0]]
+    served = flow_run.report.served
+    assert (record["model"], record["version"]) == (MODEL_NAME, served[0]["model_version"])
+    assert [i["client_id"] for i in record["inputs"]] == [s["client_id"] for s in served]
+    assert all(i["visits"] is not None for i in record["inputs"])  # logged with their online features
+    assert [o.asDict() for o in record["outputs"]] == [
+        {"return_risk": s["return_risk"], "band": s["band"]} for s in served
+    ]
+
+
 def test_a_failed_quality_gate_leaves_the_table_version_unchanged(flow_run: FlowRun, spark: Any) -> None:
     from thimble.etl import run_table, table_version
     from thimble.etl.config import CheckConfig
@@ -310,3 +337,4 @@ def test_the_summary_shows_every_stage(flow_run: FlowRun) -> None:
         f"{MODEL_NAME}@{flow_run.report.model.info.version if flow_run.report.model else '?'} = prod" in text
     )
     assert text.count(" yes ") == len(flow_run.report.served)
+    assert "served predictions logged" in text
