@@ -432,17 +432,15 @@ def _load(
             result.status = "blocked"
             log.warning("a failing check blocked the write; %s stays at version %s", table, before)
         elif changes or replace or (progress_meta and before is not None):
-            meta = {
-                "run_id": run_id,
-                "config_hash": config_hash,
-                "mode": spec.mode,
-                "package_version": __version__,
-                "counts": {**counts, "read": result.rows_read, "quarantined": result.rows_quarantined},
-                "checks": result.check_counts,
-                "source": progress_meta,
-            }
-            if caller:
-                meta["metadata"] = caller
+            meta = _commit_meta(
+                run_id,
+                config_hash,
+                spec,
+                {**counts, "read": result.rows_read, "quarantined": result.rows_quarantined},
+                result.check_counts,
+                progress_meta,
+                caller,
+            )
             with phases("write"):
                 if changes or replace:
                     version, committed = write(spark, prepared, table, spec, meta, before)
@@ -526,18 +524,9 @@ def _load_in_one_pass(
     metrics_table, _ = _etl_names(settings, table)
     run_at = datetime.now(UTC).replace(tzinfo=None)
     result = RunResult(table, run_id, "unchanged", None, None, config_hash)
-    meta: dict[str, Any] = {
-        "run_id": run_id,
-        "config_hash": config_hash,
-        "mode": spec.mode,
-        "package_version": __version__,
-        "counts": {"quarantined": 0},
-        "source": {},
-    }
-    if not quality.checks:
-        meta["checks"] = result.check_counts
-    if caller:
-        meta["metadata"] = caller
+    # Checks are evaluated after this commit: their counts are in the metrics table, not in it.
+    checks = None if quality.checks else result.check_counts
+    meta = _commit_meta(run_id, config_hash, spec, {"quarantined": 0}, checks, {}, caller)
     with phases("write"):
         version = write_in_one_pass(spark, observed.df, table, spec, meta)
     with phases("quality"):
@@ -573,6 +562,31 @@ def _load_in_one_pass(
         result.inserted,
     )
     return result
+
+
+def _commit_meta(
+    run_id: str,
+    config_hash: str,
+    spec: WriteSpec,
+    counts: dict[str, int],
+    checks: dict[str, int] | None,
+    source: dict[str, Any],
+    caller: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The ``thimble`` tag of a run's commit (``history()`` reads it back)."""
+    meta: dict[str, Any] = {
+        "run_id": run_id,
+        "config_hash": config_hash,
+        "mode": spec.mode,
+        "package_version": __version__,
+        "counts": counts,
+        "source": source,
+    }
+    if checks is not None:
+        meta["checks"] = checks
+    if caller:
+        meta["metadata"] = caller
+    return meta
 
 
 def _record_progress(spark: SparkSession, table: str, meta: dict[str, Any]) -> tuple[int | None, bool]:
