@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thimble.common._paths import run_dir
+from thimble.common._paths import jars_dir
 from thimble.common.config import ThimbleSettings
 from thimble.common.errors import ThimbleError
 
@@ -25,8 +25,8 @@ LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 
 
 def spark_jars_dir() -> Path:
-    """Where ``./dev setup`` puts the Kafka connector and Delta jars."""
-    return run_dir() / "jars" / "spark"
+    """Where ``./dev setup`` puts the Kafka connector and Delta jars (under ``THIMBLE_STACK_JARS_DIR`` if set)."""
+    return jars_dir() / "spark"
 
 
 def local_jars(settings: ThimbleSettings) -> list[str]:
