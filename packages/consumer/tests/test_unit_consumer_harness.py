@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
-from thimble.consumer import App, ConsumerError, Context, Landing, OnlineStore, Output, Retriable
+from thimble.consumer import (
+    App,
+    ConsumerError,
+    Context,
+    Landing,
+    OnlineStore,
+    Output,
+    Retriable,
+    TestClient,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +70,7 @@ def ev(
 
 def test_outputs_keys_and_counts() -> None:
     app, _ = make_app()
-    with app.test() as t:
+    with TestClient(app) as t:
         t.send("client-events", ev(1), key="1")
         t.send("client-events", ev(2, "ignore"), key="2")
         t.send("client-events", ev(3, "double"), key="3")
@@ -72,7 +81,7 @@ def test_outputs_keys_and_counts() -> None:
 
 def test_dead_letters_retries_and_reasons() -> None:
     app, calls = make_app()
-    with app.test() as t:
+    with TestClient(app) as t:
         t.send("client-events", b"{oops", key="a")
         t.send("client-events", {"client_id": "nope"}, key="b")
         t.send("client-events", ev(5, "flaky"), key="c")
@@ -92,7 +101,7 @@ def test_dead_letters_retries_and_reasons() -> None:
 
 def test_online_store_latest_event_time_wins() -> None:
     app, _ = make_app()
-    with app.test() as t:
+    with TestClient(app) as t:
         t.send("client-events", ev(9, amount=2, ts="2026-01-02T00:00:00Z"))
         t.send("client-events", ev(9, amount=1, ts="2026-01-01T00:00:00Z"))
         assert t.online("client-features", 9) == {
@@ -106,7 +115,7 @@ def test_online_store_latest_event_time_wins() -> None:
 
 def test_landing_rows_partitioned_by_event_date() -> None:
     app, _ = make_app()
-    with app.test() as t:
+    with TestClient(app) as t:
         t.send("client-events", ev(1, ts="2026-01-01T23:00:00+00:00"))
         t.send("client-events", ev(2, ts="2026-01-02T01:00:00+02:00"))
         rows = t.landed("client_features")
@@ -131,7 +140,7 @@ def test_batch_handlers_list_and_dataframe() -> None:
     def by_frame(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.assign(double=frame["amount"] * 2)[["client_id", "double"]]
 
-    with app.test() as t:
+    with TestClient(app) as t:
         for i in range(7):
             t.send("a", ev(i, "skip" if i == 4 else "order"), key=str(i))
         t.send("a", b"bad")
@@ -159,7 +168,7 @@ def test_str_bytes_dict_and_async_handlers() -> None:
     async def on_dict(d: dict[str, Any]) -> dict[str, Any]:
         return {"n": d["n"] + 1}
 
-    with app.test() as t:
+    with TestClient(app) as t:
         t.send("s", "hi")
         t.send("b", b"abc")
         t.send("d", {"n": 1})
@@ -175,7 +184,7 @@ def test_unknown_topic_and_unencodable_output() -> None:
     def f(d: dict[str, Any]) -> dict[str, Any]:
         return d
 
-    with app.test() as t:
+    with TestClient(app) as t:
         with pytest.raises(ConsumerError, match=r"no handler reads topic 'nope' \(handled topics: in\)"):
             t.send("nope", {})
         t.send("in", {"other": 1})
@@ -195,7 +204,7 @@ def test_handler_logs_carry_the_record_position(caplog: pytest.LogCaptureFixture
         log.warning("handling %s", d["n"])
 
     caplog.set_level(logging.INFO)
-    with app.test() as t:
+    with TestClient(app) as t:
         t.send("in", {"n": 1}, partition=2)
         t.send("in", {"n": 2}, partition=2)
     records = [r for r in caplog.records if r.name == "user.handler"]
@@ -207,7 +216,7 @@ def test_handler_logs_carry_the_record_position(caplog: pytest.LogCaptureFixture
 
 def test_metrics_count_what_happened() -> None:
     app, _ = make_app()
-    with app.test() as t:
+    with TestClient(app) as t:
         t.send("client-events", ev(1))
         t.send("client-events", b"{")
         t.send("client-events", ev(2, "flaky"))

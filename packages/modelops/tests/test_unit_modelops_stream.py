@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from thimble.consumer import TestClient
 from thimble.modelops import Registry
 from thimble.modelops.stream import stream_app
 
@@ -12,7 +13,7 @@ def test_the_model_runs_as_a_consumer_batch_handler(saved_churn: Registry) -> No
     model = saved_churn.load("churn@prod")
     app = stream_app(model, "client-features", "churn-scores", batch_size=10)
     rows = [{"client_id": i, "orders_7d": i, "spend_7d": 10.0 * i} for i in range(5)]
-    with app.test() as t:
+    with TestClient(app) as t:
         for row in rows:
             t.send("client-features", row, key=str(row["client_id"]))
         t.send("client-features", {"client_id": 9, "spend_7d": "lots"}, key="9")

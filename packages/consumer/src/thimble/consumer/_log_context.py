@@ -1,4 +1,5 @@
-"""Every log line written while a message is handled carries its topic, partition and offset.
+"""Every log line of a worker names the worker; one written while a message is handled carries its
+topic, partition and offset.
 
 Binding a context per message costs more than handling a small message, so the worker only notes the
 current message in a thread-local, and a filter on the process's log handlers reads it when (and only
@@ -29,6 +30,25 @@ class MessageContextFilter(logging.Filter):
             record.partition = msg.partition()
             record.offset = msg.offset()
         return True
+
+
+class WorkerFilter(logging.Filter):
+    """Adds ``worker`` (the index of this consumer process in its group) to each record."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "worker" not in record.__dict__:
+            record.worker = self.index
+        return True
+
+
+def tag_worker(index: int) -> None:
+    """Name worker ``index`` in every line this process logs (call after configuring logging)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(WorkerFilter(index))
 
 
 class installed:

@@ -39,6 +39,7 @@ from thimble.consumer._pipeline import Backends, Pipeline
 from thimble.consumer._processing import Abandoned
 from thimble.consumer._transport import KafkaTransport
 from thimble.consumer.config import ConsumerSettings
+from thimble.consumer.context import serve
 from thimble.consumer.errors import ConsumerError, DeliveryError
 from thimble.consumer.sinks import Topic
 
@@ -65,6 +66,7 @@ class Runner:
             raise ConsumerError(f"app {app.name!r} has no handler; add one with @app.handler(source=...)")
         self.app = app
         self.settings = settings
+        self.resources = serve(settings)  # what handlers reach through Context
         self.cfg = settings.consumer
         self.worker_index = worker_index
         self.group_id = self.cfg.group_id or app.name

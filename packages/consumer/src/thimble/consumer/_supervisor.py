@@ -2,29 +2,71 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
 import signal
+import sys
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from thimble.common.logging import get_logger
+from thimble.common.config import load_settings
+from thimble.common.errors import ThimbleError
+from thimble.common.logging import configure_logging, get_logger
+from thimble.consumer import _log_context as log_context
+from thimble.consumer.__about__ import __version__
+from thimble.consumer._loader import load_app
+from thimble.consumer._runner import CLOSE_BOUND_S, Runner
+from thimble.consumer.config import ConsumerSettings
 
 log = get_logger(__name__)
 
+PR_SET_PDEATHSIG = 1
+ORPHAN_CHECK_S = 0.5
 
-def _worker_main(app_ref: str, config_file: str | None, overrides: dict[str, Any], index: int) -> None:
-    from thimble.common.config import load_settings
-    from thimble.common.errors import ThimbleError
-    from thimble.common.logging import configure_logging
-    from thimble.consumer.__about__ import __version__
-    from thimble.consumer._loader import load_app
-    from thimble.consumer._runner import Runner
-    from thimble.consumer.config import ConsumerSettings
 
+def _ask_kernel_for_death_signal() -> bool:
+    """Linux: have the kernel send SIGTERM to this process when the process that started it dies."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return bool(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent(parent_pid: int, grace_s: float) -> None:
+    """End this worker when its supervisor ``parent_pid`` is gone, even after ``kill -9`` of it.
+
+    SIGTERM first (the worker drains and commits); if it is still alive ``grace_s`` later, exit at once.
+    A watchdog thread that notices the new parent sends the SIGTERM where the kernel cannot.
+    """
+    kernel_signals = _ask_kernel_for_death_signal() and os.getppid() == parent_pid
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(ORPHAN_CHECK_S)
+        log.warning("supervisor is gone; stopping this worker", extra={"supervisor_pid": parent_pid})
+        if not kernel_signals:
+            os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="thimble-supervisor-watchdog", daemon=True).start()
+
+
+def _worker_main(
+    app_ref: str, config_file: str | None, overrides: dict[str, Any], index: int, parent_pid: int
+) -> None:
     settings = load_settings(ConsumerSettings, config_file, overrides)
+    die_with_parent(parent_pid, settings.consumer.drain_timeout_s + CLOSE_BOUND_S + 5)
     configure_logging("consumer", __version__, settings.logging.level, settings.logging.format)
+    log_context.tag_worker(index)
     try:
         code = Runner(load_app(app_ref), settings, worker_index=index).run()
     except ThimbleError as exc:
@@ -47,7 +89,9 @@ def run_workers(
 
     def start(index: int) -> None:
         proc = ctx.Process(
-            target=_worker_main, args=(app_ref, cfg, overrides, index), name=f"thimble-worker-{index}"
+            target=_worker_main,
+            args=(app_ref, cfg, overrides, index, os.getpid()),
+            name=f"thimble-worker-{index}",
         )
         proc.start()
         procs[index] = proc

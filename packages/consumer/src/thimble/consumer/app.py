@@ -1,18 +1,18 @@
-"""The :class:`App`: a set of typed handlers, each reading topics and writing sinks."""
+"""The :class:`App`: a declaration of typed handlers, each reading topics and writing sinks.
+
+An App is plain data plus the user's functions; engines take it: ``Runner(app, settings).run()``
+consumes from Kafka, ``TestClient(app)`` feeds it in memory.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from thimble.consumer._signature import HandlerSpec, inspect_handler, where
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import HandlerSignatureError
 from thimble.consumer.sinks import Landing, OnlineStore, Sink, Topic
-
-if TYPE_CHECKING:
-    from thimble.consumer.testing import TestClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,27 +119,6 @@ class App:
             out += [s.name for s in h.sinks if isinstance(s, Topic)]
             out += [h.dlq_topic(src, suffix) for src in h.sources]
         return list(dict.fromkeys(out))
-
-    def test(self, settings: ConsumerSettings | None = None) -> TestClient:
-        """An in-memory harness: ``with app.test() as t: t.send(...); t.outputs(...)``."""
-        from thimble.consumer.testing import TestClient
-
-        return TestClient(self, settings)
-
-    def run(
-        self,
-        settings: ConsumerSettings | None = None,
-        *,
-        config_file: str | Path | None = None,
-        worker_index: int = 0,
-    ) -> int:
-        """Consume until SIGTERM/SIGINT; return the process exit code (0 after a clean drain)."""
-        from thimble.common.config import load_settings
-        from thimble.consumer._runner import Runner
-
-        if settings is None:
-            settings = load_settings(ConsumerSettings, config_file)
-        return Runner(self, settings, worker_index=worker_index).run()
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, handlers={[h.name for h in self.handlers]})"

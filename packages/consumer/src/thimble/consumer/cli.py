@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import orjson
 import typer
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from thimble.common.cli import user_errors
-from thimble.common.config import load_settings
+from thimble.common.config import CONFIG_ENV_VAR, load_settings
 from thimble.common.logging import configure_logging
+from thimble.consumer import _log_context as log_context
 from thimble.consumer.__about__ import __version__
+from thimble.consumer._describe import describe_app
+from thimble.consumer._dlq_replay import replay
+from thimble.consumer._kafka import admin_client, ensure_topics, kafka_log, producer_config, wait_for_broker
+from thimble.consumer._lag import group_lag
+from thimble.consumer._loader import load_app
+from thimble.consumer._runner import Runner
+from thimble.consumer._supervisor import run_workers
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import ConsumerError, ServiceUnavailableError
 
@@ -46,8 +57,6 @@ def _settings(config: Path | None, bootstrap: str | None, **consumer: Any) -> Co
 
 
 def _check_broker(settings: ConsumerSettings) -> None:
-    from thimble.consumer._kafka import admin_client, wait_for_broker
-
     wait_for_broker(
         admin_client(settings), settings.kafka.bootstrap_servers, lambda _s: False, 2.0, attempts=2
     )
@@ -74,31 +83,30 @@ def run(
     ] = None,
 ) -> None:
     """Consume until SIGTERM/SIGINT, then drain, commit and exit 0."""
-    from thimble.consumer._loader import load_app
-
-    settings = load_settings(
-        ConsumerSettings,
-        config,
-        {
-            "kafka": {"bootstrap_servers": bootstrap_servers},
-            "consumer": {"group_id": group_id, "create_topics": create_topics, "exactly_once": exactly_once},
-            "metrics": {"port": metrics_port},
-        },
-    )
-    configure_logging("consumer", __version__, settings.logging.level, settings.logging.format)
-    application = load_app(app_path)
-    if not application.handlers:
-        raise ConsumerError(f"app {app_path} has no handler; add one with @app.handler(source=...)")
-    if workers == 1:
-        raise typer.Exit(application.run(settings))
-    from thimble.consumer._supervisor import run_workers
-
     overrides = {
         "kafka": {"bootstrap_servers": bootstrap_servers},
         "consumer": {"group_id": group_id, "create_topics": create_topics, "exactly_once": exactly_once},
         "metrics": {"port": metrics_port},
     }
-    raise typer.Exit(run_workers(app_path, workers, config, overrides, settings.consumer.drain_timeout_s))
+    settings = load_settings(ConsumerSettings, config, overrides)
+    _share_with_user_code(config, bootstrap_servers)
+    configure_logging("consumer", __version__, settings.logging.level, settings.logging.format)
+    application = load_app(app_path)
+    if not application.handlers:
+        raise ConsumerError(f"app {app_path} has no handler; add one with @app.handler(source=...)")
+    if workers > 1:
+        raise typer.Exit(run_workers(app_path, workers, config, overrides, settings.consumer.drain_timeout_s))
+    log_context.tag_worker(0)
+    raise typer.Exit(Runner(application, settings).run())
+
+
+def _share_with_user_code(config: Path | None, bootstrap_servers: str | None) -> None:
+    """Every later settings load in this process and its workers (the user's own, at import time
+    included) reads the same config file and broker as the consumer."""
+    if config is not None:
+        os.environ[CONFIG_ENV_VAR] = str(config.resolve())
+    if bootstrap_servers is not None:
+        os.environ["THIMBLE_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap_servers
 
 
 @app.command()
@@ -109,9 +117,6 @@ def describe(
     config: ConfigOpt = None,
 ) -> None:
     """Show an app's handlers, topics, sinks and message schemas."""
-    from thimble.consumer._describe import describe_app
-    from thimble.consumer._loader import load_app
-
     settings = _settings(config, None)
     info = describe_app(load_app(app_path), settings)
     if as_json:
@@ -147,10 +152,6 @@ def produce(
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Produce one record per JSON line (each line is validated as JSON first)."""
-    from confluent_kafka import Producer
-
-    from thimble.consumer._kafka import producer_config
-
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     try:
@@ -171,8 +172,6 @@ def produce(
                 raise ConsumerError(f"line {number}: no field {key_field!r} for the key")
             key = str(value[key_field]).encode()
         records.append((key, line.strip().encode()))
-    from thimble.consumer._kafka import admin_client, ensure_topics
-
     ensure_topics(admin_client(settings), [topic], False, 1, 1)
     producer = Producer(producer_config(settings, "thimble-consumer-produce"))
     failures: list[str] = []
@@ -204,12 +203,6 @@ def tail(
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Print records as JSON lines (key, partition, offset, headers, value), without joining a group."""
-    import time
-
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
-
-    from thimble.consumer._kafka import kafka_log
-
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     consumer = Consumer(
@@ -271,9 +264,6 @@ def lag(
     ] = False,
 ) -> None:
     """Committed offset, end offset and lag of the app's group on each source partition."""
-    from thimble.consumer._lag import group_lag
-    from thimble.consumer._loader import load_app
-
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     application = load_app(app_path)
@@ -315,8 +305,6 @@ def dlq_replay(
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Re-feed dead letters to the topics they came from (progress is committed; replays don't repeat)."""
-    from thimble.consumer._dlq_replay import replay
-
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     report = replay(settings, dlq_topic, to=to, error_class=error_class, limit=limit, dry_run=dry_run)

@@ -1,6 +1,6 @@
 """An in-memory harness for users' tests: the production decoding, handlers, sinks and dead letters.
 
-with app.test() as t:
+with TestClient(app) as t:
     t.send("client-events", {"client_id": 42, "kind": "order", "amount": 9.5, "ts": "2026-01-01T00:00:00Z"})
     assert t.outputs("client-features") == [{"client_id": 42, ...}]
 """
@@ -22,6 +22,7 @@ from thimble.consumer._online_store import MemoryOnlineStore, entity_key
 from thimble.consumer._pipeline import Backends, Pipeline
 from thimble.consumer._transport import MemoryTransport, SentRecord
 from thimble.consumer.config import ConsumerSettings
+from thimble.consumer.context import serve
 from thimble.consumer.errors import ConsumerError
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class TestClient:
     def __init__(self, app: App, settings: ConsumerSettings | None = None) -> None:
         self.app = app
         self.settings = settings or ConsumerSettings()
+        self.resources = serve(self.settings)  # what handlers reach through Context
         self.transport = MemoryTransport()
         self.online_store = MemoryOnlineStore()
         self.landing = MemoryLanding()
@@ -152,6 +154,9 @@ class TestClient:
         """The values written to ``topic``, parsed as JSON (as text or bytes when they are not JSON)."""
         values: list[Any] = []
         for record in self.records(topic):
+            if record.value is None:  # a tombstone
+                values.append(None)
+                continue
             try:
                 values.append(orjson.loads(record.value))
             except orjson.JSONDecodeError:

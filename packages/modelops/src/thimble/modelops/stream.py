@@ -81,5 +81,5 @@ def run_stream(
     consumer_settings = load_settings(consumer.ConsumerSettings, config_file)
     if settings is not None:
         consumer_settings = consumer_settings.model_copy(update={"kafka": settings.kafka})
-    code: int = app.run(consumer_settings)
+    code: int = consumer.Runner(app, consumer_settings).run()
     return code
