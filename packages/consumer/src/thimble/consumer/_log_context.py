@@ -12,6 +12,8 @@ import logging
 import threading
 from typing import Any
 
+from thimble.consumer import _client_errors as client_errors
+
 _current = threading.local()
 
 
@@ -52,18 +54,21 @@ def tag_worker(index: int) -> None:
 
 
 class installed:
-    """Attach the filter to the root logger's handlers for the duration of a run."""
+    """For the duration of a run: message context on each line, Kafka client errors folded into outages."""
 
     def __init__(self) -> None:
         self.filter = MessageContextFilter()
         self.handlers: list[logging.Handler] = []
+        self.outages = client_errors.installed()
 
     def __enter__(self) -> installed:
         self.handlers = list(logging.getLogger().handlers)
         for handler in self.handlers:
             handler.addFilter(self.filter)
+        self.outages.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.outages.__exit__()
         for handler in self.handlers:
             handler.removeFilter(self.filter)
