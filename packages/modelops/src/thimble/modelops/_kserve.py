@@ -3,37 +3,42 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+
+from thimble.modelops._http import JSON, BodyTooLarge, bearer_auth, read_body, request_id
 
 if TYPE_CHECKING:
-    from thimble.modelops.server import ServedModel
+    from thimble.modelops.server import ServedModel, Serving
 
-JSON = "application/json"
 _DATATYPES = {"number": "FP64", "integer": "INT64", "boolean": "BOOL", "string": "BYTES"}
 
 _ERR = {
     "description": "error",
     "content": {JSON: {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
 }
+_READY = {
+    "description": "ready",
+    "content": {JSON: {"schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}},
+}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid bearer token"},
+    401: {
+        "description": "Missing or invalid bearer token",
+        "content": {JSON: {"schema": {"type": "object"}}},
+    },
     404: _ERR,
 }
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_RESPONSES,
     400: _ERR,
+    413: {"description": "The body or its rows exceed the limits"},
     422: {"description": "Invalid tensors or rows"},
     500: _ERR,
+    503: {"description": "The online feature store is unreachable or too slow"},
 }
-
-Predict = Callable[["ServedModel", Any, bool, str, float], Awaitable["list[BaseModel] | Response"]]
 
 
 def _datatype(prop: dict[str, Any]) -> str:
@@ -73,32 +78,32 @@ def _records(body: Any) -> list[dict[str, Any]] | str:
     return [{name: columns[name][i] for name in names} for i in range(n)]
 
 
-def add_kserve_routes(
-    app: FastAPI,
-    routes: dict[str, ServedModel],
-    unauthorized: Callable[[Request], Response | None],
-    predict: Predict,
-) -> None:
-    """``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}``, ``/v2/models/{name}/ready``, ``/v2/models/{name}/infer``."""
+def kserve_router(serving: Serving, token: str | None) -> APIRouter:
+    """``/v2/health/live``, ``/v2/health/ready`` (no auth) and, behind auth, ``/v2/models/{name}``,
+    ``/v2/models/{name}/ready``, ``/v2/models/{name}/infer``."""
+    router = APIRouter(tags=["kserve-v2"])
+    models = APIRouter(tags=["kserve-v2"], dependencies=bearer_auth(token), responses=_RESPONSES)
+    max_bytes = serving.cfg.max_body_bytes
 
-    @app.get("/v2/health/live", tags=["kserve-v2"], summary="Server is alive")
+    @router.get("/v2/health/live", summary="Server is alive")
     async def live() -> Response:
         return Response(b'{"live":true}', media_type=JSON)
 
-    @app.get("/v2/health/ready", tags=["kserve-v2"], summary="Server is ready")
+    @router.get(
+        "/v2/health/ready",
+        summary="Server is ready (as /readyz)",
+        responses={200: _READY, 503: _READY},
+    )
     async def ready() -> Response:
-        return Response(b'{"ready":true}', media_type=JSON)
+        ok = not await serving.not_ready()
+        return Response(orjson.dumps({"ready": ok}), 200 if ok else 503, media_type=JSON)
 
     def find(name: str) -> ServedModel | Response:
-        s = routes.get(name)
-        if s is None:
-            return _error(404, f"model {name!r} is not served here; served: {', '.join(sorted(routes))}")
-        return s
+        s = serving.routes.get(name)
+        return s if s is not None else _error(404, "no such model is served here")
 
-    @app.get("/v2/models/{name}", tags=["kserve-v2"], summary="Model metadata", responses=_RESPONSES)
-    async def metadata(name: str, request: Request) -> Response:
-        if (denied := unauthorized(request)) is not None:
-            return denied
+    @models.get("/v2/models/{name}", summary="Model metadata")
+    async def metadata(name: str) -> Response:
         s = find(name)
         if isinstance(s, Response):
             return s
@@ -119,33 +124,34 @@ def add_kserve_routes(
             media_type=JSON,
         )
 
-    @app.get("/v2/models/{name}/ready", tags=["kserve-v2"], summary="Model is ready", responses=_RESPONSES)
+    @models.get("/v2/models/{name}/ready", summary="Model is ready", responses={200: _READY, 503: _READY})
     async def model_ready(name: str) -> Response:
         s = find(name)
-        return s if isinstance(s, Response) else Response(b'{"ready":true}', media_type=JSON)
+        if isinstance(s, Response):
+            return s
+        ok = serving.ready and (s.features is None or await s.features.ping())
+        return Response(orjson.dumps({"ready": ok}), 200 if ok else 503, media_type=JSON)
 
-    @app.post(
-        "/v2/models/{name}/infer",
-        tags=["kserve-v2"],
-        summary="Inference (Open Inference Protocol)",
-        responses=_INFER_RESPONSES,
+    @models.post(
+        "/v2/models/{name}/infer", summary="Inference (Open Inference Protocol)", responses=_INFER_RESPONSES
     )
     async def infer(name: str, request: Request) -> Response:
         start = time.perf_counter()
-        if (denied := unauthorized(request)) is not None:
-            return denied
         s = find(name)
         if isinstance(s, Response):
             return s
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await read_body(request, max_bytes))
+        except BodyTooLarge:
+            return _error(413, f"the body is larger than this server accepts ({max_bytes} bytes)")
         except orjson.JSONDecodeError as exc:
             return _error(400, f"the body is not valid JSON: {exc}")
         records = _records(body)
         if isinstance(records, str):
             return _error(422, records)
-        request_id = str(body.get("id") or uuid.uuid4().hex)
-        outputs = await predict(s, records, False, request_id, start)
+        given = body.get("id")
+        rid = request_id(given if isinstance(given, str) else None)
+        outputs = await serving.predict(s, records, False, rid, start)
         if isinstance(outputs, Response):
             return outputs
         props = s.model.output_type.model_json_schema().get("properties", {})
@@ -163,9 +169,12 @@ def add_kserve_routes(
                 {
                     "model_name": s.model.name,
                     "model_version": str(s.model.version),
-                    "id": request_id,
+                    "id": rid,
                     "outputs": tensors,
                 }
             ),
             media_type=JSON,
         )
+
+    router.include_router(models)
+    return router

@@ -7,8 +7,13 @@ The request path only appends a tuple to the buffer. A task on the same event lo
 ``interval_s``, serialises what is buffered (each model's inputs and outputs in one call) and hands the
 records to librdkafka, which sends them from its own threads. Draining on the loop rather than in a Python
 thread keeps the GIL with the requests: a busy thread would hold it for up to the interpreter's switch
-interval (5 ms) at a time, which shows in the tail latency. When the buffer is full (Kafka down for long)
-records are dropped and counted, never blocking a request.
+interval (5 ms) at a time, which shows in the tail latency.
+
+No record is lost silently. What Kafka cannot take (its queue is full, or it gives up on a record after
+``message.timeout.ms``, or shutdown comes first) is spilled to a bounded file under the run folder and
+re-sent once Kafka delivers again (or every ``retry_s``), also by the next process after a crash. What
+still cannot be kept (the spill file is full, the buffer overflows) is counted by reason and logged, at
+most once per ``log_every_s``.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ import asyncio
 import re
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from thimble.common._paths import run_dir
 from thimble.common.logging import get_logger
+from thimble.modelops._spill import SpillFile
 from thimble.modelops.errors import ModelOpsError
 
 if TYPE_CHECKING:
@@ -33,7 +41,37 @@ log = get_logger(__name__)
 
 # (request_id, model, version, time_ms, latency_ms, rows, outputs, dump_rows, dump_outputs)
 Entry = tuple[str, str, int | None, int, float, Any, Any, Callable[[Any], Any], Callable[[Any], Any]]
+Record = tuple[bytes | None, bytes]
 MAX_RECORDS_PER_TURN = 512  # then the loop serves requests again before the next slice
+
+
+def spill_folder(topic: str) -> Path:
+    """Where undeliverable records of ``topic`` wait: ``<run dir>/modelops/prediction-spill/<topic>``."""
+    return run_dir() / "modelops" / "prediction-spill" / re.sub(r"[^A-Za-z0-9._-]", "_", topic)
+
+
+class _LossReport:
+    """Logs undelivered records at most once per ``every_s``, with the counts since the last line."""
+
+    def __init__(self, topic: str, every_s: float) -> None:
+        self.topic = topic
+        self.every_s = every_s
+        self._last = 0.0
+        self._counts: dict[str, int] = {}
+        self._error = ""
+
+    def add(self, what: str, n: int, error: str = "") -> None:
+        self._counts[what] = self._counts.get(what, 0) + n
+        self._error = error or self._error
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            counts, self._counts = self._counts, {}
+            dropped = {k: v for k, v in counts.items() if k != "spilled"}
+            (log.error if dropped else log.warning)(
+                "prediction records not delivered to Kafka",
+                extra={"topic": self.topic, "error": self._error, **counts},
+            )
 
 
 class PredictionLog:
@@ -44,8 +82,15 @@ class PredictionLog:
         topic: str,
         kafka_config: dict[str, Any],
         max_queue: int = 100_000,
-        on_drop: Callable[[int], None] | None = None,
+        on_drop: Callable[[int, str], None] | None = None,
         interval_s: float = 0.02,
+        *,
+        on_spill: Callable[[int], None] | None = None,
+        on_resend: Callable[[int], None] | None = None,
+        spill_dir: Path | None = None,
+        spill_max_bytes: int = 256 * 1024 * 1024,
+        retry_s: float = 30.0,
+        log_every_s: float = 10.0,
     ) -> None:
         self.topic = topic
         conf = {
@@ -59,20 +104,33 @@ class PredictionLog:
         self._buffer: list[Entry] = []
         self._interval_s = interval_s
         self._on_drop = on_drop
+        self._on_spill = on_spill
+        self._on_resend = on_resend
+        self._spill = SpillFile(spill_dir or spill_folder(topic), spill_max_bytes)
+        self._retry_s = retry_s
+        self._last_retry = 0.0
+        self._delivered_since_spill = False
+        self._spill_waiting = False
+        self._report = _LossReport(topic, log_every_s)
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.sent = 0
+        self.delivered = 0
+        self.spilled = 0
+        self.resent = 0
 
     def put(self, entry: Entry) -> None:
         """Buffer a record; drop it (and count) when the buffer is full."""
         if len(self._buffer) >= self._max_queue:
-            self._drop(1)
+            self._drop(1, "queue_full")
         else:
             self._buffer.append(entry)
 
     def start(self) -> None:
-        """Start draining on the running event loop."""
+        """Start draining on the running event loop (re-sending what an earlier process spilled)."""
         if self._task is None:
+            self._spill_waiting = self._spill.pending()
+            self._delivered_since_spill = self._spill_waiting
             self._task = asyncio.get_running_loop().create_task(self._drain_forever())
 
     async def _drain_forever(self) -> None:
@@ -81,28 +139,93 @@ class PredictionLog:
             while self._buffer and self._send(MAX_RECORDS_PER_TURN):
                 await asyncio.sleep(0)
             self._producer.poll(0)
+            now = time.monotonic()
+            if self._delivered_since_spill or (
+                self._spill_waiting and now - self._last_retry >= self._retry_s
+            ):
+                self._last_retry = now
+                self._delivered_since_spill = False
+                self._resend()
 
     def _send(self, limit: int) -> bool:
         """Serialise and produce up to ``limit`` buffered records; False when librdkafka's queue is full.
 
-        What librdkafka cannot take yet stays buffered for the next wake-up.
+        What librdkafka cannot take is spilled.
         """
         batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
         values = self._serialise(batch)
         for i, (entry, value) in enumerate(zip(batch, values, strict=True)):
             if value is None:
                 continue
+            key = entry[0].encode()
             try:
-                self._producer.produce(self.topic, value, key=entry[0].encode())
+                self._producer.produce(self.topic, value, key=key, on_delivery=self._delivered)
                 self.sent += 1
             except BufferError:
-                self._buffer[:0] = batch[i:]
-                self._trim()
+                rest = [
+                    (e[0].encode(), v) for e, v in zip(batch[i:], values[i:], strict=True) if v is not None
+                ]
+                self._spill_records(rest, "Kafka's local queue is full")
                 return False
             except KafkaException as exc:
-                log.error("prediction record not produced", extra={"error": str(exc), "topic": self.topic})
-                self._drop(1)
+                self._spill_records([(key, value)], str(exc))
         return True
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+            if self._spill_waiting:
+                self._delivered_since_spill = True
+            return
+        value = msg.value()
+        if value is not None:
+            self._spill_records([(msg.key(), value)], err.str())
+
+    def _spill_records(self, records: Sequence[Record], error: str) -> None:
+        try:
+            kept = self._spill.write(records)
+        except OSError as exc:
+            self._drop(len(records), "spill_failed", f"{error}; spill file: {exc}")
+            return
+        if kept:
+            self._spill_waiting = True
+            self.spilled += kept
+            if self._on_spill is not None:
+                self._on_spill(kept)
+            self._report.add("spilled", kept, error)
+        if kept < len(records):
+            self._drop(len(records) - kept, "spill_full", error)
+
+    def _resend(self) -> None:
+        """Hand spilled records to Kafka again; a claimed file goes once each of its records is settled."""
+        self._spill_waiting = False
+        for path, records in self._spill.claim():
+            if not records:
+                self._spill.done(path)
+                continue
+            outstanding = [len(records)]
+
+            def settled(
+                err: KafkaError | None, msg: Message, path: Path = path, left: list[int] = outstanding
+            ) -> None:
+                self._delivered(err, msg)
+                left[0] -= 1
+                if left[0] == 0:
+                    self._spill.done(path)
+
+            for n, (key, value) in enumerate(records):
+                try:
+                    self._producer.produce(self.topic, value, key=key, on_delivery=settled)
+                except (BufferError, KafkaException) as exc:
+                    rest = records[n:]
+                    self._spill_records(rest, str(exc) or "Kafka's local queue is full")
+                    outstanding[0] -= len(rest)
+                    if outstanding[0] == 0:
+                        self._spill.done(path)
+                    break
+                self.resent += 1
+                if self._on_resend is not None:
+                    self._on_resend(1)
 
     def _serialise(self, batch: list[Entry]) -> list[bytes | None]:
         groups: dict[tuple[Callable[[Any], Any], Callable[[Any], Any]], list[int]] = {}
@@ -114,10 +237,7 @@ class PredictionLog:
                 inputs = dump_rows([row for i in members for row in batch[i][5]])
                 outputs = dump_outputs([out for i in members for out in batch[i][6]])
             except Exception as exc:
-                log.error(
-                    "prediction records not serialised", extra={"error": f"{type(exc).__name__}: {exc}"}
-                )
-                self._drop(len(members))
+                self._drop(len(members), "unserialisable", f"{type(exc).__name__}: {exc}")
                 continue
             start = 0
             for i in members:
@@ -138,19 +258,14 @@ class PredictionLog:
                 start = end
         return values
 
-    def _trim(self) -> None:
-        excess = len(self._buffer) - self._max_queue
-        if excess > 0:
-            del self._buffer[:excess]
-            self._drop(excess)
-
-    def _drop(self, n: int) -> None:
+    def _drop(self, n: int, reason: str, error: str = "") -> None:
         self.dropped += n
         if self._on_drop is not None:
-            self._on_drop(n)
+            self._on_drop(n, reason)
+        self._report.add(f"dropped_{reason}", n, error)
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Send what is buffered (up to ``timeout`` seconds), then stop."""
+        """Send what is buffered (up to ``timeout`` seconds); spill what Kafka has not taken by then."""
         deadline = time.monotonic() + timeout
         if self._task is not None:
             self._task.cancel()
@@ -158,14 +273,17 @@ class PredictionLog:
             if not self._send(len(self._buffer)):
                 await asyncio.to_thread(self._producer.poll, 0.1)
         if self._buffer:
-            self._drop(len(self._buffer))
-            self._buffer.clear()
-        remaining = await asyncio.to_thread(self._producer.flush, max(0.0, deadline - time.monotonic()))
-        if remaining:
-            log.warning(
-                "prediction records not delivered at shutdown",
-                extra={"count": remaining, "topic": self.topic},
+            batch, self._buffer = self._buffer, []
+            values = self._serialise(batch)
+            self._spill_records(
+                [(e[0].encode(), v) for e, v in zip(batch, values, strict=True) if v is not None],
+                "shutdown before Kafka took them",
             )
+        await asyncio.to_thread(self._producer.flush, max(0.0, deadline - time.monotonic()))
+        if len(self._producer):
+            self._producer.purge()  # what is still queued comes back through the delivery callback
+            self._producer.poll(0)
+        self._spill.close()
         del self._producer  # stops librdkafka's threads (and its reconnect attempts) now
 
 

@@ -2,8 +2,9 @@
 
 Requests that arrive in the same event-loop turn are batched at no added latency (``max_wait_ms=0``); a
 positive ``max_wait_ms`` holds a batch open that long for more. A batch never exceeds ``max_batch_size``
-rows, except a single request bigger than that, which runs alone. When a batch fails, its requests are
-retried one by one so that only the bad request fails.
+rows, except a single request bigger than that, which runs alone on a worker thread so that the event loop
+keeps serving others. When a batch fails, its requests are retried one by one so that only the bad
+request fails.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class MicroBatcher(Generic[Row, Out]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="thimble-model") if in_thread else None
+        self._large: ThreadPoolExecutor | None = None
         self._on_batch = on_batch
         self._pending: list[tuple[list[Row], asyncio.Future[list[Out]]]] = []
         self._pending_rows = 0
@@ -41,6 +43,13 @@ class MicroBatcher(Generic[Row, Out]):
     async def submit(self, rows: list[Row]) -> list[Out]:
         """The outputs for ``rows``, computed in a batch with other concurrent callers' rows."""
         loop = asyncio.get_running_loop()
+        if len(rows) > self.max_batch_size:
+            if self._large is None:
+                self._large = ThreadPoolExecutor(1, thread_name_prefix="thimble-model-large")
+            result = await loop.run_in_executor(self._large, self._safe, rows)
+            if isinstance(result, BaseException):
+                raise result
+            return result
         future: asyncio.Future[list[Out]] = loop.create_future()
         self._pending.append((rows, future))
         self._pending_rows += len(rows)
@@ -128,5 +137,6 @@ class MicroBatcher(Generic[Row, Out]):
                 future.set_result(result)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._large):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)

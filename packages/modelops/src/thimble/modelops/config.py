@@ -34,7 +34,18 @@ class ServerConfig(Section):
     tracking_interval_s: float = Field(
         default=30.0, gt=0, description="how often serving metrics are recorded"
     )
-    feature_timeout_ms: float = Field(default=200.0, gt=0)
+    feature_timeout_ms: float = Field(
+        default=200.0, gt=0, description="how long online feature lookups may take before a 503"
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1, description="largest request body accepted (else 413)"
+    )
+    max_rows: int = Field(default=10_000, ge=1, description="most rows in one request (else 413)")
+    prediction_log_spill_mb: float = Field(
+        default=256.0,
+        ge=0,
+        description="records Kafka cannot take are kept in files under the run folder up to this size",
+    )
 
 
 class BatchConfig(Section):

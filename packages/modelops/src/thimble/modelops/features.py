@@ -31,23 +31,36 @@ Values = list[list[bytes | None]]
 
 
 class OnlineFeatures:
-    """Fills declared features into request rows; concurrent requests share one pipelined round trip."""
+    """Fills declared features into request rows.
+
+    Requests arriving in the same event-loop turn share one pipelined round trip; round trips run
+    concurrently, and each gives up after ``timeout_s`` (a hung store is a 503, not a hung request).
+    """
 
     def __init__(
-        self, spec: FeatureSpec, store: OnlineStoreConfig, client: aioredis.Redis | None = None
+        self,
+        spec: FeatureSpec,
+        store: OnlineStoreConfig,
+        client: aioredis.Redis | None = None,
+        timeout_s: float = 0.2,
     ) -> None:
         self.spec = spec
         self.prefix = store.key_prefix
+        self.timeout_s = timeout_s
         self.client = client or aioredis.Redis.from_url(
-            store.url, password=store.password.get_secret_value() if store.password else None
+            store.url,
+            password=store.password.get_secret_value() if store.password else None,
+            socket_connect_timeout=max(timeout_s, 1.0),
         )
         self._fields = list(spec.fields)
         self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] = []
-        self._in_flight = False
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self.client.ping())
         except Exception:
             return False
 
@@ -100,40 +113,49 @@ class OnlineFeatures:
 
     async def _lookup(self, entities: list[Any]) -> Values:
         """The feature values of ``entities``, fetched together with other requests waiting at the same time."""
-        future: asyncio.Future[Values] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Values] = loop.create_future()
         self._waiting.append((entities, future))
-        if not self._in_flight:
-            self._in_flight = True
-            asyncio.get_running_loop().create_task(self._fetch_waiting())
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._start_fetch)
         return await future
 
-    async def _fetch_waiting(self) -> None:
+    def _start_fetch(self) -> None:
+        self._scheduled = False
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._fetch(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch(self, batch: list[tuple[list[Any], asyncio.Future[Values]]]) -> None:
+        keys = [
+            feature_key(self.prefix, self.spec.feature_set, entity)
+            for entities, _ in batch
+            for entity in entities
+        ]
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                keys = [
-                    feature_key(self.prefix, self.spec.feature_set, entity)
-                    for entities, _ in batch
-                    for entity in entities
-                ]
-                try:
-                    values = await self._hmget(keys)
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(
-                                FeatureLookupError(
-                                    f"online store unavailable for feature set {self.spec.feature_set!r}: {exc}"
-                                )
-                            )
-                    continue
-                start = 0
-                for entities, future in batch:
-                    if not future.done():
-                        future.set_result(values[start : start + len(entities)])
-                    start += len(entities)
-        finally:
-            self._in_flight = False
+            async with asyncio.timeout(self.timeout_s):
+                values = await self._hmget(keys)
+        except Exception as exc:
+            reason = (
+                f"no answer within {self.timeout_s * 1000:g} ms"
+                if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(
+                        FeatureLookupError(
+                            f"online store unavailable for feature set {self.spec.feature_set!r}: {reason}"
+                        )
+                    )
+            return
+        start = 0
+        for entities, future in batch:
+            if not future.done():
+                future.set_result(values[start : start + len(entities)])
+            start += len(entities)
 
     async def _hmget(self, keys: list[str]) -> Values:
         if len(keys) == 1:  # a pipeline costs twice a plain command's client time

@@ -1,9 +1,11 @@
 """The online prediction server: one FastAPI app serving several models and aliases.
 
-Routes: ``POST /v1/models/{ref}/predict`` (one row as an object, or many as an array), the KServe V2
-``POST /v2/models/{name}/infer``, ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``.
-The request path is lean: orjson parse, one pydantic validation, micro-batched model call, pydantic-core
-JSON dump; prediction records are serialised in batches between requests, metric windows off the loop.
+Routes (see :mod:`thimble.modelops._routes` and :mod:`thimble.modelops._kserve`): ``POST
+/v1/models/{ref}/predict`` (one row as an object, or many as an array), the KServe V2 ``POST
+/v2/models/{name}/infer``, ``GET /v1/models``, ``/healthz``, ``/readyz``, ``/metrics``.
+The request path is lean: orjson parse, one strict pydantic validation, micro-batched model call,
+pydantic-core JSON dump; large requests are parsed, validated and run off the event loop; prediction
+records are serialised in batches between requests, metric windows off the loop.
 """
 
 from __future__ import annotations
@@ -11,23 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hmac
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from thimble.common.logging import get_logger
 from thimble.common.metrics import Metrics
 from thimble.modelops.__about__ import __version__
+from thimble.modelops._http import json_response, problem
 from thimble.modelops._prediction_log import PredictionLog
 from thimble.modelops._serving_stats import ServingStats
 from thimble.modelops.batching import MicroBatcher
@@ -39,20 +39,15 @@ from thimble.modelops.registry import ModelRef, Registry
 from thimble.modelops.tracking import Tracker
 
 log = get_logger(__name__)
-JSON = "application/json"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 VALUE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10.0, 100.0, 1000.0)
+OFFLOAD_ROWS = 256  # requests with more rows are validated and serialised on a worker thread
+VALIDATE_CHUNK = 1000  # rows per validation call, so a thread gives the event loop the GIL in between
 
 
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
+class ServerMetrics:
+    """The server's Prometheus series."""
 
-
-def _problem(status: int, msg: str, type_: str, loc: Sequence[Any] = ("body",)) -> Response:
-    return _json(status, {"detail": [{"loc": list(loc), "msg": msg, "type": type_}]})
-
-
-class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         m = Metrics("modelops", registry)
         self.latency = m.histogram(
@@ -83,7 +78,18 @@ class _Metrics:
             (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
         )
         self.log_dropped = m.counter(
-            "prediction_log_dropped", "total", "Prediction records dropped (queue full)"
+            "prediction_log_dropped",
+            "total",
+            "Prediction records lost: never delivered to Kafka nor kept in the spill file",
+            ["reason"],
+        )
+        self.log_spilled = m.counter(
+            "prediction_log_spilled",
+            "total",
+            "Prediction records Kafka could not take, kept in the spill file to be re-sent",
+        )
+        self.log_resent = m.counter(
+            "prediction_log_resent", "total", "Spilled prediction records handed to Kafka again"
         )
 
 
@@ -91,12 +97,16 @@ class ServedModel:
     """One loaded model version in the server, with its batcher, feature lookup and metric children."""
 
     def __init__(
-        self, model: LoadedModel, settings: ModelOpsSettings, metrics: _Metrics, tracker: Tracker | None
+        self, model: LoadedModel, settings: ModelOpsSettings, metrics: ServerMetrics, tracker: Tracker | None
     ) -> None:
         cfg = settings.modelops.server
         self.model = model
         self.version = str(model.version)
-        self.features = OnlineFeatures(model.features, settings.online_store) if model.features else None
+        self.features = (
+            OnlineFeatures(model.features, settings.online_store, timeout_s=cfg.feature_timeout_ms / 1000.0)
+            if model.features
+            else None
+        )
         self.batcher: MicroBatcher[BaseModel, BaseModel] = MicroBatcher(
             model.run,
             cfg.max_batch_size,
@@ -114,221 +124,93 @@ class ServedModel:
         self.dump_rows = model.rows_adapter.dump_python
         self.dump_outputs = model.outputs_adapter.dump_python
         self.dump_json = model.outputs_adapter.dump_json
-        self.prefix = orjson.dumps({"model": model.name, "version": model.version})[:-1] + b',"request_id":"'
+
+    def validate(self, records: list[Any], single: bool) -> list[BaseModel] | list[dict[str, Any]]:
+        """The rows, validated as strictly as the published JSON schema says; or the field errors."""
+        rows: list[BaseModel] = []
+        errors: list[dict[str, Any]] = []
+        for start in range(0, len(records), VALIDATE_CHUNK):
+            chunk = records[start : start + VALIDATE_CHUNK]
+            try:
+                rows.extend(self.model.rows_adapter.validate_json(orjson.dumps(chunk), strict=True))
+            except ValidationError as exc:
+                errors.extend(_validation_detail(exc, single, start))
+        return errors or rows
+
+    def body(self, request_id: str, outputs: list[BaseModel]) -> bytes:
+        return orjson.dumps(
+            {
+                "model": self.model.name,
+                "version": self.model.version,
+                "request_id": request_id,
+                "predictions": orjson.Fragment(self.dump_json(outputs)),
+            }
+        )
 
 
-def _validation_detail(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
+def _validation_detail(exc: ValidationError, single: bool, offset: int = 0) -> list[dict[str, Any]]:
     out = []
-    for err in exc.errors(include_url=False, include_context=False):
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
         loc = list(err["loc"])
-        if single and loc and isinstance(loc[0], int):
-            loc = loc[1:]
+        if loc and isinstance(loc[0], int):
+            loc = loc[1:] if single else [loc[0] + offset, *loc[1:]]
         out.append({"loc": ["body", *loc], "msg": err["msg"], "type": err["type"]})
     return out
 
 
-def _request_schema(model: LoadedModel, defs: dict[str, Any]) -> dict[str, Any]:
-    schema = model.input_type.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs.update(schema.pop("$defs", {}))
-    if model.features:
-        fields = set(model.features.fields)
-        schema["required"] = [f for f in schema.get("required", []) if f not in fields]
-        schema["description"] = (
-            f"Fields {', '.join(sorted(fields))} are filled from the online feature set "
-            f"'{model.features.feature_set}' by '{model.features.entity_key}' when absent."
-        )
-    name = f"{model.name}-{model.version}-input".replace("-", "_")
-    defs[name] = schema
-    ref = {"$ref": f"#/components/schemas/{name}"}
-    return {"oneOf": [ref, {"type": "array", "items": ref, "minItems": 1}]}
+class Serving:
+    """What the routes share: the served models by reference, the prediction path, readiness."""
 
+    def __init__(
+        self,
+        routes: dict[str, ServedModel],
+        settings: ModelOpsSettings,
+        metrics: ServerMetrics,
+        prediction_log: PredictionLog | None,
+    ) -> None:
+        self.routes = routes
+        self.settings = settings
+        self.cfg = settings.modelops.server
+        self.metrics = metrics
+        self.prediction_log = prediction_log
+        self.ready = False
 
-def _response_schema(model: LoadedModel, defs: dict[str, Any]) -> dict[str, Any]:
-    schema = model.output_type.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs.update(schema.pop("$defs", {}))
-    name = f"{model.name}-{model.version}-output".replace("-", "_")
-    defs[name] = schema
-    return {
-        "type": "object",
-        "required": ["model", "version", "request_id", "predictions"],
-        "properties": {
-            "model": {"type": "string"},
-            "version": {"type": "integer"},
-            "request_id": {"type": "string"},
-            "predictions": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}},
-        },
-    }
+    @property
+    def served(self) -> list[ServedModel]:
+        return list({id(s): s for s in self.routes.values()}.values())
 
+    async def not_ready(self) -> list[str]:
+        """Why the server cannot serve now (empty when ready)."""
+        problems = [] if self.ready else ["starting"]
+        for s in self.served:
+            if s.features is not None and not await s.features.ping():
+                problems.append(f"online store unreachable for {s.model.ref}")
+        return problems
 
-_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "detail": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "loc": {"type": "array"},
-                    "msg": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        }
-    },
-}
-
-
-def create_app(
-    models: Sequence[LoadedModel] | None = None,
-    settings: ModelOpsSettings | None = None,
-    refs: Sequence[str] | None = None,
-    registry: Registry | None = None,
-    metrics_registry: CollectorRegistry | None = None,
-) -> FastAPI:
-    """The prediction app for ``models`` (loaded), or for ``refs`` (default: ``modelops.server.models``) from the registry.
-
-    Each model is reachable by every reference it was asked by (``churn``, ``churn@prod``, ``churn@3``)
-    and by ``name@version``.
-    """
-    settings = settings or load_modelops_settings()
-    cfg = settings.modelops.server
-    by_ref: dict[str, LoadedModel] = {}
-    if models is None:
-        registry = registry or Registry.from_config(settings.modelops)
-        wanted = list(refs if refs is not None else cfg.models)
-        if not wanted:
-            raise ModelNotFoundError(
-                "no models to serve: name them (`thimble-modelops serve churn@prod`) or set modelops.server.models"
-            )
-        loaded: dict[tuple[str, int], LoadedModel] = {}
-        for ref in wanted:
-            key = registry.resolve(ref)
-            if key not in loaded:
-                loaded[key] = registry.load(f"{key[0]}@{key[1]}")
-            by_ref[str(ModelRef.parse(ref))] = loaded[key]
-        models = list(loaded.values())
-    for m in models:
-        by_ref.setdefault(m.ref, m)
-        by_ref.setdefault(m.name, m)
-
-    multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if metrics_registry is None:
-        metrics_registry = CollectorRegistry()
-    metrics = _Metrics(metrics_registry)
-    tracker = (
-        Tracker(settings.modelops.tracking_path()) if registry is None else Tracker.for_registry(registry)
-    )
-    served: dict[int, ServedModel] = {}
-    for m in models:
-        served[id(m)] = ServedModel(m, settings, metrics, tracker)
-    routes = {ref: served[id(m)] for ref, m in by_ref.items()}
-    token = cfg.auth_token.get_secret_value().encode() if cfg.auth_token else None
-    plog = (
-        PredictionLog(
-            cfg.prediction_log_topic,
-            settings.kafka.client_config(),
-            cfg.prediction_log_queue,
-            metrics.log_dropped.inc,
-        )
-        if cfg.prediction_log_topic
-        else None
-    )
-    state = {"ready": False}
-
-    async def track_forever() -> None:
-        while True:
-            await asyncio.sleep(cfg.tracking_interval_s)
-            await flush_stats()
-
-    async def flush_stats() -> None:
-        for s in served.values():
-            try:
-                await asyncio.to_thread(s.stats.flush)
-            except Exception as exc:
-                log.error(
-                    "serving metrics not recorded",
-                    extra={"model": s.model.ref, "error": f"{type(exc).__name__}: {exc}"},
-                )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(track_forever())
-        if plog is not None:
-            plog.start()
-        # Models and artifacts live as long as the process: keep them out of the collector's scans (p99).
-        gc.collect()
-        gc.freeze()
-        state["ready"] = True
-        log.info("serving", extra={"models": sorted(by_ref)})
-        try:
-            yield
-        finally:
-            state["ready"] = False
-            task.cancel()
-            await flush_stats()
-            for s in served.values():
-                s.batcher.close()
-                if s.features:
-                    await s.features.close()
-            if plog is not None:
-                await plog.close(cfg.prediction_log_flush_s)
-
-    app = FastAPI(
-        title="Thimble model server",
-        version=__version__,
-        description="Predictions from models in the Thimble registry: " + ", ".join(sorted(by_ref)),
-        lifespan=lifespan,
-    )
-    app.state.served = routes
-    app.state.prediction_log = plog
-    app.state.flush_stats = flush_stats
-
-    def unauthorized(request: Request) -> Response | None:
-        if token is None:
-            return None
-        header = request.headers.get("authorization", "")
-        if header[:7].lower() == "bearer " and hmac.compare_digest(header[7:].encode(), token):
-            return None
-        return Response(
-            b'{"detail":"missing or invalid bearer token"}',
-            401,
-            media_type=JSON,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-    async def predict_records(
-        s: ServedModel, records: Any, single: bool, request_id: str, start: float
+    async def predict(
+        self, s: ServedModel, records: list[Any], single: bool, request_id: str, start: float
     ) -> list[BaseModel] | Response:
+        """Fill features, validate, run the model and record the request; an error answer on failure."""
         m = s.model
-        if s.features is not None and isinstance(records, list):
+        if len(records) > self.cfg.max_rows:
+            s.metrics.errors.labels(m.name, s.version, "413").inc()
+            return problem(
+                413, f"{len(records)} rows; this server accepts at most {self.cfg.max_rows}", "too_many_rows"
+            )
+        if s.features is not None:
             try:
                 defaulted = await s.features.fill(records)
             except FeatureLookupError as exc:
-                s.metrics.errors.labels(m.name, s.version, "422" if exc.missing else "503").inc()
-                if not exc.missing:
-                    return _problem(503, str(exc), "feature_store_unavailable")
-                detail = []
-                key = s.features.spec.entity_key
-                for i, fields in exc.missing.items():
-                    for f in fields:
-                        s.metrics.missing.labels(m.name, s.version, f, "rejected").inc()
-                        detail.append(
-                            {
-                                "loc": ["body", f] if single else ["body", i, f],
-                                "msg": f"feature '{f}' of {key}={records[i].get(key)!r} is not in the online store "
-                                "and has no default; send it in the request or declare a default",
-                                "type": "missing_feature",
-                            }
-                        )
-                return _json(422, {"detail": detail})
+                return self._feature_problem(s, exc, records, single)
             for f, n in defaulted.items():
                 s.metrics.missing.labels(m.name, s.version, f, "defaulted").inc(n)
                 s.stats.missing_features[f] = s.stats.missing_features.get(f, 0) + n
-        try:
-            rows = m.rows_adapter.validate_python(records)
-        except ValidationError as exc:
+        big = len(records) > OFFLOAD_ROWS
+        checked = await asyncio.to_thread(s.validate, records, single) if big else s.validate(records, single)
+        if checked and isinstance(checked[0], dict):
             s.metrics.errors.labels(m.name, s.version, "422").inc()
-            return _json(422, {"detail": _validation_detail(exc, single)})
+            return json_response(422, {"detail": checked})
+        rows: list[BaseModel] = checked  # type: ignore[assignment]
         try:
             outputs = await s.batcher.submit(rows)
         except PredictionError as exc:
@@ -336,7 +218,13 @@ def create_app(
             log.error(
                 "prediction failed", extra={"model": m.ref, "request_id": request_id, "error": str(exc)}
             )
-            return _json(500, {"detail": str(exc), "request_id": request_id})
+            return json_response(
+                500,
+                {
+                    "detail": f"the model failed on this input (request {request_id})",
+                    "request_id": request_id,
+                },
+            )
         latency = time.perf_counter() - start
         s.latency.observe(latency)
         s.count.inc(len(outputs))
@@ -346,8 +234,8 @@ def create_app(
                 if v is not None:
                     hist.observe(v)
         s.stats.add(latency, rows, outputs)
-        if plog is not None:
-            plog.put(
+        if self.prediction_log is not None:
+            self.prediction_log.put(
                 (
                     request_id,
                     m.name,
@@ -362,155 +250,150 @@ def create_app(
             )
         return outputs
 
-    def lookup(ref: str) -> ServedModel | Response:
-        s = routes.get(ref)
-        if s is None:
-            return _json(
-                404, {"detail": f"model {ref!r} is not served here; served: {', '.join(sorted(routes))}"}
-            )
-        return s
+    def _feature_problem(
+        self, s: ServedModel, exc: FeatureLookupError, records: list[Any], single: bool
+    ) -> Response:
+        m = s.model
+        s.metrics.errors.labels(m.name, s.version, "422" if exc.missing else "503").inc()
+        if not exc.missing:
+            return problem(503, str(exc), "feature_store_unavailable")
+        assert s.features is not None
+        detail = []
+        key = s.features.spec.entity_key
+        for i, fields in exc.missing.items():
+            for f in fields:
+                s.metrics.missing.labels(m.name, s.version, f, "rejected").inc()
+                detail.append(
+                    {
+                        "loc": ["body", f] if single else ["body", i, f],
+                        "msg": f"feature '{f}' of {key}={records[i].get(key)!r} is not in the online store "
+                        "and has no default; send it in the request or declare a default",
+                        "type": "missing_feature",
+                    }
+                )
+        return json_response(422, {"detail": detail})
 
-    async def predict(request: Request) -> Response:
-        start = time.perf_counter()
-        if (denied := unauthorized(request)) is not None:
-            return denied
-        found = lookup(request.path_params["ref"])
-        if isinstance(found, Response):
-            return found
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        try:
-            parsed = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            return _problem(400, f"the body is not valid JSON: {exc}", "json_invalid")
-        single = isinstance(parsed, dict)
-        if single:
-            records: Any = [parsed]
-        elif isinstance(parsed, list) and parsed:
-            records = parsed
-        else:
-            return _problem(
-                422, "the body must be one row (a JSON object) or a non-empty array of rows", "body_shape"
-            )
-        outputs = await predict_records(found, records, single, request_id, start)
-        if isinstance(outputs, Response):
-            return outputs
-        body = found.prefix + request_id.encode() + b'","predictions":' + found.dump_json(outputs) + b"}"
-        return Response(body, media_type=JSON, headers={"x-request-id": request_id})
 
-    defs: dict[str, Any] = {}
-    for ref, s in sorted(routes.items()):
-        responses: dict[int | str, dict[str, Any]] = {
-            200: {
-                "description": "Predictions, one per input row",
-                "content": {JSON: {"schema": _response_schema(s.model, defs)}},
-            },
-            400: {"description": "The body is not JSON", "content": {JSON: {"schema": _ERROR_SCHEMA}}},
-            401: {"description": "Missing or invalid bearer token"},
-            422: {
-                "description": "A field is invalid, or a feature is missing",
-                "content": {JSON: {"schema": _ERROR_SCHEMA}},
-            },
-            500: {"description": "The model failed on this input"},
-            503: {"description": "The online feature store is unreachable"},
-        }
-        app.add_api_route(
-            f"/v1/models/{ref}/predict",
-            _bind_ref(predict, ref),
-            methods=["POST"],
-            name=f"predict {ref}",
-            summary=f"Predict with {ref} (version {s.model.version})",
-            description=s.model.info.description if s.model.info else "",
-            response_class=Response,
-            responses=responses,
-            openapi_extra={
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _request_schema(s.model, defs)}},
-                }
-            },
-            tags=["predict"],
+def _load(
+    settings: ModelOpsSettings, refs: Sequence[str] | None, registry: Registry | None
+) -> tuple[list[LoadedModel], dict[str, LoadedModel], Registry]:
+    registry = registry or Registry.from_config(settings.modelops)
+    wanted = list(refs if refs is not None else settings.modelops.server.models)
+    if not wanted:
+        raise ModelNotFoundError(
+            "no models to serve: name them (`thimble-modelops serve churn@prod`) or set modelops.server.models"
         )
-    app.add_api_route("/v1/models/{ref}/predict", predict, methods=["POST"], include_in_schema=False)
+    loaded: dict[tuple[str, int], LoadedModel] = {}
+    by_ref: dict[str, LoadedModel] = {}
+    for ref in wanted:
+        key = registry.resolve(ref)
+        if key not in loaded:
+            loaded[key] = registry.load(f"{key[0]}@{key[1]}")
+        by_ref[str(ModelRef.parse(ref))] = loaded[key]
+    return list(loaded.values()), by_ref, registry
 
-    @app.get(
-        "/v1/models",
-        tags=["models"],
-        summary="Served models",
-        responses={401: {"description": "Missing or invalid bearer token"}},
+
+def create_app(
+    models: Sequence[LoadedModel] | None = None,
+    settings: ModelOpsSettings | None = None,
+    refs: Sequence[str] | None = None,
+    registry: Registry | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The prediction app for ``models`` (loaded), or for ``refs`` (default: ``modelops.server.models``) from the registry.
+
+    Each model is reachable by every reference it was asked by (``churn``, ``churn@prod``, ``churn@3``)
+    and by ``name@version``.
+    """
+    from thimble.modelops._kserve import kserve_router
+    from thimble.modelops._routes import health_router, install_openapi, v1_router
+
+    settings = settings or load_modelops_settings()
+    cfg = settings.modelops.server
+    by_ref: dict[str, LoadedModel] = {}
+    if models is None:
+        models, by_ref, registry = _load(settings, refs, registry)
+    for m in models:
+        by_ref.setdefault(m.ref, m)
+        by_ref.setdefault(m.name, m)
+
+    if metrics_registry is None:
+        metrics_registry = CollectorRegistry()
+    metrics = ServerMetrics(metrics_registry)
+    tracker = (
+        Tracker(settings.modelops.tracking_path()) if registry is None else Tracker.for_registry(registry)
     )
-    async def list_models(request: Request) -> Response:
-        if (denied := unauthorized(request)) is not None:
-            return denied
-        return _json(200, {ref: _summary(s.model) for ref, s in sorted(routes.items())})
+    served = {id(m): ServedModel(m, settings, metrics, tracker) for m in models}
+    plog = (
+        PredictionLog(
+            cfg.prediction_log_topic,
+            settings.kafka.client_config(),
+            cfg.prediction_log_queue,
+            on_drop=lambda n, reason: metrics.log_dropped.labels(reason).inc(n),
+            on_spill=metrics.log_spilled.inc,
+            on_resend=metrics.log_resent.inc,
+            spill_max_bytes=int(cfg.prediction_log_spill_mb * 1024 * 1024),
+        )
+        if cfg.prediction_log_topic
+        else None
+    )
+    serving = Serving({ref: served[id(m)] for ref, m in by_ref.items()}, settings, metrics, plog)
 
-    @app.get("/healthz", tags=["health"], summary="Process is alive")
-    async def healthz() -> Response:
-        return Response(b"ok\n", media_type="text/plain")
+    async def flush_stats() -> None:
+        for s in serving.served:
+            try:
+                await asyncio.to_thread(s.stats.flush)
+            except Exception as exc:
+                log.error(
+                    "serving metrics not recorded",
+                    extra={"model": s.model.ref, "error": f"{type(exc).__name__}: {exc}"},
+                )
 
-    @app.get("/readyz", tags=["health"], summary="Models loaded and the online store reachable")
-    async def readyz() -> Response:
-        problems = [] if state["ready"] else ["starting"]
-        for s in served.values():
-            if s.features is not None and not await s.features.ping():
-                problems.append(f"online store unreachable for {s.model.ref}")
-        if problems:
-            return Response(
-                ("not ready: " + "; ".join(problems) + "\n").encode(), 503, media_type="text/plain"
-            )
-        return Response(b"ready\n", media_type="text/plain")
+    async def track_forever() -> None:
+        while True:
+            await asyncio.sleep(cfg.tracking_interval_s)
+            await flush_stats()
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
-    async def prometheus() -> Response:
-        if multiproc:
-            from prometheus_client import multiprocess
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(track_forever())
+        if plog is not None:
+            plog.start()
+        # Models and artifacts live as long as the process: keep them out of the collector's scans (p99).
+        gc.collect()
+        gc.freeze()
+        serving.ready = True
+        log.info("serving", extra={"models": sorted(serving.routes)})
+        try:
+            yield
+        finally:
+            serving.ready = False
+            task.cancel()
+            await flush_stats()
+            for s in serving.served:
+                s.batcher.close()
+                if s.features:
+                    await s.features.close()
+            if plog is not None:
+                await plog.close(cfg.prediction_log_flush_s)
 
-            combined = CollectorRegistry()
-            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
-            return Response(generate_latest(combined), media_type=CONTENT_TYPE_LATEST)
-        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
-
-    from thimble.modelops._kserve import add_kserve_routes
-
-    add_kserve_routes(app, routes, unauthorized, predict_records)
-    _install_openapi(app, defs)
+    app = FastAPI(
+        title="Thimble model server",
+        version=__version__,
+        description="Predictions from models in the Thimble registry: " + ", ".join(sorted(serving.routes)),
+        lifespan=lifespan,
+    )
+    app.state.serving = serving
+    app.state.served = serving.routes
+    app.state.prediction_log = plog
+    app.state.flush_stats = flush_stats
+    token = cfg.auth_token.get_secret_value() if cfg.auth_token else None
+    defs: dict[str, Any] = {}
+    app.include_router(v1_router(serving, token, defs))
+    app.include_router(kserve_router(serving, token))
+    app.include_router(health_router(serving, metrics_registry))
+    install_openapi(app, defs)
     return app
-
-
-def _bind_ref(
-    handler: Callable[[Request], Awaitable[Response]], ref: str
-) -> Callable[[Request], Awaitable[Response]]:
-    async def bound(request: Request) -> Response:
-        request.path_params["ref"] = ref
-        return await handler(request)
-
-    return bound
-
-
-def _summary(m: LoadedModel) -> dict[str, Any]:
-    return {
-        "name": m.name,
-        "version": m.version,
-        "input_schema": m.input_type.model_json_schema(),
-        "output_schema": m.output_type.model_json_schema(),
-        "features": m.features.model_dump() if m.features else None,
-        "training_data": str(m.info.context.training_data)
-        if m.info and m.info.context.training_data
-        else None,
-        "environment_warnings": m.environment_warnings,
-    }
-
-
-def _install_openapi(app: FastAPI, defs: dict[str, Any]) -> None:
-    base = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = base()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_settings() -> FastAPI:
@@ -518,7 +401,9 @@ def app_from_settings() -> FastAPI:
     import json
 
     from thimble.common.logging import configure_logging
+    from thimble.modelops._workers import die_with_parent
 
+    die_with_parent()
     settings = load_modelops_settings(overrides=json.loads(os.environ.get(OVERRIDES_ENV, "{}")))
     configure_logging("modelops", __version__, settings.logging.level, settings.logging.format)
     return create_app(settings=settings)

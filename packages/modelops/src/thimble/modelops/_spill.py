@@ -1,0 +1,137 @@
+"""A bounded local file of Kafka records that could not be delivered, claimed back for re-sending.
+
+Each process appends to ``<folder>/<pid>.jsonl`` (one ``{"key", "value"}`` JSON object a line). To re-send,
+a process claims its own file and those of dead processes by renaming them ``<name>.sending-<pid>``; a
+claimed file is deleted once every record in it was delivered (records that fail again are spilled
+anew). A crash between delivery and deletion re-sends a file: at-least-once, never lost.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+_OWNER = re.compile(r"(\d+)\.jsonl(?:\.\d+)?(?:\.sending-(\d+))?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SpillFile:
+    """Undeliverable records on disk, at most ``max_bytes`` in the folder."""
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.path = folder / f"{os.getpid()}.jsonl"
+        self._out: IO[bytes] | None = None
+        self._size: int | None = None
+        self._claimed: set[Path] = set()
+
+    def _used(self) -> int:
+        if self._size is None:
+            self._size = (
+                sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+                if self.folder.exists()
+                else 0
+            )
+        return self._size
+
+    def write(self, records: Sequence[tuple[bytes | None, bytes]]) -> int:
+        """Append ``(key, value)`` records (values are JSON); return how many fit under the size bound."""
+        lines = []
+        used = self._used()
+        for key, value in records:
+            line = (
+                orjson.dumps({"key": key.decode() if key else None, "value": orjson.Fragment(value)}) + b"\n"
+            )
+            if used + len(line) > self.max_bytes:
+                break
+            used += len(line)
+            lines.append(line)
+        if lines:
+            if self._out is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._out = self.path.open("ab")
+            self._out.write(b"".join(lines))
+            self._out.flush()
+            self._size = used
+        return len(lines)
+
+    def pending(self) -> bool:
+        """Whether this process's file or a dead process's file waits to be re-sent."""
+        return any(True for _ in self._claimable())
+
+    def _claimable(self) -> list[Path]:
+        if not self.folder.exists():
+            return []
+        me = os.getpid()
+        out = []
+        for p in self.folder.iterdir():
+            m = _OWNER.fullmatch(p.name)
+            if m is None:
+                continue
+            owner = int(m.group(2) or m.group(1))
+            if owner == me:  # (a claimed file of an earlier process with this pid is claimable too)
+                if p not in self._claimed and p.stat().st_size > 0:
+                    out.append(p)
+            elif not _alive(owner):
+                out.append(p)
+        return out
+
+    def claim(self) -> list[tuple[Path, list[tuple[bytes | None, bytes]]]]:
+        """Take the waiting files: ``(claimed path, records)`` each; delete a path with :meth:`done`."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        claimed = []
+        for path in self._claimable():
+            base = path.name.split(".sending-")[0]
+            target = path.with_name(f"{base}.sending-{os.getpid()}")
+            if target.exists() and target != path:
+                target = path.with_name(f"{base}.{path.stat().st_ino}.sending-{os.getpid()}")
+            try:
+                path.rename(target)
+            except FileNotFoundError:  # another process claimed it first
+                continue
+            self._claimed.add(target)
+            claimed.append((target, _read(target)))
+        return claimed
+
+    def done(self, path: Path) -> None:
+        """Forget a claimed file whose records were all delivered (or spilled again)."""
+        size = path.stat().st_size if path.exists() else 0
+        path.unlink(missing_ok=True)
+        self._claimed.discard(path)
+        if self._size is not None:
+            self._size = max(0, self._size - size)
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+def _read(path: Path) -> list[tuple[bytes | None, bytes]]:
+    records = []
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                obj: Any = orjson.loads(line)
+                key = obj["key"]
+                records.append((key.encode() if isinstance(key, str) else None, orjson.dumps(obj["value"])))
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a crash while it was written
+    return records
