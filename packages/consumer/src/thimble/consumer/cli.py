@@ -148,31 +148,30 @@ def produce(
     key_field: Annotated[
         str | None, typer.Option(help="Use this field of each object as the record key.")
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw", help="Send each line's bytes as they are, unchecked (malformed records included)."
+        ),
+    ] = False,
+    create_topics: Annotated[
+        bool, typer.Option("--create-topics/--no-create-topics", help="Create the topic if it is missing.")
+    ] = False,
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
-    """Produce one record per JSON line (each line is validated as JSON first)."""
-    settings = _settings(config, bootstrap_servers)
-    _check_broker(settings)
+    """Produce one record per non-blank line: JSON lines (validated first), or any bytes with --raw."""
+    if raw and key_field is not None:
+        raise ConsumerError("--key-field reads a JSON field; it cannot be used with --raw")
     try:
-        lines = file.read_text().splitlines() if file is not None else sys.stdin.read().splitlines()
+        data = file.read_bytes() if file is not None else sys.stdin.buffer.read()
     except OSError as exc:
         raise ConsumerError(f"cannot read {file}: {exc.strerror or exc}") from None
-    records: list[tuple[bytes | None, bytes]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise ConsumerError(f"line {number}: not valid JSON ({exc})") from None
-        key = None
-        if key_field is not None:
-            if not isinstance(value, dict) or key_field not in value:
-                raise ConsumerError(f"line {number}: no field {key_field!r} for the key")
-            key = str(value[key_field]).encode()
-        records.append((key, line.strip().encode()))
-    ensure_topics(admin_client(settings), [topic], False, 1, 1)
+    records = records_from_lines(data, raw=raw, key_field=key_field)
+    settings = _settings(config, bootstrap_servers)
+    _check_broker(settings)
+    cfg = settings.consumer
+    ensure_topics(admin_client(settings), [topic], create_topics, cfg.topic_partitions, cfg.topic_replication)
     producer = Producer(producer_config(settings, "thimble-consumer-produce"))
     failures: list[str] = []
 
@@ -190,6 +189,32 @@ def produce(
     if producer.flush(60) or failures:
         raise ServiceUnavailableError(f"{len(failures) or 'some'} record(s) not acknowledged: {failures[:1]}")
     out.print(f"produced {len(records)} record(s) to {topic}")
+
+
+def records_from_lines(
+    data: bytes, *, raw: bool = False, key_field: str | None = None
+) -> list[tuple[bytes | None, bytes]]:
+    """``(key, value)`` of each non-blank line: checked JSON, or the line's bytes as they are with ``raw``."""
+    records: list[tuple[bytes | None, bytes]] = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        if raw:
+            records.append((None, line))
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ConsumerError(
+                f"line {number}: not valid JSON ({exc}); pass --raw to send lines unchecked"
+            ) from None
+        key = None
+        if key_field is not None:
+            if not isinstance(value, dict) or key_field not in value:
+                raise ConsumerError(f"line {number}: no field {key_field!r} for the key")
+            key = str(value[key_field]).encode()
+        records.append((key, line.strip()))
+    return records
 
 
 @app.command()

@@ -1,0 +1,53 @@
+"""``produce``: malformed lines with --raw (to try the dead letters), and missing topics."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from typer.testing import CliRunner
+
+from thimble.consumer.cli import app as cli
+
+pytestmark = pytest.mark.integration
+
+runner = CliRunner()
+
+LINES = [b'{"id": 1}', b"{truncated", b"\xff\xfe not UTF-8", b'"a JSON string"']
+
+
+def test_raw_sends_each_line_as_it_is(kafka_topic, kafka_config, reader, tmp_path: Path) -> None:
+    src = kafka_topic("src")
+    file = tmp_path / "lines.txt"
+    file.write_bytes(b"\n".join(LINES) + b"\n\n")
+    b = ["--bootstrap-servers", kafka_config["bootstrap.servers"]]
+    refused = runner.invoke(cli, ["produce", src, "--file", str(file), *b])
+    assert refused.exit_code == 2  # a usage error
+    assert "line 2: not valid JSON" in refused.output
+    assert "--raw" in refused.output
+    result = runner.invoke(cli, ["produce", src, "--file", str(file), "--raw", *b])
+    assert result.exit_code == 0, result.output
+    assert "produced 4 record(s)" in result.output
+    assert [m.value() for m in reader(src).wait_for(4)] == LINES
+
+
+def test_a_missing_topic_is_created_only_when_asked(kafka_config, tmp_path: Path) -> None:
+    topic = f"produce-missing-{uuid.uuid4().hex[:10]}"
+    file = tmp_path / "lines.jsonl"
+    file.write_text('{"id": 1}\n')
+    b = ["--bootstrap-servers", kafka_config["bootstrap.servers"]]
+    admin = AdminClient(kafka_config)
+    try:
+        refused = runner.invoke(cli, ["produce", topic, "--file", str(file), *b])
+        assert refused.exit_code != 0
+        assert f"topic(s) '{topic}' do not exist" in refused.output
+        assert "--create-topics" in refused.output  # the hint names a flag this command has
+        assert topic not in admin.list_topics(timeout=10).topics
+        result = runner.invoke(cli, ["produce", topic, "--file", str(file), "--create-topics", *b])
+        assert result.exit_code == 0, result.output
+        assert "produced 1 record(s)" in result.output
+        assert topic in admin.list_topics(timeout=10).topics
+    finally:
+        admin.delete_topics([topic])
