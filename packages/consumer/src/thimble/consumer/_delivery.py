@@ -117,6 +117,9 @@ class OffsetTracker:
         for tp in tps:
             self._parts.pop(tp, None)
 
+    def forget_all(self) -> None:
+        self._parts.clear()
+
 
 def store(consumer: Any, offsets: list[TopicPartition]) -> None:
     """Store offsets for the next auto-commit; a partition revoked meanwhile is skipped."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
+import socket
+import tempfile
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -12,15 +17,27 @@ from confluent_kafka.cimpl import NewTopic
 
 from thimble.common.logging import get_logger
 from thimble.consumer.config import ConsumerSettings
-from thimble.consumer.errors import ServiceUnavailableError, TopicMissingError
+from thimble.consumer.errors import ConsumerError, ServiceUnavailableError, TopicMissingError
 
 log = get_logger(__name__)
 kafka_log = logging.getLogger("thimble.consumer.librdkafka")
 
 
 def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -> dict[str, Any]:
-    """At-least-once consumer: auto-commit of explicitly stored offsets only, cooperative-sticky."""
+    """At-least-once consumer: auto-commit of explicitly stored offsets only, incremental assignments.
+
+    The classic protocol assigns cooperative-sticky; the consumer protocol (KIP-848) is incremental by
+    design and its session timeout and assignor live on the broker, so librdkafka refuses them here.
+    """
     cfg = settings.consumer
+    group: dict[str, Any] = (
+        {"group.protocol": "consumer"}
+        if cfg.group_protocol == "consumer"
+        else {
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": cfg.session_timeout_ms,
+        }
+    )
     return {
         **settings.kafka.client_config(),
         "group.id": group_id,
@@ -29,9 +46,8 @@ def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -
         "enable.auto.offset.store": False,
         "auto.commit.interval.ms": 1000,
         "auto.offset.reset": cfg.auto_offset_reset,
-        "partition.assignment.strategy": "cooperative-sticky",
+        **group,
         "max.poll.interval.ms": cfg.max_poll_interval_ms,
-        "session.timeout.ms": cfg.session_timeout_ms,
         "isolation.level": "read_committed",
         "logger": kafka_log,
         **cfg.consumer_extra,
@@ -39,9 +55,9 @@ def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -
 
 
 def producer_config(
-    settings: ConsumerSettings, client_id: str, transactional_prefix: str | None = None
+    settings: ConsumerSettings, client_id: str, transactional_id: str | None = None
 ) -> dict[str, Any]:
-    """Idempotent producer with ``acks=all``; transactional when ``transactional_prefix`` is given."""
+    """Idempotent producer with ``acks=all``; transactional when ``transactional_id`` is given."""
     conf: dict[str, Any] = {
         **settings.kafka.client_config(),
         "client.id": client_id,
@@ -51,13 +67,48 @@ def producer_config(
         "compression.type": "lz4",
         "logger": kafka_log,
     }
-    if transactional_prefix is not None:
-        # Stable across restarts of the same worker, so init_transactions fences and aborts the
-        # transaction a crashed predecessor left open instead of waiting for it to time out.
-        conf["transactional.id"] = transactional_prefix
+    if transactional_id is not None:
+        conf["transactional.id"] = transactional_id
         conf["transaction.timeout.ms"] = 30_000
     conf.update(settings.consumer.producer_extra)
     return conf
+
+
+class HostSlot:
+    """The lowest slot number of a consumer group that no other live process on this host holds.
+
+    A slot is an exclusive ``flock`` on a file under the temporary folder, released by the kernel when
+    the process ends however it ends. Two processes of one group on one host thus never share a slot,
+    while a process restarted after a crash takes its predecessor's slot again.
+    """
+
+    def __init__(self, group_id: str, folder: Path | None = None, max_slots: int = 4096) -> None:
+        folder = folder or Path(tempfile.gettempdir()) / "thimble-consumer"
+        folder.mkdir(parents=True, exist_ok=True)
+        group = hashlib.sha256(group_id.encode()).hexdigest()[:16]  # the group id never becomes a path
+        for number in range(max_slots):
+            file = (folder / f"slot-{group}-{number}.lock").open("a")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.close()
+                continue
+            self.number = number
+            self._file: IO[str] | None = file
+            return
+        raise ConsumerError(f"{max_slots} processes of group {group_id!r} already run on this host")
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def transactional_id(group_id: str, slot: HostSlot) -> str:
+    """Unique among the live processes of the group (host and slot); a restart reuses its predecessor's,
+    so ``init_transactions`` aborts the transaction a crashed predecessor left open at once. Zombies are
+    fenced by the group generation (``send_offsets_to_transaction`` with the group metadata)."""
+    return f"{group_id}-{socket.gethostname()}-{slot.number}"
 
 
 def admin_client(settings: ConsumerSettings) -> AdminClient:

@@ -163,6 +163,12 @@ class Pipeline:
                     route.pending = None
         self.tracker.forget(lost)
 
+    def reset(self) -> None:
+        """Forget every open batch and tracked offset (exactly-once, after an abort: all is read again)."""
+        for route in self.routes.values():
+            route.buffer, route.pending = [], None
+        self.tracker.forget_all()
+
     def close(self) -> None:
         for writer in self.writers:
             writer.close()

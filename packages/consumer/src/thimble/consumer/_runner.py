@@ -10,13 +10,20 @@ live in :mod:`thimble.consumer._delivery`.
 from __future__ import annotations
 
 import signal
-import socket
 import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import CollectorRegistry
 
 from thimble.common.logging import get_logger
@@ -25,10 +32,12 @@ from thimble.consumer import _delivery
 from thimble.consumer import _log_context as log_context
 from thimble.consumer._delivery import TP
 from thimble.consumer._kafka import (
+    HostSlot,
     admin_client,
     consumer_config,
     ensure_topics,
     producer_config,
+    transactional_id,
     wait_for_broker,
 )
 from thimble.consumer._landing import ParquetFiles
@@ -37,6 +46,7 @@ from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import RedisBackend
 from thimble.consumer._pipeline import Backends, Pipeline
 from thimble.consumer._processing import Abandoned
+from thimble.consumer._transactions import Transactions
 from thimble.consumer._transport import KafkaTransport
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.context import serve
@@ -54,6 +64,9 @@ POLL_TIMEOUT_S = 0.1
 # A full queue first just waits for the worker (pausing drops librdkafka's prefetched messages, which
 # costs a refetch); only a queue still full after this long pauses the partitions and polls on.
 PAUSE_AFTER_S = 1.0
+# Exactly-once: an abort (a rebalance, a fenced producer) is retried from the committed offsets; this
+# many aborts without a commit in between mean the outputs can never be committed.
+MAX_ABORTS_IN_A_ROW = 10
 
 
 class Runner:
@@ -93,12 +106,19 @@ class Runner:
         self._draining_until: float | None = None
         self._worker_done = threading.Event()
         self.fatal: BaseException | None = None
-        self._in_txn = False
         self._closing = False
+        # Exactly-once: the transactions, this process's slot among the group's on this host, and
+        # whether an aborted transaction asks the main thread to seek back to the committed offsets.
+        self._txns: Transactions | None = None
+        self._slot: HostSlot | None = None
+        self.transactional_id: str | None = None
+        self._rewind = False
         # Offsets completed on the worker, stored by the main thread: librdkafka starves a thread calling
         # store_offsets while another thread polls, so only the polling thread touches the consumer.
         self._to_store: list[TopicPartition] = []
         self._store_lock = threading.Lock()
+        # The group metadata sent with the offsets, taken on the polling thread (the only one that may
+        # call the consumer) after every poll and rebalance, so it carries the latest generation.
         self._group_metadata: Any = None
         self.metrics_server: MetricsServer | None = None
 
@@ -110,6 +130,10 @@ class Runner:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+
+    @property
+    def producer(self) -> Producer:
+        return self.transport.producer
 
     def ready(self) -> bool:
         return self._ready and self._broker_ok and not self._stop.is_set() and self.fatal is None
@@ -138,6 +162,8 @@ class Runner:
         finally:
             if server is not None:
                 server.stop()
+            if self._slot is not None:
+                self._slot.release()
 
     def _start_metrics_server(self) -> MetricsServer | None:
         m = self.settings.metrics
@@ -162,17 +188,14 @@ class Runner:
             self.cfg.topic_partitions,
             self.cfg.topic_replication,
         )
-        self.producer = Producer(
-            producer_config(
-                self.settings,
-                self.client_id,
-                f"{self.group_id}-{socket.gethostname()}-{self.worker_index}"
-                if self.cfg.exactly_once
-                else None,
-            )
-        )
         if self.cfg.exactly_once:
-            self.producer.init_transactions(30)
+            self._slot = HostSlot(self.group_id)
+            self.transactional_id = transactional_id(self.group_id, self._slot)
+            txn_conf = producer_config(self.settings, self.client_id, self.transactional_id)
+            txns = self._txns = Transactions(lambda: Producer(txn_conf), lambda: self._group_metadata)
+            self.transport = KafkaTransport(txns.producer, before_send=txns.begin)
+        else:
+            self.transport = KafkaTransport(Producer(producer_config(self.settings, self.client_id)))
         conf = consumer_config(self.settings, self.group_id, self.client_id)
         conf["error_cb"] = self._on_kafka_error
         self.consumer = Consumer(conf)
@@ -180,7 +203,7 @@ class Runner:
             self.app,
             self.settings,
             Backends(
-                KafkaTransport(self.producer),
+                self.transport,
                 lambda: RedisBackend(
                     self.settings.online_store.url,
                     self.settings.online_store.password.get_secret_value()
@@ -192,7 +215,7 @@ class Runner:
             self.metrics,
             self._stop.wait,
         )
-        self._group_metadata = self.consumer.consumer_group_metadata()
+        self._refresh_group_metadata()
         self.consumer.subscribe(
             self.app.sources, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -220,7 +243,9 @@ class Runner:
         eos = self.cfg.exactly_once
         while not self._stop.is_set() and self.fatal is None:
             if eos:
-                self._group_metadata = consumer.consumer_group_metadata()
+                self._refresh_group_metadata()
+            if self._rewind:
+                self._rewind_to_committed()
             if self._to_store:
                 self._store_completed()
             if time.monotonic() >= next_lag:
@@ -247,6 +272,10 @@ class Runner:
                 if n > 1:
                     batch += consumer.consume(n - 1, 0)
                 self._enqueue(batch)
+
+    def _refresh_group_metadata(self) -> None:
+        if self.cfg.exactly_once and not self._closing:
+            self._group_metadata = self.consumer.consumer_group_metadata()
 
     def _enqueue(self, batch: list[Any]) -> None:
         good = []
@@ -314,9 +343,39 @@ class Runner:
             self._broker_ok = False
         log.warning("kafka client error", extra={"error": err.str()})
 
+    def _rewind_to_committed(self) -> None:
+        """After an aborted transaction: read every assigned partition again from its committed offset.
+
+        Messages polled before this (queued, or fetched by librdkafka) belong to an older epoch and are
+        skipped; until it is done the worker skips every message.
+        """
+        with self._lock:
+            assigned = self.consumer.assignment()
+            try:
+                committed = self.consumer.committed(assigned, timeout=10) if assigned else []
+                for tp in committed:
+                    if tp.offset < 0:
+                        earliest = self.cfg.auto_offset_reset == "earliest"
+                        tp.offset = OFFSET_BEGINNING if earliest else OFFSET_END
+                    self.consumer.seek(tp)
+            except KafkaException as exc:
+                log.warning(
+                    "seeking back to the committed offsets failed; retrying", extra={"error": str(exc)}
+                )
+                return
+            for p in assigned:
+                self._revoked_at[(p.topic, p.partition)] = self._epoch
+            self._epoch += 1
+            self._rewind = False
+        log.info(
+            "resuming from the committed offsets",
+            extra={"partitions": sorted(f"{p.topic}[{p.partition}]" for p in assigned)},
+        )
+
     # -- main thread: rebalances ------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._refresh_group_metadata()  # a new generation, even when nothing new is assigned
         self._assigned |= {(p.topic, p.partition) for p in partitions}
         self._repause = self._paused
         self.metrics.rebalances.labels("assign").inc()
@@ -332,7 +391,12 @@ class Runner:
         self._release(partitions, commit=False)
 
     def _release(self, partitions: list[TopicPartition], *, commit: bool) -> None:
-        """Commit what is done on the partitions going away, then forget them (and their queued messages)."""
+        """Commit what is done on the partitions going away, then forget them (and their queued messages).
+
+        Exactly-once: the open transaction is committed here, in the revocation callback, where the
+        group metadata is still that of the generation the partitions were processed in; partitions
+        lost without a revocation abort it.
+        """
         tps = {(p.topic, p.partition) for p in partitions}
         if not tps:
             return
@@ -342,8 +406,7 @@ class Runner:
         self._assigned -= tps
         self.metrics.assigned.set(len(self._assigned))
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
-        if self.cfg.exactly_once and not self._closing:
-            self._group_metadata = self.consumer.consumer_group_metadata()
+        self._refresh_group_metadata()
         wait = 0.5 if self._closing else min(self.cfg.max_poll_interval_ms / 2000, self.cfg.drain_timeout_s)
         if not self._lock.acquire(timeout=wait):
             log.warning(
@@ -355,7 +418,10 @@ class Runner:
                 _delivery.commit_stored(self.consumer)
             return
         try:
-            if commit and self.fatal is None:
+            if self._txns is not None and not commit:
+                self._txns.abort()
+                self._resume_from_committed()
+            elif commit and self.fatal is None:
                 self._make_durable(timeout=min(10.0, self.cfg.drain_timeout_s))
                 if not self.cfg.exactly_once:
                     _delivery.commit_stored(self.consumer)
@@ -413,18 +479,14 @@ class Runner:
                     self._after_batch()
                 continue
             epoch, batch = item
-            stale = self._revoked_at if epoch < self._epoch else None
             for msg in batch:
                 if self._stop.is_set() and self._past_drain():
                     return
                 if self.fatal is not None:
                     return
                 with lock:
-                    if stale is not None and stale.get((msg.topic(), msg.partition()), -1) >= epoch:
+                    if self._rewind or self._is_stale(msg, epoch):
                         continue
-                    if self.cfg.exactly_once and not self._in_txn:
-                        self.producer.begin_transaction()
-                        self._in_txn = True
                     set_current(msg)
                     pipeline.feed(msg)
             set_current(None)
@@ -432,6 +494,10 @@ class Runner:
                 pipeline.end_batch()
                 pipeline.tick()
                 self._after_batch()
+
+    def _is_stale(self, msg: Any, epoch: int) -> bool:
+        """Polled before its partition was revoked (or rewound): not this process's to handle."""
+        return epoch < self._epoch and self._revoked_at.get((msg.topic(), msg.partition()), -1) >= epoch
 
     def _past_drain(self) -> bool:
         if self.fatal is not None:
@@ -450,20 +516,23 @@ class Runner:
                 self._to_store.extend(done)
 
     def _commit_transaction(self) -> None:
-        if not self._in_txn:
-            return
-        positions = self.pipeline.tracker.processed_positions()
-        try:
-            if positions:
-                self.producer.send_offsets_to_transaction(positions, self._group_metadata, 30)
-            self.producer.commit_transaction(60)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if err is not None and err.txn_requires_abort():
-                self.producer.abort_transaction(30)
-            raise DeliveryError(f"transaction failed and was aborted: {err.str() if err else exc}") from None
-        finally:
-            self._in_txn = False
+        """Commit the open transaction with the offsets processed in it; when the broker refuses it, it is
+        aborted and every assigned partition is read again from its committed offset. Under the lock."""
+        assert self._txns is not None
+        if not self._txns.commit(self.pipeline.tracker.processed_positions()):
+            self._resume_from_committed()
+
+    def _resume_from_committed(self) -> None:
+        """Forget the work of an aborted transaction; the main thread seeks back. Under the lock."""
+        assert self._txns is not None
+        if self._txns.aborted_in_a_row >= MAX_ABORTS_IN_A_ROW:
+            raise DeliveryError(
+                f"{self._txns.aborted_in_a_row} transactions in a row were aborted; "
+                "the outputs cannot be committed"
+            )
+        self.transport.producer = self._txns.producer  # a new one if the old one was fenced
+        self.pipeline.reset()
+        self._rewind = True
 
     def _make_durable(self, timeout: float) -> None:
         """Flush sinks and record what is done. Under the lock."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -17,7 +18,7 @@ class Transport(Protocol):
     """Where topic sinks and dead letters send their records."""
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None, pending: Pending
     ) -> None: ...
 
     def poll(self) -> None: ...
@@ -26,14 +27,21 @@ class Transport(Protocol):
 
 
 class KafkaTransport:
-    """Asynchronous produce; ``pending`` is released by the delivery report."""
+    """Asynchronous produce; ``pending`` is released by the delivery report.
 
-    def __init__(self, producer: Producer) -> None:
+    ``before_send`` runs before every produce (exactly-once: it opens the transaction if none is open,
+    so every record, whichever path sends it, belongs to a transaction).
+    """
+
+    def __init__(self, producer: Producer, before_send: Callable[[], None] | None = None) -> None:
         self.producer = producer
+        self.before_send = before_send
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None, pending: Pending
     ) -> None:
+        if self.before_send is not None:
+            self.before_send()
         pending.hold()
         produce = self.producer.produce
         while True:
@@ -57,15 +65,15 @@ class SentRecord:
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: dict[str, bytes] = field(default_factory=dict)
     sent_at: float = field(default_factory=time.time)
 
     def json(self) -> Any:
-        """The value parsed as JSON."""
+        """The value parsed as JSON (``None`` for a tombstone)."""
         import orjson
 
-        return orjson.loads(self.value)
+        return None if self.value is None else orjson.loads(self.value)
 
 
 class MemoryTransport:
@@ -75,7 +83,7 @@ class MemoryTransport:
         self.records: dict[str, list[SentRecord]] = {}
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None, pending: Pending
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None, pending: Pending
     ) -> None:
         self.records.setdefault(topic, []).append(SentRecord(topic, key, value, dict(headers or [])))
 
