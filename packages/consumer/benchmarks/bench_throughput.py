@@ -3,17 +3,27 @@
 N small JSON messages (~200 B) are produced once to a fresh topic; then each contestant, in its own
 process, reads all of them with a fresh consumer group:
 
-- raw:          consume only (the ceiling)
-- handwritten:  a careful confluent-kafka loop: decode + pydantic validate, produce the output,
-                store offsets only after the produce acks (per-batch watermarks), auto-commit
-- thimble:      the same handler as a thimble.consumer App
-- faststream:   the same handler in FastStream (confluent backend, AckPolicy.ACK), in its own venv
+- raw:            consume only (the ceiling)
+- handwritten:    a careful confluent-kafka loop: decode + pydantic validate, produce the output,
+                  store offsets only after the produce acks (per-batch watermarks), auto-commit
+- thimble:        the same handler as a thimble.consumer App (one message per call)
+- thimble-batch:  the same work as a batch handler (``list[ClientEvent]``, batches of 500)
+- faststream:     the same handler in FastStream (confluent backend, AckPolicy.ACK)
+- quix:           the same job in Quix Streams (``model_validate_json``, output to a topic,
+                  at-least-once)
+
+FastStream and Quix Streams run in their own virtual environments under ``.run/bench-venvs/``, which
+the script creates (with uv when it is there, else venv + pip) the first time it needs them.
+
+Contestants run interleaved, ``--rounds`` times, each round in a different order, so a neighbour's
+burst on a shared machine lands on every contestant alike; the table shows the median of the rounds
+and their spread (min-max), and ratios are medians of the per-round ratios.
 
 A run ends when every input offset is stored (at-least-once: it will be committed). "p99 poll→store"
 is the time from a message being polled to its offset being stored (committed by the next auto-commit,
 at most ``auto.commit.interval.ms`` later); sampled on every 64th message.
 
-    .venv/bin/python packages/consumer/benchmarks/bench_throughput.py --messages 1000000
+    .venv/bin/python packages/consumer/benchmarks/bench_throughput.py --messages 200000 --rounds 3
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +46,12 @@ from pydantic import BaseModel
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[3]
-FASTSTREAM_PYTHON = ROOT / ".run" / "bench-venvs" / "faststream" / "bin" / "python"
+VENVS = ROOT / ".run" / "bench-venvs"
+# Contestants that run in an environment of their own: what it installs.
+ENVIRONMENTS = {
+    "faststream": ["faststream[confluent]==0.7.8"],
+    "quix": ["quixstreams==3.28.1"],
+}
 SAMPLE_EVERY = 64
 
 
@@ -206,17 +223,24 @@ def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     consumer.close()
 
 
-def run_thimble(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+def _run_thimble(conf: dict[str, Any], topic: str, n: int, out: str, *, batch: bool) -> None:
     sys.path.insert(0, str(ROOT / "packages" / "consumer" / "src"))
     from thimble.common.config import load_settings
     from thimble.consumer import App, ConsumerSettings, _delivery, _runner
 
     features_cls = ClientFeatures
     app = App("bench-thimble")
+    if batch:
 
-    @app.handler(source=topic, sink=out)
-    def handle(event: ClientEvent) -> ClientFeatures:
-        return featurize(event, features_cls)
+        @app.handler(source=topic, sink=out, batch_size=500)
+        def handle_batch(events: list[ClientEvent]) -> list[ClientFeatures]:
+            return [featurize(event, features_cls) for event in events]
+
+    else:
+
+        @app.handler(source=topic, sink=out)
+        def handle(event: ClientEvent) -> ClientFeatures:
+            return featurize(event, features_cls)
 
     latency = Latency()
     state: dict[str, float] = {}
@@ -250,7 +274,15 @@ def run_thimble(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     code = runner.run()
     if code != 0:
         raise SystemExit(f"thimble exited {code}")
-    result("thimble", n, state["end"] - state["start"], latency.samples)
+    result("thimble-batch" if batch else "thimble", n, state["end"] - state["start"], latency.samples)
+
+
+def run_thimble(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+    _run_thimble(conf, topic, n, out, batch=False)
+
+
+def run_thimble_batch(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+    _run_thimble(conf, topic, n, out, batch=True)
 
 
 def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
@@ -288,11 +320,43 @@ def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     result("faststream", n, state["end"] - state["start"], None)
 
 
+def run_quix(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+    from quixstreams import Application
+
+    features_cls = ClientFeatures
+    app = Application(
+        broker_address=conf["bootstrap.servers"],
+        consumer_group=f"bench-quix-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        processing_guarantee="at-least-once",
+        loglevel="WARNING",
+    )
+    source = app.topic(topic, value_deserializer="bytes", key_deserializer="bytes")
+    sink = app.topic(out, value_serializer="bytes", key_serializer="bytes")
+    validate = ClientEvent.model_validate_json
+    state: dict[str, Any] = {"count": 0}
+
+    def work(raw: bytes) -> bytes:
+        state.setdefault("start", time.perf_counter())
+        features = featurize(validate(raw), features_cls)
+        state["count"] += 1
+        if state["count"] >= n and "end" not in state:
+            state["end"] = time.perf_counter()
+            app.stop()
+        return bytes(features.__pydantic_serializer__.to_json(features))
+
+    app.dataframe(source).apply(work).to_topic(sink)
+    app.run()  # stopping commits the last checkpoint (outputs flushed, then offsets)
+    result("quix", n, state["end"] - state["start"], None)
+
+
 CONTESTANTS = {
     "raw": run_raw,
     "handwritten": run_handwritten,
     "thimble": run_thimble,
+    "thimble-batch": run_thimble_batch,
     "faststream": run_faststream,
+    "quix": run_quix,
 }
 
 
@@ -335,17 +399,140 @@ def produce_input(conf: dict[str, Any], topic: str, n: int, partitions: int) -> 
     return size // n
 
 
+def ensure_environment(name: str) -> Path:
+    """The Python of contestant ``name``'s own virtual environment, created on first use."""
+    venv = VENVS / name
+    python = venv / "bin" / "python"
+    marker = venv / "installed.txt"
+    wanted = "\n".join(["pydantic>=2", *ENVIRONMENTS[name]])
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        return python
+    print(f"creating the {name} environment in {venv} ...", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    packages = wanted.splitlines()
+    if Path(uv).exists() or shutil.which("uv"):
+        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), *packages], check=True)
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    marker.write_text(wanted)
+    return python
+
+
+def run_contestant(name: str, python: str, topic: str, n: int, bootstrap: str) -> dict[str, Any]:
+    command = [python, str(HERE), "--run-one", name, "--topic", topic, "--messages", str(n)]
+    proc = subprocess.run(
+        [*command, "--bootstrap-servers", bootstrap],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"note": f"failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"}
+    row: dict[str, Any] = json.loads(lines[-1])
+    row["rate"] = row["messages"] / row["seconds"]
+    return row
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    return f"{format(min(values), fmt)}-{format(max(values), fmt)}" if len(values) > 1 else "-"
+
+
+def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per contestant: medians and spreads over the rounds; ratios as medians of per-round ratios."""
+    table: dict[str, dict[str, Any]] = {}
+    for name in names:
+        rows = [r[name] for r in rounds if "rate" in r.get(name, {})]
+        if not rows:
+            notes = [r[name]["note"] for r in rounds if name in r]
+            table[name] = {"note": notes[0] if notes else "not run"}
+            continue
+
+        def paired(other: str, rows: list[dict[str, Any]] = rows, name: str = name) -> float | None:
+            ratios = [
+                r[name]["rate"] / r[other]["rate"]
+                for r in rounds
+                if "rate" in r.get(name, {}) and "rate" in r.get(other, {})
+            ]
+            return statistics.median(ratios) if ratios else None
+
+        p99s = [r["p99_ms"] for r in rows if r.get("p99_ms") is not None]
+        table[name] = {
+            "rounds": len(rows),
+            "messages": rows[0]["messages"],
+            "rate": statistics.median(r["rate"] for r in rows),
+            "rate_spread": _spread([r["rate"] for r in rows], ",.0f"),
+            "vs_handwritten": paired("handwritten"),
+            "vs_quix": paired("quix"),
+            "p99_ms": statistics.median(p99s) if p99s else None,
+            "p99_spread": _spread(p99s, ".0f") if p99s else "-",
+            "rss_mb": statistics.median(r["rss_mb"] for r in rows),
+        }
+    return table
+
+
+def print_table(table: dict[str, dict[str, Any]]) -> None:
+    columns = (
+        f"| {'contestant':<13} | {'msgs/s (median)':>15} | {'spread':>17} | {'vs handwritten':>14} "
+        f"| {'p99 poll→store':>14} | {'p99 spread':>11} | {'peak RSS':>9} |"
+    )
+    print(columns)
+    print("|" + "|".join("-" * len(c) for c in columns.split("|")[1:-1]) + "|")
+    for name, row in table.items():
+        if "rate" not in row:
+            print(f"| {name:<13} | {row['note']}")
+            continue
+        vs = f"{row['vs_handwritten']:.2f}" if row["vs_handwritten"] is not None else "-"
+        p99 = f"{row['p99_ms']:.0f} ms" if row["p99_ms"] is not None else "-"
+        print(
+            f"| {name:<13} | {row['rate']:>15,.0f} | {row['rate_spread']:>17} | {vs:>14} "
+            f"| {p99:>14} | {row['p99_spread']:>11} | {row['rss_mb']:>6.0f} MB |"
+        )
+
+
+def print_goals(table: dict[str, dict[str, Any]]) -> None:
+    hand, one, batch = table.get("handwritten", {}), table.get("thimble", {}), table.get("thimble-batch", {})
+
+    def line(what: str, value: float | None, goal: float, unit: str = "x") -> None:
+        if value is None:
+            print(f"{what:<46} -")
+            return
+        verdict = "ok" if value >= goal else "MISSED"
+        print(f"{what:<46} {value:.2f}{unit} (goal >= {goal}{unit}) {verdict}")
+
+    print()
+    line("thimble / handwritten", one.get("vs_handwritten"), 1.0)
+    line("thimble-batch / handwritten", batch.get("vs_handwritten"), 2.0)
+    quix = table.get("quix", {}).get("rate")
+    line("thimble / quix", one["rate"] / quix if quix and "rate" in one else None, 1.5)
+    if "p99_ms" in hand and "p99_ms" in one and hand["p99_ms"] and one["p99_ms"]:
+        print(
+            f"{'p99 poll→store, handwritten / thimble':<46} {hand['p99_ms'] / one['p99_ms']:.2f}x (goal >= 1.0x)"
+        )
+    if "rss_mb" in hand and "rss_mb" in one:
+        ratio = one["rss_mb"] / hand["rss_mb"]
+        verdict = "ok" if ratio <= 1.25 else "MISSED"
+        print(f"{'peak RSS, thimble / handwritten':<46} {ratio:.2f}x (goal <= 1.25x) {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     parser.add_argument(
-        "--faststream-messages", type=int, default=None, help="Fewer messages for FastStream."
+        "--faststream-messages",
+        type=int,
+        default=10_000,
+        help="Fewer messages for FastStream (about 1,200 msg/s).",
     )
-    parser.add_argument("--skip-faststream", action="store_true")
+    parser.add_argument("--only", nargs="+", choices=sorted(CONTESTANTS), help="Run only these contestants.")
     parser.add_argument("--run-one", choices=sorted(CONTESTANTS), help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -354,74 +541,33 @@ def main() -> None:
         CONTESTANTS[args.run_one](conf, args.topic, args.messages, f"{args.topic}-{args.run_one}-out")
         return
 
+    names = list(args.only or CONTESTANTS)
+    pythons = {n: str(ensure_environment(n)) if n in ENVIRONMENTS else sys.executable for n in names}
     topic = f"bench-in-{uuid.uuid4().hex[:8]}"
     print(f"producing {args.messages:,} messages to {topic} ...", flush=True)
     avg = produce_input(conf, topic, args.messages, args.partitions)
-    rows: dict[str, dict[str, Any]] = {}
-    for name in ("raw", "handwritten", "thimble", "faststream"):
-        python = sys.executable
-        n = args.messages
-        if name == "faststream":
-            if args.skip_faststream:
-                rows[name] = {"note": "skipped (--skip-faststream)"}
-                continue
-            if not FASTSTREAM_PYTHON.exists():
-                rows[name] = {
-                    "note": f"no venv at {FASTSTREAM_PYTHON} (python3 -m venv + pip install 'faststream[confluent]')"
-                }
-                continue
-            python = str(FASTSTREAM_PYTHON)
-            n = min(n, args.faststream_messages or n)
-        print(f"running {name} ({n:,} messages) ...", flush=True)
-        proc = subprocess.run(
-            [
-                python,
-                str(HERE),
-                "--run-one",
-                name,
-                "--topic",
-                topic,
-                "--messages",
-                str(n),
-                "--bootstrap-servers",
-                args.bootstrap_servers,
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            rows[name] = {"note": f"failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}"}
-            continue
-        rows[name] = json.loads(lines[-1])
-        rows[name]["rate"] = rows[name]["messages"] / rows[name]["seconds"]
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for number in range(args.rounds):
+        shift = number % len(names)
+        order = names[shift:] + names[:shift]  # each round starts with a different contestant
+        results: dict[str, dict[str, Any]] = {}
+        for name in order:
+            n = min(args.messages, args.faststream_messages) if name == "faststream" else args.messages
+            results[name] = row = run_contestant(name, pythons[name], topic, n, args.bootstrap_servers)
+            shown = f"{row['rate']:,.0f} msg/s" if "rate" in row else row["note"]
+            print(f"round {number + 1}/{args.rounds}  {name:<13} {shown}", flush=True)
+        rounds.append(results)
 
-    hand = rows.get("handwritten", {}).get("rate")
-    fast = rows.get("faststream", {}).get("rate")
+    table = summarise(rounds, names)
     print()
     print(
-        f"{args.messages:,} messages of ~{avg} B, {args.partitions} partitions, local broker, at-least-once"
+        f"{args.messages:,} messages of ~{avg} B, {args.partitions} partitions, local broker, "
+        f"at-least-once, {args.rounds} interleaved rounds"
+        + (f" (faststream: {args.faststream_messages:,} messages)" if "faststream" in names else "")
     )
     print()
-    header = f"| {'contestant':<12} | {'msgs/s':>10} | {'vs handwritten':>14} | {'thimble vs it':>13} | {'p99 poll→store':>14} | {'peak RSS':>9} |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    thimble = rows.get("thimble", {}).get("rate")
-    for name, row in rows.items():
-        if "rate" not in row:
-            print(f"| {name:<12} | {row['note']}")
-            continue
-        vs_hand = f"{row['rate'] / hand:.2f}" if hand else "-"
-        vs_it = f"{thimble / row['rate']:.2f}x" if thimble and name != "thimble" else "-"
-        p99 = f"{row['p99_ms']:.0f} ms" if row.get("p99_ms") is not None else "-"
-        print(
-            f"| {name:<12} | {row['rate']:>10,.0f} | {vs_hand:>14} | {vs_it:>13} | {p99:>14} | {row['rss_mb']:>6.0f} MB |"
-        )
-    if thimble and hand:
-        print(f"\nthimble / handwritten = {thimble / hand:.2f} (goal >= 0.85)")
-    if thimble and fast:
-        print(f"thimble / faststream  = {thimble / fast:.1f}x (goal >= 10x)")
+    print_table(table)
+    print_goals(table)
 
 
 if __name__ == "__main__":
