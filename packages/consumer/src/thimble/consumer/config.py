@@ -29,7 +29,13 @@ class ConsumerConfig(Section):
         default=False, description="Topic-to-topic exactly-once via Kafka transactions."
     )
     max_poll_interval_ms: int = Field(default=300_000, ge=1)
-    session_timeout_ms: int = Field(default=45_000, ge=1)
+    session_timeout_ms: int = Field(
+        default=45_000, ge=1, description="Classic protocol only; the broker sets it for `consumer`."
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        default="classic",
+        description="`consumer`: the consumer group protocol of Kafka 4 (KIP-848), assignments made by the broker.",
+    )
     drain_timeout_s: float = Field(default=15.0, gt=0, description="Bound of the shutdown drain.")
     queued_batches: int = Field(default=4, ge=1, description="Polled batches held before partitions pause.")
     create_topics: bool = False
