@@ -1,4 +1,7 @@
-"""The Apache Kafka broker: one KRaft node that is broker and controller, run from Maven-resolved jars."""
+"""Apache Kafka in KRaft combined mode (each node broker and controller), run from Maven-resolved jars.
+
+One node by default; ``kafka_brokers`` nodes form a cluster with a static three-or-more voter quorum.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ from integration._settings import StackSettings, find_java
 from integration.errors import JarsError, ServiceFailedError, StackError
 
 NODE_ID = 1
+HEAP_SINGLE = ["-Xms256m", "-Xmx1g"]
+# A cluster shares the machine with Spark and Redis: each node gets a small heap and few threads.
+HEAP_CLUSTER_NODE = ["-Xms128m", "-Xmx384m"]
 JVM_OPTS = [
-    "-Xms256m",
-    "-Xmx1g",
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
     "-XX:InitiatingHeapOccupancyPercent=35",
@@ -56,18 +60,53 @@ def random_cluster_id() -> str:
             return cluster_id
 
 
-class Kafka(Service):
-    """Kafka 4.x in KRaft combined mode on loopback (broker on ``kafka_port``, controller on the next port)."""
+def cluster_id_for(settings: StackSettings) -> str:
+    """The cluster id every node of the stack's cluster is formatted with, made once per run folder."""
+    path = settings.data_dir / "kafka-cluster-id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cluster_id = random_cluster_id()
+    path.write_text(cluster_id + "\n")
+    return cluster_id
 
-    name = "kafka"
+
+def kafka_nodes(settings: StackSettings) -> list[Kafka]:
+    """The stack's Kafka nodes: ``kafka`` alone, or ``kafka-1`` … ``kafka-N`` for a cluster."""
+    return [Kafka(settings, index) for index in range(settings.kafka_brokers)]
+
+
+class Kafka(Service):
+    """One Kafka 4.x node in KRaft combined mode on loopback.
+
+    Alone it is ``kafka`` (broker on ``kafka_port``, controller on the next port, as always). In a
+    cluster, node ``index`` is ``kafka-<index+1>`` with node id ``index+1``, broker on
+    ``kafka_port + 2*index`` and controller on the next port; every node is a voter of the quorum.
+    """
+
     ready_timeout = 90.0
     stop_timeout = 45.0
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, index: int = 0) -> None:
         super().__init__(settings)
-        self.conf_dir = settings.conf_dir / "kafka"
-        self.data_dir = settings.data_dir / "kafka"
+        self.index = index
+        self.clustered = settings.kafka_brokers > 1
+        self.name = f"kafka-{index + 1}" if self.clustered else "kafka"
+        self.node_id = index + 1 if self.clustered else NODE_ID
+        self.conf_dir = settings.conf_dir / self.name
+        self.data_dir = settings.data_dir / self.name
         self.jars_dir = settings.jars_dir / "kafka"
+        if self.clustered:
+            # A cluster restarts nodes while the rest carry on: give each time to catch up.
+            self.ready_timeout = 120.0
+
+    @property
+    def broker_port(self) -> int:
+        return self.settings.broker_port(self.index)
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.broker_controller_port(self.index)
 
     @property
     def properties_path(self) -> Path:
@@ -79,22 +118,35 @@ class Kafka(Service):
 
     @property
     def ports(self) -> list[int]:
-        return [self.settings.kafka_port, self.settings.controller_port]
+        return [self.broker_port, self.controller_port]
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
+        return f"127.0.0.1:{self.broker_port}"
+
+    @property
+    def voters(self) -> str:
+        """The static controller quorum of a cluster: ``1@127.0.0.1:9093,2@127.0.0.1:9095,…``."""
+        return ",".join(
+            f"{i + 1}@127.0.0.1:{self.settings.broker_controller_port(i)}"
+            for i in range(self.settings.kafka_brokers)
+        )
 
     @property
     def marker(self) -> str:
         return str(self.properties_path)
 
     def server_properties(self) -> str:
-        broker, controller = self.settings.kafka_port, self.settings.controller_port
-        settings = {
+        broker, controller = self.broker_port, self.controller_port
+        quorum = (
+            {"controller.quorum.voters": self.voters}
+            if self.clustered
+            else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}"}
+        )
+        settings: dict[str, str | int] = {
             "process.roles": "broker,controller",
-            "node.id": NODE_ID,
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller}",
+            "node.id": self.node_id,
+            **quorum,
             "listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -115,6 +167,8 @@ class Kafka(Service):
             "delete.topic.enable": "true",
             "log.retention.hours": 168,
         }
+        if self.clustered:
+            settings.update(self._cluster_properties())
         lines = [f"{key}={value}" for key, value in settings.items()]
         return (
             "# Written by integration/stack.py on every start; edit the code, not this file.\n"
@@ -122,9 +176,35 @@ class Kafka(Service):
             + "\n"
         )
 
+    def _cluster_properties(self) -> dict[str, str | int]:
+        """Replicated internal topics, durable writes (replication 3, two in sync), quick failure detection."""
+        replication = min(3, self.settings.kafka_brokers)
+        in_sync = max(1, replication - 1)
+        return {
+            "default.replication.factor": replication,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": replication,
+            "transaction.state.log.replication.factor": replication,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": replication,
+            "share.coordinator.state.topic.min.isr": in_sync,
+            "unclean.leader.election.enable": "false",
+            # A killed node is fenced (and its partitions get new leaders) within seconds.
+            "broker.heartbeat.interval.ms": 1000,
+            "broker.session.timeout.ms": 6000,
+            # Members of the consumer group protocol (KIP-848) that die are dropped as fast as classic ones.
+            "group.consumer.min.session.timeout.ms": 6000,
+            "group.consumer.session.timeout.ms": 10000,
+            "num.network.threads": 2,
+            "num.io.threads": 2,
+            "background.threads": 2,
+            "num.replica.fetchers": 1,
+        }
+
     def _java(self, main: str, *args: str) -> list[str]:
         return [
             find_java(),
+            *(HEAP_CLUSTER_NODE if self.clustered else HEAP_SINGLE),
             *JVM_OPTS,
             f"-Dlog4j2.configurationFile={self.log4j_path}",
             f"-Dkafka.logs.dir={self.settings.logs_dir}",
@@ -147,7 +227,9 @@ class Kafka(Service):
 
     def _format_once(self) -> None:
         ports_file = self.data_dir / ".thimble-ports"
-        ports = f"{self.settings.kafka_port} {self.settings.controller_port}"
+        ports = f"{self.broker_port} {self.controller_port}"
+        if self.clustered:
+            ports += f" voters {self.voters}"
         if (self.data_dir / "meta.properties").exists():
             formatted_for = ports_file.read_text().strip() if ports_file.exists() else ports
             if formatted_for != ports:
@@ -156,15 +238,11 @@ class Kafka(Service):
                     "use another THIMBLE_RUN_DIR or the original ports"
                 )
             return
-        cluster_id = random_cluster_id()
+        cluster_id = cluster_id_for(self.settings) if self.clustered else random_cluster_id()
+        # A cluster's quorum is static (controller.quorum.voters); a single node bootstraps its own.
+        quorum = [] if self.clustered else ["--standalone"]
         argv = self._java(
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            "-t",
-            cluster_id,
-            "-c",
-            str(self.properties_path),
+            "kafka.tools.StorageTool", "format", *quorum, "-t", cluster_id, "-c", str(self.properties_path)
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -188,7 +266,7 @@ class Kafka(Service):
         return self._java("kafka.Kafka", str(self.properties_path))
 
     def healthy(self) -> bool:
-        if not port_open(self.settings.kafka_port):
+        if not port_open(self.broker_port):
             return False
         from confluent_kafka.admin import AdminClient
 
@@ -196,5 +274,5 @@ class Kafka(Service):
         admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0, "socket.timeout.ms": 2000})
         with contextlib.suppress(Exception):
             metadata = admin.list_topics(timeout=2)
-            return NODE_ID in metadata.brokers
+            return self.node_id in metadata.brokers
         return False

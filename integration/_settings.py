@@ -11,6 +11,8 @@ from integration.errors import StackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POMS_DIR = Path(__file__).resolve().parent / "jars"
+MAX_KAFKA_BROKERS = 9
+BROKERS_FILE = "kafka-brokers"
 
 
 def _port(name: str, default: int) -> int:
@@ -26,19 +28,67 @@ def _port(name: str, default: int) -> int:
     return port
 
 
+def check_broker_count(count: int, where: str) -> int:
+    """``count`` if it is a broker count the stack can run (1 to MAX_KAFKA_BROKERS); else a StackError naming ``where``."""
+    if not 1 <= count <= MAX_KAFKA_BROKERS:
+        raise StackError(
+            f"{where}={count} is out of range: the stack runs 1 to {MAX_KAFKA_BROKERS} Kafka brokers"
+        )
+    return count
+
+
+def _broker_count(run_dir: Path) -> int:
+    """``THIMBLE_STACK_KAFKA_BROKERS``, else the count a running stack in ``run_dir`` was started with, else 1."""
+    raw = os.environ.get("THIMBLE_STACK_KAFKA_BROKERS")
+    where = "THIMBLE_STACK_KAFKA_BROKERS"
+    if raw is None or raw == "":
+        remembered = run_dir / "conf" / BROKERS_FILE
+        if not remembered.exists():
+            return 1
+        raw, where = remembered.read_text().strip(), str(remembered)
+    try:
+        return check_broker_count(int(raw), where)
+    except ValueError:
+        raise StackError(f"{where}={raw!r} is not a number of brokers") from None
+
+
 @dataclass(frozen=True)
 class StackSettings:
-    """Every path and port of one stack; two stacks with different settings run side by side."""
+    """Every path and port of one stack; two stacks with different settings run side by side.
+
+    Kafka node ``i`` (0-based) listens on ``kafka_port + 2*i`` and its KRaft controller on the next port.
+    """
 
     run_dir: Path
     jars_dir: Path
     kafka_port: int
     redis_port: int
+    kafka_brokers: int = 1
 
     @property
     def controller_port(self) -> int:
-        """The KRaft controller listens on the port after the broker's."""
+        """The (first) KRaft controller listens on the port after the (first) broker's."""
         return self.kafka_port + 1
+
+    def broker_port(self, index: int) -> int:
+        return self.kafka_port + 2 * index
+
+    def broker_controller_port(self, index: int) -> int:
+        return self.kafka_port + 2 * index + 1
+
+    @property
+    def kafka_ports(self) -> list[int]:
+        """Every port of every Kafka node, brokers and controllers."""
+        return [self.kafka_port + offset for offset in range(2 * self.kafka_brokers)]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{self.broker_port(i)}" for i in range(self.kafka_brokers))
+
+    @property
+    def brokers_file(self) -> Path:
+        """Holds the broker count while the stack runs, so that ``status``/``down`` need no flag."""
+        return self.conf_dir / BROKERS_FILE
 
     @property
     def logs_dir(self) -> Path:
@@ -57,22 +107,38 @@ class StackSettings:
         return self.run_dir / "data"
 
     @classmethod
-    def from_env(cls) -> StackSettings:
-        """``THIMBLE_RUN_DIR``, ``THIMBLE_STACK_JARS_DIR``, ``THIMBLE_STACK_KAFKA_PORT``, ``THIMBLE_STACK_REDIS_PORT``."""
+    def from_env(cls, kafka_brokers: int | None = None) -> StackSettings:
+        """``THIMBLE_RUN_DIR``, ``THIMBLE_STACK_JARS_DIR``, ``THIMBLE_STACK_KAFKA_PORT``, ``THIMBLE_STACK_REDIS_PORT``,
+        ``THIMBLE_STACK_KAFKA_BROKERS`` (``kafka_brokers`` overrides it; default: what the running stack uses, else 1).
+        """
         run_dir = Path(os.environ.get("THIMBLE_RUN_DIR") or REPO_ROOT / ".run").resolve()
         jars_dir = Path(os.environ.get("THIMBLE_STACK_JARS_DIR") or run_dir / "jars").resolve()
+        brokers = (
+            check_broker_count(kafka_brokers, "--kafka-brokers")
+            if kafka_brokers is not None
+            else _broker_count(run_dir)
+        )
         settings = cls(
             run_dir=run_dir,
             jars_dir=jars_dir,
             kafka_port=_port("THIMBLE_STACK_KAFKA_PORT", 9092),
             redis_port=_port("THIMBLE_STACK_REDIS_PORT", 6379),
+            kafka_brokers=brokers,
         )
-        if settings.redis_port in (settings.kafka_port, settings.controller_port):
-            raise StackError(
-                f"Redis port {settings.redis_port} collides with Kafka's ports "
-                f"{settings.kafka_port}/{settings.controller_port}"
-            )
+        settings.check_ports()
         return settings
+
+    def check_ports(self) -> None:
+        """Raise a StackError when Redis's port is one of Kafka's or Kafka's run past 65535."""
+        last = self.kafka_ports[-1]
+        if last > 65535:
+            raise StackError(
+                f"{self.kafka_brokers} Kafka brokers from port {self.kafka_port} need ports up to {last}, past 65535"
+            )
+        if self.redis_port in self.kafka_ports:
+            raise StackError(
+                f"Redis port {self.redis_port} collides with Kafka's ports {'/'.join(map(str, self.kafka_ports))}"
+            )
 
 
 def find_java() -> str:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
 
 from integration import _jars
-from integration._kafka import Kafka
+from integration._kafka import Kafka, kafka_nodes
 from integration._procs import (
     PROC,
     alive,
@@ -36,16 +38,35 @@ LOG_ROTATE_BYTES = 50 * 1024 * 1024
 
 
 def services(settings: StackSettings) -> list[Service]:
-    """The stack's services in start order."""
-    return [Kafka(settings), Redis(settings)]
+    """The stack's services in start order: the Kafka node(s), then Redis."""
+    return [*kafka_nodes(settings), Redis(settings)]
 
 
-def service_named(settings: StackSettings, name: str) -> Service:
-    for service in services(settings):
-        if service.name == name:
-            return service
+def services_named(settings: StackSettings, name: str) -> list[Service]:
+    """The service called ``name``; ``kafka`` also names every node of a cluster (``kafka-1`` …)."""
+    chosen = [s for s in services(settings) if s.name == name or s.name.startswith(f"{name}-")]
+    if chosen:
+        return chosen
     known = ", ".join(s.name for s in services(settings))
     raise StackError(f"unknown service {name!r}; the stack has: {known}")
+
+
+def _other_kafka_layout(settings: StackSettings) -> list[str]:
+    """Kafka nodes running in this run folder under a broker count other than ``settings.kafka_brokers``."""
+    ours = {node.name for node in kafka_nodes(settings)}
+    others = []
+    for pid_path in sorted(settings.pids_dir.glob("kafka*.pid")):
+        name = pid_path.stem
+        number = name.removeprefix("kafka-")
+        if name in ours or not (name == "kafka" or number.isdigit()):
+            continue
+        if name == "kafka":
+            node = Kafka(dataclasses.replace(settings, kafka_brokers=1))
+        else:
+            node = Kafka(dataclasses.replace(settings, kafka_brokers=max(int(number), 2)), int(number) - 1)
+        if node.running_pid() is not None:
+            others.append(name)
+    return others
 
 
 @contextlib.contextmanager
@@ -152,6 +173,12 @@ def up(settings: StackSettings, console: Console) -> None:
     with locked(settings, console):
         for folder in (settings.logs_dir, settings.pids_dir, settings.conf_dir, settings.data_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        others = _other_kafka_layout(settings)
+        if others:
+            raise StackError(
+                f"the stack in {settings.run_dir} runs Kafka as {', '.join(others)}, not "
+                f"{settings.kafka_brokers} broker(s); run `down` first to change the number of brokers"
+            )
         running = {service.name: find_pid(service, console) for service in services(settings)}
         needed = [port for s in services(settings) if running[s.name] is None for port in s.ports]
         taken = describe_taken([port for port in needed if not port_free(port)])
@@ -160,9 +187,11 @@ def up(settings: StackSettings, console: Console) -> None:
                 "cannot start the stack, nothing was started:\n"
                 + "".join(f"  {sentence}\n" for sentence in taken)
                 + "Stop that program, or choose other ports with THIMBLE_STACK_KAFKA_PORT "
-                "(Kafka's controller takes the next port) and THIMBLE_STACK_REDIS_PORT."
+                "(Kafka's controller takes the next port, each further broker two more) and THIMBLE_STACK_REDIS_PORT."
             )
-        if running["kafka"] is None and not _jars.present(settings, "kafka"):
+        settings.brokers_file.write_text(f"{settings.kafka_brokers}\n")
+        kafka_down = any(running[node.name] is None for node in kafka_nodes(settings))
+        if kafka_down and not _jars.present(settings, "kafka"):
             console.print(f"kafka: no jars in {settings.jars_dir / 'kafka'} yet; resolving them with Maven…")
             _jars.resolve(settings, "kafka")
         started: dict[str, int] = {}
@@ -195,22 +224,37 @@ def up(settings: StackSettings, console: Console) -> None:
             console.print("[green]the stack was already up; nothing to do[/]")
 
 
+def _stop_one(service: Service, pid: int) -> str:
+    t0 = time.monotonic()
+    clean = stop(pid, service.stop_timeout)
+    reap(pid)
+    if alive(pid):
+        raise ServiceFailedError(f"{service.name} (pid {pid}) is still running after SIGKILL")
+    service.pid_file.remove()
+    how = "stopped" if clean else f"killed (it ignored SIGTERM for {service.stop_timeout:.0f}s)"
+    return f"{service.name}: {how} (pid {pid}) in {time.monotonic() - t0:.1f}s"
+
+
 def down(settings: StackSettings, console: Console) -> None:
-    """Stop every service (SIGTERM, then SIGKILL after its bound); a no-op when nothing runs."""
+    """Stop every service (SIGTERM, then SIGKILL after its bound); a no-op when nothing runs.
+
+    Redis first, then every Kafka node at once: a cluster's last node stopped alone would wait for a
+    controller quorum that is already gone.
+    """
     with locked(settings, console):
-        for service in reversed(services(settings)):
-            pid = find_pid(service, console)
-            if pid is None:
-                console.print(f"{service.name}: not running")
-                continue
-            t0 = time.monotonic()
-            clean = stop(pid, service.stop_timeout)
-            reap(pid)
-            if alive(pid):
-                raise ServiceFailedError(f"{service.name} (pid {pid}) is still running after SIGKILL")
-            service.pid_file.remove()
-            how = "stopped" if clean else f"killed (it ignored SIGTERM for {service.stop_timeout:.0f}s)"
-            console.print(f"{service.name}: {how} (pid {pid}) in {time.monotonic() - t0:.1f}s")
+        for group in ([Redis(settings)], kafka_nodes(settings)):
+            running = []
+            for service in group:
+                pid = find_pid(service, console)
+                if pid is None:
+                    console.print(f"{service.name}: not running")
+                else:
+                    running.append((service, pid))
+            if running:
+                with ThreadPoolExecutor(len(running)) as pool:
+                    for line in pool.map(lambda entry: _stop_one(*entry), running):
+                        console.print(line)
+        settings.brokers_file.unlink(missing_ok=True)
 
 
 def service_status(service: Service) -> Status:
@@ -250,5 +294,5 @@ def statuses(settings: StackSettings) -> list[Status]:
 
 
 def log_paths(settings: StackSettings, name: str | None) -> list[tuple[str, Path]]:
-    chosen = [service_named(settings, name)] if name else services(settings)
+    chosen = services_named(settings, name) if name else services(settings)
     return [(service.name, service.log_path) for service in chosen]

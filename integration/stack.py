@@ -1,9 +1,12 @@
 """The local stack: a Kafka broker (KRaft) and Redis on loopback, plus Spark's jars.
 
-    python integration/stack.py jars | up | status | down | logs [kafka|redis] [-f]
+    python integration/stack.py jars | up [--kafka-brokers N] | status | down | logs [kafka|redis] [-f]
 
 Every file (jars, data, logs, pid files) lives under ``THIMBLE_RUN_DIR`` (default ``<repo>/.run``). Ports:
 ``THIMBLE_STACK_KAFKA_PORT`` (9092; the controller takes the next one), ``THIMBLE_STACK_REDIS_PORT`` (6379).
+``up --kafka-brokers 3`` (or ``THIMBLE_STACK_KAFKA_BROKERS=3``) runs a three-node KRaft cluster instead:
+node *i* on ``THIMBLE_STACK_KAFKA_PORT + 2i`` (its controller on the next port), replication 3 and
+``min.insync.replicas=2`` by default; ``status``, ``down`` and ``logs kafka`` then cover every node.
 ``THIMBLE_STACK_JARS_DIR`` (default ``$THIMBLE_RUN_DIR/jars``) lets a second stack reuse the first one's jars.
 """
 
@@ -63,9 +66,16 @@ def jars(
 
 @app.command()
 @user_errors
-def up() -> None:
+def up(
+    kafka_brokers: int | None = typer.Option(
+        None,
+        "--kafka-brokers",
+        help="Kafka nodes (KRaft, each broker and controller); default 1, or what the running stack has.",
+        show_default=False,
+    ),
+) -> None:
     """Start Kafka and Redis (a no-op for those already up) and wait until both answer."""
-    settings = StackSettings.from_env()
+    settings = StackSettings.from_env(kafka_brokers)
     _stack.up(settings, console)
     _print_addresses(settings)
 
@@ -99,7 +109,9 @@ def status() -> None:
 @app.command()
 @user_errors
 def logs(
-    service: str | None = typer.Argument(None, help="kafka or redis (default: both)."),
+    service: str | None = typer.Argument(
+        None, help="kafka (every node), kafka-N (one node of a cluster) or redis (default: all)."
+    ),
     lines: int = typer.Option(40, "-n", "--lines", min=1, help="How many of the last lines to show."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines (Ctrl-C stops)."),
 ) -> None:
@@ -139,7 +151,7 @@ def _follow(paths: list[tuple[str, Path]]) -> None:
 
 def _print_addresses(settings: StackSettings) -> None:
     console.print(
-        f"Kafka  bootstrap.servers=127.0.0.1:{settings.kafka_port}\n"
+        f"Kafka  bootstrap.servers={settings.bootstrap_servers}\n"
         f"Redis  redis://127.0.0.1:{settings.redis_port}/0\n"
         f"logs   {settings.logs_dir}   (`integration/stack.py logs \\[kafka|redis]`)"
     )
