@@ -137,6 +137,13 @@ class ServedModel:
                 errors.extend(_validation_detail(exc, single, start))
         return errors or rows
 
+    def observe_values(self, outputs: list[BaseModel]) -> None:
+        for field, hist in self.value_fields:
+            for o in outputs:
+                v = getattr(o, field)
+                if v is not None:
+                    hist.observe(v)
+
     def body(self, request_id: str, outputs: list[BaseModel]) -> bytes:
         return orjson.dumps(
             {
@@ -228,11 +235,10 @@ class Serving:
         latency = time.perf_counter() - start
         s.latency.observe(latency)
         s.count.inc(len(outputs))
-        for field, hist in s.value_fields:
-            for o in outputs:
-                v = getattr(o, field)
-                if v is not None:
-                    hist.observe(v)
+        if big:
+            await asyncio.to_thread(s.observe_values, outputs)
+        else:
+            s.observe_values(outputs)
         s.stats.add(latency, rows, outputs)
         if self.prediction_log is not None:
             self.prediction_log.put(

@@ -1,0 +1,267 @@
+"""The server under hostile input: request ids, body and row limits, a hung store, strict validation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import string
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+
+from thimble.common.testing import wait_until
+from thimble.modelops import ModelContext, Registry, model
+from thimble.modelops.config import load_modelops_settings
+from thimble.modelops.server import create_app
+
+pytestmark = pytest.mark.integration
+
+ROW = {"client_id": 1, "orders_7d": 2, "spend_7d": 30.0}
+TOKEN = "tok-safety-1"
+
+
+class StrictIn(BaseModel):
+    amount: float = Field(ge=0)
+    active: bool
+    count: int = Field(ge=0, le=1000)
+
+
+class StrictOut(BaseModel):
+    y: float
+
+
+@model(name="strict")
+def strict_model(ctx: ModelContext, rows: list[StrictIn]) -> list[StrictOut]:
+    """Fails with an internal message on count 13."""
+    if any(r.count == 13 for r in rows):
+        raise ValueError("internal secret: table t_42 unreachable")
+    return [StrictOut(y=r.amount * 2 + r.count) for r in rows]
+
+
+def _settings(registry: Registry, redis_url: str, **server: Any) -> Any:
+    return load_modelops_settings(
+        overrides={
+            "online_store": {"url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:8]}"},
+            "modelops": {"registry": registry.url, "server": server},
+        }
+    )
+
+
+@pytest.fixture
+def hung_port() -> Iterator[int]:
+    """A loopback port whose listener accepts connections (kernel backlog) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
+
+
+ALLOWED = set(string.ascii_letters + string.digits + "._:@/+=-")
+HEADER_TEXT = st.text(
+    alphabet=st.sampled_from(sorted(ALLOWED) + list("\"\\{}[],: '<>%$#!`~")), min_size=1, max_size=160
+)
+
+
+def test_a_request_id_header_cannot_change_the_answer(
+    saved_churn: Registry, redis_url: str, live: Callable[..., Any]
+) -> None:
+    server = live(
+        create_app(settings=_settings(saved_churn, redis_url), refs=["churn@prod"], registry=saved_churn)
+    )
+    expected = saved_churn.load("churn@1").predict([ROW])
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+
+        def check(header: str) -> None:
+            got = http.post("/v1/models/churn@prod/predict", json=ROW, headers={"x-request-id": header})
+            assert got.status_code == 200
+            body = orjson.loads(got.content)
+            assert set(body) == {"model", "version", "request_id", "predictions"}
+            assert (body["model"], body["version"], body["predictions"]) == ("churn", 1, expected)
+            assert got.headers["x-request-id"] == body["request_id"]
+            plain = 1 <= len(header) <= 128 and set(header) <= ALLOWED
+            assert (body["request_id"] == header) is plain
+
+        check('abc","model":"evil","version":99,"x":"')
+        check('"')
+        check("r-1:a/b@c")
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(HEADER_TEXT.map(str.strip).filter(bool))
+        def property_holds(header: str) -> None:
+            check(header)
+
+        property_holds()
+
+
+def test_bodies_and_row_counts_over_the_limits_are_refused(
+    saved_churn: Registry, redis_url: str, live: Callable[..., Any]
+) -> None:
+    app = create_app(
+        settings=_settings(saved_churn, redis_url, max_body_bytes=4000, max_rows=5),
+        refs=["churn@prod"],
+        registry=saved_churn,
+    )
+    server = live(app)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert http.post("/v1/models/churn@prod/predict", json=[ROW] * 5).status_code == 200
+        rows = http.post("/v1/models/churn@prod/predict", json=[ROW] * 6)
+        assert rows.status_code == 413
+        assert rows.json()["detail"][0]["type"] == "too_many_rows"
+        declared = http.post("/v1/models/churn@prod/predict", content=b"[" + b" " * 5000 + b"]")
+        assert declared.status_code == 413
+        assert declared.json()["detail"][0]["type"] == "body_too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: refused while it streams
+            yield b"["
+            for _ in range(100):
+                yield orjson.dumps(ROW) + b","
+            yield orjson.dumps(ROW) + b"]"
+
+        streamed = http.post("/v1/models/churn@prod/predict", content=chunks())
+        assert streamed.status_code == 413
+        tensor = {"name": "client_id", "shape": [6], "datatype": "INT64", "data": [1] * 6}
+        assert http.post("/v2/models/churn/infer", json={"inputs": [tensor]}).status_code == 413
+        big = {"inputs": [{"name": "client_id", "shape": [2000], "datatype": "INT64", "data": [1] * 2000}]}
+        assert http.post("/v2/models/churn/infer", json=big).status_code == 413
+
+
+def test_healthz_answers_while_a_large_request_is_in_flight(
+    saved_churn: Registry, redis_url: str, live: Callable[..., Any]
+) -> None:
+    app = create_app(
+        settings=_settings(saved_churn, redis_url, max_rows=100_000, max_body_bytes=64 * 1024 * 1024),
+        refs=["churn@prod"],
+        registry=saved_churn,
+    )
+    server = live(app)
+    body = orjson.dumps(
+        [{"client_id": i, "orders_7d": i % 20, "spend_7d": float(i % 97)} for i in range(100_000)]
+    )
+    result: dict[str, Any] = {}
+
+    def send_large() -> None:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            got = http.post("/v1/models/churn@prod/predict", content=body)
+            result["status"] = got.status_code
+            result["rows"] = len(got.json()["predictions"])
+
+    sender = threading.Thread(target=send_large)
+    latencies: list[float] = []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        sender.start()
+        while sender.is_alive():
+            start = time.monotonic()
+            assert http.get("/healthz").status_code == 200
+            latencies.append(time.monotonic() - start)
+            time.sleep(0.01)
+    sender.join()
+    assert result == {"status": 200, "rows": 100_000}
+    assert len(latencies) >= 3  # the large request was in flight for several probes
+    assert max(latencies) < 1.0, latencies
+
+
+def test_a_hung_online_store_is_a_503_within_the_feature_timeout(
+    saved_churn: Registry, hung_port: int, live: Callable[..., Any]
+) -> None:
+    app = create_app(
+        settings=_settings(
+            saved_churn, f"redis://127.0.0.1:{hung_port}/0", feature_timeout_ms=300, auth_token=TOKEN
+        ),
+        refs=["churn@prod"],
+        registry=saved_churn,
+    )
+    server = live(app)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def fire() -> tuple[list[httpx.Response], float]:
+        async with httpx.AsyncClient(base_url=server.url, headers=auth, timeout=30) as http:
+            start = time.monotonic()
+            answers = await asyncio.gather(
+                *(http.post("/v1/models/churn@prod/predict", json={"client_id": i}) for i in range(8))
+            )
+            return list(answers), time.monotonic() - start
+
+    answers, elapsed = asyncio.run(fire())
+    assert [a.status_code for a in answers] == [503] * 8
+    assert "no answer within 300 ms" in answers[0].json()["detail"][0]["msg"]
+    assert elapsed < 3.0  # far below the 5-9 s a hung store took before the timeout was enforced
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/v1/models/churn@prod/predict", json=ROW, headers=auth).status_code == 200
+        assert http.get("/readyz").status_code == 503
+        assert http.get("/v2/health/ready").status_code == 503
+        assert http.get("/v2/health/ready").json() == {"ready": False}
+        assert http.get("/v2/models/churn/ready", headers=auth).status_code == 503
+
+
+def test_kserve_readiness_agrees_with_readyz_and_model_routes_need_auth(
+    saved_churn: Registry, redis_url: str, live: Callable[..., Any]
+) -> None:
+    server = live(
+        create_app(
+            settings=_settings(saved_churn, redis_url, auth_token=TOKEN),
+            refs=["churn@prod"],
+            registry=saved_churn,
+        )
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert http.get("/readyz").status_code == 200
+        assert http.get("/v2/health/ready").json() == {"ready": True}
+        assert http.get("/v2/models/churn/ready").status_code == 401
+        assert http.get("/v2/models/churn").status_code == 401
+        assert http.get("/v2/models/churn/ready", headers=auth).json() == {"ready": True}
+        unknown = http.get("/v2/models/nope/ready", headers=auth)
+        assert unknown.status_code == 404
+        assert "churn" not in unknown.text
+        assert http.get("/v2/models/nope/ready").status_code == 401
+
+
+def test_validation_is_as_strict_as_the_published_schema(
+    registry: Registry, redis_url: str, live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.save(strict_model, pickle_function=True)
+    server = live(create_app(settings=_settings(registry, redis_url), refs=["strict"], registry=registry))
+    good = {"amount": 1.5, "active": True, "count": 2}
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        ok = http.post("/v1/models/strict/predict", json=good)
+        assert ok.status_code == 200
+        assert ok.json()["predictions"] == [{"y": 5.0}]
+        assert http.post("/v1/models/strict/predict", json=good | {"amount": 3}).status_code == 200
+        for field, value in [
+            ("amount", "12.5"),
+            ("amount", "Infinity"),
+            ("amount", True),
+            ("active", "yes"),
+            ("active", 1),
+            ("count", False),
+            ("count", "3"),
+            ("count", 2.5),
+        ]:
+            bad = http.post("/v1/models/strict/predict", json=good | {field: value})
+            assert bad.status_code == 422, (field, value, bad.text)
+            assert bad.json()["detail"][0]["loc"] == ["body", field]
+        assert http.post("/v1/models/strict/predict", content=b'{"amount": 1e999}').status_code == 400
+        many = http.post("/v1/models/strict/predict", json=[good] * 1500 + [good | {"count": "x"}])
+        assert [d["loc"] for d in many.json()["detail"]] == [["body", 1500, "count"]]
+        with caplog.at_level(logging.ERROR):
+            failed = http.post(
+                "/v1/models/strict/predict", json=good | {"count": 13}, headers={"x-request-id": "req-13"}
+            )
+            assert failed.status_code == 500
+            assert "secret" not in failed.text
+            assert failed.json()["request_id"] == "req-13"
+            wait_until(
+                lambda: any("t_42" in str(getattr(r, "error", "")) for r in caplog.records),
+                5,
+                what="the model's error in the server log",
+            )

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import string
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from thimble.modelops._http import request_id
+
+ALLOWED = set(string.ascii_letters + string.digits + "._:@/+=-")
+
+
+def _reference_accepts(value: str) -> bool:
+    return 1 <= len(value) <= 128 and all(c in ALLOWED for c in value)
+
+
+@given(
+    st.one_of(st.text(max_size=200), st.text(alphabet="".join(sorted(ALLOWED)) + '"\\\r\n{}', max_size=140))
+)
+def test_a_request_id_is_echoed_only_when_it_is_a_plain_token(value: str) -> None:
+    got = request_id(value)
+    if _reference_accepts(value):
+        assert got == value
+    else:
+        assert got != value
+        assert len(got) == 32
+        assert set(got) <= set(string.hexdigits)
+    assert orjson.loads(orjson.dumps({"request_id": got})) == {"request_id": got}
+
+
+def test_a_missing_request_id_gets_a_fresh_one() -> None:
+    assert request_id(None) != request_id(None)
