@@ -123,6 +123,15 @@ class Latency:
                 self.samples.append(now - queue.popleft()[1])
 
 
+_cpu: dict[str, float] = {}
+
+
+def mark(point: str) -> float:
+    """``time.perf_counter()``; the first call for ``point`` also notes the process's CPU time."""
+    _cpu.setdefault(point, time.process_time())
+    return time.perf_counter()
+
+
 def result(name: str, n: int, seconds: float, latency: list[float] | None) -> None:
     print(
         json.dumps(
@@ -132,6 +141,7 @@ def result(name: str, n: int, seconds: float, latency: list[float] | None) -> No
                 "seconds": seconds,
                 "p99_ms": p99_ms(latency or []),
                 "rss_mb": rss_mb(),
+                "cpu_us": (_cpu.get("end", time.process_time()) - _cpu["start"]) / n * 1e6,
             }
         ),
         flush=True,
@@ -152,9 +162,9 @@ def run_raw(conf: dict[str, Any], topic: str, n: int, _out: str) -> None:
     while seen < n:
         msgs = consumer.consume(500, 0.5)
         if msgs and start is None:
-            start = time.perf_counter()
+            start = mark("start")
         seen += sum(1 for m in msgs if m.error() is None)
-    result("raw", n, time.perf_counter() - (start or 0), None)
+    result("raw", n, mark("end") - (start or 0), None)
     consumer.close()
 
 
@@ -195,7 +205,7 @@ def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
         msgs = consumer.consume(500, 0.1)
         if msgs:
             if start is None:
-                start = time.perf_counter()
+                start = mark("start")
             latency.polled(msgs)
             remaining = [0]
             last: dict[tuple[str, int], int] = {}
@@ -219,7 +229,7 @@ def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
         store_done()
         if start is not None and sum(latency.stored.values()) >= n:
             break
-    result("handwritten", n, time.perf_counter() - start, latency.samples)
+    result("handwritten", n, mark("end") - start, latency.samples)
     consumer.close()
 
 
@@ -250,14 +260,15 @@ def _run_thimble(conf: dict[str, Any], topic: str, n: int, out: str, *, batch: b
         real_store(consumer, offsets)
         latency.on_store(offsets)
         if sum(latency.stored.values()) >= n and "end" not in state:
-            state["end"] = time.perf_counter()
+            state["end"] = mark("end")
             runner.request_stop()
 
     _delivery.store = store  # type: ignore[assignment]
 
     class BenchRunner(_runner.Runner):
         def _enqueue(self, batch: list[Any]) -> None:
-            state.setdefault("start", time.perf_counter())
+            if "start" not in state:
+                state["start"] = mark("start")
             latency.polled(batch)
             super()._enqueue(batch)
 
@@ -302,10 +313,11 @@ def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     )
     @broker.publisher(out)
     async def handle(event: ClientEvent) -> ClientFeatures:
-        state.setdefault("start", time.perf_counter())
+        if "start" not in state:
+            state["start"] = mark("start")
         state["count"] += 1
         if state["count"] >= n:
-            state["end"] = time.perf_counter()
+            state["end"] = mark("end")
             done.set()
         return featurize(event, features_cls)
 
@@ -337,11 +349,12 @@ def run_quix(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     state: dict[str, Any] = {"count": 0}
 
     def work(raw: bytes) -> bytes:
-        state.setdefault("start", time.perf_counter())
+        if "start" not in state:
+            state["start"] = mark("start")
         features = featurize(validate(raw), features_cls)
         state["count"] += 1
         if state["count"] >= n and "end" not in state:
-            state["end"] = time.perf_counter()
+            state["end"] = mark("end")
             app.stop()
         return bytes(features.__pydantic_serializer__.to_json(features))
 
@@ -470,6 +483,7 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict
             "p99_ms": statistics.median(p99s) if p99s else None,
             "p99_spread": _spread(p99s, ".0f") if p99s else "-",
             "rss_mb": statistics.median(r["rss_mb"] for r in rows),
+            "cpu_us": statistics.median(r["cpu_us"] for r in rows),
         }
     return table
 
@@ -477,7 +491,7 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict
 def print_table(table: dict[str, dict[str, Any]]) -> None:
     columns = (
         f"| {'contestant':<13} | {'msgs/s (median)':>15} | {'spread':>17} | {'vs handwritten':>14} "
-        f"| {'p99 poll→store':>14} | {'p99 spread':>11} | {'peak RSS':>9} |"
+        f"| {'p99 poll→store':>14} | {'p99 spread':>11} | {'peak RSS':>9} | {'CPU/msg':>8} |"
     )
     print(columns)
     print("|" + "|".join("-" * len(c) for c in columns.split("|")[1:-1]) + "|")
@@ -489,7 +503,7 @@ def print_table(table: dict[str, dict[str, Any]]) -> None:
         p99 = f"{row['p99_ms']:.0f} ms" if row["p99_ms"] is not None else "-"
         print(
             f"| {name:<13} | {row['rate']:>15,.0f} | {row['rate_spread']:>17} | {vs:>14} "
-            f"| {p99:>14} | {row['p99_spread']:>11} | {row['rss_mb']:>6.0f} MB |"
+            f"| {p99:>14} | {row['p99_spread']:>11} | {row['rss_mb']:>6.0f} MB | {row['cpu_us']:>5.1f} µs |"
         )
 
 
