@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 from rich.console import Console
 from rich.markup import escape
 
-from thimble.common.errors import ThimbleError
+from thimble.common.errors import ThimbleError, spark_failure
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -18,15 +18,26 @@ R = TypeVar("R")
 stderr = Console(stderr=True)
 
 
+def report_error(message: str) -> None:
+    """Print ``error: message`` on stderr, as every Thimble command reports a user error."""
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Report a :class:`ThimbleError` as a plain message and exit with its code, without a traceback."""
+    """Report a :class:`ThimbleError` or a Spark failure as a plain message and exit, without a traceback."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except ThimbleError as exc:
-            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            report_error(str(exc))
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            failure = spark_failure(exc)
+            if failure is None:
+                raise
+            report_error(f"Spark failed: {failure.reason}")
+            sys.exit(ThimbleError.exit_code)
 
     return wrapper

@@ -1,5 +1,12 @@
 """Errors Thimble shows to its users: each carries a message meant to be read, not a traceback."""
 
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
 
 class ThimbleError(Exception):
     """Base class of every error a Thimble command reports to its user as a plain message."""
@@ -20,3 +27,73 @@ class ConfigError(ThimbleError):
 
 class ServiceUnavailableError(ThimbleError):
     """A service Thimble needs (Kafka, Redis, Spark) could not be reached."""
+
+
+@dataclass(frozen=True)
+class SparkFailure:
+    """Why a Spark job failed, told for its user: one line, and the user's text it quotes."""
+
+    reason: str
+    """Spark's reason on one line, without JVM frames, SQL states or our own call sites."""
+    condition: str | None = None
+    """Spark's error condition (``CAST_INVALID_INPUT``), when it has one."""
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    quoted: tuple[str, ...] = ()
+    """The user's SQL or pattern the failure points at, to find it in their config."""
+
+
+_SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\.?")
+_CONDITION = re.compile(r"^\[([A-Z0-9_.]+)\]\s*")
+
+
+def spark_failure(exc: BaseException) -> SparkFailure | None:
+    """Describe a PySpark or Py4J exception for a user; ``None`` when ``exc`` comes from neither."""
+    get_condition = getattr(exc, "getCondition", None)
+    if callable(get_condition) and callable(getattr(exc, "getMessage", None)):
+        return _pyspark_failure(exc)
+    if hasattr(exc, "java_exception"):
+        return _java_failure(exc)
+    if type(exc).__module__.startswith("py4j"):
+        return SparkFailure("the connection to Spark's JVM was lost (did it run out of memory?)")
+    return None
+
+
+def _one_line(text: str) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return _SQLSTATE.sub("", first).strip()
+
+
+def _pyspark_failure(exc: Any) -> SparkFailure:
+    condition = exc.getCondition()
+    reason = _CONDITION.sub("", _one_line(exc.getMessage()))
+    quoted: list[str] = []
+    for context in exc.getQueryContext() or []:
+        if context.contextType().name == "SQL" and context.fragment():
+            quoted.append(str(context.fragment()))
+    text = str(exc)
+    if "== SQL ==" in text:  # a parse error quotes the whole statement
+        statement = text.split("== SQL ==", 1)[1].strip().splitlines()
+        if statement:
+            quoted.append(statement[0])
+    parameters = dict(exc.getMessageParameters() or {})
+    return SparkFailure(
+        f"{condition}: {reason}" if condition else reason, condition, parameters, tuple(quoted)
+    )
+
+
+def _java_failure(exc: Any) -> SparkFailure:
+    try:
+        root = exc.java_exception
+        while root.getCause() is not None and root.getCause() != root:
+            root = root.getCause()
+        kind = str(root.getClass().getName())
+        if kind == "java.util.regex.PatternSyntaxException":
+            pattern = str(root.getPattern())
+            return SparkFailure(
+                f"not a valid regular expression for Spark (Java): {root.getDescription()} at "
+                f"position {root.getIndex()} of {pattern!r}",
+                quoted=(pattern,),
+            )
+        return SparkFailure(f"{kind.rsplit('.', 1)[-1]}: {_one_line(str(root.getMessage() or ''))}")
+    except Exception:  # the JVM may be gone: say so rather than fail while describing
+        return SparkFailure("Spark's JVM failed: " + _one_line(str(exc).split(": ", 1)[-1]))

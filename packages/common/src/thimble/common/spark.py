@@ -9,12 +9,13 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thimble.common._paths import jars_dir
 from thimble.common.config import ThimbleSettings
-from thimble.common.errors import ThimbleError
+from thimble.common.errors import ConfigError, ServiceUnavailableError, ThimbleError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+JARS_ENV_VAR = "THIMBLE_SPARK__JARS"
+UTC_JVM = "-Duser.timezone=UTC"
+# PySpark logs every failing query's context (a JSON line of several KB) on stderr before raising it.
+_PYSPARK_ERROR_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 
 
 def spark_jars_dir() -> Path:
@@ -32,9 +37,10 @@ def spark_jars_dir() -> Path:
 def local_jars(settings: ThimbleSettings) -> list[str]:
     """The jars for ``spark.jars``: the configured ones, else every jar in :func:`spark_jars_dir`."""
     if settings.spark.jars:
-        missing = [jar for jar in settings.spark.jars if not Path(jar).exists()]
+        missing = [jar for jar in settings.spark.jars if not Path(jar).is_file()]
         if missing:
-            raise ThimbleError(f"spark.jars: these jars do not exist: {', '.join(missing)}")
+            where = JARS_ENV_VAR if os.environ.get(JARS_ENV_VAR) else "spark.jars (settings file)"
+            raise ConfigError([f"{where}: no such jar file: {', '.join(missing)}"])
         return list(settings.spark.jars)
     jars = sorted(glob.glob(str(spark_jars_dir() / "*.jar")))
     if not any("delta-spark" in Path(jar).name for jar in jars):
@@ -43,6 +49,62 @@ def local_jars(settings: ThimbleSettings) -> list[str]:
             "or list them under spark.jars."
         )
     return jars
+
+
+def as_utc(value: datetime) -> datetime:
+    """A timestamp collected from Spark as an aware UTC datetime.
+
+    PySpark returns naive datetimes in this process's local zone, whatever the session's zone.
+    """
+    return value.astimezone(UTC)
+
+
+def spark_log(settings: ThimbleSettings) -> Path:
+    """The file Spark's JVM logs to (warnings and errors), beside the metastore."""
+    return Path(settings.warehouse.metastore).resolve().parent / "spark.log"
+
+
+def _silence_pyspark_error_logs() -> None:
+    from pyspark.logger import PySparkLogger
+
+    for name in _PYSPARK_ERROR_LOGGERS:
+        PySparkLogger.getLogger(name).disabled = True
+
+
+def _start_jvm(conf: dict[str, str], output: Path) -> None:
+    """Launch Spark's JVM with its console output in ``output``, unless this process already has one.
+
+    What the JVM prints (start-up warnings, task failures) is kept out of the user's terminal: a
+    failure reaches them as one Python exception, and its details are in the log files.
+    """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.errors import PySparkException
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spark_conf = SparkConf(loadDefaults=False).setAll(list(conf.items()))
+    with output.open("ab") as sink:
+        start = sink.tell()
+        try:
+            gateway = launch_gateway(spark_conf, popen_kwargs={"stdout": sink, "stderr": sink})  # type: ignore[no-untyped-call]
+        except PySparkException:
+            raise ServiceUnavailableError(
+                f"Spark's JVM did not start: {_first_error(output, start)} (its output: {output})"
+            ) from None
+    SparkContext._ensure_initialized(gateway=gateway)
+
+
+def _first_error(path: Path, start: int) -> str:
+    with path.open("rb") as file:
+        file.seek(start)
+        text = file.read().decode(errors="replace")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("WARNING:", "at ")):
+            return line
+    return "it printed nothing"
 
 
 def _ensure_java_home() -> None:
@@ -62,7 +124,8 @@ def spark_conf(settings: ThimbleSettings) -> dict[str, str]:
             f"-Dderby.system.home={metastore}",
             f"-Dderby.stream.error.file={metastore / 'derby.log'}",
             f"-Dlog4j2.configurationFile={LOG4J2_CONFIG}",
-            f"-Dthimble.spark.log={metastore.parent / 'spark.log'}",
+            f"-Dthimble.spark.log={spark_log(settings)}",
+            UTC_JVM,
         ]
     )
     conf = {
@@ -73,6 +136,7 @@ def spark_conf(settings: ThimbleSettings) -> dict[str, str]:
         "spark.sql.catalogImplementation": "hive",
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore / 'metastore_db'};create=true",
         "spark.driver.extraJavaOptions": java_options,
+        "spark.executor.extraJavaOptions": UTC_JVM,
         # Python workers (UDFs, mapInPandas) must run this interpreter, which has Thimble installed.
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
@@ -98,8 +162,15 @@ def build_spark_session(settings: ThimbleSettings | None = None, app_name: str |
     # pyspark picks the workers' interpreter from the environment when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     Path(settings.warehouse.metastore).mkdir(parents=True, exist_ok=True)
-    builder = SparkSession.builder.master(settings.spark.master).appName(app_name or settings.spark.app_name)
-    for key, value in spark_conf(settings).items():
+    _silence_pyspark_error_logs()
+    conf = {
+        "spark.master": settings.spark.master,
+        "spark.app.name": app_name or settings.spark.app_name,
+        **spark_conf(settings),
+    }
+    _start_jvm(conf, spark_log(settings).with_name("spark-jvm-output.log"))
+    builder = SparkSession.builder
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.enableHiveSupport().getOrCreate()
     session.sparkContext.setLogLevel("WARN")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -71,3 +74,49 @@ def validation_problems(
         else:
             problems.append(f"{where}: {item['msg']}")
     return problems
+
+
+def environment_problems(
+    model: type[BaseModel], environ: Mapping[str, str], prefix: str = "THIMBLE_", delimiter: str = "__"
+) -> list[str]:
+    """One line per environment variable whose value must be JSON (a list or mapping) and is not.
+
+    Settings loaders report such a value without naming the variable; this names it.
+    """
+    problems = []
+    for name, value in sorted(environ.items()):
+        if not name.upper().startswith(prefix):
+            continue
+        path = name[len(prefix) :].lower().split(delimiter)
+        annotation = _annotation_at(model, path)
+        if annotation is None or not _is_complex(annotation):
+            continue
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as exc:
+            problems.append(
+                f"{name}: not valid JSON ({exc.msg}); write a list as "
+                '\'["a", "b"]\' and a mapping as \'{"key": "value"}\''
+            )
+    return problems
+
+
+def _annotation_at(model: type[BaseModel], path: Sequence[str]) -> Any:
+    current: Any = model
+    for part in path:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current
+
+
+def _is_complex(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation) or annotation
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_complex(arg) for arg in typing.get_args(annotation))
+    return origin in (list, dict, tuple, set, frozenset) or (
+        isinstance(origin, type) and issubclass(origin, BaseModel)
+    )

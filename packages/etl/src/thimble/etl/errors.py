@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from thimble.common.errors import ConfigError, ServiceUnavailableError, ThimbleError
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from thimble.common.errors import ConfigError, ServiceUnavailableError, SparkFailure, ThimbleError
+from thimble.common.validation import format_location
 
 __all__ = [
     "ConfigError",
@@ -10,6 +17,7 @@ __all__ = [
     "SchemaMismatchError",
     "ServiceUnavailableError",
     "SourceError",
+    "SparkJobError",
     "TableNotFoundError",
 ]
 
@@ -28,3 +36,51 @@ class SchemaMismatchError(EtlError):
 
 class TableNotFoundError(EtlError):
     """The named warehouse table does not exist."""
+
+
+class SparkJobError(EtlError):
+    """Spark could not run the load; nothing was written. The message is Spark's reason, on one line."""
+
+    def __init__(self, table: str, failure: SparkFailure, where: str | None = None) -> None:
+        self.table = table
+        self.failure = failure
+        self.where = where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}{table}: Spark failed, nothing was written: {failure.reason}")
+
+    def located(self, file: str | Path, config: BaseModel) -> SparkJobError:
+        """The same error naming the config file, and the fields of ``config`` the failure points at."""
+        fields = config_fields(config.model_dump(mode="json", by_alias=True), self.failure)
+        where = f"{file}: {', '.join(fields)}" if fields else str(file)
+        return SparkJobError(self.table, self.failure, where)
+
+
+_TYPE_ALIASES = {"integer": "int", "long": "bigint", "short": "smallint", "byte": "tinyint"}
+
+
+def config_fields(data: Any, failure: SparkFailure) -> list[str]:
+    """Paths (``cleanse[0].expression``) of the config values the failure quotes or casts to."""
+    target = failure.parameters.get("targetType", "").strip('"').lower()
+    found: list[str] = []
+    for path, value in _strings(data, ()):
+        quoted = any(text and text in value for text in failure.quoted)
+        cast_to = bool(target) and path[:1] in (("schema",), ("cleanse",)) and _type(value) == target
+        if quoted or cast_to:
+            found.append(format_location(list(path)))
+    return found
+
+
+def _type(value: str) -> str:
+    text = value.strip().lower()
+    return _TYPE_ALIASES.get(text, text)
+
+
+def _strings(node: Any, path: tuple[int | str, ...]) -> Iterator[tuple[tuple[int | str, ...], str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, (*path, i))
+    elif isinstance(node, str):
+        yield path, node
