@@ -14,12 +14,12 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from thimble.common._paths import run_dir
 from thimble.common.errors import ConfigError
 from thimble.common.logging import register_secret
-from thimble.common.validation import validation_problems
+from thimble.common.validation import environment_problems, validation_problems
 
 CONFIG_ENV_VAR = "THIMBLE_CONFIG"
 # One config file may configure every Thimble package; each loader skips the other packages' sections.
@@ -227,6 +227,8 @@ def load_settings(
     token = _file_values.set(file_values)
     try:
         settings = settings_cls(**_drop_none(overrides or {}))
+    except SettingsError as exc:
+        raise ConfigError(environment_problems(settings_cls, os.environ) or [str(exc)]) from None
     except ValidationError as exc:
         problems = validation_problems(exc, settings_cls, top_level_names=PACKAGE_SECTIONS)
         origins = [_origin(item["loc"], file_values, path) for item in exc.errors(include_url=False)]
