@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 from thimble.consumer.app import App
-from thimble.consumer.errors import AppLoadError
+from thimble.consumer.errors import AppLoadError, HandlerSignatureError
 
 
 def _import(module_ref: str) -> ModuleType:
@@ -47,9 +47,9 @@ def load_app(ref: str) -> App:
         module = _import(module_ref)
     except AppLoadError:
         raise
+    except HandlerSignatureError as exc:
+        raise AppLoadError(str(exc)) from None
     except Exception as exc:
-        if isinstance(exc, TypeError) and type(exc).__name__ == "HandlerSignatureError":
-            raise AppLoadError(str(exc)) from None
         raise AppLoadError(f"importing {module_ref!r} raised {type(exc).__name__}: {exc}") from exc
     try:
         app = getattr(module, attr)
