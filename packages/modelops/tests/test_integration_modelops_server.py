@@ -375,8 +375,14 @@ def test_metrics_tracking_and_prediction_log(
 
 
 def test_prediction_log_never_blocks_when_kafka_is_unreachable(
-    saved_churn: Registry, redis_url: str, prefix: str, live: Callable[..., Any]
+    saved_churn: Registry,
+    redis_url: str,
+    prefix: str,
+    live: Callable[..., Any],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("THIMBLE_RUN_DIR", str(tmp_path))
     settings = load_modelops_settings(
         overrides={
             "online_store": {"url": redis_url, "key_prefix": prefix},
