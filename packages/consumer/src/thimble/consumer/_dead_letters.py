@@ -122,4 +122,4 @@ class DeadLetterWriter:
         pending: Pending,
     ) -> None:
         headers = dead_letter_headers(msg, exc, stage, attempts, handler)
-        self.transport.send(topic, msg.key(), msg.value() or b"", headers, pending)
+        self.transport.send(topic, msg.key(), msg.value(), headers, pending)  # a tombstone stays null
