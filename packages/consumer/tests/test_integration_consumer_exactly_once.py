@@ -138,3 +138,36 @@ def test_two_processes_on_one_host_do_not_fence_each_other(
     assert one.stop() == 0
     _assert_once(out.poll(), n)
     assert one.runner.transactional_id != two.runner.transactional_id
+
+
+def test_a_revocation_that_cannot_wait_for_a_busy_handler_aborts_its_transaction(
+    kafka_topic, kafka_config, reader, start_app
+) -> None:
+    """A member joins while a handler is busy past the revocation's wait: the revoked partition's new
+    owner does its work again, so the busy member's transaction must abort, not commit."""
+    src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
+    app = App("eos-busy")
+    calls: list[int] = []
+
+    @app.handler(source=src, sink=dst)
+    def copy(event: Event) -> Out:
+        calls.append(event.id)
+        if len(calls) == 150:  # in the second partition's run of the first poll, both partitions done
+            time.sleep(8)
+        return Out(id=event.id)
+
+    # The revocation waits max_poll_interval_ms / 2 = 3 s for the handler, then gives up.
+    settings = make_settings(
+        kafka_config, src, exactly_once=True, max_poll_interval_ms=6000, session_timeout_ms=6000
+    )
+    n = 200
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
+    out = reader(dst)
+    busy = start_app(app, settings)
+    wait_until(lambda: len(calls) >= 150, 30, what="the handler busy")
+    other = start_app(app, settings, worker_index=1)
+    wait_until(lambda: len(out.poll()) >= n, 60, what="all outputs")
+    wait_until(lambda: _committed(settings, src) == n, 30, what="every input offset committed")
+    assert other.stop() == 0
+    assert busy.stop() == 0
+    _assert_once(out.poll(), n)

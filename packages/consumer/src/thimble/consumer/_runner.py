@@ -108,11 +108,13 @@ class Runner:
         self.fatal: BaseException | None = None
         self._closing = False
         # Exactly-once: the transactions, this process's slot among the group's on this host, and
-        # whether an aborted transaction asks the main thread to seek back to the committed offsets.
+        # whether an aborted transaction asks the main thread to seek back to the committed offsets
+        # (or a revocation that could not wait for a busy handler asks the worker to abort).
         self._txns: Transactions | None = None
         self._slot: HostSlot | None = None
         self.transactional_id: str | None = None
         self._rewind = False
+        self._abort_pending = False
         # Offsets completed on the worker, stored by the main thread: librdkafka starves a thread calling
         # store_offsets while another thread polls, so only the polling thread touches the consumer.
         self._to_store: list[TopicPartition] = []
@@ -413,7 +415,11 @@ class Runner:
                 "a handler is still busy; partitions go with their last stored offsets",
                 extra={"partitions": sorted(f"{t}[{p}]" for t, p in tps)},
             )
-            if commit and not self.cfg.exactly_once:
+            if self.cfg.exactly_once:
+                # The open transaction may hold work of these partitions, which their next owner
+                # does again: it must never commit.
+                self._abort_pending = True
+            elif commit:
                 self._store_completed()
                 _delivery.commit_stored(self.consumer)
             return
@@ -519,7 +525,11 @@ class Runner:
         """Commit the open transaction with the offsets processed in it; when the broker refuses it, it is
         aborted and every assigned partition is read again from its committed offset. Under the lock."""
         assert self._txns is not None
-        if not self._txns.commit(self.pipeline.tracker.processed_positions()):
+        if self._abort_pending:
+            self._abort_pending = False
+            self._txns.abort()
+            self._resume_from_committed()
+        elif not self._txns.commit(self.pipeline.tracker.processed_positions()):
             self._resume_from_committed()
 
     def _resume_from_committed(self) -> None:
