@@ -45,6 +45,11 @@ def test_workers_stop_when_the_supervisor_is_killed(kafka_topic, kafka_config, r
         what="two workers started",
     )
     pids = [int(str(r["pid"])) for r in started]
+    wait_until(
+        lambda: sorted(r.get("worker") for r in _lines(log) if r["message"] == "consuming") == [0, 1],
+        60,
+        what="both workers consuming",
+    )
     assert all(_running(pid) for pid in pids)
 
     os.kill(proc.pid, signal.SIGKILL)
