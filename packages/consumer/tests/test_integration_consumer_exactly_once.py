@@ -171,3 +171,33 @@ def test_a_revocation_that_cannot_wait_for_a_busy_handler_aborts_its_transaction
     assert other.stop() == 0
     assert busy.stop() == 0
     _assert_once(out.poll(), n)
+
+
+def test_a_slow_poll_batch_commits_before_the_transaction_times_out(
+    kafka_topic, kafka_config, reader, start_app
+) -> None:
+    """One polled batch takes far longer than transaction.timeout.ms: it commits in several transactions
+    instead of being aborted by the broker (and redone) forever."""
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    app = App("eos-slow")
+
+    @app.handler(source=src, sink=dst)
+    def copy(event: Event) -> Out:
+        time.sleep(0.1)
+        return Out(id=event.id)
+
+    n = 130  # one poll, ~13 s: past the timeout and the broker's 10 s expiry check
+    settings = make_settings(
+        kafka_config,
+        src,
+        exactly_once=True,
+        poll_batch_size=500,
+        producer_extra={"transaction.timeout.ms": 2000},
+    )
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
+    out = reader(dst)
+    running = start_app(app, settings)
+    wait_until(lambda: len(out.poll()) >= n or running.runner.fatal, 40, what="all outputs")
+    wait_until(lambda: _committed(settings, src) == n, 20, what="every input offset committed")
+    assert running.stop() == 0
+    _assert_once(out.poll(), n)

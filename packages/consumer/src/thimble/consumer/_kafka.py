@@ -21,6 +21,7 @@ from thimble.consumer.errors import ConsumerError, ServiceUnavailableError, Topi
 
 log = get_logger(__name__)
 kafka_log = logging.getLogger("thimble.consumer.librdkafka")
+TRANSACTION_TIMEOUT_MS = 30_000
 
 
 def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def producer_config(
     }
     if transactional_id is not None:
         conf["transactional.id"] = transactional_id
-        conf["transaction.timeout.ms"] = 30_000
+        conf["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
     conf.update(settings.consumer.producer_extra)
     return conf
 

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
@@ -194,7 +195,11 @@ class Runner:
             self._slot = HostSlot(self.group_id)
             self.transactional_id = transactional_id(self.group_id, self._slot)
             txn_conf = producer_config(self.settings, self.client_id, self.transactional_id)
-            txns = self._txns = Transactions(lambda: Producer(txn_conf), lambda: self._group_metadata)
+            txns = self._txns = Transactions(
+                lambda: Producer(txn_conf),
+                lambda: self._group_metadata,
+                int(txn_conf["transaction.timeout.ms"]),
+            )
             self.transport = KafkaTransport(txns.producer, before_send=txns.begin)
         else:
             self.transport = KafkaTransport(Producer(producer_config(self.settings, self.client_id)))
@@ -474,15 +479,14 @@ class Runner:
         return item
 
     def _work_loop(self) -> None:
-        lock, pipeline = self._lock, self.pipeline
+        lock, pipeline, txns = self._lock, self.pipeline, self._txns
         while True:
             item = self._next_batch()
             if item is None:
                 if self._stop.is_set():
                     return
                 with lock:
-                    pipeline.tick()
-                    self._after_batch()
+                    self._in_transaction(self._idle)
                 continue
             epoch, batch = item
             for msg in batch:
@@ -494,12 +498,37 @@ class Runner:
                     if self._rewind or self._is_stale(msg, epoch):
                         continue
                     set_current(msg)
-                    pipeline.feed(msg)
+                    if txns is None:
+                        pipeline.feed(msg)
+                        continue
+                    self._in_transaction(pipeline.feed, msg)
+                    if txns.aged():
+                        self._commit_transaction()  # well before the broker's transaction timeout
             set_current(None)
             with lock:
-                pipeline.end_batch()
-                pipeline.tick()
-                self._after_batch()
+                self._in_transaction(self._end_batch)
+
+    def _idle(self) -> None:
+        self.pipeline.tick()
+        self._after_batch()
+
+    def _end_batch(self) -> None:
+        self.pipeline.end_batch()
+        self.pipeline.tick()
+        self._after_batch()
+
+    def _in_transaction(self, step: Callable[..., None], *args: Any) -> None:
+        """Run a step that may produce. Exactly-once: a produce the transaction refuses (the broker
+        aborted it, this producer was fenced) aborts it and resumes from the committed offsets. Under the lock."""
+        if self._txns is None:
+            step(*args)
+            return
+        try:
+            step(*args)
+        except KafkaException as exc:
+            if not self._txns.refused(exc):
+                raise
+            self._resume_from_committed()
 
     def _is_stale(self, msg: Any, epoch: int) -> bool:
         """Polled before its partition was revoked (or rewound): not this process's to handle."""

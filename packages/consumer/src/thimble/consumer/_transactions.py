@@ -10,6 +10,7 @@ resumes from the committed offsets: nothing of it is visible to ``read_committed
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +32,17 @@ def _error(exc: KafkaException) -> KafkaError | None:
 class Transactions:
     """The transactional producer of one consumer process."""
 
-    def __init__(self, new_producer: Callable[[], Producer], group_metadata: Callable[[], Any]) -> None:
+    def __init__(
+        self, new_producer: Callable[[], Producer], group_metadata: Callable[[], Any], timeout_ms: int
+    ) -> None:
+        # A transaction open for a third of the broker's timeout (``transaction.timeout.ms``) is
+        # committed between two messages, before the broker aborts it: slow handlers make progress.
+        self.max_age_s = timeout_ms / 1000 / 3
         self._new_producer = new_producer
         self._group_metadata = group_metadata
         self.producer = self._start()
         self.open = False
+        self._opened_at = 0.0
         self.aborted_in_a_row = 0
 
     def _start(self) -> Producer:
@@ -48,6 +55,11 @@ class Transactions:
         if not self.open:
             self.producer.begin_transaction()
             self.open = True
+            self._opened_at = time.monotonic()
+
+    def aged(self) -> bool:
+        """The open transaction should be committed now."""
+        return self.open and time.monotonic() - self._opened_at > self.max_age_s
 
     def commit(self, offsets: list[TopicPartition]) -> bool:
         """Commit what was sent with ``offsets``; ``False`` when it was aborted instead."""
@@ -68,6 +80,18 @@ class Transactions:
             return False
         self.open = False
         self.aborted_in_a_row = 0
+        return True
+
+    def refused(self, exc: KafkaException) -> bool:
+        """Abort after ``exc`` from a produce if it means the transaction cannot go on; whether it did."""
+        err = _error(exc)
+        if err is None or not (err.fatal() or err.txn_requires_abort()):
+            return False
+        log.warning(
+            "transaction refused a record; aborted, resuming from the last committed offsets",
+            extra={"error": err.str()},
+        )
+        self._abort(fatal=err.fatal())
         return True
 
     def _commit_with_retries(self) -> None:
