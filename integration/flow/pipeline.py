@@ -167,9 +167,7 @@ class Flow:
         self.settings = settings
         self.console = console or Console(highlight=False)
         self._spark = spark
-        self.registry = registry or Registry(
-            settings.modelops.registry, sample_rows=settings.modelops.sample_rows
-        )
+        self.registry = registry or Registry.from_config(settings.modelops)
         self.kafka = settings.kafka.client_config()
         self.report = FlowReport(config.day or next_day(settings))
         run = Path(os.environ.get("THIMBLE_RUN_DIR") or svc.REPO / ".run")

@@ -140,8 +140,9 @@ def train(
     pdf = training_frame(spark, name, version)
     classifier, metrics = fit(pdf)
     training_data = f"{name}@v{version}"
-    info = return_risk.save(
-        {"classifier": classifier},
+    info = registry.save(
+        return_risk,
+        artifacts={"classifier": classifier},
         training_data=training_data,
         metrics=metrics,
         params={
@@ -151,7 +152,6 @@ def train(
         },
         sample=pdf[["client_id", *FEATURES]],
         aliases=["prod"],
-        registry=registry,
     )
     return TrainResult(info, training_data, len(pdf), metrics)
 
@@ -168,7 +168,7 @@ def main() -> None:
     def run() -> None:
         settings = load_modelops_settings()
         spark = build_spark_session(settings, app_name="thimble-flow-train")
-        result = train(spark, settings, Registry.open(settings.modelops.registry))
+        result = train(spark, settings, Registry.from_config(settings.modelops))
         Console().print(
             f"saved {result.info.ref} (alias prod) trained on {result.training_data} ({result.rows} clients): "
             + ", ".join(f"{k}={v:.3f}" for k, v in result.metrics.items())

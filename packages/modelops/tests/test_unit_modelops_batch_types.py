@@ -6,7 +6,7 @@ from typing import Literal
 import pytest
 
 from thimble.modelops import ModelOpsError
-from thimble.modelops.batch import _spark_type
+from thimble.modelops._column_types import spark_type
 
 pytestmark = pytest.mark.unit
 
@@ -32,10 +32,10 @@ class Level(IntEnum):
     ],
 )
 def test_literal_and_enum_outputs_map_to_column_types(annotation: object, expected: str) -> None:
-    assert _spark_type(annotation).simpleString() == expected
+    assert spark_type(annotation).simpleString() == expected
 
 
 @pytest.mark.parametrize("annotation", [Literal["a", 1], Literal[1, True], list[int]])
 def test_outputs_without_one_column_type_are_refused(annotation: object) -> None:
     with pytest.raises(ModelOpsError, match="cannot be a table column"):
-        _spark_type(annotation)
+        spark_type(annotation)

@@ -75,6 +75,10 @@ def current_user() -> str:
         return "unknown"
 
 
+def current_host() -> str:
+    return socket.gethostname()
+
+
 def capture(objects: Iterable[Any], source_file: str | None) -> dict[str, Any]:
     """The context of a save: Python, platform, packages, git commit, user, host, time."""
     return {

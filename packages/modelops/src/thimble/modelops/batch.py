@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import enum
 import time
-import types
-import typing
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,17 +19,25 @@ import numpy as np
 
 from thimble.common.logging import get_logger
 from thimble.modelops import _drift
+from thimble.modelops._column_types import (
+    input_mismatch,
+    is_enum,
+    numeric_fields,
+    scalar_type,
+    spark_type,
+)
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
-from thimble.modelops.envelope import LoadedModel, numeric_fields
+from thimble.modelops.envelope import LoadedModel
 from thimble.modelops.errors import ModelOpsError, SchemaMismatchError
 from thimble.modelops.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import DataType, StructType
+    from pyspark.sql.types import StructType
 
 log = get_logger(__name__)
+_scalar_type, _spark_type = scalar_type, spark_type  # the names the prediction log imports
 MODEL_COLUMN = "_model"
 VERSION_COLUMN = "_model_version"
 INPUT_VERSION_COLUMN = "_input_version"
@@ -121,61 +127,6 @@ def prediction_quality(model: LoadedModel) -> dict[str, Any]:
     return {"metrics": metrics}
 
 
-def _scalar_type(annotation: Any) -> Any:
-    """The Python scalar type of an output field: ``X | None`` -> X; ``Literal``/``Enum`` -> their values' type."""
-    args = (
-        [a for a in typing.get_args(annotation) if a is not type(None)]
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        else [annotation]
-    )
-    if len(args) != 1:
-        return str
-    tp = args[0]
-    if typing.get_origin(tp) is typing.Literal:
-        values: list[Any] = list(typing.get_args(tp))
-    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
-        values = [member.value for member in tp]
-    else:
-        return tp
-    kinds = {type(v) for v in values}
-    return kinds.pop() if len(kinds) == 1 and kinds <= {bool, int, str} else tp
-
-
-def _is_enum(annotation: Any) -> bool:
-    args = (
-        typing.get_args(annotation)
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        else ()
-    )
-    return any(isinstance(a, type) and issubclass(a, enum.Enum) for a in (*args, annotation))
-
-
-def _spark_type(annotation: Any) -> DataType:
-    from pyspark.sql import types as T
-
-    mapping: dict[Any, DataType] = {
-        bool: T.BooleanType(),
-        int: T.LongType(),
-        float: T.DoubleType(),
-        str: T.StringType(),
-    }
-    tp = _scalar_type(annotation)
-    if tp not in mapping:
-        raise ModelOpsError(
-            f"output type {tp!r} cannot be a table column; use bool, int, float or str, "
-            "or a Literal or Enum whose values are all bool, all int or all str"
-        )
-    return mapping[tp]
-
-
-_COMPATIBLE = {
-    int: {"tinyint", "smallint", "int", "bigint"},
-    float: {"tinyint", "smallint", "int", "bigint", "float", "double", "decimal"},
-    bool: {"boolean"},
-    str: {"string"},
-}
-
-
 def check_input(model: LoadedModel, schema: StructType, table: str) -> None:
     """Raise :class:`SchemaMismatchError` naming every model input the table lacks or types differently."""
     columns = {f.name: f.dataType.simpleString().split("(")[0] for f in schema.fields}
@@ -184,18 +135,8 @@ def check_input(model: LoadedModel, schema: StructType, table: str) -> None:
         if name not in columns:
             if info.is_required():
                 problems.append(f"column '{name}' is missing")
-            continue
-        ann = info.annotation
-        args = (
-            [a for a in typing.get_args(ann) if a is not type(None)]
-            if typing.get_origin(ann) in (typing.Union, types.UnionType)
-            else [ann]
-        )
-        ok = _COMPATIBLE.get(args[0]) if len(args) == 1 and isinstance(args[0], type) else None
-        if ok is not None and columns[name] not in ok:
-            problems.append(
-                f"column '{name}' is {columns[name]}; the model wants {getattr(args[0], '__name__', args[0])}"
-            )
+        elif (why := input_mismatch(info.annotation, columns[name])) is not None:
+            problems.append(f"column '{name}' {why}")
     if problems:
         raise SchemaMismatchError(f"{table} does not match the input of {model.ref}: " + "; ".join(problems))
 
@@ -258,14 +199,17 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_LOADED: dict[tuple[str, str, int], LoadedModel] = {}
+_LOADED: dict[tuple[str, str, int, bool], LoadedModel] = {}
 
 
-def _cached_model(url: str, name: str, version: int, open_registry: Callable[[], Registry]) -> LoadedModel:
-    """``name@version`` loaded once per process: versions are immutable (the driver and each Python worker)."""
-    key = (url, name, version)
+def _cached_model(registry: Registry, name: str, version: int) -> LoadedModel:
+    """``name@version`` loaded once per process: versions are immutable (the driver and each Python worker).
+
+    A model loaded without signature checks is not reused by a registry that checks them.
+    """
+    key = (registry.url, name, version, registry.signer is not None)
     if key not in _LOADED:
-        _LOADED[key] = open_registry().load(f"{name}@{version}")
+        _LOADED[key] = registry.load(f"{name}@{version}")
     return _LOADED[key]
 
 
@@ -276,29 +220,31 @@ def score(
     keep: list[str],
     accumulator: Any = None,
 ) -> DataFrame:
-    """``df`` scored by ``model`` (loaded in each Python worker from the registry): kept columns + outputs."""
+    """``df`` scored by ``model`` (loaded in each Python worker from the registry): kept columns + outputs.
+
+    The registry goes to the workers with its storage options and signing key, so each worker's load is
+    checked as the driver's was.
+    """
     from pyspark.sql import types as T
 
     assert model.version is not None
     name, version = model.name, model.version
-    registry_url, options = (
-        (registry, {}) if isinstance(registry, str) else (registry.url, registry.storage_options)
-    )
+    source = Registry(registry) if isinstance(registry, str) else registry
     inputs = [c for c in model.input_fields if c in df.columns]
     kept_types = {f.name: f.dataType for f in df.schema.fields}
     schema = T.StructType(
         [T.StructField(c, kept_types[c]) for c in keep]
         + [
-            T.StructField(f, _spark_type(model.output_type.model_fields[f].annotation))
+            T.StructField(f, spark_type(model.output_type.model_fields[f].annotation))
             for f in model.output_fields
         ]
     )
     stats = _Stats(model)
     columns = list(dict.fromkeys([*inputs, *keep]))
-    enums = [f for f in model.output_fields if _is_enum(model.output_type.model_fields[f].annotation)]
+    enums = [f for f in model.output_fields if is_enum(model.output_type.model_fields[f].annotation)]
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        m = _cached_model(registry_url, name, version, lambda: Registry(registry_url, options))
+        m = _cached_model(source, name, version)
         for pdf in batches:
             out = m.predict_frame(pdf)
             for c in enums:  # the column holds the values, as served JSON does
@@ -310,6 +256,13 @@ def score(
             yield out
 
     return df.select(*columns).mapInPandas(run, schema)  # type: ignore[arg-type]
+
+
+def kept_columns(model: LoadedModel, columns: list[str], extra: list[str]) -> list[str]:
+    """The input columns a batch output keeps: non-inputs, the entity key, then ``extra``, each once."""
+    entity = model.features.entity_key if model.features else model.input_fields[0]
+    default = [c for c in columns if c not in model.input_fields or c == entity]
+    return list(dict.fromkeys([*default, *extra]))
 
 
 def run_batch(
@@ -327,8 +280,9 @@ def run_batch(
 ) -> BatchResult:
     """Score ``input_table`` with ``model`` (a reference or a loaded model) into the Delta ``output_table``.
 
-    ``keep``: input columns copied to the output (default: every column that is not a model input, plus
-    the entity key). ``mode``: ``overwrite`` (a new version of the whole table) or ``append``.
+    ``keep``: input columns copied to the output besides the default ones: every column that is not a
+    model input, and the entity key (the first input field unless ``features=`` names another), so that
+    scores join back to their rows. ``mode``: ``overwrite`` (a new version of the whole table) or ``append``.
     ``where``: a SQL predicate on the input table (``"is_current"``); only the rows it keeps are scored.
     """
     from pyspark.accumulators import AccumulatorParam
@@ -338,7 +292,7 @@ def run_batch(
     registry = registry or Registry.from_config(settings.modelops)
     if isinstance(model, str):
         name, version = registry.resolve(model)
-        loaded = _cached_model(registry.url, name, version, lambda: registry)
+        loaded = _cached_model(registry, name, version)
     else:
         loaded = model
     if loaded.version is None:
@@ -363,9 +317,7 @@ def run_batch(
     check_input(loaded, df.schema, source)
     if where is not None:
         df = _filtered(df, where, source)
-    entity = loaded.features.entity_key if loaded.features else None
-    if keep is None:
-        keep = [c for c in df.columns if c not in loaded.input_fields or c == entity]
+    keep = kept_columns(loaded, df.columns, keep or [])
     clash = [c for c in keep if c in loaded.output_fields or c not in df.columns]
     if clash:
         raise SchemaMismatchError(

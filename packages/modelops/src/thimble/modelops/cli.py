@@ -1,4 +1,4 @@
-"""``thimble-modelops``: save, list, show, alias, serve, batch, stream, prediction-table, dashboard."""
+"""``thimble-modelops``: save, list, show, alias, alias-history, serve, batch, stream, prediction-table, dashboard."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from thimble.common.cli import user_errors
@@ -19,8 +20,8 @@ from thimble.common.logging import configure_logging
 from thimble.modelops.__about__ import __version__
 from thimble.modelops.config import OVERRIDES_ENV, ModelOpsSettings, load_modelops_settings
 from thimble.modelops.envelope import ModelFunction
-from thimble.modelops.errors import ModelOpsError
-from thimble.modelops.registry import Registry
+from thimble.modelops.errors import BrokenEntryError, ModelOpsError, SignatureError
+from thimble.modelops.registry import ModelRef, Registry
 
 app = typer.Typer(
     help="Thimble model operations: a model is a typed function plus its context.",
@@ -39,10 +40,25 @@ RegistryOpt = Annotated[
 def _settings(
     config: Path | None, registry: str | None, extra: dict[str, Any] | None = None
 ) -> ModelOpsSettings:
+    _user_code_on_path()
     overrides: dict[str, Any] = {"modelops": {"registry": registry, **(extra or {})}}
     settings = load_modelops_settings(config, overrides)
     configure_logging("modelops", __version__, settings.logging.level, settings.logging.format)
     return settings
+
+
+def _user_code_on_path() -> None:
+    """Import the user's code from the current folder, as ``thimble-consumer run`` does.
+
+    Models saved by import path (``churn.model:predict``) load in this process, in the server's workers
+    and in Spark's Python workers (through ``PYTHONPATH``).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if cwd not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([cwd, *filter(None, paths)])
 
 
 def _registry(settings: ModelOpsSettings) -> Registry:
@@ -63,7 +79,6 @@ def _import_model(path: str) -> ModelFunction:
     module_name, sep, attr = path.partition(":")
     if not sep:
         raise ModelOpsError(f"{path!r}: give the model as module:function, e.g. churn.model:predict")
-    sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
@@ -148,17 +163,29 @@ def list_models(registry: RegistryOpt = None, config: ConfigOpt = None) -> None:
         out.print(f"no models in {reg.url}")
         return
     table = Table("model", "versions", "latest", "aliases", "saved", "training data")
+    problems = []
     for m in models:
-        info = reg.info(f"{m.name}@{m.versions[-1]}")
+        problems += m.problems
+        saved, training = "", ""
+        if m.versions:
+            try:
+                info = reg.info(ModelRef(m.name, str(m.versions[-1])))
+                saved, training = info.context.created_at[:19], str(info.context.training_data or "")
+            except BrokenEntryError as exc:
+                problems.append(str(exc))
+                saved = "[red]broken[/]"
         table.add_row(
-            m.name,
+            escape(m.name),
             str(len(m.versions)),
-            str(m.versions[-1]),
-            ", ".join(f"{a} -> {v}" for a, v in m.aliases.items()),
-            info.context.created_at[:19],
-            str(info.context.training_data or ""),
+            str(m.versions[-1]) if m.versions else "-",
+            ", ".join(f"{a} -> {v}" for a, v in m.aliases.items())
+            + (" [red](broken entries)[/]" if m.problems else ""),
+            saved,
+            escape(training),
         )
     out.print(table)
+    for problem in problems:
+        out.print(f"[red]broken:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -173,7 +200,8 @@ def show(
 
     reg = _registry(_settings(config, registry))
     info = reg.info(ref)
-    aliases = [a for a, v in reg.aliases(info.name).items() if v == info.version]
+    summary = reg.summary(info.name)
+    aliases = [a for a, v in summary.aliases.items() if v == info.version]
     ctx = info.context
     out.print(
         f"[bold]{info.ref}[/]"
@@ -205,9 +233,17 @@ def show(
     for key, art in info.artifacts.items():
         out.print(f"artifact {key}: {art.type} ({art.bytes} bytes, {art.format})")
     out.print(f"sample: {info.sample_rows} rows")
+    if reg.signer is not None:
+        try:
+            reg.check_signature(info.ref)
+            out.print("signature: verified")
+        except SignatureError as exc:
+            out.print(f"[red]signature:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     problems = _environment.compare(ctx.python, ctx.packages)
     if problems:
         out.print("[yellow]environment differs from the saved one:[/]\n  " + "\n  ".join(problems))
+    for problem in summary.problems:
+        out.print(f"[red]broken:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -219,11 +255,22 @@ def alias(
         str | None, typer.Argument(help="version number or another alias (omit with --delete)")
     ] = None,
     delete: Annotated[bool, typer.Option("--delete", help="remove the alias")] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="point it back at the version before its last move")
+    ] = False,
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Point an alias at a version (or delete it)."""
+    """Point an alias at a version, roll it back, or delete it; every move is kept in its history."""
     reg = _registry(_settings(config, registry))
+    if delete and rollback:
+        raise ModelOpsError("give --delete or --rollback, not both")
+    if (delete or rollback) and version is not None:
+        raise ModelOpsError(f"--{'delete' if delete else 'rollback'} takes no version (got {version!r})")
+    if rollback:
+        number = reg.rollback(name, alias_name)
+        out.print(f"{name}@{alias_name} -> {number} (rolled back)", highlight=False)
+        return
     if delete:
         reg.delete_alias(name, alias_name)
         out.print(f"deleted {name}@{alias_name}")
@@ -232,6 +279,33 @@ def alias(
         raise ModelOpsError("give the version (or alias) to point at, or --delete")
     number = reg.set_alias(name, alias_name, version)
     out.print(f"{name}@{alias_name} -> {number}")
+
+
+@app.command("alias-history")
+@user_errors
+def alias_history(
+    name: Annotated[str, typer.Argument(help="model name")],
+    alias_name: Annotated[str | None, typer.Option("--alias", help="only this alias's moves")] = None,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every move of a model's aliases: when, by whom, from which version to which."""
+    reg = _registry(_settings(config, registry))
+    moves = reg.alias_history(name, alias_name)
+    if not moves:
+        out.print(f"no alias moves recorded for {name}", highlight=False)
+        return
+    table = Table("time", "alias", "action", "from", "to", "by")
+    for m in moves:
+        table.add_row(
+            m.at[:23],
+            m.alias,
+            m.action,
+            str(m.previous or "-"),
+            str(m.version or "-"),
+            escape(f"{m.user}@{m.host}"),
+        )
+    out.print(table)
 
 
 @app.command()
@@ -271,7 +345,7 @@ def serve(
     settings = _settings(config, None, overrides)
     reg = _registry(settings)
     for ref in refs:
-        reg.resolve(ref)
+        reg.check_signature(ref)
     cfg = settings.modelops.server
     os.environ[OVERRIDES_ENV] = json.dumps({"modelops": overrides})
     if config is not None:
@@ -301,7 +375,11 @@ def batch(
     input: Annotated[str, typer.Option("--input", help="warehouse table to score")],
     output: Annotated[str, typer.Option("--output", help="Delta table to write")],
     keep: Annotated[
-        list[str] | None, typer.Option("--keep", help="input column copied to the output (repeat)")
+        list[str] | None,
+        typer.Option(
+            "--keep",
+            help="input column copied to the output besides the non-input columns and the entity key (repeat)",
+        ),
     ] = None,
     mode: Annotated[str, typer.Option(help="overwrite or append")] = "overwrite",
     input_version: Annotated[int | None, typer.Option(help="score this version of the input table")] = None,
@@ -418,6 +496,27 @@ def prediction_table(
     except OSError as exc:
         raise ModelOpsError(f"cannot write {output}: {exc.strerror or exc}") from None
     out.print(f"wrote the table config of {loaded.ref}'s prediction log to {output}", highlight=False)
+
+
+@app.command()
+@user_errors
+def compare(
+    name: Annotated[str, typer.Argument(help="model name")],
+    topic: Annotated[str, typer.Option("--topic", help="Kafka topic the server logs predictions to")],
+    config: ConfigOpt = None,
+) -> None:
+    """Compare the versions served live (primary, canary, shadow) from the prediction log."""
+    from thimble.modelops.compare import compare as compare_versions
+    from thimble.modelops.compare import read_prediction_log, table_rows
+
+    settings = _settings(config, None)
+    stats = compare_versions(read_prediction_log(settings.kafka.client_config(), topic), name)
+    if not stats:
+        raise ModelOpsError(f"no prediction records of {name!r} on {topic!r}")
+    view = Table("alias", "role", "version", "requests", "p50 ms", "p99 ms", "output mean", "PSI vs primary")
+    for row in table_rows(stats):
+        view.add_row(*map(escape, row))
+    out.print(view)
 
 
 @app.command()

@@ -17,6 +17,19 @@ def _default_registry() -> str:
     return str(run_dir() / "models")
 
 
+class RolloutConfig(Section):
+    """How one served alias shares its traffic with other versions of the same model."""
+
+    canary: str | None = Field(default=None, description="alias (or version) answering a share of requests")
+    canary_share: float = Field(default=0.0, ge=0, le=1, description="share of entities sent to the canary")
+    shadow: str | None = Field(
+        default=None, description="alias (or version) scoring every request, never answering"
+    )
+    entity_key: str | None = Field(
+        default=None, description="input field the canary share hashes (default: the features' entity key)"
+    )
+
+
 class ServerConfig(Section):
     """The online prediction server."""
 
@@ -41,6 +54,12 @@ class ServerConfig(Section):
         default=8 * 1024 * 1024, ge=1, description="largest request body accepted (else 413)"
     )
     max_rows: int = Field(default=10_000, ge=1, description="most rows in one request (else 413)")
+    alias_poll_s: float = Field(
+        default=5.0, ge=0, description="how often served aliases are re-read to follow moves (0: never)"
+    )
+    rollout: dict[str, RolloutConfig] = Field(
+        default_factory=dict, description="canary and shadow per served reference, e.g. churn@prod"
+    )
     prediction_log_spill_mb: float = Field(
         default=256.0,
         ge=0,
@@ -69,6 +88,13 @@ class ModelOpsConfig(Section):
         description="fsspec storage options of the registry, e.g. base_url and auth for webdav://",
     )
     tracking: str | None = Field(default=None, description="SQLite file of the metrics store")
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="secret that signs saved models (HMAC-SHA256); loads refuse models that do not verify",
+    )
+    allow_unsigned: bool = Field(
+        default=False, description="with a signing key, still load models saved without a signature"
+    )
     sample_rows: int = Field(default=1000, ge=1, description="input rows kept with a saved model")
     server: ServerConfig = Field(default_factory=ServerConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)

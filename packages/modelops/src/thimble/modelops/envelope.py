@@ -1,17 +1,15 @@
 """What a saved model is: a typed function plus its context.
 
 ``@model`` turns ``def predict(ctx, rows: list[In]) -> list[Out]`` (or a DataFrame function with declared
-``input=``/``output=`` schemas) into a :class:`ModelFunction`. Saving it writes a :class:`ModelInfo` (the
-envelope: function reference, schemas, features, artifacts, sample, environment, training data, metrics)
-to the registry; loading gives back a :class:`LoadedModel` ready to run.
+``input=``/``output=`` schemas) into a :class:`ModelFunction`, a declaration: the registry saves it as a
+:class:`ModelInfo` (the envelope: function reference, schemas, features, artifacts, sample, environment,
+training data, metrics) with ``Registry.save``; loading gives back a :class:`LoadedModel` ready to run.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 import sys
-import types
 import typing
 from collections import abc
 from collections.abc import Callable, Mapping, Sequence
@@ -21,17 +19,20 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from thimble.common.validation import validation_problems
+from thimble.modelops._column_types import numeric_fields as numeric_fields
 from thimble.modelops._drift import Histogram
-from thimble.modelops.errors import ModelDefinitionError, PredictionError, SchemaMismatchError
+from thimble.modelops._names import MODEL_NAME, check_model_name
+from thimble.modelops.errors import (
+    InvalidNameError,
+    ModelDefinitionError,
+    PredictionError,
+    SchemaMismatchError,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from thimble.modelops.registry import Registry
-
 Flavor = Literal["rows", "frame"]
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
-NUMERIC = (int, float)
 
 
 class FeatureSpec(BaseModel):
@@ -43,18 +44,25 @@ class FeatureSpec(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
 
 
+PICKLE_FILE = "function.pkl"
+SAMPLE_FILE = "sample.json"
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
 class FunctionRef(BaseModel):
     """How to get the function back: an import path, or a cloudpickle file when it is not importable."""
 
     import_path: str | None = None
-    pickle_file: str | None = None
+    pickle_file: Literal["function.pkl"] | None = None
+    sha256: str | None = Field(default=None, pattern=_SHA256, description="of the pickle file")
 
 
 class ArtifactInfo(BaseModel):
-    file: str
+    # A file name inside the version's artifacts/ folder: never a path that leaves it.
+    file: str = Field(pattern=r"^artifacts/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.(joblib|cloudpickle)$")
     format: Literal["joblib", "cloudpickle"]
     type: str
-    sha256: str
+    sha256: str = Field(pattern=_SHA256)
     bytes: int
 
 
@@ -97,8 +105,8 @@ class ModelInfo(BaseModel):
     """The envelope of one immutable model version (``envelope.json`` in the registry)."""
 
     format_version: int = 1
-    name: str
-    version: int
+    name: str = Field(pattern=f"^{MODEL_NAME.pattern}$")
+    version: int = Field(ge=1)
     description: str = ""
     flavor: Flavor
     function: FunctionRef
@@ -106,7 +114,8 @@ class ModelInfo(BaseModel):
     output_schema: dict[str, Any]
     features: FeatureSpec | None = None
     artifacts: dict[str, ArtifactInfo] = Field(default_factory=dict)
-    sample_file: str | None = None
+    sample_file: Literal["sample.json"] | None = None
+    sample_sha256: str | None = Field(default=None, pattern=_SHA256)
     sample_rows: int = 0
     baseline: dict[str, Histogram] = Field(
         default_factory=dict, description="'input.<field>' / 'output.<field>'"
@@ -150,21 +159,6 @@ def _list_item(tp: Any) -> Any:
     return None
 
 
-def numeric_fields(tp: type[BaseModel]) -> list[str]:
-    """Fields whose annotation is int or float (optionally ``| None``): the ones drift is computed on."""
-    out = []
-    for name, info in tp.model_fields.items():
-        ann = info.annotation
-        args = (
-            [a for a in typing.get_args(ann) if a is not type(None)]
-            if typing.get_origin(ann) in (typing.Union, types.UnionType)
-            else [ann]
-        )
-        if len(args) == 1 and args[0] in NUMERIC and args[0] is not bool:
-            out.append(name)
-    return out
-
-
 class ModelFunction:
     """A model function with its name, schemas and feature declaration (made by :func:`model`)."""
 
@@ -180,10 +174,10 @@ class ModelFunction:
         description: str | None = None,
         localns: dict[str, Any] | None = None,
     ) -> None:
-        if not _NAME.match(name):
-            raise ModelDefinitionError(
-                f"model name {name!r}: use lowercase letters, digits, '-' and '_' ({_where(fn)})"
-            )
+        try:
+            check_model_name(name)
+        except InvalidNameError as exc:
+            raise ModelDefinitionError(f"{exc} ({_where(fn)})") from None
         self.fn = fn
         self.name = name
         self.description = description if description is not None else inspect.getdoc(fn) or ""
@@ -278,35 +272,6 @@ class ModelFunction:
     ) -> LoadedModel:
         """This function with artifacts, ready to predict without a registry (tests, notebooks)."""
         return LoadedModel(self, None, dict(artifacts or {}), dict(params or {}))
-
-    def save(
-        self,
-        artifacts: Mapping[str, Any] | None = None,
-        *,
-        training_data: str | None = None,
-        metrics: Mapping[str, float] | None = None,
-        params: Mapping[str, Any] | None = None,
-        sample: Any = None,
-        aliases: Sequence[str] = (),
-        registry: Registry | str | None = None,
-    ) -> ModelInfo:
-        """Store a new immutable version in the registry (default: the configured one) and return its envelope.
-
-        ``sample``: training inputs (rows, dicts or a DataFrame); a sample of them is kept with the model and
-        is the baseline that drift is measured against. The model is run once on it before anything is stored.
-        """
-        from thimble.modelops.registry import Registry
-
-        reg = registry if isinstance(registry, Registry) else Registry.open(registry)
-        return reg.save(
-            self,
-            artifacts=artifacts,
-            training_data=training_data,
-            metrics=metrics,
-            params=params,
-            sample=sample,
-            aliases=aliases,
-        )
 
 
 def model(

@@ -17,6 +17,18 @@ class ModelNotFoundError(ModelOpsError):
     """No model, version or alias by that name in the registry."""
 
 
+class InvalidNameError(ModelNotFoundError):
+    """A model, alias or version name outside the grammar: no such entry can exist in a registry."""
+
+
+class BrokenEntryError(ModelOpsError):
+    """A registry entry (an alias file, an envelope) exists but cannot be read: it is corrupt or truncated."""
+
+
+class SignatureError(ModelOpsError):
+    """A model version's signature is missing or does not verify with the configured signing key."""
+
+
 class VersionExistsError(ModelOpsError):
     """A model version is immutable: it was already written."""
 

@@ -3,14 +3,20 @@
 Layout under the root (a local folder or any fsspec URL)::
 
     <name>/versions/<n>/envelope.json     written last: a version exists once its envelope does
+    <name>/versions/<n>/envelope.sig      HMAC-SHA256 of the envelope, when a signing key is configured
     <name>/versions/<n>/artifacts/<key>.joblib
     <name>/versions/<n>/function.pkl      only when the function cannot be imported by path
     <name>/versions/<n>/sample.json
     <name>/aliases/<alias>.json           {"version": n, "updated_at": ...}
+    <name>/alias-history/<time>-<id>.json one file per alias move: append-only, never rewritten
 
 Saving never overwrites a version: each save claims a new ``versions/<n>`` with the filesystem's
 exclusive-create primitive (see :meth:`Registry.save`). Nothing is cached between calls, so another
-process sees a new version or a moved alias as soon as it is written.
+process sees a new version or a moved alias as soon as it is written. Every name that becomes a path is
+checked against the grammar of :mod:`thimble.modelops._names`, and every path against the root.
+
+Artifacts and pickled functions are pickles: loading a model runs code from the registry, so a registry
+must be trusted. With a signing key, versions are signed on save and refused on load unless they verify.
 """
 
 from __future__ import annotations
@@ -20,24 +26,42 @@ import importlib
 import io
 import os
 import pickle
+import posixpath
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import fsspec
 import joblib
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 
+from thimble.common._paths import run_dir
 from thimble.common.errors import ThimbleError
 from thimble.common.logging import get_logger
+from thimble.common.validation import validation_problems
 from thimble.modelops import _drift, _environment
+from thimble.modelops._names import (
+    ALIAS_NAME,
+    LATEST,
+    MODEL_NAME,
+    check_alias,
+    check_model_name,
+    check_selector,
+    check_version,
+    shown,
+    version_number,
+)
+from thimble.modelops._signing import SIGNATURE_FILE, Signer
 from thimble.modelops.envelope import (
+    PICKLE_FILE,
+    SAMPLE_FILE,
     ArtifactInfo,
     FunctionRef,
     LoadedModel,
@@ -51,18 +75,21 @@ from thimble.modelops.envelope import (
 )
 from thimble.modelops.errors import (
     ArtifactError,
+    BrokenEntryError,
+    InvalidNameError,
     ModelLoadError,
     ModelNotFoundError,
     ModelOpsError,
     VersionExistsError,
 )
+from thimble.modelops.tracking import Tracker
 
 if TYPE_CHECKING:
     from thimble.modelops.config import ModelOpsConfig
 
 log = get_logger(__name__)
-_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-LATEST = "latest"
+_VERSION_FOLDER = re.compile(r"[1-9][0-9]{0,8}", re.ASCII)
+_ARTIFACT_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
 # Filesystems whose mkdir fails when the folder exists, atomically on the server side
 # (local: mkdir(2); WebDAV: MKCOL answers 405), so creating a version's folder claims it.
 _EXCLUSIVE_MKDIR = frozenset({"file", "local", "memory", "webdav", "dav"})
@@ -77,19 +104,22 @@ class ModelRef:
     name: str
     selector: str = LATEST
 
+    def __post_init__(self) -> None:
+        check_model_name(self.name)
+        check_selector(self.selector)
+
     @classmethod
     def parse(cls, text: str) -> ModelRef:
-        name, _, selector = text.strip().partition("@")
-        if not name:
+        name, at, selector = text.strip().partition("@")
+        if not name or (at and not selector):
             raise ModelNotFoundError(
-                f"{text!r} is not a model reference; use name, name@alias or name@version"
+                f"{shown(text)} is not a model reference; use name, name@alias or name@version"
             )
         return cls(name, selector or LATEST)
 
     @property
     def version(self) -> int | None:
-        sel = self.selector.removeprefix("v")
-        return int(sel) if sel.isdigit() else None
+        return version_number(self.selector)
 
     def __str__(self) -> str:
         return self.name if self.selector == LATEST else f"{self.name}@{self.selector}"
@@ -97,9 +127,31 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class ModelSummary:
+    """A model's versions and aliases; ``problems`` names its broken entries (shown, never raised)."""
+
     name: str
     versions: list[int]
     aliases: dict[str, int]
+    problems: list[str] = field(default_factory=list)
+
+
+class AliasRecord(BaseModel):
+    """The content of ``aliases/<alias>.json``."""
+
+    version: StrictInt = Field(ge=1)
+    updated_at: str | None = None
+
+
+class AliasMove(BaseModel):
+    """One line of an alias's history: who pointed it where, when (``version`` is None for a delete)."""
+
+    alias: str = Field(pattern=f"^{ALIAS_NAME.pattern}$")
+    version: int | None = Field(default=None, ge=1)
+    previous: int | None = Field(default=None, ge=1)
+    action: str = "move"
+    user: str = ""
+    host: str = ""
+    at: str = ""
 
 
 def _sample_records(sample: Any, limit: int) -> list[Any]:
@@ -121,6 +173,25 @@ def _last(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _reopen(
+    url: str,
+    storage_options: dict[str, Any],
+    sample_rows: int,
+    signer: Signer | None,
+    allow_unsigned: bool,
+    tracking: str | None,
+) -> Registry:
+    registry = Registry(
+        url, storage_options, sample_rows=sample_rows, allow_unsigned=allow_unsigned, tracking=tracking
+    )
+    registry.signer = signer
+    return registry
+
+
 def _storage_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     out = dict(options or {})
     # A config file or environment variable has no tuples: ``auth: [user, password]`` means basic auth.
@@ -133,11 +204,20 @@ class Registry:
     """Models on a filesystem: save immutable versions, move aliases, load for serving or batch.
 
     ``url`` is a local folder or any fsspec URL; ``storage_options`` go to its filesystem
-    (for ``webdav://folder``: ``base_url`` and ``auth``).
+    (for ``webdav://folder``: ``base_url`` and ``auth``). With ``signing_key``, saves are signed and loads
+    refuse versions whose signature does not verify, and unsigned ones unless ``allow_unsigned``.
+    Build it from settings with :meth:`from_config` (or :meth:`open`).
     """
 
     def __init__(
-        self, url: str, storage_options: Mapping[str, Any] | None = None, sample_rows: int = 1000
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        sample_rows: int = 1000,
+        signing_key: str | bytes | None = None,
+        allow_unsigned: bool = False,
+        tracking: str | None = None,
     ) -> None:
         self.url = url
         self.storage_options = _storage_options(storage_options)
@@ -151,21 +231,43 @@ class Registry:
             ) from None
         self.root = root.rstrip("/")
         self.sample_rows = sample_rows
+        self.signer = Signer(signing_key) if signing_key else None
+        self.allow_unsigned = allow_unsigned
+        self.tracking = tracking
         protocol = self.fs.protocol
         self._protocols = {protocol} if isinstance(protocol, str) else set(protocol)
+        self._real_root = os.path.realpath(self.root) if self.is_local else None
 
     @classmethod
     def from_config(cls, cfg: ModelOpsConfig) -> Registry:
-        """The registry a ``modelops`` settings section names, with its storage options."""
-        return cls(cfg.registry, cfg.registry_options, sample_rows=cfg.sample_rows)
+        """The registry a ``modelops`` settings section names: storage options, signing key, tracking."""
+        return cls(
+            cfg.registry,
+            cfg.registry_options,
+            sample_rows=cfg.sample_rows,
+            signing_key=cfg.signing_key.get_secret_value() if cfg.signing_key else None,
+            allow_unsigned=cfg.allow_unsigned,
+            tracking=cfg.tracking,
+        )
 
     @classmethod
     def open(cls, url: str | None = None) -> Registry:
-        """The registry at ``url``, else the configured one (``modelops.registry``)."""
+        """The registry at ``url``, else the configured one (``modelops.registry``), with the configured options."""
         from thimble.modelops.config import load_modelops_settings
 
         cfg = load_modelops_settings().modelops
-        return cls(url or cfg.registry, cfg.registry_options, sample_rows=cfg.sample_rows)
+        return cls.from_config(cfg.model_copy(update={"registry": url}) if url else cfg)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Spark ships the registry to its Python workers, which load the model from it themselves.
+        return _reopen, (
+            self.url,
+            self.storage_options,
+            self.sample_rows,
+            self.signer,
+            self.allow_unsigned,
+            self.tracking,
+        )
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r})"
@@ -175,12 +277,27 @@ class Registry:
         """Whether the registry is a folder on this machine."""
         return bool(self._protocols & {"file", "local"})
 
-    # paths
+    # paths: every path the registry touches is built here from checked names, and stays under the root
+    def _inside(self, path: str) -> str:
+        if self._real_root is not None:
+            resolved, root = os.path.realpath(path), self._real_root
+        else:
+            resolved, root = posixpath.normpath(path), posixpath.normpath(self.root or "/")
+        if resolved != root and not resolved.startswith(root.rstrip("/") + "/"):
+            raise InvalidNameError(f"{shown(path)} is outside the registry {self.url}")
+        return path
+
     def _model_dir(self, name: str) -> str:
-        return f"{self.root}/{name}"
+        return self._inside(f"{self.root}/{check_model_name(name)}")
 
     def _version_dir(self, name: str, version: int) -> str:
-        return f"{self.root}/{name}/versions/{version}"
+        return self._inside(f"{self._model_dir(name)}/versions/{check_version(version)}")
+
+    def _alias_path(self, name: str, alias: str) -> str:
+        return self._inside(f"{self._model_dir(name)}/aliases/{check_alias(alias)}.json")
+
+    def _history_dir(self, name: str) -> str:
+        return f"{self._model_dir(name)}/alias-history"
 
     # storage: every filesystem call goes through these, uncached, with errors in the registry's words
     @contextmanager
@@ -200,7 +317,7 @@ class Registry:
             self.fs.invalidate_cache(path)
             try:
                 entries: list[dict[str, Any]] = self.fs.ls(path, detail=True)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 return []
             return entries
 
@@ -216,6 +333,7 @@ class Registry:
 
     def _write(self, path: str, data: bytes, *, whole: bool = False) -> None:
         """Write a file; ``whole``: a new file that readers must never see half-written (an envelope)."""
+        self._inside(path)
         with self._storage(f"write {path}"):
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"
@@ -230,18 +348,25 @@ class Registry:
                 self.fs.pipe_file(path, data)
 
     def _read(self, path: str) -> bytes:
+        self._inside(path)
         with self._storage(f"read {path}"):
             data = self.fs.cat_file(path)
         assert isinstance(data, bytes)
         return data
 
+    def _read_optional(self, path: str) -> bytes | None:
+        try:
+            return self._read(path)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
     # reading
     def names(self) -> list[str]:
-        """Model names (folders under the root), sorted."""
+        """Model names (folders under the root whose name is a model name), sorted."""
         return sorted(
-            _last(e["name"])
+            last
             for e in self._ls(self.root)
-            if e.get("type") == "directory" and not _last(e["name"]).startswith("_")
+            if e.get("type") == "directory" and MODEL_NAME.fullmatch(last := _last(e["name"]))
         )
 
     def versions(self, name: str) -> list[int]:
@@ -249,32 +374,63 @@ class Registry:
         out = []
         for e in self._ls(f"{self._model_dir(name)}/versions"):
             last = _last(e["name"])
-            if last.isdigit() and self._exists(f"{e['name'].rstrip('/')}/envelope.json"):
+            if _VERSION_FOLDER.fullmatch(last) and self._exists(
+                f"{self._version_dir(name, int(last))}/envelope.json"
+            ):
                 out.append(int(last))
         return sorted(out)
 
     def aliases(self, name: str) -> dict[str, int]:
-        """``{alias: version}`` of ``name``."""
-        out = {}
+        """``{alias: version}`` of ``name``; an unreadable alias file is a :class:`BrokenEntryError`."""
+        out: dict[str, int] = {}
+        for alias, version in self._alias_entries(name).items():
+            if isinstance(version, BrokenEntryError):
+                raise version
+            out[alias] = version
+        return out
+
+    def _alias_entries(self, name: str) -> dict[str, int | BrokenEntryError]:
+        out: dict[str, int | BrokenEntryError] = {}
         for e in self._ls(f"{self._model_dir(name)}/aliases"):
-            path = e["name"].rstrip("/")
-            if path.endswith(".json"):
-                try:
-                    out[_last(path)[:-5]] = self._alias_version(path)
-                except FileNotFoundError:
-                    continue  # deleted since the listing
+            last = _last(e["name"])
+            alias = last.removesuffix(".json")
+            if alias == last or not ALIAS_NAME.fullmatch(alias):
+                continue  # not an alias file (a temporary file, a stray one)
+            try:
+                out[alias] = self._alias_version(name, alias)
+            except FileNotFoundError:
+                continue  # deleted since the listing
+            except BrokenEntryError as exc:
+                out[alias] = exc
         return dict(sorted(out.items()))
 
-    def _alias_version(self, path: str) -> int:
+    def _alias_version(self, name: str, alias: str) -> int:
+        path = self._alias_path(name, alias)
+        problem = ""
         for _ in range(5):  # a WebDAV server may show an alias while it is being rewritten
             try:
-                return int(orjson.loads(self._read(path))["version"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                problem = exc
-        raise ModelOpsError(f"registry {self.url}: alias file {path} is unreadable ({problem})")
+                return AliasRecord.model_validate_json(self._read(path)).version
+            except ValidationError as exc:
+                problem = validation_problems(exc)[0]
+        raise BrokenEntryError(f"alias {name}@{alias}: its file {path} is unreadable ({problem})")
+
+    def summary(self, name: str) -> ModelSummary:
+        """Versions and aliases of ``name``, with its broken entries named rather than raised."""
+        versions = self.versions(name)
+        aliases: dict[str, int] = {}
+        problems = []
+        for alias, version in self._alias_entries(name).items():
+            if isinstance(version, BrokenEntryError):
+                problems.append(str(version))
+            elif version not in versions:
+                problems.append(f"alias {name}@{alias} points at version {version}, which does not exist")
+            else:
+                aliases[alias] = version
+        return ModelSummary(name, versions, aliases, problems)
 
     def models(self) -> list[ModelSummary]:
-        return [ModelSummary(n, self.versions(n), self.aliases(n)) for n in self.names() if self.versions(n)]
+        """Every model with at least one version; broken entries are listed in ``problems``."""
+        return [s for n in self.names() if (s := self.summary(n)).versions or s.problems]
 
     def resolve(self, ref: str | ModelRef) -> tuple[str, int]:
         """``(name, version)`` of a reference; raise :class:`ModelNotFoundError` saying what exists."""
@@ -290,58 +446,147 @@ class Registry:
             raise ModelNotFoundError(f"no model {r.name!r} in {self.url}{hint}")
         if r.selector == LATEST:
             return r.name, versions[-1]
+        listed = ", ".join(map(str, versions))
         if r.version is not None:
             if r.version not in versions:
-                raise ModelNotFoundError(
-                    f"{r.name} has no version {r.version}; versions: {', '.join(map(str, versions))}"
-                )
+                raise ModelNotFoundError(f"{r.name} has no version {r.version}; versions: {listed}")
             return r.name, r.version
-        aliases = self.aliases(r.name)
-        if r.selector not in aliases:
-            listed = ", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"
-            raise ModelNotFoundError(f"{r.name} has no alias {r.selector!r}; aliases: {listed}")
-        return r.name, aliases[r.selector]
+        try:
+            version = self._alias_version(r.name, r.selector)
+        except FileNotFoundError:
+            aliases = self.summary(r.name).aliases
+            named = ", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"
+            raise ModelNotFoundError(f"{r.name} has no alias {r.selector!r}; aliases: {named}") from None
+        if version not in versions:
+            raise ModelNotFoundError(
+                f"{r.name}@{r.selector} points at version {version}, which does not exist; versions: "
+                f"{listed} (move it: thimble-modelops alias {r.name} {r.selector} <version>)"
+            )
+        return r.name, version
 
-    def info(self, ref: str | ModelRef) -> ModelInfo:
-        name, version = self.resolve(ref)
+    def _envelope(self, name: str, version: int) -> tuple[ModelInfo, bytes]:
+        """The envelope of ``name@version`` and its bytes (what a signature covers)."""
         path = f"{self._version_dir(name, version)}/envelope.json"
         try:
-            return ModelInfo.model_validate_json(self._read(path))
+            data = self._read(path)
+        except FileNotFoundError:
+            raise ModelNotFoundError(f"model {name}@{version}: its envelope {path} is missing") from None
+        try:
+            info = ModelInfo.model_validate_json(data)
         except ValidationError as exc:
-            raise ModelLoadError(
-                f"model {name}@{version}: its envelope {path} is unreadable ({exc})"
+            raise BrokenEntryError(
+                f"model {name}@{version}: its envelope {path} is unreadable ({validation_problems(exc)[0]})"
             ) from None
+        if (info.name, info.version) != (name, version):
+            raise BrokenEntryError(
+                f"model {name}@{version}: its envelope {path} describes {info.ref}, not this version"
+            )
+        return info, data
+
+    def info(self, ref: str | ModelRef) -> ModelInfo:
+        """The envelope of a version: schemas, features, artifacts, context."""
+        return self._envelope(*self.resolve(ref))[0]
+
+    def check_signature(self, ref: str | ModelRef) -> ModelInfo:
+        """The envelope of a version, after checking its signature when a signing key is configured.
+
+        Raises :class:`SignatureError` when it does not verify (or is missing, unless ``allow_unsigned``).
+        The envelope holds the hash of every file, which :meth:`load` checks as it reads them.
+        """
+        name, version = self.resolve(ref)
+        info, envelope = self._envelope(name, version)
+        if self.signer is not None:
+            signature = self._read_optional(f"{self._version_dir(name, version)}/{SIGNATURE_FILE}")
+            self.signer.verify(envelope, signature, info.ref, self.allow_unsigned)
+        return info
 
     def sample(self, ref: str | ModelRef) -> list[dict[str, Any]]:
         info = self.info(ref)
         if not info.sample_file:
             return []
-        rows: list[dict[str, Any]] = orjson.loads(
-            self._read(f"{self._version_dir(info.name, info.version)}/{info.sample_file}")
-        )
+        data = self._read(f"{self._version_dir(info.name, info.version)}/{info.sample_file}")
+        if info.sample_sha256 and hashlib.sha256(data).hexdigest() != info.sample_sha256:
+            raise ArtifactError(
+                f"model {info.ref}: its sample is corrupt (checksum differs from the one saved)"
+            )
+        rows: list[dict[str, Any]] = orjson.loads(data)
         return rows
 
     # aliases
-    def set_alias(self, name: str, alias: str, version: int | str) -> int:
-        """Point ``name@alias`` at ``version`` (a number or another reference); return the version."""
-        if not _ALIAS.match(alias) or alias == LATEST or re.fullmatch(r"v?\d+", alias):
-            raise ModelOpsError(
-                f"alias {alias!r}: use a lowercase word such as prod or staging (not 'latest' or a number)"
-            )
+    def set_alias(self, name: str, alias: str, version: int | str, *, action: str = "move") -> int:
+        """Point ``name@alias`` at ``version`` (a number or another reference); return the version.
+
+        The move is recorded in the alias history with who made it and when.
+        """
+        path = self._alias_path(name, alias)
         _, number = self.resolve(ModelRef(name, str(version)))
-        self._write(
-            f"{self._model_dir(name)}/aliases/{alias}.json",
-            orjson.dumps({"version": number, "updated_at": datetime.now(UTC).isoformat()}),
-        )
+        previous = self._previous(name, alias)
+        self._write(path, orjson.dumps({"version": number, "updated_at": datetime.now(UTC).isoformat()}))
+        self._record_move(name, AliasMove(alias=alias, version=number, previous=previous, action=action))
         log.info("alias moved", extra={"model": name, "alias": alias, "model_version": number})
         return number
 
     def delete_alias(self, name: str, alias: str) -> None:
-        path = f"{self._model_dir(name)}/aliases/{alias}.json"
+        """Remove ``name@alias`` (recorded in the alias history)."""
+        path = self._alias_path(name, alias)
         if not self._exists(path):
             raise ModelNotFoundError(f"{name} has no alias {alias!r}")
+        previous = self._previous(name, alias)
         with self._storage(f"delete {path}"):
             self.fs.rm_file(path)
+        self._record_move(name, AliasMove(alias=alias, previous=previous, action="delete"))
+
+    def _previous(self, name: str, alias: str) -> int | None:
+        try:
+            return self._alias_version(name, alias)
+        except (FileNotFoundError, BrokenEntryError):
+            return None
+
+    def _record_move(self, name: str, move: AliasMove) -> None:
+        # One new file per move, named by time and a random id: concurrent moves never overwrite each other.
+        now = datetime.now(UTC)
+        move = move.model_copy(
+            update={
+                "user": _environment.current_user(),
+                "host": _environment.current_host(),
+                "at": now.isoformat(timespec="microseconds"),
+            }
+        )
+        file = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:12]}.json"
+        self._write(f"{self._history_dir(name)}/{file}", move.model_dump_json().encode())
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        """Every recorded move of ``name``'s aliases (or of one alias), oldest first."""
+        check_model_name(name)
+        if alias is not None:
+            check_alias(alias)
+        moves = []
+        entries = sorted(self._ls(self._history_dir(name)), key=lambda e: _last(e["name"]))
+        for e in entries:
+            last = _last(e["name"])
+            if not re.fullmatch(r"[0-9T.Z]+-[0-9a-f]{12}\.json", last):
+                continue
+            try:
+                move = AliasMove.model_validate_json(self._read(f"{self._history_dir(name)}/{last}"))
+            except (FileNotFoundError, ValidationError) as exc:
+                log.warning("alias history entry unreadable", extra={"file": last, "error": str(exc)[:200]})
+                continue
+            if alias is None or move.alias == alias:
+                moves.append(move)
+        return moves
+
+    def rollback(self, name: str, alias: str) -> int:
+        """Point ``name@alias`` back at the version it pointed at before its last move; return it."""
+        check_alias(alias)
+        current = self._previous(name, alias)
+        if current is None:
+            raise ModelNotFoundError(f"{name} has no alias {alias!r} to roll back")
+        last = next((m for m in reversed(self.alias_history(name, alias)) if m.version == current), None)
+        if last is None or last.previous is None or last.previous == current:
+            raise ModelOpsError(
+                f"{name}@{alias} -> {current} has no earlier version in its history to roll back to"
+            )
+        return self.set_alias(name, alias, last.previous, action="rollback")
 
     # saving
     def _allocate(self, name: str) -> int:
@@ -349,7 +594,7 @@ class Registry:
         base = f"{self._model_dir(name)}/versions"
         with self._storage(f"create {base}"):
             self.fs.makedirs(base, exist_ok=True)
-        taken = [int(last) for e in self._ls(base) if (last := _last(e["name"])).isdigit()]
+        taken = [int(last) for e in self._ls(base) if _VERSION_FOLDER.fullmatch(last := _last(e["name"]))]
         version = max(taken, default=0) + 1
         for _ in range(100):
             try:
@@ -420,8 +665,13 @@ class Registry:
         """
         artifacts = dict(artifacts or {})
         for key in artifacts:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", key):
-                raise ArtifactError(f"artifact name {key!r}: use letters, digits, '.', '-' and '_'")
+            if not isinstance(key, str) or not _ARTIFACT_KEY.fullmatch(key):
+                raise ArtifactError(
+                    f"artifact name {shown(str(key))}: use letters, digits, '.', '-' and '_' (at most 100)"
+                )
+        self._model_dir(function.name)
+        for alias in aliases:
+            check_alias(alias)
         bad_metrics = [
             k for k, v in (metrics or {}).items() if not isinstance(v, int | float) or isinstance(v, bool)
         ]
@@ -456,15 +706,15 @@ class Registry:
                 file=file,
                 format=fmt,
                 type=f"{type(value).__module__}.{type(value).__qualname__}",
-                sha256=hashlib.sha256(data).hexdigest(),
+                sha256=_sha256(data),
                 bytes=len(data),
             )
         pickle_file = None
         if import_path is None:
-            blobs["function.pkl"] = self._pickle_function(function)
-            pickle_file = "function.pkl"
+            blobs[PICKLE_FILE] = self._pickle_function(function)
+            pickle_file = PICKLE_FILE
         if rows:
-            blobs["sample.json"] = orjson.dumps([r.model_dump(mode="json") for r in rows])
+            blobs[SAMPLE_FILE] = orjson.dumps([r.model_dump(mode="json") for r in rows])
 
         env = _environment.capture(
             [*artifacts.values(), *function.fn.__globals__.values()],
@@ -476,12 +726,17 @@ class Registry:
             version=version,
             description=function.description,
             flavor=function.flavor,
-            function=FunctionRef(import_path=import_path, pickle_file=pickle_file),
+            function=FunctionRef(
+                import_path=import_path,
+                pickle_file=pickle_file,
+                sha256=_sha256(blobs[PICKLE_FILE]) if pickle_file else None,
+            ),
             input_schema=function.input_type.model_json_schema(),
             output_schema=function.output_type.model_json_schema(),
             features=function.features,
             artifacts=infos,
-            sample_file="sample.json" if rows else None,
+            sample_file=SAMPLE_FILE if rows else None,
+            sample_sha256=_sha256(blobs[SAMPLE_FILE]) if rows else None,
             sample_rows=len(rows),
             baseline=baseline,
             context=SavedContext(
@@ -491,7 +746,10 @@ class Registry:
         vdir = self._version_dir(function.name, version)
         for file, data in blobs.items():
             self._write(f"{vdir}/{file}", data)
-        self._write(f"{vdir}/envelope.json", info.model_dump_json(indent=2).encode(), whole=True)
+        envelope = info.model_dump_json(indent=2).encode()
+        if self.signer is not None:
+            self._write(f"{vdir}/{SIGNATURE_FILE}", self.signer.sign(envelope))
+        self._write(f"{vdir}/envelope.json", envelope, whole=True)
         for alias in aliases:
             self.set_alias(function.name, alias, version)
         self._track_save(info, outputs)
@@ -518,12 +776,16 @@ class Registry:
             if by_value:
                 cloudpickle.unregister_pickle_by_value(module)
 
-    def _track_save(self, info: ModelInfo, outputs: list[Any]) -> None:
-        from thimble.modelops.tracking import Tracker
+    def tracker(self) -> Tracker:
+        """The metrics store of this registry: configured, else beside a local registry, else in the run folder."""
+        if self.tracking:
+            return Tracker(self.tracking)
+        if self.is_local:
+            return Tracker(Path(self.root) / "_tracking.sqlite")
+        return Tracker(run_dir() / "modelops" / "tracking.sqlite")
 
-        tracker = Tracker.for_registry(self)
-        if tracker is None:
-            return
+    def _track_save(self, info: ModelInfo, outputs: list[Any]) -> None:
+        tracker = self.tracker()
         metrics = {f"train.{k}": v for k, v in info.context.metrics.items()}
         metrics["sample.rows"] = float(info.sample_rows)
         dists = {k: v for k, v in info.baseline.items() if k.startswith("output.")}
@@ -539,8 +801,11 @@ class Registry:
 
     # loading
     def load(self, ref: str | ModelRef) -> LoadedModel:
-        """Load a version: its function, artifacts and envelope. Warns when the environment differs."""
-        info = self.info(ref)
+        """Load a version: its function, artifacts and envelope. Warns when the environment differs.
+
+        With a signing key, the signature is verified before anything is unpickled.
+        """
+        info = self.check_signature(ref)
         vdir = self._version_dir(info.name, info.version)
         function = self._load_function(info, vdir)
         artifacts = {key: self._load_artifact(info, key, art, vdir) for key, art in info.artifacts.items()}
@@ -579,11 +844,17 @@ class Registry:
         if not ref.pickle_file:
             raise ModelLoadError(f"model {info.ref}: the envelope names no function")
         try:
-            function = cloudpickle.loads(self._read(f"{vdir}/{ref.pickle_file}"))
+            data = self._read(f"{vdir}/{ref.pickle_file}")
         except FileNotFoundError:
             raise ArtifactError(
                 f"model {info.ref}: its pickled function {vdir}/{ref.pickle_file} is missing"
             ) from None
+        if ref.sha256 is not None and _sha256(data) != ref.sha256:
+            raise ArtifactError(
+                f"model {info.ref}: its pickled function is corrupt (checksum differs from the one saved)"
+            )
+        try:
+            function = cloudpickle.loads(data)
         except Exception as exc:
             raise ModelLoadError(
                 f"model {info.ref}: cannot unpickle its function ({type(exc).__name__}: {exc})"
@@ -598,7 +869,7 @@ class Registry:
             data = self._read(path)
         except FileNotFoundError:
             raise ArtifactError(f"model {info.ref}: artifact {key!r} is missing ({path})") from None
-        if hashlib.sha256(data).hexdigest() != art.sha256:
+        if _sha256(data) != art.sha256:
             raise ArtifactError(
                 f"model {info.ref}: artifact {key!r} is corrupt (checksum differs from the one saved)"
             )

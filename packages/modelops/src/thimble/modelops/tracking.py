@@ -62,15 +62,8 @@ class Tracker:
 
     @classmethod
     def for_registry(cls, registry: Registry) -> Tracker | None:
-        """The store configured for this registry (beside it when the registry is a local folder)."""
-        from thimble.modelops.config import load_modelops_settings
-
-        cfg = load_modelops_settings().modelops
-        if cfg.tracking:
-            return cls(cfg.tracking)
-        if "file" in registry.fs.protocol:
-            return cls(Path(registry.root) / "_tracking.sqlite")
-        return cls(cfg.tracking_path())
+        """The store of this registry (:meth:`Registry.tracker`)."""
+        return registry.tracker()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30)
