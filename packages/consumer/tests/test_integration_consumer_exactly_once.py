@@ -78,8 +78,9 @@ def test_batch_handler_idle_and_shutdown_flushes_are_transactional(
     assert _committed(settings, src) == n + 7
 
 
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_members_joining_and_leaving_abort_and_resume_never_exit(
-    kafka_topic, kafka_config, reader, start_app
+    kafka_topic, kafka_config, reader, start_app, protocol
 ) -> None:
     """Rebalances while a busy member commits transactions: no member dies, nothing is lost or doubled."""
     src, dst = kafka_topic("src", partitions=4), kafka_topic("dst")
@@ -91,7 +92,12 @@ def test_members_joining_and_leaving_abort_and_resume_never_exit(
         return Out(id=event.id)
 
     settings = make_settings(
-        kafka_config, src, exactly_once=True, poll_batch_size=20, session_timeout_ms=6000
+        kafka_config,
+        src,
+        exactly_once=True,
+        poll_batch_size=20,
+        session_timeout_ms=6000,
+        group_protocol=protocol,
     )
     n = 4000
     produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
