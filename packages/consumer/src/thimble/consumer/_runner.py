@@ -4,7 +4,9 @@ Threads: the main thread only polls (also while partitions are paused, so the gr
 slow handler) and runs rebalance callbacks. One worker thread handles polled batches in order, which
 keeps every partition in order. Both touch the pipeline only under ``self._lock``, which the worker
 takes per message, so a revocation waits for at most the message being handled. Commit decisions
-live in :mod:`thimble.consumer._delivery`.
+live in :mod:`thimble.consumer._delivery`; exactly-once transactions in
+:mod:`thimble.consumer._transactions`. Only the main thread calls the consumer: it takes the group
+metadata the worker's transactions send, and seeks back to the committed offsets after an abort.
 """
 
 from __future__ import annotations
@@ -479,7 +481,7 @@ class Runner:
         return item
 
     def _work_loop(self) -> None:
-        lock, pipeline, txns = self._lock, self.pipeline, self._txns
+        lock, pipeline, txns, revoked_at = self._lock, self.pipeline, self._txns, self._revoked_at
         while True:
             item = self._next_batch()
             if item is None:
@@ -495,7 +497,10 @@ class Runner:
                 if self.fatal is not None:
                     return
                 with lock:
-                    if self._rewind or self._is_stale(msg, epoch):
+                    # Polled before its partition was revoked (or rewound): not this process's to handle.
+                    if self._rewind or (
+                        epoch < self._epoch and revoked_at.get((msg.topic(), msg.partition()), -1) >= epoch
+                    ):
                         continue
                     set_current(msg)
                     if txns is None:
@@ -529,10 +534,6 @@ class Runner:
             if not self._txns.refused(exc):
                 raise
             self._resume_from_committed()
-
-    def _is_stale(self, msg: Any, epoch: int) -> bool:
-        """Polled before its partition was revoked (or rewound): not this process's to handle."""
-        return epoch < self._epoch and self._revoked_at.get((msg.topic(), msg.partition()), -1) >= epoch
 
     def _past_drain(self) -> bool:
         if self.fatal is not None:
