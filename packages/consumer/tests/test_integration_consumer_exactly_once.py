@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from typing import Any
@@ -13,7 +15,7 @@ from pydantic import BaseModel
 from thimble.common.testing import wait_until
 from thimble.consumer import App, group_lag
 
-from .conftest import make_settings, produce
+from .conftest import make_settings, produce, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -206,4 +208,27 @@ def test_a_slow_poll_batch_commits_before_the_transaction_times_out(
     wait_until(lambda: len(out.poll()) >= n or running.runner.fatal, 40, what="all outputs")
     wait_until(lambda: _committed(settings, src) == n, 20, what="every input offset committed")
     assert running.stop() == 0
+    _assert_once(out.poll(), n)
+
+
+def test_batch_handler_survives_kill_9_and_restarts(kafka_topic, kafka_config, reader, tmp_path) -> None:
+    """`run --exactly-once` with a batch handler, killed twice mid-run: every restart goes on to the end."""
+    src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
+    n = 1700
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
+    out = reader(dst)
+    log = tmp_path / "run.log"
+    env = {"THIMBLE_TEST_BATCH": "1", "THIMBLE_CONSUMER__SESSION_TIMEOUT_MS": "6000"}
+    for round_ in range(2):
+        proc = start_cli(src, dst, src, "--exactly-once", sleep_ms=2, log=log, env=env)
+        have = len(out.poll())
+        wait_until(lambda h=have: len(out.poll()) > h, 60, what=f"progress in round {round_}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc = start_cli(src, dst, src, "--exactly-once", log=log, env=env)
+    try:
+        wait_until(lambda: len(out.poll()) >= n or proc.poll() is not None, 90, what="all outputs")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0, log.read_text()[-3000:]
     _assert_once(out.poll(), n)
