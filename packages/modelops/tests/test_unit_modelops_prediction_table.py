@@ -53,6 +53,8 @@ def test_the_config_is_a_valid_etl_config_typed_from_the_model() -> None:
         "request_id": "string",
         "model": "string",
         "version": "int",
+        "alias": "string",
+        "role": "string",
         "time": "bigint",
         "latency_ms": "double",
         "inputs": "array<struct<`client_id`:bigint,`orders_7d`:bigint,`spend_7d`:double>>",

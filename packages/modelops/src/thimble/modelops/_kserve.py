@@ -151,7 +151,7 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
             return _error(422, records)
         given = body.get("id")
         rid = request_id(given if isinstance(given, str) else None)
-        outputs = await serving.predict(s, records, False, rid, start)
+        s, outputs = await serving.answer(name, records, False, rid, start)
         if isinstance(outputs, Response):
             return outputs
         props = s.model.output_type.model_json_schema().get("properties", {})

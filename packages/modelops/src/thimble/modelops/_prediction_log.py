@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# (request_id, model, version, time_ms, latency_ms, rows, outputs, dump_rows, dump_outputs)
-Entry = tuple[str, str, int | None, int, float, Any, Any, Callable[[Any], Any], Callable[[Any], Any]]
+# (request_id, model, version, time_ms, latency_ms, rows, outputs, dump_rows, dump_outputs, alias, role)
+Entry = tuple[
+    str, str, int | None, int, float, Any, Any, Callable[[Any], Any], Callable[[Any], Any], str, str
+]
 Record = tuple[bytes | None, bytes]
 MAX_RECORDS_PER_TURN = 512  # then the loop serves requests again before the next slice
 
@@ -242,12 +244,15 @@ class PredictionLog:
             start = 0
             for i in members:
                 request_id, model, version, time_ms, latency_ms, rows = batch[i][:6]
+                alias, role = batch[i][9], batch[i][10]
                 end = start + len(rows)
                 values[i] = orjson.dumps(
                     {
                         "request_id": request_id,
                         "model": model,
                         "version": version,
+                        "alias": alias,
+                        "role": role,
                         "time": time_ms,
                         "latency_ms": round(latency_ms, 3),
                         "inputs": inputs[start:end],
@@ -293,6 +298,8 @@ RECORD_COLUMNS = {
     "request_id": "string",
     "model": "string",
     "version": "int",
+    "alias": "string",
+    "role": "string",
     "time": "bigint",
     "latency_ms": "double",
 }

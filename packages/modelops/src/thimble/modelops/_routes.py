@@ -90,7 +90,7 @@ def v1_router(serving: Serving, token: str | None, defs: dict[str, Any]) -> APIR
             return problem(
                 422, "the body must be one row (a JSON object) or a non-empty array of rows", "body_shape"
             )
-        outputs = await serving.predict(s, records, single, rid, start)
+        s, outputs = await serving.answer(ref, records, single, rid, start)
         if isinstance(outputs, Response):
             return outputs
         out = await asyncio.to_thread(s.body, rid, outputs) if len(outputs) > 256 else s.body(rid, outputs)

@@ -17,11 +17,11 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     Only a process started by :mod:`multiprocessing` (a uvicorn ``--workers`` worker) is affected; when
     the supervisor is already gone (it died before the call), the worker signals itself.
     """
-    if not sys.platform.startswith("linux") or multiprocessing.parent_process() is None:
+    supervisor = multiprocessing.parent_process()
+    if not sys.platform.startswith("linux") or supervisor is None:
         return
-    parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
         return
-    if os.getppid() != parent:  # the parent died between reading it and the prctl
+    if os.getppid() != supervisor.pid:  # the supervisor died before the prctl
         os.kill(os.getpid(), sig)

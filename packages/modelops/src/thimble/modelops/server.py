@@ -29,6 +29,7 @@ from thimble.common.metrics import Metrics
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._http import json_response, problem
 from thimble.modelops._prediction_log import PredictionLog
+from thimble.modelops._rollout import AliasFollower, Split
 from thimble.modelops._serving_stats import ServingStats
 from thimble.modelops.batching import MicroBatcher
 from thimble.modelops.config import OVERRIDES_ENV, ModelOpsSettings, load_modelops_settings
@@ -176,11 +177,14 @@ class Serving:
         prediction_log: PredictionLog | None,
     ) -> None:
         self.routes = routes
+        self.by_version = {(s.model.name, s.model.version or 0): s for s in routes.values()}
+        self.splits: dict[str, Split] = {}
         self.settings = settings
         self.cfg = settings.modelops.server
         self.metrics = metrics
         self.prediction_log = prediction_log
         self.ready = False
+        self._shadows: set[asyncio.Task[Any]] = set()
 
     @property
     def served(self) -> list[ServedModel]:
@@ -194,8 +198,37 @@ class Serving:
                 problems.append(f"online store unreachable for {s.model.ref}")
         return problems
 
+    async def answer(
+        self, ref: str, records: list[Any], single: bool, request_id: str, start: float
+    ) -> tuple[ServedModel, list[BaseModel] | Response]:
+        """The version that answers ``ref`` for this request (primary or canary) and its answer.
+
+        The shadow of ``ref``, if any, scores the same records after the answer.
+        """
+        s = self.routes[ref]
+        split = self.splits.get(ref)
+        role = "primary"
+        if split is not None and split.canary is not None and split.takes(records):
+            s, ref, role = self.routes[split.canary], split.canary, "canary"
+        outputs = await self.predict(s, records, single, request_id, start, ref, role)
+        if split is not None and split.shadow is not None and not isinstance(outputs, Response):
+            shadow = self.routes[split.shadow]
+            task = asyncio.get_running_loop().create_task(
+                self.predict(shadow, records, single, request_id, time.perf_counter(), split.shadow, "shadow")
+            )
+            self._shadows.add(task)
+            task.add_done_callback(self._shadows.discard)
+        return s, outputs
+
     async def predict(
-        self, s: ServedModel, records: list[Any], single: bool, request_id: str, start: float
+        self,
+        s: ServedModel,
+        records: list[Any],
+        single: bool,
+        request_id: str,
+        start: float,
+        alias: str | None = None,
+        role: str = "primary",
     ) -> list[BaseModel] | Response:
         """Fill features, validate, run the model and record the request; an error answer on failure."""
         m = s.model
@@ -252,6 +285,8 @@ class Serving:
                     outputs,
                     s.dump_rows,
                     s.dump_outputs,
+                    alias or m.ref,
+                    role,
                 )
             )
         return outputs
@@ -289,6 +324,9 @@ def _load(
         raise ModelNotFoundError(
             "no models to serve: name them (`thimble-modelops serve churn@prod`) or set modelops.server.models"
         )
+    for ref, rollout in settings.modelops.server.rollout.items():
+        name = ModelRef.parse(ref).name
+        wanted += [f"{name}@{alias}" for alias in (rollout.canary, rollout.shadow) if alias is not None]
     loaded: dict[tuple[str, int], LoadedModel] = {}
     by_ref: dict[str, LoadedModel] = {}
     for ref in wanted:
@@ -319,6 +357,7 @@ def create_app(
     by_ref: dict[str, LoadedModel] = {}
     if models is None:
         models, by_ref, registry = _load(settings, refs, registry)
+    requested = list(by_ref)
     for m in models:
         by_ref.setdefault(m.ref, m)
         by_ref.setdefault(m.name, m)
@@ -329,7 +368,11 @@ def create_app(
     tracker = (
         Tracker(settings.modelops.tracking_path()) if registry is None else Tracker.for_registry(registry)
     )
-    served = {id(m): ServedModel(m, settings, metrics, tracker) for m in models}
+
+    def make_served(m: LoadedModel) -> ServedModel:
+        return ServedModel(m, settings, metrics, tracker)
+
+    served = {id(m): make_served(m) for m in models}
     plog = (
         PredictionLog(
             cfg.prediction_log_topic,
@@ -344,6 +387,25 @@ def create_app(
         else None
     )
     serving = Serving({ref: served[id(m)] for ref, m in by_ref.items()}, settings, metrics, plog)
+    for ref, rollout in cfg.rollout.items():
+        primary = serving.routes.get(str(ModelRef.parse(ref)))
+        if primary is None:
+            raise ModelNotFoundError(f"modelops.server.rollout names {ref!r}, which is not served")
+        name = primary.model.name
+        entity_key = rollout.entity_key or (
+            primary.model.features.entity_key if primary.model.features else None
+        )
+        serving.splits[str(ModelRef.parse(ref))] = Split(
+            f"{name}@{rollout.canary}" if rollout.canary else None,
+            rollout.canary_share,
+            f"{name}@{rollout.shadow}" if rollout.shadow else None,
+            entity_key,
+        )
+    follower = (
+        AliasFollower(serving, registry, make_served, requested)
+        if registry is not None and cfg.alias_poll_s > 0
+        else None
+    )
 
     async def flush_stats() -> None:
         for s in serving.served:
@@ -363,6 +425,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(track_forever())
+        following = asyncio.create_task(follower.follow_forever(cfg.alias_poll_s)) if follower else None
         if plog is not None:
             plog.start()
         # Models and artifacts live as long as the process: keep them out of the collector's scans (p99).
@@ -375,8 +438,10 @@ def create_app(
         finally:
             serving.ready = False
             task.cancel()
+            if following is not None:
+                following.cancel()
             await flush_stats()
-            for s in serving.served:
+            for s in {id(s): s for s in [*serving.served, *(follower.retired if follower else [])]}.values():
                 s.batcher.close()
                 if s.features:
                     await s.features.close()
@@ -393,6 +458,7 @@ def create_app(
     app.state.served = serving.routes
     app.state.prediction_log = plog
     app.state.flush_stats = flush_stats
+    app.state.alias_follower = follower
     token = cfg.auth_token.get_secret_value() if cfg.auth_token else None
     defs: dict[str, Any] = {}
     app.include_router(v1_router(serving, token, defs))

@@ -1,0 +1,105 @@
+"""Live rollout: served aliases follow the registry, a canary answers a sticky share, a shadow scores all.
+
+Every ``alias_poll_s`` the server re-reads the aliases it serves (one small file each). When one moved,
+the new version is loaded off the event loop and swapped in with one assignment: requests that already
+hold the old version finish on it, the next ones get the new one.
+
+A canary takes the requests whose entity falls in its share: the same rule as Thimble's A/B arms, a
+SHA-256 bucket in [0, 1) of ``"<canary ref>:<entity>"``, so an entity stays on its side as long as the
+share does. A request goes by its first row's entity. A shadow scores every answered request after the
+answer is sent; its predictions only reach the prediction log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from thimble.common.logging import get_logger
+from thimble.modelops.registry import ModelRef, Registry
+
+if TYPE_CHECKING:
+    from thimble.modelops.envelope import LoadedModel
+    from thimble.modelops.server import ServedModel, Serving
+
+log = get_logger(__name__)
+
+
+def bucket(experiment: str, entity: Any) -> float:
+    """Where ``entity`` falls in [0, 1) for ``experiment`` (uniform, stable across processes)."""
+    digest = hashlib.sha256(f"{experiment}:{entity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class Split:
+    """The canary and shadow of one served reference."""
+
+    canary: str | None
+    share: float
+    shadow: str | None
+    entity_key: str | None
+
+    def takes(self, records: list[Any]) -> bool:
+        """Whether this request goes to the canary."""
+        if self.canary is None or self.share <= 0 or self.entity_key is None:
+            return False
+        first = records[0]
+        entity = first.get(self.entity_key) if isinstance(first, dict) else None
+        return entity is not None and bucket(self.canary, entity) < self.share
+
+
+class AliasFollower:
+    """Keeps the served references that name an alias (or the latest version) on what the registry says."""
+
+    def __init__(
+        self,
+        serving: Serving,
+        registry: Registry,
+        make: Callable[[LoadedModel], ServedModel],
+        refs: list[str],
+    ) -> None:
+        self.serving = serving
+        self.registry = registry
+        self.make = make
+        self.refs = [r for r in refs if ModelRef.parse(r).version is None]
+        self.retired: list[ServedModel] = []
+
+    async def follow_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.check()
+            except Exception as exc:
+                log.error("served aliases not re-read", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    async def check(self) -> None:
+        """Swap in the version each followed reference points to now."""
+        for ref in self.refs:
+            name, version = await asyncio.to_thread(self.registry.resolve, ref)
+            current = self.serving.routes.get(ref)
+            if current is not None and current.model.version == version:
+                continue
+            target = self.serving.by_version.get((name, version))
+            if target is None:
+                loaded = await asyncio.to_thread(self.registry.load, f"{name}@{version}")
+                target = self.make(loaded)
+                self.serving.by_version[(name, version)] = target
+            self._swap(ref, current, target)
+
+    def _swap(self, ref: str, old: ServedModel | None, new: ServedModel) -> None:
+        routes = self.serving.routes
+        routes[ref] = new
+        routes.setdefault(new.model.ref, new)
+        if old is not None:
+            for other, s in list(routes.items()):  # the bare name served as this reference follows it
+                if s is old and ModelRef.parse(other).version is None:
+                    routes[other] = new
+            self.retired.append(old)
+        log.info(
+            "serving a new version",
+            extra={"ref": ref, "version": new.model.version, "previous": old.model.version if old else None},
+        )

@@ -1,0 +1,156 @@
+"""Compare the versions a server runs side by side (primary, canary, shadow) from its prediction log.
+
+``thimble-modelops compare churn --topic predictions`` reads the topic from the beginning up to its end
+when the command starts, groups one model's records by alias, role and version, and reports requests,
+latency (p50, p99) and each numeric output's mean and PSI: a canary's against the primary, a shadow's against every
+answer (the shadow scores the same requests).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from thimble.modelops import _drift
+from thimble.modelops.errors import ModelOpsError
+
+
+@dataclass
+class VersionStats:
+    """One served version's share of the prediction log."""
+
+    alias: str
+    role: str
+    version: int
+    requests: int = 0
+    rows: int = 0
+    latency_p50_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    means: dict[str, float] = field(default_factory=dict)
+    psi: dict[str, float] = field(default_factory=dict)
+
+
+def compare(records: Iterable[dict[str, Any]], model: str) -> list[VersionStats]:
+    """Per ``(alias, role, version)`` statistics of ``model``'s records; PSI is against the primary's outputs."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        if r.get("model") != model or not isinstance(r.get("version"), int):
+            continue
+        key = (
+            str(r.get("alias") or f"{model}@{r['version']}"),
+            str(r.get("role") or "primary"),
+            r["version"],
+        )
+        groups.setdefault(key, []).append(r)
+    values: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+    stats = []
+    for key, group in sorted(groups.items(), key=lambda kv: (kv[0][1] != "primary", kv[0])):
+        latencies = np.asarray([float(r.get("latency_ms", 0.0)) for r in group])
+        outputs = [o for r in group for o in r.get("outputs") or [] if isinstance(o, dict)]
+        numeric: dict[str, list[float]] = {}
+        for o in outputs:
+            for name, v in o.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    numeric.setdefault(name, []).append(float(v))
+        values[key] = {name: np.asarray(vs) for name, vs in numeric.items()}
+        stats.append(
+            VersionStats(
+                *key,
+                requests=len(group),
+                rows=len(outputs),
+                latency_p50_ms=float(np.percentile(latencies, 50)),
+                latency_p99_ms=float(np.percentile(latencies, 99)),
+                means={name: float(vs.mean()) for name, vs in values[key].items()},
+            )
+        )
+    primary = {k: v for k, v in values.items() if k[1] == "primary"}
+    answered = {k: v for k, v in values.items() if k[1] != "shadow"}
+    for s in stats:
+        if s.role == "primary":
+            continue
+        # a canary answers a subset of entities: against the primary; a shadow scores every request:
+        # against every answer (so that the same model shows no drift)
+        base = _pooled(answered if s.role == "shadow" else primary)
+        for name, vs in values[(s.alias, s.role, s.version)].items():
+            hist = _drift.baseline(base[name]) if name in base else None
+            if hist is not None and (p := _drift.psi(hist, vs)) is not None:
+                s.psi[name] = p
+    return stats
+
+
+def _pooled(groups: dict[tuple[str, str, int], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    names = {name for g in groups.values() for name in g}
+    return {name: np.concatenate([g[name] for g in groups.values() if name in g]) for name in names}
+
+
+def read_prediction_log(
+    kafka_config: dict[str, Any], topic: str, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """Every record on ``topic`` from the beginning up to its end offsets now (undecodable ones skipped)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer(
+        kafka_config
+        | {
+            "group.id": f"thimble-compare-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=10)
+        except KafkaException as exc:
+            raise ModelOpsError(f"cannot read topic {topic!r}: {exc}") from None
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise ModelOpsError(f"no topic {topic!r} on {kafka_config.get('bootstrap.servers')}")
+        ends: dict[int, int] = {}
+        for p in info.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+            try:
+                record = orjson.loads(msg.value() or b"")
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+    finally:
+        consumer.close()
+
+
+def table_rows(stats: list[VersionStats]) -> list[list[str]]:
+    """The comparison as text cells: alias, role, version, requests, p50, p99, means, PSI."""
+    rows = []
+    for s in stats:
+        rows.append(
+            [
+                s.alias,
+                s.role,
+                str(s.version),
+                str(s.requests),
+                f"{s.latency_p50_ms:.2f}",
+                f"{s.latency_p99_ms:.2f}",
+                ", ".join(f"{k}={v:.4g}" for k, v in sorted(s.means.items())),
+                ", ".join(f"{k}={v:.3f}" for k, v in sorted(s.psi.items())) if s.role != "primary" else "",
+            ]
+        )
+    return rows

@@ -1,0 +1,171 @@
+"""Live rollout against a running server: alias moves, a canary share, a shadow, and their comparison."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Consumer
+from modelops_testmodels import churn
+from pydantic import BaseModel, Field
+from sklearn.linear_model import LogisticRegression
+
+from thimble.common.testing import wait_until
+from thimble.modelops import ModelContext, Registry, model
+from thimble.modelops.config import load_modelops_settings
+from thimble.modelops.server import create_app
+
+pytestmark = pytest.mark.integration
+
+
+class SlowIn(BaseModel):
+    wait_ms: int = Field(ge=0, le=10_000)
+    mark: str
+
+
+class SlowOut(BaseModel):
+    done: bool
+
+
+@model(name="slow")
+def slow(ctx: ModelContext, rows: list[SlowIn]) -> list[SlowOut]:
+    """Touches ``mark`` when it starts, then takes ``wait_ms``."""
+    for r in rows:
+        Path(r.mark).touch()
+        time.sleep(r.wait_ms / 1000)
+    return [SlowOut(done=True) for _ in rows]
+
+
+def _settings(registry: Registry, redis_url: str, kafka: dict[str, Any] | None = None, **server: Any) -> Any:
+    return load_modelops_settings(
+        overrides={
+            "online_store": {"url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:8]}"},
+            "modelops": {"registry": registry.url, "server": server},
+            **({"kafka": kafka} if kafka else {}),
+        }
+    )
+
+
+def test_the_server_follows_an_alias_move_and_finishes_requests_on_the_old_version(
+    registry: Registry, redis_url: str, live: Callable[..., Any], tmp_path: Path
+) -> None:
+    registry.save(slow, aliases=["prod"], pickle_function=True)
+    registry.save(slow, pickle_function=True)
+    app = create_app(
+        settings=_settings(registry, redis_url, alias_poll_s=0.1, run_in_thread=True),
+        refs=["slow@prod"],
+        registry=registry,
+    )
+    server = live(app)
+    mark = tmp_path / "started"
+    result: dict[str, Any] = {}
+
+    def in_flight() -> None:
+        got = httpx.post(
+            f"{server.url}/v1/models/slow@prod/predict", json={"wait_ms": 1500, "mark": str(mark)}, timeout=30
+        )
+        result.update(status=got.status_code, version=got.json()["version"])
+
+    sender = threading.Thread(target=in_flight)
+    sender.start()
+    wait_until(mark.exists, 20, what="the slow request to reach the model")
+    registry.set_alias("slow", "prod", 2)
+    quick = {"wait_ms": 0, "mark": str(tmp_path / "quick")}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        wait_until(
+            lambda: http.post("/v1/models/slow@prod/predict", json=quick).json()["version"] == 2,
+            20,
+            what="slow@prod to answer with version 2",
+        )
+        assert http.post("/v1/models/slow/predict", json=quick).json()["version"] == 2
+    sender.join(30)
+    assert result == {"status": 200, "version": 1}
+
+
+def _bucket(experiment: str, entity: object) -> float:
+    digest = hashlib.sha256(f"{experiment}:{entity}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def test_a_canary_takes_a_sticky_share_and_a_shadow_scores_everything(
+    registry: Registry,
+    churn_clf: LogisticRegression,
+    redis_url: str,
+    live: Callable[..., Any],
+    kafka_config: dict[str, Any],
+    kafka_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    for aliases in (["prod"], ["canary"], ["shadow"]):
+        registry.save(churn, artifacts={"clf": churn_clf}, aliases=aliases, pickle_function=True)
+    topic = kafka_topic("rollout")
+    settings = _settings(
+        registry,
+        redis_url,
+        prediction_log_topic=topic,
+        rollout={"churn@prod": {"canary": "canary", "canary_share": 0.3, "shadow": "shadow"}},
+    )
+    server = live(create_app(settings=settings, refs=["churn@prod"], registry=registry))
+    answered: dict[str, int] = {}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i in range(60):
+            row = {"client_id": i, "orders_7d": i % 20, "spend_7d": float(i)}
+            got = http.post("/v1/models/churn@prod/predict", json=row).json()
+            assert got["version"] == (2 if _bucket("churn@canary", i) < 0.3 else 1), i
+            answered[got["request_id"]] = got["version"]
+        again = http.post("/v1/models/churn@prod/predict", json={"client_id": 7, "spend_7d": 1.0}).json()
+        assert again["version"] == (2 if _bucket("churn@canary", 7) < 0.3 else 1)
+    assert 5 < sum(v == 2 for v in answered.values()) < 35
+
+    consumer = Consumer(kafka_config | {"group.id": f"g-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    records: list[dict[str, Any]] = []
+
+    def poll() -> bool:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            records.append(orjson.loads(msg.value()))
+        return len(records) >= 2 * 61
+
+    try:
+        wait_until(poll, 60, what="answer and shadow records on Kafka")
+    finally:
+        consumer.close()
+    by_role = {(r["request_id"], r["role"]): r for r in records}
+    for rid, version in answered.items():
+        answer = by_role[(rid, "canary" if version == 2 else "primary")]
+        assert (answer["alias"], answer["version"]) == (
+            ("churn@canary", 2) if version == 2 else ("churn@prod", 1)
+        )
+        shadow = by_role[(rid, "shadow")]
+        assert (shadow["alias"], shadow["version"]) == ("churn@shadow", 3)
+        assert shadow["outputs"] == answer["outputs"]  # the same model and artifacts in every version
+
+    cli = Path(sys.executable).parent / "thimble-modelops"
+    shown = subprocess.run(
+        [str(cli), "compare", "churn", "--topic", topic],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={
+            "COLUMNS": "200",
+            "PATH": "/usr/bin:/bin",
+            "THIMBLE_KAFKA__BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
+        },
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split("│")[1].strip(): line for line in shown.stdout.splitlines() if line.count("│") > 3}
+    assert set(lines) >= {"churn@prod", "churn@canary", "churn@shadow"}
+    assert "shadow" in lines["churn@shadow"]
+    assert "p_churn=0.000" in lines["churn@shadow"]  # identical outputs: no drift against the primary
