@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterable
@@ -84,8 +85,11 @@ class HostSlot:
     """
 
     def __init__(self, group_id: str, folder: Path | None = None, max_slots: int = 4096) -> None:
-        folder = folder or Path(tempfile.gettempdir()) / "thimble-consumer"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = folder or Path(tempfile.gettempdir()) / f"thimble-consumer-{os.getuid()}"
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConsumerError(f"cannot create the slot folder {folder}: {exc.strerror}") from None
         group = hashlib.sha256(group_id.encode()).hexdigest()[:16]  # the group id never becomes a path
         for number in range(max_slots):
             file = (folder / f"slot-{group}-{number}.lock").open("a")
