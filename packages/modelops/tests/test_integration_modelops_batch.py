@@ -161,6 +161,22 @@ def test_dataframe_models_batch_too(
     assert [got[i] for i in range(50)] == pytest.approx([e["score"] for e in expected], rel=1e-9, abs=1e-15)
 
 
+def test_output_keeps_the_entity_key_of_a_model_without_features_and_keep_adds_to_it(
+    spark: Any, spark_settings: ThimbleSettings, registry: Registry, numbers_clf: object
+) -> None:
+    settings = _settings(spark_settings, registry)
+    registry.save(scorer, artifacts={"clf": numbers_clf}, pickle_function=True)
+    rows = [{"id": i, "f0": i / 10, "f1": 0.0, "f2": 0.5, "f3": 1.0, "region": "north"} for i in range(20)]
+    source, target = _table("numbers"), _table("numbers_scored")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"test.{source}")
+    run_batch(spark, "scorer", source, target, registry=registry, settings=settings)
+    out = spark.table(f"test.{target}")
+    assert out.columns[:3] == ["id", "region", "score"]
+    assert sorted(r["id"] for r in out.collect()) == list(range(20))
+    run_batch(spark, "scorer", source, target, keep=["f0"], registry=registry, settings=settings)
+    assert spark.table(f"test.{target}").columns[:4] == ["id", "region", "f0", "score"]
+
+
 def test_schema_mismatch_between_model_and_table_is_clear(
     spark: Any, spark_settings: ThimbleSettings, saved_churn: Registry
 ) -> None:

@@ -127,3 +127,67 @@ def test_serve_runs_uvicorn_workers_from_the_registry(
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+USER_MODEL = """
+from pydantic import BaseModel
+
+from thimble.modelops import ModelContext, model
+
+
+class In(BaseModel):
+    x: float
+
+
+class Out(BaseModel):
+    doubled: float
+
+
+@model(name="doubler")
+def predict(ctx: ModelContext, rows: list[In]) -> list[Out]:
+    return [Out(doubled=2 * r.x) for r in rows]
+"""
+
+
+def test_serve_imports_the_users_code_from_the_current_folder(tmp_path: Path, redis_url: str) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    module = f"user_models_{os.getpid()}"
+    (project / f"{module}.py").write_text(USER_MODEL)
+    reg = str(tmp_path / "models")
+    cli = Path(sys.executable).parent / "thimble-modelops"
+    env = os.environ | {"THIMBLE_ONLINE_STORE__URL": redis_url, "THIMBLE_LOGGING__FORMAT": "json"}
+    env.pop("PYTHONPATH", None)
+    saved = subprocess.run(
+        [str(cli), "save", f"{module}:predict", "--registry", reg],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert saved.returncode == 0, saved.stderr
+    assert Registry(reg).info("doubler").function.import_path == f"{module}:predict"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(cli), "serve", "doubler", "--port", str(port), "--registry", reg],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
+            90,
+            what="thimble-modelops serve",
+        )
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        got = httpx.post(f"{url}/v1/models/doubler/predict", json={"x": 2.5}, timeout=10)
+        assert got.json()["predictions"] == [{"doubled": 5.0}]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
