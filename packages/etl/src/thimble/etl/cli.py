@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,9 +13,11 @@ from rich.table import Table
 
 from thimble.common.cli import user_errors
 from thimble.common.config import load_settings
+from thimble.common.errors import spark_failure
 from thimble.common.logging import configure_logging
 from thimble.etl.__about__ import __version__
-from thimble.etl.config import EtlSettings, load_table_config
+from thimble.etl.config import EtlSettings, TableConfig, load_table_config
+from thimble.etl.errors import SparkJobError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -44,6 +48,20 @@ def _spark(settings: EtlSettings) -> SparkSession:
     from thimble.common.spark import build_spark_session
 
     return build_spark_session(settings, app_name="thimble-etl")
+
+
+@contextmanager
+def spark_failures_in(file: Path, table_config: TableConfig) -> Iterator[None]:
+    """Report a Spark failure naming the config file and the fields it points at."""
+    try:
+        yield
+    except SparkJobError as exc:
+        raise exc.located(file, table_config) from None
+    except Exception as exc:
+        failure = spark_failure(exc)
+        if failure is None:
+            raise
+        raise SparkJobError(table_config.table, failure).located(file, table_config) from None
 
 
 def _version_change(result: RunResult) -> str:
@@ -91,11 +109,12 @@ def run(
     table_config = load_table_config(file)
     settings = _settings(config)
     spark = _spark(settings)
-    if progress:
-        with SparkProgress(spark) as bar:
-            result = run_table(table_config, spark=spark, settings=settings, run_id=run_id, progress=bar)
-    else:
-        result = run_table(table_config, spark=spark, settings=settings, run_id=run_id)
+    with spark_failures_in(file, table_config):
+        if progress:
+            with SparkProgress(spark) as bar:
+                result = run_table(table_config, spark=spark, settings=settings, run_id=run_id, progress=bar)
+        else:
+            result = run_table(table_config, spark=spark, settings=settings, run_id=run_id)
     export_run(result, settings)
     out.print(summary_table(result))
     for check in result.checks:
@@ -130,7 +149,8 @@ def check(
         from thimble.etl.sources import source_types
 
         settings = _settings(config)
-        types = source_types(_spark(settings), table_config, settings)
+        with spark_failures_in(file, table_config):
+            types = source_types(_spark(settings), table_config, settings)
         problems = check_columns(table_config, types)
     if problems:
         raise ConfigError(problems, source=str(file))
@@ -152,27 +172,27 @@ def history(
     view = Table(title=table)
     for column in (
         "version",
-        "time",
+        "time (UTC)",
         "operation",
         "run id",
-        "rows",
+        "rows changed",
         "inserted",
         "updated",
         "closed",
-        "checks p/w/f",
+        "checks",
     ):
         view.add_column(column)
     for v in versions:
-        checks = "/".join(str(v.checks.get(k, 0)) for k in ("pass", "warn", "fail")) if v.checks else ""
         view.add_row(
             str(v.version), f"{v.timestamp:%Y-%m-%d %H:%M:%S}", v.operation, v.run_id or "",
-            *("" if n is None else f"{n:,}" for n in (v.rows_written, v.inserted, v.updated, v.closed)), checks,
+            *("" if n is None else f"{n:,}" for n in (v.rows_changed, v.inserted, v.updated, v.closed)),
+            v.checks_text(),
         )  # fmt: skip
     out.print(view)
     blocked = blocked_runs(table, spark=_spark(settings), settings=settings)
     if blocked:
         runs = Table(title="runs that wrote nothing (blocked by a failing check)")
-        for column in ("run id", "time", "table version", "failed checks"):
+        for column in ("run id", "time (UTC)", "table version", "failed checks"):
             runs.add_column(column)
         for run_id, at, version, failed in blocked:
             runs.add_row(run_id, f"{at:%Y-%m-%d %H:%M:%S}", "" if version is None else str(version), failed)

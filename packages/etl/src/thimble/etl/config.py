@@ -27,15 +27,15 @@ from pydantic import (
 
 from thimble.common.config import Section, ThimbleSettings, read_yaml_file
 from thimble.common.validation import did_you_mean, format_location
+from thimble.etl._regex import java_regex_problem
 from thimble.etl._variables import substitute
 from thimble.etl.errors import ConfigError
 
 
 def _compiles(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"not a valid regular expression ({exc})") from None
+    problem = java_regex_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from thimble.common.config import ThimbleSettings, load_settings
+from thimble.common.spark import as_utc
 from thimble.etl import _tables
 from thimble.etl.config import EtlSettings
 from thimble.etl.errors import TableNotFoundError
@@ -27,12 +28,25 @@ class TableVersion:
     run_id: str | None
     config_hash: str | None
     rows_written: int | None
+    """Delta's ``numOutputRows``: rows in the files the commit wrote, unchanged rows it copied included."""
     inserted: int | None
     updated: int | None
     closed: int | None
     checks: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     """What the writer's caller recorded (``write_dataframe(metadata=...)``)."""
+
+    @property
+    def rows_changed(self) -> int | None:
+        """Rows the run inserted, updated or closed (``None`` when the commit does not say)."""
+        counts = [n for n in (self.inserted, self.updated, self.closed) if n is not None]
+        return sum(counts) if counts else None
+
+    def checks_text(self) -> str:
+        """``2 pass, 1 warn, 0 fail`` (empty when the run had no checks)."""
+        if not self.checks:
+            return ""
+        return ", ".join(f"{self.checks.get(status, 0)} {status}" for status in ("pass", "warn", "fail"))
 
 
 def _resolve(
@@ -58,7 +72,7 @@ def _int(value: Any) -> int | None:
 def history(
     table: str, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
 ) -> list[TableVersion]:
-    """Every version still in the table's log, newest first."""
+    """Every version still in the table's log, newest first (times in UTC)."""
     spark, name = _resolve(table, spark, settings)
     out = []
     for commit in _tables.commits(spark, name):
@@ -78,7 +92,7 @@ def history(
         out.append(
             TableVersion(
                 version=commit["version"],
-                timestamp=commit["timestamp"],
+                timestamp=as_utc(commit["timestamp"]),
                 operation=commit["operation"],
                 run_id=meta.get("run_id"),
                 config_hash=meta.get("config_hash"),
@@ -118,7 +132,7 @@ def blocked_runs(
         .orderBy(F.col("run_at").desc())
         .collect()
     )
-    return [(r.run_id, r.run_at, r.version, r.failed) for r in rows]
+    return [(r.run_id, as_utc(r.run_at), r.version, r.failed) for r in rows]
 
 
 def table_version(

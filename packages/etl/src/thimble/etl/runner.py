@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from thimble.common.config import ThimbleSettings, load_settings
+from thimble.common.errors import spark_failure
 from thimble.common.logging import bind_context, get_logger
 from thimble.etl import _tables
 from thimble.etl.__about__ import __version__
@@ -27,7 +28,7 @@ from thimble.etl.config import (
     TableConfig,
     load_table_config,
 )
-from thimble.etl.errors import ConfigError, EtlError
+from thimble.etl.errors import ConfigError, EtlError, SparkJobError
 from thimble.etl.quality import (
     METRICS_SCHEMA,
     CheckResult,
@@ -120,18 +121,13 @@ class _Phases:
 @contextmanager
 def spark_errors(table: str) -> Iterator[None]:
     """Report a Spark failure as one readable error; the table stays at its previous version."""
-    from pyspark.errors import PySparkException
-
     try:
         yield
-    except PySparkException as exc:
-        lines = [
-            line
-            for line in str(exc).splitlines()
-            if line.strip() and not line.startswith(("\tat ", "JVM stacktrace"))
-        ]
-        message = "\n  ".join(lines[:6])
-        raise EtlError(f"{table}: Spark failed, nothing was written to the table:\n  {message}") from None
+    except Exception as exc:
+        failure = spark_failure(exc)
+        if failure is None:
+            raise
+        raise SparkJobError(table, failure) from None
 
 
 def new_run_id() -> str:
@@ -374,7 +370,7 @@ def _load(
                 spark, settings, table, observed, spec, quality, run_id, config_hash, phases, caller
             )
     metrics_table, quarantine_table = _etl_names(settings, table)
-    run_at = datetime.now(UTC).replace(tzinfo=None)
+    run_at = datetime.now(UTC)
     before = _tables.version(spark, table)
     result = RunResult(table, run_id, "unchanged", before, before, config_hash)
     cached: list[DataFrame] = []
@@ -522,7 +518,7 @@ def _load_in_one_pass(
     evaluated after the write and stored in the metrics table with the run's metrics.
     """
     metrics_table, _ = _etl_names(settings, table)
-    run_at = datetime.now(UTC).replace(tzinfo=None)
+    run_at = datetime.now(UTC)
     result = RunResult(table, run_id, "unchanged", None, None, config_hash)
     # Checks are evaluated after this commit: their counts are in the metrics table, not in it.
     checks = None if quality.checks else result.check_counts

@@ -1,0 +1,79 @@
+"""Real Spark failures become one line that finds the user's field in their config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from thimble.common.errors import SparkFailure, spark_failure
+from thimble.etl.errors import SparkJobError
+
+from .conftest import config
+
+pytestmark = pytest.mark.integration
+
+
+def _failure(action: Callable[[], object]) -> SparkFailure:
+    with pytest.raises(Exception) as caught:  # noqa: PT011 (PySpark and Py4J errors share no base)
+        action()
+    failure = spark_failure(caught.value)
+    assert failure is not None, caught.value
+    assert "\n" not in failure.reason
+    assert "SQLSTATE" not in failure.reason
+    assert "at org.apache" not in failure.reason
+    return failure
+
+
+@pytest.fixture
+def frame(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame([("c1", "lots")], "client_id string, amount string")
+
+
+TABLE = {
+    "table": "clients",
+    "source": {"type": "files", "path": "/data/clients.json", "format": "json"},
+    "schema_": {"columns": {"client_id": "string", "amount": "int"}},
+    "cleanse": [
+        {"step": "trim", "columns": ["client_id"]},
+        {"step": "sql", "column": "double_amount", "expression": "cast(amount as int) * 2"},
+        {"step": "drop_where", "condition": "client_id ==== 'test'"},
+    ],
+    "write": {"mode": "append"},
+}
+
+
+def test_failures_in_the_users_sql_name_its_field(frame: DataFrame) -> None:
+    cast = _failure(lambda: frame.select(F.expr("cast(amount as int) * 2")).collect())
+    assert cast.condition == "CAST_INVALID_INPUT"
+    assert cast.reason.startswith(
+        "CAST_INVALID_INPUT: The value 'lots' of the type \"STRING\" cannot be cast"
+    )
+    parse = _failure(lambda: frame.filter("client_id ==== 'test'").collect())
+    assert parse.condition == "PARSE_SYNTAX_ERROR"
+
+    located = [
+        str(SparkJobError("db.clients", f).located("tables/clients.yaml", config(**TABLE)))
+        for f in (cast, parse)
+    ]
+
+    assert located[0].startswith("tables/clients.yaml: cleanse[1].expression: db.clients: Spark failed")
+    assert located[1].startswith("tables/clients.yaml: cleanse[2].condition: db.clients: Spark failed")
+
+
+def test_a_failing_cast_to_a_declared_type_names_the_declaration(frame: DataFrame) -> None:
+    cast = _failure(lambda: frame.select(F.col("amount").cast("int")).collect())
+
+    message = str(SparkJobError("db.clients", cast).located("tables/clients.yaml", config(**TABLE)))
+
+    assert message.startswith("tables/clients.yaml: schema.columns.amount: db.clients: Spark failed")
+    assert "thimble" not in message.split("Spark failed", 1)[1]
+
+
+def test_a_java_failure_outside_pyspark_is_one_line(frame: DataFrame) -> None:
+    regex = _failure(lambda: frame.select(F.col("amount").rlike("(?P<x>a)")).collect())
+
+    assert regex.reason.startswith("not a valid regular expression for Spark (Java): Unknown inline modifier")
+    assert regex.quoted == ("(?P<x>a)",)
