@@ -8,8 +8,9 @@ returned and the output is dispatched, each sink releases its tokens once the ou
 of the last message whose predecessors are all complete. Rebalances and shutdown commit synchronously
 what is stored. A failed delivery stops the partition there: nothing after it is ever stored.
 
-Exactly-once (topic sinks only): outputs, dead letters and the input offsets go into one Kafka
-transaction per polled batch (``send_offsets_to_transaction``); nothing is committed otherwise.
+Exactly-once (topic sinks only): outputs, dead letters and the input offsets go into Kafka
+transactions (:mod:`thimble.consumer._transactions`); :meth:`OffsetTracker.processed_positions` gives
+the offsets each one commits, and nothing is committed otherwise.
 """
 
 from __future__ import annotations
