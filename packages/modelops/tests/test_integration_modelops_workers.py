@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,31 +47,37 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def test_kill_9_of_the_supervisor_takes_its_workers_down(
-    saved_churn: Registry, redis_url: str, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def _serving_two_workers(registry: Registry, redis_url: str, tmp_path: Path) -> Iterator[tuple[Any, int]]:
+    """``thimble-modelops serve --workers 2`` until ready; every process it started is killed at the end."""
     port = free_port()
-    env = os.environ | {"THIMBLE_ONLINE_STORE__URL": redis_url, "THIMBLE_RUN_DIR": str(tmp_path)}
+    env = os.environ | {
+        "THIMBLE_ONLINE_STORE__URL": redis_url,
+        "THIMBLE_RUN_DIR": str(tmp_path),
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+    (tmp_path / "tmp").mkdir()
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cli = Path(sys.executable).parent / "thimble-modelops"
-    output = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            "churn@prod",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--registry",
-            saved_churn.url,
-        ],
-        env=env,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        proc = subprocess.Popen(
+            [
+                str(cli),
+                "serve",
+                "churn@prod",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--registry",
+                registry.url,
+            ],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     workers: set[int] = set()
     try:
         wait_until(
@@ -79,15 +88,32 @@ def test_kill_9_of_the_supervisor_takes_its_workers_down(
             240,  # two spawned workers import everything: slow on a loaded machine
             what="thimble-modelops serve with two workers",
         )
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        assert proc.poll() is None, log.read_text()[-3000:]
+        workers = _children(proc.pid)
+        yield proc, port
+    finally:
+        for pid in [proc.pid, *workers]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_kill_9_of_the_supervisor_takes_its_workers_down(
+    saved_churn: Registry, redis_url: str, tmp_path: Path
+) -> None:
+    with _serving_two_workers(saved_churn, redis_url, tmp_path) as (proc, port):
         workers = _children(proc.pid)
         assert len(workers) >= 2
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         wait_until(lambda: not any(_running(w) for w in workers), 30, what="the workers to exit")
         wait_until(lambda: _port_free(port), 10, what="the port to be free for a restart")
-    finally:
-        output.close()
-        for pid in [proc.pid, *workers]:
-            if _running(pid):
-                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_clean_stop_removes_the_metrics_folder(
+    saved_churn: Registry, redis_url: str, tmp_path: Path
+) -> None:
+    with _serving_two_workers(saved_churn, redis_url, tmp_path) as (proc, _):
+        assert [p.name[:25] for p in (tmp_path / "tmp").iterdir()] == ["thimble-modelops-metrics-"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert not any((tmp_path / "tmp").iterdir())

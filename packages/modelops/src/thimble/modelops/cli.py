@@ -350,22 +350,30 @@ def serve(
     os.environ[OVERRIDES_ENV] = json.dumps({"modelops": overrides})
     if config is not None:
         os.environ["THIMBLE_CONFIG"] = str(config)
+    metrics_dir = None
     if cfg.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="thimble-modelops-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="thimble-modelops-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     out.print(
         f"serving {', '.join(refs)} on http://{cfg.host}:{cfg.port} ({cfg.workers} worker{'s' if cfg.workers > 1 else ''})"
     )
-    uvicorn.run(
-        "thimble.modelops.server:app_from_settings",
-        factory=True,
-        host=cfg.host,
-        port=cfg.port,
-        workers=cfg.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    try:
+        uvicorn.run(
+            "thimble.modelops.server:app_from_settings",
+            factory=True,
+            host=cfg.host,
+            port=cfg.port,
+            workers=cfg.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+        )
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

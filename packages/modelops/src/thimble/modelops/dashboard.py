@@ -60,9 +60,11 @@ def _distribution_chart(records: list[Record]) -> dict[str, Any] | None:
     points = [(r, r.distributions[key]) for r in records if key in r.distributions]
     edges = points[-1][1].edges
     points = [(r, h) for r, h in points if h.edges == edges]
-    points.sort(key=lambda p: (p[0].source != "save", p[0].time))
-    x = [("training" if r.source == "save" else f"{r.source} {_time(r.time)[11:16]}") for r, _ in points]
+    points.sort(key=lambda p: p[0].time)
+    # a real time axis: every window keeps its own column, however close or far apart in time
+    x = [_time(r.time) for r, _ in points]
     z = [[h.fractions[i] for _, h in points] for i in range(len(edges) + 1)]
+    sources = ["training sample" if r.source == "save" else r.source for r, _ in points]
     return {
         "data": [
             {
@@ -70,7 +72,12 @@ def _distribution_chart(records: list[Record]) -> dict[str, Any] | None:
                 "x": x,
                 "y": _bin_labels(edges),
                 "z": z,
+                "text": [sources for _ in z],
+                "hovertemplate": "%{text} %{x}<br>%{y}: %{z:.1%}<extra></extra>",
                 "colorscale": "Blues",
+                "reversescale": True,  # plotly.js lists Blues dark to light: an empty bin should be light
+                "zmin": 0.0,
+                "zmax": max(1e-9, max(max(row) for row in z)),
                 "colorbar": {"title": {"text": "share"}},
             }
         ],
@@ -78,7 +85,7 @@ def _distribution_chart(records: list[Record]) -> dict[str, Any] | None:
             **_LAYOUT,
             "margin": {**_LAYOUT["margin"], "l": 120},
             "title": {"text": f"Prediction distribution over time ({key.removeprefix('output.')})"},
-            "xaxis": {"type": "category"},
+            "xaxis": {"type": "date"},
         },
     }
 
@@ -118,7 +125,13 @@ def _line_chart(
     ]
     return {
         "data": data,
-        "layout": {**_LAYOUT, "title": {"text": title}, "yaxis": {"title": {"text": unit}}, "shapes": shapes},
+        "layout": {
+            **_LAYOUT,
+            "title": {"text": title},
+            "xaxis": {"type": "date"},
+            "yaxis": {"title": {"text": unit}, "rangemode": "tozero"},
+            "shapes": shapes,
+        },
     }
 
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from thimble.common.logging import get_logger
 from thimble.common.metrics import Metrics
 from thimble.modelops.__about__ import __version__
+from thimble.modelops._docs import install_docs
 from thimble.modelops._http import json_response, problem
 from thimble.modelops._prediction_log import PredictionLog
 from thimble.modelops._rollout import AliasFollower, Split
@@ -453,7 +454,10 @@ def create_app(
         version=__version__,
         description="Predictions from models in the Thimble registry: " + ", ".join(sorted(serving.routes)),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app, app.title)
     app.state.serving = serving
     app.state.served = serving.routes
     app.state.prediction_log = plog
