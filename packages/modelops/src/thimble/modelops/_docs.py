@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -14,11 +15,10 @@ ASSETS = "/docs/assets"
 
 def swagger_ui_dir() -> Path | None:
     """The Swagger UI files shipped by ``swagger-ui-py`` (``None`` when it is not installed)."""
-    try:
-        import swagger_ui
-    except ImportError:
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
         return None
-    folder = Path(swagger_ui.__file__).parent / "static"
+    folder = Path(spec.origin).parent / "static"
     return folder if (folder / "swagger-ui-bundle.js").exists() else None
 
 
