@@ -65,8 +65,8 @@ class Transactions:
         """Commit what was sent with ``offsets``; ``False`` when it was aborted instead."""
         if not offsets and not self.open:
             return True
-        self.begin()
         try:
+            self.begin()
             if offsets:
                 self.producer.send_offsets_to_transaction(offsets, self._group_metadata(), TIMEOUT_S)
             self._commit_with_retries()
