@@ -210,14 +210,18 @@ def changes(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """What changed since a version (Delta change data feed)."""
+    """What changed since a version (Delta change data feed), with totals per change type."""
+    from thimble.etl.history import change_totals
     from thimble.etl.history import changes as table_changes
 
     settings = _settings(config)
     df = table_changes(table, since, spark=_spark(settings), settings=settings)
+    totals = change_totals(df)
+    summary = ", ".join(f"{n:,} {kind}" for kind, n in totals.items())
     if output is not None:
         df.write.mode("overwrite").parquet(str(output))
         out.print(f"wrote changes since version {since} to {output}")
+        out.print(f"total: {sum(totals.values()):,} rows ({summary})")
         return
     meta = ["_commit_version", "_change_type"]
     columns = meta + [c for c in df.columns if c not in (*meta, "_commit_timestamp")]
@@ -228,6 +232,7 @@ def changes(
     for row in rows:
         view.add_row(*("" if v is None else str(v) for v in row))
     out.print(view)
+    out.print(f"total: {sum(totals.values()):,} rows ({summary})")
 
 
 @app.command()
@@ -243,3 +248,40 @@ def report(
     settings = _settings(config)
     path = write_report(table, output, spark=_spark(settings), settings=settings)
     out.print(f"wrote {path}")
+
+
+@app.command()
+@user_errors
+def quarantine(
+    table: Annotated[str, typer.Argument(help="Table name.")],
+    run_id: Annotated[str | None, typer.Option(help="Only this run's rows.")] = None,
+    limit: Annotated[int, typer.Option(help="Latest rows to print.")] = 20,
+    config: ConfigOption = None,
+) -> None:
+    """What the table's runs quarantined: counts per rule, and the latest rows with their reasons."""
+    from thimble.etl.quarantine import quarantine_summary
+
+    settings = _settings(config)
+    summary = quarantine_summary(table, spark=_spark(settings), settings=settings, run_id=run_id, limit=limit)
+    scope = f" by run {run_id}" if run_id else ""
+    out.print(
+        f"{summary.table}: {summary.rows:,} rows quarantined{scope} in {summary.runs:,} run(s) "
+        f"({summary.quarantine_table})",
+        highlight=False,
+    )
+    if not summary.rows:
+        return
+    rules = Table(title="rows per rule")
+    for column in ("rule", "rows", "runs", "last (UTC)"):
+        rules.add_column(column, overflow="fold")
+    for count in summary.rules:
+        rules.add_row(count.rule, f"{count.rows:,}", f"{count.runs:,}", f"{count.last_at:%Y-%m-%d %H:%M:%S}")
+    out.print(rules)
+    latest = Table(title=f"latest {len(summary.latest)} row(s)")
+    for column in ("run id", "quarantined (UTC)", "failed rules", "record"):
+        latest.add_column(column, overflow="fold")
+    for row in summary.latest:
+        latest.add_row(
+            row.run_id, f"{row.quarantined_at:%Y-%m-%d %H:%M:%S}", "; ".join(row.failed_rules), row.record
+        )
+    out.print(latest)

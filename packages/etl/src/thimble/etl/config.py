@@ -131,6 +131,8 @@ class SchemaConfig(_Model):
 
     columns: dict[str, SqlType] | None = None
     evolution: Literal["fail", "allow_new_columns"] = "fail"
+    allow_missing_columns: bool = False
+    """Accept a batch without some of the table's columns (written as null); otherwise the run fails."""
 
     @field_validator("columns")
     @classmethod
@@ -434,6 +436,10 @@ class JournalConfig(_Model):
     track: list[str] | None = None
     order_by: str | None = None
     deletes: Literal["ignore", "close"] = "ignore"
+    conflicts: Literal["quarantine", "fail"] = "quarantine"
+    """Rows of one key at the same ``order_by`` time with different values: quarantined, or the run fails."""
+    max_close_share: float = Field(default=0.5, gt=0, le=1)
+    """The largest share of open keys one run may close (``deletes: close``); 1.0 allows any."""
 
 
 class WriteConfig(_Model):

@@ -170,3 +170,18 @@ def changes(
         .option("startingVersion", max(since_version + 1, 0))
         .table(name)
     )
+
+
+def change_totals(changes_df: DataFrame) -> dict[str, int]:
+    """Rows per change type of a :func:`changes` frame (one Spark job), every type present.
+
+    For a journal, ``insert`` rows are new versions and ``update_postimage`` rows versions closed.
+    """
+    from pyspark.sql import functions as F
+
+    counts = {
+        r["_change_type"]: int(r["n"])
+        for r in changes_df.groupBy("_change_type").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    kinds = ("insert", "update_preimage", "update_postimage", "delete")
+    return {kind: counts.get(kind, 0) for kind in kinds} | {k: v for k, v in counts.items() if k not in kinds}

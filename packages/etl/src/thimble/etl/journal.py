@@ -5,14 +5,30 @@ One run is one MERGE (Delta's staged-updates recipe): each changed key contribut
 matches its current version (closing it) and rows with a null merge key (inserting the new versions).
 Only current versions are compared; an unchanged row adds nothing.
 
-Ordering and late data, when ``order_by`` names the change time:
+Every journal rule lives here:
 
-* several versions of one key in a batch are applied in ``order_by`` order; consecutive identical
-  versions collapse into one; each closes at the next one's ``valid_from``;
-* a row at or before the key's current ``valid_from`` is *already loaded* when the journal holds that
-  exact version (same time and hash) and is skipped, otherwise it is *late* and goes to quarantine with
-  the rule ``journal: late arrival`` (history is never rewritten in place; reload with ``overwrite``);
-* without ``order_by``, every version starts at the run's start time and keys must be unique in a batch.
+* **Ordering** (``order_by`` names the change time): several versions of one key in a batch are applied
+  in ``order_by`` order; consecutive identical versions collapse into one; each closes at the next one's
+  ``valid_from``. Without ``order_by``, every version starts at the run's start time and keys must be
+  unique in a batch.
+* **Conflicts**: rows of one key with the same ``order_by`` time and different tracked values cannot be
+  ordered. ``conflicts: quarantine`` (the default) quarantines all of them with :data:`CONFLICT_RULE`;
+  ``conflicts: fail`` fails the run. Identical rows at the same time are one version. No version is ever
+  zero-length.
+* **Late rows**: a row at or before the key's last time (its current ``valid_from``; for a deleted key,
+  when it was closed) is *already loaded* when a version
+  of the key with the same tracked values covers its time (``valid_from <= t < valid_to``) and is
+  skipped; otherwise it is *late* and goes to quarantine with :data:`LATE_RULE` (history is never
+  rewritten in place; reload with ``overwrite``). So a re-run classifies every row as the first run did.
+* **Deletes** (``deletes: close``): a key is deleted when the batch is a snapshot without it. Keys of
+  rows that failed validation are in the snapshot (a bad value is never a deletion), and when some row's
+  key is unknown (null) no key is closed in that run. A deleted key closes at the **batch time**: the
+  latest ``order_by`` value among the rows that passed validation (without ``order_by``: the run's start
+  time). A key whose current version starts at or after the batch time is left open (the snapshot is
+  older than that version); a batch with no valid row closes nothing.
+* **Close guard**: a run that would close more than ``max_close_share`` of the open keys is blocked by
+  the check :data:`CLOSE_GUARD` (an empty or truncated snapshot is not a mass deletion); set
+  ``max_close_share: 1.0`` to allow it.
 """
 
 from __future__ import annotations
@@ -22,14 +38,20 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
+from thimble.etl.errors import EtlError
+from thimble.etl.quality import CheckResult, Status
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 LATE_RULE = "journal: late arrival (at or before the key's current version)"
+CONFLICT_RULE = "journal: conflicting versions (same key and order_by time, different values)"
+CLOSE_GUARD = "journal: share of open keys closed"
 KIND = "_kind"
 CLOSE_AT = "_close_at"
+REASON = "_reason"
 OPEN_KINDS = ("open_new", "open_change")
+REJECTED_KINDS = ("late", "conflict")
 
 
 def _c(name: str) -> Column:
@@ -54,7 +76,7 @@ def row_hash(columns: list[str]) -> Column:
 
 @dataclass
 class JournalPlan:
-    """The classified batch: rows to open, to close, and late rows (``_kind`` tells which)."""
+    """The classified batch: rows to open, to close, and rejected rows (``_kind`` tells which)."""
 
     classified: DataFrame
     data_columns: list[str]
@@ -67,7 +89,7 @@ class JournalPlan:
     def staged(self) -> DataFrame:
         from pyspark.sql import functions as F
 
-        return self.classified.filter(F.col(KIND) != "late")
+        return self.classified.filter(~F.col(KIND).isin(*REJECTED_KINDS))
 
     def opened(self) -> DataFrame:
         from pyspark.sql import functions as F
@@ -76,17 +98,38 @@ class JournalPlan:
             *[_c(c) for c in self.target_columns]
         )
 
-    def late(self) -> DataFrame:
+    def rejected(self, failed: str) -> DataFrame:
+        """Late and conflicting rows, with the journal rule each broke in the array column ``failed``."""
         from pyspark.sql import functions as F
 
-        return self.classified.filter(F.col(KIND) == "late").select(*[_c(c) for c in self.data_columns])
+        return self.classified.filter(F.col(KIND).isin(*REJECTED_KINDS)).select(
+            *[_c(c) for c in self.data_columns], F.array(F.col(REASON)).alias(failed)
+        )
+
+    def conflicting_keys(self, limit: int = 3) -> list[str]:
+        """A few keys with conflicting versions, for an error message."""
+        from pyspark.sql import functions as F
+
+        rows = (
+            self.classified.filter(F.col(KIND) == "conflict")
+            .select(*[_c(k) for k in self.keys])
+            .distinct()
+            .limit(limit)
+            .collect()
+        )
+        return [", ".join(str(v) for v in row) for row in rows]
 
 
 def plan(
-    batch: DataFrame, target: DataFrame | None, config: JournalConfig, run_started: datetime
+    batch: DataFrame,
+    target: DataFrame | None,
+    config: JournalConfig,
+    run_started: datetime,
+    snapshot: DataFrame | None = None,
 ) -> JournalPlan:
-    """Classify ``batch`` against the current versions in ``target`` (None: the table does not exist yet)."""
-    from pyspark.sql import Window
+    """Classify ``batch`` (the rows that passed validation) against the current versions in ``target``
+    (None: the table does not exist yet). ``snapshot`` holds every row read, quarantined ones included
+    (default: ``batch``): its keys are the ones present, whatever their values."""
     from pyspark.sql import functions as F
 
     keys = list(config.keys)
@@ -94,12 +137,9 @@ def plan(
     started = F.lit(run_started).cast("timestamp")
     valid_from = _c(config.order_by).cast("timestamp") if config.order_by else started
     b = batch.withColumns(
-        {
-            "row_hash": row_hash(tracked_columns(data_columns, config)),
-            "valid_from": valid_from,
-            "_in_batch": F.lit(True),
-        }
+        {"row_hash": row_hash(tracked_columns(data_columns, config)), "valid_from": valid_from}
     )
+    current = None
     if target is None:
         joined = b.withColumns(
             {"_cur_hash": F.lit(None).cast("string"), "_cur_from": F.lit(None).cast("timestamp")}
@@ -110,87 +150,198 @@ def plan(
             F.col("row_hash").alias("_cur_hash"),
             F.col("valid_from").alias("_cur_from"),
         )
-        joined = b.join(current, on=keys, how="full" if config.deletes == "close" else "left")
+        joined = b.join(current, on=keys, how="left")
+        if config.order_by:
+            joined = _with_deletion_times(joined, target, keys)
 
-    in_batch = F.col("_in_batch").isNotNull()
-    parts: list[DataFrame] = []
-    if config.order_by is None:
-        kinds = (
-            F.when(F.col("_cur_hash").isNull(), F.array(F.lit("open_new")))
-            .when(
-                F.col("row_hash") != F.col("_cur_hash"), F.array(F.lit("close_change"), F.lit("open_change"))
-            )
-            .otherwise(F.array().cast("array<string>"))
-        )
+    parts = [_unordered(joined)] if config.order_by is None else _ordered(joined, target, keys)
+    if current is not None and config.deletes == "close":
+        batch_time = b.agg(F.max("valid_from")) if config.order_by else None
         parts.append(
-            joined.filter(in_batch).withColumns(
-                {
-                    KIND: F.explode(kinds),
-                    "valid_to": F.lit(None).cast("timestamp"),
-                    CLOSE_AT: F.col("valid_from"),
-                }
-            )
-        )
-    else:
-        eligible = joined.filter(
-            in_batch & (F.col("_cur_from").isNull() | (F.col("valid_from") > F.col("_cur_from")))
-        )
-        by_key = Window.partitionBy(*[_c(k) for k in keys]).orderBy("valid_from", "row_hash")
-        kept = eligible.withColumn(
-            "_prev", F.coalesce(F.lag("row_hash").over(by_key), F.col("_cur_hash"))
-        ).filter(F.col("_prev").isNull() | (F.col("row_hash") != F.col("_prev")))
-        kept = kept.withColumns(
-            {"valid_to": F.lead("valid_from").over(by_key), "_rn": F.row_number().over(by_key)}
-        )
-        first = F.col("_rn") == 1
-        kinds = (
-            F.when(first & F.col("_cur_hash").isNull(), F.array(F.lit("open_new")))
-            .when(first, F.array(F.lit("close_change"), F.lit("open_change")))
-            .otherwise(F.array(F.lit("open_change")))
-        )
-        parts.append(
-            kept.withColumns({KIND: F.explode(kinds), CLOSE_AT: F.col("valid_from")}).drop("_prev", "_rn")
-        )
-        candidates = joined.filter(
-            in_batch & F.col("_cur_from").isNotNull() & (F.col("valid_from") <= F.col("_cur_from"))
-        )
-        if target is not None:
-            loaded = target.select(
-                *[_c(k) for k in keys],
-                F.col("valid_from").alias("_h_from"),
-                F.col("row_hash").alias("_h_hash"),
-                F.lit(True).alias("_loaded"),
-            )
-            cond = [candidates[k] == loaded[k] for k in keys]
-            cond += [
-                candidates["valid_from"] == loaded["_h_from"],
-                candidates["row_hash"] == loaded["_h_hash"],
-            ]
-            late = candidates.join(loaded, cond, "left_anti")
-            parts.append(
-                late.withColumns(
-                    {
-                        KIND: F.lit("late"),
-                        "valid_to": F.lit(None).cast("timestamp"),
-                        CLOSE_AT: F.lit(None).cast("timestamp"),
-                    }
-                )
-            )
-    if target is not None and config.deletes == "close":
-        parts.append(
-            joined.filter(~in_batch).withColumns(
-                {KIND: F.lit("close_delete"), "valid_to": F.lit(None).cast("timestamp"), CLOSE_AT: started}
-            )
+            _deletes(current, snapshot if snapshot is not None else batch, keys, batch_time, started)
         )
     classified = parts[0]
     for part in parts[1:]:
-        classified = classified.unionByName(part)
+        classified = classified.unionByName(part, allowMissingColumns=True)
     is_close = F.col(KIND).startswith("close")
     classified = classified.withColumn("is_current", F.col("valid_to").isNull()).withColumns(
         {f"_mk_{i}": F.when(is_close, _c(k)) for i, k in enumerate(keys)}
     )
-    columns = [*data_columns, *JOURNAL_COLUMNS, KIND, CLOSE_AT, *[f"_mk_{i}" for i in range(len(keys))]]
+    columns = [
+        *data_columns,
+        *JOURNAL_COLUMNS,
+        KIND,
+        CLOSE_AT,
+        REASON,
+        *[f"_mk_{i}" for i in range(len(keys))],
+    ]
     return JournalPlan(classified.select(*[_c(c) for c in columns]), data_columns, keys)
+
+
+def _with_deletion_times(joined: DataFrame, target: DataFrame, keys: list[str]) -> DataFrame:
+    """For a batch key with no current version but a closed history (a deleted key), ``_cur_from`` is
+    when it was closed: a row at or before that time is already loaded or late, never a new version."""
+    from pyspark.sql import functions as F
+
+    returning = joined.filter(F.col("_cur_from").isNull()).select(*[_c(k) for k in keys]).distinct()
+    closed = (
+        target.filter(~F.col("is_current"))
+        .join(returning, on=keys, how="left_semi")
+        .groupBy(*[_c(k) for k in keys])
+        .agg(F.max("valid_to").alias("_closed_at"))
+    )
+    return (
+        joined.join(closed, on=keys, how="left")
+        .withColumn("_cur_from", F.coalesce(F.col("_cur_from"), F.col("_closed_at")))
+        .drop("_closed_at")
+    )
+
+
+def _unordered(joined: DataFrame) -> DataFrame:
+    """Without ``order_by``: a key unknown or changed opens a version at the run's start."""
+    from pyspark.sql import functions as F
+
+    kinds = (
+        F.when(F.col("_cur_hash").isNull(), F.array(F.lit("open_new")))
+        .when(F.col("row_hash") != F.col("_cur_hash"), F.array(F.lit("close_change"), F.lit("open_change")))
+        .otherwise(F.array().cast("array<string>"))
+    )
+    return joined.withColumns(
+        {
+            KIND: F.explode(kinds),
+            "valid_to": F.lit(None).cast("timestamp"),
+            CLOSE_AT: F.col("valid_from"),
+            REASON: F.lit(None).cast("string"),
+        }
+    )
+
+
+def _ordered(joined: DataFrame, target: DataFrame | None, keys: list[str]) -> list[DataFrame]:
+    """With ``order_by``: conflicts, versions after the current one (in order), late rows."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    by_key = Window.partitionBy(*[_c(k) for k in keys]).orderBy("valid_from", "row_hash")
+    # The rows of the key at the same time (same partitioning as by_key: one shuffle for both).
+    same_time = (
+        Window.partitionBy(*[_c(k) for k in keys])
+        .orderBy("valid_from")
+        .rangeBetween(Window.currentRow, Window.currentRow)
+    )
+    flagged = joined.withColumn("_versions", F.size(F.collect_set("row_hash").over(same_time)))
+    conflicts = flagged.filter(F.col("_versions") > 1).withColumns(
+        {
+            KIND: F.lit("conflict"),
+            "valid_to": F.lit(None).cast("timestamp"),
+            CLOSE_AT: F.lit(None).cast("timestamp"),
+            REASON: F.lit(CONFLICT_RULE),
+        }
+    )
+    ok = flagged.filter(F.col("_versions") == 1)
+    after = ok.filter(F.col("_cur_from").isNull() | (F.col("valid_from") > F.col("_cur_from")))
+    kept = after.withColumn("_prev", F.coalesce(F.lag("row_hash").over(by_key), F.col("_cur_hash"))).filter(
+        F.col("_prev").isNull() | (F.col("row_hash") != F.col("_prev"))
+    )
+    kept = kept.withColumns(
+        {"valid_to": F.lead("valid_from").over(by_key), "_rn": F.row_number().over(by_key)}
+    )
+    first = F.col("_rn") == 1
+    kinds = (
+        F.when(first & F.col("_cur_hash").isNull(), F.array(F.lit("open_new")))
+        .when(first, F.array(F.lit("close_change"), F.lit("open_change")))
+        .otherwise(F.array(F.lit("open_change")))
+    )
+    parts = [
+        conflicts,
+        kept.withColumns(
+            {KIND: F.explode(kinds), CLOSE_AT: F.col("valid_from"), REASON: F.lit(None).cast("string")}
+        ),
+    ]
+    if target is not None:
+        candidates = ok.filter(F.col("_cur_from").isNotNull() & (F.col("valid_from") <= F.col("_cur_from")))
+        versions = target.select(
+            *[_c(k).alias(f"_h_{i}") for i, k in enumerate(keys)],
+            F.col("valid_from").alias("_h_from"),
+            F.col("valid_to").alias("_h_to"),
+            F.col("row_hash").alias("_h_hash"),
+        )
+        covered = [candidates[k] == versions[f"_h_{i}"] for i, k in enumerate(keys)] + [
+            candidates["row_hash"] == versions["_h_hash"],
+            candidates["valid_from"] >= versions["_h_from"],
+            versions["_h_to"].isNull() | (candidates["valid_from"] < versions["_h_to"]),
+        ]
+        late = candidates.join(versions, covered, "left_anti")
+        parts.append(
+            late.withColumns(
+                {
+                    KIND: F.lit("late"),
+                    "valid_to": F.lit(None).cast("timestamp"),
+                    CLOSE_AT: F.lit(None).cast("timestamp"),
+                    REASON: F.lit(LATE_RULE),
+                }
+            )
+        )
+    return [part.drop("_versions", "_prev", "_rn") for part in parts]
+
+
+def _deletes(
+    current: DataFrame,
+    snapshot: DataFrame,
+    keys: list[str],
+    batch_time: DataFrame | None,
+    started: Column,
+) -> DataFrame:
+    """Current versions of the keys absent from the snapshot, closed at the batch time."""
+    from pyspark.sql import functions as F
+
+    present = snapshot.select(*[_c(k) for k in keys])
+    any_null = F.lit(False)
+    for k in keys:
+        any_null = any_null | _c(k).isNull()
+    unknown = present.agg(F.max(any_null.cast("int")).alias("_unknown"))
+    stats = unknown if batch_time is None else unknown.crossJoin(batch_time.toDF("_batch_time"))
+    close_at = started if batch_time is None else F.col("_batch_time")
+    absent = current.join(present.filter(~any_null).distinct(), on=keys, how="left_anti")
+    return (
+        absent.crossJoin(stats)
+        .filter(F.coalesce(F.col("_unknown"), F.lit(0)) == 0)
+        .filter(close_at.isNotNull() & (close_at > F.col("_cur_from")))
+        .withColumns(
+            {
+                KIND: F.lit("close_delete"),
+                "valid_to": F.lit(None).cast("timestamp"),
+                CLOSE_AT: close_at,
+                REASON: F.lit(None).cast("string"),
+            }
+        )
+        .drop("_unknown", "_batch_time")
+    )
+
+
+def check_conflicts(plan_: JournalPlan, conflicts: int, config: JournalConfig, table: str) -> None:
+    """Under ``conflicts: fail``, raise when the batch holds conflicting versions."""
+    if conflicts and config.conflicts == "fail":
+        examples = "; ".join(plan_.conflicting_keys())
+        raise EtlError(
+            f"{table}: {conflicts} rows share a key and an order_by time with different values "
+            f"(e.g. key {examples}), so their order is unknown; nothing was written "
+            "(journal.conflicts: fail; 'quarantine' sets them aside instead)"
+        )
+
+
+def close_guard(closed: int, open_keys: int, config: JournalConfig) -> CheckResult:
+    """The check that blocks a run closing more than ``max_close_share`` of the open keys."""
+    share = closed / open_keys if open_keys else 0.0
+    limit = config.max_close_share
+    detail = f"closes {closed:,} of {open_keys:,} open keys ({share:.0%})"
+    status: Status = "pass"
+    if share > limit:
+        status = "fail"
+        detail += (
+            f", more than journal.max_close_share {limit:g}: an empty or partial snapshot? "
+            "Set journal.max_close_share: 1.0 to allow it"
+        )
+    return CheckResult(f"{CLOSE_GUARD} <= {limit:g}", CLOSE_GUARD, "fail", status, share, detail)
 
 
 def merge(plan_: JournalPlan, table: str) -> None:

@@ -29,6 +29,7 @@ from thimble.etl.config import (
     load_table_config,
 )
 from thimble.etl.errors import ConfigError, EtlError, SparkJobError
+from thimble.etl.journal import CLOSE_GUARD, check_conflicts, close_guard
 from thimble.etl.quality import (
     METRICS_SCHEMA,
     CheckResult,
@@ -200,6 +201,7 @@ def run_table(
             partition_by=tuple(cfg.write.partition_by),
             journal=cfg.journal,
             evolution=cfg.schema_.evolution,
+            allow_missing_columns=cfg.schema_.allow_missing_columns,
         )
         result = _load(
             spark, settings, table, batch.df, spec, cfg.cleanse, effective_rules(cfg), cfg.quality,
@@ -224,12 +226,14 @@ def write_dataframe(
     progress: Progress | None = None,
     metadata: Mapping[str, Any] | None = None,
     overwrite_schema: bool = False,
+    allow_missing_columns: bool = False,
 ) -> RunResult:
     """Write a DataFrame produced elsewhere into a warehouse table, with the same guarantees as a run.
 
     Null keys (and duplicate keys for ``merge``) go to quarantine; ``quality`` checks gate the write.
     ``metadata`` (JSON-able) is recorded in the commit, under ``thimble.metadata``, and shown by ``history()``.
     ``overwrite_schema`` (``mode="overwrite"`` only) replaces the whole table, its schema included.
+    ``allow_missing_columns`` writes the table's columns that ``df`` lacks as null (otherwise it fails).
     """
     from thimble.etl.config import NotNullRule, UniqueRule
 
@@ -262,6 +266,7 @@ def write_dataframe(
         journal=journal_cfg,
         evolution="allow_new_columns" if allow_new_columns else "fail",
         overwrite_schema=overwrite_schema,
+        allow_missing_columns=allow_missing_columns,
     )
     run_id = run_id or new_run_id()
     started = time.monotonic()
@@ -390,37 +395,42 @@ def _load(
             if not steps:
                 result.rows_read = result.rows_cleansed
             valid = passing(flagged)
-            prepared = prepare(spark, valid, table, spec, run_at)
+            prepared = prepare(spark, valid, table, spec, run_at, snapshot=flagged)
             if prepared.plan is not None:
                 prepared.df = prepared.df.persist(StorageLevel.MEMORY_AND_DISK)
                 cached.append(prepared.df)
                 counts = count(prepared)
+                assert spec.journal is not None
+                check_conflicts(prepared.plan, counts["conflict"], spec.journal, table)
             else:
                 counts = {"inserted": result.rows_cleansed - result.rows_quarantined}
         with phases("quality"):
             values = compute_metrics(valid, quality.metrics)
-        late = counts.get("late", 0)
+        rejected = counts.get("late", 0) + counts.get("conflict", 0)
         values.update(
             {
                 "rows_read": float(result.rows_read),
                 "rows_cleansed": float(result.rows_cleansed),
-                "rows_quarantined": float(result.rows_quarantined + late),
+                "rows_quarantined": float(result.rows_quarantined + rejected),
             }
         )
         result.metrics = values
         with phases("checks"):
             result.checks = evaluate(quality.checks, values, _history(spark, metrics_table, table))
+            if spec.journal is not None and spec.journal.deletes == "close" and counts.get("closed"):
+                open_keys = spark.table(table).filter(F.col("is_current")).count()
+                guard = close_guard(counts["closed"], open_keys, spec.journal)
+                result.checks.append(guard)
+                values[CLOSE_GUARD] = guard.value
         blocked = any(c.status == "fail" for c in result.checks)
         with phases("quarantine"):
-            if result.rows_quarantined or late:
+            if result.rows_quarantined or rejected:
                 bad = quarantine_rows(flagged, table, run_id, run_at)
-                if late and prepared.plan is not None:
-                    from thimble.etl.journal import LATE_RULE
-
-                    late_rows = prepared.plan.late().withColumn(FAILED, F.array(F.lit(LATE_RULE)))
-                    bad = bad.unionByName(quarantine_rows(late_rows, table, run_id, run_at))
+                if rejected and prepared.plan is not None:
+                    journal_rows = prepared.plan.rejected(FAILED)
+                    bad = bad.unionByName(quarantine_rows(journal_rows, table, run_id, run_at))
                 _append(spark, bad, quarantine_table)
-                result.rows_quarantined += late
+                result.rows_quarantined += rejected
         changes = counts.get("inserted", 0) + counts.get("updated", 0) + counts.get("closed", 0)
         # Replacing a table is a change even with no rows: its old rows must go.
         replace = spec.overwrite_schema and before is not None

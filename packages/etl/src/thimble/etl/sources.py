@@ -143,12 +143,24 @@ def apply_declared_schema(df: DataFrame, schema: SchemaConfig) -> DataFrame:
                 f"schema.columns.{m}: no column '{m}' in the source{did_you_mean(m, actual)}" for m in missing
             )
         )
-    extra = [c for c in df.columns if c == SOURCE_ERROR]
+    converted = {n: k for n, k in schema.columns.items() if actual[n] != k}
     cols = [
-        F.col(f"`{n}`").cast(k).alias(n) if actual[n] != k else F.col(f"`{n}`")
-        for n, k in schema.columns.items()
+        F.col(f"`{n}`").try_cast(converted[n]).alias(n) if n in converted else F.col(f"`{n}`")
+        for n in schema.columns
     ]
-    return df.select(*cols, *extra)
+    # A value that does not convert sends its row to quarantine, never a null into the table.
+    errors = [
+        F.when(
+            F.col(f"`{n}`").isNotNull() & F.col(f"`{n}`").try_cast(k).isNull(),
+            F.lit(f"source: value of '{n}' is not a {k}"),
+        )
+        for n, k in converted.items()
+    ]
+    if SOURCE_ERROR in df.columns:
+        errors.insert(0, F.col(SOURCE_ERROR))
+    if not errors:
+        return df.select(*cols)
+    return df.select(*cols, F.coalesce(*errors).alias(SOURCE_ERROR))
 
 
 # --- landing area ------------------------------------------------------------------------------------
@@ -317,8 +329,13 @@ def _read_files(spark: SparkSession, source: FilesSource, schema: SchemaConfig) 
     reader = spark.read.format(source.format).options(**source.options)
     if source.format == "csv":
         reader = reader.option("header", source.options.get("header", "true"))
-    if schema.columns and source.format in ("csv", "json"):
-        reader = reader.schema(", ".join(f"`{n}` {k}" for n, k in schema.columns.items()))
+    typed = bool(schema.columns) and source.format in ("csv", "json")
+    if typed:
+        assert schema.columns is not None
+        ddl = ", ".join(f"`{n}` {k}" for n, k in schema.columns.items())
+        reader = reader.schema(f"{ddl}, `{_CORRUPT}` string").options(
+            mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT
+        )
     elif source.format == "csv":
         reader = reader.option("inferSchema", source.options.get("inferSchema", "true"))
     try:
@@ -327,4 +344,29 @@ def _read_files(spark: SparkSession, source: FilesSource, schema: SchemaConfig) 
         raise SourceError(
             f"source.path: cannot read {source.format} at {source.path}: {str(exc).splitlines()[0]}"
         ) from None
+    if typed:
+        df = _flag_corrupt(df, source.format, schema)
     return SourceBatch(df, {}, f"{source.format} files at {source.path}")
+
+
+_CORRUPT = "_thimble_corrupt"
+
+
+def _flag_corrupt(df: DataFrame, fmt: str, schema: SchemaConfig) -> DataFrame:
+    """Rows with a value that does not match ``schema.columns`` carry the reason in ``_source_error``."""
+    from pyspark.sql import functions as F
+
+    columns = schema.columns or {}
+    raw = F.col(_CORRUPT)
+    reasons = [F.lit(f"source: a row does not match schema.columns ({fmt})")]
+    if fmt == "json":
+        reasons = [
+            F.when(
+                F.get_json_object(raw, f"$.{n}").isNotNull() & F.col(f"`{n}`").isNull(),
+                F.lit(f"source: value of '{n}' is not a {k}"),
+            )
+            for n, k in columns.items()
+            if n.isidentifier()
+        ] + reasons
+    error = F.when(raw.isNotNull(), F.concat(F.coalesce(*reasons), F.lit(": "), F.substring(raw, 1, 500)))
+    return df.select(*[F.col(f"`{n}`") for n in columns], error.alias(SOURCE_ERROR))

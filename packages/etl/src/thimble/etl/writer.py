@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from thimble.etl import _tables, journal
-from thimble.etl.config import JournalConfig
+from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
 from thimble.etl.errors import SchemaMismatchError
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ class WriteSpec:
     journal: JournalConfig | None = None
     evolution: Literal["fail", "allow_new_columns"] = "fail"
     overwrite_schema: bool = False
+    allow_missing_columns: bool = False
 
 
 @dataclass
@@ -53,6 +54,7 @@ def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec
         raise SchemaMismatchError(
             f"{table}: column types changed: {'; '.join(changed)}. Cast them in cleanse."
         )
+    missing_columns(spark, df, table, spec)
     new = [name for name in incoming if name not in existing]
     if new and spec.evolution == "fail":
         raise SchemaMismatchError(
@@ -62,14 +64,49 @@ def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec
     return new
 
 
+def missing_columns(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec) -> dict[str, str]:
+    """The table's columns ``df`` lacks (name -> type); raise unless ``allow_missing_columns``.
+
+    A column that disappears from the source is a schema change, never a column of nulls.
+    """
+    if spec.overwrite_schema or not _tables.exists(spark, table):
+        return {}
+    journal_columns = JOURNAL_COLUMNS if spec.mode == "journal" else ()
+    missing = {
+        f.name: f.dataType.simpleString()
+        for f in spark.table(table).schema.fields
+        if f.name not in df.columns and f.name not in journal_columns
+    }
+    if missing and not spec.allow_missing_columns:
+        names = ", ".join(f"'{name}'" for name in missing)
+        raise SchemaMismatchError(
+            f"{table}: the data has no column {names}, which the table has; nothing was written. "
+            "Set schema.allow_missing_columns: true to write it as null."
+        )
+    return missing
+
+
 def prepare(
-    spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec, run_started: datetime
+    spark: SparkSession,
+    df: DataFrame,
+    table: str,
+    spec: WriteSpec,
+    run_started: datetime,
+    snapshot: DataFrame | None = None,
 ) -> Prepared:
-    """Build what will be written (lazily); journal plans are classified against the current versions."""
+    """Build what will be written (lazily); journal plans are classified against the current versions.
+
+    ``snapshot`` holds every row read, quarantined ones included (a journal's deletes need their keys).
+    """
+    from pyspark.sql import functions as F
+
+    missing = missing_columns(spark, df, table, spec)
+    if missing:
+        df = df.withColumns({name: F.lit(None).cast(kind) for name, kind in missing.items()})
     if spec.mode == "journal":
         assert spec.journal is not None
         target = spark.table(table) if _tables.exists(spark, table) else None
-        plan = journal.plan(df, target, spec.journal, run_started)
+        plan = journal.plan(df, target, spec.journal, run_started, snapshot)
         return Prepared(plan.classified, plan=plan)
     return Prepared(df)
 
@@ -90,6 +127,7 @@ def count(prepared: Prepared) -> dict[str, int]:
         "updated": got.get("open_change", 0),
         "closed": got.get("close_delete", 0),
         "late": got.get("late", 0),
+        "conflict": got.get("conflict", 0),
     }
 
 

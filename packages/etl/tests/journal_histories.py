@@ -1,0 +1,52 @@
+"""Hypothesis strategies for multi-day source histories of a journal: changes, deletes, returns, A->B->A
+flips, several rows per key in a batch, late rows, rows failing validation, null keys, duplicate times,
+empty batches."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from hypothesis import strategies as st
+
+from .journal_reference import Row
+
+SCALE = max(1, int(os.environ.get("THIMBLE_JOURNAL_SCALE", "1")))
+"""``THIMBLE_JOURNAL_SCALE=N`` runs N times the examples, with more keys, days and rows per day."""
+
+START = datetime(2026, 1, 1)
+
+
+def _key_pool(keys: int) -> list[str | None]:
+    # One null key for every six real ones: rare enough to leave most runs free to close keys.
+    names: list[str | None] = [f"k{i}" for i in range(keys)]
+    return names * 6 + [None] * max(1, keys // 3)
+
+
+@st.composite
+def histories(draw: Any, days: int = 3, keys: int = 3, rows_per_day: int = 5) -> list[list[Row]]:
+    """``days`` daily batches; each row's time is on its day, or on an earlier day (a late row)."""
+    days, keys, rows_per_day = days * SCALE, keys * SCALE, rows_per_day * SCALE
+    history = []
+    for day in range(draw(st.integers(1, days))):
+        row = st.builds(
+            lambda key, value, back, hour, valid, day=day: Row(
+                key, value, START + timedelta(days=day - back, hours=hour), valid
+            ),
+            st.sampled_from(_key_pool(keys)),
+            st.sampled_from(["A", "B"]),
+            st.sampled_from([0, 0, 0, 0, 1, 2]),
+            st.integers(0, 1),
+            st.sampled_from([True, True, True, True, False]),
+        )
+        history.append(draw(st.lists(row, max_size=rows_per_day)))
+    return history
+
+
+def source_rows(batch: list[Row]) -> list[dict[str, Any]]:
+    """The batch as JSON source rows: a row failing validation has a negative score."""
+    return [
+        {"id": r.key, "segment": r.value, "score": 1.0 if r.valid else -1.0, "at": r.at.isoformat()}
+        for r in batch
+    ]
