@@ -55,15 +55,18 @@ def test_quarantine_counts_per_rule_and_changes_totals(
 
     settings_file = tmp_path / "thimble.yaml"
     settings_file.write_text(
-        yaml.safe_dump({"warehouse": spark_settings.warehouse.model_dump(), "spark": {"shuffle_partitions": 2}})
+        yaml.safe_dump(
+            {"warehouse": spark_settings.warehouse.model_dump(), "spark": {"shuffle_partitions": 2}}
+        )
     )
     runner = CliRunner()
     shown = runner.invoke(
         app, ["quarantine", table_name, "--config", str(settings_file)], env={"COLUMNS": "300"}
     )
     assert shown.exit_code == 0, shown.output
-    assert f"5 rows quarantined in 1 run(s) ({spark_settings.warehouse.database}.{table_name}_quarantine)" in (
-        shown.output
+    assert (
+        f"5 rows quarantined in 1 run(s) ({spark_settings.warehouse.database}.{table_name}_quarantine)"
+        in (shown.output)
     )
     assert "source: value of 'score' is not a double" in shown.output
     assert '"score": "high"' in shown.output
