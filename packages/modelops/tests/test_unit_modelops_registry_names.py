@@ -261,3 +261,54 @@ def test_valid_references_still_parse() -> None:
     assert ModelRef.parse("churn@v3").version == 3
     assert ModelRef.parse(" churn ").selector == "latest"
     assert ModelRef.parse("churn@canary-2").version is None
+
+
+REMOTE_HOSTILE = [
+    "../victim",
+    "..",
+    "churn/../../victim",
+    "/victim",
+    "//victim",
+    "..\\victim",
+    "churn\x00",
+    "\uff0e\uff0e\uff0fvictim",
+    "c" * 300,
+]
+
+
+def test_a_remote_registry_keeps_hostile_names_inside_its_root(tmp_path: Path, churn_clf: object) -> None:
+    import uuid
+
+    base = f"/names-{uuid.uuid4().hex[:8]}"
+    reg = Registry(f"memory://{base}/registry", tracking=str(tmp_path / "tracking.sqlite"))
+    save_churn(reg, churn_clf)
+    reg.fs.copy(f"{base}/registry/churn", f"{base}/victim", recursive=True)
+    store = reg.fs.store
+
+    def outside() -> dict[str, bytes]:
+        return {
+            k: store[k].getvalue()
+            for k in store
+            if k.startswith(base) and not k.startswith(f"{base}/registry/")
+        }
+
+    before = outside()
+    assert before
+    for name in REMOTE_HOSTILE:
+        calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+            (reg.load, (name,)),
+            (reg.load, (f"{name}@prod",)),
+            (reg.info, (f"churn@{name}",)),
+            (reg.set_alias, (name, "prod", 1)),
+            (reg.set_alias, ("churn", name, 1)),
+            (reg.delete_alias, (name, "prod")),
+            (reg.delete_alias, ("churn", name)),
+            (reg.rollback, (name, "prod")),
+        ]
+        for method, args in calls:
+            with pytest.raises(ThimbleError):
+                method(*args)
+    assert outside() == before
+    with pytest.raises(ModelOpsError, match="outside the registry"):
+        reg._inside(f"{base}/registry/../victim/aliases/prod.json")
+    assert reg.load("churn@prod").version == 1

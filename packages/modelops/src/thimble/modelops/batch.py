@@ -447,22 +447,18 @@ def _summarise(
 
 
 def _track(registry: Registry, result: BatchResult, dists: dict[str, _drift.Histogram]) -> None:
-    from thimble.modelops.tracking import Tracker
-
-    tracker = Tracker.for_registry(registry)
-    if tracker is not None:
-        tracker.record(
-            result.model,
-            result.model_version,
-            "batch",
-            result.run_id,
-            result.metrics,
-            dists,
-            {
-                "input_table": result.input_table,
-                "input_version": result.input_version,
-                "output_table": result.output_table,
-                "output_version": result.output_version,
-                "where": result.where,
-            },
-        )
+    registry.tracker().record(
+        result.model,
+        result.model_version,
+        "batch",
+        result.run_id,
+        result.metrics,
+        dists,
+        {
+            "input_table": result.input_table,
+            "input_version": result.input_version,
+            "output_table": result.output_table,
+            "output_version": result.output_version,
+            "where": result.where,
+        },
+    )

@@ -467,10 +467,9 @@ def dashboard(
     import uvicorn
 
     from thimble.modelops.dashboard import create_dashboard
-    from thimble.modelops.tracking import Tracker
 
     settings = _settings(config, registry)
-    tracker = Tracker.for_registry(_registry(settings)) or Tracker(settings.modelops.tracking_path())
+    tracker = _registry(settings).tracker()
     out.print(f"dashboard of {tracker.path} on http://{host}:{port}")
     uvicorn.run(create_dashboard(tracker), host=host, port=port, log_level="warning")
 

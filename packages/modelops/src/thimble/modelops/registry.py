@@ -47,6 +47,7 @@ from thimble.common.errors import ThimbleError
 from thimble.common.logging import get_logger
 from thimble.common.validation import validation_problems
 from thimble.modelops import _drift, _environment
+from thimble.modelops._column_types import numeric_fields
 from thimble.modelops._names import (
     ALIAS_NAME,
     LATEST,
@@ -70,7 +71,6 @@ from thimble.modelops.envelope import (
     SavedContext,
     TrainingData,
     _frame_records,
-    numeric_fields,
     reference_of,
 )
 from thimble.modelops.errors import (
@@ -777,9 +777,15 @@ class Registry:
                 cloudpickle.unregister_pickle_by_value(module)
 
     def tracker(self) -> Tracker:
-        """The metrics store of this registry: configured, else beside a local registry, else in the run folder."""
-        if self.tracking:
-            return Tracker(self.tracking)
+        """The metrics store of this registry: configured, else beside a local registry, else in the run folder.
+
+        A registry built without ``tracking`` uses the configured ``modelops.tracking``, if any.
+        """
+        from thimble.modelops.config import load_modelops_settings
+
+        tracking = self.tracking or load_modelops_settings().modelops.tracking
+        if tracking:
+            return Tracker(tracking)
         if self.is_local:
             return Tracker(Path(self.root) / "_tracking.sqlite")
         return Tracker(run_dir() / "modelops" / "tracking.sqlite")
