@@ -82,13 +82,12 @@ class Stack:
         return self.run_dir / "pids" / f"{service}.pid"
 
     def pids(self) -> dict[str, int]:
-        """The pids the stack's pid files name now."""
-        found = {}
-        for service in ("kafka", "redis"):
-            path = self.pid_file(service)
-            if path.exists():
-                found[service] = int(path.read_text().split()[0])
-        return found
+        """The pids the stack's pid files name now (``kafka-1`` … for a cluster)."""
+        return {
+            path.stem: int(path.read_text().split()[0])
+            for path in sorted((self.run_dir / "pids").glob("*.pid"))
+            if path.read_text().split()
+        }
 
     def kill_leftovers(self) -> None:
         """Last resort after a failed test: no process of this stack survives the test run."""
@@ -96,6 +95,19 @@ class Stack:
             line = cmdline(pid)
             if line and str(self.run_dir) in line:
                 os.kill(pid, signal.SIGKILL)
+
+
+def free_port_run(count: int, start: int) -> int:
+    """The first of ``count`` consecutive free ports at or after ``start``."""
+    for first in range(start, start + 400, 2):
+        if all(port_free(port) for port in range(first, first + count)):
+            return first
+    raise RuntimeError(f"no {count} free consecutive ports in {start}-{start + 400}")
+
+
+def cluster_stack(run_dir: Path, brokers: int = 3) -> Stack:
+    """A stack for ``up --kafka-brokers N``: 2N consecutive free ports for Kafka, one for Redis."""
+    return Stack(run_dir=run_dir, kafka_port=free_port_run(2 * brokers, 39092), redis_port=free_port(18379))
 
 
 def make_stack(run_dir: Path, redis_start: int = 16379) -> Stack:

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,63 +205,29 @@ def test_docker_compose_file_describes_the_same_services() -> None:
     assert "127.0.0.1:6379:6379" in services["redis"]["ports"]
 
 
-# -- a three-broker cluster ------------------------------------------------------------------------
-
-
-def _free_ports_run(count: int, start: int) -> int:
-    """The first port of ``count`` consecutive free ports at or after ``start``."""
-    for first in range(start, start + 400, 2):
-        if all(port_free(port) for port in range(first, first + count)):
-            return first
-    raise RuntimeError(f"no {count} free consecutive ports in {start}-{start + 400}")
-
-
-def _cluster_pids(stack: Stack) -> dict[str, int]:
-    return {
-        path.stem: int(path.read_text().split()[0]) for path in sorted((stack.run_dir / "pids").glob("*.pid"))
-    }
-
-
-@pytest.fixture(scope="module")
-def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack with three Kafka brokers beside the main one; taken down at the end of the module."""
-    from integration._testing import free_port
-
-    run_dir = tmp_path_factory.mktemp("cluster-run")
-    stack = Stack(run_dir=run_dir, kafka_port=_free_ports_run(6, 39092), redis_port=free_port(18379))
-    result = stack.run("up", "--kafka-brokers", "3")
-    try:
-        if result.returncode != 0:
-            pytest.fail(f"`stack.py up --kafka-brokers 3` failed:\n{result.stdout}\n{result.stderr}")
-        yield stack
-    finally:
-        stack.run("down")
-        for pid in _cluster_pids(stack).values():
-            line = cmdline(pid)
-            if line and str(run_dir) in line:
-                os.kill(pid, signal.SIGKILL)
+# -- a three-broker cluster (the session's, which the guarantee suite also runs on) -----------------
 
 
 def _cluster_bootstrap(stack: Stack) -> str:
     return ",".join(f"127.0.0.1:{stack.kafka_port + 2 * i}" for i in range(3))
 
 
-def test_cluster_status_shows_each_broker(cluster_stack: Stack) -> None:
-    result = cluster_stack.run("status")
+def test_cluster_status_shows_each_broker(kafka_cluster: Stack) -> None:
+    result = kafka_cluster.run("status")
     assert result.returncode == 0, _output(result)
-    pids = _cluster_pids(cluster_stack)
+    pids = kafka_cluster.pids()
     assert set(pids) == {"kafka-1", "kafka-2", "kafka-3", "redis"}
     for index, name in enumerate(("kafka-1", "kafka-2", "kafka-3")):
         row = next(line for line in result.stdout.splitlines() if f" {name} " in line)
         assert " up " in row
         assert str(pids[name]) in row
-        assert f"127.0.0.1:{cluster_stack.kafka_port + 2 * index}" in row
+        assert f"127.0.0.1:{kafka_cluster.kafka_port + 2 * index}" in row
 
 
-def test_cluster_topics_are_replicated_three_times_with_two_in_sync(cluster_stack: Stack) -> None:
+def test_cluster_topics_are_replicated_three_times_with_two_in_sync(kafka_cluster: Stack) -> None:
     from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": _cluster_bootstrap(cluster_stack)})
+    admin = AdminClient({"bootstrap.servers": _cluster_bootstrap(kafka_cluster)})
     topic = f"cluster-{uuid.uuid4().hex[:8]}"
     admin.create_topics([NewTopic(topic, 3)])[topic].result(timeout=30)
 
@@ -282,41 +247,45 @@ def test_cluster_topics_are_replicated_three_times_with_two_in_sync(cluster_stac
     assert config["min.insync.replicas"].value == "2"
 
 
-def test_cluster_logs_tail_every_broker(cluster_stack: Stack) -> None:
-    result = cluster_stack.run("logs", "kafka", "-n", "3")
+def test_cluster_logs_tail_every_broker(kafka_cluster: Stack) -> None:
+    result = kafka_cluster.run("logs", "kafka", "-n", "3")
     assert result.returncode == 0, _output(result)
     for name in ("kafka-1", "kafka-2", "kafka-3"):
-        assert str(cluster_stack.run_dir / "logs" / f"{name}.log") in result.stdout
+        assert str(kafka_cluster.run_dir / "logs" / f"{name}.log") in result.stdout
     assert "redis.log" not in result.stdout
-    one = cluster_stack.run("logs", "kafka-2", "-n", "1")
+    one = kafka_cluster.run("logs", "kafka-2", "-n", "1")
     assert "kafka-2.log" in one.stdout
     assert "kafka-1.log" not in one.stdout
 
 
-def test_cluster_survives_a_killed_broker_and_up_restarts_only_it(cluster_stack: Stack) -> None:
+def test_cluster_survives_a_killed_broker_and_up_restarts_only_it(kafka_cluster: Stack) -> None:
     from confluent_kafka import Producer
-
-    before = _cluster_pids(cluster_stack)
-    os.kill(before["kafka-2"], signal.SIGKILL)
-    wait_until(lambda: cmdline(before["kafka-2"]) is None, 10, what="kafka-2 to die")
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    conf = {"bootstrap.servers": _cluster_bootstrap(cluster_stack)}
+    conf = {"bootstrap.servers": _cluster_bootstrap(kafka_cluster)}
     admin = AdminClient(conf)
     topic = f"cluster-{uuid.uuid4().hex[:8]}"
-    admin.create_topics([NewTopic(topic, 1, 2)])[topic].result(timeout=30)
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(timeout=30)  # replication 3, two in sync
+    wait_until(
+        lambda: len(admin.list_topics(topic, timeout=10).topics[topic].partitions[0].isrs) == 3,
+        30,
+        what=f"{topic} in sync on three brokers",
+    )
+    before = kafka_cluster.pids()
+    os.kill(before["kafka-2"], signal.SIGKILL)
+    wait_until(lambda: cmdline(before["kafka-2"]) is None, 10, what="kafka-2 to die")
     producer = Producer({**conf, "acks": "all"})
     errors: list[str] = []
     producer.produce(topic, b"two of three", on_delivery=lambda err, _m: err and errors.append(str(err)))
     assert producer.flush(60) == 0
     assert errors == []
 
-    down = cluster_stack.run("status")
+    down = kafka_cluster.run("status")
     assert down.returncode == 1
     assert "stale pid file" in next(line for line in down.stdout.splitlines() if " kafka-2 " in line)
-    result = cluster_stack.run("up")  # no flag: the running stack's three brokers
+    result = kafka_cluster.run("up")  # no flag: the running stack's three brokers
     assert result.returncode == 0, _output(result)
-    after = _cluster_pids(cluster_stack)
+    after = kafka_cluster.pids()
     assert after["kafka-2"] != before["kafka-2"]
     assert {k: v for k, v in after.items() if k != "kafka-2"} == {
         k: v for k, v in before.items() if k != "kafka-2"
@@ -324,18 +293,18 @@ def test_cluster_survives_a_killed_broker_and_up_restarts_only_it(cluster_stack:
     assert "kafka-1: already up" in result.stdout
 
 
-def test_cluster_refuses_another_broker_count_while_up(cluster_stack: Stack) -> None:
-    result = cluster_stack.run("up", "--kafka-brokers", "1")
+def test_cluster_refuses_another_broker_count_while_up(kafka_cluster: Stack) -> None:
+    result = kafka_cluster.run("up", "--kafka-brokers", "1")
     assert result.returncode == 1
     assert "runs Kafka as kafka-1, kafka-2, kafka-3, not 1 broker(s); run `down` first" in result.stderr
     assert "Traceback" not in _output(result)
 
 
-def test_cluster_down_stops_every_broker(cluster_stack: Stack) -> None:
-    pids = _cluster_pids(cluster_stack)
-    result = cluster_stack.run("down")
+def test_cluster_down_stops_every_broker(kafka_cluster: Stack) -> None:
+    pids = kafka_cluster.pids()
+    result = kafka_cluster.run("down")
     assert result.returncode == 0, _output(result)
     assert all(cmdline(pid) is None for pid in pids.values())
-    assert all(port_free(cluster_stack.kafka_port + offset) for offset in range(6))
-    assert _cluster_pids(cluster_stack) == {}
-    assert not (cluster_stack.run_dir / "conf" / "kafka-brokers").exists()
+    assert all(port_free(kafka_cluster.kafka_port + offset) for offset in range(6))
+    assert kafka_cluster.pids() == {}
+    assert not (kafka_cluster.run_dir / "conf" / "kafka-brokers").exists()
