@@ -240,6 +240,7 @@ def test_envelope_paths_cannot_leave_the_version(sandbox: Sandbox, tmp_path: Pat
     for field, value in [
         ('"pickle_file": "function.pkl"', '"pickle_file": "../../../../victim/versions/1/function.pkl"'),
         ('"sample_file": "sample.json"', '"sample_file": "../../../../secret.json"'),
+        ('"import_path": null', '"import_path": "../../evil:x"'),
     ]:
         envelope.write_text(text.replace(field, value))
         with pytest.raises(ModelOpsError, match=r"envelope .* is unreadable"):

@@ -52,7 +52,9 @@ _SHA256 = r"^[0-9a-f]{64}$"
 class FunctionRef(BaseModel):
     """How to get the function back: an import path, or a cloudpickle file when it is not importable."""
 
-    import_path: str | None = None
+    import_path: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$"
+    )
     pickle_file: Literal["function.pkl"] | None = None
     sha256: str | None = Field(default=None, pattern=_SHA256, description="of the pickle file")
 
