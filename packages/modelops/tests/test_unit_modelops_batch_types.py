@@ -4,9 +4,10 @@ from enum import Enum, IntEnum
 from typing import Literal
 
 import pytest
+from pydantic import BaseModel
 
 from thimble.modelops import ModelOpsError
-from thimble.modelops._column_types import spark_type
+from thimble.modelops._column_types import numeric_fields, spark_type, sql_type, struct_sql_type
 
 pytestmark = pytest.mark.unit
 
@@ -39,3 +40,26 @@ def test_literal_and_enum_outputs_map_to_column_types(annotation: object, expect
 def test_outputs_without_one_column_type_are_refused(annotation: object) -> None:
     with pytest.raises(ModelOpsError, match="cannot be a table column"):
         spark_type(annotation)
+
+
+class Inner(BaseModel):
+    score: float | None
+    level: Level
+
+
+class Row(BaseModel):
+    id: int
+    flag: bool
+    amount: float | None = None
+    tags: list[str]
+    nested: dict[str, list[Inner]]
+
+
+def test_nested_fields_map_to_one_sql_type_and_numbers_are_found() -> None:
+    assert struct_sql_type(Row, "input") == (
+        "struct<`id`:bigint,`flag`:boolean,`amount`:double,`tags`:array<string>,"
+        "`nested`:map<string,array<struct<`score`:double,`level`:bigint>>>>"
+    )
+    assert numeric_fields(Row) == ["id", "amount"]
+    with pytest.raises(ModelOpsError, match=r"input\.when\[\]: bytes has no warehouse column type"):
+        sql_type(list[bytes], "input.when")
