@@ -237,6 +237,10 @@ def test_validation_is_as_strict_as_the_published_schema(
         assert ok.status_code == 200
         assert ok.json()["predictions"] == [{"y": 5.0}]
         assert http.post("/v1/models/strict/predict", json=good | {"amount": 3}).status_code == 200
+        whole = http.post(
+            "/v1/models/strict/predict", json=good | {"count": 4.0}
+        )  # an integer in JSON Schema
+        assert whole.json()["predictions"] == [{"y": 7.0}]
         for field, value in [
             ("amount", "12.5"),
             ("amount", "Infinity"),

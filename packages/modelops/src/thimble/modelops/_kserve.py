@@ -20,6 +20,28 @@ _ERR = {
     "description": "error",
     "content": {JSON: {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}},
 }
+_INFER_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "description": "one tensor per input field of the model, each with the same number of rows",
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "datatype": {"type": "string"},
+                    "data": {"type": "array"},
+                },
+            },
+        },
+    },
+}
 _READY = {
     "description": "ready",
     "content": {JSON: {"schema": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}},
@@ -133,7 +155,10 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
         return Response(orjson.dumps({"ready": ok}), 200 if ok else 503, media_type=JSON)
 
     @models.post(
-        "/v2/models/{name}/infer", summary="Inference (Open Inference Protocol)", responses=_INFER_RESPONSES
+        "/v2/models/{name}/infer",
+        summary="Inference (Open Inference Protocol)",
+        responses=_INFER_RESPONSES,
+        openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _INFER_REQUEST}}}},
     )
     async def infer(name: str, request: Request) -> Response:
         start = time.perf_counter()

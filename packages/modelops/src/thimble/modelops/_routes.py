@@ -251,14 +251,21 @@ def _summary(m: LoadedModel) -> dict[str, Any]:
     }
 
 
-def install_openapi(app: FastAPI, defs: dict[str, Any]) -> None:
-    """Add the served models' input and output schemas to the app's OpenAPI components."""
+def install_openapi(app: FastAPI, defs: dict[str, Any], names: list[str]) -> None:
+    """Add the served models' input and output schemas to the OpenAPI components, their names to ``{name}``."""
     base = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = base()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+            for path, operations in schema.get("paths", {}).items():
+                if "{name}" not in path:
+                    continue
+                for operation in operations.values():
+                    for param in operation.get("parameters", []):
+                        if param.get("name") == "name" and param.get("in") == "path":
+                            param["schema"] = {"type": "string", "enum": names}
             app.openapi_schema = schema
         return app.openapi_schema
 

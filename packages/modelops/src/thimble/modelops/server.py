@@ -132,7 +132,7 @@ class ServedModel:
         rows: list[BaseModel] = []
         errors: list[dict[str, Any]] = []
         for start in range(0, len(records), VALIDATE_CHUNK):
-            chunk = records[start : start + VALIDATE_CHUNK]
+            chunk = [_json_integers(r) for r in records[start : start + VALIDATE_CHUNK]]
             try:
                 rows.extend(self.model.rows_adapter.validate_json(orjson.dumps(chunk), strict=True))
             except ValidationError as exc:
@@ -155,6 +155,17 @@ class ServedModel:
                 "predictions": orjson.Fragment(self.dump_json(outputs)),
             }
         )
+
+
+def _json_integers(value: Any) -> Any:
+    """``value`` with integral floats (``3.0``) as ints: JSON Schema counts them as integers, as JSON does."""
+    if type(value) is float:
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, dict):
+        return {k: _json_integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_integers(v) for v in value]
+    return value
 
 
 def _validation_detail(exc: ValidationError, single: bool, offset: int = 0) -> list[dict[str, Any]]:
@@ -468,7 +479,7 @@ def create_app(
     app.include_router(v1_router(serving, token, defs))
     app.include_router(kserve_router(serving, token))
     app.include_router(health_router(serving, metrics_registry))
-    install_openapi(app, defs)
+    install_openapi(app, defs, sorted(serving.routes))
     return app
 
 
