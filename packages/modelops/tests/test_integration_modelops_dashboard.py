@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from thimble.modelops import Registry, Tracker, _drift
+from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.dashboard import create_dashboard
+from thimble.modelops.server import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -105,3 +107,31 @@ def test_dashboard_renders_its_charts_in_headless_chromium(
     result = _chromium(server.url, tmp_path / "profile2", f"--screenshot={shot}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (./dev setup installs it)")
+def test_the_server_docs_render_offline_in_headless_chromium(
+    saved_churn: Registry, redis_url: str, live: Callable[..., Any], tmp_path: Path
+) -> None:
+    settings = load_modelops_settings(
+        overrides={
+            "online_store": {"url": redis_url},
+            "modelops": {"registry": saved_churn.url, "server": {"auth_token": "tok-docs-1"}},
+        }
+    )
+    server = live(create_app(settings=settings, refs=["churn@prod"], registry=saved_churn))
+    page = httpx.get(f"{server.url}/docs").text
+    assert "/docs/assets/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert httpx.get(f"{server.url}/docs/assets/swagger-ui-bundle.js").status_code == 200
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert spec["paths"]["/v1/models"]["get"]["security"] == [{"HTTPBearer": []}]
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert "application/json" not in spec["paths"][path]["get"]["responses"]["200"]["content"]
+
+    dom = _chromium(f"{server.url}/docs", tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "opblock" in dom.stdout
+    assert "/v1/models/churn@prod/predict" in dom.stdout
+    assert "authorize" in dom.stdout.lower()
