@@ -1,10 +1,13 @@
-"""Serving benchmark: Thimble vs `mlflow models serve` vs a hand-written FastAPI endpoint, measured with wrk.
+"""Serving benchmark: Thimble vs `mlflow models serve` vs hand-written FastAPI endpoints, measured with wrk.
 
     .venv/bin/python packages/modelops/benchmarks/bench_serving.py [--duration 10] [--rounds 3]
 
 Needs wrk (`apt-get install wrk`), the local stack (Redis, Kafka: `./dev stack up`) and MLflow in its own
-environment (`.run/bench-venvs/mlflow`, created on first run). Every server runs one uvicorn worker per
-core with BLAS threads 1; Thimble runs with validation, metrics and prediction logging to Kafka on.
+environment (`.run/bench-venvs/mlflow`, created on first run). Thimble and the hand-written endpoints run
+one uvicorn worker per core with BLAS threads 1; Thimble runs with validation, limits, metrics and
+prediction logging to Kafka on. MLflow runs twice, with one worker and with one per core: its best at
+each concurrency is the row Thimble is compared with (the table says which won). Online features are
+compared with a hand-written endpoint that reads the same Redis hash itself.
 The servers take turns within each round, so a drift in the machine's load touches them alike; each cell
 reports the best requests/s and the best p50/p99 over the rounds (other load only ever slows a server).
 """
@@ -169,7 +172,7 @@ def main() -> None:
         capture_output=True,
     )
 
-    ports = {name: free_port() for name in ("thimble", "handwritten", "mlflow")}
+    ports = {name: free_port() for name in ("thimble", "handwritten", "mlflow-1", f"mlflow-{WORKERS}")}
     env_path = {"PYTHONPATH": str(HERE)}
     servers = []
     try:
@@ -213,42 +216,48 @@ def main() -> None:
                     "--app-dir",
                     str(HERE),
                 ],
-                {"BENCH_MODEL_FILE": str(work / "clf.joblib")},
+                {"BENCH_MODEL_FILE": str(work / "clf.joblib"), "BENCH_FEATURE_PREFIX": prefix},
                 f"http://127.0.0.1:{ports['handwritten']}/docs",
                 "handwritten",
             )
         )
-        servers.append(
-            start(
-                [
-                    str(MLFLOW_VENV / "bin" / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    str(mlflow_model),
-                    "--env-manager",
-                    "local",
-                    "-p",
-                    str(ports["mlflow"]),
-                    "-h",
-                    "127.0.0.1",
-                    "-w",
-                    str(WORKERS),
-                ],
-                {
-                    "MLFLOW_TRACKING_URI": f"file://{work / 'mlruns'}",
-                    "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ['PATH']}",
-                },
-                f"http://127.0.0.1:{ports['mlflow']}/ping",
-                "mlflow",
+        for workers in sorted({1, WORKERS}):
+            servers.append(
+                start(
+                    [
+                        str(MLFLOW_VENV / "bin" / "mlflow"),
+                        "models",
+                        "serve",
+                        "-m",
+                        str(mlflow_model),
+                        "--env-manager",
+                        "local",
+                        "-p",
+                        str(ports[f"mlflow-{workers}"]),
+                        "-h",
+                        "127.0.0.1",
+                        "-w",
+                        str(workers),
+                    ],
+                    {
+                        "MLFLOW_TRACKING_URI": f"file://{work / 'mlruns'}",
+                        "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ['PATH']}",
+                    },
+                    f"http://127.0.0.1:{ports[f'mlflow-{workers}']}/ping",
+                    f"mlflow-{workers}",
+                )
             )
-        )
+        mlflow_body = orjson.dumps({"dataframe_records": [row]})
         targets = {
-            "mlflow models serve": (
-                f"http://127.0.0.1:{ports['mlflow']}/invocations",
-                orjson.dumps({"dataframe_records": [row]}),
-            ),
+            **{
+                f"mlflow -w {w}": (f"http://127.0.0.1:{ports[f'mlflow-{w}']}/invocations", mlflow_body)
+                for w in sorted({1, WORKERS})
+            },
             "hand-written FastAPI": (f"http://127.0.0.1:{ports['handwritten']}/predict", orjson.dumps(row)),
+            "hand-written + Redis": (
+                f"http://127.0.0.1:{ports['handwritten']}/predict-features",
+                orjson.dumps({"client_id": 7}),
+            ),
             "thimble": (f"http://127.0.0.1:{ports['thimble']}/v1/models/bench/predict", orjson.dumps(row)),
             "thimble + online features": (
                 f"http://127.0.0.1:{ports['thimble']}/v1/models/bench-features/predict",
@@ -278,11 +287,24 @@ def main() -> None:
         f"wrk {args.duration}s per measurement, best of {args.rounds} interleaved rounds"
     )
     print(f"{'server':<28}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs mlflow':>11}{'vs hand':>9}")
+    mlflow_names = [n for n in targets if n.startswith("mlflow")]
     for c in levels:
-        ml, hand = results[("mlflow models serve", c)][0], results[("hand-written FastAPI", c)][0]
+        best = max(mlflow_names, key=lambda n: results[(n, c)][0])
+        ml = results[(best, c)][0]
         for name in targets:
             rps, p50, p99 = results[(name, c)]
-            print(f"{name:<28}{c:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{rps / ml:>10.2f}x{rps / hand:>8.2f}x")
+            hand = results[
+                (
+                    "hand-written + Redis"
+                    if "features" in name or "Redis" in name
+                    else "hand-written FastAPI",
+                    c,
+                )
+            ][0]
+            mark = " (best mlflow)" if name == best else ""
+            print(
+                f"{name:<28}{c:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{rps / ml:>10.2f}x{rps / hand:>8.2f}x{mark}"
+            )
 
 
 if __name__ == "__main__":
