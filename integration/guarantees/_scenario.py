@@ -413,6 +413,11 @@ class Run:
         if r.orphans:
             r.problems.append(f"{r.orphans} worker(s) kept running after their supervisor was killed")
         r.crashes = self._crashes()
+        evicted = sum(member.log_count("maximum poll interval") for member in self.group.members)
+        if evicted:
+            r.problems.append(
+                f"a slow handler cost the group membership {evicted} time(s) (max.poll.interval.ms)"
+            )
         r.problems = list(dict.fromkeys(r.problems))
 
     def _crashes(self) -> Counter[str]:
