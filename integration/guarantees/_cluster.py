@@ -88,6 +88,7 @@ class Cluster:
         to be back, so two of three replicas stay in sync. Returns the node killed, None if none was.
         """
         with self._broker_lock:
+            self.wait_restarts(wait_s)  # never kill a broker that a restart is still waiting for
             if not wait_for(self.all_up, wait_s, interval=0.5):
                 return None
             chosen = node_id()
@@ -115,6 +116,6 @@ class Cluster:
             self.restart_errors.append(str(exc))
 
     def wait_restarts(self, timeout: float = 180.0) -> None:
-        for thread in self._restarts:
+        for thread in list(self._restarts):
             thread.join(timeout)
-        self._restarts.clear()
+        self._restarts = [thread for thread in self._restarts if thread.is_alive()]
