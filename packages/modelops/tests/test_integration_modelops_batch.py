@@ -162,8 +162,10 @@ def test_dataframe_models_batch_too(
 
 
 def test_output_keeps_the_entity_key_of_a_model_without_features_and_keep_adds_to_it(
-    spark: Any, spark_settings: ThimbleSettings, registry: Registry, numbers_clf: object
+    spark: Any, spark_settings: ThimbleSettings, tmp_path: Any, numbers_clf: object
 ) -> None:
+    # Signed: the Spark workers load the model from a registry that checks signatures too.
+    registry = Registry(str(tmp_path / "models"), signing_key="s" * 32)
     settings = _settings(spark_settings, registry)
     registry.save(scorer, artifacts={"clf": numbers_clf}, pickle_function=True)
     rows = [{"id": i, "f0": i / 10, "f1": 0.0, "f2": 0.5, "f3": 1.0, "region": "north"} for i in range(20)]
