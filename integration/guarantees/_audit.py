@@ -47,7 +47,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Read
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)]
-        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10, cached=False) for tp in tps}
+        ends = {tp.partition: _watermarks(consumer, tp) for tp in tps}
         consumer.assign(tps)
         records: list[Read] = []
         deadline = time.monotonic() + timeout_s
@@ -66,6 +66,20 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Read
         return records
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Any, tp: Any, attempts: int = 5) -> tuple[int, int]:
+    """Low and high watermark, asked again while a partition's leader is moving."""
+    from confluent_kafka import KafkaException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            return int(low), int(high)
+        except KafkaException:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -109,11 +109,14 @@ class Cluster:
         thread.start()
         self._restarts.append(thread)
 
-    def _restart(self) -> None:
-        try:
-            _stack.up(self.settings, Console(quiet=True))
-        except StackError as exc:
-            self.restart_errors.append(str(exc))
+    def _restart(self, attempts: int = 3) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                _stack.up(self.settings, Console(quiet=True))
+                return
+            except StackError as exc:
+                if attempt == attempts:
+                    self.restart_errors.append(str(exc))
 
     def wait_restarts(self, timeout: float = 180.0) -> None:
         for thread in list(self._restarts):

@@ -340,6 +340,7 @@ class Run:
                 if code not in (0, None):
                     self.result.problems.append(f"{member.name} exited {code} on SIGTERM")
             self._phase("stop", t0)
+            self.cluster.wait_restarts()
             self._audit()
             self._phase("audit", t0)
         finally:
