@@ -370,7 +370,8 @@ def _column_type(annotation: Any, where: str) -> str:
     """The Spark SQL type of a field: scalars as in batch scoring, containers and models nested."""
     from pydantic import BaseModel
 
-    from thimble.modelops.batch import _scalar_type, _spark_type
+    from thimble.modelops._column_types import scalar_type as _scalar_type
+    from thimble.modelops._column_types import spark_type as _spark_type
 
     tp = _scalar_type(annotation)
     origin, args = typing.get_origin(tp), typing.get_args(tp)

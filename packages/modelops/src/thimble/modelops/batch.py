@@ -23,7 +23,6 @@ from thimble.modelops._column_types import (
     input_mismatch,
     is_enum,
     numeric_fields,
-    scalar_type,
     spark_type,
 )
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
 log = get_logger(__name__)
-_scalar_type, _spark_type = scalar_type, spark_type  # the names the prediction log imports
 MODEL_COLUMN = "_model"
 VERSION_COLUMN = "_model_version"
 INPUT_VERSION_COLUMN = "_input_version"
