@@ -6,21 +6,27 @@ from thimble.modelops.config import ModelOpsConfig, ModelOpsSettings, load_model
 from thimble.modelops.envelope import LoadedModel, ModelContext, ModelFunction, ModelInfo, model
 from thimble.modelops.errors import (
     ArtifactError,
+    BrokenEntryError,
     FeatureLookupError,
+    InvalidNameError,
     ModelDefinitionError,
     ModelLoadError,
     ModelNotFoundError,
     ModelOpsError,
     PredictionError,
     SchemaMismatchError,
+    SignatureError,
     VersionExistsError,
 )
-from thimble.modelops.registry import ModelRef, Registry
+from thimble.modelops.registry import AliasMove, ModelRef, Registry
 from thimble.modelops.tracking import Tracker
 
 __all__ = [
+    "AliasMove",
     "ArtifactError",
+    "BrokenEntryError",
     "FeatureLookupError",
+    "InvalidNameError",
     "LoadedModel",
     "ModelContext",
     "ModelDefinitionError",
@@ -35,6 +41,7 @@ __all__ = [
     "PredictionError",
     "Registry",
     "SchemaMismatchError",
+    "SignatureError",
     "Tracker",
     "VersionExistsError",
     "__version__",
