@@ -75,7 +75,7 @@ def start(cmd: list[str], env: dict[str, str], ready_url: str, name: str) -> sub
     proc = subprocess.Popen(
         cmd, env=os.environ | THREADS | env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600  # a loaded machine starts two spawned workers slowly
     while time.monotonic() < deadline:
         try:
             if httpx.get(ready_url, timeout=2).status_code == 200:
@@ -85,6 +85,7 @@ def start(cmd: list[str], env: dict[str, str], ready_url: str, name: str) -> sub
         if proc.poll() is not None:
             break
         time.sleep(0.5)
+    stop(proc)
     raise SystemExit(f"{name} did not start; see {log.name}")
 
 
