@@ -278,23 +278,28 @@ class Registry:
         return bool(self._protocols & {"file", "local"})
 
     # paths: every path the registry touches is built here from checked names, and stays under the root
-    def _inside(self, path: str) -> str:
-        if self._real_root is not None:
-            resolved, root = os.path.realpath(path), self._real_root
-        else:
-            resolved, root = posixpath.normpath(path), posixpath.normpath(self.root or "/")
-        if resolved != root and not resolved.startswith(root.rstrip("/") + "/"):
-            raise InvalidNameError(f"{shown(path)} is outside the registry {self.url}")
+    def _inside(self, path: str, *, resolve: bool = True) -> str:
+        """``path`` when it stays under the root, as written and (``resolve``) with local symlinks followed.
+
+        Paths built from checked names stay under the root as written; following symlinks costs a system
+        call per folder, so it is done where a file or folder is opened, listed, written or deleted.
+        """
+        checks = [(posixpath.normpath(path), posixpath.normpath(self.root or "/"))]
+        if resolve and self._real_root is not None:
+            checks.append((os.path.realpath(path), self._real_root))
+        for resolved, root in checks:
+            if resolved != root and not resolved.startswith(root.rstrip("/") + "/"):
+                raise InvalidNameError(f"{shown(path)} is outside the registry {self.url}")
         return path
 
     def _model_dir(self, name: str) -> str:
-        return self._inside(f"{self.root}/{check_model_name(name)}")
+        return self._inside(f"{self.root}/{check_model_name(name)}", resolve=False)
 
     def _version_dir(self, name: str, version: int) -> str:
-        return self._inside(f"{self._model_dir(name)}/versions/{check_version(version)}")
+        return self._inside(f"{self._model_dir(name)}/versions/{check_version(version)}", resolve=False)
 
     def _alias_path(self, name: str, alias: str) -> str:
-        return self._inside(f"{self._model_dir(name)}/aliases/{check_alias(alias)}.json")
+        return self._inside(f"{self._model_dir(name)}/aliases/{check_alias(alias)}.json", resolve=False)
 
     def _history_dir(self, name: str) -> str:
         return f"{self._model_dir(name)}/alias-history"
@@ -313,6 +318,7 @@ class Registry:
 
     def _ls(self, path: str) -> list[dict[str, Any]]:
         """Entries of a folder (``[]`` when it does not exist), listed afresh."""
+        self._inside(path)
         with self._storage(f"list {path}"):
             self.fs.invalidate_cache(path)
             try:
@@ -323,6 +329,7 @@ class Registry:
 
     def _exists(self, path: str) -> bool:
         # Unlike fs.exists, a failing server is an error here, not a missing file.
+        self._inside(path, resolve=False)
         with self._storage(f"read {path}"):
             self.fs.invalidate_cache(path)
             try:
@@ -532,7 +539,7 @@ class Registry:
         if not self._exists(path):
             raise ModelNotFoundError(f"{name} has no alias {alias!r}")
         previous = self._previous(name, alias)
-        with self._storage(f"delete {path}"):
+        with self._storage(f"delete {self._inside(path)}"):
             self.fs.rm_file(path)
         self._record_move(name, AliasMove(alias=alias, previous=previous, action="delete"))
 
@@ -591,7 +598,7 @@ class Registry:
     # saving
     def _allocate(self, name: str) -> int:
         """Claim the next free version number of ``name``: two writers never get the same one."""
-        base = f"{self._model_dir(name)}/versions"
+        base = self._inside(f"{self._model_dir(name)}/versions")
         with self._storage(f"create {base}"):
             self.fs.makedirs(base, exist_ok=True)
         taken = [int(last) for e in self._ls(base) if _VERSION_FOLDER.fullmatch(last := _last(e["name"]))]
@@ -606,6 +613,7 @@ class Registry:
 
     def _claim(self, vdir: str) -> None:
         """Create ``vdir`` so that no other writer can; raise FileExistsError when it is taken."""
+        self._inside(vdir)
         if self._protocols & _EXCLUSIVE_MKDIR:
             with self._storage(f"create {vdir}"):
                 try:
