@@ -35,7 +35,12 @@ def run_scenarios(
 
     def one(index: int, scenario: Scenario) -> Result:
         log.print(f"-- {scenario.name} (scale {scale}) started")
-        result = Run(scenario, cluster, work_dir, scale, seed + index).run(drain_timeout_s)
+        run = Run(scenario, cluster, work_dir, scale, seed + index)
+        try:
+            result = run.run(drain_timeout_s)
+        except Exception as exc:  # the suite itself failed: report it as this scenario's failure
+            result = run.result
+            result.problems.append(f"the suite failed: {type(exc).__name__}: {exc}")
         verdict = "pass" if result.passed else "FAIL"
         log.print(f"-- {scenario.name}: {verdict} in {result.seconds:.0f}s; kills {result.kills_text()}")
         for line in _report.problems([result]):

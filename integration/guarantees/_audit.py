@@ -68,18 +68,19 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Read
         consumer.close()
 
 
-def _watermarks(consumer: Any, tp: Any, attempts: int = 5) -> tuple[int, int]:
-    """Low and high watermark, asked again while a partition's leader is moving."""
+def _watermarks(consumer: Any, tp: Any, timeout_s: float = 60.0) -> tuple[int, int]:
+    """Low and high watermark, asked again (a second apart) while a partition's leader is moving."""
     from confluent_kafka import KafkaException
 
-    for attempt in range(1, attempts + 1):
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
             low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             return int(low), int(high)
         except KafkaException:
-            if attempt == attempts:
+            if time.monotonic() >= deadline:
                 raise
-    raise AssertionError("unreachable")
+            time.sleep(1.0)
 
 
 @dataclass
