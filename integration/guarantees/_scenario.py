@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import re
+import signal
 import threading
 import time
 import uuid
@@ -17,6 +20,7 @@ import orjson
 import yaml
 
 from integration._procs import alive, wait_for
+from integration._settings import REPO_ROOT
 from integration.guarantees import _audit
 from integration.guarantees._cluster import Cluster
 from integration.guarantees._members import Group, Member
@@ -156,10 +160,6 @@ class Run:
         return path
 
     def _env(self) -> dict[str, str]:
-        import os
-
-        from integration._settings import REPO_ROOT
-
         return {
             **os.environ,
             "PYTHONPATH": str(REPO_ROOT),
@@ -442,10 +442,6 @@ class Run:
 
 
 def _kill(pid: int) -> None:
-    import contextlib
-    import os
-    import signal
-
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
 
