@@ -51,7 +51,8 @@ def test_history_and_report_show_the_rows_a_run_changed(
     latest = history(table_name, spark=spark, settings=spark_settings)[0]
     assert (latest.inserted, latest.updated, latest.closed) == (0, 1, 0)
     assert latest.rows_changed == 1
-    assert latest.rows_written == 4  # Delta rewrote the file: two copied rows, the closed one, the new one
+    assert latest.rows_written is not None
+    assert latest.rows_written > latest.rows_changed  # Delta counts the rows it rewrote, not the change
     assert latest.checks_text() == "1 pass, 0 warn, 0 fail"
     assert str(latest.timestamp.tzinfo) == "UTC"
 

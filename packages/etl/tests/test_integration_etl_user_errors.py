@@ -68,6 +68,7 @@ def _yaml(path: Path, data: object) -> str:
     return str(path)
 
 
+@pytest.mark.timeout(900)  # two Spark starts in one process: about a minute on an idle machine
 def test_user_errors_are_one_line_and_times_are_utc_in_any_zone(tmp_path: Path) -> None:
     source = tmp_path / "clients.json"
     source.write_text(
@@ -129,7 +130,7 @@ def test_user_errors_are_one_line_and_times_are_utc_in_any_zone(tmp_path: Path) 
 
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, json.dumps(cases), "tz.clients", "tz.clients_quarantine", "tz.thimble_quality"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900, check=False,
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=840, check=False,
     )  # fmt: skip
 
     assert done.returncode == 0, done.stderr[-3000:]

@@ -60,14 +60,18 @@ _TYPE_ALIASES = {"integer": "int", "long": "bigint", "short": "smallint", "byte"
 
 def config_fields(data: Any, failure: SparkFailure) -> list[str]:
     """Paths (``cleanse[0].expression``) of the config values the failure quotes or casts to."""
+    strings = list(_strings(data, ()))
+    quoted = [path for path, value in strings if any(text and text in value for text in failure.quoted)]
+    if quoted:
+        return [format_location(list(path)) for path in quoted]
+    # A cast the user did not write in SQL: the declarations of the type it failed to cast to.
     target = failure.parameters.get("targetType", "").strip('"').lower()
-    found: list[str] = []
-    for path, value in _strings(data, ()):
-        quoted = any(text and text in value for text in failure.quoted)
-        cast_to = bool(target) and path[:1] in (("schema",), ("cleanse",)) and _type(value) == target
-        if quoted or cast_to:
-            found.append(format_location(list(path)))
-    return found
+    declared = [
+        path
+        for path, value in strings
+        if target and path[:1] in (("schema",), ("cleanse",)) and _type(value) == target
+    ]
+    return [format_location(list(path)) for path in declared]
 
 
 def _type(value: str) -> str:
