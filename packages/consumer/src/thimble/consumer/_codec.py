@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, TypeAdapter
+from pydantic_core import SchemaValidator
 
 from thimble.consumer.context import Output
 
@@ -39,8 +40,13 @@ def make_decoder(tp: Any) -> Decoder:
     if tp is str:
         return lambda raw: _require(raw).decode("utf-8")
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        validate = tp.model_validate_json
-        return lambda raw: validate(_require(raw))
+        # The compiled validator itself (``model_validate_json`` adds a Python call per message);
+        # a model not yet fully defined has a placeholder there, so it goes through the method.
+        validator = tp.__pydantic_validator__
+        validate = (
+            validator.validate_json if isinstance(validator, SchemaValidator) else tp.model_validate_json
+        )
+        return lambda raw: validate(raw if raw is not None else _require(raw))
     if tp is dict or (typing.get_origin(tp) is dict and typing.get_args(tp) in ((), (str, Any))):
 
         def decode_dict(raw: bytes | None) -> Any:

@@ -103,19 +103,20 @@ class Pipeline:
 
     def feed(self, msg: Any) -> None:
         """Handle one polled message (or add it to its handler's batch)."""
-        route = self.routes[msg.topic()]
+        topic = msg.topic()
+        route = self.routes[topic]
         if route.spec.batch:
             pending = route.pending
             if pending is None:
                 pending = route.pending = Pending()
                 route.started = time.monotonic()
-            self.tracker.track((msg.topic(), msg.partition()), msg.offset(), pending)
+            self.tracker.track((topic, msg.partition()), msg.offset(), pending)
             route.buffer.append(msg)
             if len(route.buffer) >= route.batch_size:
                 self._run_batch(route)
         else:
             pending = Pending()
-            self.tracker.track((msg.topic(), msg.partition()), msg.offset(), pending)
+            self.tracker.track((topic, msg.partition()), msg.offset(), pending)
             route.processor.handle(msg, pending)
 
     def _run_batch(self, route: Route) -> None:

@@ -9,9 +9,9 @@ import asyncio
 import importlib
 import random
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -118,6 +118,7 @@ class Processor:
         self._func = spec.func
         self._context = spec.context_param
         self._observe = metrics.observe_latency
+        self._is_async = spec.is_async
 
     # -- one message ------------------------------------------------------------------------------
 
@@ -134,9 +135,12 @@ class Processor:
             ok, result, attempts = self._call((value,), {self._context: context_of(msg)}, msg)
         if not ok:
             self._dead_letter(msg, result, "handler", attempts, pending)
-            pending.done()
-            return
-        self._dispatch([(output, msg) for output in outputs_of(result)], [msg], pending)
+        elif result is None:
+            self.metrics.count_processed(1)
+        elif isinstance(result, list | tuple) or type(result).__name__ == "DataFrame":
+            self._dispatch([(output, msg) for output in outputs_of(result)], [msg], pending)
+        else:
+            self._dispatch_one(result, msg, pending)
         pending.done()
 
     # -- a batch ----------------------------------------------------------------------------------
@@ -175,36 +179,71 @@ class Processor:
     # -- shared -----------------------------------------------------------------------------------
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None, msg: Any) -> tuple[bool, Any, int]:
+        """``(True, result, attempts)``, or ``(False, error, attempts)`` once retries are spent."""
+        started = perf_counter()
+        try:
+            result = self._func(*args, **kwargs) if kwargs else self._func(*args)
+            if self._is_async:
+                result = _run_async(result)
+        except Exception as exc:
+            self._observe(perf_counter() - started)
+            return self._retry(args, kwargs, msg, exc)
+        self._observe(perf_counter() - started)
+        return True, result, 1
+
+    def _retry(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any] | None, msg: Any, exc: Exception
+    ) -> tuple[bool, Any, int]:
+        """Call again after ``exc`` failed the first attempt, with backoff, while the error is retriable."""
         func = self._func
-        attempt = 0
+        attempt = 1
         while True:
+            if attempt > self.policy.max_retries or not self.policy.retriable(exc):
+                return False, exc, attempt
+            delay = self.policy.delay_s(attempt)
+            self.metrics.retried.inc()
+            with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
+                log.warning(
+                    "handler failed, retrying",
+                    extra={
+                        "handler": self.spec.name,
+                        "attempt": attempt,
+                        "error": f"{type(exc).__name__}: {exc}",
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
+            if self.wait(delay):
+                raise Abandoned from exc
             attempt += 1
-            started = time.perf_counter()
+            started = perf_counter()
             try:
                 result = func(*args, **kwargs) if kwargs else func(*args)
-                if self.spec.is_async:
+                if self._is_async:
                     result = _run_async(result)
-            except Exception as exc:
-                self._observe(time.perf_counter() - started)
-                if attempt > self.policy.max_retries or not self.policy.retriable(exc):
-                    return False, exc, attempt
-                delay = self.policy.delay_s(attempt)
-                self.metrics.retried.inc()
-                with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
-                    log.warning(
-                        "handler failed, retrying",
-                        extra={
-                            "handler": self.spec.name,
-                            "attempt": attempt,
-                            "error": f"{type(exc).__name__}: {exc}",
-                            "retry_in_s": round(delay, 3),
-                        },
-                    )
-                if self.wait(delay):
-                    raise Abandoned from exc
+            except Exception as failed:
+                self._observe(perf_counter() - started)
+                exc = failed
             else:
-                self._observe(time.perf_counter() - started)
+                self._observe(perf_counter() - started)
                 return True, result, attempt
+
+    def _dispatch_one(self, output: Any, msg: Any, pending: Pending) -> None:
+        """:meth:`_dispatch` for the common case: one output of one message."""
+        writers = self.writers
+        try:
+            if len(writers) == 1:
+                item = writers[0].prepare(output, msg)
+            else:
+                prepared = [writer.prepare(output, msg) for writer in writers]
+        except Exception as exc:
+            self._dead_letter(msg, exc, "output", 1, pending)
+            return
+        if len(writers) == 1:
+            writers[0].write(item, pending)
+        else:
+            for writer, item in zip(writers, prepared, strict=True):
+                writer.write(item, pending)
+        self.metrics.count_processed(1)
 
     def _dispatch(self, outputs: list[tuple[Any, Any]], msgs: list[Any], pending: Pending) -> None:
         try:

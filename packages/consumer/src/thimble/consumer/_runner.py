@@ -3,7 +3,8 @@
 Threads: the main thread only polls (also while partitions are paused, so the group never sees a
 slow handler) and runs rebalance callbacks. One worker thread handles polled batches in order, which
 keeps every partition in order. Both touch the pipeline only under ``self._lock``, which the worker
-takes per message, so a revocation waits for at most the message being handled. Commit decisions
+holds through a polled batch but hands over between two messages as soon as the main thread asks
+for it (:meth:`Runner._take_lock`), so a revocation waits for at most the message being handled. Commit decisions
 live in :mod:`thimble.consumer._delivery`; exactly-once transactions in
 :mod:`thimble.consumer._transactions`. Only the main thread calls the consumer: it takes the group
 metadata the worker's transactions send, and seeks back to the committed offsets after an abort.
@@ -96,6 +97,7 @@ class Runner:
         self.metrics = ConsumerMetrics(CollectorRegistry())
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._lock_wanted = False  # the main thread waits for the lock: the worker yields it
         self._queue: deque[tuple[int, list[Any]]] = deque()
         self._cond = threading.Condition()
         self._space = threading.Event()
@@ -358,7 +360,8 @@ class Runner:
         Messages polled before this (queued, or fetched by librdkafka) belong to an older epoch and are
         skipped; until it is done the worker skips every message.
         """
-        with self._lock:
+        self._take_lock()
+        try:
             assigned = self.consumer.assignment()
             try:
                 committed = self.consumer.committed(assigned, timeout=10) if assigned else []
@@ -376,6 +379,8 @@ class Runner:
                 self._revoked_at[(p.topic, p.partition)] = self._epoch
             self._epoch += 1
             self._rewind = False
+        finally:
+            self._lock.release()
         log.info(
             "resuming from the committed offsets",
             extra={"partitions": sorted(f"{p.topic}[{p.partition}]" for p in assigned)},
@@ -417,7 +422,7 @@ class Runner:
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
         self._refresh_group_metadata()
         wait = 0.5 if self._closing else min(self.cfg.max_poll_interval_ms / 2000, self.cfg.drain_timeout_s)
-        if not self._lock.acquire(timeout=wait):
+        if not self._take_lock(timeout=wait):
             log.warning(
                 "a handler is still busy; partitions go with their last stored offsets",
                 extra={"partitions": sorted(f"{t}[{p}]" for t, p in tps)},
@@ -480,23 +485,39 @@ class Runner:
         self._space.set()
         return item
 
+    def _take_lock(self, timeout: float = -1) -> bool:
+        """Take the pipeline lock from the main thread; the worker yields it after its current message."""
+        self._lock_wanted = True
+        try:
+            return self._lock.acquire(timeout=timeout)
+        finally:
+            self._lock_wanted = False
+
+    def _yield_lock(self) -> None:
+        """Worker, holding the lock: let the main thread, which asked for it, take it first."""
+        self._lock.release()
+        while self._lock_wanted:
+            time.sleep(0.0005)
+        self._lock.acquire()
+
     def _work_loop(self) -> None:
         lock, pipeline, txns, revoked_at = self._lock, self.pipeline, self._txns, self._revoked_at
+        stopping = self._stop.is_set
         while True:
             item = self._next_batch()
             if item is None:
-                if self._stop.is_set():
+                if stopping():
                     return
                 with lock:
                     self._in_transaction(self._idle)
                 continue
             epoch, batch = item
-            for msg in batch:
-                if self._stop.is_set() and self._past_drain():
-                    return
-                if self.fatal is not None:
-                    return
-                with lock:
+            with lock:
+                for msg in batch:
+                    if (stopping() and self._past_drain()) or self.fatal is not None:
+                        return
+                    if self._lock_wanted:
+                        self._yield_lock()
                     # Polled before its partition was revoked (or rewound): not this process's to handle.
                     if self._rewind or (
                         epoch < self._epoch and revoked_at.get((msg.topic(), msg.partition()), -1) >= epoch
@@ -509,8 +530,9 @@ class Runner:
                     self._in_transaction(pipeline.feed, msg)
                     if txns.aged():
                         self._commit_transaction()  # well before the broker's transaction timeout
-            set_current(None)
-            with lock:
+                set_current(None)
+                if self._lock_wanted:
+                    self._yield_lock()
                 self._in_transaction(self._end_batch)
 
     def _idle(self) -> None:
@@ -615,7 +637,7 @@ class Runner:
         while not self._worker_done.is_set() and time.monotonic() < deadline:
             self.consumer.poll(0.05)  # keep the group session alive; paused partitions return nothing
         if self._worker_done.is_set() and self.fatal is None:
-            with self._lock:
+            with self._lock:  # the worker is done: nothing to take it from
                 try:
                     self.pipeline.flush_batches()
                     self._make_durable(timeout=max(0.5, deadline - time.monotonic()))
