@@ -19,13 +19,13 @@ START = datetime(2026, 1, 1)
 
 
 def _key_pool(keys: int) -> list[str | None]:
-    # One null key for every six real ones: rare enough to leave most runs free to close keys.
+    # A null key once in about 40 rows: rare enough to leave most runs free to close keys.
     names: list[str | None] = [f"k{i}" for i in range(keys)]
-    return names * 6 + [None] * max(1, keys // 3)
+    return [*names * max(1, 40 // keys), None]
 
 
 @st.composite
-def histories(draw: Any, days: int = 3, keys: int = 3, rows_per_day: int = 5) -> list[list[Row]]:
+def histories(draw: Any, days: int = 4, keys: int = 6, rows_per_day: int = 12) -> list[list[Row]]:
     """``days`` daily batches; each row's time is on its day, or on an earlier day (a late row)."""
     days, keys, rows_per_day = days * SCALE, keys * SCALE, rows_per_day * SCALE
     history = []
@@ -50,3 +50,21 @@ def source_rows(batch: list[Row]) -> list[dict[str, Any]]:
         {"id": r.key, "segment": r.value, "score": 1.0 if r.valid else -1.0, "at": r.at.isoformat()}
         for r in batch
     ]
+
+
+def _at(day: int, hour: int = 0) -> datetime:
+    return START + timedelta(days=day, hours=hour)
+
+
+WORKED_HISTORY = [
+    [Row("a", "A", _at(0)), Row("b", "A", _at(0)), Row("c", "A", _at(0)), Row("d", "A", _at(0))],
+    # a flips; b is deleted; c fails validation (kept); d twice at one time with different values.
+    [Row("a", "B", _at(1)), Row("a", "A", _at(1, 1)), Row("c", "B", _at(1), valid=False),
+     Row("d", "B", _at(1)), Row("d", "A", _at(1))],
+    # b comes back, with a late row from before its deletion; a null key: nothing is closed.
+    [Row("a", "A", _at(1, 1)), Row("b", "B", _at(2)), Row("b", "B", _at(0, 1)), Row(None, "A", _at(2))],
+    [],  # an empty snapshot has no batch time: it closes nothing
+    # b, c and d are gone: closed at the batch time (75% of the open keys; max_close_share: 1.0).
+    [Row("a", "A", _at(4)), Row("a", "A", _at(4)), Row("e", "A", _at(3))],
+]  # fmt: skip
+"""Every kind of event at least once, loaded before the random histories."""

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import run_table, table_version
 
 from .conftest import config
-from .journal_histories import SCALE, histories, source_rows
+from .journal_histories import SCALE, WORKED_HISTORY, histories, source_rows
 from .journal_reference import INVALID_RULE, NULL_KEY_RULE, Journal, Row, check_invariants
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,6 +73,7 @@ def _quarantine(spark: SparkSession, name: str, run_id: str) -> Counter[str]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(history=histories())
+@example(history=WORKED_HISTORY)
 def test_the_journal_matches_the_reference_day_after_day(
     spark: SparkSession,
     spark_settings: ThimbleSettings,
