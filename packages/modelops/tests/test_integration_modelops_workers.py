@@ -55,6 +55,7 @@ def _serving_two_workers(registry: Registry, redis_url: str, tmp_path: Path) -> 
         "THIMBLE_ONLINE_STORE__URL": redis_url,
         "THIMBLE_RUN_DIR": str(tmp_path),
         "TMPDIR": str(tmp_path / "tmp"),
+        "THIMBLE_LOGGING__FORMAT": "json",
     }
     (tmp_path / "tmp").mkdir()
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -89,6 +90,9 @@ def _serving_two_workers(registry: Registry, redis_url: str, tmp_path: Path) -> 
             what="thimble-modelops serve with two workers",
         )
         assert proc.poll() is None, log.read_text()[-3000:]
+        wait_until(  # both workers are past their startup (each logs once when it serves)
+            lambda: log.read_text().count('"message":"serving"') >= 2, 240, what="both workers serving"
+        )
         workers = _children(proc.pid)
         yield proc, port
     finally:
