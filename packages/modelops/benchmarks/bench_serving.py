@@ -193,7 +193,13 @@ def main() -> None:
                     "--prediction-log-topic",
                     topic,
                 ],
-                env_path | {"THIMBLE_ONLINE_STORE__KEY_PREFIX": prefix, "THIMBLE_LOGGING__LEVEL": "WARNING"},
+                env_path
+                | {
+                    "THIMBLE_ONLINE_STORE__KEY_PREFIX": prefix,
+                    "THIMBLE_LOGGING__LEVEL": "WARNING",
+                    # the hand-written endpoint waits for Redis as long as it takes: no 503s on a loaded box
+                    "THIMBLE_MODELOPS__SERVER__FEATURE_TIMEOUT_MS": "2000",
+                },
                 f"http://127.0.0.1:{ports['thimble']}/readyz",
                 "thimble",
             )
