@@ -1,0 +1,64 @@
+"""The worker holds the pipeline lock through a polled batch, but hands it to the main thread (a
+rebalance) between two messages."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from thimble.common.config import load_settings
+from thimble.common.testing import wait_until
+from thimble.consumer import App, ConsumerSettings
+from thimble.consumer._runner import Runner
+
+MESSAGES = 30
+HANDLER_S = 0.1
+
+
+class SlowPipeline:
+    """Stands in for the pipeline: every message takes ``HANDLER_S``."""
+
+    def __init__(self) -> None:
+        self.fed = 0
+        self.tracker = SimpleNamespace(completed=list)
+
+    def feed(self, _msg: Any) -> None:
+        time.sleep(HANDLER_S)
+        self.fed += 1
+
+    def end_batch(self) -> None:
+        return
+
+    def tick(self) -> None:
+        return
+
+
+def test_a_rebalance_takes_the_lock_between_two_messages_of_a_batch() -> None:
+    app = App("lock-handover")
+
+    @app.handler(source="in")
+    def ignore(event: bytes) -> None:
+        return None
+
+    runner = Runner(app, load_settings(ConsumerSettings, overrides={"metrics": {"enabled": False}}))
+    pipeline = runner.pipeline = SlowPipeline()  # type: ignore[assignment]
+    runner.transport = SimpleNamespace(producer=SimpleNamespace(poll=lambda _t: 0))  # type: ignore[assignment]
+    runner._queue.append((0, [object()] * MESSAGES))
+    worker = threading.Thread(target=runner._work_loop, daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: pipeline.fed >= 1, timeout=10, what="the worker handles the batch")
+        # The whole batch takes 3 s; the lock must come within about one message.
+        assert runner._take_lock(timeout=1.0)
+        fed = pipeline.fed
+        time.sleep(3 * HANDLER_S)
+        assert pipeline.fed == fed, "the worker went on while the main thread held the lock"
+        assert fed < MESSAGES
+        runner._lock.release()
+        wait_until(lambda: pipeline.fed > fed, timeout=10, what="the worker resumes the batch")
+    finally:
+        runner.fatal = RuntimeError("test over")
+        worker.join(5)
+    assert not worker.is_alive()
