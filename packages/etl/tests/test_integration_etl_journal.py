@@ -99,7 +99,19 @@ def test_journal_changes_deletes_idempotent(
     )
     third = run_table(cfg, spark=spark, settings=spark_settings)
     assert (third.inserted, third.updated, third.closed) == (1, 1, 1)
-    assert sum(third.spark_jobs.values()) <= sum(second.spark_jobs.values())
+    json_source(
+        [
+            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
+            {"client_id": "b", "segment": "silver", "score": 2.0, "updated_at": "2026-01-04T00:00:00"},
+            {"client_id": "f", "segment": "new", "score": 6.0, "updated_at": "2026-01-04T00:00:00"},
+        ]
+    )
+    # The classification (validate phase) does not grow with the history. (The second run is not the
+    # baseline: with no closed version yet, Spark skips part of its plan; Delta's MERGE varies by a job or
+    # two with the files it rewrites.)
+    fourth = run_table(cfg, spark=spark, settings=spark_settings)
+    assert (fourth.inserted, fourth.updated, fourth.closed) == (1, 1, 1)
+    assert fourth.spark_jobs["validate"] <= third.spark_jobs["validate"]
 
 
 @pytest.mark.slow
