@@ -164,30 +164,16 @@ def history(
     config: ConfigOption = None,
 ) -> None:
     """List the table's versions with run ids, counts and check results."""
-    from thimble.etl.history import blocked_runs
+    from thimble.etl.history import VERSION_COLUMNS, blocked_runs
     from thimble.etl.history import history as table_history
 
     settings = _settings(config)
     versions = table_history(table, spark=_spark(settings), settings=settings)
     view = Table(title=table)
-    for column in (
-        "version",
-        "time (UTC)",
-        "operation",
-        "run id",
-        "rows changed",
-        "inserted",
-        "updated",
-        "closed",
-        "checks",
-    ):
+    for column in VERSION_COLUMNS:
         view.add_column(column)
     for v in versions:
-        view.add_row(
-            str(v.version), f"{v.timestamp:%Y-%m-%d %H:%M:%S}", v.operation, v.run_id or "",
-            *("" if n is None else f"{n:,}" for n in (v.rows_changed, v.inserted, v.updated, v.closed)),
-            v.checks_text(),
-        )  # fmt: skip
+        view.add_row(*v.cells())
     out.print(view)
     blocked = blocked_runs(table, spark=_spark(settings), settings=settings)
     if blocked:

@@ -48,6 +48,32 @@ class TableVersion:
             return ""
         return ", ".join(f"{self.checks.get(status, 0)} {status}" for status in ("pass", "warn", "fail"))
 
+    def cells(self) -> list[str]:
+        """The version as one row of text cells, in the order of :data:`VERSION_COLUMNS`."""
+        counts = (self.rows_changed, self.inserted, self.updated, self.closed)
+        return [
+            str(self.version),
+            f"{self.timestamp:%Y-%m-%d %H:%M:%S}",
+            self.operation,
+            self.run_id or "",
+            *("" if n is None else f"{n:,}" for n in counts),
+            self.checks_text(),
+        ]
+
+
+VERSION_COLUMNS = (
+    "version",
+    "time (UTC)",
+    "operation",
+    "run id",
+    "rows changed",
+    "inserted",
+    "updated",
+    "closed",
+    "checks",
+)
+"""The headings of :meth:`TableVersion.cells`, as ``history`` and the report show them."""
+
 
 def _resolve(
     table: str, spark: SparkSession | None, settings: ThimbleSettings | None

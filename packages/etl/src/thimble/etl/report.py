@@ -14,7 +14,7 @@ from thimble.common.spark import as_utc
 from thimble.etl import _tables
 from thimble.etl.config import EtlSettings
 from thimble.etl.errors import TableNotFoundError
-from thimble.etl.history import TableVersion, history
+from thimble.etl.history import VERSION_COLUMNS, TableVersion, history
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -125,23 +125,10 @@ def checks_figure(rows: Sequence[MetricRow]) -> go.Figure | None:
 
 def versions_table(versions: Sequence[TableVersion]) -> str:
     """The table's versions as an HTML table."""
-    headers = [
-        "version",
-        "time (UTC)",
-        "operation",
-        "run id",
-        "rows changed",
-        "inserted",
-        "updated",
-        "closed",
+    rows = [
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in v.cells()) + "</tr>" for v in versions
     ]
-    rows = []
-    for v in versions:
-        cells: list[Any] = [v.version, f"{v.timestamp:%Y-%m-%d %H:%M:%S}", v.operation, v.run_id or ""]
-        cells += ["" if n is None else f"{n:,}" for n in (v.rows_changed, v.inserted, v.updated, v.closed)]
-        cells.append(v.checks_text())
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in [*headers, "checks"])
+    head = "".join(f"<th>{h}</th>" for h in VERSION_COLUMNS)
     return f"<table class='versions'><tr>{head}</tr>{''.join(rows)}</table>"
 
 

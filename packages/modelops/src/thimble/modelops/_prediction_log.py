@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from thimble.common._paths import run_dir
 from thimble.common.logging import get_logger
+from thimble.modelops._column_types import struct_sql_type
 from thimble.modelops._spill import SpillFile
 from thimble.modelops.errors import ModelOpsError
 
@@ -303,9 +303,6 @@ RECORD_COLUMNS = {
     "time": "bigint",
     "latency_ms": "double",
 }
-_COLUMN_TYPES = (
-    "bool, int, float, str, a Literal or Enum of those, X | None, list[X], dict[str, X] or a pydantic model"
-)
 
 
 def prediction_table_config(model: LoadedModel, topic: str, table: str | None = None) -> dict[str, Any]:
@@ -331,8 +328,8 @@ def prediction_table_config(model: LoadedModel, topic: str, table: str | None = 
     name = table or re.sub(r"[^A-Za-z0-9_]", "_", model.name) + "_prediction_log"
     columns = {
         **RECORD_COLUMNS,
-        "inputs": f"array<{_struct_type(model.input_type, 'input')}>",
-        "outputs": f"array<{_struct_type(model.output_type, 'output')}>",
+        "inputs": f"array<{struct_sql_type(model.input_type, 'input')}>",
+        "outputs": f"array<{struct_sql_type(model.output_type, 'output')}>",
     }
     config: dict[str, Any] = {
         "table": name,
@@ -355,37 +352,3 @@ def prediction_table_config(model: LoadedModel, topic: str, table: str | None = 
     except ConfigError as exc:
         raise ModelOpsError(str(exc)) from None
     return config
-
-
-def _struct_type(tp: type[Any], where: str) -> str:
-    fields = []
-    for field, info in tp.model_fields.items():
-        path = f"{where}.{field}"
-        name = field.replace("`", "``")
-        fields.append(f"`{name}`:{_column_type(info.annotation, path)}")
-    return f"struct<{','.join(fields)}>"
-
-
-def _column_type(annotation: Any, where: str) -> str:
-    """The Spark SQL type of a field: scalars as in batch scoring, containers and models nested."""
-    from pydantic import BaseModel
-
-    from thimble.modelops._column_types import scalar_type as _scalar_type
-    from thimble.modelops._column_types import spark_type as _spark_type
-
-    tp = _scalar_type(annotation)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (list, set, frozenset) and len(args) == 1:
-        return f"array<{_column_type(args[0], f'{where}[]')}>"
-    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return f"array<{_column_type(args[0], f'{where}[]')}>"
-    if origin is dict and len(args) == 2 and args[0] is str:
-        return f"map<string,{_column_type(args[1], f'{where}[]')}>"
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return _struct_type(tp, where)
-    try:
-        return _spark_type(annotation).simpleString()
-    except ModelOpsError:
-        raise ModelOpsError(
-            f"{where}: {getattr(tp, '__name__', tp)} has no warehouse column type; use {_COLUMN_TYPES}"
-        ) from None
