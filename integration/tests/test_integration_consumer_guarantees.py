@@ -7,6 +7,8 @@ cluster, then each test reads its scenario's audit.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from rich.console import Console
 
@@ -17,7 +19,13 @@ from integration.guarantees.__main__ import run_scenarios
 from integration.guarantees._cluster import Cluster
 from integration.guarantees._scenario import Result, describe
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.environ.get("THIMBLE_GUARANTEES") != "1",
+        reason="the guarantee suite runs with THIMBLE_GUARANTEES=1 (or: python -m integration.guarantees)",
+    ),
+]
 
 SCALE = 1
 SEED = 7

@@ -77,3 +77,25 @@ def test_a_java_failure_outside_pyspark_is_one_line(frame: DataFrame) -> None:
 
     assert regex.reason.startswith("not a valid regular expression for Spark (Java): Unknown inline modifier")
     assert regex.quoted == ("(?P<x>a)",)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"^\p{Lower}+$", None),
+        (r"^(?P<prefix>[a-z])", "Java names a group (?<name>...), not (?P<name>...)"),
+        (r"^[a-z", "Unclosed character class"),
+    ],
+)
+def test_patterns_are_checked_by_the_running_sessions_jvm(
+    spark: SparkSession, pattern: str, expected: str | None
+) -> None:
+    from thimble.etl._regex import java_regex_problem
+
+    assert spark.sparkContext._jvm is not None
+    problem = java_regex_problem(pattern)
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert expected in problem

@@ -29,6 +29,7 @@ _jvm: Any = None
 def java_regex_problem(pattern: str) -> str | None:
     """Why Spark (Java) cannot compile ``pattern``, or ``None`` when it can."""
     from py4j.protocol import Py4JJavaError
+    from pyspark.errors.exceptions.captured import CapturedException
 
     hints = [hint for python, hint in _PYTHON_ONLY.items() if python in pattern]
     try:
@@ -39,9 +40,13 @@ def java_regex_problem(pattern: str) -> str | None:
         jvm.java.util.regex.Pattern.compile(pattern)
     except Py4JJavaError as exc:
         error = exc.java_exception
-        reason = f"{error.getDescription()} at position {error.getIndex()}"
+    except CapturedException as exc:  # a Spark session's gateway converts Java exceptions
+        if exc._origin is None:
+            raise
+        error = exc._origin
     else:
         return None
+    reason = f"{error.getDescription()} at position {error.getIndex()}"
     return "; ".join([f"not a valid regular expression for Spark (Java syntax): {reason}", *hints])
 
 

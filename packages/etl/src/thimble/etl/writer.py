@@ -43,19 +43,9 @@ def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec
     """New columns of ``df`` against the existing table; raise when the policy forbids a change."""
     if spec.overwrite_schema or not _tables.exists(spark, table):
         return []
-    existing = {f.name: f.dataType.simpleString() for f in spark.table(table).schema.fields}
-    incoming = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-    changed = [
-        f"'{name}' is {kind} in the data but {existing[name]} in the table"
-        for name, kind in incoming.items()
-        if name in existing and existing[name] != kind and kind != "void"
-    ]
-    if changed:
-        raise SchemaMismatchError(
-            f"{table}: column types changed: {'; '.join(changed)}. Cast them in cleanse."
-        )
     missing_columns(spark, df, table, spec)
-    new = [name for name in incoming if name not in existing]
+    existing = set(spark.table(table).columns)
+    new = [name for name in df.columns if name not in existing]
     if new and spec.evolution == "fail":
         raise SchemaMismatchError(
             f"{table}: the data has new column(s) {', '.join(new)}; the table's schema is frozen "
@@ -64,13 +54,28 @@ def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec
     return new
 
 
+def _refuse_type_changes(spark: SparkSession, df: DataFrame, table: str) -> None:
+    existing = {f.name: f.dataType.simpleString() for f in spark.table(table).schema.fields}
+    changed = [
+        f"'{f.name}' is {kind} in the data but {existing[f.name]} in the table"
+        for f in df.schema.fields
+        if f.name in existing and existing[f.name] != (kind := f.dataType.simpleString()) and kind != "void"
+    ]
+    if changed:
+        raise SchemaMismatchError(
+            f"{table}: column types changed: {'; '.join(changed)}. Cast them in cleanse."
+        )
+
+
 def missing_columns(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec) -> dict[str, str]:
     """The table's columns ``df`` lacks (name -> type); raise unless ``allow_missing_columns``.
 
-    A column that disappears from the source is a schema change, never a column of nulls.
+    A column that disappears from the source is a schema change, never a column of nulls. Columns whose
+    type changed are refused first.
     """
     if spec.overwrite_schema or not _tables.exists(spark, table):
         return {}
+    _refuse_type_changes(spark, df, table)
     journal_columns = JOURNAL_COLUMNS if spec.mode == "journal" else ()
     missing = {
         f.name: f.dataType.simpleString()
