@@ -160,8 +160,12 @@ class Run:
         return path
 
     def _env(self) -> dict[str, str]:
+        # Only the scenario's config file speaks: no THIMBLE_* setting of the caller reaches the members.
+        inherited = {
+            k: v for k, v in os.environ.items() if not k.startswith("THIMBLE_") or k == "THIMBLE_RUN_DIR"
+        }
         return {
-            **os.environ,
+            **inherited,
             "PYTHONPATH": str(REPO_ROOT),
             "THIMBLE_CONFIG": "",
             "GUARANTEE_SOURCE": self.source,

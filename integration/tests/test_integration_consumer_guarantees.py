@@ -7,8 +7,6 @@ cluster, then each test reads its scenario's audit.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from rich.console import Console
 
@@ -19,13 +17,7 @@ from integration.guarantees.__main__ import run_scenarios
 from integration.guarantees._cluster import Cluster
 from integration.guarantees._scenario import Result, describe
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        os.environ.get("THIMBLE_GUARANTEES") != "1",
-        reason="the guarantee suite runs with THIMBLE_GUARANTEES=1 (or: python -m integration.guarantees)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 SCALE = 1
 SEED = 7

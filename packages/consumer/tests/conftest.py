@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,15 @@ from thimble.common.config import load_settings
 from thimble.common.testing import wait_until
 from thimble.consumer import App, ConsumerSettings
 from thimble.consumer._runner import Runner
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment() -> Iterator[None]:
+    """``thimble-consumer run`` exports its settings to its own process; a CLI test run in-process keeps none."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def produce(
