@@ -141,8 +141,8 @@ def flow_run(
 def _dead_letters(kafka_config: dict[str, Any], topic: str, expected: int) -> list[Any]:
     from confluent_kafka import Consumer
 
-    from thimble.common.testing import wait_until
     from thimble.consumer import DeadLetter
+    from thimble.testing import wait_until
 
     consumer = Consumer(
         {

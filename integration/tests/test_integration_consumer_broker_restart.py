@@ -26,8 +26,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from integration._procs import alive
 from integration._testing import Stack, free_port
 from thimble.common.config import load_settings
-from thimble.common.testing import wait_until
 from thimble.consumer import ConsumerSettings, group_lag
+from thimble.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ from integration._procs import cmdline, port_free
 from integration._settings import REPO_ROOT
 from integration._testing import Stack, make_stack
 from thimble.common.config import ThimbleSettings
-from thimble.common.testing import wait_until
+from thimble.testing import wait_until
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -17,7 +17,10 @@ PACKAGES = {
     "consumer": "thimble-consumer",
     "etl": "thimble-etl",
     "modelops": "thimble-modelops",
+    "testing": None,
 }
+# Only the development-only thimble-testing registers a pytest plugin; a runtime package never does.
+PYTEST_PLUGINS = {"testing": ["thimble = thimble.testing.plugin"]}
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> str:
@@ -47,6 +50,13 @@ def test_wheel_installs_alone(wheels: Path, tmp_path: Path, package: str) -> Non
     installed = run(UV, "pip", "list", "--python", python)
     if package == "consumer":
         assert "pyspark" not in installed, "thimble-consumer must not pull in Spark"
+    plugins = run(
+        python,
+        "-c",
+        "from importlib.metadata import entry_points\n"
+        "for e in entry_points(group='pytest11'): print(f'{e.name} = {e.value}')",
+    ).splitlines()
+    assert [line for line in plugins if "thimble" in line] == PYTEST_PLUGINS.get(package, [])
     cli = PACKAGES[package]
     if cli:
         help_text = run(venv / "bin" / cli, "--help")

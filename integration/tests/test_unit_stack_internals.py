@@ -18,7 +18,7 @@ from integration._redis import Redis
 from integration._settings import StackSettings
 from integration.errors import StackError
 from integration.stack import app
-from thimble.common.testing import wait_until
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.unit
 

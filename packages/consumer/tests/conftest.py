@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from thimble.common.config import load_settings
-from thimble.common.testing import wait_until
 from thimble.consumer import App, ConsumerSettings
 from thimble.consumer._runner import Runner
+from thimble.testing import wait_until
 
 
 @pytest.fixture(autouse=True)

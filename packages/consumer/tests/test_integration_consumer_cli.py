@@ -14,10 +14,10 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from thimble.common.errors import ServiceUnavailableError
-from thimble.common.testing import wait_until
 from thimble.consumer import App, PartitionLag, TopicMissingError, group_lag
 from thimble.consumer._runner import Runner
 from thimble.consumer.cli import app as cli
+from thimble.testing import wait_until
 
 from .conftest import CLI_APP, cli_env, make_settings, produce
 

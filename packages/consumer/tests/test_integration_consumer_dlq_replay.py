@@ -9,10 +9,10 @@ import pytest
 from confluent_kafka import Producer
 from pydantic import BaseModel
 
-from thimble.common.testing import wait_until
 from thimble.consumer import App
 from thimble.consumer._dead_letters import ERROR_CLASS, ORIGINAL_TOPIC, REPLAYED_FROM
 from thimble.consumer._dlq_replay import ReplayReport, replay
+from thimble.testing import wait_until
 
 from .conftest import make_settings, produce
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from thimble.common.testing import wait_until
 from thimble.consumer import App, group_lag
+from thimble.testing import wait_until
 
 from .conftest import make_settings, produce, start_cli
 

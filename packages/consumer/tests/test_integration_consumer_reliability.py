@@ -9,8 +9,8 @@ import signal
 import orjson
 import pytest
 
-from thimble.common.testing import wait_until
 from thimble.consumer import DeadLetter
+from thimble.testing import wait_until
 
 from .conftest import produce, start_cli
 

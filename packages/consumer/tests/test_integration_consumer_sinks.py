@@ -12,8 +12,8 @@ import pytest
 import redis
 from pydantic import BaseModel
 
-from thimble.common.testing import wait_until
 from thimble.consumer import App, Landing, OnlineStore
+from thimble.testing import wait_until
 
 from .conftest import make_settings, produce
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from thimble.common.testing import wait_until
+from thimble.testing import wait_until
 
 from .conftest import produce, start_cli
 

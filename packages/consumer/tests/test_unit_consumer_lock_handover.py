@@ -9,9 +9,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from thimble.common.config import load_settings
-from thimble.common.testing import wait_until
 from thimble.consumer import App, ConsumerSettings
 from thimble.consumer._runner import Runner
+from thimble.testing import wait_until
 
 MESSAGES = 30
 HANDLER_S = 0.1

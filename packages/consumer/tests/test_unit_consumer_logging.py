@@ -11,12 +11,12 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from thimble.common.config import load_settings
-from thimble.common.testing import wait_until
 from thimble.consumer import App, ConsumerSettings
 from thimble.consumer import _client_errors as client_errors
 from thimble.consumer import _log_context as log_context
 from thimble.consumer._kafka import consumer_config, producer_config
 from thimble.consumer._runner import Runner
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.unit
 

@@ -14,9 +14,9 @@ import pytest
 from conftest import free_port
 from typer.testing import CliRunner
 
-from thimble.common.testing import wait_until
 from thimble.modelops import Registry
 from thimble.modelops.cli import app
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

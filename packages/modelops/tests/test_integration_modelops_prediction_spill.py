@@ -16,11 +16,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from thimble.common.testing import wait_until
 from thimble.modelops import Registry
 from thimble.modelops._prediction_log import spill_folder
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.integration
 

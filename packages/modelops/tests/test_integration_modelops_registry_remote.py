@@ -23,12 +23,12 @@ from fsspec.implementations.local import LocalFileSystem
 from modelops_testmodels import churn, churn_sample, save_churn, scorer
 from typer.testing import CliRunner
 
-from thimble.common.testing import wait_until
 from thimble.modelops import Registry
 from thimble.modelops.cli import app
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.errors import ModelNotFoundError, ModelOpsError
 from thimble.modelops.server import create_app
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.integration
 

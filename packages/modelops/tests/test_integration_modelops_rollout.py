@@ -20,10 +20,10 @@ from modelops_testmodels import churn
 from pydantic import BaseModel, Field
 from sklearn.linear_model import LogisticRegression
 
-from thimble.common.testing import wait_until
 from thimble.modelops import ModelContext, Registry, model
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.integration
 

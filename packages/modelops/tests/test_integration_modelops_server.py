@@ -11,10 +11,10 @@ import pytest
 import redis
 from confluent_kafka import Consumer
 
-from thimble.common.testing import wait_until
 from thimble.modelops import Registry, Tracker
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from thimble.common.testing import wait_until
 from thimble.modelops import ModelContext, Registry, model
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from thimble.common.testing import wait_until
 from thimble.modelops import Registry
+from thimble.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from conftest import free_port
 
-from thimble.common.testing import wait_until
 from thimble.modelops import Registry
+from thimble.testing import wait_until
 
 pytestmark = pytest.mark.integration
 

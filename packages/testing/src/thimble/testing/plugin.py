@@ -1,4 +1,4 @@
-"""pytest plugin (entry point ``thimble``): fixtures for tests that run against the real local stack.
+"""The pytest plugin ``thimble``: fixtures for tests that run against the real local stack.
 
 The stack is started by ``./dev test`` (or ``./dev stack up``); these fixtures wait until each service
 answers a real request and fail with a clear message when it does not.
@@ -7,7 +7,6 @@ answers a real request and fail with a clear message when it does not.
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,31 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from thimble.common.config import ThimbleSettings, load_settings
+from thimble.testing._wait import wait_until
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 READY_TIMEOUT_S = 60.0
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
-) -> Any:
-    """Poll ``condition`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-            if result:
-                return result
-        except Exception as exc:
-            last_error = exc
-        time.sleep(interval)
-    pytest.fail(
-        f"timed out after {timeout:.0f}s waiting for {what}"
-        + (f" (last error: {last_error})" if last_error else "")
-    )
 
 
 @pytest.fixture(scope="session")
