@@ -1,9 +1,12 @@
+import socket
 from pathlib import Path
 
 import pytest
 
 from thimble.common import ThimbleSettings
-from thimble.common.spark import local_jars, spark_jars_dir
+from thimble.common.config import connect_address, load_settings
+from thimble.common.errors import ConfigError, ServiceUnavailableError
+from thimble.common.spark import build_spark_session, local_jars, spark_jars_dir
 
 pytestmark = pytest.mark.unit
 
@@ -28,3 +31,46 @@ def test_without_a_shared_folder_the_jars_are_in_the_run_folder(
     monkeypatch.delenv("THIMBLE_STACK_JARS_DIR", raising=False)
 
     assert spark_jars_dir() == tmp_path.resolve() / "jars" / "spark"
+
+
+def test_spark_remote_must_be_a_spark_connect_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THIMBLE_SPARK__REMOTE", "http://127.0.0.1:15002")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert "spark.remote" in str(caught.value)
+    assert "sc://host:15002" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("sc://127.0.0.1:15002", ("127.0.0.1", 15002)),
+        ("sc://spark.example", ("spark.example", 15002)),
+        ("sc://host:443/;use_ssl=true;token=abc", ("host", 443)),
+        ("sc://:15002", None),
+        ("sc://host:0", None),
+        ("sc://host:port", None),
+        ("127.0.0.1:15002", None),
+    ],
+)
+def test_connect_address_reads_host_and_port(url: str, address: tuple[str, int] | None) -> None:
+    assert connect_address(url) == address
+
+
+def test_a_refused_spark_connect_server_is_one_line_naming_the_address_and_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as sock:  # a port that nothing listens on once the socket closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("THIMBLE_SPARK__REMOTE", f"sc://127.0.0.1:{port}")
+
+    with pytest.raises(ServiceUnavailableError) as caught:
+        build_spark_session(load_settings())
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"127.0.0.1:{port}" in message
+    assert "THIMBLE_SPARK__REMOTE" in message

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from thimble.common._paths import run_dir
@@ -66,15 +66,50 @@ class KafkaConfig(Section):
         return conf
 
 
-class SparkConfig(Section):
-    """The Spark session: master, extra conf, and jars (default: the locally resolved ones)."""
+SPARK_CONNECT_SCHEME = "sc://"
+SPARK_CONNECT_DEFAULT_PORT = 15002
 
+
+class SparkConfig(Section):
+    """The Spark session: a Spark Connect server (``remote``), else an in-process ``master``.
+
+    ``remote`` (``sc://host:port``) reaches a long-lived Spark Connect server, which owns the jars,
+    the warehouse's metastore and the memory settings; without it Thimble starts Spark in its own
+    process with ``master``, ``driver_memory`` and ``jars`` (default: the locally resolved ones).
+    """
+
+    remote: str | None = None
     master: str = "local[2]"
     app_name: str = "thimble"
     driver_memory: str = "2g"
     shuffle_partitions: int = Field(default=4, ge=1)
     jars: list[str] = Field(default_factory=list)
     conf: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("remote")
+    @classmethod
+    def _connect_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        if connect_address(value) is None:
+            raise ValueError(f"a Spark Connect address looks like sc://host:15002, not {value!r}")
+        return value
+
+
+def connect_address(url: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a Spark Connect URL (``sc://host[:port][/;param=value…]``), None if malformed."""
+    if not url.startswith(SPARK_CONNECT_SCHEME):
+        return None
+    authority = url.removeprefix(SPARK_CONNECT_SCHEME).split("/", 1)[0]
+    host, _, port_text = authority.partition(":")
+    if not host or any(ch.isspace() for ch in host):
+        return None
+    if not port_text:
+        return host, SPARK_CONNECT_DEFAULT_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        return None
+    return host, int(port_text)
 
 
 class WarehouseConfig(Section):

@@ -1,21 +1,25 @@
-"""Build the SparkSession every Thimble job uses: local jars, Delta Lake, an embedded Hive metastore.
+"""Build the SparkSession every Thimble job uses: over Spark Connect, or Spark in this process.
 
-The Kafka connector and Delta jars are resolved by Maven ahead of time into ``<run dir>/jars/spark``
-(``./dev setup``); the session puts them on ``spark.jars`` and never downloads anything at start.
+With ``spark.remote`` (``sc://host:port``, e.g. the local stack's server) the session is a thin Spark
+Connect client: the server owns the jars, the Delta extension, the metastore and the memory. Without it
+the session runs in this process (``spark.master``, default ``local[2]``) with local jars, Delta Lake
+and an embedded Hive metastore. The Kafka connector and Delta jars are resolved by Maven ahead of time
+into ``<run dir>/jars/spark`` (``./dev setup``); neither way downloads anything at start.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thimble.common._paths import jars_dir
-from thimble.common.config import ThimbleSettings
-from thimble.common.errors import ConfigError, ServiceUnavailableError, ThimbleError
+from thimble.common.config import ThimbleSettings, connect_address
+from thimble.common.errors import ConfigError, ServiceUnavailableError, ThimbleError, spark_failure
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -24,6 +28,8 @@ DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 JARS_ENV_VAR = "THIMBLE_SPARK__JARS"
+REMOTE_ENV_VAR = "THIMBLE_SPARK__REMOTE"
+CONNECT_TIMEOUT_S = 3.0
 UTC_JVM = "-Duser.timezone=UTC"
 # PySpark logs every failing query's context (a JSON line of several KB) on stderr before raising it.
 _PYSPARK_ERROR_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
@@ -116,8 +122,22 @@ def _ensure_java_home() -> None:
             return
 
 
+def session_conf(settings: ThimbleSettings) -> dict[str, str]:
+    """The settings a Spark session may change at run time, which Thimble sets on every session."""
+    return {
+        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    }
+
+
 def spark_conf(settings: ThimbleSettings) -> dict[str, str]:
-    """Every Spark setting Thimble applies, before the user's ``spark.conf`` (which wins)."""
+    """Every Spark setting Thimble applies, before the user's ``spark.conf`` (which wins).
+
+    The local stack's Spark Connect server starts with these too, so that a job sees the same Spark
+    whether it runs in its own process or over Connect.
+    """
     metastore = Path(settings.warehouse.metastore).resolve()
     java_options = " ".join(
         [
@@ -141,28 +161,43 @@ def spark_conf(settings: ThimbleSettings) -> dict[str, str]:
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
         "spark.driver.memory": settings.spark.driver_memory,
-        "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         "spark.default.parallelism": str(settings.spark.shuffle_partitions),
-        "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        **session_conf(settings),
     }
     conf.update(settings.spark.conf)
     return conf
 
 
 def build_spark_session(settings: ThimbleSettings | None = None, app_name: str | None = None) -> SparkSession:
-    """Create (or return the running) SparkSession configured from ``settings``."""
+    """Create (or return the running) SparkSession configured from ``settings``.
+
+    A Spark Connect session when ``spark.remote`` is set, else Spark in this process. Either way the
+    warehouse's database exists, in ``warehouse.location``, when it returns.
+    """
+    settings = settings or ThimbleSettings()
+    _silence_pyspark_error_logs()
+    if settings.spark.remote:
+        session = _connect_session(settings, settings.spark.remote)
+    else:
+        session = _local_session(settings, app_name)
+    _ensure_database(session, settings)
+    return session
+
+
+def uses_connect(session: SparkSession) -> bool:
+    """Whether ``session`` is a Spark Connect client (it has no JVM or SparkContext in this process)."""
+    return type(session).__module__.startswith("pyspark.sql.connect")
+
+
+def _local_session(settings: ThimbleSettings, app_name: str | None) -> SparkSession:
     from pyspark.sql import SparkSession
 
-    settings = settings or ThimbleSettings()
     _ensure_java_home()
     # pyspark picks the workers' interpreter from the environment when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     Path(settings.warehouse.metastore).mkdir(parents=True, exist_ok=True)
-    _silence_pyspark_error_logs()
     conf = {
         "spark.master": settings.spark.master,
         "spark.app.name": app_name or settings.spark.app_name,
@@ -174,5 +209,59 @@ def build_spark_session(settings: ThimbleSettings | None = None, app_name: str |
         builder = builder.config(key, value)
     session = builder.enableHiveSupport().getOrCreate()
     session.sparkContext.setLogLevel("WARN")
-    session.sql(f"CREATE DATABASE IF NOT EXISTS `{settings.warehouse.database}`")
     return session
+
+
+def _remote_origin() -> str:
+    return REMOTE_ENV_VAR if os.environ.get(REMOTE_ENV_VAR) else "spark.remote (settings file)"
+
+
+def _connect_session(settings: ThimbleSettings, url: str) -> SparkSession:
+    """A Spark Connect session to ``url``, after checking that something listens there.
+
+    The client would otherwise retry a refused connection for minutes before failing with a gRPC trace.
+    """
+    address = connect_address(url)
+    if address is None:
+        raise ConfigError(
+            [f"{_remote_origin()}: a Spark Connect address looks like sc://host:15002, not {url!r}"]
+        )
+    host, port = address
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ServiceUnavailableError(
+            f"No Spark Connect server answers at {host}:{port} ({_remote_origin()} = {url}): "
+            f"{exc.strerror or exc}. Start the local stack's with `./dev stack up`, or unset "
+            f"{REMOTE_ENV_VAR} to run Spark in this process."
+        ) from None
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.remote(url)
+    for key, value in {**session_conf(settings), **settings.spark.conf}.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _ensure_database(session: SparkSession, settings: ThimbleSettings) -> None:
+    """Create the warehouse's database in ``warehouse.location`` unless it exists.
+
+    The location is spelled out because a Spark Connect server's own warehouse folder may differ from
+    this process's settings; in process it is the default location anyway.
+    """
+    database = settings.warehouse.database
+    location = Path(settings.warehouse.location).resolve() / f"{database}.db"
+    try:
+        session.sql(f"CREATE DATABASE IF NOT EXISTS `{database}` LOCATION {_sql_text(str(location))}")
+    except Exception as exc:
+        if not uses_connect(session):
+            raise
+        failure = spark_failure(exc)
+        reason = failure.reason if failure else str(exc).splitlines()[0]
+        raise ServiceUnavailableError(
+            f"The Spark Connect server at {settings.spark.remote} ({_remote_origin()}) did not answer: {reason}"
+        ) from None
