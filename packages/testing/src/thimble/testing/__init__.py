@@ -4,6 +4,20 @@ The fixtures live in :mod:`thimble.testing.plugin`, registered as the pytest plu
 """
 
 from thimble.testing.__about__ import __version__
+from thimble.testing._kafka import TopicReader, produce
+from thimble.testing._ports import free_port, free_ports, port_free
+from thimble.testing._servers import LiveServer, ServerProcess, answers_ok
 from thimble.testing._wait import wait_until
 
-__all__ = ["__version__", "wait_until"]
+__all__ = [
+    "LiveServer",
+    "ServerProcess",
+    "TopicReader",
+    "__version__",
+    "answers_ok",
+    "free_port",
+    "free_ports",
+    "port_free",
+    "produce",
+    "wait_until",
+]

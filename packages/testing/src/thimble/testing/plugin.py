@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from thimble.common.config import ThimbleSettings, load_settings
+from thimble.testing._kafka import TopicReader
+from thimble.testing._servers import LiveServer
 from thimble.testing._wait import wait_until
 
 if TYPE_CHECKING:
@@ -73,6 +75,20 @@ def kafka_topic(kafka_config: dict[str, Any]) -> Iterator[Callable[..., str]]:
                 future.result(timeout=30)
 
 
+@pytest.fixture
+def reader(kafka_config: dict[str, Any]) -> Iterator[Callable[[str], TopicReader]]:
+    """Factory: ``reader(topic)`` reads ``topic`` from its beginning; every reader is closed after the test."""
+    made: list[TopicReader] = []
+
+    def make(topic: str) -> TopicReader:
+        made.append(TopicReader(kafka_config, topic))
+        return made[-1]
+
+    yield make
+    for topic_reader in made:
+        topic_reader.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url(thimble_settings: ThimbleSettings) -> str:
     """URL of a Redis server that answered PING."""
@@ -110,3 +126,17 @@ def spark(spark_settings: ThimbleSettings) -> Iterator[SparkSession]:
     session = build_spark_session(spark_settings, app_name="thimble-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def live() -> Iterator[Callable[[Any], LiveServer]]:
+    """Factory: ``live(app)`` runs ``app`` under uvicorn on a free loopback port until the test ends."""
+    servers: list[LiveServer] = []
+
+    def start(app: Any) -> LiveServer:
+        servers.append(LiveServer(app).__enter__())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.__exit__()

@@ -1,0 +1,40 @@
+"""Loopback ports: a free one binds, a listened one is taken, a run of free ones skips a taken port."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from thimble.testing import free_port, free_ports, port_free
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_free_port_binds_and_a_listened_port_is_taken() -> None:
+    port = free_port()
+    assert port_free(port)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        assert not port_free(port)
+
+
+def test_a_run_of_free_ports_starts_after_a_taken_one() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        taken = server.getsockname()[1]
+        first = free_ports(taken - 1, 2, span=50)
+        assert first > taken - 1 or not {first, first + 1} & {taken}
+        assert taken not in (first, first + 1)
+        assert all(port_free(p) for p in (first, first + 1))
+
+
+def test_no_free_run_is_a_clear_error() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        taken = server.getsockname()[1]
+        with pytest.raises(RuntimeError, match=rf"no 1 free consecutive port\(s\) in {taken}-{taken + 1}"):
+            free_ports(taken, span=1)
