@@ -17,9 +17,9 @@ from thimble.common.errors import ServiceUnavailableError
 from thimble.consumer import App, PartitionLag, TopicMissingError, group_lag
 from thimble.consumer._runner import Runner
 from thimble.consumer.cli import app as cli
-from thimble.testing import wait_until
+from thimble.testing import produce, wait_until
 
-from .conftest import CLI_APP, cli_env, make_settings, produce
+from .conftest import CLI_APP, cli_env, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -114,8 +114,6 @@ def test_dlq_replay_refeeds_the_original_topic(kafka_topic, kafka_config, reader
     def strict(event: Event) -> None:
         if not fixed.is_set():
             raise ValueError("not yet")
-
-    from .conftest import produce
 
     produce(kafka_config, src, [(1, {"id": 1}), (2, {"id": 2})], headers=[("origin", b"test")])
     running = start_app(app, make_settings(kafka_config, src))

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .conftest import produce
+from thimble.testing import produce
 
 pytestmark = pytest.mark.integration
 

@@ -6,15 +6,14 @@ import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from pydantic import BaseModel
 
 from thimble.consumer import App
 from thimble.consumer._dead_letters import ERROR_CLASS, ORIGINAL_TOPIC, REPLAYED_FROM
 from thimble.consumer._dlq_replay import ReplayReport, replay
-from thimble.testing import wait_until
+from thimble.testing import produce, wait_until
 
-from .conftest import make_settings, produce
+from .conftest import make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +44,6 @@ def _replay_in_thread(timeout: float, *args: Any, **kwargs: Any) -> ReplayReport
     return report
 
 
-def _produce_tombstone(kafka_config: dict[str, Any], topic: str, key: bytes) -> None:
-    producer = Producer(kafka_config)
-    producer.produce(topic, None, key)
-    assert producer.flush(30) == 0
-
-
 def test_replay_of_an_exactly_once_dead_letter_topic_ends_and_keeps_tombstones(
     kafka_topic, kafka_config, reader, start_app
 ) -> None:
@@ -66,7 +59,7 @@ def test_replay_of_an_exactly_once_dead_letter_topic_ends_and_keeps_tombstones(
     settings = make_settings(kafka_config, src, exactly_once=True)
     records: list[tuple[Any, Any]] = [(i, {"id": i, "poison": i % 3 == 0}) for i in range(9)]
     produce(kafka_config, src, records)
-    _produce_tombstone(kafka_config, src, b"99")  # cannot be decoded: dead-lettered
+    produce(kafka_config, src, [(b"99", None)])  # a tombstone cannot be decoded: dead-lettered
     running = start_app(app, settings)
     dlq = reader(f"{src}.dlq").wait_for(4)
     assert running.stop() == 0

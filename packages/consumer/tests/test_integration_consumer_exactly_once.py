@@ -13,9 +13,9 @@ import pytest
 from pydantic import BaseModel
 
 from thimble.consumer import App, group_lag
-from thimble.testing import wait_until
+from thimble.testing import produce, wait_until
 
-from .conftest import make_settings, produce, start_cli
+from .conftest import make_settings, start_cli
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from thimble.consumer import DeadLetter
-from thimble.testing import wait_until
+from thimble.testing import produce, wait_until
 
-from .conftest import produce, start_cli
+from .conftest import start_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

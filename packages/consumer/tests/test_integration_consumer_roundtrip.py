@@ -10,8 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from thimble.consumer import App, Context, DeadLetter, Output, Retriable
+from thimble.testing import produce
 
-from .conftest import make_settings, produce
+from .conftest import make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import redis
 from pydantic import BaseModel
 
 from thimble.consumer import App, Landing, OnlineStore
-from thimble.testing import wait_until
+from thimble.testing import produce, wait_until
 
-from .conftest import make_settings, produce
+from .conftest import make_settings
 
 pytestmark = pytest.mark.integration
 

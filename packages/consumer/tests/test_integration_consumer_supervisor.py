@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from thimble.testing import wait_until
+from thimble.testing import produce, wait_until
 
-from .conftest import produce, start_cli
+from .conftest import start_cli
 
 pytestmark = pytest.mark.integration
 
