@@ -7,22 +7,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import history, run_table
+from thimble.testing import produce
 
 from .conftest import config
 
 pytestmark = pytest.mark.integration
-
-
-def _produce(conf: dict[str, Any], topic: str, values: list[bytes]) -> None:
-    producer = Producer(conf)
-    for i, value in enumerate(values):
-        producer.produce(topic, value=value, partition=i % 2)
-    assert producer.flush(30) == 0
 
 
 def test_kafka_source_resumes_from_committed_offsets(
@@ -33,13 +26,10 @@ def test_kafka_source_resumes_from_committed_offsets(
     table_name: str,
 ) -> None:
     topic = kafka_topic("etl", partitions=2)
-    _produce(
-        kafka_config,
-        topic,
-        [json.dumps({"client_id": f"c{i}", "amount": i}).encode() for i in range(4)]
-        # not JSON, though Spark's lenient defaults would accept the last two
-        + [b"{not json", b"{'client_id': 'c7', 'amount': 7}", b'{"client_id": "c8", "amount": NaN}'],
-    )
+    values: list[Any] = [{"client_id": f"c{i}", "amount": i} for i in range(4)]
+    # not JSON, though Spark's lenient defaults would accept the last two
+    values += [b"{not json", b"{'client_id': 'c7', 'amount': 7}", b'{"client_id": "c8", "amount": NaN}']
+    produce(kafka_config, topic, [(None, value) for value in values], partitions=2)
     cfg = config(
         table=table_name,
         source={"type": "kafka", "topic": topic},
@@ -56,7 +46,7 @@ def test_kafka_source_resumes_from_committed_offsets(
     again = run_table(cfg, spark=spark, settings=spark_settings)
     assert again.status == "no_new_data"
 
-    _produce(kafka_config, topic, [json.dumps({"client_id": "c9", "amount": 9}).encode()])
+    produce(kafka_config, topic, [(None, {"client_id": "c9", "amount": 9})], partitions=2)
     third = run_table(cfg, spark=spark, settings=spark_settings)
     assert (third.rows_read, third.inserted) == (1, 1)
     rows = spark.table(f"{db}.{table_name}").collect()
