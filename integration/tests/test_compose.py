@@ -100,11 +100,16 @@ def _click_command(argv: list[str]) -> tuple[Any, list[str]]:
     return sub, argv[2:]
 
 
+def _defaults(text: str) -> str:
+    """``${VAR:-default}`` replaced by its default, as Compose reads the file when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
 def _published(service: dict[str, Any]) -> dict[int, int]:
-    """Container port -> host port of ``127.0.0.1:HOST:CONTAINER`` entries."""
+    """Container port -> host port of ``127.0.0.1:HOST:CONTAINER`` entries (host ports at their defaults)."""
     out = {}
     for entry in service.get("ports", []):
-        *_, host, container = str(entry).split(":")
+        *_, host, container = _defaults(str(entry)).split(":")
         out[int(container)] = int(host)
     return out
 
@@ -144,7 +149,8 @@ def test_images_are_python_311_slim_and_the_etl_one_has_java_17_and_the_stack_ja
         bases = [
             args for word, args in _instructions(REPO / "packages" / package / "Dockerfile") if word == "FROM"
         ]
-        assert bases[-1] == "python:3.11-slim"
+        # Pinned to bookworm: the floating tag moved to a Debian without openjdk-17.
+        assert bases[-1] == "python:3.11-slim-bookworm"
     etl = (REPO / "packages" / "etl" / "Dockerfile").read_text()
     assert "openjdk-17-jre-headless" in etl
     assert "COPY integration/jars/spark/pom.xml" in etl
