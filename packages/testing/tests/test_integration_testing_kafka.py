@@ -22,6 +22,18 @@ def test_what_is_produced_is_read_back_in_order(
     assert got[0].headers() == [("h", b"v")]
 
 
+def test_a_reader_waits_until_what_it_read_satisfies_the_test(
+    kafka_config: dict[str, Any], kafka_topic: Callable[..., str], reader: Callable[[str], TopicReader]
+) -> None:
+    topic = kafka_topic("testing")
+    produce(kafka_config, topic, [(i, {"id": i % 3}) for i in range(6)])
+    ids = reader(topic)
+    ids.wait_until(lambda: {v["id"] for v in ids.values()} == {0, 1, 2}, what="ids 0, 1 and 2")
+    assert {v["id"] for v in ids.values()} == {0, 1, 2}
+    with pytest.raises(pytest.fail.Exception, match="timed out after 1s waiting for an id 3"):
+        ids.wait_until(lambda: 3 in {v["id"] for v in ids.values()}, timeout=1, what="an id 3")
+
+
 def test_records_spread_round_robin_over_partitions(
     kafka_config: dict[str, Any], kafka_topic: Callable[..., str]
 ) -> None:

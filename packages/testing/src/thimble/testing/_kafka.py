@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 from uuid import uuid4
@@ -72,11 +72,20 @@ class TopicReader:
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Message]:
         """Every record seen, once there are at least ``count``; fails the test after ``timeout`` seconds."""
-        wait_until(
-            lambda: len(self.poll()) >= count,
+        return self.wait_until(
+            lambda: len(self.records) >= count,
             timeout,
             what=f"{count} records on {self.topic} (have {len(self.records)})",
         )
+
+    def wait_until(self, done: Callable[[], object], timeout: float = 30, what: str = "") -> list[Message]:
+        """Keep reading until ``done()`` (which looks at ``records`` or ``values()``) is true; every record seen."""
+
+        def read_and_check() -> object:
+            self.poll()
+            return done()
+
+        wait_until(read_and_check, timeout, what=what or f"the records awaited on {self.topic}")
         return self.records
 
     def values(self) -> list[Any]:
