@@ -5,7 +5,7 @@ The fixtures live in :mod:`thimble.testing.plugin`, registered as the pytest plu
 
 from thimble.testing.__about__ import __version__
 from thimble.testing._kafka import TopicReader, produce
-from thimble.testing._ports import free_port, free_ports, port_free
+from thimble.testing._ports import free_port, free_port_run, port_free
 from thimble.testing._servers import LiveServer, ServerProcess, answers_ok
 from thimble.testing._wait import wait_until
 
@@ -16,7 +16,7 @@ __all__ = [
     "__version__",
     "answers_ok",
     "free_port",
-    "free_ports",
+    "free_port_run",
     "port_free",
     "produce",
     "wait_until",

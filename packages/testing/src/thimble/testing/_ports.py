@@ -28,7 +28,7 @@ def port_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
-def free_ports(start: int, count: int = 1, *, step: int = 1, span: int = 200) -> int:
+def free_port_run(start: int, count: int = 1, *, step: int = 1, span: int = 200) -> int:
     """The first of ``count`` consecutive free ports at or after ``start``, trying every ``step``-th port.
 
     For services whose ports must be known in advance or come in runs (a Kafka broker and its controller).
