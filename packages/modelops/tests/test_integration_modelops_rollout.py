@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,7 @@ def _settings(registry: Registry, redis_url: str, kafka: dict[str, Any] | None =
     )
 
 
-def test_the_server_follows_an_alias_move_and_finishes_requests_on_the_old_version(
+def test_the_server_follows_an_alias_move_finishes_requests_on_the_old_version_then_frees_it(
     registry: Registry, redis_url: str, live: Callable[..., Any], tmp_path: Path
 ) -> None:
     registry.save(slow, aliases=["prod"], pickle_function=True)
@@ -66,6 +68,7 @@ def test_the_server_follows_an_alias_move_and_finishes_requests_on_the_old_versi
         refs=["slow@prod"],
         registry=registry,
     )
+    first = weakref.ref(app.state.serving.routes["slow@prod"].model)
     server = live(app)
     mark = tmp_path / "started"
     result: dict[str, Any] = {}
@@ -90,6 +93,19 @@ def test_the_server_follows_an_alias_move_and_finishes_requests_on_the_old_versi
         assert http.post("/v1/models/slow/predict", json=quick).json()["version"] == 2
     sender.join(30)
     assert result == {"status": 200, "version": 1}
+
+    def version_1_freed() -> bool:
+        gc.collect()
+        return first() is None
+
+    wait_until(version_1_freed, 20, what="version 1 to leave memory once its last request is done")
+    assert sorted(app.state.serving.routes) == ["slow", "slow@2", "slow@prod"]
+    document = httpx.get(f"{server.url}/openapi.json", timeout=30).json()  # what /docs shows
+    operation = document["paths"]["/v1/models/slow@prod/predict"]["post"]
+    assert operation["summary"] == "Predict with slow@prod (version 2)"
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0] == {
+        "$ref": "#/components/schemas/slow_2_input"
+    }
 
 
 def _bucket(experiment: str, entity: object) -> float:
@@ -117,14 +133,26 @@ def test_a_canary_takes_a_sticky_share_and_a_shadow_scores_everything(
     )
     server = live(create_app(settings=settings, refs=["churn@prod"], registry=registry))
     answered: dict[str, int] = {}
+    answered_by: dict[int, int] = {}
+    single_predictions: dict[int, Any] = {}
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for i in range(60):
             row = {"client_id": i, "orders_7d": i % 20, "spend_7d": float(i)}
             got = http.post("/v1/models/churn@prod/predict", json=row).json()
             assert got["version"] == (2 if _bucket("churn@canary", i) < 0.3 else 1), i
-            answered[got["request_id"]] = got["version"]
+            assert "versions" not in got
+            answered[got["request_id"]] = answered_by[i] = got["version"]
+            single_predictions[i] = got["predictions"][0]
         again = http.post("/v1/models/churn@prod/predict", json={"client_id": 7, "spend_7d": 1.0}).json()
         assert again["version"] == (2 if _bucket("churn@canary", 7) < 0.3 else 1)
+        # the sticky key is each row's entity: one request's rows go to both sides, each as when alone
+        rows = [{"client_id": i, "orders_7d": i % 20, "spend_7d": float(i)} for i in range(60)]
+        mixed = http.post("/v1/models/churn@prod/predict", json=rows).json()
+        assert mixed["versions"] == [answered_by[i] for i in range(60)]
+        assert [p["p_churn"] for p in mixed["predictions"]] == pytest.approx(
+            [single_predictions[i]["p_churn"] for i in range(60)], rel=1e-9
+        )
+        assert (mixed["model"], mixed["version"]) == ("churn", 1)
     assert 5 < sum(v == 2 for v in answered.values()) < 35
 
     consumer = Consumer(kafka_config | {"group.id": f"g-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
@@ -135,7 +163,7 @@ def test_a_canary_takes_a_sticky_share_and_a_shadow_scores_everything(
         msg = consumer.poll(0.5)
         if msg is not None and msg.error() is None:
             records.append(orjson.loads(msg.value()))
-        return len(records) >= 2 * 61
+        return len(records) >= 2 * 61 + 3
 
     try:
         wait_until(poll, 60, what="answer and shadow records on Kafka")
@@ -150,6 +178,10 @@ def test_a_canary_takes_a_sticky_share_and_a_shadow_scores_everything(
         shadow = by_role[(rid, "shadow")]
         assert (shadow["alias"], shadow["version"]) == ("churn@shadow", 3)
         assert shadow["outputs"] == answer["outputs"]  # the same model and artifacts in every version
+    for role, version in (("primary", 1), ("canary", 2)):
+        part = by_role[(mixed["request_id"], role)]
+        assert [r["client_id"] for r in part["inputs"]] == [i for i in range(60) if answered_by[i] == version]
+    assert len(by_role[(mixed["request_id"], "shadow")]["inputs"]) == 60
 
     cli = Path(sys.executable).parent / "thimble-modelops"
     shown = subprocess.run(

@@ -103,6 +103,63 @@ def test_a_request_id_header_cannot_change_the_answer(
         property_holds()
 
 
+def test_every_answer_carries_a_checked_request_id_and_no_log_line_sees_a_hostile_one(
+    registry: Registry, redis_url: str, live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.save(strict_model, pickle_function=True)
+    server = live(
+        create_app(
+            settings=_settings(registry, redis_url, auth_token=TOKEN, max_body_bytes=2000),
+            refs=["strict"],
+            registry=registry,
+        )
+    )
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    hostile = 'evil"\r\nx-injected: 1 {"model":"x"}'
+    row = {"amount": 1.0, "active": True, "count": 1}
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        answers = {
+            "401": http.post("/v1/models/strict/predict", json=row, headers={"x-request-id": "id-401"}),
+            "404": http.post("/v1/models/nope/predict", json=row, headers=auth | {"x-request-id": "id-404"}),
+            "413": http.post(
+                "/v1/models/strict/predict", content=b" " * 3000, headers=auth | {"x-request-id": "id-413"}
+            ),
+            "422": http.post(
+                "/v1/models/strict/predict", json={"amount": "1"}, headers=auth | {"x-request-id": "id-422"}
+            ),
+            "200": http.post(
+                "/v1/models/strict/predict", json=row, headers=auth | {"x-request-id": "id-200"}
+            ),
+            "kserve": http.get("/v2/models/strict", headers=auth | {"x-request-id": "id-kserve"}),
+            "healthz": http.get("/healthz", headers={"x-request-id": "id-healthz"}),
+        }
+        for name, got in answers.items():
+            assert got.headers.get("x-request-id") == f"id-{name}", (name, got.status_code)
+        assert [answers[s].status_code for s in ("401", "404", "413", "422", "200")] == [
+            401,
+            404,
+            413,
+            422,
+            200,
+        ]
+        with caplog.at_level(logging.DEBUG):
+            failing = http.post(
+                "/v1/models/strict/predict",
+                json=row | {"count": 13},
+                headers=auth | {"x-request-id": hostile.replace("\r\n", " ")},
+            )
+            assert failing.status_code == 500
+            fresh = failing.headers["x-request-id"]
+            assert fresh == failing.json()["request_id"] != hostile.replace("\r\n", " ")
+            wait_until(
+                lambda: any(getattr(r, "request_id", None) == fresh for r in caplog.records),
+                10,
+                what="the failure to be logged with the fresh request id",
+            )
+        assert "evil" not in failing.text
+        assert not [r for r in caplog.records if "evil" in r.getMessage() or "evil" in str(r.__dict__)]
+
+
 def test_bodies_and_row_counts_over_the_limits_are_refused(
     saved_churn: Registry, redis_url: str, live: Callable[..., Any]
 ) -> None:

@@ -84,7 +84,7 @@ def test_an_edited_envelope_or_another_key_is_refused(signed: Registry) -> None:
     with pytest.raises(SignatureError, match="does not verify"):
         signed.load("churn@1")
     other = Registry(signed.url, signing_key="x" * 32)
-    with pytest.raises(SignatureError, match="does not verify"):
+    with pytest.raises(SignatureError, match="signed with a key this server does not have"):
         other.load("churn@1")
 
 
@@ -131,3 +131,44 @@ def test_commands_take_the_key_from_settings_and_refuse_in_one_line(
         assert result.exit_code == 2, result.output
         assert "churn@1: its signature does not verify" in " ".join(result.output.split())
         assert "Traceback" not in result.output
+
+
+OLD_KEY, NEW_KEY = "old-" + "o" * 28, "new-" + "n" * 28
+
+
+def test_keys_rotate_by_key_id_and_an_unknown_key_id_is_refused(tmp_path: Path, churn_clf: object) -> None:
+    url = str(tmp_path / "models")
+    save_churn(Registry(url, signing_key=OLD_KEY), churn_clf)  # churn@1, signed with the old key
+    settings = load_modelops_settings(
+        overrides={"modelops": {"registry": url, "signing_key": NEW_KEY, "previous_signing_keys": [OLD_KEY]}}
+    )
+    rotated = Registry.from_config(settings.modelops)
+    assert rotated.load("churn@1").version == 1  # the old key still verifies what it signed
+    save_churn(rotated, churn_clf)  # churn@2, signed with the new key
+    sig1, sig2 = (orjson.loads((Path(url) / f"churn/versions/{v}/envelope.sig").read_bytes()) for v in (1, 2))
+    assert sig1["key_id"] != sig2["key_id"]
+    assert OLD_KEY not in str(sig1)
+    assert NEW_KEY not in str(sig2)
+
+    new_only = Registry(url, signing_key=NEW_KEY)
+    assert new_only.load("churn@2").version == 2
+    with pytest.raises(SignatureError, match="signed with a key this server does not have") as refused:
+        new_only.load("churn@1")
+    assert sig1["key_id"] in str(refused.value)
+    assert OLD_KEY not in str(refused.value)
+    with pytest.raises(SignatureError, match="does not have"):
+        Registry(url, signing_key=OLD_KEY).load("churn@2")
+
+    # Naming another configured key does not make a signature verify with it.
+    (Path(url) / "churn/versions/1/envelope.sig").write_bytes(orjson.dumps(sig1 | {"key_id": sig2["key_id"]}))
+    with pytest.raises(SignatureError, match="does not verify"):
+        rotated.load("churn@1")
+    # A key id that is not a fingerprint is an unreadable signature, not text for an error message.
+    (Path(url) / "churn/versions/1/envelope.sig").write_bytes(orjson.dumps(sig1 | {"key_id": "x\n" * 9}))
+    with pytest.raises(SignatureError, match="unreadable"):
+        rotated.load("churn@1")
+
+
+def test_previous_keys_need_a_current_key(tmp_path: Path) -> None:
+    with pytest.raises(ModelOpsError, match=r"previous_signing_keys needs modelops\.signing_key"):
+        Registry(str(tmp_path / "models"), previous_signing_keys=[OLD_KEY])

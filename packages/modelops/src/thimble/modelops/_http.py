@@ -1,20 +1,29 @@
-"""HTTP plumbing shared by the server's routers: JSON answers, bearer auth, request ids, body limits."""
+"""HTTP plumbing shared by the server's routers, declared once on the app.
+
+- :class:`RequestIds` (middleware): every request gets an id, the caller's ``X-Request-Id`` only when it
+  is a plain token, and every answer carries it back; routes take it as the :data:`RequestId` dependency.
+- :class:`BodyLimit` (middleware): a body larger than ``max_body_bytes`` is a 413, refused as it streams in.
+- :func:`bearer_auth`: the routers' auth dependency.
+- :func:`json_response` and :func:`problem`: JSON answers built by a serialiser, never by pasting text.
+"""
 
 from __future__ import annotations
 
 import hmac
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 JSON = "application/json"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+REQUEST_ID_HEADER = b"x-request-id"
 
 bearer_scheme = HTTPBearer(
     auto_error=False, description="`Authorization: Bearer <token>` when the server has a token"
@@ -31,11 +40,106 @@ def problem(status: int, msg: str, type_: str, loc: Sequence[Any] = ("body",)) -
     return json_response(status, {"detail": [{"loc": list(loc), "msg": msg, "type": type_}]})
 
 
+def problem_exception(status: int, msg: str, type_: str) -> HTTPException:
+    """:func:`problem` as an exception a dependency raises."""
+    return HTTPException(status, [{"loc": ["body"], "msg": msg, "type": type_}])
+
+
 def request_id(given: str | None) -> str:
     """The caller's request id when it is a plain token (letters, digits, ``._:@/+=-``, ≤ 128), else a new one."""
     if given is not None and REQUEST_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
+
+
+class RequestIds:
+    """ASGI middleware: the request's id in ``scope["state"]["request_id"]`` and in every answer's header.
+
+    The caller's ``X-Request-Id`` is kept only when :func:`request_id` accepts it; anything else is
+    replaced by a fresh id before any route, log line or body can see it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == REQUEST_ID_HEADER), None)
+        rid = request_id(given.decode("latin-1") if given is not None else None)
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (REQUEST_ID_HEADER, rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != REQUEST_ID_HEADER]
+                message["headers"] = [*headers, header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def _request_id(request: Request) -> str:
+    rid: str = request.scope["state"]["request_id"]
+    return rid
+
+
+RequestId = Annotated[str, Depends(_request_id)]
+"""The request's id (set by :class:`RequestIds`), as a route parameter."""
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds the configured limit."""
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``max_bytes`` is a 413, refused by its ``Content-Length`` or as it streams in.
+
+    The answer is a :func:`problem` (``{"error": …}`` on the KServe routes, as that protocol has it).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _refusal(self, scope: Scope) -> Response:
+        msg = f"the body is larger than this server accepts ({self.max_bytes} bytes)"
+        if str(scope.get("path", "")).startswith("/v2/"):
+            return json_response(413, {"error": msg})
+        return problem(413, msg, "body_too_large")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refusal(scope)(scope, receive, send)
+            return
+        size = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refusal(scope)(scope, receive, send)
 
 
 def bearer_auth(token: str | None) -> list[Any]:
@@ -53,39 +157,3 @@ def bearer_auth(token: str | None) -> list[Any]:
             )
 
     return [Depends(require_token)]
-
-
-class BodyTooLarge(Exception):
-    """The request body exceeds the configured limit."""
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused (:class:`BodyTooLarge`) as soon as it is known to exceed ``max_bytes``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def too_large(max_bytes: int) -> Response:
-    return problem(413, f"the body is larger than this server accepts ({max_bytes} bytes)", "body_too_large")
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def bind_path_param(handler: Handler, name: str, value: str) -> Handler:
-    """``handler`` with ``request.path_params[name]`` fixed to ``value`` (one documented route per model)."""
-
-    async def bound(request: Request) -> Response:
-        request.path_params[name] = value
-        return await handler(request)
-
-    return bound

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from thimble.modelops._http import JSON, BodyTooLarge, bearer_auth, read_body, request_id
+from thimble.modelops._http import JSON, REQUEST_ID, RequestId, bearer_auth
 
 if TYPE_CHECKING:
     from thimble.modelops.server import ServedModel, Serving
@@ -105,7 +105,7 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
     ``/v2/models/{name}/ready``, ``/v2/models/{name}/infer``."""
     router = APIRouter(tags=["kserve-v2"])
     models = APIRouter(tags=["kserve-v2"], dependencies=bearer_auth(token), responses=_RESPONSES)
-    max_bytes = serving.cfg.max_body_bytes
+    max_rows = serving.cfg.max_rows
 
     @router.get("/v2/health/live", summary="Server is alive")
     async def live() -> Response:
@@ -160,25 +160,26 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
         responses=_INFER_RESPONSES,
         openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _INFER_REQUEST}}}},
     )
-    async def infer(name: str, request: Request) -> Response:
+    async def infer(name: str, request: Request, header_id: RequestId) -> Response:
         start = time.perf_counter()
         s = find(name)
         if isinstance(s, Response):
             return s
         try:
-            body = orjson.loads(await read_body(request, max_bytes))
-        except BodyTooLarge:
-            return _error(413, f"the body is larger than this server accepts ({max_bytes} bytes)")
+            body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
             return _error(400, f"the body is not valid JSON: {exc}")
         records = _records(body)
         if isinstance(records, str):
             return _error(422, records)
+        if len(records) > max_rows:
+            return _error(413, f"{len(records)} rows; this server accepts at most {max_rows}")
         given = body.get("id")
-        rid = request_id(given if isinstance(given, str) else None)
-        s, outputs = await serving.answer(name, records, False, rid, start)
-        if isinstance(outputs, Response):
-            return outputs
+        rid = given if isinstance(given, str) and REQUEST_ID.fullmatch(given) else header_id
+        answer = await serving.answer(name, records, False, rid, start)
+        if isinstance(answer, Response):
+            return answer
+        s, outputs = answer.served, answer.outputs
         props = s.model.output_type.model_json_schema().get("properties", {})
         tensors = [
             {
@@ -189,17 +190,15 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
             }
             for f in s.model.output_fields
         ]
-        return Response(
-            orjson.dumps(
-                {
-                    "model_name": s.model.name,
-                    "model_version": str(s.model.version),
-                    "id": rid,
-                    "outputs": tensors,
-                }
-            ),
-            media_type=JSON,
-        )
+        out: dict[str, Any] = {
+            "model_name": s.model.name,
+            "model_version": str(s.model.version),
+            "id": rid,
+            "outputs": tensors,
+        }
+        if answer.versions is not None:  # a canary answered some rows: each row's version
+            out["parameters"] = {"versions": answer.versions}
+        return Response(orjson.dumps(out), media_type=JSON)
 
     router.include_router(models)
     return router

@@ -4,15 +4,22 @@ Every ``alias_poll_s`` the server re-reads the aliases it serves (one small file
 the new version is loaded off the event loop and swapped in with one assignment: requests that already
 hold the old version finish on it, the next ones get the new one.
 
-A canary takes the requests whose entity falls in its share: the same rule as Thimble's A/B arms, a
+A canary takes the rows whose entity falls in its share: the same rule as Thimble's A/B arms, a
 SHA-256 bucket in [0, 1) of ``"<canary ref>:<entity>"``, so an entity stays on its side as long as the
-share does. A request goes by its first row's entity. A shadow scores every answered request after the
-answer is sent; its predictions only reach the prediction log.
+share does. The sticky key is each row's own entity (the split's ``entity_key`` field): a request whose
+rows fall on both sides is answered by both, row by row; a row without the key goes to the primary.
+A shadow scores every answered request after the answer is sent; its predictions only reach the
+prediction log.
+
+A version no served reference names any more is retired: it leaves the server's tables at once, and once
+its last request in flight is done its batcher and feature connections close, so the memory it holds
+(function, artifacts) is freed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,13 +50,16 @@ class Split:
     shadow: str | None
     entity_key: str | None
 
-    def takes(self, records: list[Any]) -> bool:
-        """Whether this request goes to the canary."""
+    def canary_rows(self, records: list[Any]) -> list[int]:
+        """The positions of the rows the canary answers: those whose entity falls in its share."""
         if self.canary is None or self.share <= 0 or self.entity_key is None:
-            return False
-        first = records[0]
-        entity = first.get(self.entity_key) if isinstance(first, dict) else None
-        return entity is not None and bucket(self.canary, entity) < self.share
+            return []
+        key, canary, share = self.entity_key, self.canary, self.share
+        return [
+            i
+            for i, r in enumerate(records)
+            if isinstance(r, dict) and (entity := r.get(key)) is not None and bucket(canary, entity) < share
+        ]
 
 
 class AliasFollower:
@@ -65,8 +75,9 @@ class AliasFollower:
         self.serving = serving
         self.registry = registry
         self.make = make
+        self.requested = list(refs)
         self.refs = [r for r in refs if ModelRef.parse(r).version is None]
-        self.retired: list[ServedModel] = []
+        self.closing: set[asyncio.Task[None]] = set()
 
     async def follow_forever(self, interval_s: float) -> None:
         while True:
@@ -98,8 +109,33 @@ class AliasFollower:
             for other, s in list(routes.items()):  # the bare name served as this reference follows it
                 if s is old and ModelRef.parse(other).version is None:
                     routes[other] = new
-            self.retired.append(old)
         log.info(
             "serving a new version",
             extra={"ref": ref, "version": new.model.version, "previous": old.model.version if old else None},
         )
+        if old is not None and not any(routes.get(r) is old for r in self.requested):
+            self._retire(old)
+
+    def _retire(self, old: ServedModel) -> None:
+        """Forget a version no reference serves: close it once its requests in flight are done."""
+        routes = self.serving.routes
+        for other in [r for r, s in routes.items() if s is old]:
+            del routes[other]
+        key = (old.model.name, old.model.version or 0)
+        if self.serving.by_version.get(key) is old:
+            del self.serving.by_version[key]
+        task = asyncio.get_running_loop().create_task(self._close_when_idle(old))
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
+    async def _close_when_idle(self, old: ServedModel) -> None:
+        while old.in_flight:
+            await asyncio.sleep(0.05)
+        await old.close()
+        ref = old.model.ref
+        del old  # this frame's reference: the last one once the tables and requests let go
+        # Loaded models are frozen out of the collector's scans at start; let this one's cycles go.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        log.info("version retired", extra={"model": ref})

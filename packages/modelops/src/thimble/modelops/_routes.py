@@ -5,25 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from thimble.modelops._http import (
-    JSON,
-    BodyTooLarge,
-    bearer_auth,
-    bind_path_param,
-    json_response,
-    problem,
-    read_body,
-    request_id,
-    too_large,
-)
+from thimble.modelops._http import JSON, RequestId, bearer_auth, json_response, problem_exception
 
 if TYPE_CHECKING:
     from thimble.modelops.envelope import LoadedModel
@@ -54,53 +46,82 @@ ERROR_SCHEMA = {
 _MESSAGE_SCHEMA = {"type": "object", "properties": {"detail": {}, "request_id": {"type": "string"}}}
 
 
-def v1_router(serving: Serving, token: str | None, defs: dict[str, Any]) -> APIRouter:
+@dataclass(frozen=True)
+class Rows:
+    """A prediction request's rows, and whether it sent one row as an object (answered as one)."""
+
+    records: list[Any]
+    single: bool
+
+
+async def request_rows(request: Request) -> Rows:
+    """Read a ``/v1`` body into :class:`Rows`: JSON, one row or a non-empty array of them, at most
+    ``max_rows`` (413). Large bodies are parsed on a worker thread."""
+    body = await request.body()
+    try:
+        parsed = (
+            await asyncio.to_thread(orjson.loads, body) if len(body) > OFFLOAD_BYTES else orjson.loads(body)
+        )
+    except orjson.JSONDecodeError as exc:
+        raise problem_exception(400, f"the body is not valid JSON: {exc}", "json_invalid") from None
+    if isinstance(parsed, dict):
+        return Rows([parsed], True)
+    if not isinstance(parsed, list) or not parsed:
+        raise problem_exception(
+            422, "the body must be one row (a JSON object) or a non-empty array of rows", "body_shape"
+        )
+    max_rows = _serving(request).cfg.max_rows
+    if len(parsed) > max_rows:
+        raise problem_exception(
+            413, f"{len(parsed)} rows; this server accepts at most {max_rows}", "too_many_rows"
+        )
+    return Rows(parsed, False)
+
+
+async def served_ref(request: Request, ref: str) -> str:
+    """The path's model reference, when it is served here (else 404)."""
+    routes = _serving(request).routes
+    if ref not in routes:
+        raise HTTPException(404, f"model {ref!r} is not served here; served: {', '.join(sorted(routes))}")
+    return ref
+
+
+def _serving(request: Request) -> Serving:
+    serving: Serving = request.app.state.serving
+    return serving
+
+
+RequestRows = Annotated[Rows, Depends(request_rows)]
+ServedRef = Annotated[str, Depends(served_ref)]
+
+
+def v1_router(serving: Serving, token: str | None) -> APIRouter:
     """``POST /v1/models/{ref}/predict`` (one documented route per served reference) and ``GET /v1/models``."""
     router = APIRouter(dependencies=bearer_auth(token), responses={401: UNAUTHORIZED})
-    max_bytes = serving.cfg.max_body_bytes
 
-    async def predict(request: Request) -> Response:
+    async def predict(ref: str, rows: Rows, rid: str) -> Response:
         start = time.perf_counter()
-        ref = request.path_params["ref"]
-        s = serving.routes.get(ref)
-        if s is None:
-            return json_response(
-                404,
-                {"detail": f"model {ref!r} is not served here; served: {', '.join(sorted(serving.routes))}"},
-            )
-        rid = request_id(request.headers.get("x-request-id"))
-        try:
-            body = await read_body(request, max_bytes)
-        except BodyTooLarge:
-            return too_large(max_bytes)
-        try:
-            parsed = (
-                await asyncio.to_thread(orjson.loads, body)
-                if len(body) > OFFLOAD_BYTES
-                else orjson.loads(body)
-            )
-        except orjson.JSONDecodeError as exc:
-            return problem(400, f"the body is not valid JSON: {exc}", "json_invalid")
-        single = isinstance(parsed, dict)
-        if single:
-            records: list[Any] = [parsed]
-        elif isinstance(parsed, list) and parsed:
-            records = parsed
-        else:
-            return problem(
-                422, "the body must be one row (a JSON object) or a non-empty array of rows", "body_shape"
-            )
-        s, outputs = await serving.answer(ref, records, single, rid, start)
-        if isinstance(outputs, Response):
-            return outputs
-        out = await asyncio.to_thread(s.body, rid, outputs) if len(outputs) > 256 else s.body(rid, outputs)
-        return Response(out, media_type=JSON, headers={"x-request-id": rid})
+        answer = await serving.answer(ref, rows.records, rows.single, rid, start)
+        if isinstance(answer, Response):
+            return answer
+        big = len(answer.outputs) > 256
+        out = await asyncio.to_thread(answer.body, rid) if big else answer.body(rid)
+        return Response(out, media_type=JSON)
+
+    def predict_route(ref: str) -> Callable[..., Awaitable[Response]]:
+        async def predict_ref(rows: RequestRows, rid: RequestId) -> Response:
+            return await predict(ref, rows, rid)
+
+        return predict_ref
+
+    async def predict_any(ref: ServedRef, rows: RequestRows, rid: RequestId) -> Response:
+        return await predict(ref, rows, rid)
 
     for ref, s in sorted(serving.routes.items()):
         responses: dict[int | str, dict[str, Any]] = {
             200: {
                 "description": "Predictions, one per input row",
-                "content": {JSON: {"schema": _response_schema(s.model, defs)}},
+                "content": {JSON: {"schema": {"type": "object"}}},  # see install_openapi
             },
             400: {"description": "The body is not JSON", "content": {JSON: {"schema": ERROR_SCHEMA}}},
             413: {
@@ -122,7 +143,7 @@ def v1_router(serving: Serving, token: str | None, defs: dict[str, Any]) -> APIR
         }
         router.add_api_route(
             f"/v1/models/{ref}/predict",
-            bind_path_param(predict, "ref", ref),
+            predict_route(ref),
             methods=["POST"],
             name=f"predict {ref}",
             summary=f"Predict with {ref} (version {s.model.version})",
@@ -141,12 +162,13 @@ def v1_router(serving: Serving, token: str | None, defs: dict[str, Any]) -> APIR
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": {JSON: {"schema": _request_schema(s.model, defs)}},
+                    "content": {JSON: {"schema": {}}},  # see install_openapi
                 },
             },
             tags=["predict"],
         )
-    router.add_api_route("/v1/models/{ref}/predict", predict, methods=["POST"], include_in_schema=False)
+    # references served after an alias move (name@version) have no documented route of their own
+    router.add_api_route("/v1/models/{ref}/predict", predict_any, methods=["POST"], include_in_schema=False)
 
     @router.get("/v1/models", tags=["models"], summary="Served models")
     async def list_models() -> Response:
@@ -233,6 +255,11 @@ def _response_schema(model: LoadedModel, defs: dict[str, Any]) -> dict[str, Any]
             "version": {"type": "integer"},
             "request_id": {"type": "string"},
             "predictions": {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}},
+            "versions": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "the version that answered each row, when a canary answered some rows",
+            },
         },
     }
 
@@ -251,14 +278,31 @@ def _summary(m: LoadedModel) -> dict[str, Any]:
     }
 
 
-def install_openapi(app: FastAPI, defs: dict[str, Any], names: list[str]) -> None:
-    """Add the served models' input and output schemas to the OpenAPI components, their names to ``{name}``."""
+def install_openapi(app: FastAPI, serving: Serving) -> None:
+    """Document each served reference with the schemas of the version it serves now.
+
+    The document is rebuilt when a served reference moves to another version (an alias move), so
+    ``/openapi.json`` and ``/docs`` always describe what the server answers with.
+    """
     base = app.openapi
+    built_for: list[tuple[str, int | None]] = []
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        served = sorted((ref, s.model.version) for ref, s in serving.routes.items())
+        if app.openapi_schema is None or served != built_for:
+            app.openapi_schema = None
             schema = base()
+            defs: dict[str, Any] = {}
+            for ref, s in serving.routes.items():
+                operation = schema.get("paths", {}).get(f"/v1/models/{ref}/predict", {}).get("post")
+                if operation is None:
+                    continue  # a reference served after an alias move (name@version): undocumented
+                operation["summary"] = f"Predict with {ref} (version {s.model.version})"
+                operation["description"] = s.model.info.description if s.model.info else ""
+                operation["requestBody"]["content"][JSON]["schema"] = _request_schema(s.model, defs)
+                operation["responses"]["200"]["content"][JSON]["schema"] = _response_schema(s.model, defs)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
+            names = sorted(serving.routes)
             for path, operations in schema.get("paths", {}).items():
                 if "{name}" not in path:
                     continue
@@ -267,6 +311,7 @@ def install_openapi(app: FastAPI, defs: dict[str, Any], names: list[str]) -> Non
                         if param.get("name") == "name" and param.get("in") == "path":
                             param["schema"] = {"type": "string", "enum": names}
             app.openapi_schema = schema
+            built_for[:] = served
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -92,6 +92,10 @@ class ModelOpsConfig(Section):
         default=None,
         description="secret that signs saved models (HMAC-SHA256); loads refuse models that do not verify",
     )
+    previous_signing_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="keys that signed models before signing_key: still verified (by key id), never used to sign",
+    )
     allow_unsigned: bool = Field(
         default=False, description="with a signing key, still load models saved without a signature"
     )

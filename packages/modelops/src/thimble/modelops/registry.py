@@ -205,7 +205,8 @@ class Registry:
 
     ``url`` is a local folder or any fsspec URL; ``storage_options`` go to its filesystem
     (for ``webdav://folder``: ``base_url`` and ``auth``). With ``signing_key``, saves are signed and loads
-    refuse versions whose signature does not verify, and unsigned ones unless ``allow_unsigned``.
+    refuse versions whose signature does not verify, and unsigned ones unless ``allow_unsigned``;
+    ``previous_signing_keys`` still verify what they signed (keys rotate, see :mod:`._signing`).
     Build it from settings with :meth:`from_config` (or :meth:`open`).
     """
 
@@ -216,6 +217,7 @@ class Registry:
         *,
         sample_rows: int = 1000,
         signing_key: str | bytes | None = None,
+        previous_signing_keys: Sequence[str | bytes] = (),
         allow_unsigned: bool = False,
         tracking: str | None = None,
     ) -> None:
@@ -231,7 +233,9 @@ class Registry:
             ) from None
         self.root = root.rstrip("/")
         self.sample_rows = sample_rows
-        self.signer = Signer(signing_key) if signing_key else None
+        if previous_signing_keys and not signing_key:
+            raise ModelOpsError("modelops.previous_signing_keys needs modelops.signing_key (the current key)")
+        self.signer = Signer(signing_key, previous_signing_keys) if signing_key else None
         self.allow_unsigned = allow_unsigned
         self.tracking = tracking
         protocol = self.fs.protocol
@@ -246,6 +250,7 @@ class Registry:
             cfg.registry_options,
             sample_rows=cfg.sample_rows,
             signing_key=cfg.signing_key.get_secret_value() if cfg.signing_key else None,
+            previous_signing_keys=[k.get_secret_value() for k in cfg.previous_signing_keys],
             allow_unsigned=cfg.allow_unsigned,
             tracking=cfg.tracking,
         )

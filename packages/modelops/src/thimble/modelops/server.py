@@ -16,6 +16,7 @@ import gc
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from thimble.common.logging import get_logger
 from thimble.common.metrics import Metrics
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._docs import install_docs
-from thimble.modelops._http import json_response, problem
+from thimble.modelops._http import BodyLimit, RequestIds, json_response, problem
 from thimble.modelops._prediction_log import PredictionLog
 from thimble.modelops._rollout import AliasFollower, Split
 from thimble.modelops._serving_stats import ServingStats
@@ -126,9 +127,15 @@ class ServedModel:
         self.dump_rows = model.rows_adapter.dump_python
         self.dump_outputs = model.outputs_adapter.dump_python
         self.dump_json = model.outputs_adapter.dump_json
+        self.in_flight = 0  # requests running on this version now (a retired version closes at 0)
 
-    def validate(self, records: list[Any], single: bool) -> list[BaseModel] | list[dict[str, Any]]:
-        """The rows, validated as strictly as the published JSON schema says; or the field errors."""
+    def validate(
+        self, records: list[Any], single: bool, positions: list[int] | None = None
+    ) -> list[BaseModel] | list[dict[str, Any]]:
+        """The rows, validated as strictly as the published JSON schema says; or the field errors.
+
+        ``positions``: where each record stands in the request (when it is part of one), for the errors.
+        """
         rows: list[BaseModel] = []
         errors: list[dict[str, Any]] = []
         for start in range(0, len(records), VALIDATE_CHUNK):
@@ -136,8 +143,21 @@ class ServedModel:
             try:
                 rows.extend(self.model.rows_adapter.validate_json(orjson.dumps(chunk), strict=True))
             except ValidationError as exc:
-                errors.extend(_validation_detail(exc, single, start))
+                errors.extend(_validation_detail(exc, single, start, positions))
         return errors or rows
+
+    async def close(self) -> None:
+        """Record the last serving window, stop the batcher and close the feature store's connections."""
+        try:
+            await asyncio.to_thread(self.stats.flush)
+        except Exception as exc:
+            log.error(
+                "serving metrics not recorded",
+                extra={"model": self.model.ref, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        self.batcher.close()
+        if self.features is not None:
+            await self.features.close()
 
     def observe_values(self, outputs: list[BaseModel]) -> None:
         for field, hist in self.value_fields:
@@ -146,15 +166,26 @@ class ServedModel:
                 if v is not None:
                     hist.observe(v)
 
-    def body(self, request_id: str, outputs: list[BaseModel]) -> bytes:
-        return orjson.dumps(
-            {
-                "model": self.model.name,
-                "version": self.model.version,
-                "request_id": request_id,
-                "predictions": orjson.Fragment(self.dump_json(outputs)),
-            }
-        )
+
+@dataclass
+class Answer:
+    """The predictions of one request, and the version that answered (``versions``: each row's, when two did)."""
+
+    served: ServedModel
+    outputs: list[BaseModel]
+    versions: list[int] | None = None
+
+    def body(self, request_id: str) -> bytes:
+        m = self.served.model
+        out: dict[str, Any] = {
+            "model": m.name,
+            "version": m.version,
+            "request_id": request_id,
+            "predictions": orjson.Fragment(self.served.dump_json(self.outputs)),
+        }
+        if self.versions is not None:
+            out["versions"] = self.versions
+        return orjson.dumps(out)
 
 
 def _json_integers(value: Any) -> Any:
@@ -168,12 +199,15 @@ def _json_integers(value: Any) -> Any:
     return value
 
 
-def _validation_detail(exc: ValidationError, single: bool, offset: int = 0) -> list[dict[str, Any]]:
+def _validation_detail(
+    exc: ValidationError, single: bool, offset: int = 0, positions: list[int] | None = None
+) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
         loc = list(err["loc"])
         if loc and isinstance(loc[0], int):
-            loc = loc[1:] if single else [loc[0] + offset, *loc[1:]]
+            row = loc[0] + offset
+            loc = loc[1:] if single else [positions[row] if positions else row, *loc[1:]]
         out.append({"loc": ["body", *loc], "msg": err["msg"], "type": err["type"]})
     return out
 
@@ -212,25 +246,83 @@ class Serving:
 
     async def answer(
         self, ref: str, records: list[Any], single: bool, request_id: str, start: float
-    ) -> tuple[ServedModel, list[BaseModel] | Response]:
-        """The version that answers ``ref`` for this request (primary or canary) and its answer.
+    ) -> Answer | Response:
+        """The answer to ``ref`` for this request, or an error answer.
 
-        The shadow of ``ref``, if any, scores the same records after the answer.
+        With a canary, each row goes to the version its entity falls to (:meth:`Split.canary_rows`), so
+        one request may be answered by both. The shadow of ``ref``, if any, scores every row after.
         """
         s = self.routes[ref]
         split = self.splits.get(ref)
-        role = "primary"
-        if split is not None and split.canary is not None and split.takes(records):
-            s, ref, role = self.routes[split.canary], split.canary, "canary"
-        outputs = await self.predict(s, records, single, request_id, start, ref, role)
-        if split is not None and split.shadow is not None and not isinstance(outputs, Response):
+        if split is None:
+            return await self.predict(s, records, single, request_id, start, ref)
+        to_canary = split.canary_rows(records)
+        answer: Answer | Response
+        if not to_canary:
+            answer = await self.predict(s, records, single, request_id, start, ref)
+        elif len(to_canary) == len(records):
+            assert split.canary is not None
+            canary = self.routes[split.canary]
+            answer = await self.predict(canary, records, single, request_id, start, split.canary, "canary")
+        else:
+            answer = await self._predict_split(s, ref, split, records, to_canary, request_id, start)
+        if split.shadow is not None and not isinstance(answer, Response):
             shadow = self.routes[split.shadow]
             task = asyncio.get_running_loop().create_task(
                 self.predict(shadow, records, single, request_id, time.perf_counter(), split.shadow, "shadow")
             )
             self._shadows.add(task)
             task.add_done_callback(self._shadows.discard)
-        return s, outputs
+        return answer
+
+    async def _predict_split(
+        self,
+        primary: ServedModel,
+        ref: str,
+        split: Split,
+        records: list[Any],
+        to_canary: list[int],
+        request_id: str,
+        start: float,
+    ) -> Answer | Response:
+        """Rows ``to_canary`` on the canary, the others on ``primary``, answered in the request's order."""
+        assert split.canary is not None
+        taken = set(to_canary)
+        to_primary = [i for i in range(len(records)) if i not in taken]
+        canary = self.routes[split.canary]
+        got = await asyncio.gather(
+            self.predict(
+                primary,
+                [records[i] for i in to_primary],
+                False,
+                request_id,
+                start,
+                ref,
+                "primary",
+                to_primary,
+            ),
+            self.predict(
+                canary,
+                [records[i] for i in to_canary],
+                False,
+                request_id,
+                start,
+                split.canary,
+                "canary",
+                to_canary,
+            ),
+        )
+        for part in got:
+            if isinstance(part, Response):
+                return part
+        outputs: list[BaseModel] = [None] * len(records)  # type: ignore[list-item]
+        versions = [0] * len(records)
+        for part, positions in zip(got, (to_primary, to_canary), strict=True):
+            assert isinstance(part, Answer)
+            for i, out in zip(positions, part.outputs, strict=True):
+                outputs[i] = out
+                versions[i] = part.served.model.version or 0
+        return Answer(primary, outputs, versions)
 
     async def predict(
         self,
@@ -241,24 +333,44 @@ class Serving:
         start: float,
         alias: str | None = None,
         role: str = "primary",
-    ) -> list[BaseModel] | Response:
-        """Fill features, validate, run the model and record the request; an error answer on failure."""
+        positions: list[int] | None = None,
+    ) -> Answer | Response:
+        """Fill features, validate, run the model and record the request; an error answer on failure.
+
+        ``positions``: where each record stands in the request, when these records are part of it.
+        """
+        s.in_flight += 1
+        try:
+            return await self._predict(s, records, single, request_id, start, alias, role, positions)
+        finally:
+            s.in_flight -= 1
+
+    async def _predict(
+        self,
+        s: ServedModel,
+        records: list[Any],
+        single: bool,
+        request_id: str,
+        start: float,
+        alias: str | None,
+        role: str,
+        positions: list[int] | None,
+    ) -> Answer | Response:
         m = s.model
-        if len(records) > self.cfg.max_rows:
-            s.metrics.errors.labels(m.name, s.version, "413").inc()
-            return problem(
-                413, f"{len(records)} rows; this server accepts at most {self.cfg.max_rows}", "too_many_rows"
-            )
         if s.features is not None:
             try:
                 defaulted = await s.features.fill(records)
             except FeatureLookupError as exc:
-                return self._feature_problem(s, exc, records, single)
+                return self._feature_problem(s, exc, records, single, positions)
             for f, n in defaulted.items():
                 s.metrics.missing.labels(m.name, s.version, f, "defaulted").inc(n)
                 s.stats.missing_features[f] = s.stats.missing_features.get(f, 0) + n
         big = len(records) > OFFLOAD_ROWS
-        checked = await asyncio.to_thread(s.validate, records, single) if big else s.validate(records, single)
+        checked = (
+            await asyncio.to_thread(s.validate, records, single, positions)
+            if big
+            else s.validate(records, single, positions)
+        )
         if checked and isinstance(checked[0], dict):
             s.metrics.errors.labels(m.name, s.version, "422").inc()
             return json_response(422, {"detail": checked})
@@ -301,10 +413,15 @@ class Serving:
                     role,
                 )
             )
-        return outputs
+        return Answer(s, outputs)
 
     def _feature_problem(
-        self, s: ServedModel, exc: FeatureLookupError, records: list[Any], single: bool
+        self,
+        s: ServedModel,
+        exc: FeatureLookupError,
+        records: list[Any],
+        single: bool,
+        positions: list[int] | None,
     ) -> Response:
         m = s.model
         s.metrics.errors.labels(m.name, s.version, "422" if exc.missing else "503").inc()
@@ -318,7 +435,7 @@ class Serving:
                 s.metrics.missing.labels(m.name, s.version, f, "rejected").inc()
                 detail.append(
                     {
-                        "loc": ["body", f] if single else ["body", i, f],
+                        "loc": ["body", f] if single else ["body", positions[i] if positions else i, f],
                         "msg": f"feature '{f}' of {key}={records[i].get(key)!r} is not in the online store "
                         "and has no default; send it in the request or declare a default",
                         "type": "missing_feature",
@@ -452,11 +569,10 @@ def create_app(
             task.cancel()
             if following is not None:
                 following.cancel()
-            await flush_stats()
-            for s in {id(s): s for s in [*serving.served, *(follower.retired if follower else [])]}.values():
-                s.batcher.close()
-                if s.features:
-                    await s.features.close()
+            if follower is not None and follower.closing:
+                await asyncio.wait(follower.closing, timeout=10)
+            for s in serving.served:
+                await s.close()
             if plog is not None:
                 await plog.close(cfg.prediction_log_flush_s)
 
@@ -468,6 +584,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(RequestIds)  # outermost: every answer carries the id, a refusal too
     install_docs(app, app.title)
     app.state.serving = serving
     app.state.served = serving.routes
@@ -475,11 +593,10 @@ def create_app(
     app.state.flush_stats = flush_stats
     app.state.alias_follower = follower
     token = cfg.auth_token.get_secret_value() if cfg.auth_token else None
-    defs: dict[str, Any] = {}
-    app.include_router(v1_router(serving, token, defs))
+    app.include_router(v1_router(serving, token))
     app.include_router(kserve_router(serving, token))
     app.include_router(health_router(serving, metrics_registry))
-    install_openapi(app, defs, sorted(serving.routes))
+    install_openapi(app, serving)
     return app
 
 
