@@ -136,7 +136,9 @@ def describe_taken(ports: Sequence[int]) -> list[str]:
     return sentences
 
 
-_THIMBLE_SERVICE = re.compile(r"(?P<run>\S+)/conf/(?:kafka(?:-\d+)?/server\.properties|redis\.conf)")
+_THIMBLE_SERVICE = re.compile(
+    r"(?P<run>\S+)/conf/(?:kafka(?:-\d+)?/server\.properties|redis\.conf|spark/spark[\w-]*\.conf)"
+)
 
 
 def _summary(line: str, limit: int = 100) -> str:

@@ -73,6 +73,10 @@ class Service(abc.ABC):
     def healthy(self) -> bool:
         """One real request to the service succeeded (a short timeout; never raises)."""
 
+    def environment(self) -> dict[str, str] | None:
+        """The environment the service starts with; None: this process's."""
+        return None
+
     def owns(self, pid: int, started: int | None = None) -> bool:
         """Whether ``pid`` is this service's process (and not a process that reused its pid)."""
         line = cmdline(pid)

@@ -13,6 +13,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 POMS_DIR = Path(__file__).resolve().parent / "jars"
 MAX_KAFKA_BROKERS = 9
 BROKERS_FILE = "kafka-brokers"
+MAX_SPARK_WORKERS = 8
+SPARK_WORKERS_FILE = "spark-workers"
 
 
 def _port(name: str, default: int) -> int:
@@ -52,11 +54,47 @@ def _broker_count(run_dir: Path) -> int:
         raise StackError(f"{where}={raw!r} is not a number of brokers") from None
 
 
+def _switch(name: str) -> bool:
+    """An on/off environment variable, on unless set to 0, false, no or off."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise StackError(f"{name}={raw!r} is neither on (1) nor off (0)")
+
+
+def check_worker_count(count: int, where: str) -> int:
+    """``count`` if the stack can run that many Spark workers (0 to MAX_SPARK_WORKERS); else a StackError."""
+    if not 0 <= count <= MAX_SPARK_WORKERS:
+        raise StackError(
+            f"{where}={count} is out of range: the stack runs 0 to {MAX_SPARK_WORKERS} Spark workers"
+        )
+    return count
+
+
+def _worker_count(run_dir: Path) -> int:
+    """``THIMBLE_STACK_SPARK_WORKERS``, else the count a running stack in ``run_dir`` was started with, else 0."""
+    raw = os.environ.get("THIMBLE_STACK_SPARK_WORKERS")
+    where = "THIMBLE_STACK_SPARK_WORKERS"
+    if raw is None or raw == "":
+        remembered = run_dir / "conf" / SPARK_WORKERS_FILE
+        if not remembered.exists():
+            return 0
+        raw, where = remembered.read_text().strip(), str(remembered)
+    try:
+        return check_worker_count(int(raw), where)
+    except ValueError:
+        raise StackError(f"{where}={raw!r} is not a number of workers") from None
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """Every path and port of one stack; two stacks with different settings run side by side.
 
     Kafka node ``i`` (0-based) listens on ``kafka_port + 2*i`` and its KRaft controller on the next port.
+    Spark's standalone master listens on ``spark_master_port``, its web UI on the next port, and worker
+    ``n`` (1-based) on ``spark_master_port + 1 + n``.
     """
 
     run_dir: Path
@@ -64,6 +102,10 @@ class StackSettings:
     kafka_port: int
     redis_port: int
     kafka_brokers: int = 1
+    spark_port: int = 15002
+    spark_master_port: int = 7077
+    spark_workers: int = 0
+    spark: bool = True
 
     @property
     def controller_port(self) -> int:
@@ -84,6 +126,32 @@ class StackSettings:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{self.broker_port(i)}" for i in range(self.kafka_brokers))
+
+    @property
+    def spark_master_ui_port(self) -> int:
+        return self.spark_master_port + 1
+
+    def spark_worker_port(self, number: int) -> int:
+        return self.spark_master_port + 1 + number
+
+    @property
+    def spark_master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.spark_master_port}"
+
+    @property
+    def spark_ports(self) -> list[int]:
+        """The Connect server's port, and the master's and workers' when the stack runs a cluster."""
+        if not self.spark:
+            return []
+        if not self.spark_workers:
+            return [self.spark_port]
+        cluster = range(self.spark_master_port, self.spark_worker_port(self.spark_workers) + 1)
+        return [self.spark_port, *cluster]
+
+    @property
+    def spark_workers_file(self) -> Path:
+        """Holds the Spark worker count while the stack runs, so that ``status``/``down`` need no flag."""
+        return self.conf_dir / SPARK_WORKERS_FILE
 
     @property
     def brokers_file(self) -> Path:
@@ -107,9 +175,12 @@ class StackSettings:
         return self.run_dir / "data"
 
     @classmethod
-    def from_env(cls, kafka_brokers: int | None = None) -> StackSettings:
+    def from_env(cls, kafka_brokers: int | None = None, spark_workers: int | None = None) -> StackSettings:
         """``THIMBLE_RUN_DIR``, ``THIMBLE_STACK_JARS_DIR``, ``THIMBLE_STACK_KAFKA_PORT``, ``THIMBLE_STACK_REDIS_PORT``,
-        ``THIMBLE_STACK_KAFKA_BROKERS`` (``kafka_brokers`` overrides it; default: what the running stack uses, else 1).
+        ``THIMBLE_STACK_KAFKA_BROKERS`` (``kafka_brokers`` overrides it; default: what the running stack uses, else 1),
+        ``THIMBLE_STACK_SPARK_PORT``, ``THIMBLE_STACK_SPARK_MASTER_PORT``, ``THIMBLE_STACK_SPARK_WORKERS``
+        (``spark_workers`` overrides it; default: what the running stack uses, else 0), ``THIMBLE_STACK_SPARK``
+        (0: a stack without Spark's services, as the stack's own tests run it).
         """
         run_dir = Path(os.environ.get("THIMBLE_RUN_DIR") or REPO_ROOT / ".run").resolve()
         jars_dir = Path(os.environ.get("THIMBLE_STACK_JARS_DIR") or run_dir / "jars").resolve()
@@ -124,6 +195,14 @@ class StackSettings:
             kafka_port=_port("THIMBLE_STACK_KAFKA_PORT", 9092),
             redis_port=_port("THIMBLE_STACK_REDIS_PORT", 6379),
             kafka_brokers=brokers,
+            spark_port=_port("THIMBLE_STACK_SPARK_PORT", 15002),
+            spark_master_port=_port("THIMBLE_STACK_SPARK_MASTER_PORT", 7077),
+            spark_workers=(
+                check_worker_count(spark_workers, "--spark-workers")
+                if spark_workers is not None
+                else _worker_count(run_dir)
+            ),
+            spark=_switch("THIMBLE_STACK_SPARK"),
         )
         settings.check_ports()
         return settings
@@ -138,6 +217,14 @@ class StackSettings:
         if self.redis_port in self.kafka_ports:
             raise StackError(
                 f"Redis port {self.redis_port} collides with Kafka's ports {'/'.join(map(str, self.kafka_ports))}"
+            )
+        if self.spark_ports and self.spark_ports[-1] > 65535:
+            raise StackError(f"Spark's ports from {self.spark_master_port} run past 65535")
+        clash = sorted(set(self.spark_ports) & {*self.kafka_ports, self.redis_port})
+        if clash or len(set(self.spark_ports)) < len(self.spark_ports):
+            raise StackError(
+                f"Spark's ports {'/'.join(map(str, self.spark_ports))} collide with each other or with "
+                "Kafka's or Redis's: choose others with THIMBLE_STACK_SPARK_PORT or THIMBLE_STACK_SPARK_MASTER_PORT"
             )
 
 

@@ -31,6 +31,7 @@ from integration._procs import (
 from integration._redis import Redis
 from integration._service import Service, State, Status
 from integration._settings import StackSettings
+from integration._spark import SparkConnect, spark_services
 from integration.errors import PortTakenError, ServiceFailedError, StackError
 
 LOCK_TIMEOUT_S = 300.0
@@ -38,8 +39,8 @@ LOG_ROTATE_BYTES = 50 * 1024 * 1024
 
 
 def services(settings: StackSettings) -> list[Service]:
-    """The stack's services in start order: the Kafka node(s), then Redis."""
-    return [*kafka_nodes(settings), Redis(settings)]
+    """The stack's services in start order: the Kafka node(s), Redis, then Spark's (see ``_spark``)."""
+    return [*kafka_nodes(settings), Redis(settings), *spark_services(settings)]
 
 
 def services_named(settings: StackSettings, name: str) -> list[Service]:
@@ -162,7 +163,7 @@ def _start(service: Service, console: Console) -> int:
     _rotate(service.log_path)
     with open(service.log_path, "a") as log:
         log.write(f"--- {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} starting: {' '.join(argv)}\n")
-    pid = start_detached(argv, service.log_path, cwd=service.settings.run_dir)
+    pid = start_detached(argv, service.log_path, cwd=service.settings.run_dir, env=service.environment())
     service.pid_file.write(pid)
     console.print(f"{service.name}: started (pid {pid}), waiting until it answers on {service.address}…")
     return pid
@@ -179,6 +180,7 @@ def up(settings: StackSettings, console: Console) -> None:
                 f"the stack in {settings.run_dir} runs Kafka as {', '.join(others)}, not "
                 f"{settings.kafka_brokers} broker(s); run `down` first to change the number of brokers"
             )
+        _check_spark_layout(settings)
         running = {service.name: find_pid(service, console) for service in services(settings)}
         needed = [port for s in services(settings) if running[s.name] is None for port in s.ports]
         taken = describe_taken([port for port in needed if not port_free(port)])
@@ -187,13 +189,21 @@ def up(settings: StackSettings, console: Console) -> None:
                 "cannot start the stack, nothing was started:\n"
                 + "".join(f"  {sentence}\n" for sentence in taken)
                 + "Stop that program, or choose other ports with THIMBLE_STACK_KAFKA_PORT "
-                "(Kafka's controller takes the next port, each further broker two more) and THIMBLE_STACK_REDIS_PORT."
+                "(Kafka's controller takes the next port, each further broker two more), THIMBLE_STACK_REDIS_PORT, "
+                "THIMBLE_STACK_SPARK_PORT (Spark Connect) and THIMBLE_STACK_SPARK_MASTER_PORT (the master's web UI "
+                "takes the next port, each worker one more)."
             )
         settings.brokers_file.write_text(f"{settings.kafka_brokers}\n")
+        if settings.spark:
+            settings.spark_workers_file.write_text(f"{settings.spark_workers}\n")
         kafka_down = any(running[node.name] is None for node in kafka_nodes(settings))
         if kafka_down and not _jars.present(settings, "kafka"):
             console.print(f"kafka: no jars in {settings.jars_dir / 'kafka'} yet; resolving them with Maven…")
             _jars.resolve(settings, "kafka")
+        spark_down = any(running[service.name] is None for service in spark_services(settings))
+        if spark_down and not any("delta-spark" in jar.name for jar in _jars.present(settings, "spark")):
+            console.print(f"spark: no jars in {settings.jars_dir / 'spark'} yet; resolving them with Maven…")
+            _jars.resolve(settings, "spark")
         started: dict[str, int] = {}
         try:
             for service in services(settings):
@@ -235,16 +245,35 @@ def _stop_one(service: Service, pid: int) -> str:
     return f"{service.name}: {how} (pid {pid}) in {time.monotonic() - t0:.1f}s"
 
 
-def down(settings: StackSettings, console: Console) -> None:
-    """Stop every service (SIGTERM, then SIGKILL after its bound); a no-op when nothing runs.
+def _check_spark_layout(settings: StackSettings) -> None:
+    """Refuse to change the number of Spark workers under a running Connect server."""
+    server = SparkConnect(settings)
+    if not settings.spark or server.running_pid() is None or not settings.spark_workers_file.exists():
+        return
+    running = settings.spark_workers_file.read_text().strip()
+    if running != str(settings.spark_workers):
+        raise StackError(
+            f"the stack in {settings.run_dir} runs Spark with {running} worker(s), not {settings.spark_workers}; "
+            "run `down spark` first to change the number of workers (Kafka and Redis keep running)"
+        )
 
-    Redis first, then every Kafka node at once: a cluster's last node stopped alone would wait for a
-    controller quorum that is already gone.
+
+def down(settings: StackSettings, console: Console, only: str | None = None) -> None:
+    """Stop every service, or only those named ``only`` (SIGTERM, then SIGKILL after its bound).
+
+    A no-op when nothing runs. Spark's Connect server first, then its master and workers, then Redis,
+    then every Kafka node at once: a cluster's last node stopped alone would wait for a controller
+    quorum that is already gone.
     """
+    chosen = {service.name for service in services_named(settings, only)} if only else None
+    spark = spark_services(settings)
+    groups: list[list[Service]] = [spark[-1:], spark[:-1], [Redis(settings)], [*kafka_nodes(settings)]]
     with locked(settings, console):
-        for group in ([Redis(settings)], kafka_nodes(settings)):
+        for group in groups:
             running = []
             for service in group:
+                if chosen is not None and service.name not in chosen:
+                    continue
                 pid = find_pid(service, console)
                 if pid is None:
                     console.print(f"{service.name}: not running")
@@ -254,7 +283,10 @@ def down(settings: StackSettings, console: Console) -> None:
                 with ThreadPoolExecutor(len(running)) as pool:
                     for line in pool.map(lambda entry: _stop_one(*entry), running):
                         console.print(line)
-        settings.brokers_file.unlink(missing_ok=True)
+        if chosen is None or any(node.name in chosen for node in kafka_nodes(settings)):
+            settings.brokers_file.unlink(missing_ok=True)
+        if chosen is None or any(service.name in chosen for service in spark):
+            settings.spark_workers_file.unlink(missing_ok=True)
 
 
 def service_status(service: Service) -> Status:
@@ -270,27 +302,8 @@ def service_status(service: Service) -> Status:
     return Status(service.name, State.DOWN, None, service.address, "; ".join(details))
 
 
-def spark_status(settings: StackSettings) -> Status:
-    """Spark is a library, not a service: it is ready when its jars are here and pyspark imports."""
-    jars = _jars.present(settings, "spark")
-    problems = []
-    if not any("delta-spark" in jar.name for jar in jars):
-        problems.append(f"no Delta jars in {settings.jars_dir / 'spark'} (run `./dev setup`)")
-    version = None
-    try:
-        import pyspark
-
-        version = pyspark.__version__
-    except ImportError as exc:
-        problems.append(f"pyspark does not import: {exc}")
-    detail = (
-        "; ".join(problems) or f"pyspark {version}, {len(jars)} extra jars in {settings.jars_dir / 'spark'}"
-    )
-    return Status("spark", State.DOWN if problems else State.UP, None, "in-process (pyspark)", detail)
-
-
 def statuses(settings: StackSettings) -> list[Status]:
-    return [*(service_status(s) for s in services(settings)), spark_status(settings)]
+    return [service_status(s) for s in services(settings)]
 
 
 def log_paths(settings: StackSettings, name: str | None) -> list[tuple[str, Path]]:

@@ -1,6 +1,7 @@
-"""The local stack: a Kafka broker (KRaft) and Redis on loopback, plus Spark's jars.
+"""The local stack: a Kafka broker (KRaft), Redis and a Spark Connect server on loopback, plus their jars.
 
-    python integration/stack.py jars | up [--kafka-brokers N] | status | down | logs [kafka|redis] [-f]
+    python integration/stack.py jars | up [--kafka-brokers N] [--spark-workers N] | status
+                                | down [SERVICE] | logs [kafka|redis|spark] [-f]
 
 Every file (jars, data, logs, pid files) lives under ``THIMBLE_RUN_DIR`` (default ``<repo>/.run``). Ports:
 ``THIMBLE_STACK_KAFKA_PORT`` (9092; the controller takes the next one), ``THIMBLE_STACK_REDIS_PORT`` (6379).
@@ -8,6 +9,12 @@ Every file (jars, data, logs, pid files) lives under ``THIMBLE_RUN_DIR`` (defaul
 node *i* on ``THIMBLE_STACK_KAFKA_PORT + 2i`` (its controller on the next port), replication 3 and
 ``min.insync.replicas=2`` by default; ``status``, ``down`` and ``logs kafka`` then cover every node.
 ``THIMBLE_STACK_JARS_DIR`` (default ``$THIMBLE_RUN_DIR/jars``) lets a second stack reuse the first one's jars.
+
+Spark Connect listens on ``THIMBLE_STACK_SPARK_PORT`` (15002): point Thimble at it with
+``THIMBLE_SPARK__REMOTE=sc://127.0.0.1:15002``. It owns the warehouse (``$THIMBLE_RUN_DIR/warehouse``) and
+its metastore, and runs the work in its own JVM; ``up --spark-workers N`` (or ``THIMBLE_STACK_SPARK_WORKERS``)
+runs it on a standalone master (``THIMBLE_STACK_SPARK_MASTER_PORT``, 7077; its web UI on the next port) and N
+one-core workers (on the ports after it) instead. ``THIMBLE_STACK_SPARK=0`` leaves Spark's services out.
 """
 
 from __future__ import annotations
@@ -73,18 +80,29 @@ def up(
         help="Kafka nodes (KRaft, each broker and controller); default 1, or what the running stack has.",
         show_default=False,
     ),
+    spark_workers: int | None = typer.Option(
+        None,
+        "--spark-workers",
+        help="Spark standalone workers behind the Connect server (0: none, it runs the work itself); "
+        "default 0, or what the running stack has.",
+        show_default=False,
+    ),
 ) -> None:
-    """Start Kafka and Redis (a no-op for those already up) and wait until both answer."""
-    settings = StackSettings.from_env(kafka_brokers)
+    """Start Kafka, Redis and Spark (a no-op for those already up) and wait until each answers."""
+    settings = StackSettings.from_env(kafka_brokers, spark_workers)
     _stack.up(settings, console)
     _print_addresses(settings)
 
 
 @app.command()
 @user_errors
-def down() -> None:
-    """Stop Kafka and Redis; nothing is left running (a no-op when already down)."""
-    _stack.down(StackSettings.from_env(), console)
+def down(
+    service: str | None = typer.Argument(
+        None, help="Stop only this service: spark (the Connect server, master and workers), redis, kafka…"
+    ),
+) -> None:
+    """Stop every service, or one; nothing of it is left running (a no-op when already down)."""
+    _stack.down(StackSettings.from_env(), console, service)
 
 
 @app.command()
@@ -110,7 +128,9 @@ def status() -> None:
 @user_errors
 def logs(
     service: str | None = typer.Argument(
-        None, help="kafka (every node), kafka-N (one node of a cluster) or redis (default: all)."
+        None,
+        help="kafka (every node), kafka-N (one node of a cluster), redis, spark (Connect server, master and "
+        "workers) or spark-master, spark-worker-N (default: all).",
     ),
     lines: int = typer.Option(40, "-n", "--lines", min=1, help="How many of the last lines to show."),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines (Ctrl-C stops)."),
@@ -150,10 +170,19 @@ def _follow(paths: list[tuple[str, Path]]) -> None:
 
 
 def _print_addresses(settings: StackSettings) -> None:
+    spark = ""
+    if settings.spark:
+        behind = (
+            f"{settings.spark_workers} worker(s) of {settings.spark_master_url}"
+            if settings.spark_workers
+            else "local[2]"
+        )
+        spark = f"Spark  THIMBLE_SPARK__REMOTE=sc://127.0.0.1:{settings.spark_port}   ({behind})\n"
     console.print(
         f"Kafka  bootstrap.servers={settings.bootstrap_servers}\n"
         f"Redis  redis://127.0.0.1:{settings.redis_port}/0\n"
-        f"logs   {settings.logs_dir}   (`integration/stack.py logs \\[kafka|redis]`)"
+        f"{spark}"
+        f"logs   {settings.logs_dir}   (`integration/stack.py logs \\[kafka|redis|spark]`)"
     )
 
 
