@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ from thimble.consumer import _client_errors as client_errors
 from thimble.consumer import _log_context as log_context
 from thimble.consumer._kafka import consumer_config, producer_config
 from thimble.consumer._runner import Runner
-from thimble.testing import wait_until
+from thimble.testing import free_port, wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -44,19 +43,13 @@ def lines() -> Iterator[Lines]:
     root.setLevel(level)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_an_outage_is_one_line_a_summary_and_one_line_when_it_ends(
     lines: Lines, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(client_errors, "SUMMARY_EVERY_S", 1.0)
     monkeypatch.setattr(client_errors, "QUIET_S", 1.5)
     settings = load_settings(
-        ConsumerSettings, overrides={"kafka": {"bootstrap_servers": f"127.0.0.1:{_closed_port()}"}}
+        ConsumerSettings, overrides={"kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"}}
     )
     app = App("outage-test")
 
