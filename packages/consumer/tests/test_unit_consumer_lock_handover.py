@@ -22,7 +22,6 @@ class SlowPipeline:
 
     def __init__(self) -> None:
         self.fed = 0
-        self.tracker = SimpleNamespace(completed=list)
 
     def feed(self, _msg: Any) -> None:
         time.sleep(HANDLER_S)
@@ -33,6 +32,12 @@ class SlowPipeline:
 
     def tick(self) -> None:
         return
+
+    def completed(self) -> list[Any]:
+        return []
+
+    def inflight(self) -> bool:
+        return False
 
 
 def test_a_rebalance_takes_the_lock_between_two_messages_of_a_batch() -> None:

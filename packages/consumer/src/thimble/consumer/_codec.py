@@ -67,6 +67,16 @@ def make_decoder(tp: Any) -> Decoder:
     return lambda raw: adapter.validate_json(_require(raw))
 
 
+def bytes_decoder(tp: Any) -> Callable[[bytes], Any] | None:
+    """For a pydantic model: its compiled JSON validator, which decodes a present value in one call
+    (:func:`make_decoder`'s decoder also handles a missing one); ``None`` for other types."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        validator = tp.__pydantic_validator__
+        if isinstance(validator, SchemaValidator):
+            return validator.validate_json
+    return None
+
+
 def outputs_of(result: Any) -> list[Any]:
     """A handler's return value as a list of outputs: ``None`` -> none, a list -> many."""
     if result is None:
@@ -102,6 +112,17 @@ def encode_value(value: Any) -> bytes:
     if encoder is None:
         encoder = _encoders[cls] = _encoder_for(cls)
     return encoder(value)
+
+
+def plain_encoder(cls: type) -> Callable[[Any], bytes] | None:
+    """:func:`encode_value` for an output of type ``cls`` that is one plain value (no :class:`Output`
+    wrapper, list, tuple or DataFrame of outputs), else ``None``."""
+    if cls is Output or issubclass(cls, list | tuple) or cls.__name__ == "DataFrame":
+        return None
+    encoder = _encoders.get(cls)
+    if encoder is None:
+        encoder = _encoders[cls] = _encoder_for(cls)
+    return encoder
 
 
 def encode_key(key: str | bytes | int | None) -> bytes | None:

@@ -14,19 +14,20 @@ from typing import Any
 
 from thimble.consumer import _client_errors as client_errors
 
-_current = threading.local()
+current = threading.local()
+"""``current.msg``: the message this thread is handling now (``None`` when idle)."""
 
 
 def set_current(msg: Any) -> None:
     """The message this thread is handling now (``None`` when idle)."""
-    _current.msg = msg
+    current.msg = msg
 
 
 class MessageContextFilter(logging.Filter):
     """Adds ``topic``/``partition``/``offset`` of the message being handled to each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = getattr(_current, "msg", None)
+        msg = getattr(current, "msg", None)
         if msg is not None and "offset" not in record.__dict__:
             record.topic = msg.topic()
             record.partition = msg.partition()

@@ -79,18 +79,18 @@ class HandlerMetrics:
         self.latency: Histogram = metrics.latency.labels(name)
         self.batch_size: Histogram = metrics.batch_size.labels(name)
         self._failed: dict[str, Any] = {}
-        self._processed = 0
+        self.unpublished_processed = 0  # the hot path adds to it; flush publishes it
         self._latencies: list[float] = []
         self.observe_latency = self._latencies.append
 
     def count_processed(self, n: int) -> None:
-        self._processed += n
+        self.unpublished_processed += n
 
     def flush(self) -> None:
         """Publish what the hot path buffered."""
-        if self._processed:
-            self.processed.inc(self._processed)
-            self._processed = 0
+        if self.unpublished_processed:
+            self.processed.inc(self.unpublished_processed)
+            self.unpublished_processed = 0
         if self._latencies:
             observe_many(self.latency, self._latencies)
             self._latencies.clear()

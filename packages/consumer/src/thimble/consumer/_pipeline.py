@@ -1,6 +1,12 @@
 """Routes polled messages to their handler, batches for batch handlers, and tracks every offset.
 
-Used by the Kafka runner (on its worker thread, under the runner's lock) and by the test harness.
+Offsets are tracked per *segment*, not per message: the messages a per-message handler handled since
+the last look at the tracker share one :class:`Pending`, and enter the tracker (one entry per partition,
+its last offset) only when the segment is settled, that is when someone asks what is complete
+(:meth:`Pipeline.completed`, :meth:`Pipeline.processed_positions`). A message enters its segment once
+its handler returned and its outputs were handed to the sinks, so a settled segment holds processed
+messages only; a batch handler's batch is its own segment. Used by the Kafka runner (on its worker
+thread, under the runner's lock) and by the test harness.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import TopicPartition
 
 from thimble.consumer._dead_letters import DeadLetterWriter
 from thimble.consumer._delivery import TP, OffsetTracker, Pending
@@ -32,10 +40,10 @@ class Route:
 
     spec: HandlerSpec
     processor: Processor
+    batch: bool
     batch_size: int
     batch_wait_s: float
     buffer: list[Any] = field(default_factory=list)
-    pending: Pending | None = None
     started: float = 0.0
 
 
@@ -61,6 +69,9 @@ class Pipeline:
     ) -> None:
         cfg = settings.consumer
         self.tracker = OffsetTracker()
+        # The open segment: its shared Pending, and the last offset handled in it per partition.
+        self._pending = Pending()
+        self._last: dict[TP, int] = {}
         self.writers: list[SinkWriter] = []
         self.processors: list[Processor] = []
         self.routes: dict[str, Route] = {}
@@ -96,34 +107,64 @@ class Pipeline:
                 self.routes[source] = Route(
                     spec,
                     processor,
+                    spec.batch,
                     spec.batch_size or cfg.batch_size,
                     (spec.batch_wait_ms if spec.batch_wait_ms is not None else cfg.batch_wait_ms) / 1000,
                 )
-        self._has_batches = any(r.spec.batch for r in self.routes.values())
+        self._has_batches = any(r.batch for r in self.routes.values())
 
     def feed(self, msg: Any) -> None:
         """Handle one polled message (or add it to its handler's batch)."""
         topic = msg.topic()
         route = self.routes[topic]
-        if route.spec.batch:
-            pending = route.pending
-            if pending is None:
-                pending = route.pending = Pending()
+        if route.batch:
+            if not route.buffer:
                 route.started = time.monotonic()
-            self.tracker.track((topic, msg.partition()), msg.offset(), pending)
             route.buffer.append(msg)
             if len(route.buffer) >= route.batch_size:
                 self._run_batch(route)
-        else:
-            pending = Pending()
-            self.tracker.track((topic, msg.partition()), msg.offset(), pending)
-            route.processor.handle(msg, pending)
+            return
+        route.processor.handle(msg, self._pending)
+        self._last[(topic, msg.partition())] = msg.offset()
+
+    def settle(self) -> None:
+        """Close the open segment: its messages enter the tracker, processed."""
+        last = self._last
+        if not last:
+            return
+        pending = self._pending
+        for tp, offset in last.items():
+            self.tracker.track(tp, offset, pending)
+        pending.done()
+        self._pending, self._last = Pending(), {}
+
+    def completed(self) -> list[TopicPartition]:
+        """At-least-once: the offsets to store now (see :meth:`OffsetTracker.completed`)."""
+        self.settle()
+        return self.tracker.completed()
+
+    def processed_positions(self) -> list[TopicPartition]:
+        """Exactly-once: the offsets to commit with the open transaction (see :meth:`OffsetTracker.processed_positions`)."""
+        self.settle()
+        return self.tracker.processed_positions()
+
+    def inflight(self) -> bool:
+        """Whether handled messages still wait to be stored or committed."""
+        return bool(self._last) or self.tracker.inflight() > 0
 
     def _run_batch(self, route: Route) -> None:
-        msgs, pending = route.buffer, route.pending
-        route.buffer, route.pending = [], None
-        if msgs and pending is not None:
-            route.processor.handle_batch(msgs, pending)
+        msgs = route.buffer
+        if not msgs:
+            return
+        route.buffer = []
+        pending = Pending()
+        route.processor.handle_batch(msgs, pending)
+        last: dict[TP, int] = {}
+        for msg in msgs:
+            last[(msg.topic(), msg.partition())] = msg.offset()
+        for tp, offset in last.items():
+            self.tracker.track(tp, offset, pending)
+        pending.done()
 
     def end_batch(self) -> None:
         """A polled batch went through: send what sinks buffered for it."""
@@ -160,14 +201,15 @@ class Pipeline:
         for route in self.routes.values():
             if route.buffer:
                 route.buffer = [m for m in route.buffer if (m.topic(), m.partition()) not in lost]
-                if not route.buffer:
-                    route.pending = None
+        for tp in lost:
+            self._last.pop(tp, None)
         self.tracker.forget(lost)
 
     def reset(self) -> None:
         """Forget every open batch and tracked offset (exactly-once, after an abort: all is read again)."""
         for route in self.routes.values():
-            route.buffer, route.pending = [], None
+            route.buffer = []
+        self._pending, self._last = Pending(), {}
         self.tracker.forget_all()
 
     def close(self) -> None:

@@ -18,12 +18,12 @@ from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from thimble.common.logging import bind_context, get_logger
-from thimble.consumer._codec import outputs_of
+from thimble.consumer._codec import bytes_decoder, outputs_of, plain_encoder
 from thimble.consumer._dead_letters import DeadLetterWriter
 from thimble.consumer._delivery import Pending
 from thimble.consumer._metrics import HandlerMetrics
 from thimble.consumer._signature import HandlerSpec
-from thimble.consumer._writers import SinkWriter
+from thimble.consumer._writers import SinkWriter, TopicWriter
 from thimble.consumer.context import Context
 from thimble.consumer.errors import Retriable
 
@@ -115,45 +115,81 @@ class Processor:
         self.metrics = metrics
         self.wait = wait
         self._decode = spec.decoder
+        self._decode_bytes = bytes_decoder(spec.input_type) or spec.decoder
         self._func = spec.func
         self._context = spec.context_param
         self._observe = metrics.observe_latency
         self._is_async = spec.is_async
+        # One topic sink: an output that is one plain value is encoded and sent right here.
+        self._topic: TopicWriter | None = None
+        if len(self.writers) == 1 and isinstance(self.writers[0], TopicWriter):
+            self._topic = self.writers[0]
+        self._plain_encoders: dict[type, Callable[[Any], bytes] | None] = {}
 
     # -- one message ------------------------------------------------------------------------------
 
     def handle(self, msg: Any, pending: Pending) -> None:
+        """Handle one message; its outputs and dead letter hold ``pending`` (shared by its segment).
+
+        The hot path of the consumer: kept flat on purpose (each call costs as much as validating a
+        small message).
+        """
+        raw = msg.value()
         try:
-            value = self._decode(msg.value())
+            value = self._decode_bytes(raw) if raw is not None else self._decode(raw)
         except Exception as exc:
             self._dead_letter(msg, exc, _decode_stage(exc), 0, pending)
-            pending.done()
             return
-        if self._context is None:
-            ok, result, attempts = self._call((value,), None, msg)
+        func = self._func
+        kwargs = None if self._context is None else {self._context: context_of(msg)}
+        started = perf_counter()
+        try:
+            result = func(value, **kwargs) if kwargs else func(value)
+            if self._is_async:
+                result = _run_async(result)
+        except Exception as exc:
+            self._observe(perf_counter() - started)
+            ok, result, attempts = self._retry((value,), kwargs, msg, exc)
+            if not ok:
+                self._dead_letter(msg, result, "handler", attempts, pending)
+                return
         else:
-            ok, result, attempts = self._call((value,), {self._context: context_of(msg)}, msg)
-        if not ok:
-            self._dead_letter(msg, result, "handler", attempts, pending)
-        elif result is None:
-            self.metrics.count_processed(1)
-        elif isinstance(result, list | tuple) or type(result).__name__ == "DataFrame":
+            self._observe(perf_counter() - started)
+        if result is None:
+            self.metrics.unpublished_processed += 1
+            return
+        topic = self._topic
+        if topic is not None:
+            cls = type(result)
+            try:
+                encode = self._plain_encoders[cls]
+            except KeyError:
+                encode = self._plain_encoders[cls] = plain_encoder(cls)
+            if encode is not None:
+                try:
+                    encoded = encode(result)
+                except Exception as exc:
+                    self._dead_letter(msg, exc, "output", 1, pending)
+                    return
+                topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
+                self.metrics.unpublished_processed += 1
+                return
+        if isinstance(result, list | tuple) or type(result).__name__ == "DataFrame":
             self._dispatch([(output, msg) for output in outputs_of(result)], [msg], pending)
         else:
             self._dispatch_one(result, msg, pending)
-        pending.done()
 
     # -- a batch ----------------------------------------------------------------------------------
 
     def handle_batch(self, msgs: list[Any], pending: Pending) -> None:
-        values: list[Any] = []
-        good: list[Any] = []
-        for msg in msgs:
-            try:
-                values.append(self._decode(msg.value()))
-                good.append(msg)
-            except Exception as exc:
-                self._dead_letter(msg, exc, _decode_stage(exc), 0, pending)
+        """Handle a batch; its outputs and dead letters hold ``pending``."""
+        decode = self._decode_bytes
+        try:
+            # Each record on its own (never joined: a malformed record could swallow its neighbours).
+            values = [decode(msg.value()) for msg in msgs]
+            good = msgs
+        except Exception:
+            values, good = self._decode_each(msgs, pending)
         self.metrics.batch_size.observe(len(msgs))
         if good:
             arg: Any = values
@@ -164,9 +200,47 @@ class Processor:
             if not ok:
                 for msg in good:
                     self._dead_letter(msg, result, "handler", attempts, pending)
-            else:
+            elif not self._send_paired(result, good, pending):
                 self._dispatch(self._pair(result, good), good, pending)
-        pending.done()
+
+    def _decode_each(self, msgs: list[Any], pending: Pending) -> tuple[list[Any], list[Any]]:
+        """The values of the records that decode, and those records; the others are dead-lettered."""
+        values: list[Any] = []
+        good: list[Any] = []
+        for msg in msgs:
+            try:
+                values.append(self._decode(msg.value()))
+                good.append(msg)
+            except Exception as exc:
+                self._dead_letter(msg, exc, _decode_stage(exc), 0, pending)
+        return values, good
+
+    def _send_paired(self, result: Any, good: list[Any], pending: Pending) -> bool:
+        """:meth:`_dispatch` of a batch's result for the common case, one topic sink and one plain
+        output (or ``None``) per record; ``False`` (nothing sent) when the result is not that."""
+        topic = self._topic
+        if topic is None or type(result) is not list or len(result) != len(good):
+            return False
+        encoders = self._plain_encoders
+        records: list[tuple[bytes | None, bytes]] = []
+        try:
+            for item, msg in zip(result, good, strict=True):
+                if item is None:
+                    continue
+                cls = type(item)
+                encode = encoders[cls] if cls in encoders else encoders.setdefault(cls, plain_encoder(cls))
+                if encode is None:
+                    return False
+                records.append((msg.key(), encode(item)))
+        except Exception as exc:
+            for msg in good:
+                self._dead_letter(msg, exc, "output", 1, pending)
+            return True
+        send, name = topic.transport.send, topic.topic
+        for key, value in records:
+            send(name, key, value, None, pending)
+        self.metrics.unpublished_processed += len(good)
+        return True
 
     def _pair(self, result: Any, good: list[Any]) -> list[tuple[Any, Any]]:
         if type(result).__name__ == "DataFrame" and hasattr(result, "to_dict"):

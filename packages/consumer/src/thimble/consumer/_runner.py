@@ -65,6 +65,9 @@ CLOSE_BOUND_S = 5.0
 
 LAG_INTERVAL_S = 10.0
 POLL_TIMEOUT_S = 0.1
+# While handled messages wait for their outputs' acknowledgements, both threads look again this often,
+# so an offset is stored soon after its last output is acknowledged, also when no new message comes.
+ACK_WAIT_S = 0.005
 # A full queue first just waits for the worker (pausing drops librdkafka's prefetched messages, which
 # costs a refetch); only a queue still full after this long pauses the partitions and polls on.
 PAUSE_AFTER_S = 1.0
@@ -95,7 +98,9 @@ class Runner:
                     f"exactly_once supports topic sinks only; {others[0]!r} cannot join a Kafka transaction"
                 )
         self.metrics = ConsumerMetrics(CollectorRegistry())
+        self._consumed = {topic: self.metrics.consumed.labels(topic) for topic in app.sources}
         self._stop = threading.Event()
+        self._stopping = False  # self._stop.is_set(), read once per message
         self._lock = threading.Lock()
         self._lock_wanted = False  # the main thread waits for the lock: the worker yields it
         self._queue: deque[tuple[int, list[Any]]] = deque()
@@ -124,6 +129,7 @@ class Runner:
         # store_offsets while another thread polls, so only the polling thread touches the consumer.
         self._to_store: list[TopicPartition] = []
         self._store_lock = threading.Lock()
+        self._awaiting_acks = False  # handled messages wait for acknowledgements (at-least-once)
         # The group metadata sent with the offsets, taken on the polling thread (the only one that may
         # call the consumer) after every poll and rebalance, so it carries the latest generation.
         self._group_metadata: Any = None
@@ -134,6 +140,7 @@ class Runner:
     def request_stop(self) -> None:
         if self._draining_until is None:
             self._draining_until = time.monotonic() + self.cfg.drain_timeout_s
+        self._stopping = True
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -277,7 +284,7 @@ class Runner:
                 self._set_paused(False)
             elif self._paused and self._repause:
                 self._set_paused(True)
-            msg = consumer.poll(POLL_TIMEOUT_S)
+            msg = consumer.poll(ACK_WAIT_S if self._awaiting_acks or self._to_store else POLL_TIMEOUT_S)
             if msg is not None:
                 batch = [msg]
                 if n > 1:
@@ -289,20 +296,25 @@ class Runner:
             self._group_metadata = self.consumer.consumer_group_metadata()
 
     def _enqueue(self, batch: list[Any]) -> None:
-        good = []
-        counts: dict[str, int] = {}
-        for msg in batch:
-            err = msg.error()
-            if err is None:
-                good.append(msg)
+        good = [msg for msg in batch if msg.error() is None]
+        if len(good) < len(batch):
+            for msg in batch:
+                err = msg.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error", extra={"error": err.str(), "topic": msg.topic()})
+                    if err.fatal():
+                        self.fatal = KafkaException(err)
+        consumed = self._consumed
+        if len(consumed) == 1:
+            if good:
+                next(iter(consumed.values())).inc(len(good))
+        else:
+            counts: dict[str, int] = {}
+            for msg in good:
                 topic = msg.topic()
                 counts[topic] = counts.get(topic, 0) + 1
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consume error", extra={"error": err.str(), "topic": msg.topic()})
-                if err.fatal():
-                    self.fatal = KafkaException(err)
-        for topic, count in counts.items():
-            self.metrics.consumed.labels(topic).inc(count)
+            for topic, count in counts.items():
+                consumed[topic].inc(count)
         if good:
             self._broker_ok = True
             with self._cond:
@@ -478,7 +490,7 @@ class Runner:
     def _next_batch(self) -> tuple[int, list[Any]] | None:
         with self._cond:
             if not self._queue and not self._stop.is_set():
-                self._cond.wait(POLL_TIMEOUT_S)
+                self._cond.wait(ACK_WAIT_S if self._awaiting_acks else POLL_TIMEOUT_S)
             if not self._queue:
                 return None
             item = self._queue.popleft()
@@ -503,6 +515,7 @@ class Runner:
     def _work_loop(self) -> None:
         lock, pipeline, txns, revoked_at = self._lock, self.pipeline, self._txns, self._revoked_at
         stopping = self._stop.is_set
+        current = log_context.current
         while True:
             item = self._next_batch()
             if item is None:
@@ -514,7 +527,7 @@ class Runner:
             epoch, batch = item
             with lock:
                 for msg in batch:
-                    if (stopping() and self._past_drain()) or self.fatal is not None:
+                    if (self._stopping and self._past_drain()) or self.fatal is not None:
                         return
                     if self._lock_wanted:
                         self._yield_lock()
@@ -523,7 +536,7 @@ class Runner:
                         epoch < self._epoch and revoked_at.get((msg.topic(), msg.partition()), -1) >= epoch
                     ):
                         continue
-                    set_current(msg)
+                    current.msg = msg
                     if txns is None:
                         pipeline.feed(msg)
                         continue
@@ -568,7 +581,8 @@ class Runner:
             self._commit_transaction()
             return
         self.producer.poll(0)
-        done = self.pipeline.tracker.completed()
+        done = self.pipeline.completed()
+        self._awaiting_acks = self.pipeline.inflight()
         if done:
             with self._store_lock:
                 self._to_store.extend(done)
@@ -581,7 +595,7 @@ class Runner:
             self._abort_pending = False
             self._txns.abort()
             self._resume_from_committed()
-        elif not self._txns.commit(self.pipeline.tracker.processed_positions()):
+        elif not self._txns.commit(self.pipeline.processed_positions()):
             self._resume_from_committed()
 
     def _resume_from_committed(self) -> None:
@@ -604,7 +618,7 @@ class Runner:
         self.pipeline.flush_sinks(timeout)
         self.producer.flush(timeout)
         with self._store_lock:
-            self._to_store.extend(self.pipeline.tracker.completed())
+            self._to_store.extend(self.pipeline.completed())
         self._store_completed()
 
     # -- shutdown ---------------------------------------------------------------------------------
