@@ -1,6 +1,7 @@
 """thimble-modelops: a model is a typed function plus its context; serve it, batch it, stream it, track it."""
 
 from thimble.modelops.__about__ import __version__
+from thimble.modelops._alias_history import AliasMove
 from thimble.modelops._prediction_log import prediction_table_config
 from thimble.modelops.config import ModelOpsConfig, ModelOpsSettings, load_modelops_settings
 from thimble.modelops.envelope import LoadedModel, ModelContext, ModelFunction, ModelInfo, model
@@ -18,7 +19,7 @@ from thimble.modelops.errors import (
     SignatureError,
     VersionExistsError,
 )
-from thimble.modelops.registry import AliasMove, ModelRef, Registry
+from thimble.modelops.registry import ModelRef, Registry
 from thimble.modelops.tracking import Tracker
 
 __all__ = [

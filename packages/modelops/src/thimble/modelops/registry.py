@@ -15,38 +15,39 @@ exclusive-create primitive (see :meth:`Registry.save`). Nothing is cached betwee
 process sees a new version or a moved alias as soon as it is written. Every name that becomes a path is
 checked against the grammar of :mod:`thimble.modelops._names`, and every path against the root.
 
+The registry decides what is stored where; its parts do the rest: :mod:`._registry_files` (every
+filesystem call, inside the root), :mod:`._alias_history` (who moved which alias, rollbacks),
+:mod:`._artifacts` (pickling and hash checks), :mod:`._signing` (signatures and key ids).
+
 Artifacts and pickled functions are pickles: loading a model runs code from the registry, so a registry
 must be trusted. With a signing key, versions are signed on save and refused on load unless they verify.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import io
-import os
-import pickle
-import posixpath
 import re
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-import fsspec
-import joblib
 import orjson
 from pydantic import BaseModel, Field, StrictInt, ValidationError
 
 from thimble.common._paths import run_dir
-from thimble.common.errors import ThimbleError
 from thimble.common.logging import get_logger
 from thimble.common.validation import validation_problems
 from thimble.modelops import _drift, _environment
+from thimble.modelops._alias_history import AliasHistory, AliasMove
+from thimble.modelops._artifacts import (
+    dump_artifact,
+    import_function,
+    load_artifact,
+    pickle_by_value,
+    sha256,
+    unpickle_function,
+)
 from thimble.modelops._column_types import numeric_fields
 from thimble.modelops._names import (
     ALIAS_NAME,
@@ -59,6 +60,8 @@ from thimble.modelops._names import (
     shown,
     version_number,
 )
+from thimble.modelops._registry_files import RegistryFiles, last_part
+from thimble.modelops._registry_files import storage_options as _storage_options
 from thimble.modelops._signing import SIGNATURE_FILE, Signer
 from thimble.modelops.envelope import (
     PICKLE_FILE,
@@ -76,7 +79,6 @@ from thimble.modelops.envelope import (
 from thimble.modelops.errors import (
     ArtifactError,
     BrokenEntryError,
-    InvalidNameError,
     ModelLoadError,
     ModelNotFoundError,
     ModelOpsError,
@@ -90,11 +92,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 _VERSION_FOLDER = re.compile(r"[1-9][0-9]{0,8}", re.ASCII)
 _ARTIFACT_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", re.ASCII)
-# Filesystems whose mkdir fails when the folder exists, atomically on the server side
-# (local: mkdir(2); WebDAV: MKCOL answers 405), so creating a version's folder claims it.
-_EXCLUSIVE_MKDIR = frozenset({"file", "local", "memory", "webdav", "dav"})
-# Elsewhere (object stores have no folders) a version is claimed by creating this file with mode "xb".
-_CLAIM_FILE = "_claim"
 
 
 @dataclass(frozen=True)
@@ -142,18 +139,6 @@ class AliasRecord(BaseModel):
     updated_at: str | None = None
 
 
-class AliasMove(BaseModel):
-    """One line of an alias's history: who pointed it where, when (``version`` is None for a delete)."""
-
-    alias: str = Field(pattern=f"^{ALIAS_NAME.pattern}$")
-    version: int | None = Field(default=None, ge=1)
-    previous: int | None = Field(default=None, ge=1)
-    action: str = "move"
-    user: str = ""
-    host: str = ""
-    at: str = ""
-
-
 def _sample_records(sample: Any, limit: int) -> list[Any]:
     if sample is None:
         return []
@@ -169,14 +154,6 @@ def _sample_records(sample: Any, limit: int) -> list[Any]:
     return records
 
 
-def _last(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _reopen(
     url: str,
     storage_options: dict[str, Any],
@@ -190,14 +167,6 @@ def _reopen(
     )
     registry.signer = signer
     return registry
-
-
-def _storage_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    out = dict(options or {})
-    # A config file or environment variable has no tuples: ``auth: [user, password]`` means basic auth.
-    if isinstance(out.get("auth"), list) and len(out["auth"]) == 2:
-        out["auth"] = tuple(out["auth"])
-    return out
 
 
 class Registry:
@@ -223,24 +192,15 @@ class Registry:
     ) -> None:
         self.url = url
         self.storage_options = _storage_options(storage_options)
-        try:
-            self.fs, root = fsspec.core.url_to_fs(url, **self.storage_options)
-        except (ImportError, ValueError) as exc:  # a missing package, an unknown protocol
-            raise ModelOpsError(f"registry {url}: {exc}") from None
-        except TypeError as exc:
-            raise ModelOpsError(
-                f"registry {url}: cannot open it ({exc}); give its storage options in modelops.registry_options"
-            ) from None
-        self.root = root.rstrip("/")
+        self.files = RegistryFiles(url, self.storage_options)
+        self.fs, self.root = self.files.fs, self.files.root
+        self.history = AliasHistory(self.files)
         self.sample_rows = sample_rows
         if previous_signing_keys and not signing_key:
             raise ModelOpsError("modelops.previous_signing_keys needs modelops.signing_key (the current key)")
         self.signer = Signer(signing_key, previous_signing_keys) if signing_key else None
         self.allow_unsigned = allow_unsigned
         self.tracking = tracking
-        protocol = self.fs.protocol
-        self._protocols = {protocol} if isinstance(protocol, str) else set(protocol)
-        self._real_root = os.path.realpath(self.root) if self.is_local else None
 
     @classmethod
     def from_config(cls, cfg: ModelOpsConfig) -> Registry:
@@ -280,22 +240,10 @@ class Registry:
     @property
     def is_local(self) -> bool:
         """Whether the registry is a folder on this machine."""
-        return bool(self._protocols & {"file", "local"})
+        return self.files.is_local
 
-    # paths: every path the registry touches is built here from checked names, and stays under the root
     def _inside(self, path: str, *, resolve: bool = True) -> str:
-        """``path`` when it stays under the root, as written and (``resolve``) with local symlinks followed.
-
-        Paths built from checked names stay under the root as written; following symlinks costs a system
-        call per folder, so it is done where a file or folder is opened, listed, written or deleted.
-        """
-        checks = [(posixpath.normpath(path), posixpath.normpath(self.root or "/"))]
-        if resolve and self._real_root is not None:
-            checks.append((os.path.realpath(path), self._real_root))
-        for resolved, root in checks:
-            if resolved != root and not resolved.startswith(root.rstrip("/") + "/"):
-                raise InvalidNameError(f"{shown(path)} is outside the registry {self.url}")
-        return path
+        return self.files.inside(path, resolve=resolve)
 
     def _model_dir(self, name: str) -> str:
         return self._inside(f"{self.root}/{check_model_name(name)}", resolve=False)
@@ -309,84 +257,21 @@ class Registry:
     def _history_dir(self, name: str) -> str:
         return f"{self._model_dir(name)}/alias-history"
 
-    # storage: every filesystem call goes through these, uncached, with errors in the registry's words
-    @contextmanager
-    def _storage(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except (FileNotFoundError, FileExistsError, ThimbleError):
-            raise
-        except Exception as exc:
-            raise ModelOpsError(
-                f"registry {self.url}: cannot {action} ({type(exc).__name__}: {exc})"
-            ) from exc
-
-    def _ls(self, path: str) -> list[dict[str, Any]]:
-        """Entries of a folder (``[]`` when it does not exist), listed afresh."""
-        self._inside(path)
-        with self._storage(f"list {path}"):
-            self.fs.invalidate_cache(path)
-            try:
-                entries: list[dict[str, Any]] = self.fs.ls(path, detail=True)
-            except (FileNotFoundError, NotADirectoryError):
-                return []
-            return entries
-
-    def _exists(self, path: str) -> bool:
-        # Unlike fs.exists, a failing server is an error here, not a missing file.
-        self._inside(path, resolve=False)
-        with self._storage(f"read {path}"):
-            self.fs.invalidate_cache(path)
-            try:
-                self.fs.info(path)
-            except FileNotFoundError:
-                return False
-            return True
-
-    def _write(self, path: str, data: bytes, *, whole: bool = False) -> None:
-        """Write a file; ``whole``: a new file that readers must never see half-written (an envelope)."""
-        self._inside(path)
-        with self._storage(f"write {path}"):
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            if self.is_local:  # envelopes and aliases alike: rename replaces atomically
-                self.fs.pipe_file(tmp, data)
-                os.replace(tmp, path)
-            elif whole and self._protocols & {"webdav", "dav"}:
-                # A WebDAV server may write a PUT in place; MOVE of a file is a rename on the server.
-                self.fs.pipe_file(tmp, data)
-                self.fs.client.move(tmp, path)
-            else:  # an object store's PUT replaces the whole object at once
-                self.fs.pipe_file(path, data)
-
-    def _read(self, path: str) -> bytes:
-        self._inside(path)
-        with self._storage(f"read {path}"):
-            data = self.fs.cat_file(path)
-        assert isinstance(data, bytes)
-        return data
-
-    def _read_optional(self, path: str) -> bytes | None:
-        try:
-            return self._read(path)
-        except (FileNotFoundError, IsADirectoryError):
-            return None
-
     # reading
     def names(self) -> list[str]:
         """Model names (folders under the root whose name is a model name), sorted."""
         return sorted(
             last
-            for e in self._ls(self.root)
-            if e.get("type") == "directory" and MODEL_NAME.fullmatch(last := _last(e["name"]))
+            for e in self.files.ls(self.root)
+            if e.get("type") == "directory" and MODEL_NAME.fullmatch(last := last_part(e["name"]))
         )
 
     def versions(self, name: str) -> list[int]:
         """Committed versions of ``name`` (those whose envelope is written), oldest first."""
         out = []
-        for e in self._ls(f"{self._model_dir(name)}/versions"):
-            last = _last(e["name"])
-            if _VERSION_FOLDER.fullmatch(last) and self._exists(
+        for e in self.files.ls(f"{self._model_dir(name)}/versions"):
+            last = last_part(e["name"])
+            if _VERSION_FOLDER.fullmatch(last) and self.files.exists(
                 f"{self._version_dir(name, int(last))}/envelope.json"
             ):
                 out.append(int(last))
@@ -403,8 +288,8 @@ class Registry:
 
     def _alias_entries(self, name: str) -> dict[str, int | BrokenEntryError]:
         out: dict[str, int | BrokenEntryError] = {}
-        for e in self._ls(f"{self._model_dir(name)}/aliases"):
-            last = _last(e["name"])
+        for e in self.files.ls(f"{self._model_dir(name)}/aliases"):
+            last = last_part(e["name"])
             alias = last.removesuffix(".json")
             if alias == last or not ALIAS_NAME.fullmatch(alias):
                 continue  # not an alias file (a temporary file, a stray one)
@@ -421,7 +306,7 @@ class Registry:
         problem = ""
         for _ in range(5):  # a WebDAV server may show an alias while it is being rewritten
             try:
-                return AliasRecord.model_validate_json(self._read(path)).version
+                return AliasRecord.model_validate_json(self.files.read(path)).version
             except ValidationError as exc:
                 problem = validation_problems(exc)[0]
         raise BrokenEntryError(f"alias {name}@{alias}: its file {path} is unreadable ({problem})")
@@ -480,7 +365,7 @@ class Registry:
         """The envelope of ``name@version`` and its bytes (what a signature covers)."""
         path = f"{self._version_dir(name, version)}/envelope.json"
         try:
-            data = self._read(path)
+            data = self.files.read(path)
         except FileNotFoundError:
             raise ModelNotFoundError(f"model {name}@{version}: its envelope {path} is missing") from None
         try:
@@ -508,7 +393,7 @@ class Registry:
         name, version = self.resolve(ref)
         info, envelope = self._envelope(name, version)
         if self.signer is not None:
-            signature = self._read_optional(f"{self._version_dir(name, version)}/{SIGNATURE_FILE}")
+            signature = self.files.read_optional(f"{self._version_dir(name, version)}/{SIGNATURE_FILE}")
             self.signer.verify(envelope, signature, info.ref, self.allow_unsigned)
         return info
 
@@ -516,8 +401,8 @@ class Registry:
         info = self.info(ref)
         if not info.sample_file:
             return []
-        data = self._read(f"{self._version_dir(info.name, info.version)}/{info.sample_file}")
-        if info.sample_sha256 and hashlib.sha256(data).hexdigest() != info.sample_sha256:
+        data = self.files.read(f"{self._version_dir(info.name, info.version)}/{info.sample_file}")
+        if info.sample_sha256 and sha256(data) != info.sample_sha256:
             raise ArtifactError(
                 f"model {info.ref}: its sample is corrupt (checksum differs from the one saved)"
             )
@@ -533,20 +418,23 @@ class Registry:
         path = self._alias_path(name, alias)
         _, number = self.resolve(ModelRef(name, str(version)))
         previous = self._previous(name, alias)
-        self._write(path, orjson.dumps({"version": number, "updated_at": datetime.now(UTC).isoformat()}))
-        self._record_move(name, AliasMove(alias=alias, version=number, previous=previous, action=action))
+        self.files.write(path, orjson.dumps({"version": number, "updated_at": datetime.now(UTC).isoformat()}))
+        self.history.record(
+            self._history_dir(name), AliasMove(alias=alias, version=number, previous=previous, action=action)
+        )
         log.info("alias moved", extra={"model": name, "alias": alias, "model_version": number})
         return number
 
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove ``name@alias`` (recorded in the alias history)."""
         path = self._alias_path(name, alias)
-        if not self._exists(path):
+        if not self.files.exists(path):
             raise ModelNotFoundError(f"{name} has no alias {alias!r}")
         previous = self._previous(name, alias)
-        with self._storage(f"delete {self._inside(path)}"):
-            self.fs.rm_file(path)
-        self._record_move(name, AliasMove(alias=alias, previous=previous, action="delete"))
+        self.files.remove(path)
+        self.history.record(
+            self._history_dir(name), AliasMove(alias=alias, previous=previous, action="delete")
+        )
 
     def _previous(self, name: str, alias: str) -> int | None:
         try:
@@ -554,38 +442,12 @@ class Registry:
         except (FileNotFoundError, BrokenEntryError):
             return None
 
-    def _record_move(self, name: str, move: AliasMove) -> None:
-        # One new file per move, named by time and a random id: concurrent moves never overwrite each other.
-        now = datetime.now(UTC)
-        move = move.model_copy(
-            update={
-                "user": _environment.current_user(),
-                "host": _environment.current_host(),
-                "at": now.isoformat(timespec="microseconds"),
-            }
-        )
-        file = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:12]}.json"
-        self._write(f"{self._history_dir(name)}/{file}", move.model_dump_json().encode())
-
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         """Every recorded move of ``name``'s aliases (or of one alias), oldest first."""
         check_model_name(name)
         if alias is not None:
             check_alias(alias)
-        moves = []
-        entries = sorted(self._ls(self._history_dir(name)), key=lambda e: _last(e["name"]))
-        for e in entries:
-            last = _last(e["name"])
-            if not re.fullmatch(r"[0-9T.Z]+-[0-9a-f]{12}\.json", last):
-                continue
-            try:
-                move = AliasMove.model_validate_json(self._read(f"{self._history_dir(name)}/{last}"))
-            except (FileNotFoundError, ValidationError) as exc:
-                log.warning("alias history entry unreadable", extra={"file": last, "error": str(exc)[:200]})
-                continue
-            if alias is None or move.alias == alias:
-                moves.append(move)
-        return moves
+        return self.history.moves(self._history_dir(name), alias)
 
     def rollback(self, name: str, alias: str) -> int:
         """Point ``name@alias`` back at the version it pointed at before its last move; return it."""
@@ -593,71 +455,25 @@ class Registry:
         current = self._previous(name, alias)
         if current is None:
             raise ModelNotFoundError(f"{name} has no alias {alias!r} to roll back")
-        last = next((m for m in reversed(self.alias_history(name, alias)) if m.version == current), None)
-        if last is None or last.previous is None or last.previous == current:
-            raise ModelOpsError(
-                f"{name}@{alias} -> {current} has no earlier version in its history to roll back to"
-            )
-        return self.set_alias(name, alias, last.previous, action="rollback")
+        target = self.history.rollback_target(self._history_dir(name), f"{name}@{alias}", alias, current)
+        return self.set_alias(name, alias, target, action="rollback")
 
     # saving
     def _allocate(self, name: str) -> int:
         """Claim the next free version number of ``name``: two writers never get the same one."""
-        base = self._inside(f"{self._model_dir(name)}/versions")
-        with self._storage(f"create {base}"):
-            self.fs.makedirs(base, exist_ok=True)
-        taken = [int(last) for e in self._ls(base) if _VERSION_FOLDER.fullmatch(last := _last(e["name"]))]
+        base = f"{self._model_dir(name)}/versions"
+        self.files.makedirs(base)
+        taken = [
+            int(last) for e in self.files.ls(base) if _VERSION_FOLDER.fullmatch(last := last_part(e["name"]))
+        ]
         version = max(taken, default=0) + 1
         for _ in range(100):
             try:
-                self._claim(self._version_dir(name, version))
+                self.files.claim(self._version_dir(name, version))
                 return version
             except FileExistsError:
                 version += 1
         raise VersionExistsError(f"could not allocate a new version of {name} in {self.url}")
-
-    def _claim(self, vdir: str) -> None:
-        """Create ``vdir`` so that no other writer can; raise FileExistsError when it is taken."""
-        self._inside(vdir)
-        if self._protocols & _EXCLUSIVE_MKDIR:
-            with self._storage(f"create {vdir}"):
-                try:
-                    self.fs.mkdir(vdir, create_parents=False)
-                except FileExistsError:
-                    raise
-                except Exception:
-                    # e.g. a WebDAV server that answers a lost race with 500 instead of 405
-                    if self._exists(vdir):
-                        raise FileExistsError(vdir) from None
-                    raise
-            return
-        marker = f"{vdir}/{_CLAIM_FILE}"
-        with self._storage(f"create {marker}"):
-            try:
-                # Atomic where the filesystem maps "xb" to a conditional write (If-None-Match: *).
-                with self.fs.open(marker, "xb") as f:
-                    f.write(self.url.encode())
-            except (NotImplementedError, ValueError):
-                if self._exists(marker):
-                    raise FileExistsError(marker) from None
-                log.warning(
-                    "this filesystem has no exclusive create: concurrent saves may race",
-                    extra={"registry": self.url},
-                )
-                self.fs.pipe_file(marker, self.url.encode())
-
-    def _dump_artifact(self, key: str, value: Any) -> tuple[bytes, str]:
-        buf = io.BytesIO()
-        try:
-            joblib.dump(value, buf)
-            return buf.getvalue(), "joblib"
-        except (pickle.PicklingError, TypeError, AttributeError):
-            try:
-                return cloudpickle.dumps(value), "cloudpickle"
-            except Exception as exc:
-                raise ArtifactError(
-                    f"artifact {key!r} ({type(value).__name__}) cannot be pickled: {exc}"
-                ) from None
 
     def save(
         self,
@@ -712,19 +528,19 @@ class Registry:
         blobs: dict[str, bytes] = {}
         infos: dict[str, ArtifactInfo] = {}
         for key, value in artifacts.items():
-            data, fmt = self._dump_artifact(key, value)
+            data, fmt = dump_artifact(key, value)
             file = f"artifacts/{key}.{fmt}"
             blobs[file] = data
             infos[key] = ArtifactInfo(
                 file=file,
                 format=fmt,
                 type=f"{type(value).__module__}.{type(value).__qualname__}",
-                sha256=_sha256(data),
+                sha256=sha256(data),
                 bytes=len(data),
             )
         pickle_file = None
         if import_path is None:
-            blobs[PICKLE_FILE] = self._pickle_function(function)
+            blobs[PICKLE_FILE] = pickle_by_value(function)
             pickle_file = PICKLE_FILE
         if rows:
             blobs[SAMPLE_FILE] = orjson.dumps([r.model_dump(mode="json") for r in rows])
@@ -742,14 +558,14 @@ class Registry:
             function=FunctionRef(
                 import_path=import_path,
                 pickle_file=pickle_file,
-                sha256=_sha256(blobs[PICKLE_FILE]) if pickle_file else None,
+                sha256=sha256(blobs[PICKLE_FILE]) if pickle_file else None,
             ),
             input_schema=function.input_type.model_json_schema(),
             output_schema=function.output_type.model_json_schema(),
             features=function.features,
             artifacts=infos,
             sample_file=SAMPLE_FILE if rows else None,
-            sample_sha256=_sha256(blobs[SAMPLE_FILE]) if rows else None,
+            sample_sha256=sha256(blobs[SAMPLE_FILE]) if rows else None,
             sample_rows=len(rows),
             baseline=baseline,
             context=SavedContext(
@@ -758,11 +574,11 @@ class Registry:
         )
         vdir = self._version_dir(function.name, version)
         for file, data in blobs.items():
-            self._write(f"{vdir}/{file}", data)
+            self.files.write(f"{vdir}/{file}", data)
         envelope = info.model_dump_json(indent=2).encode()
         if self.signer is not None:
-            self._write(f"{vdir}/{SIGNATURE_FILE}", self.signer.sign(envelope))
-        self._write(f"{vdir}/envelope.json", envelope, whole=True)
+            self.files.write(f"{vdir}/{SIGNATURE_FILE}", self.signer.sign(envelope))
+        self.files.write(f"{vdir}/envelope.json", envelope, whole=True)
         for alias in aliases:
             self.set_alias(function.name, alias, version)
         self._track_save(info, outputs)
@@ -770,24 +586,6 @@ class Registry:
             "model saved", extra={"model": function.name, "model_version": version, "registry": self.url}
         )
         return info
-
-    def _pickle_function(self, function: ModelFunction) -> bytes:
-        import sys
-
-        module = sys.modules.get(function.fn.__module__)
-        by_value = module is not None and module.__name__ != "__main__"
-        if by_value:
-            cloudpickle.register_pickle_by_value(module)
-        try:
-            data: bytes = cloudpickle.dumps(function)
-            return data
-        except Exception as exc:
-            raise ModelLoadError(
-                f"model {function.name}: its function is not importable by path and cannot be pickled: {exc}"
-            ) from None
-        finally:
-            if by_value:
-                cloudpickle.unregister_pickle_by_value(module)
 
     def tracker(self) -> Tracker:
         """The metrics store of this registry: configured, else beside a local registry, else in the run folder.
@@ -846,55 +644,21 @@ class Registry:
     def _load_function(self, info: ModelInfo, vdir: str) -> ModelFunction:
         ref = info.function
         if ref.import_path:
-            module_name, _, qualname = ref.import_path.partition(":")
-            try:
-                target: Any = importlib.import_module(module_name)
-                for part in qualname.split("."):
-                    target = getattr(target, part)
-            except (ImportError, AttributeError) as exc:
-                raise ModelLoadError(
-                    f"model {info.ref}: cannot import its function {ref.import_path}: {exc}. Install the code that defines it, or save it again from here."
-                ) from None
-            if not isinstance(target, ModelFunction):
-                raise ModelLoadError(
-                    f"model {info.ref}: {ref.import_path} is not an @model function any more"
-                )
-            return target
+            return import_function(info)
         if not ref.pickle_file:
             raise ModelLoadError(f"model {info.ref}: the envelope names no function")
         try:
-            data = self._read(f"{vdir}/{ref.pickle_file}")
+            data = self.files.read(f"{vdir}/{ref.pickle_file}")
         except FileNotFoundError:
             raise ArtifactError(
                 f"model {info.ref}: its pickled function {vdir}/{ref.pickle_file} is missing"
             ) from None
-        if ref.sha256 is not None and _sha256(data) != ref.sha256:
-            raise ArtifactError(
-                f"model {info.ref}: its pickled function is corrupt (checksum differs from the one saved)"
-            )
-        try:
-            function = cloudpickle.loads(data)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"model {info.ref}: cannot unpickle its function ({type(exc).__name__}: {exc})"
-            ) from None
-        if not isinstance(function, ModelFunction):
-            raise ModelLoadError(f"model {info.ref}: {ref.pickle_file} does not hold an @model function")
-        return function
+        return unpickle_function(info, data)
 
     def _load_artifact(self, info: ModelInfo, key: str, art: ArtifactInfo, vdir: str) -> Any:
         path = f"{vdir}/{art.file}"
         try:
-            data = self._read(path)
+            data = self.files.read(path)
         except FileNotFoundError:
             raise ArtifactError(f"model {info.ref}: artifact {key!r} is missing ({path})") from None
-        if _sha256(data) != art.sha256:
-            raise ArtifactError(
-                f"model {info.ref}: artifact {key!r} is corrupt (checksum differs from the one saved)"
-            )
-        try:
-            return joblib.load(io.BytesIO(data)) if art.format == "joblib" else cloudpickle.loads(data)
-        except Exception as exc:
-            raise ArtifactError(
-                f"model {info.ref}: artifact {key!r} cannot be loaded ({type(exc).__name__}: {exc})"
-            ) from None
+        return load_artifact(info, key, art, data)
