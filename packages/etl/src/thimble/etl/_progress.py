@@ -1,4 +1,8 @@
-"""Live progress of a run in the terminal: the phase, and Spark stages done/total of its job group."""
+"""Live progress of a run in the terminal: the phase, and Spark stages done/total of its job group.
+
+In process the stages come from Spark's status tracker; over Spark Connect, from the progress the server
+reports with each operation.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +20,17 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from thimble.etl._connect import StageProgress
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
 class SparkProgress:
-    """Shows ``phase: stages done/total`` while a run goes; polls Spark's status tracker in a thread."""
+    """Shows ``phase: stages done/total`` while a run goes, refreshed from a thread."""
 
     def __init__(self, spark: SparkSession, console: Console | None = None) -> None:
-        self._tracker = spark.sparkContext.statusTracker()
+        self._stages = StageProgress(spark)
         self._bar = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -42,30 +48,18 @@ class SparkProgress:
 
     def phase(self, name: str, group: str) -> None:
         self._group = group
+        self._stages.follow(group)
         self._bar.update(self._task, description=name, completed=0, total=None)
 
     def _poll(self) -> None:
         while not self._stop.wait(0.25):
-            group = self._group
-            if group is None:
+            if self._group is None:
                 continue
-            done = total = 0
-            for job_id in self._tracker.getJobIdsForGroup(group):
-                job = self._tracker.getJobInfo(job_id)
-                if job is None:
-                    continue
-                for stage_id in job.stageIds:
-                    total += 1
-                    stage = self._tracker.getStageInfo(stage_id)
-                    if (
-                        stage is None
-                        or (stage.numTasks and stage.numCompletedTasks >= stage.numTasks)
-                        or job.status == "SUCCEEDED"
-                    ):
-                        done += 1
+            done, total = self._stages.counts()
             self._bar.update(self._task, completed=done, total=total or None)
 
     def __enter__(self) -> SparkProgress:
+        self._stages.start()
         self._bar.start()
         self._thread.start()
         return self
@@ -75,4 +69,5 @@ class SparkProgress:
     ) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        self._stages.stop()
         self._bar.stop()

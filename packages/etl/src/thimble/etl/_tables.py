@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from thimble.common.config import ThimbleSettings
 from thimble.common.logging import get_logger
+from thimble.etl._connect import is_remote
 from thimble.etl.errors import TableNotFoundError
 
 if TYPE_CHECKING:
@@ -43,14 +45,12 @@ def require(spark: SparkSession, table: str) -> None:
 
 def version(spark: SparkSession, table: str) -> int | None:
     """The table's current version, or None when it does not exist."""
-    from delta.tables import DeltaTable
-
     if not exists(spark, table):
         return None
     latest = _snapshot_version(spark, table)
     if latest is not None:
         return latest
-    row = DeltaTable.forName(spark, table).history(1).select("version").first()
+    row = spark.sql(f"DESCRIBE HISTORY {quoted(table)} LIMIT 1").select("version").first()
     return int(row[0]) if row else None
 
 
@@ -83,11 +83,20 @@ def append_rows(spark: SparkSession, table: str, rows: list[tuple[object, ...]])
 
 
 def _local_path(spark: SparkSession, table: str) -> str | None:
-    location = _with_delta_log(
-        spark, table, lambda log, session, ident: str(log.forTable(session, ident).dataPath())
-    )
+    """The table's folder when this process sees it on its own filesystem (over Connect: the server's
+    location, if its Delta log is here too)."""
+    if is_remote(spark):
+        row = spark.sql(f"DESCRIBE DETAIL {quoted(table)}").select("location").first()
+        location = str(row[0]) if row and row[0] else None
+    else:
+        location = _with_delta_log(
+            spark, table, lambda log, session, ident: str(log.forTable(session, ident).dataPath())
+        )
     parsed = urlparse(location or "")
-    return unquote(parsed.path) if parsed.scheme == "file" else None
+    if parsed.scheme != "file":
+        return None
+    path = unquote(parsed.path)
+    return path if Path(path, "_delta_log").is_dir() else None
 
 
 def _snapshot_version(spark: SparkSession, table: str) -> int | None:
@@ -100,7 +109,10 @@ def _snapshot_version(spark: SparkSession, table: str) -> int | None:
 
 
 def _with_delta_log(spark: SparkSession, table: str, use: Callable[[Any, Any, Any], T]) -> T | None:
-    """``use(DeltaLog class, JVM session, table identifier)`` through Delta's JVM API; None when it fails."""
+    """``use(DeltaLog class, JVM session, table identifier)`` through Delta's JVM API; None when it fails
+    or there is no JVM in this process (Spark Connect)."""
+    if is_remote(spark):
+        return None
     from py4j.protocol import Py4JError
 
     try:
@@ -113,11 +125,8 @@ def _with_delta_log(spark: SparkSession, table: str, use: Callable[[Any, Any, An
 
 def commits(spark: SparkSession, table: str) -> list[dict[str, Any]]:
     """Every commit still in the table's log, newest first, with its parsed thimble metadata."""
-    from delta.tables import DeltaTable
-
     rows = (
-        DeltaTable.forName(spark, table)
-        .history()
+        spark.sql(f"DESCRIBE HISTORY {quoted(table)}")
         .select("version", "timestamp", "operation", "userMetadata", "operationMetrics")
         .collect()
     )
@@ -160,7 +169,7 @@ def commit_metadata(
 
 def create_from(df: DataFrame, table: str, partition_by: list[str]) -> None:
     """Create ``table`` from ``df`` in one commit, with the change data feed on."""
-    writer = df.write.format("delta").mode("errorifexists").option(CDF_PROPERTY, "true")
+    writer = df.write.format("delta").mode("error").option(CDF_PROPERTY, "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.saveAsTable(table)

@@ -1,5 +1,5 @@
 """Quality: metrics of the rows about to be written, fused into ONE Spark aggregation (or observed by the
-write itself, when nothing waits for them), and checks on them.
+write itself, when nothing waits for them and the session runs in process), and checks on them.
 
 Checks are thresholds (``min``/``max``) or a change against the table's own history (``max_change``
 relative to the trailing mean of the last ``over_last`` committed runs). Metrics and check results are
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from thimble.etl._connect import observes_writes
 from thimble.etl.config import CheckConfig, MetricConfig
 
 if TYPE_CHECKING:
@@ -151,12 +152,15 @@ def observe_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> ObservedM
     """``df`` observed for its row count and ``metrics``; None when one cannot be observed in the pass.
 
     Spark refuses some aggregates in observed metrics (e.g. ``count(DISTINCT ...)`` in a ``sql``
-    metric): those runs measure in their own Spark job instead.
+    metric), and a write over Spark Connect reports no observed metrics: those runs measure in their
+    own Spark job (an aggregation) instead.
     """
     from pyspark.errors import AnalysisException
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
+    if not observes_writes(df.sparkSession):
+        return None
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     observation = Observation(f"thimble-quality-{uuid.uuid4().hex}")
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from thimble.common.config import ThimbleSettings
 from thimble.common.logging import get_logger
@@ -171,19 +172,32 @@ def _landing_root(source: LandingSource, settings: ThimbleSettings) -> str:
 
 
 def _landing_files(spark: SparkSession, root: str) -> list[str]:
-    """Every landed Parquet file under ``root/date=*/`` (temp files starting with '.' or '_' excluded)."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    pattern = jvm.org.apache.hadoop.fs.Path(f"{root}/date=*/*.parquet")
-    statuses = pattern.getFileSystem(conf).globStatus(pattern) or []
-    files = []
-    for status in statuses:
-        path = status.getPath()
-        name = path.getName()
-        if status.isFile() and not name.startswith((".", "_")):
-            files.append(path.toString())
-    return sorted(files)
+    """Every landed Parquet file under ``root/date=*/`` (temp files starting with '.' or '_' excluded).
+
+    Spark lists them, where it reads them (the server, over Spark Connect): planning a read of the glob
+    lists its files and runs no job; the schema is given, so no file is opened.
+    """
+    from pyspark.errors import AnalysisException
+
+    try:
+        listed = spark.read.schema(_ANY_SCHEMA).parquet(f"{root}/date=*/*.parquet").inputFiles()
+    except AnalysisException:  # nothing matches the pattern
+        return []
+    files = {hadoop_path(uri) for uri in listed}
+    return sorted(f for f in files if not f.rsplit("/", 1)[-1].startswith((".", "_")))
+
+
+_ANY_SCHEMA = "_thimble_unread string"
+
+
+def hadoop_path(uri: str) -> str:
+    """A file URI as Hadoop spells its path (``file:/a b/c``, ``s3a://bucket/key``): landed files are
+    recorded in this form in the table's commits, and must compare equal from one run to the next."""
+    parsed = urlsplit(uri)
+    if not parsed.scheme:
+        return uri
+    authority = f"//{parsed.netloc}" if parsed.netloc else ""
+    return f"{parsed.scheme}:{authority}{unquote(parsed.path)}"
 
 
 def _loaded_files(spark: SparkSession, table: str) -> set[str]:

@@ -2,8 +2,9 @@
 
 The output is a versioned Delta table; each commit records the model version and the input table version.
 Quality metrics (row count, nulls, mean/min/max of each prediction) and drift (PSI of inputs and
-predictions against the training sample) are gathered in the scoring pass itself, with an accumulator,
-so they cost no extra read of the data.
+predictions against the training sample) come from one Spark aggregation after the write: over the rows
+the run wrote and the input rows it scored (columns read, the model not run again). It is the same in
+process and over Spark Connect.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from thimble.modelops.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 log = get_logger(__name__)
@@ -40,8 +41,6 @@ MODEL_COLUMN = "_model"
 VERSION_COLUMN = "_model_version"
 INPUT_VERSION_COLUMN = "_input_version"
 RUN_COLUMN = "_run_id"
-# Input drift is measured on an evenly spaced sample of each Arrow batch (outputs: on every row).
-DRIFT_SAMPLE_PER_BATCH = 1_000
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,12 @@ def check_input(model: LoadedModel, schema: StructType, table: str) -> None:
 
 
 class _Stats:
-    """Per-batch statistics merged with an accumulator: rows, nulls, sums, min/max and histogram counts."""
+    """The statistics of a run as Spark aggregates: rows, and of each numeric prediction its nulls, sum,
+    min, max and histogram; of each numeric input with a baseline, its histogram (the baseline's edges).
+
+    A value counts in a bucket ``i`` when ``edges[i-1] <= value < edges[i]`` (``numpy.searchsorted(...,
+    side="right")``); null, NaN and infinite values count as nulls, in no bucket.
+    """
 
     def __init__(self, model: LoadedModel) -> None:
         baseline = model.info.baseline if model.info else {}
@@ -155,46 +159,78 @@ class _Stats:
             f: baseline[f"output.{f}"].edges for f in self.outputs if f"output.{f}" in baseline
         }
 
-    def measure(self, pdf: pd.DataFrame, out: pd.DataFrame) -> dict[str, Any]:
-        stats: dict[str, Any] = {"rows": len(out)}
-        step = max(1, len(pdf) // DRIFT_SAMPLE_PER_BATCH)
-        for f, edges in self.inputs.items():
-            if f in pdf.columns:
-                values = pdf[f].to_numpy(dtype="float64", na_value=np.nan)[::step]
-                stats[f"hist.input.{f}"] = _counts(values, edges)
+    def measure(self, scored: DataFrame, inputs: DataFrame) -> dict[str, Any]:
+        """The statistics of the ``scored`` rows and of the ``inputs`` they were scored from (one Spark job)."""
+        from pyspark.sql import functions as F
+
+        out_exprs: list[Column] = [F.count(F.lit(1)).alias("rows")]
         for f in self.outputs:
-            values = out[f].to_numpy(dtype="float64", na_value=np.nan)
-            finite = values[np.isfinite(values)]
-            stats[f"nulls.{f}"] = int(len(values) - finite.size)
-            stats[f"sum.{f}"] = float(finite.sum())
-            stats[f"min.{f}"] = float(finite.min()) if finite.size else np.inf
-            stats[f"max.{f}"] = float(finite.max()) if finite.size else -np.inf
-            stats[f"hist.output.{f}"] = _counts(finite, self.output_edges.get(f, []))
-        return stats
+            value, finite = _finite(f)
+            out_exprs += [
+                F.count_if(~finite).alias(f"nulls.{f}"),
+                F.sum(F.when(finite, value)).alias(f"sum.{f}"),
+                F.min(F.when(finite, value)).alias(f"min.{f}"),
+                F.max(F.when(finite, value)).alias(f"max.{f}"),
+                *_histogram(f, self.output_edges.get(f, []), f"hist.output.{f}"),
+            ]
+        in_exprs = [
+            expr
+            for f, edges in self.inputs.items()
+            if f in inputs.columns
+            for expr in _histogram(f, edges, f"hist.input.{f}")
+        ]
+        frame = scored.agg(*out_exprs)
+        if in_exprs:
+            frame = frame.crossJoin(inputs.agg(*in_exprs))
+        row = frame.first()
+        assert row is not None
+        return _gathered(row.asDict())
 
 
-def _counts(values: np.ndarray, edges: list[float]) -> list[int]:
-    values = values[np.isfinite(values)]
-    counts: list[int] = np.bincount(
-        np.searchsorted(np.asarray(edges), values, side="right"), minlength=len(edges) + 1
-    ).tolist()
+def _finite(column: str) -> tuple[Column, Column]:
+    from pyspark.sql import functions as F
+
+    value = F.col(f"`{column}`").cast("double")
+    finite = value.isNotNull() & ~F.isnan(value) & (F.abs(value) != F.lit(float("inf")))
+    return value, finite
+
+
+def _histogram(column: str, edges: Sequence[float], prefix: str) -> list[Column]:
+    """One count per bucket of ``edges`` (len(edges) + 1 of them), named ``prefix.<i>``."""
+    from pyspark.sql import functions as F
+
+    value, finite = _finite(column)
+    bounds: list[tuple[float | None, float | None]] = list(zip([None, *edges], [*edges, None], strict=True))
+    counts = []
+    for i, (low, high) in enumerate(bounds):
+        inside = finite
+        if low is not None:
+            inside = inside & (value >= F.lit(float(low)))
+        if high is not None:
+            inside = inside & (value < F.lit(float(high)))
+        counts.append(F.count_if(inside).alias(f"{prefix}.{i}"))
     return counts
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        if k not in out:
-            out[k] = v
-        elif k.startswith("min."):
-            out[k] = min(out[k], v)
-        elif k.startswith("max."):
-            out[k] = max(out[k], v)
-        elif k.startswith("hist."):
-            out[k] = [x + y for x, y in zip(out[k], v, strict=True)]
+def _gathered(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Aggregated columns back to the statistics' shape: histograms as lists, empty min/max as +-inf."""
+    stats: dict[str, Any] = {}
+    hists: dict[str, dict[int, int]] = {}
+    for key, value in row.items():
+        if key.startswith("hist."):
+            name, _, index = key.rpartition(".")
+            hists.setdefault(name, {})[int(index)] = int(value)
+        elif key.startswith("min."):
+            stats[key] = float(value) if value is not None else np.inf
+        elif key.startswith("max."):
+            stats[key] = float(value) if value is not None else -np.inf
+        elif key.startswith("sum."):
+            stats[key] = float(value or 0.0)
         else:
-            out[k] = out[k] + v
-    return out
+            stats[key] = int(value or 0)
+    for name, counts in hists.items():
+        stats[name] = [counts[i] for i in range(len(counts))]
+    return stats
 
 
 _LOADED: dict[tuple[str, str, int, bool], LoadedModel] = {}
@@ -216,7 +252,6 @@ def score(
     model: LoadedModel,
     registry: Registry | str,
     keep: list[str],
-    accumulator: Any = None,
 ) -> DataFrame:
     """``df`` scored by ``model`` (loaded in each Python worker from the registry): kept columns + outputs.
 
@@ -237,7 +272,6 @@ def score(
             for f in model.output_fields
         ]
     )
-    stats = _Stats(model)
     columns = list(dict.fromkeys([*inputs, *keep]))
     enums = [f for f in model.output_fields if is_enum(model.output_type.model_fields[f].annotation)]
 
@@ -247,8 +281,6 @@ def score(
             out = m.predict_frame(pdf)
             for c in enums:  # the column holds the values, as served JSON does
                 out[c] = [v.value if isinstance(v, enum.Enum) else v for v in out[c]]
-            if accumulator is not None:
-                accumulator.add(stats.measure(pdf, out))
             for i, c in enumerate(keep):
                 out.insert(i, c, pdf[c].to_numpy())
             yield out
@@ -283,7 +315,6 @@ def run_batch(
     scores join back to their rows. ``mode``: ``overwrite`` (a new version of the whole table) or ``append``.
     ``where``: a SQL predicate on the input table (``"is_current"``); only the rows it keeps are scored.
     """
-    from pyspark.accumulators import AccumulatorParam
     from pyspark.sql import functions as F
 
     settings = settings or load_modelops_settings()
@@ -321,17 +352,8 @@ def run_batch(
         raise SchemaMismatchError(
             f"cannot keep {clash}: not columns of {source}, or named like a model output"
         )
-
-    class _DictParam(AccumulatorParam[dict[str, Any]]):
-        def zero(self, value: dict[str, Any]) -> dict[str, Any]:
-            return {}
-
-        def addInPlace(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-            return _merge(a, b)
-
-    acc = spark.sparkContext.accumulator({}, _DictParam())
     run_id = f"batch-{uuid.uuid4().hex[:12]}"
-    scored = score(df, loaded, registry, keep, acc).withColumns(
+    scored = score(df, loaded, registry, keep).withColumns(
         {
             MODEL_COLUMN: F.lit(loaded.name),
             VERSION_COLUMN: F.lit(loaded.version).cast("int"),
@@ -365,7 +387,8 @@ def run_batch(
         else:
             spark.conf.set(conf_key, previous)
     seconds = time.perf_counter() - started
-    stats: dict[str, Any] = acc.value
+    written = scored.limit(0) if version_out is None else _written(spark, target, version_out, run_id)
+    stats = _Stats(loaded).measure(written, df)
     metrics, dists = _summarise(loaded, stats, seconds)
     metrics.update({f"quality.{k}": float(v) for k, v in quality.items() if v is not None})
     result = BatchResult(
@@ -393,6 +416,14 @@ def run_batch(
         },
     )
     return result
+
+
+def _written(spark: SparkSession, table: str, version: int, run_id: str) -> DataFrame:
+    """The rows run ``run_id`` wrote into ``table``, as of ``version``."""
+    from pyspark.sql import functions as F
+
+    rows = spark.read.format("delta").option("versionAsOf", version).table(table)
+    return rows.filter(F.col(RUN_COLUMN) == run_id)
 
 
 def _filtered(df: DataFrame, where: str, table: str) -> DataFrame:

@@ -1,0 +1,142 @@
+"""What differs between a Spark Connect session (a thin client of a long-lived server) and an in-process one.
+
+Everything else in thimble-etl speaks the DataFrame and SQL API that both share. What only an in-process
+session has (its JVM, the status tracker, job groups, observed metrics of a write) is asked for here, with
+the way that works over Connect beside it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from thimble.common.spark import uses_connect
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+StageCounts = tuple[int, int]
+"""(stages done, stages known)."""
+
+
+def is_remote(spark: SparkSession) -> bool:
+    """Whether ``spark`` is a Spark Connect client (no JVM in this process)."""
+    return uses_connect(spark)
+
+
+def master(spark: SparkSession) -> str:
+    """The master URL the session's jobs run on (the server's, over Connect)."""
+    if is_remote(spark):
+        return spark.conf.get("spark.master", "") or ""
+    return spark.sparkContext.master or ""
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """How many tasks a stage runs at once by default (over Connect: the server's setting, else 2)."""
+    if is_remote(spark):
+        value = spark.conf.get("spark.default.parallelism", None)
+        return int(value) if value and value.isdigit() else 2
+    return int(spark.sparkContext.defaultParallelism)
+
+
+def observes_writes(spark: SparkSession) -> bool:
+    """Whether metrics observed on a DataFrame are reported by a write of it (not over Connect)."""
+    return not is_remote(spark)
+
+
+@contextmanager
+def job_group(spark: SparkSession, group: str, description: str) -> Iterator[None]:
+    """Label the Spark jobs started inside the block with ``group`` (a job group, or a tag over Connect)."""
+    if is_remote(spark):
+        spark.addTag(_tag(group))
+        try:
+            yield
+        finally:
+            spark.removeTag(_tag(group))
+        return
+    spark.sparkContext.setJobGroup(group, description, interruptOnCancel=True)
+    yield
+
+
+def _tag(group: str) -> str:
+    # A tag may not contain a comma.
+    return group.replace(",", "_")
+
+
+def jobs_in_group(spark: SparkSession, group: str) -> int | None:
+    """How many Spark jobs ran under ``group`` (None over Connect, which does not tell)."""
+    if is_remote(spark):
+        return None
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+class StageProgress:
+    """Stages done and known of the jobs of a job group: polled from the status tracker in process,
+    reported by the server with each operation's progress over Connect.
+
+    Over Connect the count covers the operations since :meth:`follow` named the group: a run uses its
+    session from one thread, so these are the group's.
+    """
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._spark = spark
+        self._remote = is_remote(spark)
+        self._lock = threading.Lock()
+        self._group: str | None = None
+        self._operations: dict[str, StageCounts] = {}
+        self._handler: Callable[..., None] | None = None
+
+    def start(self) -> None:
+        if self._remote:
+            self._handler = self._on_progress
+            self._spark.registerProgressHandler(self._handler)
+
+    def stop(self) -> None:
+        if self._handler is not None:
+            self._spark.removeProgressHandler(self._handler)
+            self._handler = None
+
+    def follow(self, group: str) -> None:
+        """Count the stages of ``group`` from now on."""
+        with self._lock:
+            self._group = group
+            self._operations = {}
+
+    def counts(self) -> StageCounts:
+        """(done, known) stages of the followed group so far."""
+        with self._lock:
+            group = self._group
+            if self._remote or group is None:
+                operations = list(self._operations.values())
+                return sum(d for d, _ in operations), sum(t for _, t in operations)
+        return _tracked_counts(self._spark, group)
+
+    def _on_progress(
+        self, stages: list[Any], inflight_tasks: int, operation_id: str | None = None, done: bool = False
+    ) -> None:
+        key = operation_id or ""
+        finished = sum(1 for stage in stages if stage.done or done)
+        with self._lock:
+            if self._group is not None:
+                self._operations[key] = (finished, len(stages))
+
+
+def _tracked_counts(spark: SparkSession, group: str) -> StageCounts:
+    tracker = spark.sparkContext.statusTracker()
+    done = total = 0
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        if job is None:
+            continue
+        for stage_id in job.stageIds:
+            total += 1
+            stage = tracker.getStageInfo(stage_id)
+            if (
+                stage is None
+                or (stage.numTasks and stage.numCompletedTasks >= stage.numTasks)
+                or job.status == "SUCCEEDED"
+            ):
+                done += 1
+    return done, total
