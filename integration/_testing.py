@@ -9,8 +9,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from integration._procs import cmdline, port_free
+from integration._procs import cmdline
 from integration._settings import REPO_ROOT as REPO
+from thimble.testing import free_port_run
 
 STACK = REPO / "integration" / "stack.py"
 
@@ -21,21 +22,6 @@ def main_jars_dir() -> Path:
     if explicit:
         return Path(explicit)
     return Path(os.environ.get("THIMBLE_RUN_DIR") or REPO / ".run") / "jars"
-
-
-def free_kafka_port(start: int = 19092) -> int:
-    """A port that is free together with the next one (the controller's)."""
-    for port in range(start, start + 200, 2):
-        if port_free(port) and port_free(port + 1):
-            return port
-    raise RuntimeError(f"no free pair of ports in {start}-{start + 200}")
-
-
-def free_port(start: int) -> int:
-    for port in range(start, start + 200):
-        if port_free(port):
-            return port
-    raise RuntimeError(f"no free port in {start}-{start + 200}")
 
 
 @dataclass
@@ -104,18 +90,13 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
 
 
-def free_port_run(count: int, start: int) -> int:
-    """The first of ``count`` consecutive free ports at or after ``start``."""
-    for first in range(start, start + 400, 2):
-        if all(port_free(port) for port in range(first, first + count)):
-            return first
-    raise RuntimeError(f"no {count} free consecutive ports in {start}-{start + 400}")
-
-
 def cluster_stack(run_dir: Path, brokers: int = 3) -> Stack:
     """A stack for ``up --kafka-brokers N``: 2N consecutive free ports for Kafka, one for Redis."""
-    return Stack(run_dir=run_dir, kafka_port=free_port_run(2 * brokers, 39092), redis_port=free_port(18379))
+    kafka_port = free_port_run(39092, 2 * brokers, step=2, span=400)
+    return Stack(run_dir=run_dir, kafka_port=kafka_port, redis_port=free_port_run(18379))
 
 
 def make_stack(run_dir: Path, redis_start: int = 16379) -> Stack:
-    return Stack(run_dir=run_dir, kafka_port=free_kafka_port(), redis_port=free_port(redis_start))
+    """A one-broker stack: a pair of free ports for Kafka and its controller, one for Redis."""
+    kafka_port = free_port_run(19092, 2, step=2)
+    return Stack(run_dir=run_dir, kafka_port=kafka_port, redis_port=free_port_run(redis_start))

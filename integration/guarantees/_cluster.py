@@ -15,24 +15,11 @@ from integration._kafka import Kafka, kafka_nodes
 from integration._procs import alive, port_free, reap, wait_for
 from integration._settings import REPO_ROOT, StackSettings
 from integration.errors import StackError
+from thimble.testing import free_port_run
 
 BROKERS = 3
 FIRST_KAFKA_PORT = 29292
 FIRST_REDIS_PORT = 26579
-
-
-def _free_run(count: int, start: int) -> int:
-    for first in range(start, start + 600, 2):
-        if all(port_free(port) for port in range(first, first + count)):
-            return first
-    raise RuntimeError(f"no {count} free consecutive ports in {start}-{start + 600}")
-
-
-def _free_port(start: int) -> int:
-    for port in range(start, start + 200):
-        if port_free(port):
-            return port
-    raise RuntimeError(f"no free port in {start}-{start + 200}")
 
 
 class Cluster:
@@ -54,8 +41,8 @@ class Cluster:
         settings = StackSettings(
             run_dir=run_dir.resolve(),
             jars_dir=Path(jars).resolve(),
-            kafka_port=_free_run(2 * BROKERS, FIRST_KAFKA_PORT),
-            redis_port=_free_port(FIRST_REDIS_PORT),
+            kafka_port=free_port_run(FIRST_KAFKA_PORT, 2 * BROKERS, step=2, span=600),
+            redis_port=free_port_run(FIRST_REDIS_PORT),
             kafka_brokers=BROKERS,
         )
         return cls(settings, console)

@@ -18,16 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from integration._procs import alive
-from integration._testing import Stack, free_port
+from integration._testing import Stack
 from thimble.common.config import load_settings
 from thimble.consumer import ConsumerSettings, group_lag
-from thimble.testing import wait_until
+from thimble.testing import TopicReader, free_port_run, produce, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,30 +69,13 @@ APP_SOURCE = textwrap.dedent(
 
 def _ids(conf: dict[str, Any], topic: str, expected: int) -> list[int]:
     """Every ``id`` on ``topic`` (read_committed, from the beginning), once ``expected`` distinct ones are there."""
-    consumer = Consumer(
-        {
-            **conf,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    ids: list[int] = []
-    try:
-        consumer.subscribe([topic])
+    with TopicReader(conf, topic) as out:
 
-        def read_all() -> bool:
-            for msg in consumer.consume(1000, 0.5):
-                value = msg.value()
-                if msg.error() is None and value is not None:
-                    ids.append(orjson.loads(value)["id"])
-            return len(set(ids)) >= expected
+        def ids() -> list[int]:
+            return [value["id"] for value in out.values() if value is not None]
 
-        wait_until(read_all, 60, what=f"{expected} distinct ids on {topic}")
-        return ids
-    finally:
-        consumer.close()
+        out.wait_until(lambda: len(set(ids())) >= expected, 60, what=f"{expected} distinct ids on {topic}")
+        return ids()
 
 
 def _readyz(port: int) -> int:
@@ -124,15 +106,10 @@ def consumer_proc(side_stack: Stack, tmp_path: Path) -> Iterator[dict[str, Any]]
     conf: dict[str, Any] = {"bootstrap.servers": side_stack.bootstrap}
     admin = AdminClient(conf)
     admin.create_topics([NewTopic(src, 3, 1)])[src].result(timeout=30)
-    producer = Producer({**conf, "acks": "all", "linger.ms": 5})
-    for i in range(MESSAGES):
-        value = {"id": i, "poison": i % POISON_EVERY == 0}
-        producer.produce(src, orjson.dumps(value), str(i).encode())
-        producer.poll(0)
-    assert producer.flush(30) == 0
+    produce(conf, src, [(i, {"id": i, "poison": i % POISON_EVERY == 0}) for i in range(MESSAGES)])
     (tmp_path / "restart_app.py").write_text(APP_SOURCE)
     log = tmp_path / "consumer.log"
-    port = free_port(19500)
+    port = free_port_run(19500)
     exe = str(Path(sys.executable).with_name("thimble-consumer"))
     env = {
         **os.environ,

@@ -17,7 +17,7 @@ from integration._procs import cmdline, port_free
 from integration._settings import REPO_ROOT
 from integration._testing import Stack, make_stack
 from thimble.common.config import ThimbleSettings
-from thimble.testing import wait_until
+from thimble.testing import TopicReader, produce, wait_until
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -30,27 +30,15 @@ def _output(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_broker_round_trip(side_stack: Stack) -> None:
-    from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": side_stack.bootstrap}
+    conf: dict[str, Any] = {"bootstrap.servers": side_stack.bootstrap}
     topic = f"stack-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(conf)
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-    producer = Producer(conf)
-    producer.produce(topic, key=b"k", value=b"through the side broker")
-    assert producer.flush(30) == 0
-    consumer = Consumer({**conf, "group.id": topic, "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    try:
-
-        def consumed() -> Any:
-            message = consumer.poll(0.5)
-            return message if message is not None and message.error() is None else None
-
-        message = wait_until(consumed, 60, what=f"a message on {topic}")
-    finally:
-        consumer.close()
+    produce(conf, topic, [(b"k", b"through the side broker")])
+    with TopicReader(conf, topic) as reader:
+        [message] = reader.wait_for(1, 60)
     assert (message.key(), message.value(), message.offset()) == (b"k", b"through the side broker", 0)
 
 
