@@ -9,7 +9,8 @@ prediction logging to Kafka on. MLflow runs twice, with one worker and with one 
 each concurrency is the row Thimble is compared with (the table says which won). Online features are
 compared with a hand-written endpoint that reads the same Redis hash itself.
 The servers take turns within each round, so a drift in the machine's load touches them alike; each cell
-reports the best requests/s and the best p50/p99 over the rounds (other load only ever slows a server).
+reports the median over the rounds (requests/s, p50, p99) and the spread of requests/s (lowest-highest);
+ratios are between medians.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import re
 import signal
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,8 @@ import joblib
 import orjson
 import redis
 
+from thimble.testing import free_port
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -41,12 +44,6 @@ THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS
 sys.path.insert(0, str(HERE))
 
 from bench_model import FEATURES, bench, bench_features, train  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ensure_mlflow() -> Path:
@@ -281,7 +278,13 @@ def main() -> None:
                 for name, (url, body) in targets.items():
                     rounds.setdefault((name, c), []).append(wrk(url, body, c, args.duration))
         results = {
-            cell: (max(r[0] for r in runs), min(r[1] for r in runs), min(r[2] for r in runs))
+            cell: (
+                statistics.median(r[0] for r in runs),
+                statistics.median(r[1] for r in runs),
+                statistics.median(r[2] for r in runs),
+                min(r[0] for r in runs),
+                max(r[0] for r in runs),
+            )
             for cell, runs in rounds.items()
         }
     finally:
@@ -291,15 +294,18 @@ def main() -> None:
 
     print(
         f"\nSingle-row requests, {WORKERS} uvicorn workers each, BLAS threads 1, "
-        f"wrk {args.duration}s per measurement, best of {args.rounds} interleaved rounds"
+        f"wrk {args.duration}s per measurement, median of {args.rounds} interleaved rounds"
     )
-    print(f"{'server':<28}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs mlflow':>11}{'vs hand':>9}")
+    print(
+        f"{'server':<28}{'conc':>5}{'req/s':>10}{'spread':>14}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'vs mlflow':>11}{'vs hand':>9}"
+    )
     mlflow_names = [n for n in targets if n.startswith("mlflow")]
     for c in levels:
         best = max(mlflow_names, key=lambda n: results[(n, c)][0])
         ml = results[(best, c)][0]
         for name in targets:
-            rps, p50, p99 = results[(name, c)]
+            rps, p50, p99, low, high = results[(name, c)]
             hand = results[
                 (
                     "hand-written + Redis"
@@ -310,7 +316,8 @@ def main() -> None:
             ][0]
             mark = " (best mlflow)" if name == best else ""
             print(
-                f"{name:<28}{c:>5}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}{rps / ml:>10.2f}x{rps / hand:>8.2f}x{mark}"
+                f"{name:<28}{c:>5}{rps:>10.0f}{f'{low:.0f}-{high:.0f}':>14}{p50:>9.2f}{p99:>9.2f}"
+                f"{rps / ml:>10.2f}x{rps / hand:>8.2f}x{mark}"
             )
 
 

@@ -1,18 +1,12 @@
-"""Shared fixtures: test models, a temporary registry, a live uvicorn server on loopback."""
+"""Shared fixtures: test models and a temporary registry (the live server comes from thimble-testing)."""
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -47,51 +41,3 @@ def saved_churn(registry: Registry, churn_clf: LogisticRegression) -> Registry:
     """A registry with churn@1 (alias prod), pickled by value so that any process can load it."""
     save_churn(registry, churn_clf)
     return registry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class LiveServer:
-    """An ASGI app under a real uvicorn on loopback, in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-@pytest.fixture
-def live() -> Iterator[Callable[[Any], LiveServer]]:
-    """Factory: ``live(app)`` runs ``app`` under uvicorn on a free loopback port until the test ends."""
-    servers: list[LiveServer] = []
-
-    def start(app: Any) -> LiveServer:
-        server = LiveServer(app).__enter__()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.__exit__()

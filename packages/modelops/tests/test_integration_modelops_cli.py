@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +10,11 @@ from typing import Any
 import httpx
 import joblib
 import pytest
-from conftest import free_port
 from typer.testing import CliRunner
 
 from thimble.modelops import Registry
 from thimble.modelops.cli import app
-from thimble.testing import wait_until
+from thimble.testing import ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -93,30 +91,19 @@ def test_serve_runs_uvicorn_workers_from_the_registry(
     env = os.environ | {"THIMBLE_ONLINE_STORE__URL": redis_url, "THIMBLE_LOGGING__FORMAT": "json"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     cli = Path(sys.executable).parent / "thimble-modelops"
-    proc = subprocess.Popen(
-        [
-            str(cli),
-            "serve",
-            "churn@prod",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--registry",
-            saved_churn.url,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
-            90,
-            what="thimble-modelops serve",
-        )
+    command = [
+        cli,
+        "serve",
+        "churn@prod",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--registry",
+        saved_churn.url,
+    ]
+    with ServerProcess(command, ready_url=f"{url}/readyz", log=tmp_path / "serve.log", env=env):
         row = {"client_id": 1, "orders_7d": 2, "spend_7d": 30.0}
         for _ in range(10):
             got = httpx.post(f"{url}/v1/models/churn@prod/predict", json=row, timeout=10)
@@ -124,9 +111,6 @@ def test_serve_runs_uvicorn_workers_from_the_registry(
         assert got.json()["predictions"] == saved_churn.load("churn@1").predict([row])
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert 'thimble_modelops_predictions_total{model="churn",version="1"} 10.0' in metrics
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
 
 
 USER_MODEL = """
@@ -169,25 +153,8 @@ def test_serve_imports_the_users_code_from_the_current_folder(tmp_path: Path, re
     assert saved.returncode == 0, saved.stderr
     assert Registry(reg).info("doubler").function.import_path == f"{module}:predict"
     port = free_port()
-    proc = subprocess.Popen(
-        [str(cli), "serve", "doubler", "--port", str(port), "--registry", reg],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
-            90,
-            what="thimble-modelops serve",
-        )
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+    command = [cli, "serve", "doubler", "--port", str(port), "--registry", reg]
+    with ServerProcess(command, ready_url=f"{url}/readyz", log=tmp_path / "serve.log", env=env, cwd=project):
         got = httpx.post(f"{url}/v1/models/doubler/predict", json={"x": 2.5}, timeout=10)
         assert got.json()["predictions"] == [{"doubled": 5.0}]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)

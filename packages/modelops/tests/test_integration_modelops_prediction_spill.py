@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from confluent_kafka import Consumer
 
 from thimble.modelops import Registry
 from thimble.modelops._prediction_log import spill_folder
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
-from thimble.testing import wait_until
+from thimble.testing import TopicReader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,31 +74,13 @@ def closed_port() -> Iterator[socket.socket]:
         yield s
 
 
-def _read_topic(kafka_config: dict[str, Any], topic: str, want: set[str]) -> dict[str, Any]:
-    consumer = Consumer(kafka_config | {"group.id": f"g-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    got: dict[str, Any] = {}
-
-    def poll() -> bool:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            record = orjson.loads(msg.value())
-            got[record["request_id"]] = record
-        return want <= set(got)
-
-    try:
-        wait_until(poll, 60, what=f"{len(want)} prediction records on Kafka")
-    finally:
-        consumer.close()
-    return got
-
-
 def test_records_kafka_gives_up_on_are_counted_spilled_and_resent(
     saved_churn: Registry,
     redis_url: str,
     live: Callable[..., Any],
     kafka_config: dict[str, Any],
     kafka_topic: Callable[..., str],
+    reader: Callable[[str], TopicReader],
     closed_port: socket.socket,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -142,7 +122,14 @@ def test_records_kafka_gives_up_on_are_counted_spilled_and_resent(
         relay.start()
         try:
             later_ids = {http.post("/v1/models/churn/predict", json=r).json()["request_id"] for r in rows[:3]}
-            got = _read_topic(kafka_config, topic, lost_ids | later_ids)
+            want = lost_ids | later_ids
+            predictions = reader(topic)
+            predictions.wait_until(
+                lambda: want <= {v["request_id"] for v in predictions.values()},
+                60,
+                what=f"{len(want)} prediction records on Kafka",
+            )
+            got = {v["request_id"]: v for v in predictions.values()}
             wait_until(lambda: not any(folder.iterdir()), 30, what="the spill folder emptied")
             assert plog.resent == 20
             assert "thimble_modelops_prediction_log_resent_total 20.0" in http.get("/metrics").text

@@ -18,7 +18,6 @@ import fsspec
 import httpx
 import joblib
 import pytest
-from conftest import free_port
 from fsspec.implementations.local import LocalFileSystem
 from modelops_testmodels import churn, churn_sample, save_churn, scorer
 from typer.testing import CliRunner
@@ -28,7 +27,7 @@ from thimble.modelops.cli import app
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.errors import ModelNotFoundError, ModelOpsError
 from thimble.modelops.server import create_app
-from thimble.testing import wait_until
+from thimble.testing import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

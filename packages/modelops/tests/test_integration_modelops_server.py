@@ -9,12 +9,11 @@ import httpx
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer
 
 from thimble.modelops import Registry, Tracker
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
-from thimble.testing import wait_until
+from thimble.testing import TopicReader, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -193,13 +192,8 @@ def test_concurrent_feature_lookups_each_get_their_own_entity(
 def test_an_unreachable_online_store_is_a_clear_503(
     saved_churn: Registry, prefix: str, live: Callable[..., Any]
 ) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(
-        settings=_settings(saved_churn, f"redis://127.0.0.1:{port}/0", prefix),
+        settings=_settings(saved_churn, f"redis://127.0.0.1:{free_port()}/0", prefix),
         refs=["churn@prod"],
         registry=saved_churn,
     )
@@ -322,8 +316,8 @@ def test_metrics_tracking_and_prediction_log(
     redis_url: str,
     prefix: str,
     live: Callable[..., Any],
-    kafka_config: dict[str, Any],
     kafka_topic: Callable[..., str],
+    reader: Callable[[str], TopicReader],
 ) -> None:
     topic = kafka_topic("predictions")
     app = create_app(
@@ -342,21 +336,13 @@ def test_metrics_tracking_and_prediction_log(
         'thimble_modelops_prediction_value_count{field="p_churn",model="churn",version="1"} 20.0' in metrics
     )
 
-    consumer = Consumer(kafka_config | {"group.id": f"g-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    got: dict[str, Any] = {}
-
-    def poll() -> bool:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            record = orjson.loads(msg.value())
-            got[record["request_id"]] = record
-        return len(got) == 20
-
-    try:
-        wait_until(poll, 30, what="20 prediction records on Kafka")
-    finally:
-        consumer.close()
+    predictions = reader(topic)
+    predictions.wait_until(
+        lambda: len({v["request_id"] for v in predictions.values()}) == 20,
+        30,
+        what="20 prediction records on Kafka",
+    )
+    got = {v["request_id"]: v for v in predictions.values()}
     first = got[ids[0]]
     assert first["model"] == "churn"
     assert first["version"] == 1

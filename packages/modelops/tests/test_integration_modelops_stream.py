@@ -11,17 +11,19 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from thimble.modelops import Registry
-from thimble.testing import wait_until
+from thimble.testing import TopicReader, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_stream_scores_a_topic_with_the_consumer(
-    saved_churn: Registry, kafka_config: dict[str, Any], kafka_topic: Callable[..., str]
+    saved_churn: Registry,
+    kafka_config: dict[str, Any],
+    kafka_topic: Callable[..., str],
+    reader: Callable[[str], TopicReader],
 ) -> None:
     source, sink = kafka_topic("client-features"), kafka_topic("churn-scores")
     admin = AdminClient(kafka_config)
@@ -47,26 +49,18 @@ def test_stream_scores_a_topic_with_the_consumer(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    producer = Producer(kafka_config)
-    for row in rows:
-        producer.produce(source, orjson.dumps(row), key=str(row["client_id"]).encode())
-    producer.flush(30)
-    reader = Consumer(kafka_config | {"group.id": f"r-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
-    reader.subscribe([sink])
-    got: dict[bytes, Any] = {}
+    produce(kafka_config, source, [(row["client_id"], row) for row in rows])
+    scores = reader(sink)
 
-    def poll() -> bool:
+    def all_scored() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"stream exited: {proc.stdout.read().decode() if proc.stdout else ''}")
-        msg = reader.poll(0.5)
-        if msg is not None and msg.error() is None:
-            got[msg.key()] = orjson.loads(msg.value())
-        return len(got) == len(rows)
+        return len({msg.key() for msg in scores.records}) == len(rows)
 
     try:
-        wait_until(poll, 90, what="30 predictions on the sink topic")
+        scores.wait_until(all_scored, 90, what="30 predictions on the sink topic")
+        got = {msg.key(): orjson.loads(msg.value()) for msg in scores.records}
     finally:
-        reader.close()
         admin.delete_topics([f"{source}.dlq"])
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
