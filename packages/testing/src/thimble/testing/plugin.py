@@ -103,15 +103,20 @@ def redis_url(thimble_settings: ThimbleSettings) -> str:
 
 @pytest.fixture(scope="session")
 def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> ThimbleSettings:
-    """Settings whose warehouse, landing area and metastore live in a fresh temporary folder."""
+    """Settings whose warehouse, landing area and metastore live in a fresh temporary folder.
+
+    Over Spark Connect (``THIMBLE_SPARK__REMOTE``) the server's metastore is shared with every other
+    client, so the test database gets a name of its own (``test_<random>``) instead of ``test``.
+    """
     root: Path = tmp_path_factory.mktemp("warehouse")
+    shared_metastore = bool(load_settings().spark.remote)
     return load_settings(
         overrides={
             "warehouse": {
                 "location": str(root / "tables"),
                 "landing": str(root / "landing"),
                 "metastore": str(root / "metastore"),
-                "database": "test",
+                "database": f"test_{uuid.uuid4().hex[:10]}" if shared_metastore else "test",
             },
             "spark": {"shuffle_partitions": 2, "driver_memory": "1g"},
         }
@@ -120,11 +125,15 @@ def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> ThimbleSettings:
 
 @pytest.fixture(scope="session")
 def spark(spark_settings: ThimbleSettings) -> Iterator[SparkSession]:
-    """One real SparkSession (local, Delta, Hive metastore) for the whole test session."""
+    """One real SparkSession for the whole test session: a Spark Connect client when
+    ``THIMBLE_SPARK__REMOTE`` is set (its test database is dropped afterwards), else Spark in process."""
     from thimble.common.spark import build_spark_session
 
     session = build_spark_session(spark_settings, app_name="thimble-tests")
     yield session
+    if spark_settings.spark.remote:
+        with contextlib.suppress(Exception):
+            session.sql(f"DROP DATABASE IF EXISTS `{spark_settings.warehouse.database}` CASCADE")
     session.stop()
 
 
