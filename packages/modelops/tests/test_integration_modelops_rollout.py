@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
-from confluent_kafka import Consumer
 from modelops_testmodels import churn
 from pydantic import BaseModel, Field
 from sklearn.linear_model import LogisticRegression
@@ -25,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from thimble.modelops import ModelContext, Registry, model
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
-from thimble.testing import wait_until
+from thimble.testing import TopicReader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +118,7 @@ def test_a_canary_takes_a_sticky_share_and_a_shadow_scores_everything(
     live: Callable[..., Any],
     kafka_config: dict[str, Any],
     kafka_topic: Callable[..., str],
+    reader: Callable[[str], TopicReader],
     tmp_path: Path,
 ) -> None:
     for aliases in (["prod"], ["canary"], ["shadow"]):
@@ -155,20 +154,9 @@ def test_a_canary_takes_a_sticky_share_and_a_shadow_scores_everything(
         assert (mixed["model"], mixed["version"]) == ("churn", 1)
     assert 5 < sum(v == 2 for v in answered.values()) < 35
 
-    consumer = Consumer(kafka_config | {"group.id": f"g-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    records: list[dict[str, Any]] = []
-
-    def poll() -> bool:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            records.append(orjson.loads(msg.value()))
-        return len(records) >= 2 * 61 + 3
-
-    try:
-        wait_until(poll, 60, what="answer and shadow records on Kafka")
-    finally:
-        consumer.close()
+    predictions = reader(topic)
+    predictions.wait_for(2 * 61 + 3, 60)
+    records = predictions.values()
     by_role = {(r["request_id"], r["role"]): r for r in records}
     for rid, version in answered.items():
         answer = by_role[(rid, "canary" if version == 2 else "primary")]
