@@ -1,4 +1,6 @@
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,40 @@ def test_a_refused_spark_connect_server_is_one_line_naming_the_address_and_the_s
     assert "\n" not in message
     assert f"127.0.0.1:{port}" in message
     assert "THIMBLE_SPARK__REMOTE" in message
+
+
+def test_a_metastore_open_in_another_spark_process_is_one_line_before_any_jvm_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = tmp_path / "metastore" / "metastore_db" / "dbex.lck"
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(b"")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        monkeypatch.delenv("THIMBLE_SPARK__REMOTE", raising=False)
+        monkeypatch.setenv("THIMBLE_WAREHOUSE__METASTORE", str(tmp_path / "metastore"))
+
+        with pytest.raises(ServiceUnavailableError) as caught:
+            build_spark_session(load_settings())
+    finally:
+        holder.kill()
+        holder.wait()
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"metastore in {tmp_path / 'metastore'} is open in another Spark process" in message
+    assert "THIMBLE_SPARK__REMOTE=sc://127.0.0.1:15002" in message
+
+
+# Derby holds its metastore with a POSIX lock on dbex.lck, as this child process does.
+HOLD_LOCK = """
+import fcntl, sys
+handle = open(sys.argv[1], "rb+")
+fcntl.lockf(handle, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""

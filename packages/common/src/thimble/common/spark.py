@@ -9,6 +9,7 @@ into ``<run dir>/jars/spark`` (``./dev setup``); neither way downloads anything 
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import socket
@@ -191,13 +192,38 @@ def uses_connect(session: SparkSession) -> bool:
     return type(session).__module__.startswith("pyspark.sql.connect")
 
 
+def _check_metastore_free(metastore: Path) -> None:
+    """Fail in one line when another process (the stack's Spark Connect server) has the Derby metastore open.
+
+    Derby would otherwise fail deep inside the first catalog call, with a long Java trace.
+    """
+    lock = metastore / "metastore_db" / "dbex.lck"
+    try:
+        handle = lock.open("rb+")
+    except OSError:
+        return
+    with handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ServiceUnavailableError(
+                f"The Spark metastore in {metastore} is open in another Spark process (the local stack's Spark "
+                f"Connect server?): set {REMOTE_ENV_VAR}=sc://127.0.0.1:15002 to go through that server, or give "
+                "this process a metastore of its own (warehouse.metastore)."
+            ) from None
+        fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
 def _local_session(settings: ThimbleSettings, app_name: str | None) -> SparkSession:
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     _ensure_java_home()
     # pyspark picks the workers' interpreter from the environment when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     Path(settings.warehouse.metastore).mkdir(parents=True, exist_ok=True)
+    if SparkContext._active_spark_context is None:
+        _check_metastore_free(Path(settings.warehouse.metastore).resolve())
     conf = {
         "spark.master": settings.spark.master,
         "spark.app.name": app_name or settings.spark.app_name,
