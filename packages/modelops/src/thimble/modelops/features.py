@@ -33,8 +33,9 @@ Values = list[list[bytes | None]]
 class OnlineFeatures:
     """Fills declared features into request rows.
 
-    Requests arriving in the same event-loop turn share one pipelined round trip; round trips run
-    concurrently, and each gives up after ``timeout_s`` (a hung store is a 503, not a hung request).
+    Requests arriving in the same event-loop turn share one pipelined round trip (a key asked for twice
+    is read once); round trips run concurrently, and each gives up after ``timeout_s`` (a hung store is
+    a 503, not a hung request).
     """
 
     def __init__(
@@ -53,9 +54,7 @@ class OnlineFeatures:
             socket_connect_timeout=max(timeout_s, 1.0),
         )
         self._fields = list(spec.fields)
-        self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] = []
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] | None = None
 
     async def ping(self) -> bool:
         try:
@@ -112,56 +111,60 @@ class OnlineFeatures:
         return defaulted
 
     async def _lookup(self, entities: list[Any]) -> Values:
-        """The feature values of ``entities``, fetched together with other requests waiting at the same time."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Values] = loop.create_future()
-        self._waiting.append((entities, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._start_fetch)
-        return await future
+        """The feature values of ``entities``, fetched together with other requests waiting at the same time.
 
-    def _start_fetch(self) -> None:
-        self._scheduled = False
-        batch, self._waiting = self._waiting, []
-        task = asyncio.get_running_loop().create_task(self._fetch(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _fetch(self, batch: list[tuple[list[Any], asyncio.Future[Values]]]) -> None:
-        keys = [
-            feature_key(self.prefix, self.spec.feature_set, entity)
-            for entities, _ in batch
-            for entity in entities
-        ]
+        The first request of an event-loop turn leads: it lets the turn's other requests join, then makes
+        one round trip for all of them (each distinct key once) and hands each its values.
+        """
+        if self._waiting is not None:  # a leader is gathering this turn's requests: join it
+            future: asyncio.Future[Values] = asyncio.get_running_loop().create_future()
+            self._waiting.append((entities, future))
+            return await future
+        batch: list[tuple[list[Any], asyncio.Future[Values]]] = []
+        self._waiting = batch
+        try:
+            await asyncio.sleep(0)  # the requests parsed in the same turn call _lookup now
+        finally:
+            self._waiting = None
+        keys = [feature_key(self.prefix, self.spec.feature_set, e) for e in entities]
+        for joined, _ in batch:
+            keys.extend(feature_key(self.prefix, self.spec.feature_set, e) for e in joined)
         try:
             async with asyncio.timeout(self.timeout_s):
                 values = await self._hmget(keys)
-        except Exception as exc:
+        except BaseException as exc:
             reason = (
                 f"no answer within {self.timeout_s * 1000:g} ms"
                 if isinstance(exc, TimeoutError)
                 else f"{type(exc).__name__}: {exc}"
             )
+            error = FeatureLookupError(
+                f"online store unavailable for feature set {self.spec.feature_set!r}: {reason}"
+            )
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(
-                        FeatureLookupError(
-                            f"online store unavailable for feature set {self.spec.feature_set!r}: {reason}"
-                        )
-                    )
-            return
-        start = 0
-        for entities, future in batch:
+                    future.set_exception(error)
+            if isinstance(exc, Exception):
+                raise error from None
+            raise
+        start = len(entities)
+        for joined, future in batch:
             if not future.done():
-                future.set_result(values[start : start + len(entities)])
-            start += len(entities)
+                future.set_result(values[start : start + len(joined)])
+            start += len(joined)
+        return values[: len(entities)]
 
     async def _hmget(self, keys: list[str]) -> Values:
-        if len(keys) == 1:  # a pipeline costs twice a plain command's client time
-            return [await self.client.hmget(keys[0], self._fields)]  # type: ignore[list-item]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hmget(key, self._fields)
-            values: Values = await pipe.execute()
-        return values
+        """One ``HMGET`` per distinct key, in one round trip."""
+        distinct = list(dict.fromkeys(keys))
+        if len(distinct) == 1:  # a pipeline costs twice a plain command's client time
+            values: Values = [await self.client.hmget(distinct[0], self._fields)]  # type: ignore[list-item]
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in distinct:
+                    pipe.hmget(key, self._fields)
+                values = await pipe.execute()
+        if len(distinct) == len(keys):
+            return values
+        by_key = dict(zip(distinct, values, strict=True))
+        return [by_key[k] for k in keys]
