@@ -139,33 +139,12 @@ def flow_run(
 
 
 def _dead_letters(kafka_config: dict[str, Any], topic: str, expected: int) -> list[Any]:
-    from confluent_kafka import Consumer
-
     from thimble.consumer import DeadLetter
-    from thimble.testing import wait_until
+    from thimble.testing import TopicReader
 
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": f"e2e-read-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    letters: list[Any] = []
-    try:
-        consumer.subscribe([topic])
-
-        def read_all() -> bool:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error() is None:
-                    letters.append(DeadLetter.from_record(msg.key(), msg.value(), msg.headers() or []))
-            return len(letters) >= expected
-
-        wait_until(read_all, 60, what=f"{expected} dead letters on {topic}")
-    finally:
-        consumer.close()
-    return letters
+    with TopicReader(kafka_config, topic) as reader:
+        records = reader.wait_for(expected, 60)
+        return [DeadLetter.from_record(msg.key(), msg.value(), msg.headers() or []) for msg in records]
 
 
 def test_every_produced_event_became_a_feature_row_or_a_dead_letter(flow_run: FlowRun) -> None:
