@@ -24,7 +24,7 @@ from integration._testing import Stack, make_stack
 from integration.tests.connect_sql import connect_sql
 from thimble.testing import free_port_run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WORKERS = 2
 
