@@ -1,4 +1,3 @@
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from thimble.common import ThimbleSettings
 from thimble.common.config import connect_address, load_settings
 from thimble.common.errors import ConfigError, ServiceUnavailableError
 from thimble.common.spark import build_spark_session, local_jars, spark_jars_dir
+from thimble.testing import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -64,9 +64,7 @@ def test_connect_address_reads_host_and_port(url: str, address: tuple[str, int] 
 def test_a_refused_spark_connect_server_is_one_line_naming_the_address_and_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with socket.socket() as sock:  # a port that nothing listens on once the socket closes
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("THIMBLE_SPARK__REMOTE", f"sc://127.0.0.1:{port}")
 
     with pytest.raises(ServiceUnavailableError) as caught:
