@@ -66,3 +66,21 @@ def test_a_server_command_that_exits_fails_the_test_with_its_output(tmp_path: Pa
     server = ServerProcess(command, ready_url=f"http://127.0.0.1:{free_port()}/", log=tmp_path / "s.log")
     with pytest.raises(pytest.fail.Exception, match=r"exited with 2:\nbad flag --prot"), server:
         pass
+
+
+def test_a_server_is_ready_when_its_own_check_says_so(tmp_path: Path) -> None:
+    marker = tmp_path / "up"
+    command = [
+        sys.executable,
+        "-c",
+        f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)",
+    ]
+    with ServerProcess(command, ready=marker.exists, log=tmp_path / "s.log") as server:
+        assert server.proc is not None
+        assert server.proc.poll() is None
+    assert server.proc.poll() is not None
+
+
+def test_a_server_needs_one_readiness_check(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="one of ready_url and ready"):
+        ServerProcess(["true"], log=tmp_path / "s.log")

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ def answers_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 class ServerProcess:
-    """A server command in a session of its own, ready once ``ready_url`` answers 200; a context manager.
+    """A server command in a session of its own, ready once ``ready_url`` answers 200 (or ``ready()`` is
+    true); a context manager.
 
     Its output goes to ``log``. Entering fails the test with the log's tail if the command exits or does
     not get ready within ``timeout`` seconds; leaving stops its whole process group (SIGTERM, then SIGKILL
@@ -68,14 +69,18 @@ class ServerProcess:
         self,
         command: Sequence[str | Path],
         *,
-        ready_url: str,
         log: Path,
+        ready_url: str | None = None,
+        ready: Callable[[], bool] | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         timeout: float = 90.0,
     ) -> None:
+        if (ready_url is None) == (ready is None):
+            raise TypeError("ServerProcess needs one of ready_url and ready")
         self.command = [str(part) for part in command]
-        self.ready_url = ready_url
+        self.ready_what = f"{' '.join(self.command[:2])} to answer {ready_url or 'its readiness check'}"
+        self.ready: Callable[[], bool] = ready or (lambda: answers_ok(str(ready_url)))
         self.log = log
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
@@ -97,11 +102,7 @@ class ServerProcess:
                 start_new_session=True,
             )
         try:
-            wait_until(
-                lambda: proc.poll() is not None or answers_ok(self.ready_url),
-                self.timeout,
-                what=f"{' '.join(self.command[:2])} to answer {self.ready_url}",
-            )
+            wait_until(lambda: proc.poll() is not None or self.ready(), self.timeout, what=self.ready_what)
             if proc.poll() is not None:
                 pytest.fail(f"{self.command[0]} exited with {proc.returncode}:\n{self.output()[-3000:]}")
         except BaseException:
