@@ -27,7 +27,7 @@ from thimble.modelops.cli import app
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.errors import ModelNotFoundError, ModelOpsError
 from thimble.modelops.server import create_app
-from thimble.testing import free_port, wait_until
+from thimble.testing import ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -61,34 +61,17 @@ def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DavServer]:
         "verbose": 1,
     }
     (home / "wsgidav.json").write_text(json.dumps(config))
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsgidav.server.server_cli", "--config", str(home / "wsgidav.json")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base_url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
-        if proc.poll() is not None:
-            return True
         try:
             return httpx.request("OPTIONS", f"{base_url}/", timeout=1).status_code < 500
         except httpx.TransportError:
             return False
 
-    try:
-        wait_until(answers, 30, what="the WebDAV server to answer")
-        assert proc.poll() is None, (home / "server.log").read_text()
+    command = [sys.executable, "-m", "wsgidav.server.server_cli", "--config", home / "wsgidav.json"]
+    with ServerProcess(command, ready=answers, log=home / "server.log", timeout=30):
         yield DavServer(base_url, share)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture(autouse=True)
