@@ -60,6 +60,11 @@ def _c(name: str) -> Column:
     return F.col(f"`{name}`")
 
 
+def several_rows_per_key(config: JournalConfig | None) -> bool:
+    """Whether a batch may hold several rows of one key: only when ``order_by`` orders them."""
+    return config is not None and config.order_by is not None
+
+
 def tracked_columns(columns: list[str], config: JournalConfig) -> list[str]:
     """The columns whose change opens a new version: ``track``, else every non-key column not starting with '_'."""
     if config.track:
@@ -80,7 +85,12 @@ class JournalPlan:
 
     classified: DataFrame
     data_columns: list[str]
-    keys: list[str]
+    config: JournalConfig
+    target: DataFrame | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.config.keys)
 
     @property
     def target_columns(self) -> list[str]:
@@ -105,6 +115,42 @@ class JournalPlan:
         return self.classified.filter(F.col(KIND).isin(*REJECTED_KINDS)).select(
             *[_c(c) for c in self.data_columns], F.array(F.col(REASON)).alias(failed)
         )
+
+    def counts(self) -> dict[str, int]:
+        """Rows the plan inserts (new keys), updates (changed keys), closes (deleted keys) and rejects
+        (late, conflict): one Spark job."""
+        from pyspark.sql import functions as F
+
+        got = {
+            r[KIND]: int(r["n"])
+            for r in self.classified.groupBy(KIND).agg(F.count(F.lit(1)).alias("n")).collect()
+        }
+        return {
+            "inserted": got.get("open_new", 0),
+            "updated": got.get("open_change", 0),
+            "closed": got.get("close_delete", 0),
+            "late": got.get("late", 0),
+            "conflict": got.get("conflict", 0),
+        }
+
+    def refuse_conflicts(self, counts: dict[str, int], table: str) -> None:
+        """Under ``conflicts: fail``, raise when the batch holds conflicting versions."""
+        if counts["conflict"] and self.config.conflicts == "fail":
+            examples = "; ".join(self.conflicting_keys())
+            raise EtlError(
+                f"{table}: {counts['conflict']} rows share a key and an order_by time with different values "
+                f"(e.g. key {examples}), so their order is unknown; nothing was written "
+                "(journal.conflicts: fail; 'quarantine' sets them aside instead)"
+            )
+
+    def close_guard(self, counts: dict[str, int]) -> CheckResult | None:
+        """With ``deletes: close``, the check on the share of open keys the plan closes (None: it closes none)."""
+        if self.config.deletes != "close" or not counts["closed"] or self.target is None:
+            return None
+        from pyspark.sql import functions as F
+
+        open_keys = self.target.filter(F.col("is_current")).count()
+        return close_guard(counts["closed"], open_keys, self.config)
 
     def conflicting_keys(self, limit: int = 3) -> list[str]:
         """A few keys with conflicting versions, for an error message."""
@@ -175,7 +221,7 @@ def plan(
         REASON,
         *[f"_mk_{i}" for i in range(len(keys))],
     ]
-    return JournalPlan(classified.select(*[_c(c) for c in columns]), data_columns, keys)
+    return JournalPlan(classified.select(*[_c(c) for c in columns]), data_columns, config, target)
 
 
 def _with_deletion_times(joined: DataFrame, target: DataFrame, keys: list[str]) -> DataFrame:
@@ -318,17 +364,6 @@ def _deletes(
     )
 
 
-def check_conflicts(plan_: JournalPlan, conflicts: int, config: JournalConfig, table: str) -> None:
-    """Under ``conflicts: fail``, raise when the batch holds conflicting versions."""
-    if conflicts and config.conflicts == "fail":
-        examples = "; ".join(plan_.conflicting_keys())
-        raise EtlError(
-            f"{table}: {conflicts} rows share a key and an order_by time with different values "
-            f"(e.g. key {examples}), so their order is unknown; nothing was written "
-            "(journal.conflicts: fail; 'quarantine' sets them aside instead)"
-        )
-
-
 def close_guard(closed: int, open_keys: int, config: JournalConfig) -> CheckResult:
     """The check that blocks a run closing more than ``max_close_share`` of the open keys."""
     share = closed / open_keys if open_keys else 0.0
@@ -344,22 +379,23 @@ def close_guard(closed: int, open_keys: int, config: JournalConfig) -> CheckResu
     return CheckResult(f"{CLOSE_GUARD} <= {limit:g}", CLOSE_GUARD, "fail", status, share, detail)
 
 
-def merge(plan_: JournalPlan, table: str) -> None:
-    """Apply the plan to ``table`` in one MERGE (one Delta commit)."""
-    from delta.tables import DeltaTable
+def merge_statement(plan_: JournalPlan, table: str, staged: str) -> str:
+    """The one MERGE that applies the plan to ``table`` (a quoted name) in one Delta commit, reading
+    :meth:`JournalPlan.staged` from the view ``staged``: a staged row matching a current version closes it,
+    a new version is inserted."""
+    on = " AND ".join(
+        [f"t.{quote(k)} = s.`_mk_{i}`" for i, k in enumerate(plan_.keys)] + ["t.is_current = true"]
+    )
+    columns = ", ".join(quote(c) for c in plan_.target_columns)
+    values = ", ".join(f"s.{quote(c)}" for c in plan_.target_columns)
+    kinds = ", ".join(f"'{kind}'" for kind in OPEN_KINDS)
+    return (
+        f"MERGE INTO {table} t USING {staged} s ON {on} "
+        f"WHEN MATCHED THEN UPDATE SET valid_to = s.{CLOSE_AT}, is_current = false "
+        f"WHEN NOT MATCHED AND s.{KIND} IN ({kinds}) THEN INSERT ({columns}) VALUES ({values})"
+    )
 
-    spark = plan_.classified.sparkSession
-    cond = " AND ".join(
-        [f"t.`{k}` = s.`_mk_{i}`" for i, k in enumerate(plan_.keys)] + ["t.is_current = true"]
-    )
-    (
-        DeltaTable.forName(spark, table)
-        .alias("t")
-        .merge(plan_.staged().alias("s"), cond)
-        .whenMatchedUpdate(set={"valid_to": f"s.{CLOSE_AT}", "is_current": "false"})
-        .whenNotMatchedInsert(
-            condition=f"s.{KIND} IN ('open_new', 'open_change')",
-            values={f"`{c}`": f"s.`{c}`" for c in plan_.target_columns},
-        )
-        .execute()
-    )
+
+def quote(name: str) -> str:
+    """A column name as a SQL identifier."""
+    return "`" + name.replace("`", "``") + "`"

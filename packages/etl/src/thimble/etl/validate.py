@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from thimble.etl.config import (
     AllowedValuesRule,
+    JournalConfig,
     NotNullRule,
     RangeRule,
     RegexRule,
@@ -16,6 +17,7 @@ from thimble.etl.config import (
     TableConfig,
     UniqueRule,
 )
+from thimble.etl.journal import several_rows_per_key
 from thimble.etl.sources import SOURCE_ERROR
 
 if TYPE_CHECKING:
@@ -32,13 +34,16 @@ def _c(name: str) -> Column:
 
 def effective_rules(config: TableConfig) -> list[Rule]:
     """The configured rules plus those the write needs: keys present, and unique unless ordered."""
-    rules: list[Rule] = list(config.validate_)
-    keys = config.keys
-    if keys:
-        rules.append(NotNullRule(rule="not_null", columns=keys, name="keys are not null"))
-        ordered = config.journal is not None and config.journal.order_by is not None
-        if not ordered:
-            rules.append(UniqueRule(rule="unique", columns=keys, name="keys are unique in the batch"))
+    return [*config.validate_, *key_rules(config.keys, config.journal)]
+
+
+def key_rules(keys: Sequence[str], journal: JournalConfig | None) -> list[Rule]:
+    """Keys are present, and unique in the batch unless a journal may hold several rows of a key."""
+    if not keys:
+        return []
+    rules: list[Rule] = [NotNullRule(rule="not_null", columns=list(keys), name="keys are not null")]
+    if not several_rows_per_key(journal):
+        rules.append(UniqueRule(rule="unique", columns=list(keys), name="keys are unique in the batch"))
     return rules
 
 

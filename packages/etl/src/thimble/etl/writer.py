@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from thimble.etl import _tables, journal
 from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
 from thimble.etl.errors import SchemaMismatchError
+from thimble.etl.journal import quote
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -31,12 +35,10 @@ class WriteSpec:
 
 @dataclass
 class Prepared:
-    """A batch ready to write: the rows, or the journal plan, and the counts it will produce."""
+    """A batch ready to write: the rows, or the journal plan."""
 
     df: DataFrame
     plan: journal.JournalPlan | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    late: DataFrame | None = None
 
 
 def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec) -> list[str]:
@@ -116,41 +118,39 @@ def prepare(
     return Prepared(df)
 
 
-def count(prepared: Prepared) -> dict[str, int]:
-    """The rows each kind of change will touch (one Spark job over the prepared frame)."""
-    from pyspark.sql import functions as F
-
-    if prepared.plan is None:
-        rows = prepared.df.count()
-        return {"rows": rows}
-    got = {
-        r[journal.KIND]: int(r["n"])
-        for r in prepared.df.groupBy(journal.KIND).agg(F.count(F.lit(1)).alias("n")).collect()
-    }
-    return {
-        "inserted": got.get("open_new", 0),
-        "updated": got.get("open_change", 0),
-        "closed": got.get("close_delete", 0),
-        "late": got.get("late", 0),
-        "conflict": got.get("conflict", 0),
-    }
+@contextmanager
+def _view(df: DataFrame) -> Iterator[str]:
+    """``df`` as a temporary view (its name), for the length of the block."""
+    name = f"thimble_batch_{uuid.uuid4().hex}"
+    df.createOrReplaceTempView(name)
+    try:
+        yield name
+    finally:
+        df.sparkSession.catalog.dropTempView(name)
 
 
 def _merge(df: DataFrame, table: str, keys: tuple[str, ...]) -> None:
-    from delta.tables import DeltaTable
-
-    spark = df.sparkSession
-    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    """Upsert ``df`` by ``keys``: a changed row updates its match, a new key is inserted."""
+    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
     others = [c for c in df.columns if c not in keys]
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in others) or "false"
-    (
-        DeltaTable.forName(spark, table)
-        .alias("t")
-        .merge(df.alias("s"), cond)
-        .whenMatchedUpdate(condition=changed, set={f"`{c}`": f"s.`{c}`" for c in others})
-        .whenNotMatchedInsert(values={f"`{c}`": f"s.`{c}`" for c in df.columns})
-        .execute()
-    )
+    columns = ", ".join(quote(c) for c in df.columns)
+    values = ", ".join(f"s.{quote(c)}" for c in df.columns)
+    update = ""
+    if others:
+        changed = " OR ".join(f"NOT (t.{quote(c)} <=> s.{quote(c)})" for c in others)
+        assignments = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in others)
+        update = f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {assignments} "
+    with _view(df) as source:
+        df.sparkSession.sql(
+            f"MERGE INTO {_tables.quoted(table)} t USING {source} s ON {on} "
+            f"{update}WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
+        )
+
+
+def _merge_journal(plan: journal.JournalPlan, table: str) -> None:
+    staged = plan.staged()
+    with _view(staged) as source:
+        staged.sparkSession.sql(journal.merge_statement(plan, _tables.quoted(table), source))
 
 
 def _add_columns(spark: SparkSession, table: str, df: DataFrame, new: list[str]) -> None:
@@ -188,7 +188,7 @@ def write(
             assert prepared.plan is not None
             if new_columns:
                 _add_columns(spark, table, data, new_columns)
-            journal.merge(prepared.plan, table)
+            _merge_journal(prepared.plan, table)
         elif spec.mode == "merge":
             if new_columns:
                 _add_columns(spark, table, data, new_columns)
@@ -242,9 +242,12 @@ def merge_counts(spark: SparkSession, table: str, version: int | None) -> dict[s
     """Inserted/updated counts of a merge commit, from Delta's operation metrics."""
     if version is None:
         return {}
-    for commit in _tables.commits(spark, table)[:5]:
-        if commit["version"] == version:
-            metrics = commit["metrics"]
+    rows = spark.sql(f"DESCRIBE HISTORY {_tables.quoted(table)} LIMIT 5").select(
+        "version", "operationMetrics"
+    )
+    for row in rows.collect():
+        if row["version"] == version:
+            metrics = row["operationMetrics"] or {}
             return {
                 "inserted": int(metrics.get("numTargetRowsInserted", metrics.get("numOutputRows", 0))),
                 "updated": int(metrics.get("numTargetRowsUpdated", 0)),

@@ -1,0 +1,477 @@
+"""A load: one batch on its way into one table, in phases (read, cleanse, validate, plan, check, commit).
+
+Two strategies write it. :class:`GatedLoad` knows everything before it commits: rows are counted, the
+journal is planned, metrics are measured and a failing check blocks the commit. :class:`OnePassLoad`
+writes the rows as they are computed and observes the metrics during the write, when nothing has to be
+known first. :meth:`Load.start` picks one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from thimble.common.config import ThimbleSettings
+from thimble.common.logging import get_logger
+from thimble.etl import _tables
+from thimble.etl.__about__ import __version__
+from thimble.etl._phases import Phases
+from thimble.etl.cleanse import cleanse
+from thimble.etl.config import CleanseStep, QualityConfig, Rule
+from thimble.etl.errors import EtlError
+from thimble.etl.journal import CLOSE_GUARD
+from thimble.etl.quality import (
+    METRICS_SCHEMA,
+    CheckResult,
+    History,
+    ObservedMetrics,
+    compute_metrics,
+    evaluate,
+    metric_rows,
+    observe_metrics,
+)
+from thimble.etl.validate import FAILED, flag, passing, quarantine_rows
+from thimble.etl.writer import Prepared, WriteSpec, merge_counts, prepare, write, write_in_one_pass
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = get_logger(__name__)
+
+RunStatus = Literal["committed", "blocked", "unchanged", "no_new_data"]
+
+
+@dataclass
+class RunResult:
+    """What one run did. ``version`` is the table's version after the run."""
+
+    table: str
+    run_id: str
+    status: RunStatus
+    version: int | None
+    previous_version: int | None
+    config_hash: str = ""
+    rows_read: int = 0
+    rows_cleansed: int = 0
+    rows_quarantined: int = 0
+    inserted: int = 0
+    updated: int = 0
+    closed: int = 0
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    checks: list[CheckResult] = field(default_factory=list)
+    spark_jobs: dict[str, int] = field(default_factory=dict)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    source: str = ""
+
+    @property
+    def committed(self) -> bool:
+        return self.status == "committed"
+
+    @property
+    def check_counts(self) -> dict[str, int]:
+        """``{"pass": n, "warn": n, "fail": n}``."""
+        out = {"pass": 0, "warn": 0, "fail": 0}
+        for check in self.checks:
+            out[check.status] += 1
+        return out
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What a load does to a batch, whichever way it is written.
+
+    ``table`` is qualified; ``source_progress`` is what the source read (recorded in the commit, so the
+    next run reads on from there); ``metadata`` is the caller's, recorded in the commit too.
+    """
+
+    table: str
+    write: WriteSpec
+    steps: tuple[CleanseStep, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    config_hash: str = ""
+    source_progress: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_nothing_first(self) -> bool:
+        """Whether nothing must be known before the write, so the rows can be written as computed.
+
+        No cleanse step (rows read = rows written), no validation rule (nothing to quarantine), no check
+        that can block (``severity: fail``), no source progress to record, and a write that appends to (or
+        replaces) a table: creating one is a CREATE TABLE AS SELECT, which Spark runs outside the write's
+        own execution, so the metrics it observes would not be reported (the caller checks existence).
+        """
+        if self.steps or self.rules or self.source_progress:
+            return False
+        if any(check.severity == "fail" for check in self.quality.checks):
+            return False
+        spec = self.write
+        if not (spec.mode == "append" or (spec.mode == "overwrite" and spec.overwrite_schema)):
+            return False
+        return not (spec.overwrite_schema and spec.partition_by)  # new partitioning: a REPLACE TABLE
+
+    def commit_metadata(
+        self, run_id: str, counts: dict[str, int], checks: dict[str, int] | None
+    ) -> dict[str, Any]:
+        """The ``thimble`` tag of a run's commit (``history()`` reads it back)."""
+        meta: dict[str, Any] = {
+            "run_id": run_id,
+            "config_hash": self.config_hash,
+            "mode": self.write.mode,
+            "package_version": __version__,
+            "counts": counts,
+            "source": dict(self.source_progress),
+        }
+        if checks is not None:
+            meta["checks"] = checks
+        if self.metadata:
+            meta["metadata"] = dict(self.metadata)
+        return meta
+
+
+@dataclass
+class Planned:
+    """A gated load's plan: what will be written, and the rows each kind of change touches."""
+
+    prepared: Prepared
+    counts: dict[str, int]
+
+    @property
+    def rejected(self) -> int:
+        """Rows a journal rule sets aside (late, conflicting)."""
+        return self.counts.get("late", 0) + self.counts.get("conflict", 0)
+
+
+class Load(ABC):
+    """One run of a :class:`LoadSpec` over a batch; :meth:`run` goes through the phases once."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: ThimbleSettings,
+        spec: LoadSpec,
+        source: DataFrame,
+        phases: Phases,
+    ) -> None:
+        self.spark = spark
+        self.spec = spec
+        self.source = source
+        self.phases = phases
+        self.table = spec.table
+        self.metrics_table, self.quarantine_table = _etl_tables(settings, spec.table)
+        self.run_at = datetime.now(UTC)
+        self.result = RunResult(spec.table, phases.run_id, "unchanged", None, None, spec.config_hash)
+
+    @staticmethod
+    def start(
+        spark: SparkSession, settings: ThimbleSettings, spec: LoadSpec, source: DataFrame, phases: Phases
+    ) -> Load:
+        """The load of ``source`` by ``spec``: in one pass when nothing must be known first, else gated."""
+        if spec.needs_nothing_first and _tables.exists(spark, spec.table):
+            observed = observe_metrics(source, spec.quality.metrics)
+            if observed is not None:
+                return OnePassLoad(spark, settings, spec, observed, phases)
+        return GatedLoad(spark, settings, spec, source, phases)
+
+    @property
+    def run_id(self) -> str:
+        return self.phases.run_id
+
+    @abstractmethod
+    def run(self) -> RunResult:
+        """Load the batch; return what happened (the table is never half-written)."""
+
+    def evaluate_checks(self, values: dict[str, float | None]) -> list[CheckResult]:
+        return evaluate(
+            self.spec.quality.checks, values, _past_values(self.spark, self.metrics_table, self.table)
+        )
+
+    def record(self) -> None:
+        """Store the run's metrics and check results in the metrics table."""
+        result = self.result
+        with self.phases("metrics"):
+            if result.metrics or result.checks:
+                rows = metric_rows(
+                    self.table, self.run_id, result.version, result.committed, self.run_at, result.metrics,
+                    result.checks,
+                )  # fmt: skip
+                _append_metrics(self.spark, rows, self.metrics_table)
+
+    def finish(self) -> RunResult:
+        self.result.spark_jobs = self.phases.job_counts()
+        self.result.phase_seconds = self.phases.rounded_seconds()
+        return self.result
+
+
+class GatedLoad(Load):
+    """Everything is known before the commit: the batch is read once into a cache, cleansed, validated,
+    planned and measured; a failing check blocks the commit; quarantine and metrics are written either way."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: ThimbleSettings,
+        spec: LoadSpec,
+        source: DataFrame,
+        phases: Phases,
+    ) -> None:
+        super().__init__(spark, settings, spec, source, phases)
+        self.before = _tables.version(spark, spec.table)
+        self.result.version = self.result.previous_version = self.before
+        self._cached: list[DataFrame] = []
+
+    def run(self) -> RunResult:
+        try:
+            self.read()
+            flagged = self.validate(self.cleanse())
+            planned = self.plan(flagged)
+            self.check(passing(flagged), planned)
+            self.quarantine(flagged, planned)
+            self.commit(planned)
+            self.record()
+        finally:
+            for df in self._cached:
+                df.unpersist()
+        result = self.finish()
+        log.info(
+            "%s: %s at version %s (read %d, quarantined %d, inserted %d, updated %d, closed %d)",
+            self.table, result.status, result.version, result.rows_read, result.rows_quarantined,
+            result.inserted, result.updated, result.closed,
+        )  # fmt: skip
+        return result
+
+    def _cache(self, df: DataFrame) -> DataFrame:
+        from pyspark import StorageLevel
+
+        cached = df.persist(StorageLevel.MEMORY_AND_DISK)
+        self._cached.append(cached)
+        return cached
+
+    def read(self) -> None:
+        """Count the rows read when cleansing may drop some (a file source: Parquet footers only)."""
+        if self.spec.steps:
+            with self.phases("read"):
+                self.result.rows_read = self.source.count()
+
+    def cleanse(self) -> DataFrame:
+        return cleanse(self.source, self.spec.steps)
+
+    def validate(self, cleansed: DataFrame) -> DataFrame:
+        """Flag each row with the rules it fails, into a cache every later phase reads: the source (a
+        DataFrame given to ``write_dataframe`` may be costly, e.g. model scoring) is evaluated once."""
+        from pyspark.sql import functions as F
+
+        with self.phases("validate"):
+            flagged = self._cache(flag(cleansed, self.spec.rules))
+            row = flagged.agg(F.count(F.lit(1)), F.sum(F.when(F.size(FAILED) > 0, 1).otherwise(0))).first()
+            assert row is not None
+        result = self.result
+        result.rows_cleansed, result.rows_quarantined = int(row[0]), int(row[1] or 0)
+        if not self.spec.steps:
+            result.rows_read = result.rows_cleansed
+        return flagged
+
+    def plan(self, flagged: DataFrame) -> Planned:
+        """What the write will do and how many rows each kind of change touches; a journal is classified
+        against the table's current versions."""
+        with self.phases("validate"):
+            valid = passing(flagged)
+            prepared = prepare(self.spark, valid, self.table, self.spec.write, self.run_at, snapshot=flagged)
+            if prepared.plan is None:
+                return Planned(
+                    prepared, {"inserted": self.result.rows_cleansed - self.result.rows_quarantined}
+                )
+            prepared.df = prepared.plan.classified = self._cache(prepared.plan.classified)
+            counts = prepared.plan.counts()
+            prepared.plan.refuse_conflicts(counts, self.table)
+        return Planned(prepared, counts)
+
+    def check(self, valid: DataFrame, planned: Planned) -> None:
+        """Measure the rows to write (one fused aggregation) and evaluate the checks, the journal's included."""
+        with self.phases("quality"):
+            values = compute_metrics(valid, self.spec.quality.metrics)
+        result = self.result
+        values.update(
+            {
+                "rows_read": float(result.rows_read),
+                "rows_cleansed": float(result.rows_cleansed),
+                "rows_quarantined": float(result.rows_quarantined + planned.rejected),
+            }
+        )
+        result.metrics = values
+        with self.phases("checks"):
+            result.checks = self.evaluate_checks(values)
+            plan = planned.prepared.plan
+            guard = plan.close_guard(planned.counts) if plan is not None else None
+            if guard is not None:
+                result.checks.append(guard)
+                values[CLOSE_GUARD] = guard.value
+
+    def quarantine(self, flagged: DataFrame, planned: Planned) -> None:
+        """Append the rows that failed a rule, or a journal rule, to the quarantine table."""
+        rejected = planned.rejected
+        with self.phases("quarantine"):
+            if self.result.rows_quarantined or rejected:
+                bad = quarantine_rows(flagged, self.table, self.run_id, self.run_at)
+                plan = planned.prepared.plan
+                if rejected and plan is not None:
+                    bad = bad.unionByName(
+                        quarantine_rows(plan.rejected(FAILED), self.table, self.run_id, self.run_at)
+                    )
+                _append(self.spark, bad, self.quarantine_table)
+                self.result.rows_quarantined += rejected
+
+    def commit(self, planned: Planned) -> None:
+        """Write in one commit unless a check failed; with no change, record only the source's progress."""
+        result, spec, prepared, counts = self.result, self.spec, planned.prepared, planned.counts
+        changes = counts.get("inserted", 0) + counts.get("updated", 0) + counts.get("closed", 0)
+        # Replacing a table is a change even with no rows: its old rows must go.
+        replace = spec.write.overwrite_schema and self.before is not None
+        if any(c.status == "fail" for c in result.checks):
+            result.status = "blocked"
+            log.warning("a failing check blocked the write; %s stays at version %s", self.table, self.before)
+            return
+        if not (changes or replace or (spec.source_progress and self.before is not None)):
+            return
+        meta = spec.commit_metadata(
+            self.run_id,
+            {**counts, "read": result.rows_read, "quarantined": result.rows_quarantined},
+            result.check_counts,
+        )
+        with self.phases("write"):
+            if changes or replace:
+                version, committed = write(self.spark, prepared, self.table, spec.write, meta, self.before)
+            else:
+                version, committed = _record_progress(self.spark, self.table, meta)
+        result.version = version
+        result.status = "committed" if committed else "unchanged"
+        result.inserted, result.updated, result.closed = (
+            counts.get(k, 0) for k in ("inserted", "updated", "closed")
+        )
+        if spec.write.mode == "merge" and committed:
+            merged = merge_counts(self.spark, self.table, version)
+            result.inserted, result.updated = (merged.get(k, 0) for k in ("inserted", "updated"))
+
+
+class OnePassLoad(Load):
+    """Write as the rows are computed: no cache, no count first; metrics are observed during the write.
+
+    The commit's counts cannot hold the number of rows (it is known once the rows are written):
+    ``history()`` takes it from Delta's ``numOutputRows`` of the commit. Checks (none can block) are
+    evaluated after the write and stored in the metrics table with the run's metrics.
+    """
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: ThimbleSettings,
+        spec: LoadSpec,
+        observed: ObservedMetrics,
+        phases: Phases,
+    ) -> None:
+        super().__init__(spark, settings, spec, observed.df, phases)
+        self.observed = observed
+
+    def run(self) -> RunResult:
+        self.commit()
+        self.check()
+        self.record()
+        result = self.finish()
+        log.info(
+            "%s: %s at version %s in one pass (inserted %d)",
+            self.table,
+            result.status,
+            result.version,
+            result.inserted,
+        )
+        return result
+
+    def commit(self) -> None:
+        # Checks are evaluated after this commit: their counts are in the metrics table, not in it.
+        checks = None if self.spec.quality.checks else self.result.check_counts
+        meta = self.spec.commit_metadata(self.run_id, {"quarantined": 0}, checks)
+        with self.phases("write"):
+            version = write_in_one_pass(self.spark, self.source, self.table, self.spec.write, meta)
+        result = self.result
+        if version is None:
+            result.version = result.previous_version = _tables.version(self.spark, self.table)
+        else:
+            # Delta's log is linear: the version before this commit is the one it follows.
+            result.version, result.previous_version, result.status = version, version - 1, "committed"
+
+    def check(self) -> None:
+        """The metrics the write observed, and the checks on them."""
+        with self.phases("quality"):
+            measured = self.observed.values()
+        if measured is None:
+            raise EtlError(
+                f"{self.table}: version {self.result.version} was written, but Spark did not report its "
+                "quality metrics; they are not in the metrics table"
+            )
+        rows, values = measured
+        result = self.result
+        result.rows_read = result.rows_cleansed = result.inserted = rows
+        values.update({"rows_read": float(rows), "rows_cleansed": float(rows), "rows_quarantined": 0.0})
+        result.metrics = values
+        with self.phases("checks"):
+            result.checks = self.evaluate_checks(values)
+
+
+def _etl_tables(settings: ThimbleSettings, table: str) -> tuple[str, str]:
+    """(metrics table, quarantine table) of ``table``."""
+    etl = getattr(settings, "etl", None)
+    metrics_table = etl.metrics_table if etl is not None else "thimble_quality"
+    suffix = etl.quarantine_suffix if etl is not None else "_quarantine"
+    return _tables.qualified(metrics_table, settings), f"{table}{suffix}"
+
+
+def _past_values(spark: SparkSession, metrics_table: str, table: str) -> History:
+    """A metric's values in the last committed runs of ``table``, newest first (for ``max_change``)."""
+
+    def past(metric: str, runs: int) -> list[float]:
+        if not _tables.exists(spark, metrics_table):
+            return []
+        from pyspark.sql import functions as F
+
+        recorded = spark.table(metrics_table).filter(F.col("table") == table)
+        blocked = recorded.filter((F.col("kind") == "check") & (F.col("status") == "fail")).select("run_id")
+        rows = (
+            recorded.filter(
+                (F.col("kind") == "metric") & (F.col("name") == metric) & F.col("value").isNotNull()
+            )
+            .join(blocked, "run_id", "left_anti")
+            .orderBy(F.col("run_at").desc())
+            .limit(runs)
+            .select("value")
+            .collect()
+        )
+        return [float(r[0]) for r in rows]
+
+    return past
+
+
+def _append_metrics(spark: SparkSession, rows: list[tuple[object, ...]], table: str) -> None:
+    if _tables.exists(spark, table) and _tables.append_rows(spark, table, rows):
+        return
+    # A few dozen rows: one file (one task), not one per core.
+    _append(spark, spark.createDataFrame(rows, METRICS_SCHEMA).coalesce(1), table)
+
+
+def _append(spark: SparkSession, df: DataFrame, table: str) -> None:
+    if _tables.exists(spark, table):
+        df.writeTo(table).append()
+    else:
+        _tables.create_from(df, table, [])
+
+
+def _record_progress(spark: SparkSession, table: str, meta: dict[str, Any]) -> tuple[int | None, bool]:
+    """Commit no rows but the source progress, so unchanged data is not read again."""
+    empty = spark.table(table).limit(0)
+    with _tables.commit_metadata(spark, meta):
+        empty.writeTo(table).append()
+    return _tables.version(spark, table), True
