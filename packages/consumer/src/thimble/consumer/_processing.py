@@ -125,6 +125,8 @@ class Processor:
         if len(self.writers) == 1 and isinstance(self.writers[0], TopicWriter):
             self._topic = self.writers[0]
         self._plain_encoders: dict[type, Callable[[Any], bytes] | None] = {}
+        direct = getattr(self._topic.transport, "direct_produce", None) if self._topic else None
+        self._produce: Callable[..., None] | None = direct() if direct is not None else None
 
     # -- one message ------------------------------------------------------------------------------
 
@@ -171,7 +173,18 @@ class Processor:
                 except Exception as exc:
                     self._dead_letter(msg, exc, "output", 1, pending)
                     return
-                topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
+                # The producer's own produce when the transport allows it (:meth:`KafkaTransport.send`
+                # when the local queue is full, as it waits for room).
+                produce = self._produce
+                if produce is None:
+                    topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
+                else:
+                    pending.remaining += 1
+                    try:
+                        produce(topic.topic, encoded, msg.key(), on_delivery=pending.on_delivery)
+                    except BufferError:
+                        pending.remaining -= 1
+                        topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
                 self.metrics.unpublished_processed += 1
                 return
         if isinstance(result, list | tuple) or type(result).__name__ == "DataFrame":
@@ -236,9 +249,16 @@ class Processor:
             for msg in good:
                 self._dead_letter(msg, exc, "output", 1, pending)
             return True
-        send, name = topic.transport.send, topic.topic
+        name, produce, on_delivery = topic.topic, self._produce, pending.on_delivery
         for key, value in records:
-            send(name, key, value, None, pending)
+            if produce is not None:
+                pending.remaining += 1
+                try:
+                    produce(name, value, key, on_delivery=on_delivery)
+                    continue
+                except BufferError:
+                    pending.remaining -= 1
+            topic.transport.send(name, key, value, None, pending)  # waits for room in the queue
         self.metrics.unpublished_processed += len(good)
         return True
 

@@ -68,6 +68,9 @@ POLL_TIMEOUT_S = 0.1
 # While handled messages wait for their outputs' acknowledgements, both threads look again this often,
 # so an offset is stored soon after its last output is acknowledged, also when no new message comes.
 ACK_WAIT_S = 0.005
+# At-least-once: every this many messages the worker also stores what is complete, so a batch's offsets
+# are stored as soon as its outputs are acknowledged, not only at the end of the next batch.
+STORE_EVERY = 128
 # A full queue first just waits for the worker (pausing drops librdkafka's prefetched messages, which
 # costs a refetch); only a queue still full after this long pauses the partitions and polls on.
 PAUSE_AFTER_S = 1.0
@@ -526,7 +529,7 @@ class Runner:
                 continue
             epoch, batch = item
             with lock:
-                for msg in batch:
+                for i, msg in enumerate(batch, 1):
                     if (self._stopping and self._past_drain()) or self.fatal is not None:
                         return
                     if self._lock_wanted:
@@ -539,6 +542,8 @@ class Runner:
                     current.msg = msg
                     if txns is None:
                         pipeline.feed(msg)
+                        if not i % STORE_EVERY:
+                            self._store_done()
                         continue
                     self._in_transaction(pipeline.feed, msg)
                     if txns.aged():
@@ -580,12 +585,17 @@ class Runner:
         if self.cfg.exactly_once:
             self._commit_transaction()
             return
+        self._store_done()
+        self._awaiting_acks = self.pipeline.inflight()
+
+    def _store_done(self) -> None:
+        """At-least-once: hand what is complete to the main thread, which stores it. Under the lock."""
         self.producer.poll(0)
         done = self.pipeline.completed()
-        self._awaiting_acks = self.pipeline.inflight()
         if done:
             with self._store_lock:
                 self._to_store.extend(done)
+            self._space.set()  # wakes the main thread if it waits for room in the queue
 
     def _commit_transaction(self) -> None:
         """Commit the open transaction with the offsets processed in it; when the broker refuses it, it is

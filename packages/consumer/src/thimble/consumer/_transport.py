@@ -52,6 +52,12 @@ class KafkaTransport:
                 # The local queue is full: serve delivery reports until there is room.
                 self.producer.poll(0.05)
 
+    def direct_produce(self) -> Callable[..., None] | None:
+        """The producer's own ``produce``, for a caller that sends many records and handles
+        ``BufferError`` by falling back to :meth:`send`; ``None`` when every send must go through
+        :meth:`send` (exactly-once: ``before_send``)."""
+        return self.producer.produce if self.before_send is None else None
+
     def poll(self) -> None:
         self.producer.poll(0)
 

@@ -37,7 +37,7 @@ class ConsumerConfig(Section):
         description="`consumer`: the consumer group protocol of Kafka 4 (KIP-848), assignments made by the broker.",
     )
     drain_timeout_s: float = Field(default=15.0, gt=0, description="Bound of the shutdown drain.")
-    queued_batches: int = Field(default=2, ge=1, description="Polled batches held before partitions pause.")
+    queued_batches: int = Field(default=1, ge=1, description="Polled batches held before partitions pause.")
     create_topics: bool = False
     topic_partitions: int = Field(
         default=3, ge=1, description="Partitions of topics created by the consumer."
