@@ -7,7 +7,8 @@ environment (`.run/bench-venvs/mlflow`, created on first run). Thimble and the h
 one uvicorn worker per core with BLAS threads 1; Thimble runs with validation, limits, metrics and
 prediction logging to Kafka on. MLflow runs twice, with one worker and with one per core: its best at
 each concurrency is the row Thimble is compared with (the table says which won). Online features are
-compared with a hand-written endpoint that reads the same Redis hash itself.
+compared with a hand-written endpoint that reads the same Redis hash itself; each of those requests asks
+for a random one of 1,000 clients.
 The servers take turns within each round, so a drift in the machine's load touches them alike; each cell
 reports the median over the rounds (requests/s, p50, p99) and the spread of requests/s (lowest-highest);
 ratios are between medians.
@@ -94,11 +95,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+ENTITIES = 1000  # online-feature requests ask for a random one of this many client ids
+
+
 def wrk(url: str, body: bytes, concurrency: int, duration: int) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 (ms); a body of ``{"client_id": "*"}`` asks for a random client each time."""
     script = Path(tempfile.mktemp(suffix=".lua"))
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\nwrk.headers["Content-Type"] = "application/json"\n'
-    )
+    lua = f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\nwrk.headers["Content-Type"] = "application/json"\n'
+    if body == RANDOM_CLIENT:
+        lua += (
+            "request = function()\n"
+            f"  return wrk.format(nil, nil, nil, '{{\"client_id\": ' .. math.random(0, {ENTITIES - 1}) .. '}}')\n"
+            "end\n"
+        )
+    script.write_text(lua)
     threads = min(2, concurrency)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url],
@@ -117,6 +127,9 @@ def wrk(url: str, body: bytes, concurrency: int, duration: int) -> tuple[float, 
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     return rps, pct("50"), pct("99")
+
+
+RANDOM_CLIENT = b'{"client_id": "*"}'
 
 
 def main() -> None:
@@ -150,10 +163,14 @@ def main() -> None:
     row = sample[0]
     store = redis.Redis()
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    store.hset(
-        f"{prefix}:bench-features:7",
-        mapping={k: orjson.dumps(v) for k, v in row.items()} | {"_event_time": 0},
-    )
+    with store.pipeline(transaction=False) as pipe:
+        for client in range(ENTITIES):
+            pipe.hset(
+                f"{prefix}:bench-features:{client}",
+                mapping={k: orjson.dumps(v) for k, v in sample[client % len(sample)].items()}
+                | {"_event_time": 0},
+            )
+        pipe.execute()
     topic = f"bench-predictions-{uuid.uuid4().hex[:6]}"
     admin = AdminClient({"bootstrap.servers": "127.0.0.1:9092"})
     admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
@@ -260,16 +277,17 @@ def main() -> None:
             "hand-written FastAPI": (f"http://127.0.0.1:{ports['handwritten']}/predict", orjson.dumps(row)),
             "hand-written + Redis": (
                 f"http://127.0.0.1:{ports['handwritten']}/predict-features",
-                orjson.dumps({"client_id": 7}),
+                RANDOM_CLIENT,
             ),
             "thimble": (f"http://127.0.0.1:{ports['thimble']}/v1/models/bench/predict", orjson.dumps(row)),
             "thimble + online features": (
                 f"http://127.0.0.1:{ports['thimble']}/v1/models/bench-features/predict",
-                orjson.dumps({"client_id": 7}),
+                RANDOM_CLIENT,
             ),
         }
         for name, (url, body) in targets.items():
-            check = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+            first = b'{"client_id": 7}' if body == RANDOM_CLIENT else body
+            check = httpx.post(url, content=first, headers={"content-type": "application/json"}, timeout=10)
             assert check.status_code == 200, f"{name}: {check.status_code} {check.text}"
             wrk(url, body, 8, 2)  # warm-up
         rounds: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
@@ -290,7 +308,7 @@ def main() -> None:
     finally:
         for proc in servers:
             stop(proc)
-        store.delete(f"{prefix}:bench-features:7")
+        store.delete(*(f"{prefix}:bench-features:{client}" for client in range(ENTITIES)))
 
     print(
         f"\nSingle-row requests, {WORKERS} uvicorn workers each, BLAS threads 1, "
