@@ -8,7 +8,7 @@ the way that works over Connect beside it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -114,13 +114,23 @@ class StageProgress:
         return _tracked_counts(self._spark, group)
 
     def _on_progress(
-        self, stages: list[Any], inflight_tasks: int, operation_id: str | None = None, done: bool = False
+        self,
+        stages: Iterable[Any] | None,
+        inflight_tasks: int,
+        operation_id: str | None = None,
+        done: bool = False,
     ) -> None:
         key = operation_id or ""
-        finished = sum(1 for stage in stages if stage.done or done)
         with self._lock:
-            if self._group is not None:
-                self._operations[key] = (finished, len(stages))
+            if self._group is None:
+                return
+            if stages is None:  # no stage news; a finished operation has finished every stage
+                _, known = self._operations.get(key, (0, 0))
+                if done:
+                    self._operations[key] = (known, known)
+                return
+            listed = list(stages)
+            self._operations[key] = (sum(1 for s in listed if s.done or done), len(listed))
 
 
 def _tracked_counts(spark: SparkSession, group: str) -> StageCounts:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from thimble.common.config import ThimbleSettings, load_settings
 from thimble.common.errors import spark_failure
 from thimble.common.logging import bind_context, get_logger
-from thimble.etl import _tables
+from thimble.etl import _connect, _tables
 from thimble.etl._columns import check_columns
 from thimble.etl._phases import Phases, Progress
 from thimble.etl.config import EtlSettings, JournalConfig, QualityConfig, TableConfig, load_table_config
@@ -59,9 +59,8 @@ SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 def tune_local(spark: SparkSession) -> None:
     """On a local master, rebuild Delta snapshots with as many partitions as cores (Delta's default, 50,
     is sized for clusters and makes every small commit slow); an explicit setting wins."""
-    master = spark.sparkContext.master or ""
-    if master.startswith("local") and spark.conf.get(SNAPSHOT_PARTITIONS, None) is None:
-        spark.conf.set(SNAPSHOT_PARTITIONS, str(max(1, spark.sparkContext.defaultParallelism)))
+    if _connect.master(spark).startswith("local") and spark.conf.get(SNAPSHOT_PARTITIONS, None) is None:
+        spark.conf.set(SNAPSHOT_PARTITIONS, str(max(1, _connect.default_parallelism(spark))))
 
 
 def _session(spark: SparkSession | None, settings: ThimbleSettings) -> SparkSession:
