@@ -36,7 +36,7 @@ def duration_seconds(text: str) -> float:
 
 async def _podman(compose: Any, *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        compose.podman_path, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        compose.podman.podman_path, *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     out, _ = await process.communicate()
     return process.returncode or 0, out.decode(errors="replace").strip()

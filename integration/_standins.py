@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,33 +144,43 @@ class StandIns:
         self.say = say
 
     def ensure(self, standins: list[StandIn], rebuild: bool = False) -> list[str]:
-        """Build what is needed; returns the names of the images built."""
+        """Build what is needed, the images on one parent side by side; returns the names built."""
         built: list[str] = []
         digests = {ROOT_IMAGE: self._ensure_root(rebuild, built)}
-        for standin in standins:
-            with tempfile.TemporaryDirectory(dir=self.work_dir) as folder:
-                context = Path(folder)
-                standin.context(context)
-                parent = standin.parent or ROOT_IMAGE
-                digest = _digest(standin, context, digests[parent])
-                digests[standin.image] = digest
-                if not rebuild and self.podman.image_label(standin.image, LABEL) == digest:
-                    continue
-                self.say(f"building the stand-in {standin.image}")
-                self.podman.run(
-                    "build",
-                    "--pull=never",
-                    "--label",
-                    f"{LABEL}={digest}",
-                    "-f",
-                    str(RECIPES / f"{standin.recipe}.Containerfile"),
-                    "-t",
-                    standin.image,
-                    str(context),
-                    timeout=BUILD_TIMEOUT_S,
-                )
-                built.append(standin.image)
+        pending = list(standins)
+        while pending:
+            ready = [s for s in pending if (s.parent or ROOT_IMAGE) in digests]
+            if not ready:
+                raise PodmanError(f"stand-ins whose parents are never built: {[s.image for s in pending]}")
+            pending = [s for s in pending if s not in ready]
+            with ExitStack() as stack, ThreadPoolExecutor(max_workers=len(ready)) as pool:
+                builds = []
+                for standin in ready:
+                    context = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=self.work_dir)))
+                    standin.context(context)
+                    digest = _digest(standin, context, digests[standin.parent or ROOT_IMAGE])
+                    digests[standin.image] = digest
+                    if rebuild or self.podman.image_label(standin.image, LABEL) != digest:
+                        self.say(f"building the stand-in {standin.image}")
+                        builds.append(pool.submit(self._build, standin, context, digest))
+                        built.append(standin.image)
+                for build in builds:
+                    build.result()
         return built
+
+    def _build(self, standin: StandIn, context: Path, digest: str) -> None:
+        self.podman.run(
+            "build",
+            "--pull=never",
+            "--label",
+            f"{LABEL}={digest}",
+            "-f",
+            str(RECIPES / f"{standin.recipe}.Containerfile"),
+            "-t",
+            standin.image,
+            str(context),
+            timeout=BUILD_TIMEOUT_S,
+        )
 
     def _ensure_root(self, rebuild: bool, built: list[str]) -> str:
         """The debootstrap root as an image; its digest is the image id (a rebuild changes everything after)."""

@@ -143,7 +143,9 @@ class ComposeRun:
         shared = sorted({s["image"] for s in self.services.values() if "build" in s})
         for image in shared:
             first = next(name for name, s in self.services.items() if "build" in s and s["image"] == image)
+            began = time.monotonic()
             self.compose("build", first, timeout=BUILD_TIMEOUT_S)
+            say(f"built {image} in {time.monotonic() - began:.0f}s")
         say(f"images built in {time.monotonic() - started:.0f}s; bringing the stack up")
         started = time.monotonic()
         self.compose("up", "-d", timeout=UP_TIMEOUT_S)
