@@ -1,5 +1,8 @@
+import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -110,4 +113,55 @@ handle = open(sys.argv[1], "rb+")
 fcntl.lockf(handle, fcntl.LOCK_EX)
 print("held", flush=True)
 sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_an_address_that_is_no_spark_connect_server_is_one_line_within_seconds(tmp_path: Path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.2)
+        port = server.getsockname()[1]
+        stop = threading.Event()
+
+        def answer_like_redis() -> None:
+            while not stop.is_set():
+                try:
+                    peer, _ = server.accept()
+                except OSError:
+                    continue
+                with peer:
+                    peer.sendall(b"-ERR unknown command\r\n")
+
+        thread = threading.Thread(target=answer_like_redis, daemon=True)
+        thread.start()
+        env = {
+            **os.environ,
+            "THIMBLE_SPARK__REMOTE": f"sc://127.0.0.1:{port}",
+            "THIMBLE_RUN_DIR": str(tmp_path),
+        }
+        try:
+            # A process of its own: a Spark Connect session switches its whole process to Connect.
+            result = subprocess.run(
+                [sys.executable, "-c", TRY_SESSION], env=env, capture_output=True, text=True, timeout=240
+            )
+        finally:
+            stop.set()
+            thread.join()
+
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr
+    assert lines[-1].startswith(f"ServiceUnavailableError: sc://127.0.0.1:{port} (THIMBLE_SPARK__REMOTE) ")
+    assert "does not answer as a Spark Connect server: gRPC UNAVAILABLE" in lines[-1]
+    assert "RETRIES_EXCEEDED" not in result.stderr
+
+
+TRY_SESSION = """
+from thimble.common.errors import ServiceUnavailableError
+from thimble.common.spark import build_spark_session
+try:
+    build_spark_session()
+except ServiceUnavailableError as exc:
+    print(f"ServiceUnavailableError: {exc}")
 """

@@ -9,14 +9,17 @@ into ``<run dir>/jars/spark`` (``./dev setup``); neither way downloads anything 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import os
 import socket
 import sys
+import warnings
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from thimble.common._paths import jars_dir
 from thimble.common.config import ThimbleSettings, connect_address
@@ -31,6 +34,7 @@ LOG4J2_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
 JARS_ENV_VAR = "THIMBLE_SPARK__JARS"
 REMOTE_ENV_VAR = "THIMBLE_SPARK__REMOTE"
 CONNECT_TIMEOUT_S = 3.0
+FIRST_REQUEST_RETRIES = 4
 UTC_JVM = "-Duser.timezone=UTC"
 # PySpark logs every failing query's context (a JSON line of several KB) on stderr before raising it.
 _PYSPARK_ERROR_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
@@ -181,9 +185,13 @@ def build_spark_session(settings: ThimbleSettings | None = None, app_name: str |
     _silence_pyspark_error_logs()
     if settings.spark.remote:
         session = _connect_session(settings, settings.spark.remote)
+        with _few_retries(session):
+            _ensure_database(session, settings)
+        for key, value in {**session_conf(settings), **settings.spark.conf}.items():
+            _set_if_modifiable(session, key, value)
     else:
         session = _local_session(settings, app_name)
-    _ensure_database(session, settings)
+        _ensure_database(session, settings)
     return session
 
 
@@ -263,10 +271,44 @@ def _connect_session(settings: ThimbleSettings, url: str) -> SparkSession:
         ) from None
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.remote(url)
-    for key, value in {**session_conf(settings), **settings.spark.conf}.items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
+    # Settings go after the first request has shown the server answers (see _few_retries).
+    return SparkSession.builder.remote(url).getOrCreate()
+
+
+@contextlib.contextmanager
+def _few_retries(session: SparkSession) -> Iterator[None]:
+    """Give up on a server that does not answer after a few seconds, not after the client's ten minutes.
+
+    The client retries an unavailable server for that long, which is right for a job that is running
+    and wrong for the first request, where it means the address is not a Spark Connect server.
+    """
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    client = cast(Any, session).client
+    patient = client.get_retry_policies()
+    client.set_retry_policies([DefaultPolicy(max_retries=FIRST_REQUEST_RETRIES, max_backoff=1000)])
+    with warnings.catch_warnings():
+        # The failure itself is reported; pyspark's warning that retries ran out would repeat it.
+        warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
+        try:
+            yield
+        except BaseException:
+            # Released now, with the short retries: at exit it would wait as long as the client does.
+            with contextlib.suppress(Exception):
+                session.stop()
+            raise
+    client.set_retry_policies(patient)
+
+
+def _set_if_modifiable(session: SparkSession, key: str, value: str) -> None:
+    """Set a session setting; a server's static settings (jars, memory) are the server's to choose."""
+    from pyspark.errors import PySparkException
+
+    try:
+        session.conf.set(key, value)
+    except PySparkException as exc:
+        if "CANNOT_MODIFY" not in str(exc) and "StaticSQLConf" not in str(exc):
+            raise
 
 
 def _sql_text(value: str) -> str:
@@ -286,8 +328,20 @@ def _ensure_database(session: SparkSession, settings: ThimbleSettings) -> None:
     except Exception as exc:
         if not uses_connect(session):
             raise
-        failure = spark_failure(exc)
-        reason = failure.reason if failure else str(exc).splitlines()[0]
         raise ServiceUnavailableError(
-            f"The Spark Connect server at {settings.spark.remote} ({_remote_origin()}) did not answer: {reason}"
+            f"{settings.spark.remote} ({_remote_origin()}) does not answer as a Spark Connect server: "
+            f"{_grpc_reason(exc)}"
         ) from None
+
+
+def _grpc_reason(exc: BaseException) -> str:
+    """Why the first request failed, on one line: Spark's reason, else gRPC's status and details."""
+    failure = spark_failure(exc)
+    if failure is not None and failure.condition is not None:
+        return failure.reason
+    for cause in (exc.__cause__, exc.__context__):
+        code, details = getattr(cause, "code", None), getattr(cause, "details", None)
+        if callable(code) and callable(details):
+            text = " ".join(str(details() or "").split())
+            return f"gRPC {getattr(code(), 'name', code())}: {text[:300]}"
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
