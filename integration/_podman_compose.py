@@ -7,7 +7,9 @@ podman-compose skips ``condition: service_healthy`` on podman older than 4.6 (it
 schedules them with systemd timers). Here a healthy dependency is waited for by running its health check
 (``podman healthcheck run``) at the service's interval until it passes, failing once podman calls it
 unhealthy (``retries`` failures in a row). ``condition: service_completed_successfully`` also requires exit
-code 0, not only a stopped container. Everything else is podman-compose unchanged.
+code 0, not only a stopped container. Containers are created without podman's ``--requires``: podman 4.3
+fails to start a container whose required containers require others ("generating dependency graph"), and
+the start order and conditions are enforced here already. Everything else is podman-compose unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9
 DEFAULT_INTERVAL_S = 30.0  # Docker's default health-check interval
 
 _podman_compose_check = pc.check_dep_conditions
+_podman_compose_args = pc.container_to_args
 
 
 def duration_seconds(text: str) -> float:
@@ -52,8 +55,14 @@ async def _wait_healthy(compose: Any, service: str) -> None:
             code, _ = await _podman(compose, "healthcheck", "run", container)
             if code == 0:
                 break
-            _, status = await _podman(compose, "inspect", "--format", "{{.State.Health.Status}}", container)
-            if status == "unhealthy":
+            _, state = await _podman(
+                compose, "inspect", "--format", "{{.State.Status}} {{.State.Health.Status}}", container
+            )
+            if state.startswith("created"):
+                raise pc.PodmanComposeError(
+                    f"dependency failed to start: container {container} never started"
+                )
+            if state.endswith("unhealthy"):
                 raise pc.PodmanComposeError(f"dependency failed to start: container {container} is unhealthy")
             await asyncio.sleep(interval)
 
@@ -79,9 +88,18 @@ async def check_dep_conditions(compose: Any, deps: set[Any]) -> None:
         await _wait_healthy(compose, dep.name)
 
 
+async def container_to_args(
+    compose: Any, cnt: dict[str, Any], detached: bool = True, no_deps: bool = False
+) -> list[str]:
+    """podman-compose's ``podman create`` arguments, without ``--requires``."""
+    args: list[str] = await _podman_compose_args(compose, cnt, detached=detached, no_deps=no_deps)
+    return [arg for arg in args if not arg.startswith("--requires=")]
+
+
 def main() -> None:
     """Run podman-compose with the condition checks above."""
     pc.check_dep_conditions = check_dep_conditions
+    pc.container_to_args = container_to_args
     pc.main()
 
 
