@@ -109,7 +109,7 @@ def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
+def _finish(process: subprocess.Popen[str], timeout: float = 900) -> tuple[int, str]:
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out + err
 

@@ -172,7 +172,7 @@ def _table_config(path: Path, table: str, source: Path) -> Path:
     return path
 
 
-def _etl(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def _etl(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "thimble.etl", *args],
         env=env,
