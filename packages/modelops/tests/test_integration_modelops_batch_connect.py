@@ -64,7 +64,7 @@ def test_batch_scoring_and_its_drift_over_connect(
         env=env | {"THIMBLE_CONFIG": str(config), "THIMBLE_SPARK__REMOTE": url},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
