@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -26,7 +27,8 @@ class Cluster:
     """Three KRaft brokers and a Redis of a stack the suite controls; never the shared stack."""
 
     def __init__(self, settings: StackSettings, console: Console | None = None) -> None:
-        self.settings = settings
+        # Restarting a killed broker runs the stack's `up`, which must not start Spark beside it.
+        self.settings = dataclasses.replace(settings, spark=False)
         self.console = console or Console(quiet=True)
         self._restarts: list[threading.Thread] = []
         self._broker_lock = threading.Lock()
