@@ -103,7 +103,13 @@ def test_serve_runs_uvicorn_workers_from_the_registry(
         "--registry",
         saved_churn.url,
     ]
-    with ServerProcess(command, ready_url=f"{url}/readyz", log=tmp_path / "serve.log", env=env):
+    with ServerProcess(
+        command,
+        ready_url=f"{url}/readyz",
+        log=tmp_path / "serve.log",
+        env=env,
+        timeout=240,  # two spawned workers import everything: slow on a loaded machine
+    ):
         row = {"client_id": 1, "orders_7d": 2, "spend_7d": 30.0}
         for _ in range(10):
             got = httpx.post(f"{url}/v1/models/churn@prod/predict", json=row, timeout=10)
