@@ -288,3 +288,44 @@ def test_the_images_share_the_landing_area_the_warehouse_and_the_registry(
         assert "thimble-data:/data" in services[name]["volumes"], name
     for path in (env["etl"]["THIMBLE_WAREHOUSE__LANDING"], env["etl"]["THIMBLE_MODELOPS__REGISTRY"]):
         assert path.startswith("/data/")
+
+
+def _module_imports(module: str, seen: set[str] | None = None) -> set[str]:
+    """Thimble packages a flow module needs at import time: its top-level imports, followed through the flow."""
+    import ast
+
+    seen = set() if seen is None else seen
+    if module in seen:
+        return set()
+    seen.add(module)
+    path = REPO / Path(*module.split("."))
+    source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    needed: set[str] = set()
+    for node in ast.parse(source.read_text()).body:
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        for name in names:
+            if name.startswith("thimble."):
+                needed.add(name.split(".")[1])
+            elif name.startswith("integration.flow"):
+                needed |= _module_imports(name, seen)
+    return needed
+
+
+def test_every_image_installs_the_packages_its_flow_entry_point_imports(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    checked = 0
+    for name, service in services.items():
+        entrypoint = service.get("entrypoint") or []
+        if entrypoint[:2] != ["python", "-m"]:
+            continue
+        dockerfile = _dockerfile(service, services)
+        assert dockerfile is not None
+        installed = set(
+            re.findall(r"/src/(\w+)", " ".join(a for w, a in _instructions(dockerfile) if w == "RUN"))
+        )
+        missing = _module_imports(entrypoint[2]) - installed
+        assert not missing, f"{name}: {entrypoint[2]} imports thimble packages its image lacks: {missing}"
+        checked += 1
+    assert checked >= 2
