@@ -1,12 +1,14 @@
 """Journalize a snapshot into a history table with every module on, against a hand-written SCD2 MERGE.
 
-    python packages/etl/benchmarks/bench_journal.py                      # 1M snapshot into 5M history
-    python packages/etl/benchmarks/bench_journal.py --snapshot 100000 --history 500000
+    python packages/etl/benchmarks/bench_journal.py                     # 100k into 500k, 1M into 5M
+    python packages/etl/benchmarks/bench_journal.py --sizes 100000:500000 --repeat 5
 
-Both runs start from the same history (copies of one Delta table) and read the same snapshot
-(Parquet). The snapshot has ``--changed`` of its keys changed, ``--new`` new keys, and ``--deleted`` of
-the current keys missing (closed by both runs). Prints wall time, rows/s, peak JVM heap, Spark jobs of
-the quality metrics (thimble: one fused aggregation; naive: one aggregation per metric) and the ratio.
+Every size is measured in the same process, in interleaved rounds: each round runs every size, and for
+each size both runs back to back on fresh copies of its history, the order alternating. Both read the
+same snapshot (Parquet), which has ``--changed`` of its keys changed, ``--new`` new keys, and
+``--deleted`` of the current keys missing (closed by both runs). Prints, per size, the median and spread
+(min-max) of the wall times and of the round-by-round ratio, rows/s, peak JVM heap, Spark jobs and
+seconds per phase, and the quality metrics fused in one Spark job against one job each.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from rich.table import Table
 
 from thimble.common.config import load_settings
 from thimble.common.spark import build_spark_session
-from thimble.etl import parse_table_config, run_table
+from thimble.etl import RunResult, parse_table_config, run_table
 from thimble.etl.config import EtlSettings, TableConfig
 from thimble.etl.journal import row_hash
 from thimble.etl.quality import compute_metrics
@@ -49,12 +52,12 @@ def _peak_heap_mib(spark: SparkSession) -> float:
     return float(sum(p.getPeakUsage().getUsed() for p in pools if p.getType() == heap)) / 2**20
 
 
-def _build_inputs(spark: SparkSession, args: argparse.Namespace, work: Path) -> tuple[str, int]:
-    """History table ``bench.history`` and the snapshot Parquet; returns (snapshot path, current keys)."""
-    s = args.snapshot
+def _build_inputs(spark: SparkSession, args: argparse.Namespace, size: Size, work: Path) -> str:
+    """History table ``bench.history_<snapshot>`` and the snapshot Parquet; returns the snapshot's path."""
+    s = size.snapshot
     deleted, new, changed = int(s * args.deleted), int(s * args.new), int(s * args.changed)
     current_keys = s - new + deleted
-    versions = max(1, round(args.history / current_keys))
+    versions = max(1, round(size.history / current_keys))
     base = spark.range(current_keys * versions).select(
         (F.col("id") % current_keys).alias("k"), (F.col("id") / current_keys).cast("int").alias("v")
     )
@@ -80,8 +83,10 @@ def _build_inputs(spark: SparkSession, args: argparse.Namespace, work: Path) -> 
             "is_current": F.col("v") == versions - 1,
         }
     ).drop("v")
-    spark.sql("DROP TABLE IF EXISTS bench.history")
-    history.write.format("delta").option("delta.enableChangeDataFeed", "true").saveAsTable("bench.history")
+    spark.sql(f"DROP TABLE IF EXISTS bench.history_{s}")
+    history.write.format("delta").option("delta.enableChangeDataFeed", "true").saveAsTable(
+        f"bench.history_{s}"
+    )
 
     keys = spark.range(current_keys - deleted).union(spark.range(current_keys, current_keys + new))
     snapshot = keys.select(
@@ -97,17 +102,15 @@ def _build_inputs(spark: SparkSession, args: argparse.Namespace, work: Path) -> 
         F.col("client_id").substr(2, 9).cast("long") < current_keys
     )
     snapshot = snapshot.withColumn("segment", F.when(is_changed, F.lit("new")).otherwise(F.col("segment")))
-    path = str(work / "snapshot")
+    path = str(work / f"snapshot_{s}")
     snapshot.repartition(4).write.mode("overwrite").parquet(path)
-    return path, current_keys
+    return path
 
 
-def _clone(spark: SparkSession, name: str, work: Path, round_: int) -> None:
-    """A copy of bench.history (its files and log) registered as bench.<name>."""
-    from delta.tables import DeltaTable
-
-    location = DeltaTable.forName(spark, "bench.history").detail().first()["location"]  # type: ignore[index]
-    target = work / "copies" / f"{name}-{round_}"  # a fresh path: Delta caches logs by path
+def _clone(spark: SparkSession, source: str, name: str, work: Path, round_: int) -> None:
+    """A copy of bench.<source> (its files and log) registered as bench.<name>."""
+    location = spark.sql(f"DESCRIBE DETAIL bench.{source}").first()["location"]  # type: ignore[index]
+    target = work / "copies" / f"{source}-{name}-{round_}"  # a fresh path: Delta caches logs by path
     shutil.copytree(location.removeprefix("file:"), target)
     spark.sql(f"DROP TABLE IF EXISTS bench.{name}")
     spark.sql(f"CREATE TABLE bench.{name} USING delta LOCATION '{target}'")
@@ -215,120 +218,143 @@ def _metric_jobs(spark: SparkSession, df: DataFrame, config: TableConfig, fused:
     return len(sc.statusTracker().getJobIdsForGroup(group)), seconds
 
 
+@dataclass
+class Size:
+    """One benchmarked size: its inputs, and every round's figures."""
+
+    snapshot: int
+    history: int
+    path: str = ""
+    baseline_s: list[float] = field(default_factory=list)
+    ours_s: list[float] = field(default_factory=list)
+    baseline_heap: float = 0.0
+    ours_heap: float = 0.0
+    baseline_counts: dict[str, int] = field(default_factory=dict)
+    result: RunResult | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.snapshot:,} into {self.history:,}"
+
+    @property
+    def ratios(self) -> list[float]:
+        """thimble-etl / hand-written, round by round (each round runs both back to back)."""
+        return [ours / base for ours, base in zip(self.ours_s, self.baseline_s, strict=True)]
+
+
+def _sizes(text: str) -> list[Size]:
+    sizes = []
+    for part in text.split(","):
+        snapshot, _, history = part.partition(":")
+        sizes.append(Size(int(snapshot), int(history or int(snapshot) * 5)))
+    return sizes
+
+
+def _spread(values: list[float], unit: str = "") -> str:
+    """``median (min-max)``."""
+    return f"{statistics.median(values):.2f}{unit} ({min(values):.2f}-{max(values):.2f})"
+
+
+def _round(spark: SparkSession, size: Size, settings: Any, work: Path, round_: int, key: str) -> None:
+    """One round of one size: both runs on fresh copies of its history, in alternating order."""
+    _clone(spark, f"history_{key}", "thimble", work, round_)
+    _clone(spark, f"history_{key}", "baseline", work, round_)
+    order = ("baseline", "thimble") if round_ % 2 == 0 else ("thimble", "baseline")
+    for which in order:
+        _peak_heap_reset(spark)
+        start = time.monotonic()
+        if which == "baseline":
+            size.baseline_counts = _baseline(spark, size.path)
+            size.baseline_s.append(time.monotonic() - start)
+            size.baseline_heap = max(size.baseline_heap, _peak_heap_mib(spark))
+        else:
+            size.result = run_table(_config(size.path), spark=spark, settings=settings)
+            size.ours_s.append(time.monotonic() - start)
+            size.ours_heap = max(size.ours_heap, _peak_heap_mib(spark))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--snapshot", type=int, default=1_000_000, help="rows in the snapshot")
-    parser.add_argument("--history", type=int, default=5_000_000, help="rows in the history table")
+    parser.add_argument(
+        "--sizes",
+        default="100000:500000,1000000:5000000",
+        help="snapshot:history row counts, comma-separated; rounds go through every size in turn",
+    )
     parser.add_argument("--changed", type=float, default=0.10)
     parser.add_argument("--new", type=float, default=0.01)
     parser.add_argument("--deleted", type=float, default=0.005)
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument(
-        "--repeat", type=int, default=2, help="rounds (alternating order); the median is reported"
+        "--repeat", type=int, default=3, help="rounds (alternating order); median and spread are reported"
     )
     parser.add_argument(
         "--workdir", default=None, help="where tables are written (default: a temporary folder)"
     )
     args = parser.parse_args()
+    sizes = _sizes(args.sizes)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="thimble-bench-etl-"))
     settings = load_settings(
         EtlSettings,
         overrides={
             "warehouse": {"location": str(work / "tables"), "landing": str(work / "landing"), "metastore": str(work / "metastore"), "database": "bench"},
-            "spark": {"driver_memory": args.driver_memory, "shuffle_partitions": 8},
+            "spark": {"master": "local[2]", "driver_memory": args.driver_memory, "shuffle_partitions": 8},
         },
     )  # fmt: skip
     spark = build_spark_session(settings, app_name="thimble-etl-bench")
-    console = Console(width=150)
-    console.print(f"building {args.history:,}-row history and {args.snapshot:,}-row snapshot in {work} ...")
-    path, _ = _build_inputs(spark, args, work)
-    config = _config(path)
-    baseline_times: list[float] = []
-    ours_times: list[float] = []
-    baseline_heap = ours_heap = 0.0
-    for round_ in range(args.repeat):
-        _clone(spark, "thimble", work, round_)
-        _clone(spark, "baseline", work, round_)
-        order = ("baseline", "thimble") if round_ % 2 == 0 else ("thimble", "baseline")
-        for which in order:
-            _peak_heap_reset(spark)
-            start = time.monotonic()
-            if which == "baseline":
-                baseline_counts = _baseline(spark, path)
-                baseline_times.append(time.monotonic() - start)
-                baseline_heap = max(baseline_heap, _peak_heap_mib(spark))
-            else:
-                result = run_table(config, spark=spark, settings=settings)
-                ours_times.append(time.monotonic() - start)
-                ours_heap = max(ours_heap, _peak_heap_mib(spark))
+    console = Console(width=160)
+    for size in sizes:
         console.print(
-            f"round {round_ + 1}: baseline {baseline_times[-1]:.1f} s, thimble-etl {ours_times[-1]:.1f} s"
+            f"building {size.history:,}-row history and {size.snapshot:,}-row snapshot in {work} ..."
         )
-    baseline_s = statistics.median(baseline_times)
-    ours_s = statistics.median(ours_times)
+        size.path = _build_inputs(spark, args, size, work)
+    for round_ in range(args.repeat):
+        for size in sizes:
+            _round(spark, size, settings, work, round_, str(size.snapshot))
+            console.print(
+                f"round {round_ + 1}, {size.name}: baseline {size.baseline_s[-1]:.1f} s, "
+                f"thimble-etl {size.ours_s[-1]:.1f} s ({size.ratios[-1]:.2f}x)"
+            )
 
-    snapshot = spark.read.parquet(path).cache()
+    table = Table(
+        title=f"journal runs, local[2], {args.repeat} interleaved rounds: median (min-max)", show_lines=False
+    )
+    for column in ("snapshot into history", "hand-written s", "thimble-etl s", "thimble / hand-written", "rows/s", "peak heap MiB (h / t)", "inserted / updated / closed"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for size in sizes:
+        result = size.result
+        assert result is not None
+        table.add_row(
+            size.name, _spread(size.baseline_s), _spread(size.ours_s), _spread(size.ratios, "x"),
+            f"{size.snapshot / statistics.median(size.ours_s):,.0f}", f"{size.baseline_heap:,.0f} / {size.ours_heap:,.0f}",
+            f"{result.inserted:,} / {result.updated:,} / {result.closed:,}",
+        )  # fmt: skip
+    console.print(table)
+    for size in sizes:
+        result = size.result
+        assert result is not None
+        console.print(
+            f"{size.name}: hand-written MERGE inserted {size.baseline_counts.get('numTargetRowsInserted', 0):,}, "
+            f"updated {size.baseline_counts.get('numTargetRowsUpdated', 0):,} versions; "
+            f"thimble-etl Spark jobs per phase {result.spark_jobs}; seconds per phase (last round) {result.phase_seconds}"
+        )
+
+    largest = max(sizes, key=lambda s: s.snapshot)
+    config = _config(largest.path)
+    snapshot = spark.read.parquet(largest.path).cache()
     snapshot.count()
     fused_jobs, fused_s = _metric_jobs(spark, snapshot, config, fused=True)
     naive_jobs, naive_s = _metric_jobs(spark, snapshot, config, fused=False)
-    rows = args.snapshot
-
-    table = Table(
-        title=f"journal {rows:,} snapshot rows into {args.history:,}-row history (local[2], median of {args.repeat})"
-    )
-    for column in (
-        "run",
-        "wall s",
-        "rows/s",
-        "peak heap MiB",
-        "quality jobs",
-        "inserted",
-        "updated",
-        "closed",
-    ):
-        table.add_column(column, justify="right")
-    table.add_row(
-        "hand-written SCD2 MERGE, no modules", f"{baseline_s:.1f}", f"{rows / baseline_s:,.0f}", f"{baseline_heap:,.0f}", "-",
-        f"{baseline_counts.get('numTargetRowsInserted', 0):,} versions", "", f"{baseline_counts.get('numTargetRowsUpdated', 0):,} versions",
-    )  # fmt: skip
-    table.add_row(
-        "thimble-etl: cleanse, validate, 12 metrics, checks, journal", f"{ours_s:.1f}", f"{rows / ours_s:,.0f}", f"{ours_heap:,.0f}",
-        str(result.spark_jobs.get("quality", 0)), f"{result.inserted:,}", f"{result.updated:,}", f"{result.closed:,}",
-    )  # fmt: skip
     n = len(config.quality.metrics)
-    table.add_row(
-        f"{n} metrics fused, one aggregation (cached input)",
-        f"{fused_s:.1f}",
-        "",
-        "",
-        str(fused_jobs),
-        "",
-        "",
-        "",
-    )
-    table.add_row(
-        f"{n} metrics naive, one aggregation each (cached input)",
-        f"{naive_s:.1f}",
-        "",
-        "",
-        str(naive_jobs),
-        "",
-        "",
-        "",
-    )
-    console.print(table)
-    ratio = ours_s / baseline_s
-    console.print(f"thimble-etl / hand-written wall time: [bold]{ratio:.2f}x[/] (goal <= 1.5x)")
     console.print(
-        f"quality metrics: {result.spark_jobs.get('quality', 0)} Spark job in the run; {fused_jobs} fused vs {naive_jobs} naive"
+        f"{n} quality metrics of the {largest.snapshot:,}-row snapshot (cached): fused {fused_jobs} Spark job, "
+        f"{fused_s:.1f} s; one aggregation each {naive_jobs} jobs, {naive_s:.1f} s"
     )
-    console.print(f"spark jobs per phase: {result.spark_jobs}")
-    console.print(f"seconds per phase (last round): {result.phase_seconds}")
     console.print(
-        f"medians of {args.repeat} round(s); load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the "
+        "machine moves both runs of a round alike; the ratio is taken round by round)"
     )
     spark.stop()
     if not args.workdir:
