@@ -29,6 +29,7 @@ def progress(spark: SparkSession, settings: ThimbleSettings, group: str) -> Any:
     """Stages done/known of a job group that runs one job of three stages; jobs counted in it."""
     from thimble.etl._connect import StageProgress, job_group, jobs_in_group
 
+    spark.range(1).collect()  # a fresh session's first operation may end before the server reports on it
     stages = StageProgress(spark)
     stages.start()
     try:
