@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,13 +30,20 @@ def progress(spark: SparkSession, settings: ThimbleSettings, group: str) -> Any:
     """Stages done/known of a job group that runs one job of three stages; jobs counted in it."""
     from thimble.etl._connect import StageProgress, job_group, jobs_in_group
 
-    spark.range(1).collect()  # a fresh session's first operation may end before the server reports on it
+    from pyspark.sql import functions as F
+
+    @F.udf("long")
+    def slowly(value: int) -> int:  # the job outlasts several of the server's progress reports
+        time.sleep(0.5)
+        return value
+
     stages = StageProgress(spark)
     stages.start()
     try:
         stages.follow(group)
         with job_group(spark, group, "a test job"):
-            spark.range(0, 1000, 1, 4).repartition(3).groupBy("id").count().repartition(2).collect()
+            rows = spark.range(0, 4, 1, 4).select(slowly("id").alias("id"))
+            rows.repartition(3).groupBy("id").count().repartition(2).collect()
         done, known = wait_until(
             lambda: (counts := stages.counts())[0] == counts[1] > 0 and counts,
             what="the stages of the job reported done",

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 StageCounts = tuple[int, int]
 """(stages done, stages known)."""
 
+REPORT_INTERVAL = "200ms"
+"""How often a Connect server reports the stages of a running operation to a followed session."""
+
 
 def is_remote(spark: SparkSession) -> bool:
     """Whether ``spark`` is a Spark Connect client (no JVM in this process)."""
@@ -90,6 +93,8 @@ class StageProgress:
 
     def start(self) -> None:
         if self._remote:
+            # the server reports every 2 s by default: a phase shorter than that would show no stages
+            self._spark.conf.set("spark.connect.progress.reportInterval", REPORT_INTERVAL)
             self._handler = self._on_progress
             self._spark.registerProgressHandler(self._handler)
 
