@@ -13,11 +13,13 @@ from thimble.common.config import (
     load_settings,
 )
 from thimble.common.errors import ConfigError, ServiceUnavailableError, ThimbleError
+from thimble.common.features import FeatureSet
 from thimble.common.logging import bind_context, configure_logging, get_logger, register_secret
 from thimble.common.metrics import Metrics, MetricsServer, metric_name
 
 __all__ = [
     "ConfigError",
+    "FeatureSet",
     "KafkaConfig",
     "LoggingConfig",
     "Metrics",
