@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from thimble.modelops._http import JSON, REQUEST_ID, RequestId, bearer_auth
@@ -100,12 +101,66 @@ def _records(body: Any) -> list[dict[str, Any]] | str:
     return [{name: columns[name][i] for name in names} for i in range(n)]
 
 
+class InferError(Exception):
+    """A refused KServe request, answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """An ``/infer`` body as rows, with the request id it gave (``None`` when absent or not a valid id)."""
+
+    records: list[dict[str, Any]]
+    id: str | None
+
+
+async def served_name(request: Request, name: str) -> str:
+    """The path's model name, when it is served here (else 404)."""
+    serving: Serving = request.app.state.serving
+    if name not in serving.routes:
+        raise InferError(404, "no such model is served here")
+    return name
+
+
+async def infer_request(request: Request) -> InferRequest:
+    """Read an ``/infer`` body into rows: tensors of one length each, at most ``max_rows`` rows (413)."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InferError(400, f"the body is not valid JSON: {exc}") from None
+    records = _records(body)
+    if isinstance(records, str):
+        raise InferError(422, records)
+    max_rows = request.app.state.serving.cfg.max_rows
+    if len(records) > max_rows:
+        raise InferError(413, f"{len(records)} rows; this server accepts at most {max_rows}")
+    given = body.get("id")
+    return InferRequest(records, given if isinstance(given, str) and REQUEST_ID.fullmatch(given) else None)
+
+
+def install_infer_errors(app: FastAPI) -> None:
+    """Answer :class:`InferError` in the protocol's shape."""
+
+    async def refuse(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InferError)
+        return _error(exc.status, exc.message)
+
+    app.add_exception_handler(InferError, refuse)
+
+
+ServedName = Annotated[str, Depends(served_name)]
+Infer = Annotated[InferRequest, Depends(infer_request)]
+
+
 def kserve_router(serving: Serving, token: str | None) -> APIRouter:
     """``/v2/health/live``, ``/v2/health/ready`` (no auth) and, behind auth, ``/v2/models/{name}``,
     ``/v2/models/{name}/ready``, ``/v2/models/{name}/infer``."""
     router = APIRouter(tags=["kserve-v2"])
     models = APIRouter(tags=["kserve-v2"], dependencies=bearer_auth(token), responses=_RESPONSES)
-    max_rows = serving.cfg.max_rows
 
     @router.get("/v2/health/live", summary="Server is alive")
     async def live() -> Response:
@@ -160,23 +215,10 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
         responses=_INFER_RESPONSES,
         openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _INFER_REQUEST}}}},
     )
-    async def infer(name: str, request: Request, header_id: RequestId) -> Response:
+    async def infer(name: ServedName, infer: Infer, header_id: RequestId) -> Response:
         start = time.perf_counter()
-        s = find(name)
-        if isinstance(s, Response):
-            return s
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            return _error(400, f"the body is not valid JSON: {exc}")
-        records = _records(body)
-        if isinstance(records, str):
-            return _error(422, records)
-        if len(records) > max_rows:
-            return _error(413, f"{len(records)} rows; this server accepts at most {max_rows}")
-        given = body.get("id")
-        rid = given if isinstance(given, str) and REQUEST_ID.fullmatch(given) else header_id
-        answer = await serving.answer(name, records, False, rid, start)
+        rid = infer.id or header_id
+        answer = await serving.answer(name, infer.records, False, rid, start)
         if isinstance(answer, Response):
             return answer
         s, outputs = answer.served, answer.outputs

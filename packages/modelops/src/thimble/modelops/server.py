@@ -478,7 +478,7 @@ def create_app(
     Each model is reachable by every reference it was asked by (``churn``, ``churn@prod``, ``churn@3``)
     and by ``name@version``.
     """
-    from thimble.modelops._kserve import kserve_router
+    from thimble.modelops._kserve import install_infer_errors, kserve_router
     from thimble.modelops._routes import health_router, install_openapi, v1_router
 
     settings = settings or load_modelops_settings()
@@ -594,6 +594,7 @@ def create_app(
     app.state.alias_follower = follower
     token = cfg.auth_token.get_secret_value() if cfg.auth_token else None
     app.include_router(v1_router(serving, token))
+    install_infer_errors(app)
     app.include_router(kserve_router(serving, token))
     app.include_router(health_router(serving, metrics_registry))
     install_openapi(app, serving)
