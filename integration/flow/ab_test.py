@@ -10,7 +10,6 @@ changes later (sticky). Assignments go to the ``ab-assignments`` topic, the onli
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime
 
@@ -18,7 +17,9 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from integration.flow.events import CLIENT_ID_PATTERN, names
+from thimble.common import experiments
 from thimble.common.config import ThimbleSettings, load_settings
+from thimble.common.experiments import bucket
 from thimble.consumer import App, Landing, OnlineStore, Topic
 
 EXPERIMENT = os.environ.get("THIMBLE_FLOW_AB_EXPERIMENT", "checkout-v2")
@@ -51,20 +52,9 @@ def parse_split(text: str) -> list[tuple[str, float]]:
 ARMS = parse_split(SPLIT)
 
 
-def bucket(experiment: str, client_id: str) -> float:
-    """Where the client falls in [0, 1) for this experiment (uniform, independent across experiments)."""
-    digest = hashlib.sha256(f"{experiment}:{client_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def arm_of(client_id: str, experiment: str = EXPERIMENT, arms: list[tuple[str, float]] = ARMS) -> str:
     """The client's arm under ``arms``."""
-    point, edge = bucket(experiment, client_id), 0.0
-    for name, share in arms:
-        edge += share
-        if point < edge:
-            return name
-    return arms[-1][0]
+    return experiments.arm_of(experiment, client_id, arms)
 
 
 class SeenClient(BaseModel):

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from thimble.common.experiments import bucket
 from thimble.common.logging import get_logger
 from thimble.modelops.registry import ModelRef, Registry
 
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
     from thimble.modelops.server import ServedModel, Serving
 
 log = get_logger(__name__)
-
-
-def bucket(experiment: str, entity: Any) -> float:
-    """Where ``entity`` falls in [0, 1) for ``experiment`` (uniform, stable across processes)."""
-    digest = hashlib.sha256(f"{experiment}:{entity}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 @dataclass(frozen=True)
