@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from thimble.common.features import online_key
 from thimble.consumer.app import App
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.sinks import Landing, OnlineStore, Topic
@@ -47,7 +48,9 @@ def describe_app(app: App, settings: ConsumerSettings) -> dict[str, Any]:
                         "name": s.feature_set,
                         "entity_key": s.entity_key,
                         "event_time": s.event_time,
-                        "key_pattern": f"{settings.online_store.key_prefix}:{s.feature_set}:<{s.entity_key}>",
+                        "key_pattern": online_key(
+                            settings.online_store.key_prefix, s.feature_set, f"<{s.entity_key}>"
+                        ),
                     }
                 )
             elif isinstance(s, Landing):

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import BaseModel
 
+from thimble.common.features import check_name
 from thimble.consumer._codec import epoch_ms, record_fields
 from thimble.consumer._delivery import Pending
 from thimble.consumer._writers import unwrap
@@ -94,7 +95,7 @@ class ParquetFiles:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        folder = self.root / dataset / f"date={day}"
+        folder = self.root / check_name(dataset, "landing dataset") / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
         if model is not None:
             if model not in self._schemas:

@@ -1,8 +1,9 @@
 """The online feature store sink: one Redis hash per entity, where the latest event time wins.
 
-Contract (read by thimble-modelops): key ``{key_prefix}:{feature_set}:{entity}``; a hash with one
-field per output field, each value JSON (orjson), plus ``_event_time`` (epoch ms as a decimal string).
-An atomic Lua script compares event times, so a late event never overwrites a newer one.
+Contract (read by thimble-modelops; the layout is :mod:`thimble.common.features`): key
+``{key_prefix}:{feature_set}:{entity}``; a hash with one field per output field, each value JSON
+(orjson), plus ``_event_time`` (epoch ms as a decimal string). An atomic Lua script compares event
+times, so a late event never overwrites a newer one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from thimble.common.features import EVENT_TIME_FIELD, online_key
 from thimble.common.logging import get_logger
 from thimble.consumer._codec import epoch_ms, json_field, record_fields
 from thimble.consumer._delivery import Pending
@@ -21,15 +23,13 @@ from thimble.consumer.sinks import OnlineStore
 
 log = get_logger(__name__)
 
-EVENT_TIME_FIELD = "_event_time"
-
 # KEYS[1] entity hash; ARGV[1] event time ms, ARGV[2] ttl seconds (0: none), ARGV[3..] field, value...
-LATEST_WINS = """
-local current = redis.call('HGET', KEYS[1], '_event_time')
+LATEST_WINS = f"""
+local current = redis.call('HGET', KEYS[1], '{EVENT_TIME_FIELD}')
 if current and tonumber(current) > tonumber(ARGV[1]) then
   return 0
 end
-redis.call('HSET', KEYS[1], '_event_time', ARGV[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], '{EVENT_TIME_FIELD}', ARGV[1], unpack(ARGV, 3))
 if tonumber(ARGV[2]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
 end
@@ -37,11 +37,6 @@ return 1
 """
 
 Update = tuple[str, int, list[bytes | str]]
-
-
-def entity_key(prefix: str, feature_set: str, entity: Any) -> str:
-    """The Redis key of one entity's features."""
-    return f"{prefix}:{feature_set}:{entity}"
 
 
 class OnlineBackend(Protocol):
@@ -127,7 +122,7 @@ class OnlineStoreWriter:
         for name, value in fields.items():
             flat.append(name)
             flat.append(json_field(value))
-        return entity_key(self.prefix, self.spec.feature_set, fields[self.spec.entity_key]), event_ms, flat
+        return online_key(self.prefix, self.spec.feature_set, fields[self.spec.entity_key]), event_ms, flat
 
     def write(self, prepared: Update, pending: Pending) -> None:
         pending.hold()

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from thimble.common.features import FeatureSet, online_key
 from thimble.consumer import _log_context as log_context
 from thimble.consumer._codec import encode_key, encode_value
 from thimble.consumer._dead_letters import DeadLetter
 from thimble.consumer._landing import MemoryLanding
 from thimble.consumer._metrics import ConsumerMetrics
-from thimble.consumer._online_store import MemoryOnlineStore, entity_key
+from thimble.consumer._online_store import MemoryOnlineStore
 from thimble.consumer._pipeline import Backends, Pipeline
 from thimble.consumer._transport import MemoryTransport, SentRecord
 from thimble.consumer.config import ConsumerSettings
@@ -178,14 +179,16 @@ class TestClient:
         ]
         return [d for d in out if source is None or d.original_topic == source]
 
-    def online(self, feature_set: str, entity: Any) -> dict[str, Any] | None:
+    def online(self, feature_set: str | FeatureSet, entity: Any) -> dict[str, Any] | None:
         """An entity's features as thimble-modelops reads them (each field JSON-decoded), or ``None``."""
         self.flush()
-        key = entity_key(self.settings.online_store.key_prefix, feature_set, entity)
+        name = feature_set.name if isinstance(feature_set, FeatureSet) else feature_set
+        key = online_key(self.settings.online_store.key_prefix, name, entity)
         stored = self.online_store.hashes.get(key)
         return None if stored is None else {k: orjson.loads(v) for k, v in stored.items()}
 
-    def landed(self, dataset: str) -> list[dict[str, Any]]:
+    def landed(self, dataset: str | FeatureSet) -> list[dict[str, Any]]:
         """Rows landed for ``dataset`` (with ``_kafka_*``, ``_landed_at`` and their ``date`` partition)."""
         self.flush()
-        return list(self.landing.rows.get(dataset, []))
+        name = dataset.dataset if isinstance(dataset, FeatureSet) else dataset
+        return list(self.landing.rows.get(name, []))
