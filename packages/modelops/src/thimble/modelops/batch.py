@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from thimble.common.features import qualified_table
 from thimble.common.logging import get_logger
 from thimble.modelops import _drift
 from thimble.modelops._column_types import (
@@ -62,7 +63,7 @@ class BatchResult:
 
 def qualified(table: str, settings: ModelOpsSettings) -> str:
     """``name`` -> ``<warehouse database>.name``."""
-    return table if "." in table else f"{settings.warehouse.database}.{table}"
+    return qualified_table(table, settings.warehouse.database)
 
 
 def table_version(spark: SparkSession, table: str, settings: ModelOpsSettings | None = None) -> int | None:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from thimble.common.errors import ConfigError
+from thimble.common.features import NAME_PATTERN, FeatureSet, check_name
 from thimble.common.validation import validation_problems
 from thimble.modelops._column_types import numeric_fields as numeric_fields
 from thimble.modelops._drift import Histogram
@@ -36,9 +38,12 @@ Flavor = Literal["rows", "frame"]
 
 
 class FeatureSpec(BaseModel):
-    """Online features: fields of the input filled from ``{prefix}:{feature_set}:{entity key}``."""
+    """Online features: fields of the input filled from ``{prefix}:{feature_set}:{entity key}``.
 
-    feature_set: str
+    Saved with the model: the feature set's name, not its definition, so loading imports nothing more.
+    """
+
+    feature_set: str = Field(pattern=f"^{NAME_PATTERN.pattern}$")
     entity_key: str
     fields: list[str]
     defaults: dict[str, Any] = Field(default_factory=dict)
@@ -168,7 +173,7 @@ class ModelFunction:
         self,
         fn: Callable[..., Any],
         name: str,
-        features: str | None = None,
+        features: str | FeatureSet | None = None,
         entity_key: str | None = None,
         feature_fields: Sequence[str] | None = None,
         input: type[BaseModel] | None = None,
@@ -238,22 +243,43 @@ class ModelFunction:
         )
 
     def _features(
-        self, feature_set: str | None, entity_key: str | None, feature_fields: Sequence[str] | None
+        self,
+        features: str | FeatureSet | None,
+        entity_key: str | None,
+        feature_fields: Sequence[str] | None,
     ) -> FeatureSpec | None:
-        if feature_set is None:
+        where = _where(self.fn)
+        if features is None:
             if entity_key or feature_fields:
                 raise ModelDefinitionError(
-                    f"{_where(self.fn)}: entity_key/feature_fields need features='<feature set>'"
+                    f"{where}: entity_key/feature_fields need features='<feature set>'"
                 )
             return None
         names = list(self.input_type.model_fields)
-        key = entity_key or names[0]
-        fields = list(feature_fields) if feature_fields is not None else [n for n in names if n != key]
+        if isinstance(features, FeatureSet):
+            feature_set, known = features.name, features.features
+            key = entity_key or features.entity_key
+            default_fields = [n for n in names if n in known]
+        else:
+            try:
+                feature_set = check_name(features, "features=")
+            except ConfigError as exc:
+                raise ModelDefinitionError(f"{where}: {'; '.join(exc.problems)}") from None
+            known, key = None, entity_key or names[0]
+            default_fields = [n for n in names if n != key]
+        fields = list(feature_fields) if feature_fields is not None else default_fields
         unknown = [f for f in [key, *fields] if f not in names]
         if unknown:
             raise ModelDefinitionError(
-                f"{_where(self.fn)}: {', '.join(unknown)} not fields of {self.input_type.__name__} ({', '.join(names)})"
+                f"{where}: {', '.join(unknown)} not fields of {self.input_type.__name__} ({', '.join(names)})"
             )
+        if known is not None:
+            outside = [f for f in fields if f not in known]
+            if outside or not fields:
+                detail = f"{', '.join(outside)} are not" if outside else "no field of the input is"
+                raise ModelDefinitionError(
+                    f"{where}: {detail} features of feature set {feature_set!r} ({', '.join(known)})"
+                )
         defaults = {
             f: info.get_default(call_default_factory=True)
             for f in fields
@@ -279,7 +305,7 @@ class ModelFunction:
 def model(
     name: str,
     *,
-    features: str | None = None,
+    features: str | FeatureSet | None = None,
     entity_key: str | None = None,
     feature_fields: Sequence[str] | None = None,
     input: type[BaseModel] | None = None,
@@ -288,9 +314,11 @@ def model(
 ) -> Callable[[Callable[..., Any]], ModelFunction]:
     """Declare a model: ``@model(name="churn", features="client-features")`` on ``def predict(ctx, rows)``.
 
-    ``features`` names the online feature set; ``entity_key`` (default: the first input field) is the field
-    looked up, ``feature_fields`` (default: every other input field) the fields it fills. A field's default
-    in the input model is the value used when the store has none.
+    ``features`` is the online feature set: a :class:`~thimble.common.features.FeatureSet` or its name.
+    ``entity_key`` is the input field looked up (default: the feature set's entity key, or the first
+    input field for a name); ``feature_fields`` the fields it fills (default: the input fields that are
+    features of the set, or every other input field for a name). A field's default in the input model is
+    the value used when the store has none. The saved model records the feature set's name.
     """
 
     def wrap(fn: Callable[..., Any]) -> ModelFunction:

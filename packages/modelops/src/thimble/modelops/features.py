@@ -1,7 +1,8 @@
 """Online feature enrichment from the store thimble-consumer writes.
 
-Contract: a Redis HASH at ``{key_prefix}:{feature_set}:{entity_key}`` (``features:client-features:42``) of
-field -> JSON-encoded value, plus ``_event_time`` (epoch ms), which is not a feature. A request may carry
+Contract (the layout is :mod:`thimble.common.features`): a Redis HASH at
+``{key_prefix}:{feature_set}:{entity_key}`` (``features:client-features:42``) of field -> JSON-encoded
+value, plus ``_event_time`` (epoch ms), which is not a feature and never read here. A request may carry
 only the entity key; values it does carry win over the store's.
 """
 
@@ -15,17 +16,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from thimble.common.config import OnlineStoreConfig
+from thimble.common.features import online_key
 from thimble.modelops.envelope import FeatureSpec
 from thimble.modelops.errors import FeatureLookupError
-
-EVENT_TIME = "_event_time"
-_MISSING = object()
-
-
-def feature_key(prefix: str, feature_set: str, entity: Any) -> str:
-    """The Redis key of one entity's features."""
-    return f"{prefix}:{feature_set}:{entity}"
-
 
 Values = list[list[bytes | None]]
 
@@ -104,7 +97,7 @@ class OnlineFeatures:
             detail = ", ".join(missing[first])
             entity = records[first][key]
             raise FeatureLookupError(
-                f"features {detail} of {feature_key(self.prefix, self.spec.feature_set, entity)} are not in the online "
+                f"features {detail} of {online_key(self.prefix, self.spec.feature_set, entity)} are not in the online "
                 "store and have no default; send them in the request or declare a default",
                 missing,
             )
@@ -126,9 +119,9 @@ class OnlineFeatures:
             await asyncio.sleep(0)  # the requests parsed in the same turn call _lookup now
         finally:
             self._waiting = None
-        keys = [feature_key(self.prefix, self.spec.feature_set, e) for e in entities]
+        keys = [online_key(self.prefix, self.spec.feature_set, e) for e in entities]
         for joined, _ in batch:
-            keys.extend(feature_key(self.prefix, self.spec.feature_set, e) for e in joined)
+            keys.extend(online_key(self.prefix, self.spec.feature_set, e) for e in joined)
         try:
             async with asyncio.timeout(self.timeout_s):
                 values = await self._hmget(keys)
