@@ -25,6 +25,8 @@ from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import OnlineBackend, OnlineStoreWriter
 from thimble.consumer._processing import DEFAULT_RETRY_ON, Processor, RetryPolicy
 from thimble.consumer._signature import HandlerSpec
+from thimble.consumer._state_store import StateBackend
+from thimble.consumer._stateful import StatefulProcessor
 from thimble.consumer._transport import Transport
 from thimble.consumer._writers import SinkWriter, TopicWriter
 from thimble.consumer.config import ConsumerSettings
@@ -54,6 +56,7 @@ class Backends:
     transport: Transport
     online: Callable[[], OnlineBackend]
     landing: LandingStore
+    states: Callable[[], StateBackend] | None = None
 
 
 class Pipeline:
@@ -78,6 +81,7 @@ class Pipeline:
         self.metrics = metrics
         dead_letters = DeadLetterWriter(backends.transport)
         online: OnlineBackend | None = None
+        states: StateBackend | None = None
         for spec in app.handlers:
             writers: list[SinkWriter] = []
             for sink in spec.sinks:
@@ -99,19 +103,39 @@ class Pipeline:
                 backoff_ms=cfg.retry_backoff_ms,
                 backoff_max_ms=cfg.retry_backoff_max_ms,
             )
-            processor = Processor(
-                spec, writers, dead_letters, policy, cfg.dlq_suffix, metrics.handler(spec.name), wait
-            )
+            processor: Processor
+            if spec.state is not None:
+                assert backends.states is not None, "stateful handlers need a state backend"
+                states = states or backends.states()
+                processor = StatefulProcessor(
+                    spec,
+                    writers,
+                    dead_letters,
+                    policy,
+                    cfg.dlq_suffix,
+                    metrics.handler(spec.name),
+                    wait,
+                    states,
+                    settings.online_store.key_prefix,
+                )
+            else:
+                processor = Processor(
+                    spec, writers, dead_letters, policy, cfg.dlq_suffix, metrics.handler(spec.name), wait
+                )
             self.processors.append(processor)
             for source in spec.sources:
+                # A stateful handler takes each polled batch's events together (one state read and
+                # write per entity), as soon as the batch went through.
                 self.routes[source] = Route(
                     spec,
                     processor,
-                    spec.batch,
+                    spec.batch or spec.state is not None,
                     spec.batch_size or cfg.batch_size,
                     (spec.batch_wait_ms if spec.batch_wait_ms is not None else cfg.batch_wait_ms) / 1000,
                 )
         self._has_batches = any(r.batch for r in self.routes.values())
+        self._stateful = [r for r in self.routes.values() if r.spec.state is not None]
+        self._states = states
 
     def feed(self, msg: Any) -> None:
         """Handle one polled message (or add it to its handler's batch)."""
@@ -167,7 +191,9 @@ class Pipeline:
         pending.done()
 
     def end_batch(self) -> None:
-        """A polled batch went through: send what sinks buffered for it."""
+        """A polled batch went through: apply it to states, send what sinks buffered for it."""
+        for route in self._stateful:
+            self._run_batch(route)
         for writer in self.writers:
             writer.end_batch()
         for processor in self.processors:
@@ -215,3 +241,5 @@ class Pipeline:
     def close(self) -> None:
         for writer in self.writers:
             writer.close()
+        if self._states is not None:
+            self._states.close()

@@ -50,6 +50,7 @@ from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import RedisBackend
 from thimble.consumer._pipeline import Backends, Pipeline
 from thimble.consumer._processing import Abandoned
+from thimble.consumer._state_store import RedisStates
 from thimble.consumer._transactions import Transactions
 from thimble.consumer._transport import KafkaTransport
 from thimble.consumer.config import ConsumerSettings
@@ -95,6 +96,12 @@ class Runner:
         self.group_id = self.cfg.group_id or app.name
         self.client_id = f"{app.name}-{worker_index}"
         if self.cfg.exactly_once:
+            stateful = [h for h in app.handlers if h.state is not None]
+            if stateful:
+                raise ConsumerError(
+                    f"exactly_once: stateful handler {stateful[0].where} keeps its state in the online store, "
+                    "which cannot join a Kafka transaction; run it at-least-once (its state stays exact)"
+                )
             others = [s for h in app.handlers for s in h.sinks if not isinstance(s, Topic)]
             if others:
                 raise ConsumerError(
@@ -220,18 +227,16 @@ class Runner:
         conf = consumer_config(self.settings, self.group_id, self.client_id)
         conf["error_cb"] = self._on_kafka_error
         self.consumer = Consumer(conf)
+        store = self.settings.online_store
+        password = store.password.get_secret_value() if store.password else None
         self.pipeline = Pipeline(
             self.app,
             self.settings,
             Backends(
                 self.transport,
-                lambda: RedisBackend(
-                    self.settings.online_store.url,
-                    self.settings.online_store.password.get_secret_value()
-                    if self.settings.online_store.password
-                    else None,
-                ),
+                lambda: RedisBackend(store.url, password),
                 ParquetFiles(self.settings.warehouse.landing),
+                lambda: RedisStates(store.url, password),
             ),
             self.metrics,
             self._stop.wait,

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from thimble.consumer._codec import Decoder, make_decoder
+from thimble.consumer._state import StateSpec
 from thimble.consumer.context import Context
 from thimble.consumer.errors import HandlerSignatureError
 from thimble.consumer.sinks import Sink
@@ -41,6 +42,7 @@ class HandlerSpec:
     retry_on: tuple[type[BaseException], ...] | None
     dlq: str | None
     output_type: Any
+    state: StateSpec | None = None
 
     @property
     def input_model(self) -> type[BaseModel] | None:
@@ -85,6 +87,7 @@ def inspect_handler(
     batch_wait_ms: int | None,
     retry_on: tuple[type[BaseException], ...] | None,
     dlq: str | None,
+    state: StateSpec | None = None,
 ) -> HandlerSpec:
     """Check ``func`` can be served and work out how to decode its input; raise a clear error if not."""
     if not callable(func):
@@ -131,6 +134,8 @@ def inspect_handler(
     except TypeError as exc:
         raise _fail(func, f"parameter '{first.name}': {exc}; use {SUPPORTED}") from None
 
+    if state is not None:
+        rest = _state_parameter(func, rest, hints, batch, state)
     context_param: str | None = None
     expected_context = list[Context] if batch else Context
     for p in rest:
@@ -180,4 +185,27 @@ def inspect_handler(
         retry_on=retry_on,
         dlq=dlq,
         output_type=hints.get("return"),
+        state=state,
     )
+
+
+def _state_parameter(
+    func: Callable[..., Any],
+    rest: list[inspect.Parameter],
+    hints: dict[str, Any],
+    batch: bool,
+    state: StateSpec,
+) -> list[inspect.Parameter]:
+    """Check a stateful handler's second parameter takes the state; the parameters after it."""
+    schema = state.feature_set.schema.__name__
+    want = f"(event, state: {schema} | None)"
+    if batch:
+        raise _fail(func, f"a stateful handler takes one event at a time: {want}")
+    if not rest or rest[0].kind is rest[0].KEYWORD_ONLY:
+        raise _fail(func, f"a stateful handler takes the entity's state as its second parameter: {want}")
+    param = rest[0]
+    hint = hints.get(param.name)
+    accepted = {state.feature_set.schema, state.feature_set.schema | None}
+    if hint not in accepted:
+        raise _fail(func, f"parameter '{param.name}' takes the state: annotate it as {schema} | None")
+    return rest[1:]

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from thimble.common.features import FeatureSet
 from thimble.consumer._signature import HandlerSpec, inspect_handler, where
+from thimble.consumer._state import StateSpec
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import HandlerSignatureError
 from thimble.consumer.sinks import Landing, OnlineStore, Sink, Topic
@@ -79,32 +81,94 @@ class App:
                 raise HandlerSignatureError(
                     f"handler {where(func)}: source must be a topic name or a list of them"
                 )
-            sinks = _sinks(sink, func)
             spec = inspect_handler(
                 func,
                 sources=sources,
-                sinks=sinks,
+                sinks=_sinks(sink, func),
                 batch_size=batch_size,
                 batch_wait_ms=batch_wait_ms,
                 retry_on=retry_on,
                 dlq=dlq,
             )
-            for other in self.handlers:
-                shared = set(other.sources) & set(sources)
-                if shared:
-                    raise HandlerSignatureError(
-                        f"handler {spec.where}: topic {sorted(shared)[0]!r} is already handled by {other.where}; "
-                        "one handler per source topic"
-                    )
-            for s in sinks:
-                if isinstance(s, Topic) and s.name in sources:
-                    raise HandlerSignatureError(
-                        f"handler {spec.where}: sink topic {s.name!r} is also its source"
-                    )
-            self.handlers.append(spec)
+            self._add(spec)
             return func
 
         return register
+
+    def stateful(
+        self,
+        source: str | Sequence[str],
+        *,
+        state: FeatureSet,
+        key: Callable[[Any], Any] | None = None,
+        sink: SinkSpec = None,
+        ttl_s: int | None = None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        dlq: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register a handler that turns an entity's state and one event into its new state.
+
+        ``func(event, state: S | None) -> S | None`` (``S``: ``state.schema``; ``None`` in: the entity has
+        no state yet; ``None`` out: no change). The state is the entity's hash in the online store, which
+        also records the offsets applied to it: each event is applied once, also when it is delivered
+        again. ``key(event)`` names the entity (default: the event's ``state.entity_key`` field). Each new
+        state also goes to ``sink`` (topics, :class:`Landing`). ``ttl_s`` expires idle entities.
+        """
+        sources = (source,) if isinstance(source, str) else tuple(source)
+
+        def register(func: F) -> F:
+            if not sources or not all(isinstance(s, str) and s for s in sources):
+                raise HandlerSignatureError(
+                    f"handler {where(func)}: source must be a topic name or a list of them"
+                )
+            if not isinstance(state, FeatureSet):
+                raise HandlerSignatureError(
+                    f"handler {where(func)}: state must be a FeatureSet, got {state!r}"
+                )
+            if ttl_s is not None and ttl_s < 1:
+                raise HandlerSignatureError(f"handler {where(func)}: ttl_s must be >= 1, got {ttl_s}")
+            sinks = _sinks(sink, func)
+            for s in sinks:
+                if isinstance(s, OnlineStore):
+                    raise HandlerSignatureError(
+                        f"handler {where(func)}: a stateful handler writes its state to the online store "
+                        f"itself; remove {s!r} from its sinks"
+                    )
+            spec = inspect_handler(
+                func,
+                sources=sources,
+                sinks=sinks,
+                batch_size=None,
+                batch_wait_ms=None,
+                retry_on=retry_on,
+                dlq=dlq,
+                state=StateSpec(state, key, ttl_s),
+            )
+            self._add(spec)
+            return func
+
+        return register
+
+    def _add(self, spec: HandlerSpec) -> None:
+        for other in self.handlers:
+            shared = set(other.sources) & set(spec.sources)
+            if shared:
+                raise HandlerSignatureError(
+                    f"handler {spec.where}: topic {sorted(shared)[0]!r} is already handled by {other.where}; "
+                    "one handler per source topic"
+                )
+        for s in spec.sinks:
+            if isinstance(s, Topic) and s.name in spec.sources:
+                raise HandlerSignatureError(f"handler {spec.where}: sink topic {s.name!r} is also its source")
+        for other in self.handlers:
+            for stateful, writer in ((spec, other), (other, spec)):
+                name = _state_of(stateful)
+                if name is not None and name in _online_sets(writer):
+                    raise HandlerSignatureError(
+                        f"handler {spec.where}: feature set {name!r} is the state of {stateful.where}; "
+                        "no other handler may write it"
+                    )
+        self.handlers.append(spec)
 
     @property
     def sources(self) -> list[str]:
@@ -122,3 +186,15 @@ class App:
 
     def __repr__(self) -> str:
         return f"App({self.name!r}, handlers={[h.name for h in self.handlers]})"
+
+
+def _state_of(spec: HandlerSpec) -> str | None:
+    """The feature set a stateful handler keeps its state in."""
+    return None if spec.state is None else spec.state.feature_set.name
+
+
+def _online_sets(spec: HandlerSpec) -> set[str]:
+    """Every feature set a handler writes in the online store."""
+    names = {s.feature_set for s in spec.sinks if isinstance(s, OnlineStore)}
+    state = _state_of(spec)
+    return names if state is None else names | {state}

@@ -21,6 +21,8 @@ from thimble.consumer._landing import MemoryLanding
 from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import MemoryOnlineStore
 from thimble.consumer._pipeline import Backends, Pipeline
+from thimble.consumer._state import parse
+from thimble.consumer._state_store import MemoryStates
 from thimble.consumer._transport import MemoryTransport, SentRecord
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.context import serve
@@ -90,9 +92,15 @@ class TestClient:
         self.online_store = MemoryOnlineStore()
         self.landing = MemoryLanding()
         self.metrics = ConsumerMetrics(CollectorRegistry())
-        backends = Backends(self.transport, lambda: self.online_store, self.landing)
+        backends = Backends(
+            self.transport,
+            lambda: self.online_store,
+            self.landing,
+            lambda: MemoryStates(self.online_store.hashes),
+        )
         self.pipeline = Pipeline(app, self.settings, backends, self.metrics, wait=lambda _s: False)
         self._offsets: dict[tuple[str, int], int] = {}
+        self._sent: dict[tuple[str, int], list[_Message]] = {}
         self._log_context = log_context.installed()
 
     def __enter__(self) -> TestClient:
@@ -134,9 +142,20 @@ class TestClient:
             [(k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()] or None,
             timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
         )
-        log_context.set_current(msg)
+        self._sent.setdefault((topic, partition), []).append(msg)
+        self._feed([msg])
+
+    def redeliver(self, topic: str, *, partition: int = 0, from_offset: int = 0) -> None:
+        """Deliver again, in one batch, the records sent to ``topic[partition]`` from ``from_offset`` on,
+        as a consumer restarted from that committed offset would (after a crash or a rebalance)."""
+        sent = self._sent.get((topic, partition), [])
+        self._feed([msg for msg in sent if msg.offset() >= from_offset])
+
+    def _feed(self, msgs: list[_Message]) -> None:
         try:
-            self.pipeline.feed(msg)
+            for msg in msgs:
+                log_context.set_current(msg)
+                self.pipeline.feed(msg)
         finally:
             log_context.set_current(None)
         self.pipeline.end_batch()
@@ -186,6 +205,14 @@ class TestClient:
         key = online_key(self.settings.online_store.key_prefix, name, entity)
         stored = self.online_store.hashes.get(key)
         return None if stored is None else {k: orjson.loads(v) for k, v in stored.items()}
+
+    def state(self, feature_set: FeatureSet, entity: Any) -> Any:
+        """The state a stateful handler keeps for ``entity``, as its feature set's schema, or ``None``."""
+        self.flush()
+        stored = self.online_store.hashes.get(
+            feature_set.online_key(self.settings.online_store.key_prefix, entity)
+        )
+        return None if stored is None else parse(feature_set, stored).value
 
     def landed(self, dataset: str | FeatureSet) -> list[dict[str, Any]]:
         """Rows landed for ``dataset`` (with ``_kafka_*``, ``_landed_at`` and their ``date`` partition)."""
