@@ -1,6 +1,7 @@
 """thimble-etl: config-driven Spark jobs that cleanse, validate, measure and journalize data into Delta tables."""
 
 from thimble.etl.__about__ import __version__
+from thimble.etl._feature_sets import feature_set_config
 from thimble.etl.config import EtlSettings, TableConfig, load_table_config, parse_table_config
 from thimble.etl.errors import EtlError, SchemaMismatchError, SourceError, TableNotFoundError
 from thimble.etl.history import TableVersion, blocked_runs, changes, history, table_version
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "blocked_runs",
     "changes",
+    "feature_set_config",
     "history",
     "load_table_config",
     "parse_table_config",

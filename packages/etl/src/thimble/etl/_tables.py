@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from thimble.common.config import ThimbleSettings
+from thimble.common.features import qualified_table
 from thimble.common.logging import get_logger
 from thimble.etl._connect import is_remote
 from thimble.etl.errors import TableNotFoundError
@@ -27,7 +28,7 @@ LAST_COMMIT_CONF = "spark.databricks.delta.lastCommitVersionInSession"
 
 def qualified(table: str, settings: ThimbleSettings) -> str:
     """``name`` -> ``database.name`` (the settings' warehouse database); ``db.name`` unchanged."""
-    return table if "." in table else f"{settings.warehouse.database}.{table}"
+    return qualified_table(table, settings.warehouse.database)
 
 
 def quoted(table: str) -> str:

@@ -26,7 +26,9 @@ from pydantic import (
 )
 
 from thimble.common.config import Section, ThimbleSettings, read_yaml_file
+from thimble.common.features import check_name
 from thimble.common.validation import did_you_mean, format_location
+from thimble.etl._feature_sets import import_feature_set, with_feature_set
 from thimble.etl._regex import java_regex_problem
 from thimble.etl._variables import substitute
 from thimble.etl.errors import ConfigError
@@ -82,8 +84,17 @@ class LandingSource(_Model):
     """Parquet files the consumer landed under ``{warehouse.landing}/{dataset}/date=YYYY-MM-DD/``."""
 
     type: Literal["landing"]
-    dataset: str = Field(min_length=1)
+    dataset: str
+    """A name as the consumer's ``Landing`` sink takes it: letters, digits, ``_`` and ``-``."""
     incremental: bool = True
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str) -> str:
+        try:
+            return check_name(value, "dataset")
+        except ConfigError as exc:
+            raise ValueError("; ".join(exc.problems)) from None
 
 
 class KafkaSource(_Model):
@@ -455,6 +466,9 @@ class TableConfig(_Model):
 
     table: str
     description: str = ""
+    feature_set: str | None = None
+    """``module:attribute`` of a FeatureSet that fills table, source, schema.columns, journal and
+    write.mode where the file leaves them out."""
     source: Source
     schema_: SchemaConfig = Field(default_factory=SchemaConfig, alias="schema")
     cleanse: list[CleanseStep] = Field(default_factory=list)
@@ -640,6 +654,11 @@ def parse_table_config(data: Any, source: str | None = None) -> TableConfig:
     """Validate an already-parsed YAML document; raise :class:`ConfigError` listing every problem."""
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping (table, source, ...)"], source=source)
+    if data.get("feature_set") is not None:
+        try:
+            data = with_feature_set(data, import_feature_set(data["feature_set"]))
+        except ValueError as exc:
+            raise ConfigError([f"feature_set: {exc}"], source=source) from None
     try:
         config = TableConfig.model_validate(data, context={"defer_consistency": True})
     except ValidationError as exc:
