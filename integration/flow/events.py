@@ -1,7 +1,10 @@
-"""The client events on the ``client-events`` topic, and the names the whole flow shares.
+"""The client events on the ``client-events`` topic, the client features made from them, and the names
+the whole flow shares.
 
 Every event is one JSON object keyed by ``client_id`` on Kafka. ``event_type`` says which fields it has.
-Topic, feature-set and landing names come from the environment so that tests can run beside the demo.
+Topic and landing names come from the environment so that tests can run beside the demo.
+:data:`client_features` is the one definition of the features that the consumer writes, the warehouse
+journals and the model reads.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from thimble.common.features import FeatureSet
 
 CLIENT_ID_PATTERN = r"^c\d{5,}$"
 
@@ -100,3 +105,32 @@ class Names:
 
 
 names = Names()
+
+
+class ClientFeatures(BaseModel):
+    """A client's features after one of its events (``event_time``: that event's time, moved 1 ms past the
+    previous snapshot's when it is not later)."""
+
+    client_id: str
+    event_time: datetime
+    visits: int = 0
+    orders: int = 0
+    returns: int = 0
+    ratings: int = 0
+    total_spent: float = 0.0
+    total_returned: float = 0.0
+    avg_order_value: float = 0.0
+    return_rate: float = 0.0
+    avg_rating: float | None = None
+    last_channel: str | None = None
+
+
+client_features = FeatureSet(
+    names.feature_set,
+    ClientFeatures,
+    entity_key="client_id",
+    event_time="event_time",
+    dataset=names.features_dataset,
+)
+"""Online at ``{key_prefix}:client-features:<client_id>``, landed as ``client_features``, journalized in
+the ``client_features`` table."""

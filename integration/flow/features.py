@@ -13,13 +13,13 @@ restarted consumer carries on where the last one stopped. Events are keyed by cl
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import orjson
 import redis
-from pydantic import BaseModel
 
-from integration.flow.events import ClientEvent, Order, Rating, Return, Visit, names
+from integration.flow import events as flow
+from integration.flow.events import ClientEvent, ClientFeatures, Order, Rating, Return, Visit, names
 from thimble.common.config import ThimbleSettings, load_settings
 from thimble.consumer import App, Landing, OnlineStore, Topic
 
@@ -29,30 +29,12 @@ store = redis.Redis.from_url(settings.online_store.url, socket_timeout=10)
 app = App("client-features")
 
 
-class ClientFeatures(BaseModel):
-    """A client's features after one of its events (``event_time``: that event's time, moved 1 ms past the
-    previous snapshot's when it is not later)."""
-
-    client_id: str
-    event_time: datetime
-    visits: int = 0
-    orders: int = 0
-    returns: int = 0
-    ratings: int = 0
-    total_spent: float = 0.0
-    total_returned: float = 0.0
-    avg_order_value: float = 0.0
-    return_rate: float = 0.0
-    avg_rating: float | None = None
-    last_channel: str | None = None
-
-
 totals: dict[str, ClientFeatures] = {}
 ONE_MS = timedelta(milliseconds=1)
 
 
 def _online_key(client_id: str) -> str:
-    return f"{settings.online_store.key_prefix}:{names.feature_set}:{client_id}"
+    return flow.client_features.online_key(settings.online_store.key_prefix, client_id)
 
 
 def _load_unseen(client_ids: set[str]) -> None:
@@ -106,8 +88,8 @@ def update(current: ClientFeatures | None, event: Visit | Order | Return | Ratin
     names.events_topic,
     sink=[
         Topic(names.features_topic),
-        OnlineStore(names.feature_set, entity_key="client_id", event_time="event_time"),
-        Landing(names.features_dataset, event_time="event_time"),
+        OnlineStore(flow.client_features),
+        Landing(flow.client_features),
     ],
     batch_size=500,
 )

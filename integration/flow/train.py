@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from integration.flow.events import client_features
+from thimble.common.features import qualified_table
 from thimble.modelops import ModelContext, ModelInfo, Registry, model
 
 if TYPE_CHECKING:
@@ -73,7 +75,7 @@ def band(risk: float) -> Band:
     return "high" if risk >= 0.6 else "medium" if risk >= 0.3 else "low"
 
 
-@model(MODEL_NAME, features="client-features", entity_key="client_id")
+@model(MODEL_NAME, features=client_features)
 def return_risk(ctx: ModelContext, rows: list[RiskInput]) -> list[RiskOutput]:
     """Probability that the client sends back at least a tenth of what they buy."""
     risks = ctx.artifacts["classifier"].predict_proba(feature_matrix(rows))[:, 1]
@@ -136,7 +138,7 @@ def train(
     from thimble.etl import table_version
 
     version = table_version(table, spark=spark, settings=settings)
-    name = table if "." in table else f"{settings.warehouse.database}.{table}"
+    name = qualified_table(table, settings.warehouse.database)
     pdf = training_frame(spark, name, version)
     classifier, metrics = fit(pdf)
     training_data = f"{name}@v{version}"
