@@ -115,15 +115,16 @@ def start_cli(
     sleep_ms: float = 0,
     log: Path | None = None,
     env: dict[str, str] | None = None,
+    app: str = CLI_APP,
 ) -> Any:
-    """``thimble-consumer run`` of the test app in a subprocess."""
+    """``thimble-consumer run`` of the test app (or of ``app``) in a subprocess."""
     import subprocess
     import sys
 
     exe = str(Path(sys.executable).with_name("thimble-consumer"))
     out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
-        [exe, "run", CLI_APP, "--group-id", group, "--create-topics", *args],
+        [exe, "run", app, "--group-id", group, "--create-topics", *args],
         env={**cli_env(src, dst, sleep_ms), **(env or {})},
         stdout=out,
         stderr=out,

@@ -247,7 +247,9 @@ def test_declaration_errors_are_one_line_naming_the_handler() -> None:
     @app.stateful("purchases", state=stats)
     def fine(event: Purchase, state: ClientStats | None) -> None: ...
 
-    with pytest.raises(HandlerSignatureError, match="'client-stats' is the state of .*fine .*no other handler may write it"):
+    with pytest.raises(
+        HandlerSignatureError, match=r"'client-stats' is the state of .*fine .*no other handler may write it"
+    ):
 
         @app.handler("other", sink=OnlineStore(stats))
         def writer(event: Purchase) -> None: ...
