@@ -16,6 +16,7 @@ from thimble.common.features import (
     NAME_PATTERN,
     FeatureSet,
     check_name,
+    landing_folder,
     online_key,
     qualified_table,
 )
@@ -68,6 +69,14 @@ def test_dataset_and_table_may_be_named() -> None:
         "wh.clients",
         "x.clients",
     )
+
+
+def test_the_landing_folders_of_a_dataset_and_of_its_days() -> None:
+    assert landing_folder("/data/landing/", "client_features") == "/data/landing/client_features"
+    assert landing_folder("s3a://b/landing", "x", "2026-01-02") == "s3a://b/landing/x/date=2026-01-02"
+    assert _fs().landing_folder("/l", "*") == "/l/client_features/date=*"
+    with pytest.raises(ConfigError, match=r"landing dataset '\.\./up' is not a valid name"):
+        landing_folder("/l", "../up")
 
 
 def test_module_level_helpers() -> None:

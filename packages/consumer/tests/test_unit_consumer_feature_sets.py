@@ -116,12 +116,14 @@ def test_the_harness_reads_a_feature_set_back_by_its_definition() -> None:
     assert [(r["client_id"], r["orders"], r["date"]) for r in landed] == [("c00042", 3, "2026-01-02")]
 
 
-def test_describe_shows_the_online_key_of_a_feature_set() -> None:
+def test_describe_shows_the_online_key_and_landing_folder_of_a_feature_set() -> None:
     app = App("features")
 
-    @app.handler("events", sink=OnlineStore(client_features))
+    @app.handler("events", sink=[OnlineStore(client_features), Landing(client_features)])
     def featurize(event: ClientFeatures) -> ClientFeatures:
         return event
 
-    described = describe_app(app, ConsumerSettings())
-    assert described["handlers"][0]["sinks"][0]["key_pattern"] == "features:client-features:<client_id>"
+    settings = ConsumerSettings.model_validate({"warehouse": {"landing": "/data/landing/"}})
+    online, landing = describe_app(app, settings)["handlers"][0]["sinks"]
+    assert online["key_pattern"] == "features:client-features:<client_id>"
+    assert landing["path"] == "/data/landing/client_features/date=YYYY-MM-DD/"

@@ -26,6 +26,9 @@ from thimble.common.errors import ConfigError
 EVENT_TIME_FIELD = "_event_time"
 """The online store's field holding the entity's event time (epoch milliseconds); not a feature."""
 
+LANDING_PARTITION = "date"
+"""The landing folders' partition: ``{dataset}/date=YYYY-MM-DD/``, the UTC date of the event time."""
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 """A feature set, dataset or table name: a letter or digit, then letters, digits, ``_`` or ``-``."""
 
@@ -47,6 +50,13 @@ def check_name(value: str, what: str) -> str:
 def qualified_table(table: str, database: str) -> str:
     """``name`` -> ``database.name``; ``db.name`` is kept as it is."""
     return table if "." in table else f"{database}.{table}"
+
+
+def landing_folder(landing: str, dataset: str, day: str | None = None) -> str:
+    """A dataset's folder in the landing area, or with ``day`` (``YYYY-MM-DD``, or ``*`` as a glob) the
+    folder of that day's files; the dataset is checked with :func:`check_name`."""
+    folder = f"{landing.rstrip('/')}/{check_name(dataset, 'landing dataset')}"
+    return folder if day is None else f"{folder}/{LANDING_PARTITION}={day}"
 
 
 def online_key(prefix: str, feature_set: str, entity: Any) -> str:
@@ -123,6 +133,10 @@ class FeatureSet:
     def online_key(self, prefix: str, entity: Any) -> str:
         """The online store's key of ``entity``: ``{prefix}:{name}:{entity}``."""
         return online_key(prefix, self.name, entity)
+
+    def landing_folder(self, landing: str, day: str | None = None) -> str:
+        """The landing folder of the set's dataset (of one ``day`` with it)."""
+        return landing_folder(landing, self.dataset, day)
 
     def journal_table(self, database: str) -> str:
         """The journal table, qualified by ``database``."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from thimble.common.features import online_key
+from thimble.common.features import landing_folder, online_key
 from thimble.consumer.app import App
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.sinks import Landing, OnlineStore, Topic
@@ -59,7 +59,7 @@ def describe_app(app: App, settings: ConsumerSettings) -> dict[str, Any]:
                         "kind": "landing",
                         "name": s.dataset,
                         "event_time": s.event_time,
-                        "path": f"{settings.warehouse.landing}/{s.dataset}/date=YYYY-MM-DD/",
+                        "path": landing_folder(settings.warehouse.landing, s.dataset, "YYYY-MM-DD") + "/",
                     }
                 )
         handlers.append(

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import BaseModel
 
-from thimble.common.features import check_name
+from thimble.common.features import landing_folder
 from thimble.consumer._codec import epoch_ms, record_fields
 from thimble.consumer._delivery import Pending
 from thimble.consumer._writers import unwrap
@@ -95,7 +95,7 @@ class ParquetFiles:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        folder = self.root / check_name(dataset, "landing dataset") / f"date={day}"
+        folder = Path(landing_folder(str(self.root), dataset, day))
         folder.mkdir(parents=True, exist_ok=True)
         if model is not None:
             if model not in self._schemas:

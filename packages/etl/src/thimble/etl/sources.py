@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from thimble.common.config import ThimbleSettings
+from thimble.common.features import LANDING_PARTITION, landing_folder
 from thimble.common.logging import get_logger
 from thimble.common.validation import did_you_mean
 from thimble.etl import _tables
@@ -168,7 +169,7 @@ def apply_declared_schema(df: DataFrame, schema: SchemaConfig) -> DataFrame:
 
 
 def _landing_root(source: LandingSource, settings: ThimbleSettings) -> str:
-    return f"{settings.warehouse.landing.rstrip('/')}/{source.dataset}"
+    return landing_folder(settings.warehouse.landing, source.dataset)
 
 
 def _landing_files(spark: SparkSession, root: str) -> list[str]:
@@ -180,7 +181,9 @@ def _landing_files(spark: SparkSession, root: str) -> list[str]:
     from pyspark.errors import AnalysisException
 
     try:
-        listed = spark.read.schema(_ANY_SCHEMA).parquet(f"{root}/date=*/*.parquet").inputFiles()
+        listed = (
+            spark.read.schema(_ANY_SCHEMA).parquet(f"{root}/{LANDING_PARTITION}=*/*.parquet").inputFiles()
+        )
     except AnalysisException:  # nothing matches the pattern
         return []
     files = {hadoop_path(uri) for uri in listed}
