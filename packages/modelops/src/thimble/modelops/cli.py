@@ -1,4 +1,4 @@
-"""``thimble-modelops``: save, list, show, alias, alias-history, serve, batch, stream, prediction-table, dashboard."""
+"""``thimble-modelops``: save, list, show, alias, alias-history, serve, batch, stream, prediction-table, dashboard, skew."""
 
 from __future__ import annotations
 
@@ -524,6 +524,46 @@ def compare(
     for row in table_rows(stats):
         view.add_row(*map(escape, row))
     out.print(view)
+
+
+@app.command("skew")
+@user_errors
+def skew_check(
+    feature_set: Annotated[
+        str, typer.Argument(help="feature set: module:attribute of a FeatureSet, or its name")
+    ],
+    sample: Annotated[int, typer.Option(min=1, help="entities sampled from each side")] = 1000,
+    max_skew: Annotated[
+        float, typer.Option(min=0, max=1, help="share of skewed entities tolerated before exiting 1")
+    ] = 0.0,
+    tolerance: Annotated[
+        float, typer.Option(min=0, help="relative (and absolute) tolerance of numbers")
+    ] = 1e-9,
+    entity_key: Annotated[str | None, typer.Option(help="entity key field (a feature set by name)")] = None,
+    event_time: Annotated[str | None, typer.Option(help="event time field (a feature set by name)")] = None,
+    table: Annotated[str | None, typer.Option(help="journal table (a feature set by name)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Compare a feature set's online store with its warehouse journal; exit 1 on skew above --max-skew."""
+    from thimble.modelops import skew as skew_module
+
+    settings = _settings(config, None)
+    target = skew_module.resolve_target(
+        feature_set,
+        settings.warehouse.database,
+        entity_key=entity_key,
+        event_time=event_time,
+        table=table,
+    )
+    report = skew_module.skew(target, sample, settings=settings, tolerance=tolerance)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), default=str) + "\n")
+    else:
+        for part in skew_module.render(report):
+            out.print(part)
+    if report.share > max_skew:
+        raise typer.Exit(1)
 
 
 @app.command()

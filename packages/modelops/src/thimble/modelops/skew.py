@@ -1,0 +1,549 @@
+"""Online/offline skew: does the online store hold what the warehouse journal holds for a feature set?
+
+:func:`skew` samples entities from both sides (current rows of the feature set's journal table, keys of
+its online store) and compares each entity's features field by field: numbers within a tolerance, ``None``
+and NaN alike, timestamps as epoch milliseconds, nested values as JSON.
+
+The online store is written first and the warehouse loads later, so an entity whose online event time is
+newer than its warehouse row (or, for an entity not yet in the warehouse, newer than the newest event time
+loaded) is *lag*, reported apart and not counted as skew. Skew is an entity the warehouse holds that the
+online store lacks, an online event time older than the warehouse's, a field that differs at the same
+event time, or an entity only online that the warehouse should already hold.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from thimble.common.features import EVENT_TIME_FIELD, FeatureSet, check_name, online_key
+from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
+from thimble.modelops.errors import ModelOpsError
+
+if TYPE_CHECKING:
+    import redis
+    from pyspark.sql import SparkSession
+
+JOURNAL_COLUMNS = frozenset({"row_hash", "valid_from", "valid_to", "is_current"})
+_TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+
+
+@dataclass(frozen=True, slots=True)
+class SkewTarget:
+    """What to compare: a feature set's online name, its journal table, entity key and event time fields.
+
+    ``features`` ``None``: every field both sides hold, but the entity key, the event time and the
+    journal's own columns.
+    """
+
+    name: str
+    table: str
+    entity_key: str
+    event_time: str
+    features: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, feature_set: FeatureSet, database: str) -> SkewTarget:
+        return cls(
+            feature_set.name,
+            feature_set.journal_table(database),
+            feature_set.entity_key,
+            feature_set.event_time,
+            feature_set.features,
+        )
+
+    @classmethod
+    def named(
+        cls, name: str, database: str, entity_key: str, event_time: str, table: str | None = None
+    ) -> SkewTarget:
+        """A feature set known by name only: its table defaults to the name with ``-`` as ``_``."""
+        import re
+
+        check_name(name, "feature set")
+        table = table or name.replace("-", "_")
+        if not re.fullmatch(f"(?:{_TABLE_PART}\\.)?{_TABLE_PART}", table):
+            raise ModelOpsError(
+                f"table {table!r} is not a valid table name: use letters, digits and '_' (optionally database.table)"
+            )
+        for what, column in (("entity key", entity_key), ("event time", event_time)):
+            if not column or "`" in column:
+                raise ModelOpsError(f"{what} {column!r} is not a valid column name")
+        return cls(name, table if "." in table else f"{database}.{table}", entity_key, event_time)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMismatch:
+    """A feature whose values differ between the two sides (``None``: absent or null)."""
+
+    entity: str
+    field: str
+    online: Any
+    warehouse: Any
+
+
+@dataclass(frozen=True, slots=True)
+class EventTimes:
+    """An entity's event time on each side, in epoch milliseconds (``None``: not on that side)."""
+
+    entity: str
+    online_ms: int | None
+    warehouse_ms: int | None
+
+
+@dataclass
+class SkewReport:
+    """What :func:`skew` found; :attr:`skewed` are the entities that count as skew."""
+
+    feature_set: str
+    table: str
+    table_version: int | None
+    entities: int
+    """Distinct entities sampled, from either side."""
+    agreeing: int
+    only_online: list[EventTimes] = field(default_factory=list)
+    only_warehouse: list[str] = field(default_factory=list)
+    mismatches: list[FieldMismatch] = field(default_factory=list)
+    online_newer: list[EventTimes] = field(default_factory=list)
+    """Lag, not skew: the online store already holds a later event than the warehouse."""
+    warehouse_newer: list[EventTimes] = field(default_factory=list)
+    watermark_ms: int | None = None
+    """The newest event time in the journal: an entity only online and newer than this is lag."""
+
+    @property
+    def missing_from_warehouse(self) -> list[EventTimes]:
+        """Entities only online that are not newer than what the warehouse loaded: skew."""
+        mark = self.watermark_ms
+        return [e for e in self.only_online if mark is None or (e.online_ms or 0) <= mark]
+
+    @property
+    def skewed(self) -> list[str]:
+        """Entities that disagree in a way lag does not explain, sorted."""
+        found = {m.entity for m in self.mismatches}
+        found.update(self.only_warehouse)
+        found.update(e.entity for e in self.warehouse_newer)
+        found.update(e.entity for e in self.missing_from_warehouse)
+        return sorted(found)
+
+    @property
+    def share(self) -> float:
+        """Skewed entities over sampled ones (0 when nothing was sampled)."""
+        return len(self.skewed) / self.entities if self.entities else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-able data, with ``skewed`` and ``share``."""
+        out = asdict(self)
+        out["mismatches"] = [{**asdict(m), **_jsonable(m)} for m in self.mismatches]
+        out["skewed"] = self.skewed
+        out["share"] = self.share
+        return out
+
+
+def _jsonable(m: FieldMismatch) -> dict[str, Any]:
+    return {side: _plain(getattr(m, side)) for side in ("online", "warehouse")}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+# --- comparing one value ------------------------------------------------------------------------------
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """A datetime, date or ISO text as epoch milliseconds (naive as UTC); ``None`` for anything else."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return int(aware.timestamp() * 1000)
+    if isinstance(value, date):
+        return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp() * 1000)
+    return None
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def same_value(online: Any, warehouse: Any, tolerance: float = 1e-9) -> bool:
+    """Whether an online value (JSON-decoded) and a warehouse value (as Spark collects it) agree.
+
+    ``None`` and NaN are equal; numbers agree within ``tolerance`` (relative, and absolute near zero);
+    a timestamp agrees with an ISO text or epoch milliseconds of the same millisecond; a nested value
+    agrees with its JSON text; a bool only with a bool.
+    """
+    if _is_null(online) or _is_null(warehouse):
+        return _is_null(online) and _is_null(warehouse)
+    if isinstance(online, bool) or isinstance(warehouse, bool):
+        return isinstance(online, bool) and isinstance(warehouse, bool) and online == warehouse
+    if isinstance(warehouse, datetime | date) or isinstance(online, datetime | date):
+        left = online if isinstance(online, int | float) else _epoch_ms(online)
+        right = warehouse if isinstance(warehouse, int | float) else _epoch_ms(warehouse)
+        return left is not None and right is not None and int(left) == int(right)
+    if isinstance(online, int | float) and isinstance(warehouse, int | float):
+        return math.isclose(online, warehouse, rel_tol=tolerance, abs_tol=tolerance)
+    if isinstance(warehouse, str) and isinstance(online, dict | list):
+        try:
+            return bool(online == orjson.loads(warehouse))
+        except orjson.JSONDecodeError:
+            return False
+    if isinstance(online, list) and isinstance(warehouse, list | tuple):
+        return len(online) == len(warehouse) and all(
+            same_value(a, b, tolerance) for a, b in zip(online, warehouse, strict=True)
+        )
+    if isinstance(online, dict) and isinstance(warehouse, Mapping):
+        return online.keys() == warehouse.keys() and all(
+            same_value(online[k], warehouse[k], tolerance) for k in online
+        )
+    return bool(online == warehouse)
+
+
+# --- the two sides ------------------------------------------------------------------------------------
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\^-" else c for c in text)
+
+
+class _OnlineSide:
+    """The feature set's hashes in Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str, target: SkewTarget) -> None:
+        self.client = client
+        self.key_start = online_key(prefix, target.name, "")
+        self.target = target
+
+    def sample(self, n: int, scan_limit: int) -> list[str]:
+        """Up to ``n`` entities found by SCAN (the keyspace's own order); at most ``scan_limit`` keys seen."""
+        found: list[str] = []
+        pattern = _glob_escape(self.key_start) + "*"
+        for seen, key in enumerate(self.client.scan_iter(match=pattern, count=1000), start=1):
+            text = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+            found.append(text[len(self.key_start) :])
+            if len(found) >= n or seen >= scan_limit:
+                break
+        return found
+
+    def read(self, entities: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Each entity's fields, JSON-decoded (``_event_time`` as int); absent entities are left out."""
+        wanted = list(entities)
+        pipe = self.client.pipeline(transaction=False)
+        for entity in wanted:
+            pipe.hgetall(self.key_start + entity)
+        out: dict[str, dict[str, Any]] = {}
+        for entity, stored in zip(wanted, pipe.execute(), strict=True):
+            if stored:
+                out[entity] = {_text(k): _decode(_text(k), v) for k, v in stored.items()}
+        return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _decode(name: str, raw: bytes | str) -> Any:
+    if name == EVENT_TIME_FIELD:
+        try:
+            return int(raw)
+        except ValueError:
+            return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _text(raw)
+
+
+class _WarehouseSide:
+    """The journal's current rows, read through the DataFrame API (no SQL text is built from names)."""
+
+    def __init__(self, spark: SparkSession, target: SkewTarget) -> None:
+        from pyspark.sql import functions as F
+
+        self.target = target
+        if not spark.catalog.tableExists(target.table):
+            raise ModelOpsError(
+                f"no table '{target.table}' in the warehouse (the journal of feature set '{target.name}')"
+            )
+        table = spark.table(".".join(f"`{p}`" for p in target.table.split(".")))
+        missing = [c for c in ("is_current", target.entity_key, target.event_time) if c not in table.columns]
+        if missing:
+            raise ModelOpsError(
+                f"table '{target.table}' has no column {', '.join(repr(c) for c in missing)}: "
+                "is it the feature set's journal?"
+            )
+        self.columns = table.columns
+        self.current = table.filter(F.col("is_current"))
+        self.key = F.col(_quote(target.entity_key)).cast("string")
+
+    def sample(self, n: int, seed: int) -> dict[str, dict[str, Any]]:
+        from pyspark.sql import functions as F
+
+        rows = self.current.orderBy(F.rand(seed)).limit(n).collect()
+        return self._by_entity(rows)
+
+    def read(self, entities: list[str]) -> dict[str, dict[str, Any]]:
+        if not entities:
+            return {}
+        return self._by_entity(self.current.filter(self.key.isin(entities)).collect())
+
+    def watermark_ms(self) -> int | None:
+        from pyspark.sql import functions as F
+
+        row = self.current.agg(F.max(F.col(_quote(self.target.event_time)))).first()
+        return _event_ms(row[0]) if row is not None else None
+
+    def _by_entity(self, rows: list[Any]) -> dict[str, dict[str, Any]]:
+        return {str(r[self.target.entity_key]): r.asDict(recursive=True) for r in rows}
+
+
+def _quote(column: str) -> str:
+    return "`" + column.replace("`", "``") + "`"
+
+
+def _event_ms(value: Any) -> int | None:
+    """A warehouse event time (timestamp, collected naive in local time, or epoch ms) as epoch ms."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        from thimble.common.spark import as_utc
+
+        return int(as_utc(value).timestamp() * 1000)
+    if isinstance(value, int | float):
+        return int(value)
+    return _epoch_ms(value)
+
+
+def _local_times(row: dict[str, Any]) -> dict[str, Any]:
+    """Collected timestamps (naive, local time) as aware UTC datetimes."""
+    from thimble.common.spark import as_utc
+
+    return {k: as_utc(v) if isinstance(v, datetime) and v.tzinfo is None else v for k, v in row.items()}
+
+
+# --- the check ----------------------------------------------------------------------------------------
+
+
+def compare(
+    target: SkewTarget,
+    online: Mapping[str, Mapping[str, Any]],
+    warehouse: Mapping[str, Mapping[str, Any]],
+    entities: Iterable[str],
+    tolerance: float = 1e-9,
+) -> SkewReport:
+    """Compare ``entities`` between the two sides' rows (by entity), without a watermark or version."""
+    report = SkewReport(target.name, target.table, None, 0, 0)
+    for entity in sorted(set(entities)):
+        on, off = online.get(entity), warehouse.get(entity)
+        if on is None and off is None:  # gone from both since it was sampled
+            continue
+        report.entities += 1
+        online_ms = on.get(EVENT_TIME_FIELD) if on is not None else None
+        if off is None:
+            report.only_online.append(EventTimes(entity, online_ms, None))
+            continue
+        warehouse_ms = _event_ms(off.get(target.event_time))
+        if on is None:
+            report.only_warehouse.append(entity)
+            continue
+        times = EventTimes(entity, online_ms, warehouse_ms)
+        if online_ms is not None and warehouse_ms is not None and online_ms > warehouse_ms:
+            report.online_newer.append(times)
+            continue
+        if online_ms is None or warehouse_ms is None or online_ms < warehouse_ms:
+            report.warehouse_newer.append(times)
+        mismatches = list(_differences(target, entity, on, off, tolerance))
+        report.mismatches.extend(mismatches)
+        if not mismatches and times not in report.warehouse_newer:
+            report.agreeing += 1
+    return report
+
+
+def _differences(
+    target: SkewTarget, entity: str, on: Mapping[str, Any], off: Mapping[str, Any], tolerance: float
+) -> Iterator[FieldMismatch]:
+    fields = target.features
+    if fields is None:
+        skip = {target.entity_key, target.event_time, *JOURNAL_COLUMNS}
+        fields = tuple(f for f in off if f in on and f not in skip and not f.startswith("_"))
+    for name in fields:
+        online_value, warehouse_value = on.get(name), off.get(name)
+        if not same_value(online_value, warehouse_value, tolerance):
+            yield FieldMismatch(entity, name, online_value, warehouse_value)
+
+
+def skew(
+    feature_set: FeatureSet | SkewTarget,
+    sample: int = 1000,
+    *,
+    spark: SparkSession | None = None,
+    settings: ModelOpsSettings | None = None,
+    tolerance: float = 1e-9,
+    seed: int | None = None,
+    redis_client: redis.Redis | None = None,
+) -> SkewReport:
+    """Sample up to ``sample`` entities from each side of ``feature_set`` and compare them.
+
+    ``settings`` give the online store (``online_store``) and the warehouse database; ``spark`` defaults
+    to the session built from them (left running, as thimble-etl's commands leave theirs). Raises :class:`ModelOpsError` when the journal table does not exist.
+    """
+    import redis as redis_lib
+
+    if sample < 1:
+        raise ModelOpsError(f"sample must be at least 1 (got {sample})")
+    settings = settings if settings is not None else load_modelops_settings()
+    target = (
+        feature_set
+        if isinstance(feature_set, SkewTarget)
+        else SkewTarget.of(feature_set, settings.warehouse.database)
+    )
+    if spark is None:
+        from thimble.common.spark import build_spark_session
+
+        spark = build_spark_session(settings, app_name=f"thimble-modelops-skew-{target.name}")
+    store = settings.online_store
+    client = redis_client or redis_lib.Redis.from_url(
+        store.url,
+        password=store.password.get_secret_value() if store.password else None,
+        socket_timeout=30,
+        socket_connect_timeout=5,
+    )
+    try:
+        side = _WarehouseSide(spark, target)
+        online_side = _OnlineSide(client, store.key_prefix, target)
+        warehouse = {
+            e: _local_times(r)
+            for e, r in side.sample(sample, seed if seed is not None else random.randrange(2**31)).items()
+        }
+        try:
+            online_sampled = online_side.sample(sample, scan_limit=100 * sample)
+            entities = list(dict.fromkeys([*warehouse, *online_sampled]))
+            online = online_side.read(entities)
+        except redis_lib.RedisError as exc:
+            raise ModelOpsError(f"online store at {store.url}: {exc}") from None
+        unread = [e for e in online_sampled if e not in warehouse]
+        warehouse.update({e: _local_times(r) for e, r in side.read(unread).items()})
+        report = compare(target, online, warehouse, entities, tolerance)
+        report.watermark_ms = side.watermark_ms() if report.only_online else None
+        report.table_version = _version(spark, target.table, settings)
+        return report
+    finally:
+        if redis_client is None:
+            client.close()
+
+
+def _version(spark: SparkSession, table: str, settings: ModelOpsSettings) -> int | None:
+    from thimble.modelops.batch import table_version
+
+    return table_version(spark, table, settings)
+
+
+# --- naming a feature set on the command line --------------------------------------------------------
+
+_IMPORT_PATH = (
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+)
+
+
+def resolve_target(
+    spec: str,
+    database: str,
+    *,
+    entity_key: str | None = None,
+    event_time: str | None = None,
+    table: str | None = None,
+) -> SkewTarget:
+    """A feature set given as ``module:attribute`` (a :class:`FeatureSet`), or as a name with its entity
+    key and event time fields; a :class:`ModelOpsError` naming what is wrong otherwise."""
+    import importlib
+    import re
+
+    from thimble.common.errors import ConfigError
+
+    if ":" in spec:
+        if not re.fullmatch(_IMPORT_PATH, spec):
+            raise ModelOpsError(
+                f"{spec!r} is not an import path: give module:attribute, e.g. app.features:clients"
+            )
+        module_name, _, attribute = spec.partition(":")
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
+            raise ModelOpsError(f"cannot import {spec}: {exc}") from None
+        if not isinstance(found, FeatureSet):
+            raise ModelOpsError(f"{spec} is a {type(found).__name__}, not a FeatureSet")
+        if entity_key or event_time or table:
+            raise ModelOpsError(f"{spec} is a FeatureSet: it names its entity key, event time and table")
+        return SkewTarget.of(found, database)
+    try:
+        check_name(spec, "feature set")
+    except ConfigError as exc:
+        raise ModelOpsError("; ".join(exc.problems)) from None
+    if not (entity_key and event_time):
+        raise ModelOpsError(
+            f"feature set {spec!r} by name needs --entity-key and --event-time (or give it as module:attribute)"
+        )
+    return SkewTarget.named(spec, database, entity_key, event_time, table)
+
+
+def render(report: SkewReport, limit: int = 20) -> list[Any]:
+    """The report as rich renderables: a summary table and, when there is any, a table of differences."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    summary = Table("feature set", "table", "entities", "agree", "skewed", "lag (online newer)", "share")
+    version = f" v{report.table_version}" if report.table_version is not None else ""
+    summary.add_row(
+        escape(report.feature_set),
+        escape(report.table + version),
+        str(report.entities),
+        str(report.agreeing),
+        str(len(report.skewed)),
+        str(len(report.online_newer) + len(report.only_online) - len(report.missing_from_warehouse)),
+        f"{report.share:.2%}",
+    )
+    out: list[Any] = [summary]
+    rows: list[tuple[str, str, str, str]] = []
+    rows += [(e, "only in the warehouse", "-", "") for e in report.only_warehouse]
+    rows += [
+        (e.entity, "only online", f"event {_when(e.online_ms)}", "-") for e in report.missing_from_warehouse
+    ]
+    rows += [
+        (e.entity, "warehouse newer", f"event {_when(e.online_ms)}", f"event {_when(e.warehouse_ms)}")
+        for e in report.warehouse_newer
+    ]
+    rows += [(m.entity, m.field, _shown(m.online), _shown(m.warehouse)) for m in report.mismatches]
+    if rows:
+        detail = Table("entity", "what differs", "online", "warehouse", title="skew", title_justify="left")
+        for row in rows[:limit]:
+            detail.add_row(*map(escape, row))
+        out.append(detail)
+        if len(rows) > limit:
+            out.append(f"… and {len(rows) - limit} more")
+    return out
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _shown(value: Any) -> str:
+    text = orjson.dumps(_plain(value), default=str).decode()
+    return text if len(text) <= 80 else text[:77] + "…"
