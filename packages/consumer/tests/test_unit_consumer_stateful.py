@@ -107,6 +107,7 @@ def test_a_redelivered_event_is_counted_once_and_the_state_goes_out_once_more() 
         assert (state.purchases, state.mean_amount) == (4, 17.5)
         # Four new states, then the current state once per replayed batch.
         assert [o["purchases"] for o in t.outputs("client-stats")] == [1, 2, 3, 4, 4, 4]
+        assert _metric(t, "thimble_consumer_state_skipped_messages_total") == 3 + 4
 
 
 def test_partitions_keep_their_own_applied_offset() -> None:
@@ -224,6 +225,7 @@ def test_a_lost_compare_and_set_reads_again_and_loses_no_update() -> None:
         )
         # The first writer's output is the state it finally wrote, over the other's.
         assert [o["purchases"] for o in first.outputs("client-stats")] == [2]
+        assert _metric(first, "thimble_consumer_state_conflicts_total") == 1
 
 
 def test_declaration_errors_are_one_line_naming_the_handler() -> None:
@@ -282,3 +284,7 @@ def _count_writes(t: TestClient) -> list[int]:
 
 def _message(offset: int, value: dict[str, object], partition: int = 0) -> _Message:
     return _Message("purchases", partition, offset, None, orjson.dumps(value), None, 0)
+
+
+def _metric(t: TestClient, name: str) -> float | None:
+    return t.metrics.registry.get_sample_value(name, {"handler": "count"})

@@ -58,6 +58,18 @@ class ConsumerMetrics:
         self.lag = m.gauge("lag", "messages", "Messages behind the high watermark", ["topic", "partition"])
         self.assigned = m.gauge("assigned_partitions", "total", "Partitions assigned to this process")
         self.rebalances = m.counter("rebalances", "total", "Partition assignments and revocations", ["kind"])
+        self.state_skipped = m.counter(
+            "state_skipped",
+            "messages",
+            "Events a stateful handler had applied already (delivered again)",
+            ["handler"],
+        )
+        self.state_conflicts = m.counter(
+            "state_conflicts",
+            "total",
+            "State writes that lost their compare-and-set and were applied again",
+            ["handler"],
+        )
 
     def handler(self, name: str) -> HandlerMetrics:
         return HandlerMetrics(self, name)
@@ -94,6 +106,12 @@ class HandlerMetrics:
         if self._latencies:
             observe_many(self.latency, self._latencies)
             self._latencies.clear()
+
+    def state_counters(self) -> tuple[Counter, Counter]:
+        """A stateful handler's events skipped as applied already, and its writes that lost the compare-and-set."""
+        return self._metrics.state_skipped.labels(self._name), self._metrics.state_conflicts.labels(
+            self._name
+        )
 
     def failed(self, stage: str) -> Counter:
         counter = self._failed.get(stage)

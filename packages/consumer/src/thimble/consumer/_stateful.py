@@ -41,6 +41,7 @@ class _Plan:
     fields: list[bytes | str] | None = None
     outputs: list[tuple[Any, Any]] = field(default_factory=list)
     dead: list[tuple[Any, BaseException, str, int]] = field(default_factory=list)
+    skipped: int = 0
 
 
 class StatefulProcessor(Processor):
@@ -66,6 +67,7 @@ class StatefulProcessor(Processor):
         self.prefix = prefix
         self.sleep = sleep
         self.ttl = spec.state.ttl_s or 0
+        self._skipped, self._conflicts = metrics.state_counters()
 
     def handle(self, msg: Any, pending: Pending) -> None:
         self.handle_batch([msg], pending)
@@ -98,6 +100,8 @@ class StatefulProcessor(Processor):
                 writes: list[Write] = [(p.key, p.version, p.fields, self.ttl) for p in plans if p.fields]
                 written = self._with_retries("write", self.states.write, writes) if writes else []
                 lost = {w[0] for w, ok in zip(writes, written, strict=True) if not ok}
+                if lost:
+                    self._conflicts.inc(len(lost))
                 for plan in plans:
                     if plan.key not in lost:
                         self._finish(plan, pending)
@@ -126,6 +130,7 @@ class StatefulProcessor(Processor):
                 if not replayed and state.value is not None:
                     plan.outputs.append((state.value, msg))
                 replayed = True
+                plan.skipped += 1
                 continue
             current = None if state.value is None else state.value.model_copy(deep=True)
             kwargs = {self._context: context_of(msg)} if self._context else None
@@ -151,6 +156,8 @@ class StatefulProcessor(Processor):
         return plan
 
     def _finish(self, plan: _Plan, pending: Pending) -> None:
+        if plan.skipped:
+            self._skipped.inc(plan.skipped)
         for msg, exc, stage, attempts in plan.dead:
             self._dead_letter(msg, exc, stage, attempts, pending)
         if plan.outputs and self.writers:
