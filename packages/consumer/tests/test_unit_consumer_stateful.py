@@ -18,6 +18,7 @@ from thimble.consumer import (
     OnlineStore,
     TestClient,
 )
+from thimble.consumer._describe import describe_app
 from thimble.consumer._runner import Runner
 from thimble.consumer._state_store import MemoryStates, Write
 from thimble.consumer._stateful import StatefulProcessor
@@ -288,3 +289,15 @@ def _message(offset: int, value: dict[str, object], partition: int = 0) -> _Mess
 
 def _metric(t: TestClient, name: str) -> float | None:
     return t.metrics.registry.get_sample_value(name, {"handler": "count"})
+
+
+def test_describe_shows_the_state_in_the_online_store() -> None:
+    [handler] = describe_app(make_app(), ConsumerSettings())["handlers"]
+    assert handler["sinks"][0] == {
+        "kind": "state",
+        "name": "client-stats",
+        "entity_key": "client_id",
+        "event_time": "event_time",
+        "key_pattern": "features:client-stats:<client_id>",
+    }
+    assert [s["kind"] for s in handler["sinks"]] == ["state", "topic", "landing"]

@@ -38,6 +38,17 @@ def describe_app(app: App, settings: ConsumerSettings) -> dict[str, Any]:
     handlers = []
     for h in app.handlers:
         sinks: list[dict[str, Any]] = []
+        if h.state is not None:
+            fs = h.state.feature_set
+            sinks.append(
+                {
+                    "kind": "state",
+                    "name": fs.name,
+                    "entity_key": fs.entity_key,
+                    "event_time": fs.event_time,
+                    "key_pattern": fs.online_key(settings.online_store.key_prefix, f"<{fs.entity_key}>"),
+                }
+            )
         for s in h.sinks:
             if isinstance(s, Topic):
                 sinks.append({"kind": "topic", "name": s.name})
