@@ -258,3 +258,25 @@ def test_landing_source_reads_only_new_files(
     rows = spark.table(f"{spark_settings.warehouse.database}.{table_name}").collect()
     assert sorted(r.client_id for r in rows) == ["a", "b", "c"]
     assert "_kafka_offset" in rows[0].asDict()
+
+
+def test_rows_read_are_counted_apart_only_when_a_cleanse_step_can_drop_rows(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
+) -> None:
+    path = json_source([{"id": i, "name": f" n{i} ", "amount": float(i)} for i in range(6)])
+    base = {
+        "table": table_name,
+        "source": {"type": "files", "path": path, "format": "json"},
+        "schema_": SCHEMA,
+    }
+    per_row = [{"step": "trim", "columns": ["name"]}, {"step": "fill", "values": {"name": "?"}}]
+    kept = run_table(config(**base, cleanse=per_row), spark=spark, settings=spark_settings)
+    assert (kept.rows_read, kept.rows_cleansed, kept.inserted) == (6, 6, 6)
+    assert kept.spark_jobs.get("read", 0) == 0  # counted with the validation, in the same pass
+
+    dropping = [*per_row, {"step": "drop_where", "condition": "amount >= 4"}]
+    dropped = run_table(
+        config(**base, cleanse=dropping, write={"mode": "overwrite"}), spark=spark, settings=spark_settings
+    )
+    assert (dropped.rows_read, dropped.rows_cleansed, dropped.inserted) == (6, 4, 4)
+    assert dropped.spark_jobs["read"] >= 1

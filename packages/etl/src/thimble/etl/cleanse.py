@@ -78,6 +78,13 @@ def apply_step(df: DataFrame, step: CleanseStep) -> DataFrame:
     raise TypeError(f"unknown cleanse step {step!r}")
 
 
+def keeps_every_row(steps: Sequence[CleanseStep]) -> bool:
+    """Whether ``steps`` only change values: the rows cleansed are the rows read, one for one."""
+    per_row = (TrimStep, CaseStep, CastStep, ParseTimestampStep, FillStep, RegexReplaceStep, RenameStep)
+    # not a sql step: its expression may be a generator (explode), which makes rows
+    return all(isinstance(step, per_row) for step in steps)
+
+
 def cleanse(df: DataFrame, steps: Sequence[CleanseStep]) -> DataFrame:
     """Apply ``steps`` in order."""
     for step in steps:

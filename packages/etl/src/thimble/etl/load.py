@@ -19,7 +19,7 @@ from thimble.common.logging import get_logger
 from thimble.etl import _tables
 from thimble.etl.__about__ import __version__
 from thimble.etl._phases import Phases
-from thimble.etl.cleanse import cleanse
+from thimble.etl.cleanse import cleanse, keeps_every_row
 from thimble.etl.config import CleanseStep, QualityConfig, Rule
 from thimble.etl.errors import EtlError
 from thimble.etl.journal import CLOSE_GUARD
@@ -253,8 +253,9 @@ class GatedLoad(Load):
         return cached
 
     def read(self) -> None:
-        """Count the rows read when cleansing may drop some (a file source: Parquet footers only)."""
-        if self.spec.steps:
+        """Count the rows read when cleansing may drop some (a file source: Parquet footers only); when
+        every step keeps every row, the rows read are the rows cleansed, counted with the validation."""
+        if not keeps_every_row(self.spec.steps):
             with self.phases("read"):
                 self.result.rows_read = self.source.count()
 
@@ -272,7 +273,7 @@ class GatedLoad(Load):
             assert row is not None
         result = self.result
         result.rows_cleansed, result.rows_quarantined = int(row[0]), int(row[1] or 0)
-        if not self.spec.steps:
+        if keeps_every_row(self.spec.steps):
             result.rows_read = result.rows_cleansed
         return flagged
 
