@@ -4,7 +4,8 @@ Its shape comes from the environment (the suite sets it for each scenario): ``GU
 ``GUARANTEE_OUTPUT``, ``GUARANTEE_HANDLER`` (``message`` or ``batch``), ``GUARANTEE_SINKS`` (``all``:
 topic, online store and landing files; ``topic``: the topic alone, as exactly-once requires),
 ``GUARANTEE_FEATURE_SET``, ``GUARANTEE_DATASET``, and ``GUARANTEE_SLOW_IDS`` with ``GUARANTEE_SLOW_S``
-(events whose handling takes that long, to outlast ``max.poll.interval.ms``).
+(events whose handling takes that long, to outlast ``max.poll.interval.ms``). With ``GUARANTEE_COUNTED``,
+a stateful handler counts the events of that topic per entity (count and sum of ids) in the online store.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from integration.guarantees._workload import HANDLER_POISON_AMOUNT
+from integration.guarantees._workload import COUNTS_SUFFIX, HANDLER_POISON_AMOUNT
+from thimble.common.features import FeatureSet
 from thimble.consumer import App, Landing, OnlineStore, Topic
 from thimble.consumer.sinks import Sink
 
@@ -32,6 +34,13 @@ class Feature(BaseModel):
     entity: int
     amount: float
     ts: datetime
+
+
+class Counts(BaseModel):
+    entity: int
+    ts: datetime
+    count: int = 0
+    ids: int = 0  # the sum of the counted event ids
 
 
 class HandlerPoisonError(ValueError):
@@ -80,3 +89,15 @@ else:
         if event.amount == HANDLER_POISON_AMOUNT:
             raise HandlerPoisonError(f"event {event.id}: amount {event.amount} is refused")
         return _feature(event)
+
+
+COUNTED = os.environ.get("GUARANTEE_COUNTED")
+if COUNTED:
+    counts = FeatureSet(
+        _env("GUARANTEE_FEATURE_SET") + COUNTS_SUFFIX, Counts, entity_key="entity", event_time="ts"
+    )
+
+    @app.stateful(COUNTED, state=counts)
+    def count(event: Event, state: Counts | None) -> Counts:
+        s = state or Counts(entity=event.entity, ts=event.ts)
+        return Counts(entity=event.entity, ts=event.ts, count=s.count + 1, ids=s.ids + event.id)

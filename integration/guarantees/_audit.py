@@ -200,6 +200,40 @@ def audit_online_store(
     return counts
 
 
+def audit_counts(
+    redis_url: str, prefix: str, feature_set: str, expected: dict[int, tuple[int, int]]
+) -> Counts:
+    """Each entity's stateful count holds every valid event once: its count and the sum of its ids."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        entities = sorted(expected)
+        for entity in entities:
+            pipe.hmget(f"{prefix}:{feature_set}:{entity}", ["count", "ids"])
+        stored = dict(zip(entities, pipe.execute(), strict=True))
+    finally:
+        client.close()
+    return compare_counts(expected, stored)
+
+
+def compare_counts(expected: dict[int, tuple[int, int]], stored: dict[int, list[bytes | None]]) -> Counts:
+    """``expected`` (count, sum of ids) per entity against the stored ``count`` and ``ids`` fields."""
+    counts = Counts(sum(n for n, _ in expected.values()))
+    for entity, (want_n, want_ids) in sorted(expected.items()):
+        raw = stored.get(entity) or [None, None]
+        got = tuple(None if v is None else int(orjson.loads(v)) for v in raw)
+        if got == (want_n, want_ids):
+            continue
+        got_n = got[0] or 0
+        counts.lost += max(0, want_n - got_n)
+        counts.duplicated += max(0, got_n - want_n)
+        counts.wrong += 1
+        counts.note(f"stateful count: entity {entity} holds {got}, not ({want_n}, {want_ids}) (count, ids)")
+    return counts
+
+
 def landed_ids(landing: Path, dataset: str) -> list[int]:
     import pyarrow.parquet as pq
 

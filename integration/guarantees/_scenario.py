@@ -24,7 +24,7 @@ from integration._settings import REPO_ROOT
 from integration.guarantees import _audit
 from integration.guarantees._cluster import Cluster
 from integration.guarantees._members import Group, Member
-from integration.guarantees._workload import Record, Workload
+from integration.guarantees._workload import COUNTS_SUFFIX, Record, Workload
 
 Mode = Literal["at-least-once", "exactly-once"]
 HandlerKind = Literal["message", "batch"]
@@ -119,6 +119,8 @@ class Run:
         self.prefix = f"g-{scenario.name}-{tag}"
         self.source, self.output = f"{self.prefix}-in", f"{self.prefix}-out"
         self.dlq = f"{self.source}.dlq"
+        # At-least-once, a stateful handler also counts a copy of the valid events per entity.
+        self.counted = None if scenario.exactly_once else f"{self.prefix}-counted"
         self.feature_set, self.dataset = f"{self.prefix}-fs", f"{self.prefix.replace('-', '_')}_landed"
         self.dir = work_dir / self.prefix
         self.landing = self.dir / "landing"
@@ -176,6 +178,7 @@ class Run:
             "GUARANTEE_DATASET": self.dataset,
             "GUARANTEE_SLOW_IDS": ",".join(map(str, self.slow_ids)),
             "GUARANTEE_SLOW_S": str(self.slow_s),
+            "GUARANTEE_COUNTED": self.counted or "",
         }
 
     def _admin_config(self) -> dict[str, Any]:
@@ -186,7 +189,10 @@ class Run:
 
         admin = AdminClient(self._admin_config())
         config = {"min.insync.replicas": "2"}
-        topics = [NewTopic(t, PARTITIONS, 3, config=config) for t in (self.source, self.output, self.dlq)]
+        names = [self.source, self.output, self.dlq]
+        if self.counted:
+            names += [self.counted, f"{self.counted}.dlq"]
+        topics = [NewTopic(t, PARTITIONS, 3, config=config) for t in names]
         for future in admin.create_topics(topics).values():
             future.result(timeout=60)
 
@@ -196,7 +202,7 @@ class Run:
                 t in metadata
                 and len(metadata[t].partitions) == PARTITIONS
                 and all(p.leader >= 0 for p in metadata[t].partitions.values())
-                for t in (self.source, self.output, self.dlq)
+                for t in names
             )
 
         if not wait_for(leaders_known, 60, interval=0.5):
@@ -230,22 +236,25 @@ class Run:
 
             return report
 
+        def counted(err: Any, msg: Any) -> None:
+            if err is not None:
+                self.send_errors.append(f"a copy for the stateful count: {err}")
+
+        def send(topic: str, record: Record, **kwargs: Any) -> None:
+            while True:
+                try:
+                    producer.produce(topic, record.value, record.key, **kwargs)
+                    return
+                except BufferError:
+                    producer.poll(0.1)
+
         for index, record in enumerate(records):
             due = started + load_s * index / len(records)
             while time.monotonic() < due:
                 producer.poll(min(0.05, max(0.0, due - time.monotonic())))
-            while True:
-                try:
-                    producer.produce(
-                        self.source,
-                        record.value,
-                        record.key,
-                        headers=record.headers,  # type: ignore[arg-type]
-                        on_delivery=delivered_to(index),
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            send(self.source, record, headers=record.headers, on_delivery=delivered_to(index))
+            if self.counted and not record.poison:
+                send(self.counted, record, on_delivery=counted)
         if producer.flush(300) != 0:
             self.send_errors.append("the producer did not flush within 300s")
 
@@ -367,7 +376,9 @@ class Run:
         def caught_up() -> bool:
             nonlocal streak
             try:
-                lags = group_lag(settings, self.prefix, [self.source])
+                lags = group_lag(
+                    settings, self.prefix, [self.source, *([self.counted] if self.counted else [])]
+                )
             except Exception:
                 streak = 0
                 return False
@@ -403,7 +414,13 @@ class Run:
             online = _audit.audit_online_store(
                 self.cluster.redis_url, KEY_PREFIX, self.feature_set, self.workload.latest_by_entity()
             )
-            sinks += [landed, online]
+            counted = _audit.audit_counts(
+                self.cluster.redis_url,
+                KEY_PREFIX,
+                self.feature_set + COUNTS_SUFFIX,
+                self.workload.counts_by_entity(),
+            )
+            sinks += [landed, online, counted]
         r.lost = sum(c.lost for c in sinks) + dead.lost
         r.duplicated = outputs.duplicated + dead.duplicated
         r.dlq_exact = dead.lost == 0 and dead.unexpected == 0 and dead.wrong == 0

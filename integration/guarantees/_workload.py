@@ -14,6 +14,7 @@ Headers = list[tuple[str, bytes | None]]
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 HANDLER_POISON_AMOUNT = 13.13  # a valid event the test app's handler refuses with an exception
 HUGE_BYTES = 300_000
+COUNTS_SUFFIX = "-counts"  # the stateful count's feature set: the scenario's feature set + this
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,16 @@ class Workload:
     @property
     def poison(self) -> list[Record]:
         return [r for r in self.records if r.poison]
+
+    def counts_by_entity(self) -> dict[int, tuple[int, int]]:
+        """For each entity, how many valid events it has and the sum of their ids (what a stateful count
+        of the valid events must hold: one event counted twice or missed changes both)."""
+        counts: dict[int, tuple[int, int]] = {}
+        for r in self.records:
+            if r.event_id is not None and r.entity is not None:
+                n, ids = counts.get(r.entity, (0, 0))
+                counts[r.entity] = (n + 1, ids + r.event_id)
+        return counts
 
     def latest_by_entity(self) -> dict[int, tuple[int, int]]:
         """For each entity, ``(event id, event time ms)`` of its valid event with the latest event time."""

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integration.guarantees import _catalog
-from integration.guarantees._audit import Read, audit_dead_letters, count_ids
+from integration.guarantees._audit import Read, audit_dead_letters, compare_counts, count_ids
 from integration.guarantees._workload import Record, Workload, poison_kinds
 
 pytestmark = pytest.mark.unit
@@ -123,3 +123,27 @@ def test_the_ci_selection_covers_every_pair_of_mode_handler_and_protocol() -> No
 def test_every_scenario_has_its_own_name() -> None:
     names = [s.name for s in _catalog.ALL]
     assert len(set(names)) == len(names) == 8
+
+
+def test_the_stateful_count_audit_finds_an_event_counted_twice_or_missed() -> None:
+    workload = Workload(400, seed=4)
+    expected = workload.counts_by_entity()
+    assert sum(n for n, _ in expected.values()) == len(workload.valid_ids)
+    assert sum(ids for _, ids in expected.values()) == sum(workload.valid_ids)
+
+    def stored(change: dict[int, tuple[int, int] | None]) -> dict[int, list[bytes | None]]:
+        values = {**expected, **change}
+        return {
+            e: [None, None] if v is None else [str(v[0]).encode(), str(v[1]).encode()]
+            for e, v in values.items()
+        }
+
+    assert compare_counts(expected, stored({})).examples == []
+    n, ids = expected[3]
+    twice = compare_counts(expected, stored({3: (n + 1, ids + 7)}))
+    assert (twice.duplicated, twice.lost, twice.wrong) == (1, 0, 1)
+    assert "entity 3" in twice.examples[0]
+    missing = compare_counts(expected, stored({5: None}))
+    assert (missing.lost, missing.wrong) == (expected[5][0], 1)
+    swapped = compare_counts(expected, stored({3: (n, ids + 1)}))  # one missed, another counted twice
+    assert (swapped.lost, swapped.duplicated, swapped.wrong) == (0, 0, 1)
