@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -127,3 +128,45 @@ def test_describe_shows_the_online_key_and_landing_folder_of_a_feature_set() -> 
     online, landing = describe_app(app, settings)["handlers"][0]["sinks"]
     assert online["key_pattern"] == "features:client-features:<client_id>"
     assert landing["path"] == "/data/landing/client_features/date=YYYY-MM-DD/"
+
+
+class Visit(BaseModel):
+    visitor: str
+    ts: datetime
+
+
+def _visits_to(*sinks: OnlineStore | Landing) -> None:
+    App("visits").handler("visits", sink=list(sinks))(_visits)
+
+
+def _visits(visit: Visit) -> list[Visit] | Visit | None:
+    return visit
+
+
+@pytest.mark.parametrize(
+    ("sink", "message"),
+    [
+        (
+            lambda: OnlineStore(client_features),
+            "OnlineStore('client-features') reads the entity_key 'client_id' of each output, but Visit has "
+            "no such field (fields: visitor, ts)",
+        ),
+        (
+            lambda: Landing("visits", event_time="when"),
+            "Landing('visits') reads the event_time 'when' of each output, but Visit has no such field",
+        ),
+    ],
+)
+def test_a_sink_needing_a_field_the_output_model_lacks_is_refused_at_registration(
+    sink: Any, message: str
+) -> None:
+    with pytest.raises(HandlerSignatureError) as error:
+        _visits_to(sink())
+    assert message in str(error.value)
+    assert "_visits" in str(error.value)
+
+
+def test_outputs_that_have_the_fields_register() -> None:
+    _visits_to(
+        OnlineStore("visits", entity_key="visitor", event_time="ts"), Landing("visits", event_time="ts")
+    )

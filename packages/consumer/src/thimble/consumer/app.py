@@ -14,7 +14,7 @@ from thimble.consumer._signature import HandlerSpec, inspect_handler, where
 from thimble.consumer._state import StateSpec
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import HandlerSignatureError
-from thimble.consumer.sinks import Landing, OnlineStore, Sink, Topic
+from thimble.consumer.sinks import Landing, OnlineStore, Sink, Topic, check_output
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -160,6 +160,7 @@ class App:
         for s in spec.sinks:
             if isinstance(s, Topic) and s.name in spec.sources:
                 raise HandlerSignatureError(f"handler {spec.where}: sink topic {s.name!r} is also its source")
+            check_output(s, spec.output_type, spec.where)
         for other in self.handlers:
             for stateful, writer in ((spec, other), (other, spec)):
                 name = _state_of(stateful)

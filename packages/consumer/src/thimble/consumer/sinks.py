@@ -9,7 +9,13 @@ gives them its name, entity key, event time and landing dataset; plain names wor
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
 
 from thimble.common.errors import ConfigError
 from thimble.common.features import FeatureSet, check_name
@@ -140,3 +146,32 @@ class Landing:
 
 
 Sink = Topic | OnlineStore | Landing
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an output annotation can hold (through unions, lists and ``Annotated``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, tuple, Sequence, typing.Annotated):
+        args = typing.get_args(annotation)
+        return [m for arg in (args[:1] if origin is typing.Annotated else args) for m in _models(arg)]
+    return []
+
+
+def check_output(sink: Sink, output_type: Any, handler: str) -> None:
+    """Refuse a sink that needs a field the handler's declared output model does not have."""
+    if isinstance(sink, OnlineStore):
+        needed = {"entity_key": sink.entity_key, "event_time": sink.event_time}
+        what = f"OnlineStore({sink.feature_set!r})"
+    elif isinstance(sink, Landing):
+        needed, what = {"event_time": sink.event_time}, f"Landing({sink.dataset!r})"
+    else:
+        return
+    for model in _models(output_type):
+        for role, name in needed.items():
+            if name is not None and name not in model.model_fields:
+                raise HandlerSignatureError(
+                    f"handler {handler}: {what} reads the {role} {name!r} of each output, but "
+                    f"{model.__name__} has no such field (fields: {', '.join(model.model_fields)})"
+                )
