@@ -21,6 +21,7 @@ from thimble.modelops.errors import (
 )
 from thimble.modelops.registry import ModelRef, Registry
 from thimble.modelops.tracking import Tracker
+from thimble.modelops.training import TrainingSet, TrainingSetSpec, training_set, training_set_from_spec
 
 __all__ = [
     "AliasMove",
@@ -44,9 +45,13 @@ __all__ = [
     "SchemaMismatchError",
     "SignatureError",
     "Tracker",
+    "TrainingSet",
+    "TrainingSetSpec",
     "VersionExistsError",
     "__version__",
     "load_modelops_settings",
     "model",
     "prediction_table_config",
+    "training_set",
+    "training_set_from_spec",
 ]

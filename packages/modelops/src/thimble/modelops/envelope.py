@@ -24,6 +24,7 @@ from thimble.common.validation import validation_problems
 from thimble.modelops._column_types import numeric_fields as numeric_fields
 from thimble.modelops._drift import Histogram
 from thimble.modelops._names import MODEL_NAME, check_model_name
+from thimble.modelops._training_spec import TrainingSetSpec
 from thimble.modelops.errors import (
     InvalidNameError,
     ModelDefinitionError,
@@ -104,6 +105,7 @@ class SavedContext(BaseModel):
     host: str
     created_at: str
     training_data: TrainingData | None = None
+    training_set: TrainingSetSpec | None = Field(default=None, description="see thimble.modelops.training")
     metrics: dict[str, float] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
 

@@ -85,6 +85,7 @@ from thimble.modelops.errors import (
     VersionExistsError,
 )
 from thimble.modelops.tracking import Tracker
+from thimble.modelops.training import TrainingSet, TrainingSetSpec
 
 if TYPE_CHECKING:
     from thimble.modelops.config import ModelOpsConfig
@@ -481,6 +482,7 @@ class Registry:
         *,
         artifacts: Mapping[str, Any] | None = None,
         training_data: str | None = None,
+        training_set: TrainingSetSpec | TrainingSet | None = None,
         metrics: Mapping[str, float] | None = None,
         params: Mapping[str, Any] | None = None,
         sample: Any = None,
@@ -490,7 +492,9 @@ class Registry:
         """Store ``function`` with its artifacts and context as the next version of its name.
 
         The version number is claimed before anything is written, so a save never overwrites one; the
-        envelope is written last, and the version exists for readers once it is.
+        envelope is written last, and the version exists for readers once it is. ``training_set`` (a
+        :func:`~thimble.modelops.training.training_set` or its spec) is recorded as
+        ``context.training_set``, from which the set can be rebuilt.
         """
         artifacts = dict(artifacts or {})
         for key in artifacts:
@@ -507,6 +511,9 @@ class Registry:
         if bad_metrics:
             raise ModelOpsError(f"metrics must be numbers: {', '.join(bad_metrics)}")
         training = TrainingData.parse(training_data) if training_data else None
+        spec = training_set.spec if isinstance(training_set, TrainingSet) else training_set
+        if spec is not None and not isinstance(spec, TrainingSetSpec):
+            raise ModelOpsError(f"training_set: a training set or its spec, not {type(spec).__name__}")
         bound = function.bind(artifacts, params)
 
         rows = bound.validate(_sample_records(sample, self.sample_rows)) if sample is not None else []
@@ -569,7 +576,11 @@ class Registry:
             sample_rows=len(rows),
             baseline=baseline,
             context=SavedContext(
-                **env, training_data=training, metrics=dict(metrics or {}), params=dict(params or {})
+                **env,
+                training_data=training,
+                training_set=spec,
+                metrics=dict(metrics or {}),
+                params=dict(params or {}),
             ),
         )
         vdir = self._version_dir(function.name, version)
