@@ -28,9 +28,9 @@ def listing(spark: SparkSession, settings: ThimbleSettings, root: str) -> Any:
 
 def progress(spark: SparkSession, settings: ThimbleSettings, group: str) -> Any:
     """Stages done/known of a job group that runs one job of three stages; jobs counted in it."""
-    from thimble.etl._connect import StageProgress, job_group, jobs_in_group
-
     from pyspark.sql import functions as F
+
+    from thimble.etl._connect import StageProgress, job_group, jobs_in_group
 
     @F.udf("long")
     def slowly(value: int) -> int:  # the job outlasts several of the server's progress reports
@@ -84,13 +84,12 @@ CHECKS: dict[str, Callable[[SparkSession, ThimbleSettings, str], Any]] = {
 
 def main() -> None:
     from thimble.common.config import load_settings
-    from thimble.common.spark import build_spark_session
-    from thimble.etl._connect import is_remote
+    from thimble.common.spark import build_spark_session, uses_connect
 
     check, argument = sys.argv[1], sys.argv[2]
     settings = load_settings()
     spark = build_spark_session(settings, app_name="thimble-etl-tests")
-    assert is_remote(spark), "THIMBLE_SPARK__REMOTE must name a Spark Connect server"
+    assert uses_connect(spark), "THIMBLE_SPARK__REMOTE must name a Spark Connect server"
     try:
         print(json.dumps(CHECKS[check](spark, settings, argument), default=str))
     finally:

@@ -24,21 +24,16 @@ REPORT_INTERVAL = "200ms"
 """How often a Connect server reports the stages of a running operation to a followed session."""
 
 
-def is_remote(spark: SparkSession) -> bool:
-    """Whether ``spark`` is a Spark Connect client (no JVM in this process)."""
-    return uses_connect(spark)
-
-
 def master(spark: SparkSession) -> str:
     """The master URL the session's jobs run on (the server's, over Connect)."""
-    if is_remote(spark):
+    if uses_connect(spark):
         return spark.conf.get("spark.master", "") or ""
     return spark.sparkContext.master or ""
 
 
 def default_parallelism(spark: SparkSession) -> int:
     """How many tasks a stage runs at once by default (over Connect: the server's setting, else 2)."""
-    if is_remote(spark):
+    if uses_connect(spark):
         value = spark.conf.get("spark.default.parallelism", None)
         return int(value) if value and value.isdigit() else 2
     return int(spark.sparkContext.defaultParallelism)
@@ -46,13 +41,13 @@ def default_parallelism(spark: SparkSession) -> int:
 
 def observes_writes(spark: SparkSession) -> bool:
     """Whether metrics observed on a DataFrame are reported by a write of it (not over Connect)."""
-    return not is_remote(spark)
+    return not uses_connect(spark)
 
 
 @contextmanager
 def job_group(spark: SparkSession, group: str, description: str) -> Iterator[None]:
     """Label the Spark jobs started inside the block with ``group`` (a job group, or a tag over Connect)."""
-    if is_remote(spark):
+    if uses_connect(spark):
         spark.addTag(_tag(group))
         try:
             yield
@@ -70,7 +65,7 @@ def _tag(group: str) -> str:
 
 def jobs_in_group(spark: SparkSession, group: str) -> int | None:
     """How many Spark jobs ran under ``group`` (None over Connect, which does not tell)."""
-    if is_remote(spark):
+    if uses_connect(spark):
         return None
     return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
 
@@ -85,7 +80,7 @@ class StageProgress:
 
     def __init__(self, spark: SparkSession) -> None:
         self._spark = spark
-        self._remote = is_remote(spark)
+        self._remote = uses_connect(spark)
         self._lock = threading.Lock()
         self._group: str | None = None
         self._operations: dict[str, StageCounts] = {}

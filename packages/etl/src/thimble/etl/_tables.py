@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlparse
 from thimble.common.config import ThimbleSettings
 from thimble.common.features import qualified_table
 from thimble.common.logging import get_logger
-from thimble.etl._connect import is_remote
+from thimble.common.spark import uses_connect
 from thimble.etl.errors import TableNotFoundError
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def append_rows(spark: SparkSession, table: str, rows: list[tuple[object, ...]])
 def _local_path(spark: SparkSession, table: str) -> str | None:
     """The table's folder when this process sees it on its own filesystem (over Connect: the server's
     location, if its Delta log is here too)."""
-    if is_remote(spark):
+    if uses_connect(spark):
         row = spark.sql(f"DESCRIBE DETAIL {quoted(table)}").select("location").first()
         location = str(row[0]) if row and row[0] else None
     else:
@@ -112,7 +112,7 @@ def _snapshot_version(spark: SparkSession, table: str) -> int | None:
 def _with_delta_log(spark: SparkSession, table: str, use: Callable[[Any, Any, Any], T]) -> T | None:
     """``use(DeltaLog class, JVM session, table identifier)`` through Delta's JVM API; None when it fails
     or there is no JVM in this process (Spark Connect)."""
-    if is_remote(spark):
+    if uses_connect(spark):
         return None
     from py4j.protocol import Py4JError
 
