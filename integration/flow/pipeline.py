@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from thimble.etl import RunResult, TableConfig
     from thimble.modelops.batch import BatchResult
+    from thimble.modelops.skew import SkewReport
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 TABLES = ("client_events", "client_features", "ab_assignments", "client_features_current")
@@ -96,6 +97,7 @@ class FlowReport:
     produced: ProduceReport | None = None
     consumers: dict[str, ConsumerCounts] = field(default_factory=dict)
     tables: dict[str, RunResult] = field(default_factory=dict)
+    skew: SkewReport | None = None
     model: TrainResult | None = None
     server_url: str = ""
     served: list[dict[str, Any]] = field(default_factory=list)
@@ -249,6 +251,7 @@ class Flow:
             self.produce_events()
             self.wait_for_consumers(consumers)
             self.load_warehouse()
+            self.check_skew()
             self.train_model()
             server = self.serve_model()
             self.score_batch()
@@ -402,6 +405,15 @@ class Flow:
             with self.stage(f"table {table}", f"warehouse table {table} loaded"):
                 result = run_table(self.table_config(table), spark=self.spark, settings=self.settings)
             self.report.tables[table] = result
+
+    def check_skew(self) -> None:
+        """Compare the online store with the features journal's current rows (``thimble-modelops skew``)."""
+        from thimble.modelops.skew import SkewTarget, skew
+
+        database = self.settings.warehouse.database
+        target = SkewTarget.named(names.feature_set, database, "client_id", "event_time", "client_features")
+        with self.stage("skew", "online store and warehouse journal compared"):
+            self.report.skew = skew(target, 1000, spark=self.spark, settings=self.settings)
 
     def train_model(self) -> None:
         with self.stage("training", f"model {MODEL_NAME} trained, saved, aliased prod"):

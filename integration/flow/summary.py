@@ -41,6 +41,15 @@ def _counts(report: FlowReport) -> Table:
         table.add_row(
             f"{name} rows read", f"{result.rows_read:,}", f"{result.rows_quarantined:,} quarantined"
         )
+    if report.skew is not None:
+        sk = report.skew
+        verdict = (
+            "[green]no skew[/]" if not sk.skewed else f"[red]{len(sk.skewed)} skewed ({sk.share:.1%})[/]"
+        )
+        table.add_row(
+            "clients compared online/warehouse", f"{sk.entities:,}",
+            f"{verdict}, {len(sk.online_newer)} newer online (lag)",
+        )  # fmt: skip
     if report.batch is not None:
         table.add_row("clients scored in batch", f"{report.batch.rows:,}", f"into {PREDICTIONS_TABLE}")
     logged = report.tables.get(PREDICTION_LOG_TABLE)
@@ -120,6 +129,10 @@ def _facts(report: FlowReport, wall_s: float) -> Table:
         table.add_row("serve", "thimble-modelops serve return-risk@prod  (/metrics, /docs)")
     table.add_row("dashboard", "thimble-modelops dashboard  →  http://127.0.0.1:8090")
     table.add_row("quality", "thimble-etl report client_features -o client_features.html")
+    table.add_row(
+        "skew",
+        f"thimble-modelops skew {names.feature_set} --entity-key client_id --event-time event_time",
+    )
     if PREDICTION_LOG_TABLE in report.tables:
         table.add_row(
             "prediction log",

@@ -120,6 +120,7 @@ def flow_run(
             flow.produce_events()
             flow.wait_for_consumers(consumers)
             flow.load_warehouse()
+            flow.check_skew()
             flow.train_model()
             flow.serve_model()
             flow.score_batch()
@@ -223,6 +224,16 @@ def test_the_warehouse_journal_holds_what_the_online_store_holds(flow_run: FlowR
     assert history.rows_quarantined == 0
 
 
+def test_the_skew_check_finds_no_skew_between_the_online_store_and_the_journal(
+    flow_run: FlowRun, spark: Any
+) -> None:
+    skew = flow_run.report.skew
+    assert skew is not None
+    assert skew.entities == spark.table(f"{DATABASE}.client_features").filter("is_current").count()
+    assert skew.skewed == []
+    assert skew.agreeing == skew.entities
+
+
 def test_broken_events_are_quarantined_by_the_raw_events_table(flow_run: FlowRun) -> None:
     produced = flow_run.report.produced
     assert produced is not None
@@ -317,3 +328,4 @@ def test_the_summary_shows_every_stage(flow_run: FlowRun) -> None:
     )
     assert text.count(" yes ") == len(flow_run.report.served)
     assert "served predictions logged" in text
+    assert "no skew" in text
