@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from thimble.common.errors import ConfigError
 from thimble.common.features import (
@@ -119,3 +119,13 @@ def test_a_name_is_accepted_exactly_when_it_cannot_leave_a_folder_or_split_a_key
     else:
         with pytest.raises(ConfigError):
             check_name(name, "dataset")
+
+
+def test_a_field_stored_under_a_name_the_online_store_reserves_is_refused() -> None:
+    class Sneaky(BaseModel):
+        client_id: str
+        event_time: int
+        clock: int = Field(0, alias="_event_time")
+
+    with pytest.raises(ConfigError, match="'_event_time' starts with '_'"):
+        FeatureSet("sneaky", Sneaky, entity_key="client_id", event_time="event_time")

@@ -102,9 +102,15 @@ class FeatureSet:
                         f"{self.schema.__name__} (fields: {', '.join(fields)})"
                     ]
                 )
-        if EVENT_TIME_FIELD in fields:
+        stored_as = {
+            alias for info in fields.values() for alias in (info.alias, info.serialization_alias) if alias
+        }
+        if reserved := sorted(a for a in stored_as if a.startswith("_")):
             raise ConfigError(
-                [f"feature set {self.name!r}: {EVENT_TIME_FIELD!r} is reserved by the online store"]
+                [
+                    f"feature set {self.name!r}: field alias {reserved[0]!r} starts with '_', which the "
+                    f"online store reserves for its own fields ({EVENT_TIME_FIELD!r}, applied offsets)"
+                ]
             )
         if _base(fields[self.event_time].annotation) not in (datetime, int):
             raise ConfigError(
