@@ -35,6 +35,8 @@ class TableVersion:
     checks: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     """What the writer's caller recorded (``write_dataframe(metadata=...)``)."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """What the run read: landed ``files`` and the ``kafka_offsets`` in them, or a topic's ``kafka`` ends."""
 
     @property
     def rows_changed(self) -> int | None:
@@ -128,8 +130,36 @@ def history(
                 closed=_int(counts.get("closed")),
                 checks=dict(meta.get("checks", {})),
                 metadata=dict(meta.get("metadata") or {}),
+                source=dict(meta.get("source") or {}),
             )
         )
+    return out
+
+
+def loaded_offsets(versions: list[TableVersion], version: int) -> dict[str, dict[int, int]]:
+    """The highest Kafka offset per topic and partition whose data the table holds at ``version``.
+
+    From what each run recorded up to ``version`` (:func:`history`'s entries): the offsets in the landed
+    files a run loaded, or the end offsets a Kafka source read up to. Empty when no run recorded any
+    (a table source, a DataFrame, or versions older than the table's log).
+    """
+    out: dict[str, dict[int, int]] = {}
+
+    def keep(topic: Any, partition: Any, offset: Any) -> None:
+        p, o = _int(partition), _int(offset)
+        if isinstance(topic, str) and p is not None and o is not None and o >= 0:
+            partitions = out.setdefault(topic, {})
+            partitions[p] = max(o, partitions.get(p, -1))
+
+    for entry in versions:
+        if entry.version > version:
+            continue
+        for topic, partitions in (entry.source.get("kafka_offsets") or {}).items():
+            for partition, offset in (partitions or {}).items():
+                keep(topic, partition, offset)
+        kafka = entry.source.get("kafka") or {}
+        for partition, end in (kafka.get("offsets") or {}).items():
+            keep(kafka.get("topic"), partition, (_int(end) or 0) - 1)  # an end is the next offset to read
     return out
 
 

@@ -224,7 +224,29 @@ def _read_landing(
     if not files:
         return SourceBatch(None, {}, description)
     df = spark.read.option("mergeSchema", "true").parquet(*files)
-    return SourceBatch(df, {"files": files} if source.incremental else {}, description)
+    if not source.incremental:
+        return SourceBatch(df, {}, description)
+    return SourceBatch(df, {"files": files, **landed_offsets(df)}, description)
+
+
+def landed_offsets(df: DataFrame) -> dict[str, Any]:
+    """``{"kafka_offsets": {topic: {partition: highest offset}}}`` of landed rows (the consumer's
+    ``_kafka_*`` columns; one small job), recorded with the files so a table version tells the consumer
+    offsets it holds data up to; empty when the files carry no offsets."""
+    from pyspark.sql import functions as F
+
+    if not {"_kafka_topic", "_kafka_partition", "_kafka_offset"} <= set(df.columns):
+        return {}
+    rows = (
+        df.groupBy("_kafka_topic", "_kafka_partition")
+        .agg(F.max("_kafka_offset").alias("offset"))
+        .where(F.col("_kafka_topic").isNotNull() & F.col("offset").isNotNull())
+        .collect()
+    )
+    offsets: dict[str, dict[str, int]] = {}
+    for row in rows:
+        offsets.setdefault(row["_kafka_topic"], {})[str(row["_kafka_partition"])] = int(row["offset"])
+    return {"kafka_offsets": offsets} if offsets else {}
 
 
 # --- kafka -------------------------------------------------------------------------------------------
