@@ -1,4 +1,4 @@
-"""``thimble-modelops``: save, list, show, alias, alias-history, serve, batch, stream, prediction-table, dashboard, skew."""
+"""``thimble-modelops``: save, list, show, alias, alias-history, serve, batch, stream, prediction-table, dashboard, skew, lineage."""
 
 from __future__ import annotations
 
@@ -564,6 +564,50 @@ def skew_check(
             out.print(part)
     if report.share > max_skew:
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def lineage(
+    ref: Annotated[str | None, typer.Argument(help="model version: name@alias or name@version")] = None,
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="a served request: its model version and features")
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="prediction log topic (else modelops.server.prediction_log_topic)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds to read the topic for")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the lineage as JSON")] = False,
+    registry: RegistryOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """What a model version was trained on (tables, versions, consumer offsets), or what a request used."""
+    from thimble.modelops import lineage as lineage_module
+
+    if (ref is None) == (request_id is None):
+        raise ModelOpsError("give a model version (name@alias) or --request-id, one of them")
+    settings = _settings(config, registry)
+    reg = _registry(settings)
+    if request_id is not None:
+        lineage_module.check_request_id(request_id)
+        log_topic = topic or settings.modelops.server.prediction_log_topic
+        if not log_topic:
+            raise ModelOpsError("give --topic: no modelops.server.prediction_log_topic is configured")
+        records = lineage_module.prediction_lineage(
+            settings.kafka.client_config(), log_topic, request_id, reg, timeout
+        )
+        if not records:
+            raise ModelOpsError(f"no prediction record of request {request_id!r} on {log_topic!r}")
+        data: Any = [r.to_dict() for r in records]
+        view = lineage_module.prediction_tree(records)
+    else:
+        assert ref is not None
+        found = lineage_module.model_lineage(reg, ref, settings=settings)
+        data, view = found.to_dict(), lineage_module.model_tree(found)
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+    else:
+        out.print(view)
 
 
 @app.command()
