@@ -301,3 +301,20 @@ def test_describe_shows_the_state_in_the_online_store() -> None:
         "key_pattern": "features:client-stats:<client_id>",
     }
     assert [s["kind"] for s in handler["sinks"]] == ["state", "topic", "landing"]
+
+
+def test_a_handler_that_changes_the_state_in_place_changes_no_state_already_sent() -> None:
+    app = App("client-stats")
+
+    @app.stateful("purchases", state=stats, sink="client-stats")
+    def count(event: Purchase, state: ClientStats | None) -> ClientStats:
+        if state is None:
+            return ClientStats(client_id=event.client_id, event_time=event.event_time, purchases=1)
+        state.purchases += 1
+        return state
+
+    with TestClient(app) as t:
+        for offset in range(3):
+            t.pipeline.feed(_message(offset, purchase("c1", 1, minutes=offset)))
+        t.pipeline.end_batch()
+        assert [o["purchases"] for o in t.outputs("client-stats")] == [1, 2, 3]
