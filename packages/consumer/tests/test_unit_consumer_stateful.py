@@ -247,6 +247,16 @@ def test_declaration_errors_are_one_line_naming_the_handler() -> None:
         @app.stateful("purchases", state=stats, sink=OnlineStore(stats))
         def doubled(event: Purchase, state: ClientStats | None) -> None: ...
 
+    with pytest.raises(HandlerSignatureError, match="ttl_s must be >= 1, got 0"):
+
+        @app.stateful("purchases", state=stats, ttl_s=0)
+        def forever(event: Purchase, state: ClientStats | None) -> None: ...
+
+    with pytest.raises(HandlerSignatureError, match="state must be a FeatureSet"):
+
+        @app.stateful("purchases", state="client-stats")  # type: ignore[arg-type]
+        def named(event: Purchase, state: ClientStats | None) -> None: ...
+
     @app.stateful("purchases", state=stats)
     def fine(event: Purchase, state: ClientStats | None) -> None: ...
 
