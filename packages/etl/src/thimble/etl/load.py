@@ -95,6 +95,8 @@ class LoadSpec:
     quality: QualityConfig = field(default_factory=QualityConfig)
     config_hash: str = ""
     source_progress: Mapping[str, Any] = field(default_factory=dict)
+    source_read: Mapping[str, Any] = field(default_factory=dict)
+    """What else the source read (a source table's version): recorded beside the progress, never read back."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -125,7 +127,7 @@ class LoadSpec:
             "mode": self.write.mode,
             "package_version": __version__,
             "counts": counts,
-            "source": dict(self.source_progress),
+            "source": {**self.source_read, **self.source_progress},
         }
         if checks is not None:
             meta["checks"] = checks

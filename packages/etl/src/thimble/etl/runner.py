@@ -115,6 +115,7 @@ def run_table(
             quality=cfg.quality,
             config_hash=cfg.config_hash(),
             source_progress=batch.progress,
+            source_read=batch.read,
         )
         result = Load.start(spark, settings, spec, batch.df, phases).run()
     result.seconds = time.monotonic() - started

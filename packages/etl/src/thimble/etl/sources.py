@@ -45,6 +45,8 @@ class SourceBatch:
     df: DataFrame | None
     progress: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    read: dict[str, Any] = field(default_factory=dict)
+    """What was read that is not progress (a source table's version), recorded in the commit beside it."""
 
     @property
     def empty(self) -> bool:
@@ -67,7 +69,7 @@ def read_source(
         name = _tables.qualified(source.table, settings)
         if not _tables.exists(spark, name):
             raise SourceError(f"source.table: no table '{name}' in the warehouse")
-        batch = SourceBatch(spark.table(name), {}, f"table {name}")
+        batch = _read_table(spark, name)
     else:
         batch = _read_files(spark, source, config.schema_)
     if batch.df is not None and not isinstance(source, KafkaSource):
@@ -163,6 +165,15 @@ def apply_declared_schema(df: DataFrame, schema: SchemaConfig) -> DataFrame:
     if not errors:
         return df.select(*cols)
     return df.select(*cols, F.coalesce(*errors).alias(SOURCE_ERROR))
+
+
+def _read_table(spark: SparkSession, name: str) -> SourceBatch:
+    """A warehouse table at its current version, pinned, so the commit can tell which version was read."""
+    version = _tables.version(spark, name)
+    if version is None:  # not a Delta table
+        return SourceBatch(spark.table(name), {}, f"table {name}")
+    df = spark.read.format("delta").option("versionAsOf", version).table(name)
+    return SourceBatch(df, {}, f"table {name} v{version}", {"table": {"name": name, "version": version}})
 
 
 # --- landing area ------------------------------------------------------------------------------------

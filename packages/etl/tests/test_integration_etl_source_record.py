@@ -1,4 +1,5 @@
-"""A landing run records the consumer offsets its files hold, so a table version tells what it was loaded up to."""
+"""Each version records what its run read: the consumer offsets of the landed files, or the version of a
+source table, so a table version tells what it was loaded up to."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _land(settings: ThimbleSettings, dataset: str, rows: list[tuple[str, int, in
     pq.write_table(table, folder / f"part-{uuid.uuid4().hex}.parquet")
 
 
-def test_each_version_knows_the_highest_consumer_offset_it_holds_per_partition(
+def test_a_version_knows_the_consumer_offsets_and_the_source_table_version_it_was_loaded_from(
     spark: Any, spark_settings: ThimbleSettings, table_name: str
 ) -> None:
     dataset = f"offsets_{uuid.uuid4().hex[:8]}"
@@ -53,3 +54,14 @@ def test_each_version_knows_the_highest_consumer_offset_it_holds_per_partition(
     versions = history(table_name, spark=spark, settings=spark_settings)
     assert versions[0].source["kafka_offsets"] == {"events": {"0": 7, "1": 9}, "other": {"0": 2}}
     assert loaded_offsets(versions, result.version) == {"events": {0: 7, 1: 9}, "other": {0: 2}}
+
+    derived = config(
+        table=f"{table_name}_current",
+        source={"type": "table", "table": table_name},
+        write={"mode": "overwrite"},
+    )
+    built = run_table(derived, spark=spark, settings=spark_settings)
+    assert built.committed
+    (entry,) = history(f"{table_name}_current", spark=spark, settings=spark_settings)
+    qualified = f"{spark_settings.warehouse.database}.{table_name}"
+    assert entry.source == {"table": {"name": qualified, "version": result.version}}
