@@ -64,8 +64,15 @@ def test_a_model_version_leads_to_its_tables_versions_and_consumer_offsets(
     saved_churn: Registry, spark: Any, spark_settings: ThimbleSettings, tmp_path: Path
 ) -> None:
     features = _features_table(spark, spark_settings)
-    labels = f"{spark_settings.warehouse.database}.lineage_labels_{uuid.uuid4().hex[:8]}"
-    spark.createDataFrame([(1, 0)], "client_id bigint, churned int").write.format("delta").saveAsTable(labels)
+    labels = f"{features}_labels"  # built by thimble-etl from the features table
+    built = parse_table_config(
+        {
+            "table": labels.rsplit(".", 1)[1],
+            "source": {"type": "table", "table": features.rsplit(".", 1)[1]},
+            "write": {"mode": "overwrite"},
+        }
+    )
+    assert run_table(built, spark=spark, settings=spark_settings).committed
     spec = TrainingSetSpec(
         at="label_time",
         labels=LabelTable(table=labels, version=0),
@@ -97,7 +104,9 @@ def test_a_model_version_leads_to_its_tables_versions_and_consumer_offsets(
         0,
         {},
     )
-    assert "no consumer offsets recorded" in label_table.note
+    (source,) = label_table.upstream  # followed back to the table it was built from, at the version read
+    assert (source.role, source.table, source.version) == ("built from", features, 0)
+    assert source.offsets == {"client-events": {0: 41, 1: 17}}
 
     config = tmp_path / "thimble.yaml"
     config.write_text(yaml.safe_dump({"warehouse": spark_settings.warehouse.model_dump()}))
@@ -107,6 +116,8 @@ def test_a_model_version_leads_to_its_tables_versions_and_consumer_offsets(
     text = " ".join(shown.output.split())
     assert f"feature set client-features: {features}@v0" in text
     assert "loaded up to client-events [0] 41, [1] 17" in text
+    assert f"labels: {labels}@v0" in text
+    assert f"built from: {features}@v0" in text
     as_json = json.loads(json.dumps(found.to_dict()))  # what --json prints
     assert as_json["tables"][0]["offsets"] == {"client-events": {"0": 41, "1": 17}}
 

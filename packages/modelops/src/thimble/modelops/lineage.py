@@ -37,6 +37,8 @@ class TableLineage:
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)
     """Topic -> partition -> highest offset loaded."""
     note: str = ""
+    upstream: list[TableLineage] = field(default_factory=list)
+    """The warehouse table (at the version read) this version was built from, when it was one."""
 
 
 @dataclass
@@ -113,7 +115,13 @@ def model_lineage(
     )
 
 
-def _fill_offsets(entry: TableLineage, spark: SparkSession, settings: ThimbleSettings | None) -> None:
+MAX_UPSTREAM = 4
+"""How many tables built from tables :func:`model_lineage` follows back."""
+
+
+def _fill_offsets(
+    entry: TableLineage, spark: SparkSession, settings: ThimbleSettings | None, depth: int = 0
+) -> None:
     from thimble.etl.errors import EtlError
     from thimble.etl.history import history, loaded_offsets
 
@@ -128,6 +136,13 @@ def _fill_offsets(entry: TableLineage, spark: SparkSession, settings: ThimbleSet
     if entry.version is None:
         return
     entry.offsets = loaded_offsets(versions, entry.version)
+    read = next((v.source.get("table") for v in versions if v.version <= entry.version), None)
+    if not entry.offsets and isinstance(read, dict) and depth < MAX_UPSTREAM:
+        source = TableLineage("built from", str(read.get("name")), read.get("version"))
+        if isinstance(source.version, int):
+            entry.upstream.append(source)
+            _fill_offsets(source, spark, settings, depth + 1)
+            return
     if not entry.offsets and not entry.note:
         oldest = min((v.version for v in versions), default=None)
         entry.note = (
@@ -308,16 +323,11 @@ def model_tree(lineage: ModelLineage) -> Any:
         branch = tree.add("[yellow]no training data recorded[/]")
     features = {fs["table"]: fs for fs in (spec or {}).get("feature_sets", [])}
     for entry in lineage.tables:
-        version = f"@v{entry.version}" if entry.version is not None else ""
-        node = branch.add(f"{escape(entry.role)}: [bold]{escape(entry.table + version)}[/]")
+        node = branch.add(_table_label(entry))
         fs = features.get(entry.table)
         if fs is not None and entry.role.startswith("feature set"):
             node.add(f"by {escape(fs['entity_key'])}: {escape(', '.join(fs['features']))}")
-        for topic, partitions in sorted(entry.offsets.items()):
-            shown = ", ".join(f"[{p}] {o:,}" for p, o in sorted(partitions.items()))
-            node.add(f"loaded up to {escape(topic)} {shown}")
-        if entry.note:
-            node.add(f"[dim]{escape(entry.note)}[/]")
+        _table_nodes(node, entry)
     online = lineage.online_features
     if online is not None:
         tree.add(
@@ -325,6 +335,26 @@ def model_tree(lineage: ModelLineage) -> Any:
             f"{escape(', '.join(online['fields']))}"
         )
     return tree
+
+
+def _table_label(entry: TableLineage) -> str:
+    from rich.markup import escape
+
+    version = f"@v{entry.version}" if entry.version is not None else ""
+    return f"{escape(entry.role)}: [bold]{escape(entry.table + version)}[/]"
+
+
+def _table_nodes(node: Any, entry: TableLineage) -> None:
+    """Offsets, note and upstream tables of ``entry`` under ``node``."""
+    from rich.markup import escape
+
+    for topic, partitions in sorted(entry.offsets.items()):
+        shown = ", ".join(f"[{p}] {o:,}" for p, o in sorted(partitions.items()))
+        node.add(f"loaded up to {escape(topic)} {shown}")
+    if entry.note:
+        node.add(f"[dim]{escape(entry.note)}[/]")
+    for source in entry.upstream:
+        _table_nodes(node.add(_table_label(source)), source)
 
 
 def prediction_tree(records: list[PredictionLineage]) -> Any:
