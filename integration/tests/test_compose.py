@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import re
+import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,9 @@ import jsonschema_rs
 import pytest
 import typer.main
 import yaml
+from packaging.requirements import Requirement
+
+from integration.compose import image_requirements
 
 pytestmark = pytest.mark.unit
 
@@ -24,6 +31,8 @@ COMPOSE = REPO / "docker-compose.yml"
 SCHEMA = REPO / "integration" / "compose" / "compose_spec.json"
 PROMETHEUS = REPO / "integration" / "compose" / "prometheus.yml"
 OWN_IMAGE = re.compile(r"^thimble-(consumer|etl|modelops):")
+IMAGES = ("consumer", "etl", "modelops")
+REQUIREMENTS_SCRIPT = REPO / "integration" / "compose" / "image_requirements.py"
 
 
 @pytest.fixture(scope="module")
@@ -322,10 +331,141 @@ def test_every_image_installs_the_packages_its_flow_entry_point_imports(
             continue
         dockerfile = _dockerfile(service, services)
         assert dockerfile is not None
-        installed = set(
-            re.findall(r"/src/(\w+)", " ".join(a for w, a in _instructions(dockerfile) if w == "RUN"))
-        )
+        installed = {_package(spec) for spec in _installed_specs(dockerfile)}
         missing = _module_imports(entrypoint[2]) - installed
         assert not missing, f"{name}: {entrypoint[2]} imports thimble packages its image lacks: {missing}"
         checked += 1
     assert checked >= 2
+
+
+def _final_stage(dockerfile: Path) -> list[tuple[str, str]]:
+    instructions = _instructions(dockerfile)
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:]
+
+
+def _shell_words(run: str, after: str) -> list[str]:
+    """The words of a RUN line after ``after``, up to the first shell operator."""
+    words = shlex.split(run.split(after, 1)[1])
+    operators = [i for i, word in enumerate(words) if word in (">", "&&", "|", ";")]
+    return words[: operators[0]] if operators else words
+
+
+def _requirements_specs(dockerfile: Path) -> list[str]:
+    runs = [
+        args for word, args in _final_stage(dockerfile) if word == "RUN" and "image_requirements.py" in args
+    ]
+    assert len(runs) == 1, f"{dockerfile}: one RUN reads the dependencies from the packages' metadata"
+    return _shell_words(runs[0], "image_requirements.py")
+
+
+def _installed_specs(dockerfile: Path) -> list[str]:
+    runs = [
+        args for word, args in _final_stage(dockerfile) if word == "RUN" and "pip install --no-deps" in args
+    ]
+    assert len(runs) == 1, f"{dockerfile}: one RUN installs the packages without their dependencies"
+    return [w for w in _shell_words(runs[0], "pip install") if not w.startswith("-")]
+
+
+def _package(spec: str) -> str:
+    """``/src/common[spark]`` -> ``common``."""
+    match = re.fullmatch(r"/src/(\w+)(?:\[[\w,]+\])?", spec)
+    assert match is not None, f"not a package folder: {spec}"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_each_image_installs_its_dependencies_in_a_layer_before_its_sources(image: str) -> None:
+    dockerfile = REPO / "packages" / image / "Dockerfile"
+    stage = _final_stage(dockerfile)
+    specs = _requirements_specs(dockerfile)
+    # The packages are installed exactly as their dependencies were read: same folders, same extras.
+    assert _installed_specs(dockerfile) == specs
+    packages = [_package(spec) for spec in specs]
+    deps_run = next(i for i, (w, a) in enumerate(stage) if w == "RUN" and "image_requirements.py" in a)
+    install_run = next(i for i, (w, a) in enumerate(stage) if w == "RUN" and "--no-deps" in a)
+    copied_before = [a.split()[0] for w, a in stage[:deps_run] if w == "COPY"]
+    # Only the metadata reaches the dependency layer, so a change of source leaves it cached.
+    assert sorted(copied_before) == sorted(
+        ["integration/compose/image_requirements.py"] + [f"packages/{p}/pyproject.toml" for p in packages]
+    )
+    sources = [
+        i
+        for i, (w, a) in enumerate(stage)
+        if w == "COPY" and a.split()[0] in {f"packages/{p}" for p in packages}
+    ]
+    assert len(sources) == len(packages)
+    assert deps_run < min(sources)
+    assert max(sources) < install_run
+    assert "pip install -r /src/requirements.txt" in stage[deps_run][1]
+    # pip check fails the build when the dependency layer missed a requirement of an installed package.
+    assert "pip check" in stage[install_run][1]
+    for word, args in stage:
+        if word == "RUN" and "pip install" in args and "/src/" in args.split("pip install", 1)[1]:
+            assert "--no-deps" in args or "-r /src/requirements.txt" in args, f"{dockerfile}: {args}"
+
+
+def _reference_requirements(specs: list[str]) -> set[str]:
+    """Third-party distributions the given workspace packages need, from their installed metadata."""
+    wanted = [(f"thimble-{_package(s)}", set(re.findall(r"\w+", s.partition("[")[2]))) for s in specs]
+    given = {name for name, _ in wanted}
+    out: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    while wanted:
+        name, extras = wanted.pop()
+        for text in importlib.metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker and not any(
+                requirement.marker.evaluate({"extra": extra}) for extra in extras or {""}
+            ):
+                continue
+            other = image_requirements.canonical(requirement.name)
+            if other.startswith("thimble-"):
+                assert other in given, f"{name} requires {other}, which the image does not install"
+                key = (other, ",".join(sorted(requirement.extras)))
+                if key not in seen:
+                    seen.add(key)
+                    wanted.append((other, set(requirement.extras)))
+            else:
+                out.add(other)
+    return out
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_the_dependency_layer_holds_every_requirement_of_the_packages_installed(image: str) -> None:
+    specs = _requirements_specs(REPO / "packages" / image / "Dockerfile")
+    folders = [spec.replace("/src/", f"{REPO}/packages/", 1) for spec in specs]
+    read = image_requirements.requirements(folders)
+    names = {image_requirements.split(r)[0] for r in read}
+    assert names - {"hatchling"} == _reference_requirements(specs)
+    assert "hatchling>=1.26" in read
+    assert not any(name.startswith("thimble-") for name in names)
+
+
+def _project(folder: Path, name: str, needs: list[str], extras: dict[str, list[str]] | None = None) -> str:
+    folder.mkdir()
+    optional = "".join(f"{extra} = {json.dumps(reqs)}\n" for extra, reqs in (extras or {}).items())
+    (folder / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = ["backend>=1"]\n\n[project]\nname = "{name}"\n'
+        f"dependencies = {json.dumps(needs)}\n\n[project.optional-dependencies]\n{optional}"
+    )
+    return str(folder)
+
+
+def test_image_requirements_follow_extras_through_the_given_packages_only(tmp_path: Path) -> None:
+    a = _project(tmp_path / "a", "thimble-a", ["x>=1", "thimble_B[Fast]>=0.1"])
+    b = _project(tmp_path / "b", "thimble-b", ["y"], {"fast": ["z[extra]==2", "thimble-c"], "slow": ["s"]})
+    c = _project(tmp_path / "c", "thimble-c", ["w; python_version >= '3'", "x>=1"])
+    read = image_requirements.requirements([a, b, c])
+    assert sorted(read) == sorted(["backend>=1", "x>=1", "y", "z[extra]==2", "w; python_version >= '3'"])
+    assert "s" in image_requirements.requirements([a, f"{b}[slow]", c])
+    with pytest.raises(ValueError, match="thimble-b has no extra \\[nope\\]"):
+        image_requirements.requirements([a, f"{b}[nope]", c])
+    done = subprocess.run(
+        [sys.executable, str(REQUIREMENTS_SCRIPT), a, b], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "image_requirements.py: thimble-b requires thimble-c, which is not among the packages given"
+    ]
