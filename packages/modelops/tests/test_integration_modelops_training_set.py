@@ -228,6 +228,8 @@ def test_a_journal_given_by_name_is_read_at_the_version_asked_for(
             "feature set 'client-features': cannot read it",
         ),
         ({"versions": {"other": 0}}, ModelOpsError, "versions names other: not one of"),
+        ({"versions": {"client-features": -1}}, ModelOpsError, "version -1 is not a Delta version"),
+        ({"label_version": 0}, ModelOpsError, "label_version is for labels given as a table name"),
         (
             {"labels": "label_cols"},
             SchemaMismatchError,

@@ -43,11 +43,17 @@ events = st.lists(
     unique_by=lambda e: e[0],  # one event of a key per time: two would be a conflict, not a history
 )
 histories = st.fixed_dictionaries({k: events for k in KEYS})
-label_lists = st.lists(
-    st.tuples(st.sampled_from([*KEYS, "unknown"]), st.one_of(st.none(), st.integers(-2, 20))),
-    min_size=1,
-    max_size=25,
-)
+
+
+def label_lists(history: dict[str, list[Event]]) -> st.SearchStrategy[list[Label]]:
+    """Labels of known and unknown keys at random times, often exactly when a version of their key began."""
+
+    def at(key: str) -> st.SearchStrategy[Label]:
+        starts = [2 * h for h, _, _ in history.get(key, [])]
+        times = st.one_of(st.none(), st.integers(-2, 20), *([st.sampled_from(starts)] * 2 if starts else []))
+        return st.tuples(st.just(key), times)
+
+    return st.lists(st.sampled_from([*KEYS, "unknown"]).flatmap(at), min_size=5, max_size=30)
 
 
 def expected(history: dict[str, list[Event]], key: str, half_hours: int | None) -> tuple[Any, Any]:
@@ -69,13 +75,11 @@ def expected(history: dict[str, list[Event]], key: str, half_hours: int | None) 
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(history=histories, labels=label_lists)
+@given(history=histories, data=st.data())
 def test_every_label_gets_the_features_the_history_had_at_its_time(
-    spark: SparkSession,
-    spark_settings: ThimbleSettings,
-    history: dict[str, list[Event]],
-    labels: list[Label],
+    spark: SparkSession, spark_settings: ThimbleSettings, history: dict[str, list[Event]], data: st.DataObject
 ) -> None:
+    labels = data.draw(label_lists(history), label="labels")
     fs = FeatureSet(
         "props", Features, entity_key="key", event_time="at", table=f"props_{uuid.uuid4().hex[:8]}"
     )

@@ -20,6 +20,7 @@ feature is an error, unless ``prefix=True`` names every feature ``<table>__<feat
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import ValidationError
@@ -81,21 +82,23 @@ def training_set(
     if not sets:
         raise ModelOpsError("training_set needs at least one feature set")
     settings = settings if settings is not None else _default_settings()
-    database = settings.warehouse.database
-    label_source: LabelTable | None = None
     if isinstance(labels, str):
         spark = spark if spark is not None else _session(settings)
-        label_source = _pin_labels(spark, _checked_table(labels, database, "labels"), label_version)
-        frame = _read_labels(spark, label_source)
+    elif label_version is not None:
+        raise ModelOpsError("label_version is for labels given as a table name, not a DataFrame")
     else:
-        if label_version is not None:
-            raise ModelOpsError("label_version is for labels given as a table name, not a DataFrame")
-        spark, frame = labels.sparkSession, labels
-    versions = dict(versions or {})
-    unused = sorted(set(versions) - {name for fs in sets for name in _names(fs, database)})
+        spark = labels.sparkSession
+    pinning = _Pinning(spark, settings, key, dict(versions or {}), prefix)
+    unused = sorted(set(pinning.versions) - {name for fs in sets for name in pinning.names(fs)})
     if unused:
         raise ModelOpsError(f"versions names {', '.join(unused)}: not one of the feature sets' tables")
-    pinned = [_pin(spark, fs, database, key, versions, prefix) for fs in sets]
+    label_source: LabelTable | None = None
+    if isinstance(labels, str):
+        label_source = pinning.labels(_checked_table(labels, pinning.database, "labels"), label_version)
+        frame = _read_labels(spark, label_source)
+    else:
+        frame = labels
+    pinned = [pinning.feature_set(fs) for fs in sets]
     try:
         spec = TrainingSetSpec(at=at, labels=label_source, feature_sets=tuple(p for p, _ in pinned))
     except ValidationError as exc:
@@ -154,97 +157,111 @@ def _checked_table(table: str, database: str, what: str) -> str:
     return name
 
 
-def _names(fs: FeatureSet | str, database: str) -> set[str]:
-    """The names ``versions`` may use for a feature set: its name, its table, its qualified table."""
-    if isinstance(fs, FeatureSet):
-        return {fs.name, fs.table, fs.journal_table(database)}
-    return {fs, qualified_table(fs, database)}
+@dataclass(frozen=True)
+class _Pinning:
+    """How :func:`training_set` finds its tables and their versions: the session, the warehouse
+    database, and the caller's ``key``, ``versions`` and ``prefix``."""
 
+    spark: SparkSession
+    settings: ThimbleSettings
+    key: str | None = None
+    versions: Mapping[str, int] = field(default_factory=dict)
+    prefix: bool = False
 
-def _pin(
-    spark: SparkSession,
-    fs: FeatureSet | str,
-    database: str,
-    key: str | None,
-    versions: dict[str, int],
-    prefix: bool,
-) -> tuple[PinnedFeatureSet, DataFrame]:
-    """The feature set's journal table at its pinned version, checked to hold the key and features."""
-    if isinstance(fs, FeatureSet):
-        name: str | None = fs.name
-        what = f"feature set {fs.name!r}"
-        table, entity_key = fs.journal_table(database), fs.entity_key
-    elif isinstance(fs, str):
-        name, what = None, f"journal table {fs!r}"
-        table = _checked_table(fs, database, "journal table")
-        if key is None:
-            raise ModelOpsError(f"{what}: give key= (the entity key) for a journal table given by name")
-        entity_key = key
-    else:
-        raise ModelOpsError(f"feature sets are FeatureSet objects or table names, not {type(fs).__name__}")
-    given = [versions[n] for n in _names(fs, database) if n in versions]
-    if len(set(given)) > 1:
-        raise ModelOpsError(f"versions gives {what} two versions: {sorted(set(given))}")
-    version = given[0] if given else _latest_version(spark, table, what)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ModelOpsError(f"versions: {what} at {version!r}: a version is a number from 0")
-    journal = _read_at(spark, table, version, what)
-    columns = journal.columns
-    missing = [c for c in (entity_key, VALID_FROM, VALID_TO) if c not in columns]
-    if missing:
-        raise SchemaMismatchError(
-            f"{what}: {table}@v{version} has no column {', '.join(map(repr, missing))}; a journal is written "
-            "by thimble-etl's journal mode (columns: the entity key, the features, valid_from, valid_to)"
-        )
-    if isinstance(fs, FeatureSet):
-        features = list(fs.features)
-        absent = [f for f in features if f not in columns]
-        if absent:
-            raise SchemaMismatchError(
-                f"{what}: {table}@v{version} lacks its features {', '.join(map(repr, absent))}"
+    @property
+    def database(self) -> str:
+        return self.settings.warehouse.database
+
+    def names(self, fs: FeatureSet | str) -> set[str]:
+        """The names ``versions`` may use for a feature set: its name, its table, its qualified table."""
+        if isinstance(fs, FeatureSet):
+            return {fs.name, fs.table, fs.journal_table(self.database)}
+        return {fs, qualified_table(fs, self.database)}
+
+    def feature_set(self, fs: FeatureSet | str) -> tuple[PinnedFeatureSet, DataFrame]:
+        """The feature set's journal table at its pinned version, checked to hold the key and features."""
+        if isinstance(fs, FeatureSet):
+            name: str | None = fs.name
+            what = f"feature set {fs.name!r}"
+            table, entity_key = fs.journal_table(self.database), fs.entity_key
+        elif isinstance(fs, str):
+            name, what = None, f"journal table {fs!r}"
+            table = _checked_table(fs, self.database, "journal table")
+            if self.key is None:
+                raise ModelOpsError(f"{what}: give key= (the entity key) for a journal table given by name")
+            entity_key = self.key
+        else:
+            raise ModelOpsError(
+                f"feature sets are FeatureSet objects or table names, not {type(fs).__name__}"
             )
-    else:
-        from thimble.etl.config import JOURNAL_COLUMNS
+        given = {self.versions[n] for n in self.names(fs) if n in self.versions}
+        if len(given) > 1:
+            raise ModelOpsError(f"versions gives {what} two versions: {sorted(given)}")
+        version = _checked_version(given.pop(), what) if given else self._latest(table, what)
+        journal = _read_at(self.spark, table, version, what)
+        columns = journal.columns
+        missing = [c for c in (entity_key, VALID_FROM, VALID_TO) if c not in columns]
+        if missing:
+            raise SchemaMismatchError(
+                f"{what}: {table}@v{version} has no column {', '.join(map(repr, missing))}; a journal is "
+                "written by thimble-etl's journal mode (columns: the entity key, the features, valid_from, "
+                "valid_to)"
+            )
+        if isinstance(fs, FeatureSet):
+            features = list(fs.features)
+            absent = [f for f in features if f not in columns]
+            if absent:
+                raise SchemaMismatchError(
+                    f"{what}: {table}@v{version} lacks its features {', '.join(map(repr, absent))}"
+                )
+        else:
+            from thimble.etl.config import JOURNAL_COLUMNS
 
-        features = [
-            c for c in columns if c != entity_key and c not in JOURNAL_COLUMNS and not c.startswith("_")
-        ]
-        if not features:
-            raise SchemaMismatchError(f"{what}: {table}@v{version} has no feature column")
-    try:
-        pinned = PinnedFeatureSet(
-            name=name,
-            table=table,
-            version=version,
-            entity_key=entity_key,
-            features=tuple(features),
-            prefix=f"{table.split('.')[-1]}__" if prefix else "",
-        )
-    except ValidationError as exc:
-        raise ModelOpsError(f"{what}: " + "; ".join(validation_problems(exc))) from None
-    return pinned, journal
+            features = [
+                c for c in columns if c != entity_key and c not in JOURNAL_COLUMNS and not c.startswith("_")
+            ]
+            if not features:
+                raise SchemaMismatchError(f"{what}: {table}@v{version} has no feature column")
+        try:
+            pinned = PinnedFeatureSet(
+                name=name,
+                table=table,
+                version=version,
+                entity_key=entity_key,
+                features=tuple(features),
+                prefix=f"{table.split('.')[-1]}__" if self.prefix else "",
+            )
+        except ValidationError as exc:
+            raise ModelOpsError(f"{what}: " + "; ".join(validation_problems(exc))) from None
+        return pinned, journal
 
+    def labels(self, table: str, version: int | None) -> LabelTable:
+        """The label table at ``version``, else at its latest (None when it is not a Delta table)."""
+        from thimble.etl import TableNotFoundError, table_version
 
-def _latest_version(spark: SparkSession, table: str, what: str) -> int:
-    from thimble.etl import EtlError, table_version
-
-    try:
-        return table_version(table, spark=spark)
-    except EtlError as exc:
-        raise ModelOpsError(f"{what}: {exc}") from None
-
-
-def _pin_labels(spark: SparkSession, table: str, version: int | None) -> LabelTable:
-    if version is None:
-        from thimble.etl import EtlError, table_version
-
-        if not spark.catalog.tableExists(table):
+        if version is not None:
+            return LabelTable(table=table, version=_checked_version(version, "label_version"))
+        if not self.spark.catalog.tableExists(table):
             raise ModelOpsError(f"labels: no table '{table}' in the warehouse")
         try:
-            version = table_version(table, spark=spark)
-        except EtlError:
-            version = None  # not a Delta table: read as it is
-    return LabelTable(table=table, version=version)
+            latest: int | None = table_version(table, spark=self.spark, settings=self.settings)
+        except TableNotFoundError:
+            latest = None  # not a Delta table: read as it is
+        return LabelTable(table=table, version=latest)
+
+    def _latest(self, table: str, what: str) -> int:
+        from thimble.etl import TableNotFoundError, table_version
+
+        try:
+            return table_version(table, spark=self.spark, settings=self.settings)
+        except TableNotFoundError as exc:
+            raise ModelOpsError(f"{what}: {exc}") from None
+
+
+def _checked_version(version: Any, what: str) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ModelOpsError(f"{what}: version {version!r} is not a Delta version (a number from 0)")
+    return version
 
 
 def _read_labels(spark: SparkSession, labels: LabelTable) -> DataFrame:
