@@ -133,6 +133,7 @@ def _facts(report: FlowReport, wall_s: float) -> Table:
         "skew",
         f"thimble-modelops skew {names.feature_set} --entity-key client_id --event-time event_time",
     )
+    table.add_row("lineage", f"thimble-modelops lineage {MODEL_NAME}@prod  (tables, versions, event offsets)")
     if PREDICTION_LOG_TABLE in report.tables:
         table.add_row(
             "prediction log",

@@ -234,6 +234,32 @@ def test_the_skew_check_finds_no_skew_between_the_online_store_and_the_journal(
     assert skew.agreeing == skew.entities
 
 
+def test_the_model_leads_back_to_the_event_offsets_its_training_data_was_loaded_up_to(
+    flow_run: FlowRun, spark: Any
+) -> None:
+    from integration.flow.pipeline import group_of
+    from thimble.consumer import group_lag
+    from thimble.modelops.lineage import TableLineage, model_lineage
+
+    found = model_lineage(
+        flow_run.flow.registry, f"{MODEL_NAME}@prod", spark=spark, settings=flow_run.settings
+    )
+
+    def every(tables: list[TableLineage]) -> list[TableLineage]:
+        return [t for table in tables for t in [table, *every(table.upstream)]]
+
+    (journal,) = [t for t in every(found.tables) if t.table == f"{DATABASE}.client_features"]
+    assert journal.version == flow_run.report.tables["client_features"].version
+    assert set(journal.offsets) == {names.events_topic}
+    lag = group_lag(flow_run.settings, group_of("features"), [names.events_topic])
+    committed = {p.partition: p.committed or 0 for p in lag}
+    assert flow_run.report.produced is not None
+    bad = flow_run.report.produced.bad  # the last events of a partition may be dead letters, not features
+    assert set(journal.offsets[names.events_topic]) == set(committed)
+    for partition, offset in journal.offsets[names.events_topic].items():
+        assert committed[partition] - 1 - bad <= offset <= committed[partition] - 1, partition
+
+
 def test_broken_events_are_quarantined_by_the_raw_events_table(flow_run: FlowRun) -> None:
     produced = flow_run.report.produced
     assert produced is not None
