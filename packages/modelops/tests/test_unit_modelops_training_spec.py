@@ -89,6 +89,7 @@ def test_saving_something_else_as_a_training_set_is_refused(registry: Registry) 
         (("feature_sets", 0, "entity_key"), "id`) OR (1=1"),
         (("feature_sets", 0, "version"), -1),
         (("feature_sets", 0, "prefix"), "a b"),
+        (("feature_sets", 0, "name"), "client-features\u001b[2J"),
         (("labels", "table"), "churn_labels"),
         (("at",), ""),
         (("feature_sets",), []),

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from thimble.common.features import NAME_PATTERN
+
 TableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")]
 """A qualified warehouse table: ``database.table``."""
 
@@ -35,7 +37,9 @@ class PinnedFeatureSet(_Record):
     """
 
     name: str | None = Field(
-        default=None, description="the FeatureSet's name; None for a table given by name"
+        default=None,
+        pattern=f"^{NAME_PATTERN.pattern}$",
+        description="the FeatureSet's name; None for a table given by name",
     )
     table: TableName
     version: int = Field(ge=0)
