@@ -7,7 +7,9 @@ podman-compose skips ``condition: service_healthy`` on podman older than 4.6 (it
 schedules them with systemd timers). Here a healthy dependency is waited for by running its health check
 (``podman healthcheck run``) at the service's interval until it passes, failing once podman calls it
 unhealthy (``retries`` failures in a row). ``condition: service_completed_successfully`` also requires exit
-code 0, not only a stopped container. Containers are created without podman's ``--requires``: podman 4.3
+code 0, not only a stopped container, and both are read from the container's state: podman 4.3 forgets an
+exit code some minutes after the container exits, after which ``podman wait`` (podman-compose's way) fails
+at every try and the wait never ends. Containers are created without podman's ``--requires``: podman 4.3
 fails to start a container whose required containers require others ("generating dependency graph"), and
 the start order and conditions are enforced here already. Everything else is podman-compose unchanged.
 """
@@ -67,9 +69,20 @@ async def _wait_healthy(compose: Any, service: str) -> None:
             await asyncio.sleep(interval)
 
 
-async def _check_succeeded(compose: Any, service: str) -> None:
+async def _wait_completed(compose: Any, service: str) -> None:
     for container in compose.container_names_by_service[service]:
-        _, code = await _podman(compose, "inspect", "--format", "{{.State.ExitCode}}", container)
+        while True:
+            _, state = await _podman(
+                compose, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", container
+            )
+            status, _, code = state.partition(" ")
+            if status in ("exited", "stopped"):
+                break
+            if status in ("created", "configured"):
+                raise pc.PodmanComposeError(
+                    f"dependency failed to start: container {container} never started"
+                )
+            await asyncio.sleep(1.0)
         if code != "0":
             raise pc.PodmanComposeError(
                 f"service {service!r} didn't complete successfully: container {container} exited with {code}"
@@ -80,10 +93,10 @@ async def check_dep_conditions(compose: Any, deps: set[Any]) -> None:
     """Wait for ``deps`` as Docker Compose does: healthy by running health checks, completed with exit 0."""
     conditions = pc.ServiceDependencyCondition
     healthy = {dep for dep in deps if dep.condition == conditions.HEALTHY}
-    await _podman_compose_check(compose, deps - healthy)
-    for dep in deps:
-        if dep.condition == conditions.STOPPED:
-            await _check_succeeded(compose, dep.name)
+    completed = {dep for dep in deps if dep.condition == conditions.STOPPED}
+    await _podman_compose_check(compose, deps - healthy - completed)
+    for dep in completed:
+        await _wait_completed(compose, dep.name)
     for dep in healthy:
         await _wait_healthy(compose, dep.name)
 
