@@ -93,7 +93,8 @@ def store(redis_url: str) -> Iterator[Store]:
     run = uuid.uuid4().hex[:8]
     client = redis.Redis.from_url(redis_url)
     store = Store(client, f"skew*[{run}]")
-    decoy = CLIENTS.online_key(f"skewX{run}", "c99")
+    # As long as the prefix, and matched by `skew*[<run>]:…` if the prefix's `*` and `[…]` were not escaped.
+    decoy = CLIENTS.online_key("skew" + "x" * 10 + run[-1], "c99")
     client.hset(decoy, mapping={"orders": b"1", "_event_time": b"0"})
     store.write(*CURRENT)
     yield store
@@ -108,6 +109,14 @@ def _settings(spark_settings: ThimbleSettings, redis_url: str, prefix: str) -> M
             "online_store": {"url": redis_url, "key_prefix": prefix},
         }
     )
+
+
+def test_the_online_sample_scans_only_the_feature_sets_keys(store: Store) -> None:
+    from thimble.modelops.skew import SkewTarget, _OnlineSide
+
+    target = SkewTarget.of(CLIENTS, "test")
+    sampled = _OnlineSide(store.client, store.prefix, target).sample(100, scan_limit=10_000)
+    assert sorted(sampled) == [c.client_id for c in CURRENT]
 
 
 def test_an_online_store_that_agrees_with_the_journal_has_no_skew(
