@@ -32,6 +32,7 @@ if __package__ in (None, ""):
 
 import typer
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from integration import _podman, _standins
@@ -56,6 +57,8 @@ UP_TIMEOUT_S = 1500.0
 DOWN_TIMEOUT_S = 180.0
 CHECK_TIMEOUT_S = 120.0
 CLIENT_ID = "c00042"
+# What a run creates, each labelled with the project, and what the teardown must leave none of.
+RESOURCES = ("container", "network", "volume")
 MODEL = "return-risk@prod"
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -114,6 +117,17 @@ def http_json(url: str, body: dict[str, Any] | None = None) -> Any:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
+
+
+def defaulted_features(metrics: str) -> float:
+    """Feature values filled with defaults, summed from the model server's Prometheus exposition text."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "thimble_modelops_missing_features"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("outcome") == "defaulted"
+    )
 
 
 class ComposeRun:
@@ -214,12 +228,22 @@ class ComposeRun:
 
     def check_prediction(self) -> None:
         url = self.url("MODEL_SERVER_HOST_PORT", f"/v1/models/{MODEL}/predict")
+        defaulted = self.defaulted_features()
         answer = wait_for(
             lambda: http_json(url, {"client_id": CLIENT_ID}), CHECK_TIMEOUT_S, f"a prediction at {url}"
         )
-        if CLIENT_ID not in json.dumps(answer):
-            raise CheckFailed(f"the prediction for {CLIENT_ID} does not name the client: {answer}")
-        say(f"prediction for {CLIENT_ID} on container port 8080: {json.dumps(answer)[:200]}")
+        predictions = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(predictions, list) or len(predictions) != 1 or not predictions[0]:
+            raise CheckFailed(f"the model server answered {CLIENT_ID} without one prediction: {answer}")
+        # The model's features are looked up by client id; a client the online store lacks gets defaults.
+        if self.defaulted_features() != defaulted:
+            raise CheckFailed(f"{CLIENT_ID} was predicted from default features: the online store lacks it")
+        say(f"prediction for {CLIENT_ID} from its online features, on port 8080: {json.dumps(answer)[:200]}")
+
+    def defaulted_features(self) -> float:
+        """How many feature values the model server has filled with defaults so far."""
+        with urllib.request.urlopen(self.url("MODEL_SERVER_HOST_PORT", "/metrics"), timeout=10) as response:
+            return defaulted_features(response.read().decode())
 
     def check_prometheus(self) -> None:
         url = self.url("PROMETHEUS_HOST_PORT", "/api/v1/targets")
@@ -249,15 +273,19 @@ class ComposeRun:
     def down(self) -> None:
         """Remove every container, network and volume of the project, whatever state the run left."""
         self.compose("down", "-v", "-t", "10", timeout=DOWN_TIMEOUT_S, check=False)
-        label = f"label=io.podman.compose.project={PROJECT}"
-        for kind in ("container", "network", "volume"):
-            listed = self.podman.run(kind, "ls", "-q", "--filter", label, check=False)
-            names = listed.stdout.split()
+        for kind in RESOURCES:
+            names = self.leftover(kind)
             if names:
                 self.podman.run(kind, "rm", "-f", *names, check=False)
-        left = self.podman.run("ps", "-a", "-q", "--filter", label).stdout.split()
+        left = {kind: names for kind in RESOURCES if (names := self.leftover(kind))}
         if left:
-            raise PodmanError(f"containers of {PROJECT} are still there after the teardown: {left}")
+            raise PodmanError(f"{PROJECT} left these after the teardown: {left}")
+
+    def leftover(self, kind: str) -> list[str]:
+        """The containers, networks or volumes of the project that exist now."""
+        every = ["--all"] if kind == "container" else []
+        label = f"label=io.podman.compose.project={PROJECT}"
+        return self.podman.run(kind, "ls", *every, "-q", "--filter", label).stdout.split()
 
 
 @contextmanager
@@ -296,7 +324,11 @@ def main(
     ),
 ) -> None:
     """Build every image, run docker-compose.yml in containers, check the flow, remove it all."""
-    user_errors(lambda: _check(rebuild_bases, keep_on_failure))()
+    try:
+        user_errors(lambda: _check(rebuild_bases, keep_on_failure))()
+    except (Interrupted, KeyboardInterrupt) as exc:
+        say(f"interrupted ({exc or 'SIGINT'}); the run was torn down")
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 143) from None
 
 
 def _check(rebuild_bases: bool, keep_on_failure: bool) -> None:

@@ -70,3 +70,18 @@ def test_compose_durations(text: str, seconds: float) -> None:
 def test_a_malformed_duration_is_refused() -> None:
     with pytest.raises(Exception, match="not a Compose duration"):
         duration_seconds("5 seconds")
+
+
+def test_defaulted_features_are_summed_from_the_model_servers_own_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from thimble.modelops.server import ServerMetrics
+
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry)
+    assert compose_check.defaulted_features(generate_latest(registry).decode()) == 0
+    metrics.missing.labels("return-risk", "1", "visits", "defaulted").inc(3)
+    metrics.missing.labels("return-risk", "1", "orders", "defaulted").inc(2)
+    metrics.missing.labels("return-risk", "1", "orders", "missing").inc(7)
+    metrics.predictions.labels("return-risk", "1").inc(11)
+    assert compose_check.defaulted_features(generate_latest(registry).decode()) == 5
