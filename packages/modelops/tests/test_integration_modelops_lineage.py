@@ -4,6 +4,7 @@ were loaded up to (thimble-etl on Spark/Delta), and a served request back to its
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from modelops_testmodels import churn
+from rich.console import Console
 from typer.testing import CliRunner
 
 from thimble.common.config import ThimbleSettings
@@ -24,7 +26,7 @@ from thimble.etl import parse_table_config, run_table
 from thimble.modelops import Registry
 from thimble.modelops.cli import app
 from thimble.modelops.config import load_modelops_settings
-from thimble.modelops.lineage import model_lineage
+from thimble.modelops.lineage import model_lineage, model_tree
 from thimble.modelops.server import create_app
 from thimble.modelops.training import LabelTable, PinnedFeatureSet, TrainingSetSpec
 
@@ -108,12 +110,9 @@ def test_a_model_version_leads_to_its_tables_versions_and_consumer_offsets(
     assert (source.role, source.table, source.version) == ("built from", features, 0)
     assert source.offsets == {"client-events": {0: 41, 1: 17}}
 
-    config = tmp_path / "thimble.yaml"
-    config.write_text(yaml.safe_dump({"warehouse": spark_settings.warehouse.model_dump()}))
-    common = ["--registry", saved_churn.url, "--config", str(config)]
-    shown = runner.invoke(app, ["lineage", "churn@candidate", *common])
-    assert shown.exit_code == 0, shown.output
-    text = " ".join(shown.output.split())
+    out = io.StringIO()
+    Console(file=out, width=250).print(model_tree(found))  # what the command prints
+    text = " ".join(out.getvalue().split())
     assert f"feature set client-features: {features}@v0" in text
     assert "loaded up to client-events [0] 41, [1] 17" in text
     assert f"labels: {labels}@v0" in text
@@ -121,6 +120,9 @@ def test_a_model_version_leads_to_its_tables_versions_and_consumer_offsets(
     as_json = json.loads(json.dumps(found.to_dict()))  # what --json prints
     assert as_json["tables"][0]["offsets"] == {"client-events": {"0": 41, "1": 17}}
 
+    config = tmp_path / "thimble.yaml"
+    config.write_text(yaml.safe_dump({"warehouse": spark_settings.warehouse.model_dump()}))
+    common = ["--registry", saved_churn.url, "--config", str(config)]
     older = runner.invoke(app, ["lineage", "churn@1", *common])  # saved with training_data only
     assert older.exit_code == 0, older.output
     assert "training data: warehouse.client_features@v12" in older.output
