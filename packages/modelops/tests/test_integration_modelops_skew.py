@@ -112,10 +112,11 @@ def _settings(spark_settings: ThimbleSettings, redis_url: str, prefix: str) -> M
 
 
 def test_the_online_sample_scans_only_the_feature_sets_keys(store: Store) -> None:
-    from thimble.modelops.skew import SkewTarget, _OnlineSide
+    from thimble.modelops._skew_sides import OnlineSide
+    from thimble.modelops.skew import SkewTarget
 
     target = SkewTarget.of(CLIENTS, "test")
-    sampled = _OnlineSide(store.client, store.prefix, target).sample(100, scan_limit=10_000)
+    sampled = OnlineSide(store.client, store.prefix, target).sample(100, scan_limit=10_000)
     assert sorted(sampled) == [c.client_id for c in CURRENT]
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from thimble.modelops.skew import SkewTarget, _glob_escape, same_value
+from thimble.modelops._skew_sides import glob_escape
+from thimble.modelops.skew import SkewTarget, same_value
 
 T = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 T_MS = int(T.timestamp() * 1000)
@@ -46,7 +47,7 @@ def test_values_compare_across_the_two_encodings(online: Any, warehouse: Any, sa
 
 
 def test_a_redis_pattern_matches_the_prefix_literally() -> None:
-    assert _glob_escape("p*[x]?-\\:fs:") == "p\\*\\[x\\]\\?\\-\\\\:fs:"
+    assert glob_escape("p*[x]?-\\:fs:") == "p\\*\\[x\\]\\?\\-\\\\:fs:"
 
 
 def test_a_feature_set_by_name_refuses_names_that_would_leave_the_table_grammar() -> None:

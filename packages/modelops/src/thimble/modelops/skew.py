@@ -13,16 +13,18 @@ event time, or an entity only online that the warehouse should already hold.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from thimble.common.features import EVENT_TIME_FIELD, FeatureSet, check_name, online_key
+from thimble.common.features import EVENT_TIME_FIELD, FeatureSet, check_name
+from thimble.modelops._skew_sides import OnlineSide, WarehouseSide
+from thimble.modelops._skew_values import event_ms, local_times, plain
+from thimble.modelops._skew_values import same_value as same_value
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
 from thimble.modelops.errors import ModelOpsError
 
@@ -145,193 +147,7 @@ class SkewReport:
 
 
 def _jsonable(m: FieldMismatch) -> dict[str, Any]:
-    return {side: _plain(getattr(m, side)) for side in ("online", "warehouse")}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-# --- comparing one value ------------------------------------------------------------------------------
-
-
-def _epoch_ms(value: Any) -> int | None:
-    """A datetime, date or ISO text as epoch milliseconds (naive as UTC); ``None`` for anything else."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return int(aware.timestamp() * 1000)
-    if isinstance(value, date):
-        return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp() * 1000)
-    return None
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def same_value(online: Any, warehouse: Any, tolerance: float = 1e-9) -> bool:
-    """Whether an online value (JSON-decoded) and a warehouse value (as Spark collects it) agree.
-
-    ``None`` and NaN are equal; numbers agree within ``tolerance`` (relative, and absolute near zero);
-    a timestamp agrees with an ISO text or epoch milliseconds of the same millisecond; a nested value
-    agrees with its JSON text; a bool only with a bool.
-    """
-    if _is_null(online) or _is_null(warehouse):
-        return _is_null(online) and _is_null(warehouse)
-    if isinstance(online, bool) or isinstance(warehouse, bool):
-        return isinstance(online, bool) and isinstance(warehouse, bool) and online == warehouse
-    if isinstance(warehouse, datetime | date) or isinstance(online, datetime | date):
-        left = online if isinstance(online, int | float) else _epoch_ms(online)
-        right = warehouse if isinstance(warehouse, int | float) else _epoch_ms(warehouse)
-        return left is not None and right is not None and int(left) == int(right)
-    if isinstance(online, int | float) and isinstance(warehouse, int | float):
-        return math.isclose(online, warehouse, rel_tol=tolerance, abs_tol=tolerance)
-    if isinstance(warehouse, str) and isinstance(online, dict | list):
-        try:
-            return bool(online == orjson.loads(warehouse))
-        except orjson.JSONDecodeError:
-            return False
-    if isinstance(online, list) and isinstance(warehouse, list | tuple):
-        return len(online) == len(warehouse) and all(
-            same_value(a, b, tolerance) for a, b in zip(online, warehouse, strict=True)
-        )
-    if isinstance(online, dict) and isinstance(warehouse, Mapping):
-        return online.keys() == warehouse.keys() and all(
-            same_value(online[k], warehouse[k], tolerance) for k in online
-        )
-    return bool(online == warehouse)
-
-
-# --- the two sides ------------------------------------------------------------------------------------
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by a Redis glob pattern."""
-    return "".join(f"\\{c}" if c in "*?[]\\^-" else c for c in text)
-
-
-class _OnlineSide:
-    """The feature set's hashes in Redis."""
-
-    def __init__(self, client: redis.Redis, prefix: str, target: SkewTarget) -> None:
-        self.client = client
-        self.key_start = online_key(prefix, target.name, "")
-        self.target = target
-
-    def sample(self, n: int, scan_limit: int) -> list[str]:
-        """Up to ``n`` entities found by SCAN (the keyspace's own order); at most ``scan_limit`` keys seen."""
-        found: list[str] = []
-        pattern = _glob_escape(self.key_start) + "*"
-        for seen, key in enumerate(self.client.scan_iter(match=pattern, count=1000), start=1):
-            text = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
-            found.append(text[len(self.key_start) :])
-            if len(found) >= n or seen >= scan_limit:
-                break
-        return found
-
-    def read(self, entities: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Each entity's fields, JSON-decoded (``_event_time`` as int); absent entities are left out."""
-        wanted = list(entities)
-        pipe = self.client.pipeline(transaction=False)
-        for entity in wanted:
-            pipe.hgetall(self.key_start + entity)
-        out: dict[str, dict[str, Any]] = {}
-        for entity, stored in zip(wanted, pipe.execute(), strict=True):
-            if stored:
-                out[entity] = {_text(k): _decode(_text(k), v) for k, v in stored.items()}
-        return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _decode(name: str, raw: bytes | str) -> Any:
-    if name == EVENT_TIME_FIELD:
-        try:
-            return int(raw)
-        except ValueError:
-            return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _text(raw)
-
-
-class _WarehouseSide:
-    """The journal's current rows, read through the DataFrame API (no SQL text is built from names)."""
-
-    def __init__(self, spark: SparkSession, target: SkewTarget) -> None:
-        from pyspark.sql import functions as F
-
-        self.target = target
-        if not spark.catalog.tableExists(target.table):
-            raise ModelOpsError(
-                f"no table '{target.table}' in the warehouse (the journal of feature set '{target.name}')"
-            )
-        table = spark.table(".".join(f"`{p}`" for p in target.table.split(".")))
-        missing = [c for c in ("is_current", target.entity_key, target.event_time) if c not in table.columns]
-        if missing:
-            raise ModelOpsError(
-                f"table '{target.table}' has no column {', '.join(repr(c) for c in missing)}: "
-                "is it the feature set's journal?"
-            )
-        self.columns = table.columns
-        self.current = table.filter(F.col("is_current"))
-        self.key = F.col(_quote(target.entity_key)).cast("string")
-
-    def sample(self, n: int, seed: int) -> dict[str, dict[str, Any]]:
-        from pyspark.sql import functions as F
-
-        rows = self.current.orderBy(F.rand(seed)).limit(n).collect()
-        return self._by_entity(rows)
-
-    def read(self, entities: list[str]) -> dict[str, dict[str, Any]]:
-        if not entities:
-            return {}
-        return self._by_entity(self.current.filter(self.key.isin(entities)).collect())
-
-    def watermark_ms(self) -> int | None:
-        from pyspark.sql import functions as F
-
-        row = self.current.agg(F.max(F.col(_quote(self.target.event_time)))).first()
-        return _event_ms(row[0]) if row is not None else None
-
-    def _by_entity(self, rows: list[Any]) -> dict[str, dict[str, Any]]:
-        return {str(r[self.target.entity_key]): r.asDict(recursive=True) for r in rows}
-
-
-def _quote(column: str) -> str:
-    return "`" + column.replace("`", "``") + "`"
-
-
-def _event_ms(value: Any) -> int | None:
-    """A warehouse event time (timestamp, collected naive in local time, or epoch ms) as epoch ms."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        from thimble.common.spark import as_utc
-
-        return int(as_utc(value).timestamp() * 1000)
-    if isinstance(value, int | float):
-        return int(value)
-    return _epoch_ms(value)
-
-
-def _local_times(row: dict[str, Any]) -> dict[str, Any]:
-    """Collected timestamps (naive, local time) as aware UTC datetimes."""
-    from thimble.common.spark import as_utc
-
-    return {k: as_utc(v) if isinstance(v, datetime) and v.tzinfo is None else v for k, v in row.items()}
+    return {side: plain(getattr(m, side)) for side in ("online", "warehouse")}
 
 
 # --- the check ----------------------------------------------------------------------------------------
@@ -355,7 +171,7 @@ def compare(
         if off is None:
             report.only_online.append(EventTimes(entity, online_ms, None))
             continue
-        warehouse_ms = _event_ms(off.get(target.event_time))
+        warehouse_ms = event_ms(off.get(target.event_time))
         if on is None:
             report.only_warehouse.append(entity)
             continue
@@ -422,10 +238,10 @@ def skew(
         socket_connect_timeout=5,
     )
     try:
-        side = _WarehouseSide(spark, target)
-        online_side = _OnlineSide(client, store.key_prefix, target)
+        side = WarehouseSide(spark, target)
+        online_side = OnlineSide(client, store.key_prefix, target)
         warehouse = {
-            e: _local_times(r)
+            e: local_times(r)
             for e, r in side.sample(sample, seed if seed is not None else random.randrange(2**31)).items()
         }
         try:
@@ -435,7 +251,7 @@ def skew(
         except redis_lib.RedisError as exc:
             raise ModelOpsError(f"online store at {store.url}: {exc}") from None
         unread = [e for e in online_sampled if e not in warehouse]
-        warehouse.update({e: _local_times(r) for e, r in side.read(unread).items()})
+        warehouse.update({e: local_times(r) for e, r in side.read(unread).items()})
         report = compare(target, online, warehouse, entities, tolerance)
         report.watermark_ms = side.watermark_ms() if report.only_online else None
         report.table_version = _version(spark, target.table, settings)
@@ -545,5 +361,5 @@ def _when(ms: int | None) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = orjson.dumps(_plain(value), default=str).decode()
+    text = orjson.dumps(plain(value), default=str).decode()
     return text if len(text) <= 80 else text[:77] + "…"
