@@ -164,7 +164,7 @@ def main() -> None:
     print(f"tables written in {time.perf_counter() - started:.1f} s ({work})")
 
     def ours() -> DataFrame:
-        return training_set(labels, features, at="label_time", settings=settings).df
+        return training_set(labels, features, at="label_time", spark=spark, settings=settings).df
 
     def theirs() -> DataFrame:
         return hand_written(spark, labels, journal, version)

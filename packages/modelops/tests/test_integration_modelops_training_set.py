@@ -230,6 +230,7 @@ def test_a_journal_given_by_name_is_read_at_the_version_asked_for(
         ({"versions": {"other": 0}}, ModelOpsError, "versions names other: not one of"),
         ({"versions": {"client-features": -1}}, ModelOpsError, "version -1 is not a Delta version"),
         ({"label_version": 0}, ModelOpsError, "label_version is for labels given as a table name"),
+        ({"labels": "no_such_labels"}, ModelOpsError, "labels: no table '"),
         (
             {"labels": "label_cols"},
             SchemaMismatchError,
@@ -259,7 +260,7 @@ def test_a_wrong_request_is_one_line_naming_what_is_wrong(
         "at": "label_time",
     }
     args.update(change)
-    if isinstance(args["labels"], str):
+    if isinstance(args["labels"], str) and args["labels"] in frames:
         args["labels"] = frames[args["labels"]]
     with pytest.raises(error) as caught:
         training_set(**args, settings=spark_settings)

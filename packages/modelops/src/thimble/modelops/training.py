@@ -142,9 +142,13 @@ def _default_settings() -> ThimbleSettings:
 
 
 def _session(settings: ThimbleSettings) -> SparkSession:
+    """This process's active Spark session, else a new one built from ``settings``."""
+    from pyspark.sql import SparkSession
+
     from thimble.common.spark import build_spark_session
 
-    return build_spark_session(settings, app_name="thimble-modelops")
+    active = SparkSession.getActiveSession()
+    return active if active is not None else build_spark_session(settings, app_name="thimble-modelops")
 
 
 def _checked_table(table: str, database: str, what: str) -> str:
@@ -241,11 +245,11 @@ class _Pinning:
 
         if version is not None:
             return LabelTable(table=table, version=_checked_version(version, "label_version"))
-        if not self.spark.catalog.tableExists(table):
-            raise ModelOpsError(f"labels: no table '{table}' in the warehouse")
         try:
             latest: int | None = table_version(table, spark=self.spark, settings=self.settings)
         except TableNotFoundError:
+            if not self.spark.catalog.tableExists(table):
+                raise ModelOpsError(f"labels: no table '{table}' in the warehouse") from None
             latest = None  # not a Delta table: read as it is
         return LabelTable(table=table, version=latest)
 
