@@ -169,7 +169,7 @@ def test_features_count_spend_returns_and_ratings() -> None:
         _event("rating", 5, order_id="o2", stars=4),
         _event("rating", 6, order_id="o1", stars=1),
     ):
-        features = update(features, event)  # type: ignore[arg-type]
+        features = update(event, features)  # type: ignore[arg-type]
     assert features is not None
     assert (features.visits, features.orders, features.returns, features.ratings) == (1, 2, 1, 2)
     assert features.total_spent == 150.0
@@ -181,18 +181,26 @@ def test_features_count_spend_returns_and_ratings() -> None:
 
 
 def test_snapshots_of_a_client_are_strictly_ordered_even_for_late_or_simultaneous_events() -> None:
-    from integration.flow.features import update
+    from integration.flow.events import names
+    from integration.flow.features import app
+    from thimble.consumer import TestClient
 
-    first = update(None, _event("visit", 30, page="home", duration_s=1.0, channel="web"))  # type: ignore[arg-type]
-    late = update(first, _event("visit", 10, page="cart", duration_s=1.0, channel="ads"))  # type: ignore[arg-type]
-    same = update(late, _event("visit", 10, page="cart", duration_s=1.0, channel="ads"))  # type: ignore[arg-type]
-    later = update(same, _event("order", 45, order_id="o1", amount=5.0, items=1))  # type: ignore[arg-type]
-    assert [f.visits for f in (first, late, same)] == [1, 2, 3]
-    start = datetime(2026, 3, 14, 10, 30, tzinfo=UTC)
-    assert first.event_time == start
-    assert late.event_time == start + timedelta(milliseconds=1)
-    assert same.event_time == start + timedelta(milliseconds=2)
-    assert later.event_time == datetime(2026, 3, 14, 10, 45, tzinfo=UTC)
+    with TestClient(app) as t:
+        for event in (
+            _event("visit", 30, page="home", duration_s=1.0, channel="web"),
+            _event("visit", 10, page="cart", duration_s=1.0, channel="ads"),  # late
+            _event("visit", 10, page="cart", duration_s=1.0, channel="ads"),  # at the same time
+            _event("order", 45, order_id="o1", amount=5.0, items=1),
+        ):
+            t.send(names.events_topic, event, key="c00001")
+        snapshots = t.outputs(names.features_topic)
+    assert [f["visits"] for f in snapshots] == [1, 2, 3, 3]
+    assert [f["event_time"] for f in snapshots] == [
+        "2026-03-14T10:30:00Z",
+        "2026-03-14T10:30:00.001000Z",
+        "2026-03-14T10:30:00.002000Z",
+        "2026-03-14T10:45:00Z",
+    ]
 
 
 def test_ab_arms_are_deterministic_and_follow_the_split() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from integration.flow.events import client_features, names
-from integration.flow.features import _online_key, app
+from integration.flow.features import app
 from integration.flow.train import return_risk
 from thimble.consumer import Landing, OnlineStore
 from thimble.etl import feature_set_config, load_table_config
@@ -19,11 +19,13 @@ TABLES = Path(__file__).parents[1] / "flow" / "tables"
 
 def test_the_features_consumer_writes_the_feature_set() -> None:
     (handler,) = app.handlers
-    online = [s for s in handler.sinks if isinstance(s, OnlineStore)]
+    assert handler.state is not None
+    assert handler.state.feature_set == client_features  # its state: the feature set's online hashes
+    assert not [s for s in handler.sinks if isinstance(s, OnlineStore)]
     landing = [s for s in handler.sinks if isinstance(s, Landing)]
-    assert [s.definition for s in online + landing] == [client_features, client_features]
-    assert (online[0].feature_set, landing[0].dataset) == (names.feature_set, names.features_dataset)
-    assert _online_key("c00042").endswith(":client-features:c00042")
+    assert [s.definition for s in landing] == [client_features]
+    assert (handler.state.feature_set.name, landing[0].dataset) == (names.feature_set, names.features_dataset)
+    assert client_features.online_key("features", "c00042") == "features:client-features:c00042"
 
 
 def test_the_model_reads_the_feature_set() -> None:
