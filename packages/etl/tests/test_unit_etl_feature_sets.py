@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from thimble.common.features import FeatureSet
 from thimble.etl import feature_set_config, load_table_config, parse_table_config
+from thimble.etl._feature_sets import with_feature_set
 from thimble.etl.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -131,3 +132,22 @@ def test_a_feature_set_key_that_names_no_feature_set_is_one_line(
         parse_table_config({"feature_set": value.format(module=module_path)})
     (line,) = error.value.problems
     assert line.startswith(problem.format(module=module_path))
+
+
+class Counts(BaseModel):
+    client_id: str
+    event_ms: int
+    orders: int = 0
+
+
+COUNTS = FeatureSet("client-counts", Counts, entity_key="client_id", event_time="event_ms")
+
+
+def test_an_event_time_in_epoch_milliseconds_becomes_a_timestamp_before_every_other_step() -> None:
+    config = parse_table_config(feature_set_config(COUNTS))
+    assert [type(s).__name__ for s in config.cleanse] == ["SqlStep"]
+    assert config.journal is not None
+    assert config.journal.order_by == "event_ms"
+
+    merged = with_feature_set({"cleanse": [{"step": "trim", "columns": ["client_id"]}]}, COUNTS)
+    assert [s["step"] for s in merged["cleanse"]] == ["sql", "trim"]

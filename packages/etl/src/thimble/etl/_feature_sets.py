@@ -21,13 +21,26 @@ IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-
 def feature_set_config(feature_set: FeatureSet) -> dict[str, Any]:
     """The table config of a feature set's journal: its landed dataset, its columns, versions by entity
     ordered by event time. Add cleanse, validate and quality sections to it as to any table config."""
-    return {
+    config: dict[str, Any] = {
         "table": feature_set.table,
         "source": {"type": "landing", "dataset": feature_set.dataset},
         "schema": {"columns": feature_set.columns()},
         "journal": feature_set.journal(),
         "write": {"mode": "journal"},
     }
+    if steps := _event_time_steps(feature_set):
+        config["cleanse"] = steps
+    return config
+
+
+def _event_time_steps(feature_set: FeatureSet) -> list[dict[str, Any]]:
+    """An event time in epoch milliseconds becomes a timestamp before anything else: the journal orders
+    versions by it, and a number cast to a timestamp would be read as seconds."""
+    column = feature_set.event_time
+    if feature_set.columns()[column] != "bigint":
+        return []
+    quoted = "`" + column.replace("`", "``") + "`"
+    return [{"step": "sql", "column": column, "expression": f"timestamp_millis({quoted})"}]
 
 
 def import_feature_set(path: str) -> FeatureSet:
@@ -65,6 +78,8 @@ def with_feature_set(data: Mapping[str, Any], feature_set: FeatureSet) -> dict[s
         out["journal"] = defined["journal"]
     elif isinstance(journal, Mapping):
         out["journal"] = {**defined["journal"], **journal}
+    if steps := _event_time_steps(feature_set):
+        out["cleanse"] = [*steps, *(out.get("cleanse") or [])]
     write = out.get("write")
     if write is None:
         out["write"] = defined["write"]
