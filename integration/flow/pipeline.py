@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from integration.flow import _services as svc
 from integration.flow.errors import FlowError, StageError
-from integration.flow.events import names
+from integration.flow.events import client_features, names
 from integration.flow.generator import GeneratorConfig, ProduceReport, ensure_topic, generate, produce
 from integration.flow.train import MODEL_NAME, TRAINING_TABLE, TrainResult, train
 from thimble.common.errors import ThimbleError
@@ -410,8 +410,7 @@ class Flow:
         """Compare the online store with the features journal's current rows (``thimble-modelops skew``)."""
         from thimble.modelops.skew import SkewTarget, skew
 
-        database = self.settings.warehouse.database
-        target = SkewTarget.named(names.feature_set, database, "client_id", "event_time", "client_features")
+        target = SkewTarget.of(client_features, self.settings.warehouse.database)
         with self.stage("skew", "online store and warehouse journal compared"):
             self.report.skew = skew(target, 1000, spark=self.spark, settings=self.settings)
 
