@@ -123,6 +123,18 @@ class Podman:
             )
         return done
 
+    def image_id(self, image: str) -> str | None:
+        """The id of a local image; None when the image is not here."""
+        found = self.run("image", "inspect", "--format", "{{.Id}}", image, check=False)
+        return found.stdout.strip() if found.returncode == 0 else None
+
+    def remove_replaced(self, replaced: Sequence[tuple[str, str | None]]) -> None:
+        """Remove each old image id whose name now points at another image, children first (in the order
+        given); an image still in use is kept."""
+        for image, old in replaced:
+            if old is not None and self.image_id(image) != old:
+                self.run("rmi", old, check=False)
+
     def image_label(self, image: str, label: str) -> str | None:
         """A label of a local image; None when the image is not here."""
         found = self.run(

@@ -142,6 +142,8 @@ class StandIns:
         self.podman = podman
         self.work_dir = work_dir
         self.say = say
+        # (image, the id it had before this run rebuilt it), in build order: see Podman.remove_replaced.
+        self.replaced: list[tuple[str, str | None]] = []
 
     def ensure(self, standins: list[StandIn], rebuild: bool = False) -> list[str]:
         """Build what is needed, the images on one parent side by side; returns the names built."""
@@ -169,6 +171,7 @@ class StandIns:
         return built
 
     def _build(self, standin: StandIn, context: Path, digest: str) -> None:
+        self.replaced.append((standin.image, self.podman.image_id(standin.image)))
         self.podman.run(
             "build",
             "--pull=never",
@@ -186,6 +189,7 @@ class StandIns:
         """The debootstrap root as an image; its digest is the image id (a rebuild changes everything after)."""
         if rebuild or self.podman.image_label(ROOT_IMAGE, LABEL) is None:
             self.say("building a Debian bookworm root with debootstrap")
+            self.replaced.append((ROOT_IMAGE, self.podman.image_id(ROOT_IMAGE)))
             with tempfile.TemporaryDirectory(dir=self.work_dir) as folder:
                 root = Path(folder) / "root"
                 self.podman.call(

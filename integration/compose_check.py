@@ -137,6 +137,8 @@ class ComposeRun:
         self.podman = podman
         self.ports = ports
         self.services: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+        # (image, the id it had before this run rebuilt it): see Podman.remove_replaced.
+        self.replaced: list[tuple[str, str | None]] = []
 
     def compose(self, *args: str, timeout: float, check: bool = True) -> None:
         argv = [sys.executable, "-m", "integration._podman_compose", "-p", PROJECT, "-f", str(COMPOSE_FILE)]
@@ -158,6 +160,7 @@ class ComposeRun:
         for image in shared:
             first = next(name for name, s in self.services.items() if "build" in s and s["image"] == image)
             began = time.monotonic()
+            self.replaced.append((image, self.podman.image_id(image)))
             self.compose("build", first, timeout=BUILD_TIMEOUT_S)
             say(f"built {image} in {time.monotonic() - began:.0f}s")
         say(f"images built in {time.monotonic() - started:.0f}s; bringing the stack up")
@@ -338,13 +341,18 @@ def _check(rebuild_bases: bool, keep_on_failure: bool) -> None:
     work_dir = settings.run_dir / "compose-check"
     podman = Podman(work_dir)
     standins = _standins.plan(_standins.public_images(COMPOSE_FILE), settings.jars_dir / "kafka")
-    built = _standins.StandIns(podman, work_dir, say).ensure(standins, rebuild=rebuild_bases)
+    builder = _standins.StandIns(podman, work_dir, say)
+    built = builder.ensure(standins, rebuild=rebuild_bases)
     say(f"stand-in images ready ({len(built)} built) in {time.monotonic() - started:.0f}s")
     run = ComposeRun(podman, dict(zip(PORT_VARIABLES, free_ports(len(PORT_VARIABLES)), strict=True)))
     run.down()  # what a killed earlier run may have left
-    with teardown_on_exit(run, keep_on_failure):
-        run.up()
-        run.check()
+    try:
+        with teardown_on_exit(run, keep_on_failure):
+            run.up()
+            run.check()
+    finally:
+        # The images this run replaced, each image's children before its parents, so no run piles them up.
+        podman.remove_replaced([*reversed(run.replaced), *reversed(builder.replaced)])
     say(f"passed in {time.monotonic() - started:.0f}s")
 
 

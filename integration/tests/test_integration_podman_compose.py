@@ -1,5 +1,5 @@
-"""The compose check's dependency conditions against real podman containers (podman and the stand-in
-Debian image must be here: `./dev compose-check` installs and builds both)."""
+"""The compose check's dependency conditions and image replacement against real podman (podman and the
+stand-in Debian image must be here: `./dev compose-check` installs and builds both)."""
 
 from __future__ import annotations
 
@@ -84,3 +84,26 @@ def test_a_dependency_that_exited_with_an_error_or_never_started_fails_the_wait(
         asyncio.run(asyncio.wait_for(_podman_compose.check_dep_conditions(compose, _completed("failed")), 30))
     with pytest.raises(pc.PodmanComposeError, match="never started"):
         asyncio.run(asyncio.wait_for(_podman_compose.check_dep_conditions(compose, _completed("idle")), 30))
+
+
+def test_a_rebuilt_image_replaces_the_old_one_instead_of_leaving_it_behind(
+    podman: Podman, tmp_path: Path
+) -> None:
+    name = f"localhost/thimble-test-{uuid.uuid4().hex[:8]}:1"
+    ids = []
+    try:
+        for build in ("first", "second"):
+            (tmp_path / "Containerfile").write_text(f"FROM {IMAGE}\nLABEL dev.thimble.test={build}\n")
+            old = podman.image_id(name)
+            podman.run("build", "--pull=never", "-t", name, str(tmp_path), timeout=120)
+            ids.append(podman.image_id(name))
+            podman.remove_replaced([(name, old)])
+        first, second = ids
+        assert first is not None
+        assert second not in (None, first)
+        assert podman.run("image", "exists", first, check=False).returncode == 1
+        assert podman.image_id(name) == second
+        podman.remove_replaced([(name, second)])  # not replaced: kept
+        assert podman.image_id(name) == second
+    finally:
+        podman.run("rmi", "-f", name, check=False)
