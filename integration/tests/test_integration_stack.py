@@ -212,6 +212,7 @@ def test_cluster_status_shows_each_broker(kafka_cluster: Stack) -> None:
 
 
 def test_cluster_topics_are_replicated_three_times_with_two_in_sync(kafka_cluster: Stack) -> None:
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": _cluster_bootstrap(kafka_cluster)})
@@ -230,7 +231,17 @@ def test_cluster_topics_are_replicated_three_times_with_two_in_sync(kafka_cluste
     assert all(sorted(p.replicas) == [1, 2, 3] for p in partitions.values())
     assert len({p.leader for p in partitions.values()}) == 3  # leadership is spread over the brokers
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)  # type: ignore[attr-defined]
-    config = admin.describe_configs([resource])[resource].result(timeout=30)
+
+    def configured() -> Any:
+        # the broker asked may learn of the new topic after the ones that answered the metadata request
+        try:
+            return admin.describe_configs([resource])[resource].result(timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+            return None
+
+    config = wait_until(configured, 30, what=f"the configuration of {topic} on every broker")
     assert config["min.insync.replicas"].value == "2"
 
 
