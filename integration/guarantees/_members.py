@@ -64,6 +64,18 @@ class Member:
         except FileNotFoundError:
             return 0
 
+    def log_lines(self, text: str, before: int = 0) -> list[str]:
+        """The lines of this member's log holding ``text``, each after the ``before`` lines preceding it."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        found = []
+        for i, line in enumerate(lines):
+            if text in line:
+                found.append("\n".join(lines[max(0, i - before) : i + 1]))
+        return found
+
 
 @dataclass
 class Group:

@@ -435,11 +435,16 @@ class Run:
         if r.orphans:
             r.problems.append(f"{r.orphans} worker(s) kept running after their supervisor was killed")
         r.crashes = self._crashes()
-        evicted = sum(member.log_count("maximum poll interval") for member in self.group.members)
-        if evicted:
+        evictions = [
+            f"{member.name}: {lines}"
+            for member in self.group.members
+            for lines in member.log_lines("maximum poll interval", before=3)
+        ]
+        if evictions:
             r.problems.append(
-                f"a slow handler cost the group membership {evicted} time(s) (max.poll.interval.ms)"
+                f"a slow handler cost the group membership {len(evictions)} time(s) (max.poll.interval.ms)"
             )
+            r.problems.extend(evictions)
         r.problems = list(dict.fromkeys(r.problems))
 
     def _crashes(self) -> Counter[str]:

@@ -120,6 +120,7 @@ class Runner:
         self._revoked_at: dict[TP, int] = {}
         self._assigned: set[TP] = set()
         self._paused = False
+        self._polled_at = time.monotonic()  # when the main thread last came back from a blocking poll
         self._repause = False
         self._ready = False
         self._broker_ok = True
@@ -293,11 +294,19 @@ class Runner:
             elif self._paused and self._repause:
                 self._set_paused(True)
             msg = consumer.poll(ACK_WAIT_S if self._awaiting_acks or self._to_store else POLL_TIMEOUT_S)
+            self._polled_at = time.monotonic()
             if msg is not None:
                 batch = [msg]
                 if n > 1:
                     batch += consumer.consume(n - 1, 0)
                 self._enqueue(batch)
+
+    def _poll_budget(self) -> float:
+        """Seconds the main thread may still stay away from ``poll``: half of ``max.poll.interval.ms``
+        since it last came back from one. A rebalance callback served by the non-blocking ``consume``
+        counts against the interval, so chained callbacks share this budget instead of each waiting it."""
+        elapsed = time.monotonic() - self._polled_at
+        return max(0.0, self.cfg.max_poll_interval_ms / 2000 - elapsed)
 
     def _refresh_group_metadata(self) -> None:
         if self.cfg.exactly_once and not self._closing:
@@ -441,7 +450,7 @@ class Runner:
         self.metrics.assigned.set(len(self._assigned))
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
         self._refresh_group_metadata()
-        wait = 0.5 if self._closing else min(self.cfg.max_poll_interval_ms / 2000, self.cfg.drain_timeout_s)
+        wait = 0.5 if self._closing else min(self._poll_budget(), self.cfg.drain_timeout_s)
         if not self._take_lock(timeout=wait):
             log.warning(
                 "a handler is still busy; partitions go with their last stored offsets",
@@ -665,6 +674,7 @@ class Runner:
             self._set_paused(True)
         while not self._worker_done.is_set() and time.monotonic() < deadline:
             self.consumer.poll(0.05)  # keep the group session alive; paused partitions return nothing
+            self._polled_at = time.monotonic()
         if self._worker_done.is_set() and self.fatal is None:
             with self._lock:  # the worker is done: nothing to take it from
                 try:
