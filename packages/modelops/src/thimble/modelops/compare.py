@@ -8,17 +8,14 @@ answer (the shadow scores the same requests).
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from thimble.modelops import _drift
-from thimble.modelops.errors import ModelOpsError
+from thimble.modelops._topic_records import read_json_records
 
 
 @dataclass
@@ -92,49 +89,10 @@ def _pooled(groups: dict[tuple[str, str, int], dict[str, np.ndarray]]) -> dict[s
 def read_prediction_log(
     kafka_config: dict[str, Any], topic: str, timeout_s: float = 30.0
 ) -> list[dict[str, Any]]:
-    """Every record on ``topic`` from the beginning up to its end offsets now (undecodable ones skipped)."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer(
-        kafka_config
-        | {
-            "group.id": f"thimble-compare-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        try:
-            meta = consumer.list_topics(topic, timeout=10)
-        except KafkaException as exc:
-            raise ModelOpsError(f"cannot read topic {topic!r}: {exc}") from None
-        info = meta.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise ModelOpsError(f"no topic {topic!r} on {kafka_config.get('bootstrap.servers')}")
-        ends: dict[int, int] = {}
-        for p in info.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-            try:
-                record = orjson.loads(msg.value() or b"")
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
-    finally:
-        consumer.close()
+    """Every record on ``topic`` from the beginning up to its end offsets now (undecodable ones skipped);
+    what was read by ``timeout_s`` when the read takes longer."""
+    read = read_json_records(kafka_config, topic, group="thimble-compare", timeout_s=timeout_s)
+    return [record for _, _, record in read.found]
 
 
 def table_rows(stats: list[VersionStats]) -> list[list[str]]:

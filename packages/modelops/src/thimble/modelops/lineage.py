@@ -9,8 +9,6 @@ the model version that answered and the input rows it scored, online features fi
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from thimble.modelops._http import REQUEST_ID
+from thimble.modelops._topic_records import read_json_records
 from thimble.modelops.errors import ModelOpsError
 from thimble.modelops.registry import Registry
 
@@ -203,7 +202,15 @@ def prediction_lineage(
     """
     check_request_id(request_id)
     out = []
-    for partition, offset, record in _records_keyed(kafka_config, topic, request_id.encode(), timeout_s):
+    read = read_json_records(
+        kafka_config, topic, group="thimble-lineage", timeout_s=timeout_s, key=request_id.encode()
+    )
+    if not read.complete:
+        raise ModelOpsError(
+            f"reading {topic!r} took longer than {timeout_s:g} s; "
+            f"{len(read.found)} record(s) of the request found so far"
+        )
+    for partition, offset, record in read.found:
         if record.get("request_id") != request_id:
             continue
         model, version = str(record.get("model", "")), record.get("version")
@@ -242,66 +249,6 @@ def _feature_spec(registry: Registry | None, model: str, version: Any) -> Any:
         return registry.info(f"{model}@{version}").features
     except ModelOpsError:
         return None
-
-
-def _records_keyed(
-    kafka_config: dict[str, Any], topic: str, key: bytes, timeout_s: float
-) -> list[tuple[int, int, dict[str, Any]]]:
-    """(partition, offset, record) of every message with ``key`` on ``topic``, up to its end offsets now.
-
-    Records are keyed by request id, so other messages are skipped before they are decoded.
-    """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
-
-    consumer = Consumer(
-        kafka_config
-        | {
-            "group.id": f"thimble-lineage-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        try:
-            meta = consumer.list_topics(topic, timeout=10)
-        except KafkaException as exc:
-            raise ModelOpsError(f"cannot read topic {topic!r}: {exc}") from None
-        info = meta.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise ModelOpsError(f"no topic {topic!r} on {kafka_config.get('bootstrap.servers')}")
-        ends: dict[int, int] = {}
-        starts: list[TopicPartition] = []
-        for p in info.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-                starts.append(TopicPartition(topic, p, low))
-        consumer.assign(starts)
-        found: list[tuple[int, int, dict[str, Any]]] = []
-        deadline = time.monotonic() + timeout_s
-        while ends:
-            if time.monotonic() > deadline:
-                raise ModelOpsError(
-                    f"reading {topic!r} took longer than {timeout_s:g} s; "
-                    f"{len(found)} record(s) of the request found so far"
-                )
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
-                continue
-            partition, offset = msg.partition() or 0, msg.offset() or 0
-            if offset + 1 >= ends.get(partition, 0):
-                ends.pop(partition, None)
-            if msg.key() != key:
-                continue
-            try:
-                record = orjson.loads(msg.value() or b"")
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                found.append((partition, offset, record))
-        return found
-    finally:
-        consumer.close()
 
 
 # --- showing it ---------------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""A topic's JSON records, from its beginning up to the end offsets it has when the read starts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from thimble.modelops.errors import ModelOpsError
+
+
+@dataclass
+class TopicRecords:
+    """What one read of a topic found, in the order read."""
+
+    found: list[tuple[int, int, dict[str, Any]]]
+    """(partition, offset, record) of each JSON object read."""
+    complete: bool
+    """False when the read stopped at its timeout, before the end offsets."""
+
+
+def read_json_records(
+    kafka_config: dict[str, Any],
+    topic: str,
+    *,
+    group: str,
+    timeout_s: float,
+    key: bytes | None = None,
+) -> TopicRecords:
+    """Every JSON object on ``topic`` (only those keyed ``key``, when given) up to its end offsets now.
+
+    The read commits nothing (its consumer group is ``<group>-<random>``). A message that is not a JSON
+    object is skipped; one with another key is skipped before it is decoded. A topic that cannot be read
+    is a :class:`ModelOpsError`.
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer(
+        kafka_config
+        | {
+            "group.id": f"{group}-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=10)
+        except KafkaException as exc:
+            raise ModelOpsError(f"cannot read topic {topic!r}: {exc}") from None
+        info = meta.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise ModelOpsError(f"no topic {topic!r} on {kafka_config.get('bootstrap.servers')}")
+        ends: dict[int, int] = {}
+        starts: list[TopicPartition] = []
+        for p in info.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+                starts.append(TopicPartition(topic, p, low))
+        consumer.assign(starts)
+        found: list[tuple[int, int, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                return TopicRecords(found, complete=False)
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if offset + 1 >= ends.get(partition, 0):
+                ends.pop(partition, None)
+            if key is not None and msg.key() != key:
+                continue
+            try:
+                record = orjson.loads(msg.value() or b"")
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                found.append((partition, offset, record))
+        return TopicRecords(found, complete=True)
+    finally:
+        consumer.close()
