@@ -7,7 +7,6 @@ These are pickles: reading them runs code, so only a trusted (or signed, verifie
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import pickle
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 import cloudpickle
 import joblib
 
+from thimble.modelops._import_path import import_object
 from thimble.modelops.envelope import ArtifactInfo, ModelFunction, ModelInfo
 from thimble.modelops.errors import ArtifactError, ModelLoadError
 
@@ -61,11 +61,8 @@ def pickle_by_value(function: ModelFunction) -> bytes:
 def import_function(info: ModelInfo) -> ModelFunction:
     """The ``@model`` function a version names by import path (``module:function``)."""
     path = info.function.import_path or ""
-    module_name, _, qualname = path.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
+        target = import_object(path)
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(
             f"model {info.ref}: cannot import its function {path}: {exc}. Install the code that defines it, or save it again from here."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ from rich.table import Table
 from thimble.common.cli import user_errors
 from thimble.common.logging import configure_logging
 from thimble.modelops.__about__ import __version__
+from thimble.modelops._import_path import import_object
 from thimble.modelops.config import OVERRIDES_ENV, ModelOpsSettings, load_modelops_settings
 from thimble.modelops.envelope import ModelFunction
 from thimble.modelops.errors import BrokenEntryError, ModelOpsError, SignatureError
@@ -76,13 +76,10 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 
 def _import_model(path: str) -> ModelFunction:
-    module_name, sep, attr = path.partition(":")
-    if not sep:
+    if ":" not in path:
         raise ModelOpsError(f"{path!r}: give the model as module:function, e.g. churn.model:predict")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
+        target = import_object(path)
     except (ImportError, AttributeError) as exc:
         raise ModelOpsError(f"cannot import {path}: {exc}") from None
     if not isinstance(target, ModelFunction):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from thimble.common.features import EVENT_TIME_FIELD, FeatureSet, check_name
+from thimble.modelops._import_path import import_object
 from thimble.modelops._skew_sides import OnlineSide, WarehouseSide
 from thimble.modelops._skew_values import event_ms, local_times, plain
 from thimble.modelops._skew_values import same_value as same_value
@@ -284,7 +285,6 @@ def resolve_target(
 ) -> SkewTarget:
     """A feature set given as ``module:attribute`` (a :class:`FeatureSet`), or as a name with its entity
     key and event time fields; a :class:`ModelOpsError` naming what is wrong otherwise."""
-    import importlib
     import re
 
     from thimble.common.errors import ConfigError
@@ -294,11 +294,8 @@ def resolve_target(
             raise ModelOpsError(
                 f"{spec!r} is not an import path: give module:attribute, e.g. app.features:clients"
             )
-        module_name, _, attribute = spec.partition(":")
         try:
-            found: Any = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                found = getattr(found, part)
+            found = import_object(spec)
         except (ImportError, AttributeError) as exc:
             raise ModelOpsError(f"cannot import {spec}: {exc}") from None
         if not isinstance(found, FeatureSet):
