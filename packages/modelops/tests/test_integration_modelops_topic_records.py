@@ -1,0 +1,57 @@
+"""Reading a topic's JSON records up to its end offsets, on the real broker: what lineage and compare share."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from thimble.modelops._topic_records import read_json_records
+from thimble.modelops.errors import ModelOpsError
+from thimble.testing import produce
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_json_object_up_to_the_end_offsets_of_every_partition(
+    kafka_config: dict[str, Any], kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic("topic-records", partitions=2)
+    produce(
+        kafka_config,
+        topic,
+        [("r1", {"n": 0}), ("r2", {"n": 1}), ("r1", b"not json"), ("r1", [1, 2]), ("r1", {"n": 4})],
+        partitions=2,
+    )
+    read = read_json_records(kafka_config, topic, group="test-topic-records", timeout_s=30)
+    assert read.complete
+    assert sorted(read.found) == [(0, 0, {"n": 0}), (0, 2, {"n": 4}), (1, 0, {"n": 1})]
+    keyed = read_json_records(kafka_config, topic, group="test-topic-records", timeout_s=30, key=b"r1")
+    assert (keyed.complete, sorted(keyed.found)) == (True, [(0, 0, {"n": 0}), (0, 2, {"n": 4})])
+
+
+def test_a_read_past_its_timeout_says_it_is_incomplete(
+    kafka_config: dict[str, Any], kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic("topic-records")
+    produce(kafka_config, topic, [("r1", {"n": 0})])
+    read = read_json_records(kafka_config, topic, group="test-topic-records", timeout_s=-1)
+    assert (read.complete, read.found) == (False, [])
+
+
+def test_an_empty_topic_is_read_at_once_and_a_missing_one_is_named(
+    kafka_config: dict[str, Any], kafka_topic: Callable[..., str]
+) -> None:
+    empty = kafka_topic("topic-records")
+    read = read_json_records(kafka_config, empty, group="test-topic-records", timeout_s=-1)
+    assert (read.complete, read.found) == (True, [])
+    missing = f"topic-records-missing-{uuid.uuid4().hex[:10]}"
+    with pytest.raises(ModelOpsError, match=f"no topic '{missing}'"):
+        read_json_records(
+            kafka_config | {"allow.auto.create.topics": False},
+            missing,
+            group="test-topic-records",
+            timeout_s=5,
+        )
