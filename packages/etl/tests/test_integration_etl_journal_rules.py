@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import run_table, table_version
-from thimble.etl.errors import EtlError, SchemaMismatchError
+from thimble.etl.errors import ConfigError, EtlError, SchemaMismatchError, TableNotFoundError
 from thimble.etl.journal import CONFLICT_RULE
 
 from .conftest import config
@@ -178,3 +178,20 @@ def test_a_value_that_does_not_cast_quarantines_its_row(
     (bad,) = spark.table(name).collect()
     assert bad.failed_rules[0].startswith("source: value of 'score' is not a double: ")
     assert '"score": "high"' in bad.failed_rules[0]
+
+
+def test_an_order_by_made_a_number_in_cleanse_is_refused_not_read_as_seconds(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[[Rows], str]
+) -> None:
+    rows = [{"id": "a", "segment": "x", "score": 1.0, "at": 1767225600000}]
+    cfg = config(
+        table=table_name,
+        source={"type": "files", "path": json_source(rows), "format": "json"},
+        cleanse=[{"step": "sql", "column": "at", "expression": "at + 0"}],
+        journal={"keys": ["id"], "track": ["segment"], "order_by": "at"},
+        write={"mode": "journal"},
+    )
+    with pytest.raises(ConfigError, match=r"journal\.order_by: column 'at' is bigint after cleanse"):
+        run_table(cfg, spark=spark, settings=spark_settings)
+    with pytest.raises(TableNotFoundError):  # nothing was written
+        table_version(table_name, spark=spark, settings=spark_settings)
