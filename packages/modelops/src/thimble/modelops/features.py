@@ -48,6 +48,7 @@ class OnlineFeatures:
         )
         self._fields = list(spec.fields)
         self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] | None = None
+        self._round_trips: set[asyncio.Task[None]] = set()
 
     async def ping(self) -> bool:
         try:
@@ -106,22 +107,26 @@ class OnlineFeatures:
     async def _lookup(self, entities: list[Any]) -> Values:
         """The feature values of ``entities``, fetched together with other requests waiting at the same time.
 
-        The first request of an event-loop turn leads: it lets the turn's other requests join, then makes
-        one round trip for all of them (each distinct key once) and hands each its values.
+        The first request of an event-loop turn opens a round trip that the turn's other requests join;
+        the round trip runs as a task of its own, so a request cancelled meanwhile (its client went away)
+        never takes the others' answers with it.
         """
-        if self._waiting is not None:  # a leader is gathering this turn's requests: join it
-            future: asyncio.Future[Values] = asyncio.get_running_loop().create_future()
-            self._waiting.append((entities, future))
-            return await future
-        batch: list[tuple[list[Any], asyncio.Future[Values]]] = []
-        self._waiting = batch
-        try:
-            await asyncio.sleep(0)  # the requests parsed in the same turn call _lookup now
-        finally:
-            self._waiting = None
-        keys = [online_key(self.prefix, self.spec.feature_set, e) for e in entities]
-        for joined, _ in batch:
-            keys.extend(online_key(self.prefix, self.spec.feature_set, e) for e in joined)
+        future: asyncio.Future[Values] = asyncio.get_running_loop().create_future()
+        if self._waiting is None:
+            self._waiting = []
+            asyncio.get_running_loop().call_soon(self._start_round_trip)  # after this turn's requests
+        self._waiting.append((entities, future))
+        return await future
+
+    def _start_round_trip(self) -> None:
+        batch, self._waiting = self._waiting or [], None
+        task = asyncio.get_running_loop().create_task(self._round_trip(batch))
+        self._round_trips.add(task)
+        task.add_done_callback(self._round_trips.discard)
+
+    async def _round_trip(self, batch: list[tuple[list[Any], asyncio.Future[Values]]]) -> None:
+        """One pipelined read for every request of ``batch``; each request's future gets its values."""
+        keys = [online_key(self.prefix, self.spec.feature_set, e) for entities, _ in batch for e in entities]
         try:
             async with asyncio.timeout(self.timeout_s):
                 values = await self._hmget(keys)
@@ -137,15 +142,14 @@ class OnlineFeatures:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
-            if isinstance(exc, Exception):
-                raise error from None
-            raise
-        start = len(entities)
-        for joined, future in batch:
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for entities, future in batch:
             if not future.done():
-                future.set_result(values[start : start + len(joined)])
-            start += len(joined)
-        return values[: len(entities)]
+                future.set_result(values[start : start + len(entities)])
+            start += len(entities)
 
     async def _hmget(self, keys: list[str]) -> Values:
         """One ``HMGET`` per distinct key, in one round trip."""
