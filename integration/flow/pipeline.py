@@ -26,7 +26,7 @@ from integration.flow import _services as svc
 from integration.flow.errors import FlowError, StageError
 from integration.flow.events import client_features, names
 from integration.flow.generator import GeneratorConfig, ProduceReport, ensure_topic, generate, produce
-from integration.flow.train import MODEL_NAME, TRAINING_TABLE, TrainResult, train
+from integration.flow.train import MODEL_NAME, TrainResult, train
 from thimble.common.errors import ThimbleError
 from thimble.consumer import ConsumerSettings, group_lag
 from thimble.etl import EtlSettings
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 TABLES = ("client_events", "client_features", "ab_assignments", "client_features_current")
+CURRENT_TABLE = "client_features_current"  # one row per client: what batch scoring scores
 PREDICTIONS_TABLE = "client_risk_scores"
 PREDICTION_LOG_TABLE = "return_risk_prediction_log"
 CONSUMERS = {"features": "integration.flow.features:app", "ab-test": "integration.flow.ab_test:app"}
@@ -500,7 +501,7 @@ class Flow:
 
         with self.stage("batch scoring", f"every client scored on Spark into {PREDICTIONS_TABLE}"):
             result = run_batch(
-                self.spark, f"{MODEL_NAME}@prod", TRAINING_TABLE, PREDICTIONS_TABLE,
+                self.spark, f"{MODEL_NAME}@prod", CURRENT_TABLE, PREDICTIONS_TABLE,
                 keep=["client_id", "event_time"], registry=self.registry, settings=self.settings,
             )  # fmt: skip
             self.report.batch = result

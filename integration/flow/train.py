@@ -1,24 +1,26 @@
-"""The return-risk model: is a client a frequent returner? Trained on the warehouse's client features.
+"""The return-risk model: is a client a frequent returner? Trained on a point-in-time training set.
 
-    python -m integration.flow.train          # train on the current features, save, alias prod
+    python -m integration.flow.train          # train on the features journal, save, alias prod
 
-The model is a typed function (``RiskInput`` rows in, ``RiskOutput`` rows out) with a scikit-learn
-pipeline as its artifact. Saved with its context (training table and version, metrics, parameters, a
-sample of its inputs), it is served with online features looked up by ``client_id`` and batch-scored on
-Spark with the same code.
+Each client is labelled by its current return rate (an outcome known only later) and described by its
+features as of a cutoff inside the journal's event times: what the model would have known then. The
+model is a typed function (``RiskInput`` rows in, ``RiskOutput`` rows out) with a scikit-learn pipeline as
+its artifact. Saved with its context (the training set: journal table and version, the label time;
+metrics, parameters, a sample of its inputs), it is served with online features looked up by
+``client_id`` and batch-scored on Spark with the same code.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from integration.flow.events import client_features
-from thimble.common.features import qualified_table
-from thimble.modelops import ModelContext, ModelInfo, Registry, model
+from thimble.modelops import ModelContext, ModelInfo, Registry, model, training_set
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
@@ -27,10 +29,16 @@ if TYPE_CHECKING:
     from thimble.common.config import ThimbleSettings
 
 MODEL_NAME = "return-risk"
-TRAINING_TABLE = "client_features_current"
 FEATURES = ("visits", "orders", "ratings", "total_spent", "avg_order_value", "avg_rating")
 Band = Literal["low", "medium", "high"]
 RETURNER_RATE = 0.1  # a client who sent back at least this share of what they spent is a frequent returner
+CUTOFFS = (0.5, 0.7, 0.9)
+"""Label times tried in turn, as shares of the way from the journal's first event to its last: a later one
+only when the earlier leaves fewer than MIN_PER_CLASS clients of a class with features (the last is kept
+as it is); never the last event itself, where the features would already hold the outcome. The model's
+params record the cutoff and its share."""
+MIN_PER_CLASS = 5
+PARAMS = {"algorithm": "logistic_regression", "features": list(FEATURES), "returner_rate": RETURNER_RATE}
 
 
 class RiskInput(BaseModel):
@@ -84,21 +92,12 @@ def return_risk(ctx: ModelContext, rows: list[RiskInput]) -> list[RiskOutput]:
 
 @dataclass
 class TrainResult:
-    """The saved model and what it was trained on."""
+    """The saved model and what it was trained on: the journal at its version, as of the cutoff."""
 
     info: ModelInfo
     training_data: str
     rows: int
     metrics: dict[str, float]
-
-
-def training_frame(spark: SparkSession, table: str, version: int) -> pd.DataFrame:
-    """The table's rows at ``version`` with the label: is the client a frequent returner?"""
-    df = spark.read.option("versionAsOf", version).table(table)
-    pdf: pd.DataFrame = df.select("client_id", *FEATURES, "return_rate").toPandas()
-    pdf["returned"] = (pdf["return_rate"] >= RETURNER_RATE).astype(int)
-    pdf["avg_rating"] = pdf["avg_rating"].astype(object).where(pdf["avg_rating"].notna(), None)
-    return pdf
 
 
 def fit(pdf: pd.DataFrame, seed: int = 7) -> tuple[Any, dict[str, float]]:
@@ -131,31 +130,36 @@ def fit(pdf: pd.DataFrame, seed: int = 7) -> tuple[Any, dict[str, float]]:
     return classifier, metrics
 
 
-def train(
-    spark: SparkSession, settings: ThimbleSettings, registry: Registry, table: str = TRAINING_TABLE
-) -> TrainResult:
-    """Train on the current version of ``table``, save the model with its context, point ``prod`` at it."""
-    from thimble.etl import table_version
+def train(spark: SparkSession, settings: ThimbleSettings, registry: Registry) -> TrainResult:
+    """Train on each client's features at a cutoff (:data:`CUTOFFS`; clients first seen later are left out),
+    labelled by its current return rate; save the model with its training set, point ``prod`` at it."""
+    from pyspark.sql import functions as F
 
-    version = table_version(table, spark=spark, settings=settings)
-    name = qualified_table(table, settings.warehouse.database)
-    pdf = training_frame(spark, name, version)
+    journal = spark.table(client_features.journal_table(settings.warehouse.database))
+    first, last = journal.agg(F.min("event_time"), F.max("event_time")).collect()[0]
+    returned = (F.col("return_rate") >= RETURNER_RATE).cast("int").alias("returned")
+    for share in CUTOFFS:
+        cutoff = (first + (last - first) * share).astimezone(UTC)
+        labels = journal.where("is_current").select("client_id", F.lit(cutoff).alias("at"), returned)
+        df, spec = training_set(labels, client_features, at="at", settings=settings)
+        pdf: pd.DataFrame = df.where("visits IS NOT NULL").toPandas()
+        if pdf["returned"].value_counts().reindex([0, 1], fill_value=0).min() >= MIN_PER_CLASS:
+            break
+    pdf["avg_rating"] = pdf["avg_rating"].astype(object).where(pdf["avg_rating"].notna(), None)
     classifier, metrics = fit(pdf)
-    training_data = f"{name}@v{version}"
+    (journaled,) = spec.feature_sets
+    training_data = f"{journaled.table}@v{journaled.version}"
     info = registry.save(
         return_risk,
         artifacts={"classifier": classifier},
         training_data=training_data,
+        training_set=spec,
         metrics=metrics,
-        params={
-            "algorithm": "logistic_regression",
-            "features": list(FEATURES),
-            "returner_rate": RETURNER_RATE,
-        },
+        params={**PARAMS, "cutoff": cutoff.isoformat(), "cutoff_share": share},
         sample=pdf[["client_id", *FEATURES]],
         aliases=["prod"],
     )
-    return TrainResult(info, training_data, len(pdf), metrics)
+    return TrainResult(info, f"{training_data} as of {cutoff:%Y-%m-%d %H:%M:%S} UTC", len(pdf), metrics)
 
 
 def main() -> None:

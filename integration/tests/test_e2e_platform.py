@@ -12,7 +12,7 @@ import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from rich.console import Console
 from integration.flow.events import names
 from integration.flow.generator import GeneratorConfig, SyntheticEvent, generate
 from integration.flow.pipeline import (
+    CURRENT_TABLE,
     PREDICTION_LOG_TABLE,
     Flow,
     FlowConfig,
@@ -31,7 +32,7 @@ from integration.flow.pipeline import (
     FlowSettings,
     next_day,
 )
-from integration.flow.train import MODEL_NAME, TRAINING_TABLE
+from integration.flow.train import MODEL_NAME
 from thimble.common.config import ThimbleSettings, load_settings
 from thimble.modelops import Registry
 
@@ -249,6 +250,7 @@ def test_the_model_leads_back_to_the_event_offsets_its_training_data_was_loaded_
         return [t for table in tables for t in [table, *every(table.upstream)]]
 
     (journal,) = [t for t in every(found.tables) if t.table == f"{DATABASE}.client_features"]
+    assert journal.role == f"feature set {names.feature_set}"  # the training set's own table, not upstream
     assert journal.version == flow_run.report.tables["client_features"].version
     assert set(journal.offsets) == {names.events_topic}
     lag = group_lag(flow_run.settings, group_of("features"), [names.events_topic])
@@ -270,23 +272,52 @@ def test_broken_events_are_quarantined_by_the_raw_events_table(flow_run: FlowRun
     assert raw.inserted == raw.rows_read - raw.rows_quarantined
 
 
-def test_the_model_is_saved_with_its_context_and_aliased_prod(flow_run: FlowRun) -> None:
+def test_the_model_is_saved_with_its_training_set_and_aliased_prod(flow_run: FlowRun) -> None:
     trained = flow_run.report.model
     assert trained is not None
     info = flow_run.flow.registry.info(f"{MODEL_NAME}@prod")
     assert info.version == trained.info.version
-    current = flow_run.report.tables[TRAINING_TABLE]
-    assert info.context.training_data is not None
-    assert str(info.context.training_data) == f"{DATABASE}.{TRAINING_TABLE}@v{current.version}"
+    journal = f"{DATABASE}.client_features@v{flow_run.report.tables['client_features'].version}"
+    spec = info.context.training_set
+    assert spec is not None
+    assert (spec.at, spec.labels) == ("at", None)
+    assert [f"{fs.table}@v{fs.version}" for fs in spec.feature_sets] == [journal]
+    assert str(info.context.training_data) == journal
+    assert trained.training_data.startswith(f"{journal} as of ")
     assert 0.0 <= info.context.metrics["accuracy"] <= 1.0
     assert info.sample_rows > 0
+
+
+def test_the_model_learns_from_the_features_each_client_had_at_the_cutoff(
+    flow_run: FlowRun, spark: Any
+) -> None:
+    from pyspark.sql import functions as F
+
+    from thimble.modelops import training_set_from_spec
+
+    trained = flow_run.report.model
+    assert trained is not None
+    context = flow_run.flow.registry.info(f"{MODEL_NAME}@prod").context
+    assert context.training_set is not None
+    cutoff = datetime.fromisoformat(context.params["cutoff"])
+    journal = spark.table(f"{DATABASE}.client_features")
+    known = journal.where(F.col("event_time") <= F.lit(cutoff))
+    assert journal.where(F.col("event_time") > F.lit(cutoff)).count() > 0  # events the model did not see
+    as_of = known.groupBy("client_id").agg(F.max_by("visits", "event_time").alias("visits"))
+    expected = {r["client_id"]: r["visits"] for r in as_of.collect()}
+    labels = journal.where("is_current").select("client_id", F.lit(cutoff).alias("at"))
+    rebuilt, _ = training_set_from_spec(context.training_set, labels)
+    assert {r["client_id"]: r["visits"] for r in rebuilt.where("visits IS NOT NULL").collect()} == expected
+    assert trained.rows == len(expected)
+    current = {r["client_id"]: r["visits"] for r in journal.where("is_current").collect()}
+    assert any(current[client] != visits for client, visits in expected.items())  # not today's features
 
 
 def test_served_and_batch_predictions_agree_for_every_client(flow_run: FlowRun, spark: Any) -> None:
     batch = flow_run.report.batch
     assert batch is not None
     scored = {r["client_id"]: r for r in spark.table(batch.output_table).collect()}
-    assert len(scored) == batch.rows == flow_run.report.tables[TRAINING_TABLE].inserted
+    assert len(scored) == batch.rows == flow_run.report.tables[CURRENT_TABLE].inserted
     clients = sorted(scored)
     answer = flow_run.predict([{"client_id": c} for c in clients])
     assert answer["version"] == batch.model_version
@@ -319,16 +350,16 @@ def test_a_failed_quality_gate_leaves_the_table_version_unchanged(flow_run: Flow
     from thimble.etl import run_table, table_version
     from thimble.etl.config import CheckConfig
 
-    config = flow_run.flow.table_config(TRAINING_TABLE)
+    config = flow_run.flow.table_config(CURRENT_TABLE)
     impossible = CheckConfig(metric="row_count", max=0, name="no client at all")
     config = config.model_copy(
         update={"quality": config.quality.model_copy(update={"checks": [*config.quality.checks, impossible]})}
     )
-    before = table_version(TRAINING_TABLE, spark=spark, settings=flow_run.settings)
+    before = table_version(CURRENT_TABLE, spark=spark, settings=flow_run.settings)
     result = run_table(config, spark=spark, settings=flow_run.settings)
     assert result.status == "blocked"
     assert any(c.name == "no client at all" and c.status == "fail" for c in result.checks)
-    assert table_version(TRAINING_TABLE, spark=spark, settings=flow_run.settings) == before == result.version
+    assert table_version(CURRENT_TABLE, spark=spark, settings=flow_run.settings) == before == result.version
 
 
 def test_the_next_run_appends_the_next_day(flow_run: FlowRun) -> None:
@@ -346,12 +377,14 @@ def test_the_summary_shows_every_stage(flow_run: FlowRun) -> None:
     render(flow_run.report, Console(file=out, width=200, color_system=None), 1.0)
     text = out.getvalue()
     assert "processed + dead-lettered = produced" in text
-    for table in ("client_events", "client_features", "ab_assignments", TRAINING_TABLE):
+    for table in ("client_events", "client_features", "ab_assignments", CURRENT_TABLE):
         assert f"{table} rows read" in text
     assert "first event → prediction" in text
     assert (
         f"{MODEL_NAME}@{flow_run.report.model.info.version if flow_run.report.model else '?'} = prod" in text
     )
+    assert flow_run.report.model is not None
+    assert f"trained on {flow_run.report.model.training_data} (" in text
     assert text.count(" yes ") == len(flow_run.report.served)
     assert "served predictions logged" in text
     assert "no skew" in text
