@@ -176,9 +176,13 @@ def test_a_revocation_that_cannot_wait_for_a_busy_handler_aborts_its_transaction
     other = start_app(app, settings, worker_index=1)
     wait_until(lambda: len(out.poll()) >= n, 60, what="all outputs")
     wait_until(lambda: _committed(settings, src) == n, 30, what="every input offset committed")
+    aborted = busy.runner.metrics.registry.get_sample_value(
+        "thimble_consumer_transactions_total", {"outcome": "aborted"}
+    )
     assert other.stop() == 0
     assert busy.stop() == 0
     _assert_once(out.poll(), n)
+    assert (aborted or 0) >= 1  # the busy member aborted its transaction, and says so
 
 
 def test_a_slow_poll_batch_commits_before_the_transaction_times_out(

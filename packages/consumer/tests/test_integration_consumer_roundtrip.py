@@ -125,7 +125,7 @@ def test_dead_letters_with_reasons(kafka_topic, kafka_config, reader, start_app)
             (b"66", {"client_id": 66, **good}),
             (b"1", {"client_id": 1, **good}),
         ],
-        headers=[("trace", b"t-1")],
+        headers=[("trace", b"t-1"), ("baggage", None)],
     )
     start_app(app, make_settings(kafka_config, src, max_retries=2))
     dead = reader(f"{src}.dlq").wait_for(4)
@@ -133,6 +133,7 @@ def test_dead_letters_with_reasons(kafka_topic, kafka_config, reader, start_app)
     letters = {m.key(): DeadLetter.from_record(m.key(), m.value(), m.headers()) for m in dead}
     assert letters[b"bad"].error_stage == "decode"
     assert letters[b"bad"].value == b"{not json"
+    assert (letters[b"bad"].headers["trace"], letters[b"bad"].headers["baggage"]) == (b"t-1", None)
     assert letters[b"invalid"].error_stage == "validate"
     assert "client_id" in letters[b"invalid"].error_message
     assert letters[b"13"].error_class == "thimble.consumer.errors.Retriable"

@@ -46,3 +46,17 @@ def test_live_processes_of_a_group_hold_distinct_slots_and_a_freed_slot_is_taken
     assert all(p.parent == tmp_path for p in tmp_path.iterdir())  # the group id never makes a path
     for slot in (second, other_group, again):
         slot.release()
+
+
+def test_a_header_with_a_null_value_stays_null_in_the_dead_letter() -> None:
+    app = App("null-headers")
+
+    @app.handler(source="events")
+    def handle(event: Event) -> None:
+        raise ValueError("refused")
+
+    with TestClient(app) as t:
+        t.send("events", {"id": 1}, headers={"trace": None, "tenant": "a"})
+        (letter,) = t.dead_letters("events")
+    assert letter.headers["trace"] is None
+    assert letter.headers["tenant"] == b"a"

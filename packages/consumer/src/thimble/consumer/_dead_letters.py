@@ -41,9 +41,10 @@ def error_class(exc: BaseException) -> str:
 
 def dead_letter_headers(
     msg: Any, exc: BaseException, stage: str, attempts: int, handler: str
-) -> list[tuple[str, bytes]]:
-    """The original record's headers (minus earlier dead-letter ones) and the dead-letter headers."""
-    original = [(k, v or b"") for k, v in (msg.headers() or []) if not k.startswith(PREFIX)]
+) -> list[tuple[str, bytes | None]]:
+    """The original record's headers as they were, null values included (minus earlier dead-letter
+    ones), and the dead-letter headers."""
+    original = [(k, v) for k, v in (msg.headers() or []) if not k.startswith(PREFIX)]
     timestamp = msg.timestamp()[1]
     return [
         *original,
@@ -75,20 +76,19 @@ class DeadLetter:
     traceback: str
     key: bytes | None
     value: bytes | None
-    headers: dict[str, bytes]
+    headers: dict[str, bytes | None]
 
     @classmethod
     def from_record(
         cls,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes | None]] | dict[str, bytes],
+        headers: list[tuple[str, bytes | None]] | dict[str, bytes | None],
     ) -> DeadLetter:
-        items = headers.items() if isinstance(headers, dict) else headers
-        h = {k: v or b"" for k, v in items}
+        h = dict(headers.items() if isinstance(headers, dict) else headers)
 
         def text(name: str) -> str:
-            return h.get(name, b"").decode("utf-8", "replace")
+            return (h.get(name) or b"").decode("utf-8", "replace")
 
         return cls(
             original_topic=text(ORIGINAL_TOPIC),

@@ -58,6 +58,12 @@ class ConsumerMetrics:
         self.lag = m.gauge("lag", "messages", "Messages behind the high watermark", ["topic", "partition"])
         self.assigned = m.gauge("assigned_partitions", "total", "Partitions assigned to this process")
         self.rebalances = m.counter("rebalances", "total", "Partition assignments and revocations", ["kind"])
+        self.transactions = m.counter(
+            "transactions",
+            "total",
+            "Exactly-once transactions ended, by outcome (committed, aborted)",
+            ["outcome"],
+        )
         self.state_skipped = m.counter(
             "state_skipped",
             "messages",

@@ -221,6 +221,7 @@ class Runner:
                 lambda: Producer(txn_conf),
                 lambda: self._group_metadata,
                 int(txn_conf["transaction.timeout.ms"]),
+                ended=lambda outcome: self.metrics.transactions.labels(outcome).inc(),
             )
             self.transport = KafkaTransport(txns.producer, before_send=txns.begin)
         else:

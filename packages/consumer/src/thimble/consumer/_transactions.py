@@ -33,13 +33,19 @@ class Transactions:
     """The transactional producer of one consumer process."""
 
     def __init__(
-        self, new_producer: Callable[[], Producer], group_metadata: Callable[[], Any], timeout_ms: int
+        self,
+        new_producer: Callable[[], Producer],
+        group_metadata: Callable[[], Any],
+        timeout_ms: int,
+        ended: Callable[[str], None] = lambda outcome: None,
     ) -> None:
+        """``ended`` is told each transaction's outcome: ``committed`` or ``aborted``."""
         # A transaction open for a third of the broker's timeout (``transaction.timeout.ms``) is
         # committed between two messages, before the broker aborts it: slow handlers make progress.
         self.max_age_s = timeout_ms / 1000 / 3
         self._new_producer = new_producer
         self._group_metadata = group_metadata
+        self._ended = ended
         self.producer = self._start()
         self.open = False
         self._opened_at = 0.0
@@ -80,6 +86,7 @@ class Transactions:
             return False
         self.open = False
         self.aborted_in_a_row = 0
+        self._ended("committed")
         return True
 
     def refused(self, exc: KafkaException) -> bool:
@@ -112,6 +119,7 @@ class Transactions:
     def _abort(self, *, fatal: bool) -> None:
         self.open = False
         self.aborted_in_a_row += 1
+        self._ended("aborted")
         if not fatal:
             try:
                 self.producer.abort_transaction(TIMEOUT_S)

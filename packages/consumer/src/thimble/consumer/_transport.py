@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 
 from thimble.consumer._delivery import Pending
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]  # a header's value may be null
 
 
 class Transport(Protocol):
@@ -72,7 +72,7 @@ class SentRecord:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, bytes | None] = field(default_factory=dict)
     sent_at: float = field(default_factory=time.time)
 
     def json(self) -> Any:

@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from thimble.consumer._codec import encode_key, encode_value
 from thimble.consumer._delivery import Pending
-from thimble.consumer._transport import Transport
+from thimble.consumer._transport import Headers, Transport
 from thimble.consumer.context import Output
 
 
@@ -49,18 +49,16 @@ class TopicWriter:
         self.topic = topic
         self.transport = transport
 
-    def prepare(self, output: Any, msg: Any) -> tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]:
+    def prepare(self, output: Any, msg: Any) -> tuple[bytes | None, bytes, Headers | None]:
         if type(output) is Output:
             key = encode_key(output.key) if output.key is not None else msg.key()
-            headers = [
+            headers: Headers | None = [
                 (k, v.encode() if isinstance(v, str) else v) for k, v in output.headers.items()
             ] or None
             return key, encode_value(output.value), headers
         return msg.key(), encode_value(output), None
 
-    def write(
-        self, prepared: tuple[bytes | None, bytes, list[tuple[str, bytes]] | None], pending: Pending
-    ) -> None:
+    def write(self, prepared: tuple[bytes | None, bytes, Headers | None], pending: Pending) -> None:
         key, value, headers = prepared
         self.transport.send(self.topic, key, value, headers, pending)
 

@@ -23,7 +23,7 @@ from thimble.consumer._online_store import MemoryOnlineStore
 from thimble.consumer._pipeline import Backends, Pipeline
 from thimble.consumer._state import parse
 from thimble.consumer._state_store import MemoryStates
-from thimble.consumer._transport import MemoryTransport, SentRecord
+from thimble.consumer._transport import Headers, MemoryTransport, SentRecord
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.context import serve
 from thimble.consumer.errors import ConsumerError
@@ -48,7 +48,7 @@ class _Message:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: Headers | None,
         timestamp_ms: int,
     ) -> None:
         self._topic, self._partition, self._offset = topic, partition, offset
@@ -69,7 +69,7 @@ class _Message:
     def value(self) -> bytes | None:
         return self._value
 
-    def headers(self) -> list[tuple[str, bytes]] | None:
+    def headers(self) -> Headers | None:
         return self._headers
 
     def timestamp(self) -> tuple[int, int]:
@@ -122,7 +122,7 @@ class TestClient:
         value: Any,
         *,
         key: str | bytes | int | None = None,
-        headers: dict[str, str | bytes] | None = None,
+        headers: dict[str, str | bytes | None] | None = None,
         partition: int = 0,
         timestamp_ms: int | None = None,
     ) -> None:
