@@ -135,8 +135,11 @@ def train(spark: SparkSession, settings: ThimbleSettings, registry: Registry) ->
     labelled by its current return rate; save the model with its training set, point ``prod`` at it."""
     from pyspark.sql import functions as F
 
-    journal = spark.table(client_features.journal_table(settings.warehouse.database))
+    table = client_features.journal_table(settings.warehouse.database)
+    journal = spark.table(table)
     first, last = journal.agg(F.min("event_time"), F.max("event_time")).collect()[0]
+    if first is None:
+        raise ValueError(f"the journal {table} has no rows yet; load the client features first")
     returned = (F.col("return_rate") >= RETURNER_RATE).cast("int").alias("returned")
     for share in CUTOFFS:
         cutoff = (first + (last - first) * share).astimezone(UTC)
