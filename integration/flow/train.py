@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from integration.flow.events import client_features
+from thimble.common.features import qualified_table
 from thimble.modelops import ModelContext, ModelInfo, Registry, model, training_set
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from thimble.common.config import ThimbleSettings
 
 MODEL_NAME = "return-risk"
+LABELS_TABLE = "return_risk_labels"  # a client, its label time and its label; the training set's spec pins it
 FEATURES = ("visits", "orders", "ratings", "total_spent", "avg_order_value", "avg_rating")
 Band = Literal["low", "medium", "high"]
 RETURNER_RATE = 0.1  # a client who sent back at least this share of what they spent is a frequent returner
@@ -136,6 +138,7 @@ def train(spark: SparkSession, settings: ThimbleSettings, registry: Registry) ->
     from pyspark.sql import functions as F
 
     table = client_features.journal_table(settings.warehouse.database)
+    labels_table = qualified_table(LABELS_TABLE, settings.warehouse.database)
     journal = spark.table(table)
     first, last = journal.agg(F.min("event_time"), F.max("event_time")).collect()[0]
     if first is None:
@@ -144,7 +147,10 @@ def train(spark: SparkSession, settings: ThimbleSettings, registry: Registry) ->
     for share in CUTOFFS:
         cutoff = (first + (last - first) * share).astimezone(UTC)
         labels = journal.where("is_current").select("client_id", F.lit(cutoff).alias("at"), returned)
-        df, spec = training_set(labels, client_features, at="at", settings=settings)
+        labels.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(
+            labels_table
+        )
+        df, spec = training_set(labels_table, client_features, at="at", spark=spark, settings=settings)
         pdf: pd.DataFrame = df.where("visits IS NOT NULL").toPandas()
         if pdf["returned"].value_counts().reindex([0, 1], fill_value=0).min() >= MIN_PER_CLASS:
             break

@@ -32,7 +32,7 @@ from integration.flow.pipeline import (
     FlowSettings,
     next_day,
 )
-from integration.flow.train import MODEL_NAME
+from integration.flow.train import LABELS_TABLE, MODEL_NAME
 from thimble.common.config import ThimbleSettings, load_settings
 from thimble.modelops import Registry
 
@@ -280,7 +280,10 @@ def test_the_model_is_saved_with_its_training_set_and_aliased_prod(flow_run: Flo
     journal = f"{DATABASE}.client_features@v{flow_run.report.tables['client_features'].version}"
     spec = info.context.training_set
     assert spec is not None
-    assert (spec.at, spec.labels) == ("at", None)
+    assert spec.at == "at"
+    assert spec.labels is not None
+    assert spec.labels.table == f"{DATABASE}.{LABELS_TABLE}"
+    assert spec.labels.version is not None  # pinned: the set rebuilds from the spec alone
     assert [f"{fs.table}@v{fs.version}" for fs in spec.feature_sets] == [journal]
     assert str(info.context.training_data) == journal
     assert trained.training_data.startswith(f"{journal} as of ")
@@ -305,8 +308,7 @@ def test_the_model_learns_from_the_features_each_client_had_at_the_cutoff(
     assert journal.where(F.col("event_time") > F.lit(cutoff)).count() > 0  # events the model did not see
     as_of = known.groupBy("client_id").agg(F.max_by("visits", "event_time").alias("visits"))
     expected = {r["client_id"]: r["visits"] for r in as_of.collect()}
-    labels = journal.where("is_current").select("client_id", F.lit(cutoff).alias("at"))
-    rebuilt, _ = training_set_from_spec(context.training_set, labels)
+    rebuilt, _ = training_set_from_spec(context.training_set, spark=spark)
     assert {r["client_id"]: r["visits"] for r in rebuilt.where("visits IS NOT NULL").collect()} == expected
     assert trained.rows == len(expected)
     current = {r["client_id"]: r["visits"] for r in journal.where("is_current").collect()}
