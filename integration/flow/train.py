@@ -34,12 +34,9 @@ LABELS_TABLE = "return_risk_labels"  # a client, its label time and its label; t
 FEATURES = ("visits", "orders", "ratings", "total_spent", "avg_order_value", "avg_rating")
 Band = Literal["low", "medium", "high"]
 RETURNER_RATE = 0.1  # a client who sent back at least this share of what they spent is a frequent returner
-CUTOFFS = (0.5, 0.7, 0.9)
-"""Label times tried in turn, as shares of the way from the journal's first event to its last: a later one
-only when the earlier leaves fewer than MIN_PER_CLASS clients of a class with features (the last is kept
-as it is); never the last event itself, where the features would already hold the outcome. The model's
-params record the cutoff and its share."""
-MIN_PER_CLASS = 5
+CUTOFF_SHARE = 0.5
+"""The label time, as a share of the way from the journal's first event to its last: the features are what
+was known then, the label (the current return rate) an outcome they do not hold yet."""
 PARAMS = {"algorithm": "logistic_regression", "features": list(FEATURES), "returner_rate": RETURNER_RATE}
 
 
@@ -133,27 +130,22 @@ def fit(pdf: pd.DataFrame, seed: int = 7) -> tuple[Any, dict[str, float]]:
 
 
 def train(spark: SparkSession, settings: ThimbleSettings, registry: Registry) -> TrainResult:
-    """Train on each client's features at a cutoff (:data:`CUTOFFS`; clients first seen later are left out),
-    labelled by its current return rate; save the model with its training set, point ``prod`` at it."""
+    """Train on each client's features at a cutoff (:data:`CUTOFF_SHARE`; clients first seen later are left
+    out), labelled by its current return rate; save the model with its training set, point ``prod`` at it."""
     from pyspark.sql import functions as F
 
-    table = client_features.journal_table(settings.warehouse.database)
-    labels_table = qualified_table(LABELS_TABLE, settings.warehouse.database)
+    database = settings.warehouse.database
+    table, labels_table = client_features.journal_table(database), qualified_table(LABELS_TABLE, database)
     journal = spark.table(table)
     first, last = journal.agg(F.min("event_time"), F.max("event_time")).collect()[0]
     if first is None:
         raise ValueError(f"the journal {table} has no rows yet; load the client features first")
+    cutoff = (first + (last - first) * CUTOFF_SHARE).astimezone(UTC)
     returned = (F.col("return_rate") >= RETURNER_RATE).cast("int").alias("returned")
-    for share in CUTOFFS:
-        cutoff = (first + (last - first) * share).astimezone(UTC)
-        labels = journal.where("is_current").select("client_id", F.lit(cutoff).alias("at"), returned)
-        labels.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(
-            labels_table
-        )
-        df, spec = training_set(labels_table, client_features, at="at", spark=spark, settings=settings)
-        pdf: pd.DataFrame = df.where("visits IS NOT NULL").toPandas()
-        if pdf["returned"].value_counts().reindex([0, 1], fill_value=0).min() >= MIN_PER_CLASS:
-            break
+    labels = journal.where("is_current").select("client_id", F.lit(cutoff).alias("at"), returned)
+    labels.write.format("delta").mode("overwrite").option("overwriteSchema", "true").saveAsTable(labels_table)
+    df, spec = training_set(labels_table, client_features, at="at", spark=spark, settings=settings)
+    pdf: pd.DataFrame = df.where("visits IS NOT NULL").toPandas()
     pdf["avg_rating"] = pdf["avg_rating"].astype(object).where(pdf["avg_rating"].notna(), None)
     classifier, metrics = fit(pdf)
     (journaled,) = spec.feature_sets
@@ -164,7 +156,7 @@ def train(spark: SparkSession, settings: ThimbleSettings, registry: Registry) ->
         training_data=training_data,
         training_set=spec,
         metrics=metrics,
-        params={**PARAMS, "cutoff": cutoff.isoformat(), "cutoff_share": share},
+        params={**PARAMS, "cutoff": cutoff.isoformat()},
         sample=pdf[["client_id", *FEATURES]],
         aliases=["prod"],
     )
