@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -87,6 +88,34 @@ def test_slow_handler_beyond_max_poll_interval(kafka_topic, kafka_config, reader
     assert Counter(_ids(out.records)).most_common(1)[0][1] == 1
     lag = group_lag(settings, src, [src])
     assert sum(p.committed or 0 for p in lag) == 40
+
+
+def test_an_open_batch_run_at_shutdown_keeps_polling(kafka_topic, kafka_config, start_app, caplog) -> None:
+    """The shutdown runs the open batch's handler; longer than max.poll.interval.ms, it must not cost the
+    group membership (the group would hand the partition on before the batch's offsets are committed)."""
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    app = App("slow-last-batch")
+    handled: list[int] = []
+
+    @app.handler(source=src, sink=dst, batch_size=10_000, batch_wait_ms=600_000)
+    def copy(events: list[Event]) -> list[Out]:
+        time.sleep(7.5)  # longer than max.poll.interval.ms below
+        handled.extend(e.id for e in events)
+        return [Out(id=e.id) for e in events]
+
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(50)])
+    settings = make_settings(
+        kafka_config, src, max_poll_interval_ms=6000, session_timeout_ms=6000, drain_timeout_s=20
+    )
+    running = start_app(app, settings)
+    route = running.runner.pipeline.routes[src]
+    wait_until(lambda: len(route.buffer) == 50, 30, what="the 50 events in the open batch")
+    with caplog.at_level(logging.INFO):
+        assert running.stop() == 0
+    assert sorted(handled) == list(range(50))
+    assert "maximum poll interval" not in caplog.text
+    committed = sum(p.committed or 0 for p in group_lag(make_settings(kafka_config, src), src, [src]))
+    assert committed == 50
 
 
 def test_sigterm_drains_commits_and_exits_zero(kafka_topic, kafka_config, reader, tmp_path) -> None:

@@ -667,23 +667,45 @@ class Runner:
                 extra={"close_timeout_s": round(timeout, 1)},
             )
 
+    def _poll_until(self, done: threading.Event, deadline: float) -> None:
+        """Poll (paused partitions return nothing) until ``done`` or ``deadline``: the group session and
+        ``max.poll.interval.ms`` stay satisfied while another thread finishes work."""
+        while not done.is_set() and time.monotonic() < deadline:
+            self.consumer.poll(0.05)
+            self._polled_at = time.monotonic()
+
+    def _finish_pipeline(self, deadline: float, finished: threading.Event) -> None:
+        """Run the open batches and make every output durable (shutdown, after the worker stopped)."""
+        try:
+            with self._lock:
+                self.pipeline.flush_batches()
+                self._make_durable(timeout=max(0.5, deadline - time.monotonic()))
+        except DeliveryError as exc:
+            self.fatal = exc
+            log.error("stopping: an output was not acknowledged", extra={"error": str(exc)})
+        except BaseException as exc:
+            self.fatal = exc
+            log.exception("stopping: finishing the open batches failed", extra={"error": str(exc)})
+        finally:
+            finished.set()
+
     def _shutdown(self, worker: threading.Thread) -> int:
         self._ready = False
         self.request_stop()
         deadline = self._draining_until or time.monotonic()
         if not self._paused:
             self._set_paused(True)
-        while not self._worker_done.is_set() and time.monotonic() < deadline:
-            self.consumer.poll(0.05)  # keep the group session alive; paused partitions return nothing
-            self._polled_at = time.monotonic()
+        self._poll_until(self._worker_done, deadline)
         if self._worker_done.is_set() and self.fatal is None:
-            with self._lock:  # the worker is done: nothing to take it from
-                try:
-                    self.pipeline.flush_batches()
-                    self._make_durable(timeout=max(0.5, deadline - time.monotonic()))
-                except DeliveryError as exc:
-                    self.fatal = exc
-                    log.error("stopping: an output was not acknowledged", extra={"error": str(exc)})
+            # Open batches run their handlers now, which may take long: in a thread of their own, while
+            # this one goes on polling, so the group never drops the member for not polling.
+            finished = threading.Event()
+            finisher = threading.Thread(
+                target=self._finish_pipeline, args=(deadline, finished), name="thimble-consumer-finish"
+            )
+            finisher.start()
+            self._poll_until(finished, max(deadline, time.monotonic() + CLOSE_BOUND_S))
+            finisher.join()
         elif not self._worker_done.is_set():
             log.warning(
                 "drain bound reached with the worker still busy (in a handler or a sink write); "
