@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).with_name("uv")
+# Holds the PySpark wheel `./dev setup` builds, so no fresh environment builds PySpark from source again.
+WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 PACKAGES = {
     "common": None,
     "consumer": "thimble-consumer",
@@ -38,12 +41,16 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("package", list(PACKAGES))
-def test_wheel_installs_alone(wheels: Path, tmp_path: Path, package: str) -> None:
+def test_wheel_installs_alone(
+    wheels: Path, tmp_path: Path, package: str, request: pytest.FixtureRequest
+) -> None:
     (wheel,) = wheels.glob(f"thimble_{package}-*.whl")
     venv = tmp_path / "venv"
+    request.addfinalizer(lambda: shutil.rmtree(venv, ignore_errors=True))
     run(UV, "venv", "--quiet", "--python", sys.executable, venv)
     python = venv / "bin" / "python"
-    run(UV, "pip", "install", "--quiet", "--python", python, "--find-links", wheels, wheel)
+    wheelhouse = ["--find-links", WHEELHOUSE] if WHEELHOUSE.is_dir() else []
+    run(UV, "pip", "install", "--quiet", "--python", python, "--find-links", wheels, *wheelhouse, wheel)
     version = run(python, "-c", f"import thimble.{package} as m; print(m.__version__)").strip()
     about = (ROOT / "packages" / package / "src" / "thimble" / package / "__about__.py").read_text()
     assert f'"{version}"' in about
