@@ -6,12 +6,12 @@ import contextlib
 import logging
 import os
 import random
-import re
 import signal
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -448,23 +448,39 @@ class Run:
         r.problems = list(dict.fromkeys(r.problems))
 
     def _crashes(self) -> Counter[str]:
-        """Worker exits the suite did not cause, by the error their logs name."""
+        """Worker exits the suite did not cause, by the failure each worker logged before exiting."""
         found: Counter[str] = Counter()
-        exit_line = re.compile(r'"exit_code":\s*(-?\d+)')
         for member in self.group.members:
             try:
-                text = member.log_path.read_text(errors="replace")
+                found += worker_exits(member.log_path.read_text(errors="replace").splitlines())
             except FileNotFoundError:
                 continue
-            for line in text.splitlines():
-                if "worker exited" in line:
-                    match = exit_line.search(line)
-                    if match and int(match.group(1)) not in (-9, 0):
-                        found["exit"] += 1
-                for needle, label in _KNOWN_FAILURES.items():
-                    if needle in line and ("error" in line.lower() or "exit" in line.lower()):
-                        found[label] += 1
         return found
+
+
+def worker_exits(log_lines: Iterable[str]) -> Counter[str]:
+    """Exits a supervisor logged with a code other than 0 or -9 (a clean stop, the suite's kill -9), each
+    under the known failure its worker logged last before it, or ``exit`` when it logged none."""
+    found: Counter[str] = Counter()
+    last_failure: dict[object, str] = {}
+    for line in log_lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        worker = record.get("worker")
+        if str(record.get("message", "")).startswith("worker exited"):
+            cause = last_failure.pop(worker, "exit")
+            if record.get("exit_code") not in (0, -9):
+                found[cause] += 1
+            continue
+        if record.get("level") in ("error", "critical"):
+            for needle, label in _KNOWN_FAILURES.items():
+                if needle in line:
+                    last_failure[worker] = label
+    return found
 
 
 def _kill(pid: int) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from integration.guarantees import _catalog
 from integration.guarantees._audit import Read, audit_dead_letters, compare_counts, count_ids
+from integration.guarantees._scenario import worker_exits
 from integration.guarantees._workload import Record, Workload, poison_kinds
 
 pytestmark = pytest.mark.unit
@@ -147,3 +148,21 @@ def test_the_stateful_count_audit_finds_an_event_counted_twice_or_missed() -> No
     assert (missing.lost, missing.wrong) == (expected[5][0], 1)
     swapped = compare_counts(expected, stored({3: (n, ids + 1)}))  # one missed, another counted twice
     assert (swapped.lost, swapped.duplicated, swapped.wrong) == (0, 0, 1)
+
+
+def _log(level: str, message: str, **fields: object) -> str:
+    return orjson.dumps({"level": level, "message": message} | fields).decode()
+
+
+def test_worker_exits_count_each_exit_once_under_the_failure_its_worker_logged() -> None:
+    lines = [
+        _log("warning", "revocation: ILLEGAL_GENERATION, the commit is retried", worker=0),
+        _log("warning", "worker exited; restarting", worker=0, exit_code=-9),  # the suite's kill
+        _log("error", "stopping: producer fenced", worker=1),
+        _log("error", "commit failed: ILLEGAL_GENERATION", worker=0),
+        "not a JSON line: ILLEGAL_GENERATION exit",
+        _log("warning", "worker exited; restarting", worker=1, exit_code=1),
+        _log("warning", "worker exited; restarting", worker=0, exit_code=0),
+        _log("warning", "worker exited; restarting", worker=0, exit_code=1),
+    ]
+    assert worker_exits(lines) == {"producer fenced": 1, "exit": 1}
