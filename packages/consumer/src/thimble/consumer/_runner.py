@@ -472,6 +472,7 @@ class Runner:
             elif commit and self.fatal is None:
                 self._make_durable(timeout=min(10.0, self.cfg.drain_timeout_s))
                 if not self.cfg.exactly_once:
+                    self._store_completed()
                     _delivery.commit_stored(self.consumer)
             self.pipeline.drop(tps)
         except Exception as exc:
@@ -636,7 +637,8 @@ class Runner:
         self._rewind = True
 
     def _make_durable(self, timeout: float) -> None:
-        """Flush sinks and record what is done. Under the lock."""
+        """Flush sinks and hand what is done to the main thread, which stores it (at-least-once), or commit
+        the transaction (exactly-once). Under the lock."""
         if self.cfg.exactly_once:
             self._commit_transaction()
             return
@@ -644,7 +646,6 @@ class Runner:
         self.producer.flush(timeout)
         with self._store_lock:
             self._to_store.extend(self.pipeline.completed())
-        self._store_completed()
 
     # -- shutdown ---------------------------------------------------------------------------------
 
@@ -675,7 +676,9 @@ class Runner:
             self._polled_at = time.monotonic()
 
     def _finish_pipeline(self, deadline: float, finished: threading.Event) -> None:
-        """Run the open batches and make every output durable (shutdown, after the worker stopped)."""
+        """Run the open batches and make every output durable (shutdown, after the worker stopped). The
+        offsets are stored by the main thread afterwards: a consumer call from here would wait for its
+        polling loop to end."""
         try:
             with self._lock:
                 self.pipeline.flush_batches()
@@ -696,17 +699,21 @@ class Runner:
         if not self._paused:
             self._set_paused(True)
         self._poll_until(self._worker_done, deadline)
-        if self._worker_done.is_set() and self.fatal is None:
+        pipeline_idle = self._worker_done.is_set()
+        if pipeline_idle and self.fatal is None:
             # Open batches run their handlers now, which may take long: in a thread of their own, while
             # this one goes on polling, so the group never drops the member for not polling.
             finished = threading.Event()
             finisher = threading.Thread(
-                target=self._finish_pipeline, args=(deadline, finished), name="thimble-consumer-finish"
+                target=self._finish_pipeline,
+                args=(deadline, finished),
+                name="thimble-consumer-finish",
+                daemon=True,
             )
             finisher.start()
             self._poll_until(finished, max(deadline, time.monotonic() + CLOSE_BOUND_S))
-            finisher.join()
-        elif not self._worker_done.is_set():
+            pipeline_idle = finished.is_set()
+        if not pipeline_idle:
             log.warning(
                 "drain bound reached with the worker still busy (in a handler or a sink write); "
                 "what it holds stays uncommitted and is delivered again",
@@ -718,7 +725,7 @@ class Runner:
         self._closing = True
         self._close_consumer(timeout=max(CLOSE_BOUND_S, deadline - time.monotonic()))
         self.producer.flush(max(0.5, deadline - time.monotonic()))
-        if self._worker_done.is_set():
+        if pipeline_idle:
             self.pipeline.close()
         if self.fatal is not None:
             log.error(
