@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from thimble.modelops._topic_records import read_json_records
@@ -30,6 +31,27 @@ def test_every_json_object_up_to_the_end_offsets_of_every_partition(
     assert sorted(read.found) == [(0, 0, {"n": 0}), (0, 2, {"n": 4}), (1, 0, {"n": 1})]
     keyed = read_json_records(kafka_config, topic, group="test-topic-records", timeout_s=30, key=b"r1")
     assert (keyed.complete, sorted(keyed.found)) == (True, [(0, 0, {"n": 0}), (0, 2, {"n": 4})])
+
+
+def test_a_transactional_topic_ending_in_markers_is_read_to_its_end(
+    kafka_config: dict[str, Any], kafka_topic: Callable[..., str]
+) -> None:
+    """Commit and abort markers take offsets but are never delivered: the read still ends, complete."""
+    from confluent_kafka import Producer
+
+    topic = kafka_topic("topic-records", partitions=2)
+    producer = Producer(kafka_config | {"transactional.id": f"topic-records-{uuid.uuid4().hex}"})
+    producer.init_transactions(30)
+    for n, commit in ((0, True), (1, False), (2, True)):
+        producer.begin_transaction()
+        producer.produce(topic, orjson.dumps({"n": n}), key=b"r1", partition=n % 2)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    read = read_json_records(kafka_config, topic, group="test-topic-records", timeout_s=60)
+    assert read.complete
+    assert sorted(read.found) == [(0, 0, {"n": 0}), (0, 2, {"n": 2})]
 
 
 def test_a_read_past_its_timeout_says_it_is_incomplete(

@@ -36,7 +36,7 @@ def read_json_records(
     object is skipped; one with another key is skipped before it is decoded. A topic that cannot be read
     is a :class:`ModelOpsError`.
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     consumer = Consumer(
         kafka_config
@@ -44,6 +44,9 @@ def read_json_records(
             "group.id": f"{group}-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            # A partition's last offsets may be transaction markers, which are never delivered: its end
+            # is known by this event, not by a record at the end offset.
+            "enable.partition.eof": True,
         }
     )
     try:
@@ -68,7 +71,12 @@ def read_json_records(
             if time.monotonic() > deadline:
                 return TopicRecords(found, complete=False)
             msg = consumer.poll(0.5)
-            if msg is None or msg.error() is not None:
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ends.pop(msg.partition() or 0, None)
                 continue
             partition, offset = msg.partition() or 0, msg.offset() or 0
             if offset + 1 >= ends.get(partition, 0):
