@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
+from thimble.common.config import load_settings
 from thimble.etl import TableConfig, parse_table_config
+
+OVER_CONNECT = bool(load_settings().spark.remote)
+"""The tests' Spark session is a Spark Connect client (``THIMBLE_SPARK__REMOTE``), not Spark in process."""
+
+in_process_only = pytest.mark.skipif(
+    OVER_CONNECT, reason="Spark Connect reports neither job counts nor accumulators to its client"
+)
+"""For a test that proves a pass count with Spark's job counts or an accumulator."""
 
 
 @pytest.fixture

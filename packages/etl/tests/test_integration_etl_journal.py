@@ -9,7 +9,7 @@ from pyspark.sql import SparkSession
 from thimble.common.config import ThimbleSettings
 from thimble.etl import changes, history, run_table, table_version
 
-from .conftest import config
+from .conftest import OVER_CONNECT, config
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,8 @@ def test_journal_changes_deletes_idempotent(
     # two with the files it rewrites.)
     fourth = run_table(cfg, spark=spark, settings=spark_settings)
     assert (fourth.inserted, fourth.updated, fourth.closed) == (1, 1, 1)
-    assert fourth.spark_jobs["validate"] <= third.spark_jobs["validate"]
+    if not OVER_CONNECT:
+        assert fourth.spark_jobs["validate"] <= third.spark_jobs["validate"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from thimble.etl.config import CheckConfig, MetricConfig, TableConfig
 from thimble.etl.quality import compute_metrics, evaluate
 from thimble.etl.validate import FAILED, flag
 
-from .conftest import config
+from .conftest import config, in_process_only
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +103,7 @@ def test_every_rule_marks_failing_rows(df: DataFrame) -> None:
     assert flagged["Bobby"] == sorted(["unique(id)", "range(id)", "allowed_values(city)", "short name"])
 
 
+@in_process_only
 def test_metrics_in_one_spark_job(spark: SparkSession, df: DataFrame) -> None:
     metrics = [
         MetricConfig(metric="row_count"),

@@ -16,7 +16,7 @@ from thimble.common.config import ThimbleSettings
 from thimble.etl import SchemaMismatchError, history, run_table, table_version, write_dataframe
 from thimble.etl.errors import ConfigError, EtlError
 
-from .conftest import config
+from .conftest import OVER_CONNECT, config, in_process_only
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,8 @@ def test_failing_check_blocks_the_write_but_keeps_quarantine_and_metrics(
     ok = run_table(config(**base, validate_=rules, quality=_quality(1)), spark=spark, settings=spark_settings)
     assert ok.status == "committed"
     assert (ok.rows_read, ok.rows_quarantined, ok.inserted) == (4, 1, 3)
-    assert ok.spark_jobs["quality"] == 1
+    if not OVER_CONNECT:
+        assert ok.spark_jobs["quality"] == 1
     version = table_version(table_name, spark=spark, settings=spark_settings)
 
     json_source([{"id": 9, "name": "x", "amount": 1.0}, {"id": 10, "name": "y", "amount": 99.0}])
@@ -193,6 +194,7 @@ def test_write_dataframe_records_caller_metadata_and_can_replace_the_schema(
     assert (emptied.status, emptied.version, spark.table(full).count()) == ("committed", 3, 0)
 
 
+@in_process_only
 def test_write_dataframe_evaluates_its_input_once(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
 ) -> None:
@@ -272,11 +274,13 @@ def test_rows_read_are_counted_apart_only_when_a_cleanse_step_can_drop_rows(
     per_row = [{"step": "trim", "columns": ["name"]}, {"step": "fill", "values": {"name": "?"}}]
     kept = run_table(config(**base, cleanse=per_row), spark=spark, settings=spark_settings)
     assert (kept.rows_read, kept.rows_cleansed, kept.inserted) == (6, 6, 6)
-    assert kept.spark_jobs.get("read", 0) == 0  # counted with the validation, in the same pass
+    if not OVER_CONNECT:
+        assert kept.spark_jobs.get("read", 0) == 0  # counted with the validation, in the same pass
 
     dropping = [*per_row, {"step": "drop_where", "condition": "amount >= 4"}]
     dropped = run_table(
         config(**base, cleanse=dropping, write={"mode": "overwrite"}), spark=spark, settings=spark_settings
     )
     assert (dropped.rows_read, dropped.rows_cleansed, dropped.inserted) == (6, 4, 4)
-    assert dropped.spark_jobs["read"] >= 1
+    if not OVER_CONNECT:
+        assert dropped.spark_jobs["read"] >= 1

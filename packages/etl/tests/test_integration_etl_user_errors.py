@@ -126,6 +126,8 @@ def test_user_errors_are_one_line_and_times_are_utc_in_any_zone(tmp_path: Path) 
         "THIMBLE_STACK_JARS_DIR": str(spark_jars_dir().parent),
     }
     env.pop("THIMBLE_CONFIG", None)
+    for name in ("THIMBLE_SPARK__REMOTE", "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):
+        env.pop(name, None)  # the jars are those of a session in process
     started = time.time()
 
     done = subprocess.run(

@@ -44,6 +44,7 @@ class SparkFailure:
 
 _SQLSTATE = re.compile(r"\s*SQLSTATE: \w+\.?")
 _CONDITION = re.compile(r"^\[([A-Z0-9_.]+)\]\s*")
+_PATTERN_CAUSE = re.compile(r"Caused by: java\.util\.regex\.PatternSyntaxException: (.+?) near index (-?\d+)")
 
 
 def spark_failure(exc: BaseException) -> SparkFailure | None:
@@ -76,8 +77,26 @@ def _pyspark_failure(exc: Any) -> SparkFailure:
         if statement:
             quoted.append(statement[0])
     parameters = dict(exc.getMessageParameters() or {})
+    if condition == "INVALID_PARAMETER_VALUE.PATTERN":
+        pattern_failure = _pattern_failure(parameters.get("value", ""), text)
+        if pattern_failure is not None:
+            return pattern_failure
     return SparkFailure(
         f"{condition}: {reason}" if condition else reason, condition, parameters, tuple(quoted)
+    )
+
+
+def _pattern_failure(quoted_pattern: str, text: str) -> SparkFailure | None:
+    """A regular expression Java refused, told as in process, from the error Spark Connect sends (the
+    pattern among its parameters, Java's reason in the server's trace)."""
+    cause = _PATTERN_CAUSE.search(text)
+    if cause is None:
+        return None
+    pattern = quoted_pattern[1:-1] if quoted_pattern[:1] == quoted_pattern[-1:] == "'" else quoted_pattern
+    return SparkFailure(
+        f"not a valid regular expression for Spark (Java): {cause.group(1)} at position {cause.group(2)} "
+        f"of {pattern!r}",
+        quoted=(pattern,),
     )
 
 

@@ -7,7 +7,8 @@ Only current versions are compared; an unchanged row adds nothing.
 
 Every journal rule lives here:
 
-* **Ordering** (``order_by`` names the change time): several versions of one key in a batch are applied
+* **Ordering** (``order_by`` names the change time, a date or timestamp; a column that is a number or a
+  string after cleanse is a config error, never read as seconds or a format): several versions of one key in a batch are applied
   in ``order_by`` order; consecutive identical versions collapse into one; each closes at the next one's
   ``valid_from``. Without ``order_by``, every version starts at the run's start time and keys must be
   unique in a batch.
@@ -38,7 +39,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
-from thimble.etl.errors import EtlError
+from thimble.etl.errors import ConfigError, EtlError
 from thimble.etl.quality import CheckResult, Status
 
 if TYPE_CHECKING:
@@ -172,11 +173,15 @@ def plan(
     config: JournalConfig,
     run_started: datetime,
     snapshot: DataFrame | None = None,
+    *,
+    table: str,
 ) -> JournalPlan:
     """Classify ``batch`` (the rows that passed validation) against the current versions in ``target``
-    (None: the table does not exist yet). ``snapshot`` holds every row read, quarantined ones included
-    (default: ``batch``): its keys are the ones present, whatever their values."""
+    (None: the table does not exist yet) of ``table``. ``snapshot`` holds every row read, quarantined ones
+    included (default: ``batch``): its keys are the ones present, whatever their values."""
     from pyspark.sql import functions as F
+
+    _refuse_unordered_time(batch, table, config.order_by)
 
     keys = list(config.keys)
     data_columns = list(batch.columns)
@@ -222,6 +227,25 @@ def plan(
         *[f"_mk_{i}" for i in range(len(keys))],
     ]
     return JournalPlan(classified.select(*[_c(c) for c in columns]), data_columns, config, target)
+
+
+def _refuse_unordered_time(df: DataFrame, table: str, order_by: str | None) -> None:
+    """A journal orders versions by a date or timestamp; a number or a string (possible only when a
+    ``sql`` cleanse step makes the column, whose type is known at run time alone) would be read as
+    something it may not be (seconds, a format), which writes wrong history."""
+    field = next((f for f in df.schema.fields if f.name == order_by), None)
+    if field is None:
+        return
+    kind = field.dataType.simpleString()
+    if not kind.startswith(("date", "timestamp")):
+        raise ConfigError(
+            [
+                f"journal.order_by: column '{order_by}' is {kind} after cleanse; the journal needs a date "
+                f"or timestamp (parse it in cleanse, e.g. sql: timestamp_millis({order_by}) for epoch "
+                "milliseconds)"
+            ],
+            source=f"config of {table}",
+        )
 
 
 def _with_deletion_times(joined: DataFrame, target: DataFrame, keys: list[str]) -> DataFrame:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from thimble.etl import _tables, journal
 from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
-from thimble.etl.errors import ConfigError, SchemaMismatchError
+from thimble.etl.errors import SchemaMismatchError
 from thimble.etl.journal import quote
 
 if TYPE_CHECKING:
@@ -112,30 +112,10 @@ def prepare(
         df = df.withColumns({name: F.lit(None).cast(kind) for name, kind in missing.items()})
     if spec.mode == "journal":
         assert spec.journal is not None
-        _refuse_unordered_time(df, table, spec.journal.order_by)
         target = spark.table(table) if _tables.exists(spark, table) else None
-        plan = journal.plan(df, target, spec.journal, run_started, snapshot)
+        plan = journal.plan(df, target, spec.journal, run_started, snapshot, table=table)
         return Prepared(plan.classified, plan=plan)
     return Prepared(df)
-
-
-def _refuse_unordered_time(df: DataFrame, table: str, order_by: str | None) -> None:
-    """A journal orders versions by a date or timestamp; a number or a string (possible only when a
-    ``sql`` cleanse step makes the column, whose type is known at run time alone) would be read as
-    something it may not be (seconds, a format), which writes wrong history."""
-    field = next((f for f in df.schema.fields if f.name == order_by), None)
-    if field is None:
-        return
-    kind = field.dataType.simpleString()
-    if not kind.startswith(("date", "timestamp")):
-        raise ConfigError(
-            [
-                f"journal.order_by: column '{order_by}' is {kind} after cleanse; the journal needs a date "
-                f"or timestamp (parse it in cleanse, e.g. sql: timestamp_millis({order_by}) for epoch "
-                "milliseconds)"
-            ],
-            source=f"config of {table}",
-        )
 
 
 @contextmanager
