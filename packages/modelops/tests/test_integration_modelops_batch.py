@@ -41,19 +41,20 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
     live: Callable[..., Any],
 ) -> None:
     settings = _settings(spark_settings, saved_churn)
+    db = spark_settings.warehouse.database
     rows = churn_sample(400, seed=5)
     source, target = _table("client_features"), _table("churn_scores")
     spark.createDataFrame(
         [r | {"segment": "gold" if r["client_id"] % 2 else "silver"} for r in rows]
-    ).write.format("delta").saveAsTable(f"test.{source}")
+    ).write.format("delta").saveAsTable(f"{db}.{source}")
 
     result = run_batch(spark, "churn@prod", source, target, registry=saved_churn, settings=settings)
     assert result.rows == 400
     assert result.model_version == 1
     assert result.input_version == 0
     assert result.output_version == 0
-    assert result.output_table == f"test.{target}"
-    out = spark.table(f"test.{target}")
+    assert result.output_table == f"{db}.{target}"
+    out = spark.table(f"{db}.{target}")
     assert out.columns == [
         "client_id",
         "segment",
@@ -68,12 +69,12 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
         (r["_model"], r["_model_version"], r["_input_version"])
         for r in out.select("_model", "_model_version", "_input_version").distinct().collect()
     } == {("churn", 1, 0)}
-    commit = json.loads(spark.sql(f"DESCRIBE HISTORY test.{target}").select("userMetadata").first()[0])
+    commit = json.loads(spark.sql(f"DESCRIBE HISTORY {db}.{target}").select("userMetadata").first()[0])
     assert commit["thimble"]["run_id"] == result.run_id
     assert commit["thimble"]["metadata"] == {
         "model": "churn",
         "model_version": 1,
-        "input_table": f"test.{source}",
+        "input_table": f"{db}.{source}",
         "input_version": 0,
         "where": None,
     }
@@ -119,12 +120,12 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
         spark, "churn@prod", source, target, registry=saved_churn, settings=settings, mode="append"
     )
     assert again.output_version == 1
-    assert spark.table(f"test.{target}").count() == 800
+    assert spark.table(f"{db}.{target}").count() == 800
     # Into an existing table the predictions are written as they are scored, measured by the write itself.
     assert again.metrics["quality.row_count"] == 400
     assert again.metrics["quality.mean:p_churn"] == pytest.approx(metrics["quality.mean:p_churn"])
     stored = (
-        spark.table("test.thimble_quality")
+        spark.table(f"{db}.thimble_quality")
         .filter(f"run_id = '{again.run_id}' AND name = 'row_count'")
         .select("value", "version", "committed")
         .collect()
@@ -133,10 +134,10 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
 
     # An overwrite may change the table's columns (here: without `segment`), as a new model version may.
     narrow_source = _table("client_features_narrow")
-    spark.table(f"test.{source}").drop("segment").write.format("delta").saveAsTable(f"test.{narrow_source}")
+    spark.table(f"{db}.{source}").drop("segment").write.format("delta").saveAsTable(f"{db}.{narrow_source}")
     narrower = run_batch(spark, "churn@prod", narrow_source, target, registry=saved_churn, settings=settings)
     assert narrower.output_version == 2
-    replaced = spark.table(f"test.{target}")
+    replaced = spark.table(f"{db}.{target}")
     assert (replaced.count(), "segment" in replaced.columns) == (400, False)
     versions = {v.version: v for v in history(target, spark=spark, settings=settings)}
     assert [(versions[n].inserted, versions[n].metadata["input_version"]) for n in (1, 2)] == [
@@ -149,13 +150,14 @@ def test_dataframe_models_batch_too(
     spark: Any, spark_settings: ThimbleSettings, registry: Registry, numbers_clf: object
 ) -> None:
     settings = _settings(spark_settings, registry)
+    db = spark_settings.warehouse.database
     registry.save(scorer, artifacts={"clf": numbers_clf}, pickle_function=True)
     rows = [{"id": i, "f0": i / 10, "f1": -i / 7, "f2": 0.5, "f3": 1.0 - i / 3} for i in range(50)]
     source, target = _table("numbers"), _table("numbers_scored")
-    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"test.{source}")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"{db}.{source}")
     result = run_batch(spark, "scorer", source, target, keep=["id"], registry=registry, settings=settings)
     assert result.rows == 50
-    got = {r["id"]: r["score"] for r in spark.table(f"test.{target}").collect()}
+    got = {r["id"]: r["score"] for r in spark.table(f"{db}.{target}").collect()}
     expected = scorer.bind({"clf": numbers_clf}).predict(rows)
     # A vectorized model sees different batch sizes in Spark than in one call: BLAS may round the last bit.
     assert [got[i] for i in range(50)] == pytest.approx([e["score"] for e in expected], rel=1e-9, abs=1e-15)
@@ -167,28 +169,30 @@ def test_output_keeps_the_entity_key_of_a_model_without_features_and_keep_adds_t
     # Signed: the Spark workers load the model from a registry that checks signatures too.
     registry = Registry(str(tmp_path / "models"), signing_key="s" * 32)
     settings = _settings(spark_settings, registry)
+    db = spark_settings.warehouse.database
     registry.save(scorer, artifacts={"clf": numbers_clf}, pickle_function=True)
     rows = [{"id": i, "f0": i / 10, "f1": 0.0, "f2": 0.5, "f3": 1.0, "region": "north"} for i in range(20)]
     source, target = _table("numbers"), _table("numbers_scored")
-    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"test.{source}")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"{db}.{source}")
     run_batch(spark, "scorer", source, target, registry=registry, settings=settings)
-    out = spark.table(f"test.{target}")
+    out = spark.table(f"{db}.{target}")
     assert out.columns[:3] == ["id", "region", "score"]
     assert sorted(r["id"] for r in out.collect()) == list(range(20))
     run_batch(spark, "scorer", source, target, keep=["f0"], registry=registry, settings=settings)
-    assert spark.table(f"test.{target}").columns[:4] == ["id", "region", "f0", "score"]
+    assert spark.table(f"{db}.{target}").columns[:4] == ["id", "region", "f0", "score"]
 
 
 def test_schema_mismatch_between_model_and_table_is_clear(
     spark: Any, spark_settings: ThimbleSettings, saved_churn: Registry
 ) -> None:
     settings = _settings(spark_settings, saved_churn)
+    db = spark_settings.warehouse.database
     source = _table("bad_features")
-    spark.sql(f"CREATE TABLE test.{source} (client_id BIGINT, orders_7d STRING) USING delta")
+    spark.sql(f"CREATE TABLE {db}.{source} (client_id BIGINT, orders_7d STRING) USING delta")
     with pytest.raises(SchemaMismatchError) as info:
         run_batch(spark, "churn@prod", source, _table("never"), registry=saved_churn, settings=settings)
     assert str(info.value) == (
-        f"test.{source} does not match the input of churn@1: column 'orders_7d' is string; the model wants int; "
+        f"{db}.{source} does not match the input of churn@1: column 'orders_7d' is string; the model wants int; "
         "column 'spend_7d' is missing"
     )
 
@@ -197,15 +201,16 @@ def test_literal_and_enum_outputs_are_table_columns_equal_to_serving(
     spark: Any, spark_settings: ThimbleSettings, registry: Registry
 ) -> None:
     settings = _settings(spark_settings, registry)
+    db = spark_settings.warehouse.database
     registry.save(risk, pickle_function=True)
     rows = churn_sample(30, seed=2)
     source, target = _table("risk_features"), _table("risk_scores")
-    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"test.{source}")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"{db}.{source}")
     result = run_batch(
         spark, "risk", source, target, keep=["client_id"], registry=registry, settings=settings
     )
     assert result.rows == 30
-    out = spark.table(f"test.{target}")
+    out = spark.table(f"{db}.{target}")
     types = {f.name: f.dataType.simpleString() for f in out.schema.fields}
     assert {k: types[k] for k in ("band", "level", "flagged", "band_enum", "tier")} == {
         "band": "string",
@@ -225,24 +230,25 @@ def test_where_scores_only_the_rows_it_keeps_and_is_recorded(
     spark: Any, spark_settings: ThimbleSettings, saved_churn: Registry
 ) -> None:
     settings = _settings(spark_settings, saved_churn)
+    db = spark_settings.warehouse.database
     rows = [r | {"is_current": r["client_id"] % 4 != 0} for r in churn_sample(40, seed=3)]
     source, target = _table("journal"), _table("current_scores")
-    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"test.{source}")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"{db}.{source}")
     result = run_batch(
         spark, "churn@prod", source, target, where="is_current", registry=saved_churn, settings=settings
     )
     assert result.rows == 30
     assert result.where == "is_current"
-    ids = {r["client_id"] for r in spark.table(f"test.{target}").select("client_id").collect()}
+    ids = {r["client_id"] for r in spark.table(f"{db}.{target}").select("client_id").collect()}
     assert ids == {r["client_id"] for r in rows if r["is_current"]}
-    commit = spark.sql(f"DESCRIBE HISTORY test.{target}").select("userMetadata").first()[0]
+    commit = spark.sql(f"DESCRIBE HISTORY {db}.{target}").select("userMetadata").first()[0]
     assert json.loads(commit)["thimble"]["metadata"]["where"] == "is_current"
     (record,) = Tracker(f"{saved_churn.root}/_tracking.sqlite").records("churn", 1, "batch")
     assert record.info["where"] == "is_current"
     none = run_batch(
         spark, "churn@prod", source, target, where="client_id < 0", registry=saved_churn, settings=settings
     )
-    assert (none.rows, none.output_version, spark.table(f"test.{target}").count()) == (0, 1, 0)
+    assert (none.rows, none.output_version, spark.table(f"{db}.{target}").count()) == (0, 1, 0)
 
     for bad, reason in [
         ("no_such_column > 1", "no_such_column"),

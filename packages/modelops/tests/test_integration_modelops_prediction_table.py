@@ -78,7 +78,7 @@ def test_served_predictions_load_into_a_typed_warehouse_table(
     assert result.metrics["row_count"] == 8
     assert (result.metrics["mean:latency_ms"] or 0) > 0
 
-    df = spark.table(f"test.{table}")
+    df = spark.table(f"{spark_settings.warehouse.database}.{table}")
     types = dict(df.dtypes)
     assert types["version"] == "int"
     assert types["time"] == "bigint"
@@ -101,7 +101,7 @@ def test_served_predictions_load_into_a_typed_warehouse_table(
 
     again = run_table(load_table_config(file), spark=spark, settings=spark_settings)
     assert again.status == "no_new_data"
-    assert spark.table(f"test.{table}").count() == 8
+    assert spark.table(f"{spark_settings.warehouse.database}.{table}").count() == 8
 
 
 def test_prediction_table_cli_prints_the_config_and_explains_bad_input(saved_churn: Registry) -> None:

@@ -430,14 +430,19 @@ def _written(spark: SparkSession, table: str, version: int, run_id: str) -> Data
 def _filtered(df: DataFrame, where: str, table: str) -> DataFrame:
     """``df`` filtered by the SQL predicate ``where``; a predicate Spark cannot use is a :class:`ModelOpsError`."""
     from pyspark.errors import PySparkException
+    from pyspark.sql import functions as F
 
     if not where.strip():
         raise ModelOpsError(f"where: an empty predicate; give a SQL condition on the columns of {table}")
     try:
-        return df.filter(where)
+        filtered = df.filter(where)
+        # Analysed now: over Spark Connect a plan is analysed only when asked, and a filter's schema is its
+        # input's (known without asking the server).
+        df.select(F.expr(where)).schema  # noqa: B018
     except PySparkException as exc:
         reason = str(exc).strip().splitlines()[0]
         raise ModelOpsError(f"where {where!r} is not a condition on {table}: {reason}") from None
+    return filtered
 
 
 def _summarise(

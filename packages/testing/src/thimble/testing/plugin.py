@@ -25,6 +25,20 @@ if TYPE_CHECKING:
 READY_TIMEOUT_S = 60.0
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "spark: takes the `spark` fixture (given to every such test; `-m spark` selects them)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that takes the Spark session ``spark``, so the Spark tests can be run again over
+    Spark Connect (``THIMBLE_SPARK__REMOTE=sc://... pytest -m spark``)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def thimble_settings() -> ThimbleSettings:
     """Settings as the environment gives them (``THIMBLE_*``, ``THIMBLE_CONFIG``)."""
