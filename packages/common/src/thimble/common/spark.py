@@ -9,12 +9,14 @@ into ``<run dir>/jars/spark`` (``./dev setup``); neither way downloads anything 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import glob
 import os
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -105,6 +107,30 @@ def _start_jvm(conf: dict[str, str], output: Path) -> None:
                 f"Spark's JVM did not start: {_first_error(output, start)} (its output: {output})"
             ) from None
     SparkContext._ensure_initialized(gateway=gateway)
+    atexit.register(_stop_jvm, gateway)
+
+
+JVM_EXIT_BOUND_S = 15.0
+METASTORE_RELEASE_WAIT_S = 3.0
+
+
+def _stop_jvm(gateway: Any) -> None:
+    """At exit, stop Spark and wait (bounded) for the JVM this process started: it holds the Derby metastore
+    until it is gone, and the next command (``run`` then ``history``) must find it free."""
+    from pyspark import SparkContext
+
+    with contextlib.suppress(Exception):
+        if SparkContext._active_spark_context is not None:
+            SparkContext._active_spark_context.stop()
+    with contextlib.suppress(Exception):
+        gateway.shutdown()
+    proc = getattr(gateway, "proc", None)
+    if proc is None:
+        return
+    with contextlib.suppress(Exception):
+        if proc.stdin is not None:
+            proc.stdin.close()  # the JVM exits when its standard input closes
+        proc.wait(timeout=JVM_EXIT_BOUND_S)
 
 
 def _first_error(path: Path, start: int) -> str:
@@ -211,14 +237,21 @@ def _check_metastore_free(metastore: Path) -> None:
     except OSError:
         return
     with handle:
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ServiceUnavailableError(
-                f"The Spark metastore in {metastore} is open in another Spark process (the local stack's Spark "
-                f"Connect server?): set {REMOTE_ENV_VAR}=sc://127.0.0.1:15002 to go through that server, or give "
-                "this process a metastore of its own (warehouse.metastore)."
-            ) from None
+        # A Spark process that has just ended may hold it a moment longer, while its JVM exits.
+        deadline = time.monotonic() + METASTORE_RELEASE_WAIT_S
+        while True:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise ServiceUnavailableError(
+                    f"The Spark metastore in {metastore} is open in another Spark process (the local stack's "
+                    f"Spark Connect server?): set {REMOTE_ENV_VAR}=sc://127.0.0.1:15002 to go through that "
+                    "server, or give this process a metastore of its own (warehouse.metastore)."
+                ) from None
         fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
