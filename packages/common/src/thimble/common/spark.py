@@ -239,20 +239,23 @@ def _check_metastore_free(metastore: Path) -> None:
     with handle:
         # A Spark process that has just ended may hold it a moment longer, while its JVM exits.
         deadline = time.monotonic() + METASTORE_RELEASE_WAIT_S
-        while True:
-            try:
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    continue
+        while not _try_lock(handle):
+            if time.monotonic() >= deadline:
                 raise ServiceUnavailableError(
                     f"The Spark metastore in {metastore} is open in another Spark process (the local stack's "
                     f"Spark Connect server?): set {REMOTE_ENV_VAR}=sc://127.0.0.1:15002 to go through that "
                     "server, or give this process a metastore of its own (warehouse.metastore)."
-                ) from None
+                )
+            time.sleep(0.1)
         fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+def _try_lock(handle: Any) -> bool:
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _local_session(settings: ThimbleSettings, app_name: str | None) -> SparkSession:

@@ -8,10 +8,10 @@ Only current versions are compared; an unchanged row adds nothing.
 Every journal rule lives here:
 
 * **Ordering** (``order_by`` names the change time, a date or timestamp; a column that is a number or a
-  string after cleanse is a config error, never read as seconds or a format): several versions of one key in a batch are applied
-  in ``order_by`` order; consecutive identical versions collapse into one; each closes at the next one's
-  ``valid_from``. Without ``order_by``, every version starts at the run's start time and keys must be
-  unique in a batch.
+  string after cleanse is a config error, never read as seconds or a format): several versions of one key in
+  a batch are applied in ``order_by`` order; consecutive identical versions collapse into one; each closes
+  at the next one's ``valid_from``. Without ``order_by``, every version starts at the run's start time and
+  keys must be unique in a batch.
 * **Conflicts**: rows of one key with the same ``order_by`` time and different tracked values cannot be
   ordered. ``conflicts: quarantine`` (the default) quarantines all of them with :data:`CONFLICT_RULE`;
   ``conflicts: fail`` fails the run. Identical rows at the same time are one version. No version is ever
