@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pandas as pd
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -77,6 +78,21 @@ def test_a_java_failure_outside_pyspark_is_one_line(frame: DataFrame) -> None:
 
     assert regex.reason.startswith("not a valid regular expression for Spark (Java): Unknown inline modifier")
     assert regex.quoted == ("(?P<x>a)",)
+
+
+def test_what_a_python_worker_raised_is_its_one_line(frame: DataFrame) -> None:
+    def no_amount(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        # Defined here, so that it is pickled by value: a Spark Connect server cannot import this module.
+        for batch in batches:
+            try:
+                int(batch["amount"].iloc[0])
+            except ValueError as exc:
+                raise LookupError(f"client {batch['client_id'].iloc[0]}: no amount") from exc
+            yield batch
+
+    raised = _failure(lambda: frame.mapInPandas(no_amount, frame.schema).collect())
+
+    assert raised.reason == "a Python worker raised LookupError: client c1: no amount"
 
 
 @pytest.mark.parametrize(

@@ -64,8 +64,32 @@ def _one_line(text: str) -> str:
     return _SQLSTATE.sub("", first).strip()
 
 
+def _python_worker_failure(text: str) -> str | None:
+    """What a Python worker (a UDF, ``mapInPandas``) raised, as its traceback's last line says, without
+    the exception's module: ``ValueError: ...``; ``None`` when ``text`` quotes no Python traceback."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return None
+    raised = None
+    for line in lines[starts[-1] + 1 :]:
+        if line.startswith(("JVM stacktrace", "\tat ")):
+            break
+        if line.strip() and not line[0].isspace():
+            raised = line.strip()
+    if raised is None:
+        return None
+    kind, sep, message = raised.partition(": ")
+    kind = kind.rsplit(".", 1)[-1]
+    return f"{kind}: {message}" if sep else kind
+
+
 def _pyspark_failure(exc: Any) -> SparkFailure:
     condition = exc.getCondition()
+    if condition is None:
+        raised = _python_worker_failure(str(exc))
+        if raised is not None:
+            return SparkFailure(f"a Python worker raised {raised}")
     reason = _CONDITION.sub("", _one_line(exc.getMessage()))
     quoted: list[str] = []
     for context in exc.getQueryContext() or []:
