@@ -20,6 +20,7 @@ import numpy as np
 
 from thimble.common.features import qualified_table
 from thimble.common.logging import get_logger
+from thimble.common.spark import uses_connect
 from thimble.modelops import _drift
 from thimble.modelops._column_types import (
     input_mismatch,
@@ -27,6 +28,7 @@ from thimble.modelops._column_types import (
     numeric_fields,
     spark_type,
 )
+from thimble.modelops._user_code import send_user_code
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
 from thimble.modelops.envelope import LoadedModel
 from thimble.modelops.errors import ModelOpsError, SchemaMismatchError
@@ -257,9 +259,12 @@ def score(
     """``df`` scored by ``model`` (loaded in each Python worker from the registry): kept columns + outputs.
 
     The registry goes to the workers with its storage options and signing key, so each worker's load is
-    checked as the driver's was.
+    checked as the driver's was. Over Spark Connect the model's own code goes to the session too.
     """
     from pyspark.sql import types as T
+
+    if uses_connect(df.sparkSession):
+        send_user_code(df.sparkSession, model)
 
     assert model.version is not None
     name, version = model.name, model.version
