@@ -42,11 +42,15 @@ def check_stack(settings: ThimbleSettings) -> dict[str, str]:
         raise FlowError(f"Redis at {settings.online_store.url} did not answer ({exc}); {hint}") from None
     finally:
         client.close()
-    jars = local_jars(settings)
+    spark = (
+        f"Spark Connect {settings.spark.remote}"
+        if settings.spark.remote
+        else f"{settings.spark.master}, {len(local_jars(settings))} jars"
+    )
     return {
         "kafka": f"{servers} ({len(brokers)} broker{'s' if len(brokers) != 1 else ''})",
         "redis": settings.online_store.url,
-        "spark": f"{settings.spark.master}, {len(jars)} jars",
+        "spark": spark,
     }
 
 

@@ -396,11 +396,15 @@ class Flow:
 
         return load_table_config(TABLES_DIR / f"{table}.yaml")
 
+    def _spark_where(self) -> str:
+        remote = self.settings.spark.remote
+        return f"Spark Connect {remote}" if remote else self.settings.spark.master
+
     def load_warehouse(self) -> None:
         from thimble.etl import run_table
 
         if self._spark is None:
-            with self.stage("spark", f"Spark session started ({self.settings.spark.master}, Delta Lake)"):
+            with self.stage("spark", f"Spark session started ({self._spark_where()}, Delta Lake)"):
                 _ = self.spark
         for table in TABLES:
             with self.stage(f"table {table}", f"warehouse table {table} loaded"):

@@ -42,7 +42,8 @@ DAY = date(2026, 5, 1)
 CONFIG = FlowConfig(
     count=1_500, clients=150, rate=None, day=DAY, bad_ratio=0.01, timeout_s=120, sample_clients=4
 )
-DATABASE = "flow_e2e"
+# Its own database each run: over Spark Connect the metastore outlives the run (the stack's server keeps it).
+DATABASE = f"flow_e2e_{uuid.uuid4().hex[:8]}"
 FEATURE_FIELDS = ("visits", "orders", "returns", "ratings", "total_spent", "total_returned", "avg_rating")
 
 
