@@ -304,6 +304,7 @@ class SparkConnect(_SparkService):
             "spark.local.dir": str(self.settings.data_dir / "spark" / "tmp"),
             "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
             "spark.default.parallelism": str(SHUFFLE_PARTITIONS),
+            "spark.databricks.delta.snapshotPartitions": str(SHUFFLE_PARTITIONS),
             "spark.sql.session.timeZone": "UTC",
             "spark.sql.execution.arrow.pyspark.enabled": "true",
             "spark.databricks.delta.schema.autoMerge.enabled": "false",

@@ -157,6 +157,9 @@ def session_conf(settings: ThimbleSettings) -> dict[str, str]:
     """The settings a Spark session may change at run time, which Thimble sets on every session."""
     return {
         "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        # Delta's table state (its file list) is split this many ways; its default of 50 makes every read
+        # of a small table schedule 50 tasks or more.
+        "spark.databricks.delta.snapshotPartitions": str(settings.spark.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",

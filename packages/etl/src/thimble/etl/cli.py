@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -168,14 +169,18 @@ def history(
     from thimble.etl.history import history as table_history
 
     settings = _settings(config)
-    versions = table_history(table, spark=_spark(settings), settings=settings)
+    spark = _spark(settings)
+    # Two independent reads (the table's log, the metrics table): the second need not wait for the first.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        blocked_read = pool.submit(blocked_runs, table, spark=spark, settings=settings)
+        versions = table_history(table, spark=spark, settings=settings)
+        blocked = blocked_read.result()
     view = Table(title=table)
     for column in VERSION_COLUMNS:
         view.add_column(column)
     for v in versions:
         view.add_row(*v.cells())
     out.print(view)
-    blocked = blocked_runs(table, spark=_spark(settings), settings=settings)
     if blocked:
         runs = Table(title="runs that wrote nothing (blocked by a failing check)")
         for column in ("run id", "time (UTC)", "table version", "failed checks"):
