@@ -2,6 +2,7 @@
 
     python packages/etl/benchmarks/bench_journal.py                     # 100k into 500k, 1M into 5M
     python packages/etl/benchmarks/bench_journal.py --sizes 100000:500000 --repeat 5
+    python packages/etl/benchmarks/bench_journal.py --sizes 1000000:5000000 --remote sc://127.0.0.1:15002
 
 Every size is measured in the same process, in interleaved rounds: each round runs every size, and for
 each size both runs back to back on fresh copies of its history, the order alternating. Both read the
@@ -29,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thimble.common.config import load_settings
-from thimble.common.spark import build_spark_session
+from thimble.common.spark import build_spark_session, uses_connect
 from thimble.etl import RunResult, parse_table_config, run_table
 from thimble.etl.config import EtlSettings, TableConfig
 from thimble.etl.journal import row_hash
@@ -165,9 +166,6 @@ def _metrics() -> list[dict[str, Any]]:
 
 def _baseline(spark: SparkSession, path: str) -> dict[str, int]:
     """The minimal hand-written SCD2: hash, join the current versions, one staged MERGE, deletes closed."""
-    from delta.tables import DeltaTable
-
-    now = F.current_timestamp()
     snap = spark.read.parquet(path).withColumn("row_hash", row_hash(TRACK))
     current = (
         spark.table("bench.baseline")
@@ -186,20 +184,19 @@ def _baseline(spark: SparkSession, path: str) -> dict[str, int]:
     )
     closes = closes.select(F.col("client_id").alias("merge_key"), "client_id", *TRACK, "row_hash")
     staged = inserts.unionByName(closes)
-    (
-        DeltaTable.forName(spark, "bench.baseline")
-        .alias("t")
-        .merge(staged.alias("s"), "t.client_id = s.merge_key AND t.is_current")
-        .whenMatchedUpdate(set={"valid_to": now, "is_current": F.lit(False)})
-        .whenNotMatchedInsert(
-            values={
-                "client_id": "s.client_id", "segment": "s.segment", "score": "s.score", "city": "s.city",
-                "row_hash": "s.row_hash", "valid_from": now, "valid_to": F.lit(None).cast("timestamp"), "is_current": F.lit(True),
-            }
-        )
-        .execute()
-    )  # fmt: skip
-    metrics = DeltaTable.forName(spark, "bench.baseline").history(1).first()["operationMetrics"]  # type: ignore[index]
+    # SQL MERGE rather than DeltaTable: the same statement in process and over Spark Connect.
+    staged.createOrReplaceTempView("bench_staged")
+    spark.sql(
+        """
+        MERGE INTO bench.baseline AS t
+        USING bench_staged AS s
+        ON t.client_id = s.merge_key AND t.is_current
+        WHEN MATCHED THEN UPDATE SET valid_to = current_timestamp(), is_current = false
+        WHEN NOT MATCHED THEN INSERT (client_id, segment, score, city, row_hash, valid_from, valid_to, is_current)
+          VALUES (s.client_id, s.segment, s.score, s.city, s.row_hash, current_timestamp(), NULL, true)
+        """
+    )
+    metrics = spark.sql("DESCRIBE HISTORY bench.baseline LIMIT 1").first()["operationMetrics"]  # type: ignore[index]
     return {k: int(v) for k, v in metrics.items() if k in ("numTargetRowsInserted", "numTargetRowsUpdated")}
 
 
@@ -260,17 +257,19 @@ def _round(spark: SparkSession, size: Size, settings: Any, work: Path, round_: i
     _clone(spark, f"history_{key}", "thimble", work, round_)
     _clone(spark, f"history_{key}", "baseline", work, round_)
     order = ("baseline", "thimble") if round_ % 2 == 0 else ("thimble", "baseline")
+    connect = uses_connect(spark)
     for which in order:
-        _peak_heap_reset(spark)
+        if not connect:
+            _peak_heap_reset(spark)
         start = time.monotonic()
         if which == "baseline":
             size.baseline_counts = _baseline(spark, size.path)
             size.baseline_s.append(time.monotonic() - start)
-            size.baseline_heap = max(size.baseline_heap, _peak_heap_mib(spark))
+            size.baseline_heap = 0.0 if connect else max(size.baseline_heap, _peak_heap_mib(spark))
         else:
             size.result = run_table(_config(size.path), spark=spark, settings=settings)
             size.ours_s.append(time.monotonic() - start)
-            size.ours_heap = max(size.ours_heap, _peak_heap_mib(spark))
+            size.ours_heap = 0.0 if connect else max(size.ours_heap, _peak_heap_mib(spark))
 
 
 def main() -> None:
@@ -292,6 +291,12 @@ def main() -> None:
     parser.add_argument(
         "--workdir", default=None, help="where tables are written (default: a temporary folder)"
     )
+    parser.add_argument(
+        "--remote",
+        default=None,
+        help="run over this Spark Connect server (sc://host:port) instead of Spark in this process; "
+        "its peak heap and Spark job counts are not reported",
+    )
     args = parser.parse_args()
     sizes = _sizes(args.sizes)
 
@@ -300,10 +305,14 @@ def main() -> None:
         EtlSettings,
         overrides={
             "warehouse": {"location": str(work / "tables"), "landing": str(work / "landing"), "metastore": str(work / "metastore"), "database": "bench"},
-            "spark": {"master": "local[2]", "driver_memory": args.driver_memory, "shuffle_partitions": 8},
+            "spark": {"master": "local[2]", "driver_memory": args.driver_memory, "shuffle_partitions": 8, "remote": args.remote},
         },
     )  # fmt: skip
     spark = build_spark_session(settings, app_name="thimble-etl-bench")
+    if args.remote:  # the server's metastore outlives this run: start from an empty database
+        spark.sql("DROP DATABASE IF EXISTS bench CASCADE")
+        build_spark_session(settings)
+    where = f"Spark Connect {args.remote}" if args.remote else "local[2]"
     console = Console(width=160)
     for size in sizes:
         console.print(
@@ -319,7 +328,7 @@ def main() -> None:
             )
 
     table = Table(
-        title=f"journal runs, local[2], {args.repeat} interleaved rounds: median (min-max)", show_lines=False
+        title=f"journal runs, {where}, {args.repeat} interleaved rounds: median (min-max)", show_lines=False
     )
     for column in ("snapshot into history", "hand-written s", "thimble-etl s", "thimble / hand-written", "rows/s", "peak heap MiB (h / t)", "inserted / updated / closed"):  # fmt: skip
         table.add_column(column, justify="right")
@@ -328,7 +337,7 @@ def main() -> None:
         assert result is not None
         table.add_row(
             size.name, _spread(size.baseline_s), _spread(size.ours_s), _spread(size.ratios, "x"),
-            f"{size.snapshot / statistics.median(size.ours_s):,.0f}", f"{size.baseline_heap:,.0f} / {size.ours_heap:,.0f}",
+            f"{size.snapshot / statistics.median(size.ours_s):,.0f}", "-" if args.remote else f"{size.baseline_heap:,.0f} / {size.ours_heap:,.0f}",
             f"{result.inserted:,} / {result.updated:,} / {result.closed:,}",
         )  # fmt: skip
     console.print(table)
@@ -341,6 +350,9 @@ def main() -> None:
             f"thimble-etl Spark jobs per phase {result.spark_jobs}; seconds per phase (last round) {result.phase_seconds}"
         )
 
+    if args.remote:  # job counts are not reported to a Spark Connect client
+        spark.stop()
+        return
     largest = max(sizes, key=lambda s: s.snapshot)
     config = _config(largest.path)
     snapshot = spark.read.parquet(largest.path).cache()
