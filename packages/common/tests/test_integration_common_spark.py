@@ -53,3 +53,29 @@ def test_a_command_ended_leaves_the_metastore_free_for_the_next(tmp_path: Path) 
     read = command(READ)
     assert read.returncode == 0, read.stderr[-2000:]
     assert read.stdout.strip().splitlines()[-1] == "2"
+
+
+def test_spark_in_process_starts_in_a_child_of_a_spark_connect_process(tmp_path: Path) -> None:
+    """pyspark marks a process that opened a Spark Connect session, and its children inherit the mark."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("THIMBLE_SPARK__", "THIMBLE_WAREHOUSE__", "SPARK_REMOTE"))
+    }
+    env |= {
+        "SPARK_CONNECT_MODE_ENABLED": "1",
+        "THIMBLE_WAREHOUSE__METASTORE": str(tmp_path / "metastore"),
+        "THIMBLE_WAREHOUSE__LOCATION": str(tmp_path / "tables"),
+    }
+
+    written = subprocess.run(
+        [sys.executable, "-c", WRITE + READ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert written.returncode == 0, written.stderr[-2000:]
+    assert written.stdout.strip().splitlines()[-1] == "2"

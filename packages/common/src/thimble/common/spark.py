@@ -266,6 +266,9 @@ def _local_session(settings: ThimbleSettings, app_name: str | None) -> SparkSess
     from pyspark.sql import SparkSession
 
     _ensure_java_home()
+    # pyspark marks a process that opened a Spark Connect session, and a child process inherits the mark,
+    # which would send this session to Connect too (and fail: no address).
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
     # pyspark picks the workers' interpreter from the environment when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     Path(settings.warehouse.metastore).mkdir(parents=True, exist_ok=True)
