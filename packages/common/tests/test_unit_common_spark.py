@@ -1,3 +1,4 @@
+import logging
 import os
 import socket
 import subprocess
@@ -77,6 +78,18 @@ def test_a_refused_spark_connect_server_is_one_line_naming_the_address_and_the_s
     assert "\n" not in message
     assert f"127.0.0.1:{port}" in message
     assert "THIMBLE_SPARK__REMOTE" in message
+
+
+def test_jars_set_for_a_spark_connect_session_are_said_to_have_no_effect(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("THIMBLE_SPARK__REMOTE", f"sc://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("THIMBLE_SPARK__JARS", '["/opt/jars/extra.jar"]')
+
+    with caplog.at_level(logging.WARNING), pytest.raises(ServiceUnavailableError):
+        build_spark_session(load_settings())
+
+    assert any("spark.jars has no effect over Spark Connect" in r.getMessage() for r in caplog.records)
 
 
 def test_a_metastore_open_in_another_spark_process_is_one_line_before_any_jvm_starts(

@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any, cast
 from thimble.common._paths import jars_dir
 from thimble.common.config import ThimbleSettings, connect_address
 from thimble.common.errors import ConfigError, ServiceUnavailableError, ThimbleError, spark_failure
+from thimble.common.logging import get_logger
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = get_logger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -213,6 +216,11 @@ def build_spark_session(settings: ThimbleSettings | None = None, app_name: str |
     settings = settings or ThimbleSettings()
     _silence_pyspark_error_logs()
     if settings.spark.remote:
+        if settings.spark.jars:
+            log.warning(
+                "spark.jars has no effect over Spark Connect: the server at %s loads its own jars",
+                settings.spark.remote,
+            )
         session = _connect_session(settings, settings.spark.remote)
         with _few_retries(session):
             _ensure_database(session, settings)
