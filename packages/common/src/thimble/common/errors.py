@@ -137,6 +137,10 @@ def _java_failure(exc: Any) -> SparkFailure:
                 f"position {root.getIndex()} of {pattern!r}",
                 quoted=(pattern,),
             )
-        return SparkFailure(f"{kind.rsplit('.', 1)[-1]}: {_one_line(str(root.getMessage() or ''))}")
+        message = _one_line(str(root.getMessage() or ""))
+        condition = _CONDITION.match(message)
+        return SparkFailure(
+            f"{kind.rsplit('.', 1)[-1]}: {message}", condition=condition.group(1) if condition else None
+        )
     except Exception:  # the JVM may be gone: say so rather than fail while describing
         return SparkFailure("Spark's JVM failed: " + _one_line(str(exc).split(": ", 1)[-1]))

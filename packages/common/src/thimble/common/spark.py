@@ -237,6 +237,27 @@ def uses_connect(session: SparkSession) -> bool:
     return type(session).__module__.startswith("pyspark.sql.connect")
 
 
+@contextlib.contextmanager
+def side_session(session: SparkSession) -> Iterator[SparkSession]:
+    """A session of its own on ``session``'s Spark, for a job that runs beside ``session``'s jobs.
+
+    It starts with ``session``'s settings and has its own from then on, so that two jobs in two threads
+    never see each other's settings (a commit's metadata, for one). Over Spark Connect it is a session
+    of its own on the server, released when the block ends.
+    """
+    if not uses_connect(session):
+        yield session.newSession()
+        return
+    side = cast(Any, session).cloneSession()
+    try:
+        yield side
+    finally:
+        with contextlib.suppress(Exception):
+            side.client.release_session()
+        with contextlib.suppress(Exception):
+            side.client.close()
+
+
 def _check_metastore_free(metastore: Path) -> None:
     """Fail in one line when another process (the stack's Spark Connect server) has the Derby metastore open.
 

@@ -8,6 +8,7 @@ known first. :meth:`Load.start` picks one.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from thimble.common.config import ThimbleSettings
+from thimble.common.errors import spark_failure
 from thimble.common.logging import get_logger
 from thimble.etl import _tables
 from thimble.etl.__about__ import __version__
@@ -42,6 +44,16 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 RunStatus = Literal["committed", "blocked", "unchanged", "no_new_data"]
+# How Delta and the metastore refuse to create a table that another run has just created.
+CREATED_BY_ANOTHER = frozenset(
+    {
+        "DELTA_PROTOCOL_CHANGED",
+        "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
+        "TABLE_OR_VIEW_ALREADY_EXISTS",
+        "DELTA_TABLE_ALREADY_EXISTS",
+    }
+)
+CREATED_BY_ANOTHER_WAIT_S = 30.0
 
 
 @dataclass
@@ -202,7 +214,16 @@ class Load(ABC):
                     self.table, self.run_id, result.version, result.committed, self.run_at, result.metrics,
                     result.checks,
                 )  # fmt: skip
-                _append_metrics(self.spark, rows, self.metrics_table)
+                try:
+                    _append_metrics(self.spark, rows, self.metrics_table)
+                except Exception as exc:
+                    failure = spark_failure(exc)
+                    if failure is None or not result.committed:
+                        raise
+                    raise EtlError(
+                        f"{self.table}: version {result.version} was committed, but its metrics could not be "
+                        f"recorded in {self.metrics_table}: {failure.reason}"
+                    ) from None
 
     def finish(self) -> RunResult:
         self.result.spark_jobs = self.phases.job_counts()
@@ -466,10 +487,32 @@ def _append_metrics(spark: SparkSession, rows: list[tuple[object, ...]], table: 
 
 
 def _append(spark: SparkSession, df: DataFrame, table: str) -> None:
-    if _tables.exists(spark, table):
-        df.writeTo(table).append()
-    else:
-        _tables.create_from(df, table, [])
+    if not _tables.exists(spark, table):
+        try:
+            _tables.create_from(df, table, [])
+            return
+        except Exception as exc:
+            # Another run (of another table) created it since: this run's rows go after that run's.
+            if not _created_by_another(spark, table, exc):
+                raise
+    df.writeTo(table).append()
+
+
+def _created_by_another(spark: SparkSession, table: str, exc: Exception) -> bool:
+    """Whether creating ``table`` failed because another run created it at the same moment.
+
+    The other run's first commit is in the table's folder a moment before the table is in the
+    metastore, so the table is awaited a little while.
+    """
+    failure = spark_failure(exc)
+    if failure is None or failure.condition not in CREATED_BY_ANOTHER:
+        return False
+    deadline = time.monotonic() + CREATED_BY_ANOTHER_WAIT_S
+    while not _tables.exists(spark, table):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _record_progress(spark: SparkSession, table: str, meta: dict[str, Any]) -> tuple[int | None, bool]:
