@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,40 @@ PREDICTION_LOG_TABLE = "return_risk_prediction_log"
 CONSUMERS = {"features": "integration.flow.features:app", "ab-test": "integration.flow.ab_test:app"}
 APP_NAMES = {"features": "client-features", "ab-test": "ab-assignment"}
 FIRST_DAY = date(2026, 1, 1)
+
+
+def table_config(table: str) -> TableConfig:
+    """The flow table's YAML config (``${THIMBLE_FLOW_*}`` variables in it are filled from the environment)."""
+    from thimble.etl import load_table_config
+
+    return load_table_config(TABLES_DIR / f"{table}.yaml")
+
+
+def load_order(configs: dict[str, TableConfig]) -> list[list[str]]:
+    """The tables in waves: a table read from another of ``configs`` comes in a wave after it."""
+    waves: list[list[str]] = []
+    loaded: set[str] = set()
+    while len(loaded) < len(configs):
+        wave = [
+            table
+            for table, config in configs.items()
+            if table not in loaded and not (_reads_from(config) & (configs.keys() - loaded))
+        ]
+        if not wave:
+            raise FlowError(
+                f"tables that read each other in a cycle: {', '.join(sorted(configs.keys() - loaded))}"
+            )
+        waves.append(wave)
+        loaded.update(wave)
+    return waves
+
+
+def _reads_from(config: TableConfig) -> set[str]:
+    return {config.source.table} if config.source.type == "table" else set()
+
+
+def _plural(word: str, items: list[str]) -> str:
+    return word if len(items) == 1 else f"{word}s"
 
 
 class FlowSettings(EtlSettings, ModelOpsSettings, ConsumerSettings):
@@ -390,26 +425,39 @@ class Flow:
             self.report.consumers["ab-test"].outputs = delta[names.assignments_topic]
             self.report.consumers["ab-test"].dead_letters = delta[names.assignments_dlq]
 
-    def table_config(self, table: str) -> TableConfig:
-        """The table's YAML config (``${THIMBLE_FLOW_*}`` variables in it are filled from the environment)."""
-        from thimble.etl import load_table_config
-
-        return load_table_config(TABLES_DIR / f"{table}.yaml")
-
     def _spark_where(self) -> str:
         remote = self.settings.spark.remote
         return f"Spark Connect {remote}" if remote else self.settings.spark.master
 
     def load_warehouse(self) -> None:
-        from thimble.etl import run_table
-
+        """Load every table, those that do not read each other at once (each in a Spark session of its own)."""
         if self._spark is None:
             with self.stage("spark", f"Spark session started ({self._spark_where()}, Delta Lake)"):
                 _ = self.spark
-        for table in TABLES:
-            with self.stage(f"table {table}", f"warehouse table {table} loaded"):
-                result = run_table(self.table_config(table), spark=self.spark, settings=self.settings)
-            self.report.tables[table] = result
+        configs = {table: table_config(table) for table in TABLES}
+        for wave in load_order(configs):
+            names = ", ".join(wave)
+            with self.stage(f"tables {names}", f"warehouse {_plural('table', wave)} {names} loaded"):
+                self.report.tables.update(self._load_together([configs[table] for table in wave]))
+
+    def _load_together(self, configs: list[TableConfig]) -> dict[str, RunResult]:
+        """Run the tables' loads at once; the first failure (in ``configs`` order) names its table."""
+        from thimble.common.spark import side_session
+        from thimble.etl import run_table
+
+        def load(config: TableConfig) -> RunResult:
+            with side_session(self.spark) as spark:
+                return run_table(config, spark=spark, settings=self.settings)
+
+        with ThreadPoolExecutor(len(configs), thread_name_prefix="load") as pool:
+            futures = {config.table: pool.submit(load, config) for config in configs}
+        results: dict[str, RunResult] = {}
+        for table, future in futures.items():
+            try:
+                results[table] = future.result()
+            except ThimbleError as exc:
+                raise StageError(f"table {table}", str(exc)) from None
+        return results
 
     def check_skew(self) -> None:
         """Compare the online store with the features journal's current rows (``thimble-modelops skew``)."""

@@ -31,6 +31,7 @@ from integration.flow.pipeline import (
     FlowReport,
     FlowSettings,
     next_day,
+    table_config,
 )
 from integration.flow.train import LABELS_TABLE, MODEL_NAME
 from thimble.common.config import ThimbleSettings, load_settings
@@ -353,7 +354,7 @@ def test_a_failed_quality_gate_leaves_the_table_version_unchanged(flow_run: Flow
     from thimble.etl import run_table, table_version
     from thimble.etl.config import CheckConfig
 
-    config = flow_run.flow.table_config(CURRENT_TABLE)
+    config = table_config(CURRENT_TABLE)
     impossible = CheckConfig(metric="row_count", max=0, name="no client at all")
     config = config.model_copy(
         update={"quality": config.quality.model_copy(update={"checks": [*config.quality.checks, impossible]})}
