@@ -77,6 +77,10 @@ class Service(abc.ABC):
         """The environment the service starts with; None: this process's."""
         return None
 
+    def after_start(self) -> str | None:
+        """Called once a start of the service answered; what it began in the background, said to the user."""
+        return None
+
     def owns(self, pid: int, started: int | None = None) -> bool:
         """Whether ``pid`` is this service's process (and not a process that reused its pid)."""
         line = cmdline(pid)

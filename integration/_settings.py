@@ -106,6 +106,7 @@ class StackSettings:
     spark_master_port: int = 7077
     spark_workers: int = 0
     spark: bool = True
+    spark_warmup: bool = True
 
     @property
     def controller_port(self) -> int:
@@ -180,7 +181,8 @@ class StackSettings:
         ``THIMBLE_STACK_KAFKA_BROKERS`` (``kafka_brokers`` overrides it; default: what the running stack uses, else 1),
         ``THIMBLE_STACK_SPARK_PORT``, ``THIMBLE_STACK_SPARK_MASTER_PORT``, ``THIMBLE_STACK_SPARK_WORKERS``
         (``spark_workers`` overrides it; default: what the running stack uses, else 0), ``THIMBLE_STACK_SPARK``
-        (0: a stack without Spark's services, as the stack's own tests run it).
+        (0: a stack without Spark's services, as the stack's own tests run it), ``THIMBLE_STACK_SPARK_WARMUP``
+        (0: no warm-up job after the Connect server starts).
         """
         run_dir = Path(os.environ.get("THIMBLE_RUN_DIR") or REPO_ROOT / ".run").resolve()
         jars_dir = Path(os.environ.get("THIMBLE_STACK_JARS_DIR") or run_dir / "jars").resolve()
@@ -203,6 +205,7 @@ class StackSettings:
                 else _worker_count(run_dir)
             ),
             spark=_switch("THIMBLE_STACK_SPARK"),
+            spark_warmup=_switch("THIMBLE_STACK_SPARK_WARMUP"),
         )
         settings.check_ports()
         return settings

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from integration._jars import present, pyspark_jars_dir
-from integration._procs import port_open
+from integration._procs import port_open, start_detached
 from integration._service import Service
-from integration._settings import StackSettings, find_java
+from integration._settings import REPO_ROOT, StackSettings, find_java
 from integration.errors import JarsError
 
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -342,6 +342,24 @@ class SparkConnect(_SparkService):
             "--name",
             APP_NAME,
         ]
+
+    def after_start(self) -> str | None:
+        """Warm the new server up in the background (see :mod:`integration._spark_warmup`)."""
+        if not self.settings.spark_warmup:
+            return None
+        log = self.settings.logs_dir / "spark-warmup.log"
+        environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        argv = [
+            sys.executable,
+            "-m",
+            "integration._spark_warmup",
+            self.url,
+            str(self.settings.data_dir / "warmup"),
+        ]
+        pid = start_detached(argv, log, cwd=REPO_ROOT, env=environment)
+        return (
+            f"warming up in the background (pid {pid}, log {log}; THIMBLE_STACK_SPARK_WARMUP=0 turns it off)"
+        )
 
     def healthy(self) -> bool:
         """A ``SELECT 1`` answered through a Connect client; with workers, the master also gave it cores."""

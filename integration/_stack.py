@@ -221,6 +221,9 @@ def up(settings: StackSettings, console: Console) -> None:
                 console.print(
                     f"[green]{service.name}: {verb}[/] (pid {pid}) on {service.address} in {time.monotonic() - t0:.1f}s"
                 )
+                background = service.after_start() if service.name in started else None
+                if background:
+                    console.print(f"{service.name}: {background}")
         except BaseException:
             for service in reversed(services(settings)):
                 pid = started.get(service.name)

@@ -46,6 +46,7 @@ class Stack:
             "THIMBLE_STACK_REDIS_PORT": str(self.redis_port),
             # Kafka's and Redis's own tests: Spark's services have tests of their own (spark=True).
             "THIMBLE_STACK_SPARK": "1" if self.spark else "0",
+            "THIMBLE_STACK_SPARK_WARMUP": "0",
             "THIMBLE_STACK_SPARK_PORT": str(self.spark_port),
             "THIMBLE_STACK_SPARK_MASTER_PORT": str(self.spark_master_port),
             "COLUMNS": "250",
