@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -93,6 +95,19 @@ def test_what_a_python_worker_raised_is_its_one_line(frame: DataFrame) -> None:
     raised = _failure(lambda: frame.mapInPandas(no_amount, frame.schema).collect())
 
     assert raised.reason == "a Python worker raised LookupError: client c1: no amount"
+
+
+def test_a_delta_lake_failure_keeps_its_condition(spark: SparkSession, tmp_path: Path) -> None:
+    """Spark's error classes in process lack Delta Lake's: its failures are read from their own text."""
+    (tmp_path / "notes.txt").write_text("not a Delta table")
+    table = f"t_{uuid.uuid4().hex[:10]}"
+
+    failure = _failure(
+        lambda: spark.range(3).writeTo(table).using("delta").tableProperty("location", str(tmp_path)).create()
+    )
+
+    assert failure.condition == "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION"
+    assert failure.reason.startswith("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION: Cannot create table")
 
 
 @pytest.mark.parametrize(

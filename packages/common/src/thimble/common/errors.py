@@ -90,7 +90,7 @@ def _pyspark_failure(exc: Any) -> SparkFailure:
         raised = _python_worker_failure(str(exc))
         if raised is not None:
             return SparkFailure(f"a Python worker raised {raised}")
-    reason = _CONDITION.sub("", _one_line(exc.getMessage()))
+    reason = _CONDITION.sub("", _one_line(_message(exc)))
     quoted: list[str] = []
     for context in exc.getQueryContext() or []:
         if context.contextType().name == "SQL" and context.fragment():
@@ -108,6 +108,15 @@ def _pyspark_failure(exc: Any) -> SparkFailure:
     return SparkFailure(
         f"{condition}: {reason}" if condition else reason, condition, parameters, tuple(quoted)
     )
+
+
+def _message(exc: Any) -> str:
+    """The exception's message. In process, PySpark renders it with Spark's own error classes, which
+    lack the classes of Delta Lake and other extensions: their exceptions' text is used instead."""
+    try:
+        return str(exc.getMessage())
+    except Exception:
+        return str(exc)
 
 
 def _pattern_failure(quoted_pattern: str, text: str) -> SparkFailure | None:
