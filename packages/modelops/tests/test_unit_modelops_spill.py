@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 
+from thimble.modelops._prediction_log import PROBE_RECORDS, PredictionLog
 from thimble.modelops._spill import SpillFile
 
 
@@ -20,8 +25,10 @@ def test_the_spill_file_keeps_records_up_to_its_bound(tmp_path: Path) -> None:
     assert 0 < kept < 10
     assert spill.write(_records(1)) == 0
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) <= 200
-    ((path, records),) = spill.claim()
+    (path,) = spill.claim()
+    records, _, at_end = spill.read(path, 0, 100)
     assert records == _records(kept)
+    assert at_end
     spill.done(path)
     assert not any(tmp_path.iterdir())
     assert spill.write(_records(1)) == 1  # room again once re-sent
@@ -36,8 +43,84 @@ def test_files_of_dead_processes_are_claimed_and_live_ones_left(tmp_path: Path) 
     (tmp_path / f"{os.getppid()}.jsonl").write_bytes(b'{"key":"c","value":{"v":3}}\n')
     spill = SpillFile(tmp_path, max_bytes=10_000)
     assert spill.pending()
-    claimed = spill.claim()
-    assert [records for _, records in claimed] == [[(b"a", b'{"v":1}')]]  # the torn line is skipped
-    assert claimed[0][0].name == f"{dead_pid}.jsonl.sending-{os.getpid()}"
+    (claimed,) = spill.claim()
+    assert spill.read(claimed, 0, 10)[0] == [(b"a", b'{"v":1}')]  # the torn line is skipped
+    assert claimed.name == f"{dead_pid}.jsonl.sending-{os.getpid()}"
     assert not spill.pending()
     assert (tmp_path / f"{os.getppid()}.jsonl").exists()
+
+
+def _on_disk(folder: Path) -> Counter[bytes | None]:
+    spill = SpillFile(folder, max_bytes=1 << 30)
+    keys: Counter[bytes | None] = Counter()
+    for path in folder.iterdir():
+        keys.update(key for key, _ in spill.read(path, 0, 1 << 30)[0])
+    return keys
+
+
+def test_a_claimed_file_is_read_a_slice_at_a_time_and_its_unread_rest_put_back(tmp_path: Path) -> None:
+    spill = SpillFile(tmp_path, max_bytes=10_000)
+    assert spill.write(_records(10)) == 10
+    full = sum(p.stat().st_size for p in tmp_path.iterdir())
+    (path,) = spill.claim()
+    first, offset, at_end = spill.read(path, 0, 4)
+    assert first == _records(4)
+    assert not at_end
+    assert spill.write(_records(1)) == 1  # what was read is out of the bound
+    spill.put_back(path, offset)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{os.getpid()}.jsonl"]
+    assert _on_disk(tmp_path) == Counter(key for key, _ in _records(10)[4:] + _records(1))
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) < full
+
+
+def test_while_kafka_fails_only_probes_are_sent_after_a_growing_wait_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        config = {
+            "bootstrap.servers": f"127.0.0.1:{closed.getsockname()[1]}",
+            "message.timeout.ms": 50,
+            "log_level": 0,
+        }
+        plog = PredictionLog("t", config, spill_dir=tmp_path, retry_first_s=1.0, retry_s=4.0)
+        assert plog._spill.write(_records(100)) == 100
+        plog._spill_waiting = True
+
+        def settle() -> None:
+            deadline = time.monotonic() + 10
+            while plog._probe_unsettled and time.monotonic() < deadline:
+                plog._producer.poll(0.05)
+            assert plog._probe_unsettled == 0
+
+        now = time.monotonic()
+        waits = []
+        for _ in range(4):
+            assert plog._resend(now) is False
+            assert plog.resent == PROBE_RECORDS * (len(waits) + 1)  # a probe, not the whole spill
+            assert plog._resend(now) is False  # nothing more while the probe is out
+            settle()
+            waits.append(plog._next_probe - time.monotonic())
+            now = plog._next_probe
+        assert plog.resent == 4 * PROBE_RECORDS
+        assert [round(w) for w in waits] == [1, 2, 4, 4]
+        assert plog.spilled == 4 * PROBE_RECORDS
+        assert plog.dropped == 0
+        asyncio.run(plog.close(1.0))
+    assert _on_disk(tmp_path) == Counter(key for key, _ in _records(100))  # each once, none lost
+
+
+def test_a_record_kafka_refuses_as_too_large_is_dropped_and_counted_not_spilled_forever(
+    tmp_path: Path,
+) -> None:
+    drops: list[tuple[int, str]] = []
+    config = {"bootstrap.servers": "127.0.0.1:9", "message.max.bytes": 1000, "log_level": 0}
+    plog = PredictionLog("t", config, on_drop=lambda n, why: drops.append((n, why)), spill_dir=tmp_path)
+    big = (b"big", orjson.dumps({"request_id": "big", "x": "y" * 5000}))
+    assert plog._spill.write([big, *_records(3)]) == 4
+    plog._spill_waiting = True
+    plog._resend(time.monotonic())
+    assert drops == [(1, "refused")]
+    assert plog.resent == 3
+    asyncio.run(plog.close(0.5))
+    assert _on_disk(tmp_path) == Counter(key for key, _ in _records(3))

@@ -11,9 +11,11 @@ interval (5 ms) at a time, which shows in the tail latency.
 
 No record is lost silently. What Kafka cannot take (its queue is full, or it gives up on a record after
 ``message.timeout.ms``, or shutdown comes first) is spilled to a bounded file under the run folder and
-re-sent once Kafka delivers again (or every ``retry_s``), also by the next process after a crash. What
-still cannot be kept (the spill file is full, the buffer overflows) is counted by reason and logged, at
-most once per ``log_every_s``.
+re-sent, also by the next process after a crash. While Kafka fails, only a small probe of spilled records
+is sent, after a wait that doubles from ``retry_first_s`` up to ``retry_s``; once a record is delivered the
+spill is read back a slice per turn, with at most ``resend_in_flight`` records in Kafka's queue. What still
+cannot be kept (the spill file is full, the buffer overflows, the broker refuses a record as too large) is
+counted by reason and logged, at most once per ``log_every_s``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +34,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from thimble.common._paths import run_dir
 from thimble.common.logging import get_logger
 from thimble.modelops._column_types import struct_sql_type
-from thimble.modelops._spill import SpillFile
+from thimble.modelops._spill import Record, SpillFile
 from thimble.modelops.errors import ModelOpsError
 
 if TYPE_CHECKING:
@@ -43,8 +46,10 @@ log = get_logger(__name__)
 Entry = tuple[
     str, str, int | None, int, float, Any, Any, Callable[[Any], Any], Callable[[Any], Any], str, str
 ]
-Record = tuple[bytes | None, bytes]
 MAX_RECORDS_PER_TURN = 512  # then the loop serves requests again before the next slice
+PROBE_RECORDS = 16  # spilled records sent to learn whether Kafka takes them again
+# Refusals that no retry can cure: the record is dropped (and counted) rather than spilled forever.
+_REFUSED = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE}
 
 
 def spill_folder(topic: str) -> Path:
@@ -76,6 +81,16 @@ class _LossReport:
             )
 
 
+@dataclass
+class _Claim:
+    """A claimed spill file being re-sent: where reading goes on, and how many read records are unsettled."""
+
+    path: Path
+    offset: int = 0
+    at_end: bool = False
+    unsettled: int = 0
+
+
 class PredictionLog:
     """Produces one JSON record per request to ``topic``: request id, model version, inputs, outputs, latency."""
 
@@ -91,7 +106,9 @@ class PredictionLog:
         on_resend: Callable[[int], None] | None = None,
         spill_dir: Path | None = None,
         spill_max_bytes: int = 256 * 1024 * 1024,
+        retry_first_s: float = 1.0,
         retry_s: float = 30.0,
+        resend_in_flight: int = 10_000,
         log_every_s: float = 10.0,
     ) -> None:
         self.topic = topic
@@ -99,6 +116,8 @@ class PredictionLog:
             "linger.ms": 20,
             "compression.type": "lz4",
             "queue.buffering.max.messages": max_queue,
+            # A large request makes a large record; it is compressed, and the broker's limit applies to that.
+            "message.max.bytes": 32 * 1024 * 1024,
             **kafka_config,
         }
         self._producer = Producer(conf, logger=get_logger("thimble.modelops.kafka"))
@@ -109,10 +128,15 @@ class PredictionLog:
         self._on_spill = on_spill
         self._on_resend = on_resend
         self._spill = SpillFile(spill_dir or spill_folder(topic), spill_max_bytes)
-        self._retry_s = retry_s
-        self._last_retry = 0.0
-        self._delivered_since_spill = False
         self._spill_waiting = False
+        self._claims: list[_Claim] = []
+        self._retry_first_s = min(retry_first_s, retry_s)
+        self._retry_s = retry_s
+        self._retry_delay = self._retry_first_s
+        self._next_probe = 0.0
+        self._probe_unsettled = 0
+        self._resend_in_flight = resend_in_flight
+        self._kafka_takes = False  # the last record settled was delivered; spilled ones are only probed
         self._report = _LossReport(topic, log_every_s)
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -132,8 +156,29 @@ class PredictionLog:
         """Start draining on the running event loop (re-sending what an earlier process spilled)."""
         if self._task is None:
             self._spill_waiting = self._spill.pending()
-            self._delivered_since_spill = self._spill_waiting
-            self._task = asyncio.get_running_loop().create_task(self._drain_forever())
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._drain_forever())
+            loop.run_in_executor(None, self._check_topic)
+
+    def _check_topic(self) -> None:
+        """Say at start, in one line, when the topic is missing or Kafka cannot be reached."""
+        try:
+            topic = self._producer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+        except (KafkaException, RuntimeError) as exc:
+            log.warning(
+                "Kafka cannot be reached: prediction records are spilled until it can",
+                extra={"topic": self.topic, "error": str(exc), "spill": str(self._spill.folder)},
+            )
+            return
+        if topic is None or topic.error is not None:
+            log.warning(
+                "the prediction log topic does not exist: records are spilled until it does",
+                extra={
+                    "topic": self.topic,
+                    "error": topic.error.str() if topic is not None and topic.error else "",
+                    "spill": str(self._spill.folder),
+                },
+            )
 
     async def _drain_forever(self) -> None:
         while True:
@@ -141,13 +186,10 @@ class PredictionLog:
             while self._buffer and self._send(MAX_RECORDS_PER_TURN):
                 await asyncio.sleep(0)
             self._producer.poll(0)
-            now = time.monotonic()
-            if self._delivered_since_spill or (
-                self._spill_waiting and now - self._last_retry >= self._retry_s
-            ):
-                self._last_retry = now
-                self._delivered_since_spill = False
-                self._resend()
+            for _ in range(8):
+                if not self._resend(time.monotonic()):
+                    break
+                await asyncio.sleep(0)
 
     def _send(self, limit: int) -> bool:
         """Serialise and produce up to ``limit`` buffered records; False when librdkafka's queue is full.
@@ -170,18 +212,27 @@ class PredictionLog:
                 self._spill_records(rest, "Kafka's local queue is full")
                 return False
             except KafkaException as exc:
-                self._spill_records([(key, value)], str(exc))
+                self._failed([(key, value)], exc.args[0])
         return True
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
-            if self._spill_waiting:
-                self._delivered_since_spill = True
+            self._kafka_takes = True
+            self._retry_delay = self._retry_first_s
             return
         value = msg.value()
         if value is not None:
-            self._spill_records([(msg.key(), value)], err.str())
+            self._failed([(msg.key(), value)], err)
+
+    def _failed(self, records: Sequence[Record], err: KafkaError) -> None:
+        if err.code() in _REFUSED:
+            self._drop(len(records), "refused", f"{err.str()} (the topic's max.message.bytes)")
+            return
+        if self._kafka_takes:
+            self._kafka_takes = False
+            self._next_probe = time.monotonic() + self._retry_delay
+        self._spill_records(records, err.str())
 
     def _spill_records(self, records: Sequence[Record], error: str) -> None:
         try:
@@ -198,36 +249,66 @@ class PredictionLog:
         if kept < len(records):
             self._drop(len(records) - kept, "spill_full", error)
 
-    def _resend(self) -> None:
-        """Hand spilled records to Kafka again; a claimed file goes once each of its records is settled."""
-        self._spill_waiting = False
-        for path, records in self._spill.claim():
-            if not records:
-                self._spill.done(path)
+    def _resend(self, now: float) -> bool:
+        """Hand a slice of spilled records to Kafka again; False when there is nothing more to do this turn.
+
+        While Kafka fails, a slice is a probe of a few records, sent once the last probe has settled and
+        the back-off has passed.
+        """
+        if self._kafka_takes:
+            limit = min(MAX_RECORDS_PER_TURN, self._resend_in_flight - len(self._producer))
+        elif self._probe_unsettled == 0 and now >= self._next_probe:
+            limit = PROBE_RECORDS
+        else:
+            return False
+        if limit <= 0:
+            return False
+        claim = next((c for c in self._claims if not c.at_end), None)
+        if claim is None:
+            if not self._spill_waiting:
+                return False
+            self._spill_waiting = False
+            self._claims += [_Claim(path) for path in self._spill.claim()]
+            claim = next((c for c in self._claims if not c.at_end), None)
+            if claim is None:
+                return False
+        records, claim.offset, claim.at_end = self._spill.read(claim.path, claim.offset, limit)
+        probe = not self._kafka_takes
+        claim.unsettled += len(records)
+        if probe:
+            self._probe_unsettled += len(records)
+
+        def settled(err: KafkaError | None, msg: Message) -> None:
+            self._delivered(err, msg)
+            self._settle(claim, 1, probe)
+
+        for n, (key, value) in enumerate(records):
+            try:
+                self._producer.produce(self.topic, value, key=key, on_delivery=settled)
+            except BufferError:
+                self._spill_records(records[n:], "Kafka's local queue is full")
+                self._settle(claim, len(records) - n, probe)
+                return False
+            except KafkaException as exc:
+                self._failed([(key, value)], exc.args[0])
+                self._settle(claim, 1, probe)
                 continue
-            outstanding = [len(records)]
+            self.resent += 1
+            if self._on_resend is not None:
+                self._on_resend(1)
+        self._settle(claim, 0, probe)
+        return not probe
 
-            def settled(
-                err: KafkaError | None, msg: Message, path: Path = path, left: list[int] = outstanding
-            ) -> None:
-                self._delivered(err, msg)
-                left[0] -= 1
-                if left[0] == 0:
-                    self._spill.done(path)
-
-            for n, (key, value) in enumerate(records):
-                try:
-                    self._producer.produce(self.topic, value, key=key, on_delivery=settled)
-                except (BufferError, KafkaException) as exc:
-                    rest = records[n:]
-                    self._spill_records(rest, str(exc) or "Kafka's local queue is full")
-                    outstanding[0] -= len(rest)
-                    if outstanding[0] == 0:
-                        self._spill.done(path)
-                    break
-                self.resent += 1
-                if self._on_resend is not None:
-                    self._on_resend(1)
+    def _settle(self, claim: _Claim, n: int, probe: bool) -> None:
+        claim.unsettled -= n
+        if probe and n:
+            self._probe_unsettled -= n
+            if self._probe_unsettled == 0 and not self._kafka_takes:
+                self._next_probe = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, self._retry_s)
+        if claim.at_end and claim.unsettled == 0 and claim in self._claims:
+            self._claims.remove(claim)
+            self._spill.done(claim.path)
 
     def _serialise(self, batch: list[Entry]) -> list[bytes | None]:
         groups: dict[tuple[Callable[[Any], Any], Callable[[Any], Any]], list[int]] = {}
@@ -288,6 +369,9 @@ class PredictionLog:
         if len(self._producer):
             self._producer.purge()  # what is still queued comes back through the delivery callback
             self._producer.poll(0)
+        for claim in self._claims:
+            self._spill.put_back(claim.path, claim.offset)
+        self._claims.clear()
         self._spill.close()
         del self._producer  # stops librdkafka's threads (and its reconnect attempts) now
 

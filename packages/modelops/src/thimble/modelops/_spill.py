@@ -1,9 +1,11 @@
 """A bounded local file of Kafka records that could not be delivered, claimed back for re-sending.
 
 Each process appends to ``<folder>/<pid>.jsonl`` (one ``{"key", "value"}`` JSON object a line). To re-send,
-a process claims its own file and those of dead processes by renaming them ``<name>.sending-<pid>``; a
-claimed file is deleted once every record in it was delivered (records that fail again are spilled
-anew). A crash between delivery and deletion re-sends a file: at-least-once, never lost.
+a process claims its own file and those of dead processes by renaming them ``<name>.sending-<pid>``, then
+reads a claimed file a slice at a time from where it left off; a claimed file is deleted once every record
+in it was delivered (records that fail again are spilled anew), and what was never read goes back to the
+process's own file when it stops. A crash between delivery and deletion re-sends a file: at-least-once,
+never lost.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import IO, Any
 
 import orjson
 
+Record = tuple[bytes | None, bytes]
 _OWNER = re.compile(r"(\d+)\.jsonl(?:\.\d+)?(?:\.sending-(\d+))?")
 
 
@@ -49,7 +52,7 @@ class SpillFile:
             )
         return self._size
 
-    def write(self, records: Sequence[tuple[bytes | None, bytes]]) -> int:
+    def write(self, records: Sequence[Record]) -> int:
         """Append ``(key, value)`` records (values are JSON); return how many fit under the size bound."""
         lines = []
         used = self._used()
@@ -91,8 +94,8 @@ class SpillFile:
                 out.append(p)
         return out
 
-    def claim(self) -> list[tuple[Path, list[tuple[bytes | None, bytes]]]]:
-        """Take the waiting files: ``(claimed path, records)`` each; delete a path with :meth:`done`."""
+    def claim(self) -> list[Path]:
+        """Take the waiting files; read them with :meth:`read`, forget them with :meth:`done`."""
         if self._out is not None:
             self._out.close()
             self._out = None
@@ -107,16 +110,46 @@ class SpillFile:
             except FileNotFoundError:  # another process claimed it first
                 continue
             self._claimed.add(target)
-            claimed.append((target, _read(target)))
+            claimed.append(target)
         return claimed
 
-    def done(self, path: Path) -> None:
-        """Forget a claimed file whose records were all delivered (or spilled again)."""
-        size = path.stat().st_size if path.exists() else 0
+    def read(self, path: Path, offset: int, limit: int) -> tuple[list[Record], int, bool]:
+        """Up to ``limit`` records of a claimed file from byte ``offset``: ``(records, next offset, at end)``.
+
+        Records read leave the size bound: if they fail again, they are written anew.
+        """
+        records: list[Record] = []
+        with path.open("rb") as f:
+            f.seek(offset)
+            while len(records) < limit:
+                line = f.readline()
+                if not line:
+                    break
+                records.extend(_parse(line))
+            end = f.tell()
+            at_end = not f.read(1)
+        if self._size is not None:
+            self._size = max(0, self._size - (end - offset))
+        return records, end, at_end
+
+    def put_back(self, path: Path, offset: int) -> None:
+        """Return the unread part of a claimed file (from ``offset``) to this process's file; forget the claim."""
+        with path.open("rb") as f:
+            f.seek(offset)
+            rest = f.read()
+        if rest:
+            if self._out is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._out = self.path.open("ab")
+            self._out.write(rest if rest.endswith(b"\n") else rest + b"\n")
+            self._out.flush()
         path.unlink(missing_ok=True)
         self._claimed.discard(path)
-        if self._size is not None:
-            self._size = max(0, self._size - size)
+
+    def done(self, path: Path) -> None:
+        """Forget a claimed file whose records were all read and settled (delivered or spilled again)."""
+        path.unlink(missing_ok=True)
+        self._claimed.discard(path)
 
     def close(self) -> None:
         if self._out is not None:
@@ -124,14 +157,10 @@ class SpillFile:
             self._out = None
 
 
-def _read(path: Path) -> list[tuple[bytes | None, bytes]]:
-    records = []
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                obj: Any = orjson.loads(line)
-                key = obj["key"]
-                records.append((key.encode() if isinstance(key, str) else None, orjson.dumps(obj["value"])))
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut short by a crash while it was written
-    return records
+def _parse(line: bytes) -> list[Record]:
+    try:
+        obj: Any = orjson.loads(line)
+        key = obj["key"]
+        return [(key.encode() if isinstance(key, str) else None, orjson.dumps(obj["value"]))]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return []  # a line cut short by a crash while it was written
