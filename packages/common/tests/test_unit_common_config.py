@@ -4,6 +4,7 @@ import pytest
 from pydantic import SecretStr
 
 from thimble.common import ConfigError, Section, ThimbleSettings, load_settings
+from thimble.common.config import check_topic_name
 
 pytestmark = pytest.mark.unit
 
@@ -143,3 +144,14 @@ def test_one_file_configures_every_package(tmp_path: Path) -> None:
     assert load_settings(config_file=path).kafka.bootstrap_servers  # the base settings skip all three
     with pytest.raises(ConfigError, match="modelop: unknown key; did you mean 'modelops'"):
         load_settings(ConsumerSettings, config_file=write(tmp_path, "modelop:\n  registry: /m\n"))
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "a b", "é", "t\n", "x" * 250])
+def test_a_topic_name_kafka_would_refuse_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="is not a Kafka topic name"):
+        check_topic_name(name)
+
+
+@pytest.mark.parametrize("name", ["t", "client-events.v2", "_internal", "...", "x" * 249])
+def test_a_topic_name_kafka_accepts_is_kept(name: str) -> None:
+    assert check_topic_name(name) == name

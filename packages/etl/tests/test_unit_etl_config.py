@@ -194,3 +194,10 @@ def test_type_keywords_are_normalised_and_struct_field_names_keep_their_case() -
         "array<struct<clientId:bigint, `Score`:double>>"
     )
     assert check_type("Map<String, Decimal(10,2)>") == "map<string, decimal(10,2)>"
+
+
+@pytest.mark.parametrize("topic", ["", "..", "a/b", "events,other", "x" * 250])
+def test_a_kafka_source_names_a_topic_kafka_accepts(topic: str) -> None:
+    (problem,) = problems({**BASE, "source": {"type": "kafka", "topic": topic}})
+    assert problem.startswith("source.topic: ")
+    assert "is not a Kafka topic name" in problem

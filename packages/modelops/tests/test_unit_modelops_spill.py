@@ -10,9 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from thimble.modelops._prediction_log import PROBE_RECORDS, PredictionLog
+from thimble.common.errors import ConfigError
+from thimble.modelops._prediction_log import PROBE_RECORDS, PredictionLog, spill_folder
 from thimble.modelops._spill import SpillFile
+from thimble.modelops.config import load_modelops_settings
 
 
 def _records(n: int) -> list[tuple[bytes | None, bytes]]:
@@ -124,3 +129,18 @@ def test_a_record_kafka_refuses_as_too_large_is_dropped_and_counted_not_spilled_
     assert plog.resent == 3
     asyncio.run(plog.close(0.5))
     assert _on_disk(tmp_path) == Counter(key for key, _ in _records(3))
+
+
+@given(st.text(max_size=300))
+def test_no_topic_name_makes_a_spill_folder_outside_the_spill_root(topic: str) -> None:
+    folder = spill_folder(topic)
+    assert folder.parent == spill_folder("t").parent
+    assert folder.name not in ("", ".", "..")
+
+
+@pytest.mark.parametrize("topic", ["..", "../elsewhere", "a/b"])
+def test_a_prediction_log_topic_kafka_would_refuse_is_a_config_error(topic: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_modelops_settings(overrides={"modelops": {"server": {"prediction_log_topic": topic}}})
+    (problem,) = info.value.problems
+    assert f"modelops.server.prediction_log_topic: {topic!r} is not a Kafka topic name" in problem

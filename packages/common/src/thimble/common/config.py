@@ -8,12 +8,21 @@ Precedence, lowest first: defaults < YAML file (``--config`` or ``THIMBLE_CONFIG
 from __future__ import annotations
 
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from thimble.common._paths import run_dir
@@ -24,6 +33,23 @@ from thimble.common.validation import environment_problems, validation_problems
 CONFIG_ENV_VAR = "THIMBLE_CONFIG"
 # One config file may configure every Thimble package; each loader skips the other packages' sections.
 PACKAGE_SECTIONS = frozenset({"consumer", "etl", "modelops"})
+
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def check_topic_name(name: str) -> str:
+    """``name`` when Kafka accepts it as a topic name; else ValueError saying what a name may hold."""
+    if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"{name[:80]!r} is not a Kafka topic name (letters, digits, '.', '_' and '-', "
+            "at most 249 characters, not '.' or '..')"
+        )
+    return name
+
+
+KafkaTopic = Annotated[str, AfterValidator(check_topic_name)]
+"""A config field holding a Kafka topic name, checked as the broker would."""
 
 
 class Section(BaseModel):

@@ -72,7 +72,7 @@ def validation_problems(
             hint = did_you_mean(str(loc[-1]), names)
             problems.append(f"{where}: unknown key{hint}")
         else:
-            problems.append(f"{where}: {item['msg']}")
+            problems.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
     return problems
 
 

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from thimble.common.config import Section, ThimbleSettings, read_yaml_file
+from thimble.common.config import KafkaTopic, Section, ThimbleSettings, read_yaml_file
 from thimble.common.features import check_name
 from thimble.common.validation import did_you_mean, format_location
 from thimble.etl._feature_sets import import_feature_set, with_feature_set
@@ -101,7 +101,7 @@ class KafkaSource(_Model):
     """A Kafka topic read in batch; values are JSON objects parsed with ``schema.columns``."""
 
     type: Literal["kafka"]
-    topic: str = Field(min_length=1)
+    topic: KafkaTopic
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     options: dict[str, str] = Field(default_factory=dict)
     json_options: dict[str, str] = Field(default_factory=dict)

@@ -54,7 +54,10 @@ _REFUSED = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError
 
 def spill_folder(topic: str) -> Path:
     """Where undeliverable records of ``topic`` wait: ``<run dir>/modelops/prediction-spill/<topic>``."""
-    return run_dir() / "modelops" / "prediction-spill" / re.sub(r"[^A-Za-z0-9._-]", "_", topic)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", topic)
+    if not name.strip("."):  # '', '.' and '..' would not name a folder of its own
+        name = "_" * max(1, len(name))
+    return run_dir() / "modelops" / "prediction-spill" / name
 
 
 class _LossReport:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 
 from thimble.common._paths import run_dir
-from thimble.common.config import Section, ThimbleSettings, load_settings
+from thimble.common.config import KafkaTopic, Section, ThimbleSettings, load_settings
 
 OVERRIDES_ENV = "THIMBLE_MODELOPS_OVERRIDES"  # JSON overrides handed from `serve` to its worker processes
 
@@ -41,7 +41,9 @@ class ServerConfig(Section):
     max_wait_ms: float = Field(default=0.0, ge=0, description="how long a batch waits for more requests")
     run_in_thread: bool = Field(default=False, description="run the model off the event loop (slow models)")
     auth_token: SecretStr | None = Field(default=None, description="require `Authorization: Bearer <token>`")
-    prediction_log_topic: str | None = Field(default=None, description="Kafka topic for prediction records")
+    prediction_log_topic: KafkaTopic | None = Field(
+        default=None, description="Kafka topic for prediction records"
+    )
     prediction_log_queue: int = Field(default=100_000, ge=1, description="records held before dropping")
     prediction_log_flush_s: float = Field(default=10.0, ge=0, description="how long shutdown waits for Kafka")
     tracking_interval_s: float = Field(
