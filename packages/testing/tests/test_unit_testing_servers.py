@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from thimble.testing import LiveServer, ServerProcess, answers_ok, free_port, port_free
+from thimble.testing._servers import running_in_group
 
 pytestmark = pytest.mark.unit
 
@@ -22,19 +23,6 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello"})
-
-
-def _running_in_group(pgid: int) -> list[int]:
-    """Processes of the group that are not zombies (the container's init may never reap them)."""
-    running = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except OSError:
-            continue
-        if int(group) == pgid and state != "Z":
-            running.append(int(stat.parent.name))
-    return running
 
 
 def test_live_server_serves_an_asgi_app_and_frees_its_port() -> None:
@@ -58,7 +46,7 @@ def test_server_process_is_ready_when_it_answers_and_stops_with_its_children(tmp
         assert server.proc is not None
         group = server.proc.pid
     assert not answers_ok(url)
-    assert _running_in_group(group) == []
+    assert running_in_group(group) == []
 
 
 def test_a_server_command_that_exits_fails_the_test_with_its_output(tmp_path: Path) -> None:

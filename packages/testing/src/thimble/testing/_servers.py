@@ -114,7 +114,8 @@ class ServerProcess:
         self.stop()
 
     def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL to what is left of it after 30 s."""
+        """SIGTERM to the process group, SIGKILL to what is left of it after 30 s; returns once every
+        process of the group has ended (a killed child can outlive its parent for a moment)."""
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -124,3 +125,18 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        group = self.proc.pid
+        wait_until(lambda: not running_in_group(group), 10, what=f"the processes of group {group} ended")
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that have not ended (zombies, which nobody may reap, have)."""
+    running = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:
+            continue
+        if int(group) == pgid and state != "Z":
+            running.append(int(stat.parent.name))
+    return running
