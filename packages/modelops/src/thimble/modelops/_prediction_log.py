@@ -373,7 +373,9 @@ class PredictionLog:
             self._producer.purge()  # what is still queued comes back through the delivery callback
             self._producer.poll(0)
         for claim in self._claims:
-            self._spill.put_back(claim.path, claim.offset)
+            # A claim with records still unsettled stays whole, to be re-sent from its start (at least once).
+            if claim.unsettled == 0:
+                self._spill.put_back(claim.path, claim.offset)
         self._claims.clear()
         self._spill.close()
         del self._producer  # stops librdkafka's threads (and its reconnect attempts) now
