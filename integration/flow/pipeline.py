@@ -8,9 +8,11 @@ no service of the stack (``./dev stack up`` does) but checks each one first, and
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +50,7 @@ PREDICTION_LOG_TABLE = "return_risk_prediction_log"
 CONSUMERS = {"features": "integration.flow.features:app", "ab-test": "integration.flow.ab_test:app"}
 APP_NAMES = {"features": "client-features", "ab-test": "ab-assignment"}
 FIRST_DAY = date(2026, 1, 1)
+STALL_S = 300.0  # a stage still running after this long says so, and writes every thread's stack
 
 
 def table_config(table: str) -> TableConfig:
@@ -254,6 +257,9 @@ class Flow:
         """Time a stage, show a spinner while it runs and ``done`` when it ends; name it in any error."""
         started = time.monotonic()
         status = self.console.status(f"[bold]{name}[/]…") if spinner else contextlib.nullcontext()
+        watchdog = threading.Timer(STALL_S, self._stalled, (name, started))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             with status:
                 yield
@@ -261,9 +267,22 @@ class Flow:
             if isinstance(exc, StageError):
                 raise
             raise StageError(name, str(exc)) from None
+        finally:
+            watchdog.cancel()
         seconds = time.monotonic() - started
         self.report.stages.append((name, seconds))
         self.console.print(f"[green]✓[/] {done} [dim]({seconds:.1f} s)[/]")
+
+    def _stalled(self, name: str, started: float) -> None:
+        """A stage has run for :data:`STALL_S`: write where every thread waits, and say where it is."""
+        assert self.report.logs is not None
+        self.report.logs.mkdir(parents=True, exist_ok=True)
+        path = self.report.logs / f"stalled-{name.replace(' ', '-')}.txt"
+        with path.open("a") as out:
+            faulthandler.dump_traceback(out, all_threads=True)
+        self.console.print(
+            f"[yellow]![/] {name} has run for {time.monotonic() - started:.0f} s; where each thread waits: {path}"
+        )
 
     def _start(self, name: str, argv: list[str]) -> svc.Process:
         assert self.report.logs is not None
