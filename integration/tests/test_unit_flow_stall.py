@@ -24,13 +24,7 @@ def test_a_stage_that_runs_too_long_says_so_and_writes_every_threads_stack(
 ) -> None:
     monkeypatch.setattr(pipeline, "STALL_S", 0.2)
     out = io.StringIO()
-    flow = Flow(
-        FlowConfig(day=date(2026, 1, 1)),
-        load_settings(FlowSettings),
-        Console(file=out, width=300),
-        registry=Registry(str(tmp_path / "registry")),
-        logs=tmp_path / "logs",
-    )
+    flow = _flow(tmp_path, out)
     with flow.stage("skew check", "compared", spinner=False):
         wait_until(lambda: "skew check has run for" in out.getvalue(), 10, what="the stall message")
     stacks = (tmp_path / "logs" / "stalled-skew-check.txt").read_text()
@@ -40,13 +34,7 @@ def test_a_stage_that_runs_too_long_says_so_and_writes_every_threads_stack(
 
 def test_a_stage_that_ends_in_time_stops_its_watchdog(tmp_path: Path) -> None:
     out = io.StringIO()
-    flow = Flow(
-        FlowConfig(day=date(2026, 1, 1)),
-        load_settings(FlowSettings),
-        Console(file=out, width=300),
-        registry=Registry(str(tmp_path / "registry")),
-        logs=tmp_path / "logs",
-    )
+    flow = _flow(tmp_path, out)
     with flow.stage("skew check", "compared", spinner=False):
         assert _watchdogs()
     wait_until(lambda: not _watchdogs(), 10, what="the stage's watchdog stopped")
@@ -56,3 +44,13 @@ def test_a_stage_that_ends_in_time_stops_its_watchdog(tmp_path: Path) -> None:
 
 def _watchdogs() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
+
+
+def _flow(tmp_path: Path, out: io.StringIO) -> Flow:
+    return Flow(
+        FlowConfig(day=date(2026, 1, 1)),
+        load_settings(FlowSettings),
+        Console(file=out, width=300),
+        registry=Registry(str(tmp_path / "registry")),
+        logs=tmp_path / "logs",
+    )

@@ -75,6 +75,13 @@ def closed_port() -> Iterator[socket.socket]:
         yield s
 
 
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Spill files under the test's folder; the prediction log's warnings captured."""
+    caplog.set_level(logging.WARNING, "thimble.modelops._prediction_log")
+    monkeypatch.setenv("THIMBLE_RUN_DIR", str(tmp_path))
+
+
 def test_records_kafka_gives_up_on_are_counted_spilled_and_resent(
     saved_churn: Registry,
     redis_url: str,
@@ -84,24 +91,12 @@ def test_records_kafka_gives_up_on_are_counted_spilled_and_resent(
     reader: Callable[[str], TopicReader],
     closed_port: socket.socket,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, "thimble.modelops._prediction_log")
-    monkeypatch.setenv("THIMBLE_RUN_DIR", str(tmp_path))
     topic = kafka_topic("spill")
     port = closed_port.getsockname()[1]
-    settings = load_modelops_settings(
-        overrides={
-            "online_store": {"url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:8]}"},
-            "kafka": {
-                "bootstrap_servers": f"127.0.0.1:{port}",
-                "extra": {"message.timeout.ms": 1500, "reconnect.backoff.max.ms": 300},
-            },
-            "modelops": {"registry": saved_churn.url, "server": {"prediction_log_topic": topic}},
-        }
-    )
-    app = create_app(settings=settings, refs=["churn"], registry=saved_churn)
+    kafka = {"bootstrap_servers": f"127.0.0.1:{port}", "extra": {"reconnect.backoff.max.ms": 300}}
+    app = _app(saved_churn, redis_url, kafka, topic)
     server = live(app)
     plog = app.state.prediction_log
     rows = [{"client_id": i, "orders_7d": i % 20, "spend_7d": float(i)} for i in range(20)]
@@ -150,23 +145,10 @@ def test_a_missing_topic_is_said_at_start_and_its_records_wait_in_the_spill(
     live: Callable[..., Any],
     kafka_config: dict[str, Any],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, "thimble.modelops._prediction_log")
-    monkeypatch.setenv("THIMBLE_RUN_DIR", str(tmp_path))
     topic = f"no-such-topic-{uuid.uuid4().hex[:8]}"
-    settings = load_modelops_settings(
-        overrides={
-            "online_store": {"url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:8]}"},
-            "kafka": {
-                "bootstrap_servers": kafka_config["bootstrap.servers"],
-                "extra": {"message.timeout.ms": 1500},
-            },
-            "modelops": {"registry": saved_churn.url, "server": {"prediction_log_topic": topic}},
-        }
-    )
-    app = create_app(settings=settings, refs=["churn"], registry=saved_churn)
+    app = _app(saved_churn, redis_url, {"bootstrap_servers": kafka_config["bootstrap.servers"]}, topic)
     server = live(app)
     wait_until(
         lambda: any(
@@ -185,3 +167,16 @@ def test_a_missing_topic_is_said_at_start_and_its_records_wait_in_the_spill(
     assert plog.dropped == 0
     spilled = b"".join(p.read_bytes() for p in spill_folder(topic).iterdir())
     assert answer.json()["request_id"].encode() in spilled
+
+
+def _app(registry: Registry, redis_url: str, kafka: dict[str, Any], topic: str) -> Any:
+    """The server of ``churn`` logging predictions to ``topic``; Kafka gives up on a record after 1.5 s."""
+    kafka = {**kafka, "extra": {"message.timeout.ms": 1500, **kafka.get("extra", {})}}
+    settings = load_modelops_settings(
+        overrides={
+            "online_store": {"url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:8]}"},
+            "kafka": kafka,
+            "modelops": {"registry": registry.url, "server": {"prediction_log_topic": topic}},
+        }
+    )
+    return create_app(settings=settings, refs=["churn"], registry=registry)
