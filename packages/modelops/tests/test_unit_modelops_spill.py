@@ -144,3 +144,25 @@ def test_a_prediction_log_topic_kafka_would_refuse_is_a_config_error(topic: str)
         load_modelops_settings(overrides={"modelops": {"server": {"prediction_log_topic": topic}}})
     (problem,) = info.value.problems
     assert f"modelops.server.prediction_log_topic: {topic!r} is not a Kafka topic name" in problem
+
+
+def test_a_spill_file_removed_under_the_server_is_logged_and_sending_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
+    plog = PredictionLog("t", config, spill_dir=tmp_path)
+    assert plog._spill.write(_records(40)) == 40
+    plog._spill_waiting = True
+    plog._resend(time.monotonic())  # a probe: the file is claimed and its first records read
+    assert plog.resent == PROBE_RECORDS
+    (claimed,) = [c.path for c in plog._claims]
+    claimed.unlink()
+    plog._probe_unsettled = 0  # (as if the probe had settled)
+    assert plog._resend(time.monotonic()) is True
+    assert plog._claims == []
+    assert any("could not be read" in r.getMessage() for r in caplog.records)
+    assert plog._spill.write(_records(1)) == 1
+    plog._spill_waiting = True
+    plog._resend(time.monotonic())
+    assert plog.resent == PROBE_RECORDS + 1  # the next spill is sent as before
+    asyncio.run(plog.close(0.5))

@@ -275,7 +275,16 @@ class PredictionLog:
             claim = next((c for c in self._claims if not c.at_end), None)
             if claim is None:
                 return False
-        records, claim.offset, claim.at_end = self._spill.read(claim.path, claim.offset, limit)
+        try:
+            records, claim.offset, claim.at_end = self._spill.read(claim.path, claim.offset, limit)
+        except OSError as exc:  # removed or unreadable under the server: what it held cannot be re-sent
+            self._claims.remove(claim)
+            self._spill.done(claim.path)
+            log.error(
+                "a spill file of prediction records could not be read; the records it still held are lost",
+                extra={"topic": self.topic, "path": str(claim.path), "error": str(exc)},
+            )
+            return True
         probe = not self._kafka_takes
         claim.unsettled += len(records)
         if probe:
@@ -375,7 +384,13 @@ class PredictionLog:
         for claim in self._claims:
             # A claim with records still unsettled stays whole, to be re-sent from its start (at least once).
             if claim.unsettled == 0:
-                self._spill.put_back(claim.path, claim.offset)
+                try:
+                    self._spill.put_back(claim.path, claim.offset)
+                except OSError as exc:
+                    log.error(
+                        "the unread part of a spill file could not be kept",
+                        extra={"topic": self.topic, "path": str(claim.path), "error": str(exc)},
+                    )
         self._claims.clear()
         self._spill.close()
         del self._producer  # stops librdkafka's threads (and its reconnect attempts) now
