@@ -47,6 +47,7 @@ Entry = tuple[
     str, str, int | None, int, float, Any, Any, Callable[[Any], Any], Callable[[Any], Any], str, str
 ]
 MAX_RECORDS_PER_TURN = 512  # then the loop serves requests again before the next slice
+RESEND_SLICES_PER_TURN = 8  # slices of spilled records handed to Kafka between two drains of the buffer
 PROBE_RECORDS = 16  # spilled records sent to learn whether Kafka takes them again
 # Refusals that no retry can cure: the record is dropped (and counted) rather than spilled forever.
 _REFUSED = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG_SIZE}
@@ -189,7 +190,7 @@ class PredictionLog:
             while self._buffer and self._send(MAX_RECORDS_PER_TURN):
                 await asyncio.sleep(0)
             self._producer.poll(0)
-            for _ in range(8):
+            for _ in range(RESEND_SLICES_PER_TURN):
                 if not self._resend(time.monotonic()):
                     break
                 await asyncio.sleep(0)
@@ -230,7 +231,8 @@ class PredictionLog:
 
     def _failed(self, records: Sequence[Record], err: KafkaError) -> None:
         if err.code() in _REFUSED:
-            self._drop(len(records), "refused", f"{err.str()} (the topic's max.message.bytes)")
+            hint = " (the topic's max.message.bytes)" if err.code() == KafkaError.MSG_SIZE_TOO_LARGE else ""
+            self._drop(len(records), "refused", err.str() + hint)
             return
         if self._kafka_takes:
             self._kafka_takes = False
