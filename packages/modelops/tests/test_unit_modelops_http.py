@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import string
 
 import orjson
@@ -31,3 +32,19 @@ def test_a_request_id_is_echoed_only_when_it_is_a_plain_token(value: str) -> Non
 
 def test_a_missing_request_id_gets_a_fresh_one() -> None:
     assert request_id(None) != request_id(None)
+
+
+def test_fresh_request_ids_of_a_forked_worker_never_repeat_its_parents() -> None:
+    parent = [request_id(None) for _ in range(3)]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, " ".join(request_id(None) for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child = os.read(read_end, 1024).decode().split()
+    os.close(read_end)
+    assert len(child) == 3
+    assert not set(child) & set(parent)
+    assert {c[:20] for c in child}.isdisjoint(p[:20] for p in parent)

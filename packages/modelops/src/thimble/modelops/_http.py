@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import hmac
+import itertools
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -45,11 +47,29 @@ def problem_exception(status: int, msg: str, type_: str) -> HTTPException:
     return HTTPException(status, [{"loc": ["body"], "msg": msg, "type": type_}])
 
 
+class _FreshIds:
+    """Request ids unique across processes and restarts: a random prefix per process, then a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = uuid.uuid4().hex[:20]
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):012x}"
+
+
+_fresh_ids = _FreshIds()
+
+
 def request_id(given: str | None) -> str:
     """The caller's request id when it is a plain token (letters, digits, ``._:@/+=-``, ≤ 128), else a new one."""
     if given is not None and REQUEST_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return _fresh_ids.next()
 
 
 class RequestIds:
@@ -80,9 +100,14 @@ class RequestIds:
         await self.app(scope, receive, send_with_id)
 
 
-async def _request_id(request: Request) -> str:
+def request_id_of(request: Request) -> str:
+    """The request's id, set by :class:`RequestIds`."""
     rid: str = request.scope["state"]["request_id"]
     return rid
+
+
+async def _request_id(request: Request) -> str:
+    return request_id_of(request)
 
 
 RequestId = Annotated[str, Depends(_request_id)]
