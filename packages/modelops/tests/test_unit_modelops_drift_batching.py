@@ -80,3 +80,26 @@ def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
     assert ok1 == [1]
     assert ok2 == [2]
     assert isinstance(bad, ValueError)
+
+
+def test_a_cancelled_first_request_never_strands_those_who_joined_its_batch() -> None:
+    calls: list[list[int]] = []
+
+    def run(rows: list[int]) -> list[int]:
+        calls.append(rows)
+        return [r * 10 for r in rows]
+
+    async def main() -> tuple[list[list[int]], list[int]]:
+        batcher: MicroBatcher[int, int] = MicroBatcher(run, max_batch_size=64)
+        first = asyncio.ensure_future(batcher.submit([1]))
+        joined = [asyncio.ensure_future(batcher.submit([i])) for i in (2, 3)]
+        await asyncio.sleep(0)  # all three are waiting: the first for its batch, the others in it
+        first.cancel()
+        got = await asyncio.wait_for(asyncio.gather(*joined), timeout=5)
+        assert first.cancelled()
+        return got, await batcher.submit([4])
+
+    joined, after = asyncio.run(main())
+    assert joined == [[20], [30]]
+    assert after == [40]
+    assert calls == [[2, 3], [4]]

@@ -107,49 +107,70 @@ class OnlineFeatures:
     async def _lookup(self, entities: list[Any]) -> Values:
         """The feature values of ``entities``, fetched together with other requests waiting at the same time.
 
-        The first request of an event-loop turn opens a round trip that the turn's other requests join;
-        the round trip runs as a task of its own, so a request cancelled meanwhile (its client went away)
-        never takes the others' answers with it.
+        The first request of an event-loop turn leads: it yields once so that the turn's other requests
+        join it. Alone, it reads for itself. Joined, the round trip runs as a task of its own, so a
+        request cancelled meanwhile (its client went away) never takes the others' answers with it.
         """
-        future: asyncio.Future[Values] = asyncio.get_running_loop().create_future()
-        if self._waiting is None:
-            self._waiting = []
-            asyncio.get_running_loop().call_soon(self._start_round_trip)  # after this turn's requests
-        self._waiting.append((entities, future))
-        return await future
+        loop = asyncio.get_running_loop()
+        if self._waiting is not None:
+            future: asyncio.Future[Values] = loop.create_future()
+            self._waiting.append((entities, future))
+            return await future
+        self._waiting = []
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            self._start_round_trip()  # for those who joined
+            raise
+        if not self._waiting:
+            self._waiting = None
+            return await self._read(entities)
+        own: asyncio.Future[Values] = loop.create_future()
+        self._waiting.insert(0, (entities, own))
+        self._start_round_trip()
+        return await own
 
     def _start_round_trip(self) -> None:
         batch, self._waiting = self._waiting or [], None
+        if not batch:
+            return
         task = asyncio.get_running_loop().create_task(self._round_trip(batch))
         self._round_trips.add(task)
         task.add_done_callback(self._round_trips.discard)
 
     async def _round_trip(self, batch: list[tuple[list[Any], asyncio.Future[Values]]]) -> None:
         """One pipelined read for every request of ``batch``; each request's future gets its values."""
-        keys = [online_key(self.prefix, self.spec.feature_set, e) for entities, _ in batch for e in entities]
         try:
-            async with asyncio.timeout(self.timeout_s):
-                values = await self._hmget(keys)
-        except BaseException as exc:
-            reason = (
-                f"no answer within {self.timeout_s * 1000:g} ms"
-                if isinstance(exc, TimeoutError)
-                else f"{type(exc).__name__}: {exc}"
-            )
-            error = FeatureLookupError(
-                f"online store unavailable for feature set {self.spec.feature_set!r}: {reason}"
-            )
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
+            values = await self._read([e for entities, _ in batch for e in entities])
+        except FeatureLookupError as exc:
+            _fail(batch, exc)
             return
+        except BaseException:  # the server is stopping
+            _fail(
+                batch, FeatureLookupError(f"the read of feature set {self.spec.feature_set!r} was cancelled")
+            )
+            raise
         start = 0
         for entities, future in batch:
             if not future.done():
                 future.set_result(values[start : start + len(entities)])
             start += len(entities)
+
+    async def _read(self, entities: list[Any]) -> Values:
+        """One round trip for ``entities``, within ``timeout_s``; a :class:`FeatureLookupError` when it fails."""
+        keys = [online_key(self.prefix, self.spec.feature_set, e) for e in entities]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._hmget(keys)
+        except Exception as exc:
+            reason = (
+                f"no answer within {self.timeout_s * 1000:g} ms"
+                if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            raise FeatureLookupError(
+                f"online store unavailable for feature set {self.spec.feature_set!r}: {reason}"
+            ) from None
 
     async def _hmget(self, keys: list[str]) -> Values:
         """One ``HMGET`` per distinct key, in one round trip."""
@@ -165,3 +186,9 @@ class OnlineFeatures:
             return values
         by_key = dict(zip(distinct, values, strict=True))
         return [by_key[k] for k in keys]
+
+
+def _fail(batch: list[tuple[list[Any], asyncio.Future[Values]]], error: FeatureLookupError) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
