@@ -50,7 +50,22 @@ def test_wheel_installs_alone(
     run(UV, "venv", "--quiet", "--python", sys.executable, venv)
     python = venv / "bin" / "python"
     wheelhouse = ["--find-links", WHEELHOUSE] if WHEELHOUSE.is_dir() else []
-    run(UV, "pip", "install", "--quiet", "--python", python, "--find-links", wheels, *wheelhouse, wheel)
+    # uv keeps a wheel it read from a folder by that folder's path and the wheel's version; pytest reuses
+    # its temporary paths across runs, so without a refresh a sibling could come from an older build.
+    refresh = [arg for name in PACKAGES for arg in ("--refresh-package", f"thimble-{name}")]
+    run(
+        UV,
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        python,
+        "--find-links",
+        wheels,
+        *wheelhouse,
+        *refresh,
+        wheel,
+    )
     version = run(python, "-c", f"import thimble.{package} as m; print(m.__version__)").strip()
     about = (ROOT / "packages" / package / "src" / "thimble" / package / "__about__.py").read_text()
     assert f'"{version}"' in about
