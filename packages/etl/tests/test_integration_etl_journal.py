@@ -106,13 +106,22 @@ def test_journal_changes_deletes_idempotent(
             {"client_id": "f", "segment": "new", "score": 6.0, "updated_at": "2026-01-04T00:00:00"},
         ]
     )
-    # The classification (validate phase) does not grow with the history. (The second run is not the
-    # baseline: with no closed version yet, Spark skips part of its plan; Delta's MERGE varies by a job or
-    # two with the files it rewrites.)
     fourth = run_table(cfg, spark=spark, settings=spark_settings)
     assert (fourth.inserted, fourth.updated, fourth.closed) == (1, 1, 1)
+    json_source(
+        [
+            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
+            {"client_id": "b", "segment": "gold", "score": 2.0, "updated_at": "2026-01-05T00:00:00"},
+            {"client_id": "g", "segment": "new", "score": 7.0, "updated_at": "2026-01-05T00:00:00"},
+        ]
+    )
+    # The classification (validate phase) does not grow with the history. (The runs before the fourth are
+    # not the baseline: with no closed version, or no returning key, yet, Spark skips part of its plan;
+    # Delta's MERGE varies by a job or two with the files it rewrites.)
+    fifth = run_table(cfg, spark=spark, settings=spark_settings)
+    assert (fifth.inserted, fifth.updated, fifth.closed) == (1, 1, 1)
     if not OVER_CONNECT:
-        assert fourth.spark_jobs["validate"] <= third.spark_jobs["validate"]
+        assert fifth.spark_jobs["validate"] <= fourth.spark_jobs["validate"]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from thimble.etl.cleanse import apply_step
 from thimble.etl.config import CheckConfig, MetricConfig, TableConfig
@@ -101,6 +102,35 @@ def test_every_rule_marks_failing_rows(df: DataFrame) -> None:
     assert flagged["  Ann "] == ["short name"]
     assert flagged["Bob"] == sorted(["not_null(city)", "unique(id)", "range(id)", "regex(amount)"])
     assert flagged["Bobby"] == sorted(["unique(id)", "range(id)", "allowed_values(city)", "short name"])
+
+
+def test_distinct_counts_of_every_column_type_are_within_the_sketchs_error(spark: SparkSession) -> None:
+    columns = {
+        "tiny": "CAST(id % 100 AS tinyint)",
+        "small": "CAST(id % 5000 AS smallint)",
+        "whole": "CAST(id AS int)",
+        "big": "id * 1000003",
+        "text": "concat('k', id % 30000)",
+        "real": "id / 7.0D",
+        "signed_zero": "CASE WHEN id % 2 = 0 THEN 0.0D ELSE -0.0D END",
+        "money": "CAST(id % 25000 AS decimal(12, 2))",
+        "flag": "id % 3 = 0",
+        "day": "date_add(DATE'2020-01-01', CAST(id % 2000 AS int))",
+        "at": "timestamp_seconds(id * 60)",
+        "pair": "named_struct('a', id % 700, 'b', id % 11)",
+        "sparse": "CASE WHEN id % 4 = 0 THEN id END",
+    }
+    df = spark.range(40_000).selectExpr(*[f"{expr} AS {name}" for name, expr in columns.items()])
+    exact = df.agg(*[F.countDistinct(name).alias(name) for name in columns]).first()
+    assert exact is not None
+    metrics = [MetricConfig(metric="distinct_count", column=name) for name in columns]
+    metrics += [MetricConfig(metric="uniqueness", column=name) for name in columns]
+    values = compute_metrics(df, metrics)
+    for name in columns:
+        estimate = values[f"distinct_count:{name}"]
+        assert estimate == pytest.approx(exact[name], rel=0.02), name
+        non_null = 10_000 if name == "sparse" else 40_000
+        assert values[f"uniqueness:{name}"] == pytest.approx(min(exact[name] / non_null, 1.0), rel=0.02), name
 
 
 @in_process_only

@@ -55,6 +55,15 @@ def version(spark: SparkSession, table: str) -> int | None:
     return int(row[0]) if row else None
 
 
+def at_version(spark: SparkSession, table: str, version: int) -> DataFrame:
+    """The table as it was at ``version``.
+
+    A plan on it is not planned again when the table is written: Spark re-plans every cached frame
+    that reads a table after each write to it, which for a Delta table means listing its files again.
+    """
+    return spark.read.format("delta").option("versionAsOf", version).table(table)
+
+
 def append_rows(spark: SparkSession, table: str, rows: list[tuple[object, ...]]) -> bool:
     """Append a few ``rows`` (tuples in column order) to a Delta table on a local filesystem, natively.
 

@@ -305,7 +305,15 @@ class GatedLoad(Load):
         against the table's current versions."""
         with self.phases("validate"):
             valid = passing(flagged)
-            prepared = prepare(self.spark, valid, self.table, self.spec.write, self.run_at, snapshot=flagged)
+            prepared = prepare(
+                self.spark,
+                valid,
+                self.table,
+                self.spec.write,
+                self.run_at,
+                snapshot=flagged,
+                before=self.before,
+            )
             if prepared.plan is None:
                 return Planned(
                     prepared, {"inserted": self.result.rows_cleansed - self.result.rows_quarantined}

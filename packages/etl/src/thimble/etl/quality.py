@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Observation, SparkSession
 
 Status = Literal["pass", "warn", "fail"]
-# Distinct counts use HyperLogLog++ so every metric stays in one scan (exact distinct counts would need a
-# shuffle per column); the relative standard deviation of the estimate:
-DISTINCT_RSD = 0.01
+# Distinct counts are estimated with an HLL sketch so every metric stays in one scan (exact distinct
+# counts would need a shuffle per column). 2**16 buckets: a relative standard error of 0.4%, and a sketch
+# whose per-row cost does not grow with its size (Spark's HyperLogLog++ at 1% cost ten times more per row).
+DISTINCT_SKETCH_LG_K = 16
+# The types the sketch takes as they are; any other is counted by its text.
+SKETCHED_TYPES = frozenset({"int", "bigint", "string", "binary"})
 History = Callable[[str, int], list[float]]
 
 
@@ -67,10 +70,10 @@ def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
         if kind == "completeness":
             expr = F.count(col) / F.nullif(rows, F.lit(0))
         elif kind == "distinct_count":
-            expr = F.approx_count_distinct(col, DISTINCT_RSD)
+            expr = _distinct(col, types.get(metric.column, ""))
         elif kind == "uniqueness":
             expr = F.least(
-                F.approx_count_distinct(col, DISTINCT_RSD) / F.nullif(F.count(col), F.lit(0)), F.lit(1.0)
+                _distinct(col, types.get(metric.column, "")) / F.nullif(F.count(col), F.lit(0)), F.lit(1.0)
             )
         elif kind == "min":
             expr = F.min(col)
@@ -83,6 +86,17 @@ def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
         else:
             expr = F.percentile_approx(col, float(metric.quantile or 0.5), 10000)
     return expr.cast("double")
+
+
+def _distinct(col: Column, kind: str) -> Column:
+    """The estimated number of distinct non-null values of ``col`` (of Spark type ``kind``)."""
+    from pyspark.sql import functions as F
+
+    if kind in ("tinyint", "smallint"):
+        col = col.cast("int")
+    elif kind not in SKETCHED_TYPES:
+        col = col.cast("string")
+    return F.hll_sketch_estimate(F.hll_sketch_agg(col, DISTINCT_SKETCH_LG_K))
 
 
 @contextmanager

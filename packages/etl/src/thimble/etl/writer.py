@@ -100,10 +100,14 @@ def prepare(
     spec: WriteSpec,
     run_started: datetime,
     snapshot: DataFrame | None = None,
+    *,
+    before: int | None,
 ) -> Prepared:
     """Build what will be written (lazily); journal plans are classified against the current versions.
 
     ``snapshot`` holds every row read, quarantined ones included (a journal's deletes need their keys).
+    ``before`` is the table's version when the run started (None: no table yet): the plan reads that
+    version, so it stays what was planned once the write has changed the table.
     """
     from pyspark.sql import functions as F
 
@@ -112,7 +116,7 @@ def prepare(
         df = df.withColumns({name: F.lit(None).cast(kind) for name, kind in missing.items()})
     if spec.mode == "journal":
         assert spec.journal is not None
-        target = spark.table(table) if _tables.exists(spark, table) else None
+        target = _tables.at_version(spark, table, before) if before is not None else None
         plan = journal.plan(df, target, spec.journal, run_started, snapshot, table=table)
         return Prepared(plan.classified, plan=plan)
     return Prepared(df)
