@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import changes, history, run_table, table_version
+from thimble.etl.journal import CLOSE_GUARD
 
 from .conftest import OVER_CONNECT, config
 
@@ -120,8 +121,13 @@ def test_journal_changes_deletes_idempotent(
     # Delta's MERGE varies by a job or two with the files it rewrites.)
     fifth = run_table(cfg, spark=spark, settings=spark_settings)
     assert (fifth.inserted, fifth.updated, fifth.closed) == (1, 1, 1)
+    # The close guard takes the open keys (a, b, f) from the plan's own count: no Spark job of its own.
+    guard = next(c for c in fifth.checks if c.metric == CLOSE_GUARD)
+    assert (guard.status, guard.detail) == ("pass", "closes 1 of 3 open keys (33%)")
+    assert (fifth.rows_read, fifth.rows_cleansed, fifth.rows_quarantined) == (3, 3, 0)
     if not OVER_CONNECT:
         assert fifth.spark_jobs["validate"] <= fourth.spark_jobs["validate"]
+        assert fifth.spark_jobs["checks"] == 0
 
 
 @pytest.mark.slow

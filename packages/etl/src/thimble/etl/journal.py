@@ -34,6 +34,7 @@ Every journal rule lives here:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -53,6 +54,8 @@ CLOSE_AT = "_close_at"
 REASON = "_reason"
 OPEN_KINDS = ("open_new", "open_change")
 REJECTED_KINDS = ("late", "conflict")
+TALLY = "_tally"
+OPEN_KEY = "_open_key"
 
 
 def _c(name: str) -> Column:
@@ -88,6 +91,8 @@ class JournalPlan:
     data_columns: list[str]
     config: JournalConfig
     target: DataFrame | None = None
+    open_keys: int | None = None
+    """The table's open keys, once counted (by :meth:`counts`, or the close guard)."""
 
     @property
     def keys(self) -> list[str]:
@@ -117,21 +122,34 @@ class JournalPlan:
             *[_c(c) for c in self.data_columns], F.array(F.col(REASON)).alias(failed)
         )
 
-    def counts(self) -> dict[str, int]:
-        """Rows the plan inserts (new keys), updates (changed keys), closes (deleted keys) and rejects
-        (late, conflict): one Spark job."""
+    def tallies(self) -> DataFrame:
+        """The column :data:`TALLY`: each classified row's kind, and with ``deletes: close`` one
+        :data:`OPEN_KEY` per open key of the table (for the close guard). Counted by the caller, in the
+        same Spark job as its own tallies."""
         from pyspark.sql import functions as F
 
-        got = {
-            r[KIND]: int(r["n"])
-            for r in self.classified.groupBy(KIND).agg(F.count(F.lit(1)).alias("n")).collect()
-        }
+        kinds = self.classified.select(F.col(KIND).alias(TALLY))
+        if not self._closes_deleted_keys:
+            return kinds
+        assert self.target is not None
+        open_keys = self.target.filter(F.col("is_current")).select(F.lit(OPEN_KEY).alias(TALLY))
+        return kinds.unionByName(open_keys)
+
+    @property
+    def _closes_deleted_keys(self) -> bool:
+        return self.config.deletes == "close" and self.target is not None
+
+    def counts(self, tally: Mapping[str, int]) -> dict[str, int]:
+        """Rows the plan inserts (new keys), updates (changed keys), closes (deleted keys) and rejects
+        (late, conflict), from the counted :meth:`tallies` (the open keys are kept for the close guard)."""
+        if self._closes_deleted_keys:
+            self.open_keys = tally.get(OPEN_KEY, 0)
         return {
-            "inserted": got.get("open_new", 0),
-            "updated": got.get("open_change", 0),
-            "closed": got.get("close_delete", 0),
-            "late": got.get("late", 0),
-            "conflict": got.get("conflict", 0),
+            "inserted": tally.get("open_new", 0),
+            "updated": tally.get("open_change", 0),
+            "closed": tally.get("close_delete", 0),
+            "late": tally.get("late", 0),
+            "conflict": tally.get("conflict", 0),
         }
 
     def refuse_conflicts(self, counts: dict[str, int], table: str) -> None:
@@ -146,12 +164,14 @@ class JournalPlan:
 
     def close_guard(self, counts: dict[str, int]) -> CheckResult | None:
         """With ``deletes: close``, the check on the share of open keys the plan closes (None: it closes none)."""
-        if self.config.deletes != "close" or not counts["closed"] or self.target is None:
+        if not (self._closes_deleted_keys and counts["closed"]):
             return None
-        from pyspark.sql import functions as F
+        if self.open_keys is None:
+            from pyspark.sql import functions as F
 
-        open_keys = self.target.filter(F.col("is_current")).count()
-        return close_guard(counts["closed"], open_keys, self.config)
+            assert self.target is not None
+            self.open_keys = self.target.filter(F.col("is_current")).count()
+        return close_guard(counts["closed"], self.open_keys, self.config)
 
     def conflicting_keys(self, limit: int = 3) -> list[str]:
         """A few keys with conflicting versions, for an error message."""

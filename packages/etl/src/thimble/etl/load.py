@@ -24,7 +24,7 @@ from thimble.etl._phases import Phases
 from thimble.etl.cleanse import cleanse, keeps_every_row
 from thimble.etl.config import CleanseStep, QualityConfig, Rule
 from thimble.etl.errors import EtlError
-from thimble.etl.journal import CLOSE_GUARD
+from thimble.etl.journal import CLOSE_GUARD, TALLY
 from thimble.etl.quality import (
     METRICS_SCHEMA,
     CheckResult,
@@ -54,6 +54,8 @@ CREATED_BY_ANOTHER = frozenset(
     }
 )
 CREATED_BY_ANOTHER_WAIT_S = 30.0
+# Tallies of the rows that passed and failed validation (beside the journal's kinds).
+VALID, QUARANTINED = "validate:passed", "validate:failed"
 
 
 @dataclass
@@ -287,22 +289,17 @@ class GatedLoad(Load):
 
     def validate(self, cleansed: DataFrame) -> DataFrame:
         """Flag each row with the rules it fails, into a cache every later phase reads: the source (a
-        DataFrame given to ``write_dataframe`` may be costly, e.g. model scoring) is evaluated once."""
-        from pyspark.sql import functions as F
-
+        DataFrame given to ``write_dataframe`` may be costly, e.g. model scoring) is evaluated once. The
+        flagged rows are counted with the plan's own counts, in one Spark job."""
         with self.phases("validate"):
-            flagged = self._cache(flag(cleansed, self.spec.rules))
-            row = flagged.agg(F.count(F.lit(1)), F.sum(F.when(F.size(FAILED) > 0, 1).otherwise(0))).first()
-            assert row is not None
-        result = self.result
-        result.rows_cleansed, result.rows_quarantined = int(row[0]), int(row[1] or 0)
-        if keeps_every_row(self.spec.steps):
-            result.rows_read = result.rows_cleansed
-        return flagged
+            return self._cache(flag(cleansed, self.spec.rules))
 
     def plan(self, flagged: DataFrame) -> Planned:
         """What the write will do and how many rows each kind of change touches; a journal is classified
-        against the table's current versions."""
+        against the table's current versions. One Spark job counts the rows that passed and failed
+        validation and those the plan touches."""
+        from pyspark.sql import functions as F
+
         with self.phases("validate"):
             valid = passing(flagged)
             prepared = prepare(
@@ -314,13 +311,23 @@ class GatedLoad(Load):
                 snapshot=flagged,
                 before=self.before,
             )
-            if prepared.plan is None:
-                return Planned(
-                    prepared, {"inserted": self.result.rows_cleansed - self.result.rows_quarantined}
-                )
-            prepared.df = prepared.plan.classified = self._cache(prepared.plan.classified)
-            counts = prepared.plan.counts()
-            prepared.plan.refuse_conflicts(counts, self.table)
+            validated = flagged.select(
+                F.when(F.size(FAILED) > 0, F.lit(QUARANTINED)).otherwise(F.lit(VALID)).alias(TALLY)
+            )
+            plan = prepared.plan
+            if plan is not None:
+                prepared.df = plan.classified = self._cache(plan.classified)
+                validated = validated.unionByName(plan.tallies())
+            tally = _count_tallies(validated)
+            result = self.result
+            result.rows_quarantined = tally.get(QUARANTINED, 0)
+            result.rows_cleansed = result.rows_quarantined + tally.get(VALID, 0)
+            if keeps_every_row(self.spec.steps):
+                result.rows_read = result.rows_cleansed
+            if plan is None:
+                return Planned(prepared, {"inserted": tally.get(VALID, 0)})
+            counts = plan.counts(tally)
+            plan.refuse_conflicts(counts, self.table)
         return Planned(prepared, counts)
 
     def check(self, valid: DataFrame, planned: Planned) -> None:
@@ -452,6 +459,14 @@ class OnePassLoad(Load):
         result.metrics = values
         with self.phases("checks"):
             result.checks = self.evaluate_checks(values)
+
+
+def _count_tallies(tallies: DataFrame) -> dict[str, int]:
+    """How many rows hold each value of the column :data:`TALLY`: one Spark job."""
+    from pyspark.sql import functions as F
+
+    rows = tallies.groupBy(TALLY).agg(F.count(F.lit(1)).alias("n")).collect()
+    return {row[TALLY]: int(row["n"]) for row in rows}
 
 
 def _etl_tables(settings: ThimbleSettings, table: str) -> tuple[str, str]:

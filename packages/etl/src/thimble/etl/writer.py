@@ -41,12 +41,15 @@ class Prepared:
     plan: journal.JournalPlan | None = None
 
 
-def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec) -> list[str]:
-    """New columns of ``df`` against the existing table; raise when the policy forbids a change."""
-    if spec.overwrite_schema or not _tables.exists(spark, table):
+def check_schema(
+    spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec, *, exists: bool
+) -> list[str]:
+    """New columns of ``df`` against the table (``exists``: whether it does); raise when the policy forbids
+    a change."""
+    if spec.overwrite_schema or not exists:
         return []
-    missing_columns(spark, df, table, spec)
-    existing = set(spark.table(table).columns)
+    existing = _column_types(spark, table)
+    _missing_columns(df, table, spec, existing)
     new = [name for name in df.columns if name not in existing]
     if new and spec.evolution == "fail":
         raise SchemaMismatchError(
@@ -56,8 +59,26 @@ def check_schema(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec
     return new
 
 
-def _refuse_type_changes(spark: SparkSession, df: DataFrame, table: str) -> None:
-    existing = {f.name: f.dataType.simpleString() for f in spark.table(table).schema.fields}
+def missing_columns(
+    spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec, *, exists: bool
+) -> dict[str, str]:
+    """The columns of the table (``exists``: whether it does) that ``df`` lacks (name -> type); raise unless
+    ``allow_missing_columns``.
+
+    A column that disappears from the source is a schema change, never a column of nulls. Columns whose
+    type changed are refused first.
+    """
+    if spec.overwrite_schema or not exists:
+        return {}
+    return _missing_columns(df, table, spec, _column_types(spark, table))
+
+
+def _column_types(spark: SparkSession, table: str) -> dict[str, str]:
+    """The table's columns (name -> type), in order."""
+    return {f.name: f.dataType.simpleString() for f in spark.table(table).schema.fields}
+
+
+def _missing_columns(df: DataFrame, table: str, spec: WriteSpec, existing: dict[str, str]) -> dict[str, str]:
     changed = [
         f"'{f.name}' is {kind} in the data but {existing[f.name]} in the table"
         for f in df.schema.fields
@@ -67,22 +88,11 @@ def _refuse_type_changes(spark: SparkSession, df: DataFrame, table: str) -> None
         raise SchemaMismatchError(
             f"{table}: column types changed: {'; '.join(changed)}. Cast them in cleanse."
         )
-
-
-def missing_columns(spark: SparkSession, df: DataFrame, table: str, spec: WriteSpec) -> dict[str, str]:
-    """The table's columns ``df`` lacks (name -> type); raise unless ``allow_missing_columns``.
-
-    A column that disappears from the source is a schema change, never a column of nulls. Columns whose
-    type changed are refused first.
-    """
-    if spec.overwrite_schema or not _tables.exists(spark, table):
-        return {}
-    _refuse_type_changes(spark, df, table)
     journal_columns = JOURNAL_COLUMNS if spec.mode == "journal" else ()
     missing = {
-        f.name: f.dataType.simpleString()
-        for f in spark.table(table).schema.fields
-        if f.name not in df.columns and f.name not in journal_columns
+        name: kind
+        for name, kind in existing.items()
+        if name not in df.columns and name not in journal_columns
     }
     if missing and not spec.allow_missing_columns:
         names = ", ".join(f"'{name}'" for name in missing)
@@ -111,7 +121,7 @@ def prepare(
     """
     from pyspark.sql import functions as F
 
-    missing = missing_columns(spark, df, table, spec)
+    missing = missing_columns(spark, df, table, spec, exists=before is not None)
     if missing:
         df = df.withColumns({name: F.lit(None).cast(kind) for name, kind in missing.items()})
     if spec.mode == "journal":
@@ -184,7 +194,7 @@ def write(
     ``before`` is the table's version when the run started (None: the table does not exist yet).
     """
     data = prepared.plan.opened() if prepared.plan is not None else prepared.df
-    new_columns = check_schema(spark, data, table, spec)
+    new_columns = check_schema(spark, data, table, spec, exists=before is not None)
     with _tables.commit_metadata(spark, metadata):
         if before is None:
             _tables.create_from(data, table, list(spec.partition_by))
@@ -226,7 +236,7 @@ def write_in_one_pass(
 
     if not (spec.mode == "append" or (spec.mode == "overwrite" and spec.overwrite_schema)):
         raise ValueError(f"one-pass writes append or replace a table, not '{spec.mode}'")
-    new_columns = check_schema(spark, df, table, spec)
+    new_columns = check_schema(spark, df, table, spec, exists=True)
     writer = df.writeTo(table)
     if new_columns:
         writer = writer.option("mergeSchema", "true")
