@@ -42,6 +42,16 @@ def _rows(spark: SparkSession, table: str, settings: ThimbleSettings) -> list[tu
     ]
 
 
+def _day(day: int, b_segment: str, new_key: str, new_score: float) -> list[dict[str, Any]]:
+    """A later day's snapshot: a unchanged since day 1, b in ``b_segment``, ``new_key`` new; any other key gone."""
+    at = f"2026-01-{day:02d}T00:00:00"
+    return [
+        {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
+        {"client_id": "b", "segment": b_segment, "score": 2.0, "updated_at": at},
+        {"client_id": new_key, "segment": "new", "score": new_score, "updated_at": at},
+    ]
+
+
 @pytest.mark.slow
 def test_journal_changes_deletes_idempotent(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
@@ -63,13 +73,7 @@ def test_journal_changes_deletes_idempotent(
     assert again.status == "unchanged"
     assert table_version(table_name, spark=spark, settings=spark_settings) == v1
 
-    json_source(
-        [
-            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
-            {"client_id": "b", "segment": "gold", "score": 2.0, "updated_at": "2026-01-02T00:00:00"},
-            {"client_id": "d", "segment": "new", "score": 4.0, "updated_at": "2026-01-02T00:00:00"},
-        ]
-    )
+    json_source(_day(2, b_segment="gold", new_key="d", new_score=4.0))
     second = run_table(cfg, spark=spark, settings=spark_settings)
     assert (second.inserted, second.updated, second.closed) == (1, 1, 1)
     assert _rows(spark, table_name, spark_settings) == [
@@ -91,31 +95,13 @@ def test_journal_changes_deletes_idempotent(
 
     # A later run with the same shape of changes takes no more Spark jobs: nothing is recomputed per
     # previous run (the classified batch is cached once, only current versions are compared).
-    json_source(
-        [
-            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
-            {"client_id": "b", "segment": "bronze", "score": 2.0, "updated_at": "2026-01-03T00:00:00"},
-            {"client_id": "e", "segment": "new", "score": 5.0, "updated_at": "2026-01-03T00:00:00"},
-        ]
-    )
+    json_source(_day(3, b_segment="bronze", new_key="e", new_score=5.0))
     third = run_table(cfg, spark=spark, settings=spark_settings)
     assert (third.inserted, third.updated, third.closed) == (1, 1, 1)
-    json_source(
-        [
-            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
-            {"client_id": "b", "segment": "silver", "score": 2.0, "updated_at": "2026-01-04T00:00:00"},
-            {"client_id": "f", "segment": "new", "score": 6.0, "updated_at": "2026-01-04T00:00:00"},
-        ]
-    )
+    json_source(_day(4, b_segment="silver", new_key="f", new_score=6.0))
     fourth = run_table(cfg, spark=spark, settings=spark_settings)
     assert (fourth.inserted, fourth.updated, fourth.closed) == (1, 1, 1)
-    json_source(
-        [
-            {"client_id": "a", "segment": "gold", "score": 1.0, "updated_at": "2026-01-01T00:00:00"},
-            {"client_id": "b", "segment": "gold", "score": 2.0, "updated_at": "2026-01-05T00:00:00"},
-            {"client_id": "g", "segment": "new", "score": 7.0, "updated_at": "2026-01-05T00:00:00"},
-        ]
-    )
+    json_source(_day(5, b_segment="gold", new_key="g", new_score=7.0))
     # The classification (validate phase) does not grow with the history. (The runs before the fourth are
     # not the baseline: with no closed version, or no returning key, yet, Spark skips part of its plan;
     # Delta's MERGE varies by a job or two with the files it rewrites.)

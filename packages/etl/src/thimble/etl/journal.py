@@ -91,8 +91,6 @@ class JournalPlan:
     data_columns: list[str]
     config: JournalConfig
     target: DataFrame | None = None
-    open_keys: int | None = None
-    """The table's open keys, once counted (by :meth:`counts`, or the close guard)."""
 
     @property
     def keys(self) -> list[str]:
@@ -141,9 +139,7 @@ class JournalPlan:
 
     def counts(self, tally: Mapping[str, int]) -> dict[str, int]:
         """Rows the plan inserts (new keys), updates (changed keys), closes (deleted keys) and rejects
-        (late, conflict), from the counted :meth:`tallies` (the open keys are kept for the close guard)."""
-        if self._closes_deleted_keys:
-            self.open_keys = tally.get(OPEN_KEY, 0)
+        (late, conflict), from the counted :meth:`tallies`."""
         return {
             "inserted": tally.get("open_new", 0),
             "updated": tally.get("open_change", 0),
@@ -162,16 +158,13 @@ class JournalPlan:
                 "(journal.conflicts: fail; 'quarantine' sets them aside instead)"
             )
 
-    def close_guard(self, counts: dict[str, int]) -> CheckResult | None:
-        """With ``deletes: close``, the check on the share of open keys the plan closes (None: it closes none)."""
-        if not (self._closes_deleted_keys and counts["closed"]):
+    def close_guard(self, tally: Mapping[str, int]) -> CheckResult | None:
+        """With ``deletes: close``, the check on the share of open keys the plan closes, from the counted
+        :meth:`tallies` (None: it closes none)."""
+        closed = tally.get("close_delete", 0)
+        if not (self._closes_deleted_keys and closed):
             return None
-        if self.open_keys is None:
-            from pyspark.sql import functions as F
-
-            assert self.target is not None
-            self.open_keys = self.target.filter(F.col("is_current")).count()
-        return close_guard(counts["closed"], self.open_keys, self.config)
+        return close_guard(closed, tally.get(OPEN_KEY, 0), self.config)
 
     def conflicting_keys(self, limit: int = 3) -> list[str]:
         """A few keys with conflicting versions, for an error message."""

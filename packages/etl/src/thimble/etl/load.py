@@ -152,10 +152,12 @@ class LoadSpec:
 
 @dataclass
 class Planned:
-    """A gated load's plan: what will be written, and the rows each kind of change touches."""
+    """A gated load's plan: what will be written, the rows each kind of change touches, and the tally
+    they were counted from."""
 
     prepared: Prepared
     counts: dict[str, int]
+    tally: dict[str, int]
 
     @property
     def rejected(self) -> int:
@@ -325,10 +327,10 @@ class GatedLoad(Load):
             if keeps_every_row(self.spec.steps):
                 result.rows_read = result.rows_cleansed
             if plan is None:
-                return Planned(prepared, {"inserted": tally.get(VALID, 0)})
+                return Planned(prepared, {"inserted": tally.get(VALID, 0)}, tally)
             counts = plan.counts(tally)
             plan.refuse_conflicts(counts, self.table)
-        return Planned(prepared, counts)
+        return Planned(prepared, counts, tally)
 
     def check(self, valid: DataFrame, planned: Planned) -> None:
         """Measure the rows to write (one fused aggregation) and evaluate the checks, the journal's included."""
@@ -346,7 +348,7 @@ class GatedLoad(Load):
         with self.phases("checks"):
             result.checks = self.evaluate_checks(values)
             plan = planned.prepared.plan
-            guard = plan.close_guard(planned.counts) if plan is not None else None
+            guard = plan.close_guard(planned.tally) if plan is not None else None
             if guard is not None:
                 result.checks.append(guard)
                 values[CLOSE_GUARD] = guard.value
