@@ -4,8 +4,14 @@ N small JSON messages (~200 B) are produced once to a fresh topic; then each con
 process, reads all of them with a fresh consumer group:
 
 - raw:            consume only (the ceiling)
+- thimble-bytes:  a thimble.consumer batch handler of raw bytes that returns nothing (the framework's
+                  own ceiling: consuming, tracking and storing offsets)
 - handwritten:    a careful confluent-kafka loop: decode + pydantic validate, produce the output,
                   store offsets only after the produce acks (per-batch watermarks), auto-commit
+
+raw and handwritten wait 20 ms, not librdkafka's default 1 s, before fetching again for a partition
+whose local queue was full (``fetch.queue.backoff.ms``, as thimble.consumer does): with the default a
+consumer that empties its queue faster than that waits idle.
 - thimble:        the same handler as a thimble.consumer App (one message per call)
 - thimble-batch:  the same work as a batch handler (``list[ClientEvent]``, batches of 500)
 - faststream:     the same handler in FastStream (confluent backend, AckPolicy.ACK)
@@ -53,6 +59,7 @@ ENVIRONMENTS = {
     "quix": ["quixstreams==3.28.1"],
 }
 SAMPLE_EVERY = 64
+FETCH = {"fetch.queue.backoff.ms": 20}
 
 
 class ClientEvent(BaseModel):
@@ -155,7 +162,7 @@ def run_raw(conf: dict[str, Any], topic: str, n: int, _out: str) -> None:
     from confluent_kafka import Consumer
 
     consumer = Consumer(
-        {**conf, "group.id": f"bench-raw-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+        {**conf, **FETCH, "group.id": f"bench-raw-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
     )
     consumer.subscribe([topic])
     seen, start = 0, None
@@ -175,6 +182,7 @@ def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     consumer = Consumer(
         {
             **conf,
+            **FETCH,
             "group.id": f"bench-hand-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
@@ -233,18 +241,24 @@ def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     consumer.close()
 
 
-def _run_thimble(conf: dict[str, Any], topic: str, n: int, out: str, *, batch: bool) -> None:
+def _run_thimble(conf: dict[str, Any], topic: str, n: int, out: str, *, kind: str) -> None:
     sys.path.insert(0, str(ROOT / "packages" / "consumer" / "src"))
     from thimble.common.config import load_settings
     from thimble.consumer import App, ConsumerSettings, _delivery, _runner
 
     features_cls = ClientFeatures
     app = App("bench-thimble")
-    if batch:
+    if kind == "thimble-batch":
 
         @app.handler(source=topic, sink=out, batch_size=500)
         def handle_batch(events: list[ClientEvent]) -> list[ClientFeatures]:
             return [featurize(event, features_cls) for event in events]
+
+    elif kind == "thimble-bytes":
+
+        @app.handler(source=topic, batch_size=500)
+        def handle_bytes(values: list[bytes]) -> None:
+            return None
 
     else:
 
@@ -285,15 +299,19 @@ def _run_thimble(conf: dict[str, Any], topic: str, n: int, out: str, *, batch: b
     code = runner.run()
     if code != 0:
         raise SystemExit(f"thimble exited {code}")
-    result("thimble-batch" if batch else "thimble", n, state["end"] - state["start"], latency.samples)
+    result(kind, n, state["end"] - state["start"], latency.samples)
 
 
 def run_thimble(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
-    _run_thimble(conf, topic, n, out, batch=False)
+    _run_thimble(conf, topic, n, out, kind="thimble")
 
 
 def run_thimble_batch(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
-    _run_thimble(conf, topic, n, out, batch=True)
+    _run_thimble(conf, topic, n, out, kind="thimble-batch")
+
+
+def run_thimble_bytes(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+    _run_thimble(conf, topic, n, out, kind="thimble-bytes")
 
 
 def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
@@ -365,6 +383,7 @@ def run_quix(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
 
 CONTESTANTS = {
     "raw": run_raw,
+    "thimble-bytes": run_thimble_bytes,
     "handwritten": run_handwritten,
     "thimble": run_thimble,
     "thimble-batch": run_thimble_batch,
@@ -479,6 +498,7 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict
             "rate": statistics.median(r["rate"] for r in rows),
             "rate_spread": _spread([r["rate"] for r in rows], ",.0f"),
             "vs_handwritten": paired("handwritten"),
+            "vs_raw": paired("raw"),
             "vs_quix": paired("quix"),
             "p99_ms": statistics.median(p99s) if p99s else None,
             "p99_spread": _spread(p99s, ".0f") if p99s else "-",
@@ -490,7 +510,7 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict
 
 def print_table(table: dict[str, dict[str, Any]]) -> None:
     columns = (
-        f"| {'contestant':<13} | {'msgs/s (median)':>15} | {'spread':>17} | {'vs handwritten':>14} "
+        f"| {'contestant':<13} | {'msgs/s (median)':>15} | {'spread':>19} | {'vs handwritten':>14} "
         f"| {'p99 poll→store':>14} | {'p99 spread':>11} | {'peak RSS':>9} | {'CPU/msg':>8} |"
     )
     print(columns)
@@ -502,7 +522,7 @@ def print_table(table: dict[str, dict[str, Any]]) -> None:
         vs = f"{row['vs_handwritten']:.2f}" if row["vs_handwritten"] is not None else "-"
         p99 = f"{row['p99_ms']:.0f} ms" if row["p99_ms"] is not None else "-"
         print(
-            f"| {name:<13} | {row['rate']:>15,.0f} | {row['rate_spread']:>17} | {vs:>14} "
+            f"| {name:<13} | {row['rate']:>15,.0f} | {row['rate_spread']:>19} | {vs:>14} "
             f"| {p99:>14} | {row['p99_spread']:>11} | {row['rss_mb']:>6.0f} MB | {row['cpu_us']:>5.1f} µs |"
         )
 
@@ -518,6 +538,8 @@ def print_goals(table: dict[str, dict[str, Any]]) -> None:
         print(f"{what:<46} {value:.2f}{unit} (goal >= {goal}{unit}) {verdict}")
 
     print()
+    if table.get("thimble-bytes", {}).get("vs_raw") is not None:
+        print(f"{'thimble-bytes / raw (no goal)':<46} {table['thimble-bytes']['vs_raw']:.2f}x")
     line("thimble / handwritten", one.get("vs_handwritten"), 1.0)
     line("thimble-batch / handwritten", batch.get("vs_handwritten"), 2.0)
     line("thimble / quix", one.get("vs_quix"), 1.5)
