@@ -139,7 +139,15 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements per cell")
+    parser.add_argument(
+        "--only",
+        choices=("plain", "features", "mlflow"),
+        action="append",
+        help="measure only these groups (repeatable): thimble and hand-written without features, with "
+        "online features, MLflow; all by default",
+    )
     args = parser.parse_args()
+    groups = set(args.only or ("plain", "features", "mlflow"))
     levels = [int(c) for c in args.concurrency.split(",")]
 
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -176,16 +184,17 @@ def main() -> None:
     admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
 
     mlflow_model = work / "mlflow-model"
-    ensure_mlflow()
-    subprocess.run(
-        [
-            str(MLFLOW_VENV / "bin" / "python"),
-            "-c",
-            f"import joblib, mlflow.sklearn; mlflow.sklearn.save_model(joblib.load({str(work / 'clf.joblib')!r}), {str(mlflow_model)!r})",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    if "mlflow" in groups:
+        ensure_mlflow()
+        subprocess.run(
+            [
+                str(MLFLOW_VENV / "bin" / "python"),
+                "-c",
+                f"import joblib, mlflow.sklearn; mlflow.sklearn.save_model(joblib.load({str(work / 'clf.joblib')!r}), {str(mlflow_model)!r})",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     ports = {name: free_port() for name in ("thimble", "handwritten", "mlflow-1", f"mlflow-{WORKERS}")}
     env_path = {"PYTHONPATH": str(HERE)}
@@ -242,7 +251,7 @@ def main() -> None:
                 "handwritten",
             )
         )
-        for workers in sorted({1, WORKERS}):
+        for workers in sorted({1, WORKERS}) if "mlflow" in groups else ():
             servers.append(
                 start(
                     [
@@ -285,6 +294,13 @@ def main() -> None:
                 RANDOM_CLIENT,
             ),
         }
+        group = {
+            "hand-written FastAPI": "plain",
+            "thimble": "plain",
+            "hand-written + Redis": "features",
+            "thimble + online features": "features",
+        }
+        targets = {n: t for n, t in targets.items() if group.get(n, "mlflow") in groups}
         for name, (url, body) in targets.items():
             first = b'{"client_id": 7}' if body == RANDOM_CLIENT else body
             check = httpx.post(url, content=first, headers={"content-type": "application/json"}, timeout=10)
@@ -320,23 +336,23 @@ def main() -> None:
     )
     mlflow_names = [n for n in targets if n.startswith("mlflow")]
     for c in levels:
-        best = max(mlflow_names, key=lambda n: results[(n, c)][0])
-        ml = results[(best, c)][0]
+        best = max(mlflow_names, key=lambda n: results[(n, c)][0]) if mlflow_names else None
+        ml = results[(best, c)][0] if best else None
         for name in targets:
             rps, p50, p99, low, high = results[(name, c)]
-            hand = results[
-                (
-                    "hand-written + Redis"
-                    if "features" in name or "Redis" in name
-                    else "hand-written FastAPI",
-                    c,
-                )
-            ][0]
+            hand_name = (
+                "hand-written + Redis" if "features" in name or "Redis" in name else "hand-written FastAPI"
+            )
+            hand = results[(hand_name, c)][0] if hand_name in targets else None
             mark = " (best mlflow)" if name == best else ""
             print(
                 f"{name:<28}{c:>5}{rps:>10.0f}{f'{low:.0f}-{high:.0f}':>14}{p50:>9.2f}{p99:>9.2f}"
-                f"{rps / ml:>10.2f}x{rps / hand:>8.2f}x{mark}"
+                f"{_ratio(rps, ml):>11}{_ratio(rps, hand):>9}{mark}"
             )
+
+
+def _ratio(value: float, baseline: float | None) -> str:
+    return f"{value / baseline:.2f}x" if baseline else "-"
 
 
 if __name__ == "__main__":

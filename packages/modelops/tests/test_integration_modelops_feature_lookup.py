@@ -13,6 +13,7 @@ import redis
 
 from thimble.common.config import OnlineStoreConfig
 from thimble.modelops.envelope import FeatureSpec
+from thimble.modelops.errors import FeatureLookupError
 from thimble.modelops.features import OnlineFeatures
 
 pytestmark = pytest.mark.integration
@@ -57,3 +58,58 @@ def test_a_cancelled_request_never_takes_the_answers_of_those_sharing_its_round_
     others, after = asyncio.run(scenario())
     assert others == [{"client_id": 2, "orders_7d": 20}, {"client_id": 3, "orders_7d": 30}]
     assert after == [{"client_id": 1, "orders_7d": 10}]
+
+
+def test_a_read_cut_short_never_leaves_its_answer_for_the_next_one(redis_url: str, prefix: str) -> None:
+    """Reads that time out after their command went out, each followed by a read of another client."""
+
+    async def scenario() -> tuple[int, list[int]]:
+        features = OnlineFeatures(SPEC, OnlineStoreConfig(url=redis_url, key_prefix=prefix), timeout_s=2.0)
+        cut_short, answers = 0, []
+        for _ in range(300):
+            features.timeout_s = 0.00005
+            try:
+                await features.fill([{"client_id": 1}])
+            except FeatureLookupError:
+                cut_short += 1
+            features.timeout_s = 2.0
+            record: dict[str, Any] = {"client_id": 2}
+            await features.fill([record])
+            answers.append(record["orders_7d"])
+        await features.close()
+        return cut_short, answers
+
+    cut_short, answers = asyncio.run(scenario())
+    assert cut_short > 0
+    assert set(answers) == {20}
+
+
+def test_a_connection_the_store_dropped_is_reconnected_without_failing_a_request(
+    redis_url: str, prefix: str
+) -> None:
+    """As after a restart of the store: the reader's idle connection is gone before each read."""
+    spec = SPEC.model_copy(update={"feature_set": f"features-{uuid.uuid4().hex[:8]}"})
+    admin = redis.Redis.from_url(redis_url)
+    for client_id in (1, 2, 3):
+        admin.hset(f"{prefix}:{spec.feature_set}:{client_id}", mapping={"orders_7d": client_id * 10})
+
+    async def scenario() -> tuple[list[int], int]:
+        features = OnlineFeatures(spec, OnlineStoreConfig(url=redis_url, key_prefix=prefix))
+        answers, killed = [], 0
+        for client_id in (1, 2, 3):
+            for connection in admin.client_list():
+                if connection.get("name") == f"thimble-modelops.{spec.feature_set}":
+                    admin.client_kill_filter(_id=connection["id"])
+                    killed += 1
+            record: dict[str, Any] = {"client_id": client_id}
+            await features.fill([record])
+            answers.append(record["orders_7d"])
+        await features.close()
+        return answers, killed
+
+    try:
+        answers, killed = asyncio.run(scenario())
+    finally:
+        admin.close()
+    assert killed == 2
+    assert answers == [10, 20, 30]

@@ -141,37 +141,36 @@ def test_a_saved_model_records_the_name_and_loads_without_the_feature_set(
 
 
 class _StoreClient:
-    """Reads the consumer's in-memory online store the way redis-py's async client answers."""
+    """Reads the consumer's in-memory online store the way a redis-py async connection answers."""
 
     def __init__(self, store: MemoryOnlineStore) -> None:
         self.hashes = store.hashes
         self.keys: list[str] = []
+        self.connection_pool = self
+        self.retry = self
 
-    async def hmget(self, key: str, fields: list[str]) -> list[bytes | None]:
-        self.keys.append(key)
-        stored = self.hashes.get(key, {})
-        return [stored.get(f) for f in fields]
+    async def call_with_retry(self, do: Any, fail: Any) -> Any:
+        return await do()
 
-    def pipeline(self, transaction: bool = False) -> _Pipeline:
-        return _Pipeline(self)
-
-
-class _Pipeline:
-    def __init__(self, client: _StoreClient) -> None:
-        self.client = client
-        self.calls: list[tuple[str, list[str]]] = []
-
-    async def __aenter__(self) -> _Pipeline:
+    async def get_connection(self) -> _StoreClient:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def release(self, connection: _StoreClient) -> None:
         return None
 
-    def hmget(self, key: str, fields: list[str]) -> None:
-        self.calls.append((key, fields))
+    def pack_commands(self, commands: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        return commands
 
-    async def execute(self) -> list[list[bytes | None]]:
-        return [await self.client.hmget(key, fields) for key, fields in self.calls]
+    async def send_packed_command(self, commands: list[tuple[str, ...]], check_health: bool) -> None:
+        self._answers = []
+        for name, key, *fields in commands:
+            assert name == "HMGET"
+            self.keys.append(key)
+            stored = self.hashes.get(key, {})
+            self._answers.append([stored.get(f) for f in fields])
+
+    async def read_response(self) -> list[bytes | None]:
+        return self._answers.pop(0)
 
 
 def _written_and_read(

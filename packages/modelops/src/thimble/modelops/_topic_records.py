@@ -47,6 +47,8 @@ def read_json_records(
             # A partition's last offsets may be transaction markers, which are never delivered: its end
             # is known by this event, not by a record at the end offset.
             "enable.partition.eof": True,
+            # librdkafka's 1 s pause after the local queue filled would leave this reader idle.
+            "fetch.queue.backoff.ms": 20,
         }
     )
     try:

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from thimble.common.config import OnlineStoreConfig
 from thimble.common.features import online_key
@@ -45,10 +47,13 @@ class OnlineFeatures:
             store.url,
             password=store.password.get_secret_value() if store.password else None,
             socket_connect_timeout=max(timeout_s, 1.0),
+            client_name=f"thimble-modelops.{spec.feature_set}",
+            retry=Retry(NoBackoff(), 1),  # a pooled connection the store dropped is made again, once
         )
         self._fields = list(spec.fields)
         self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] | None = None
         self._round_trips: set[asyncio.Task[None]] = set()
+        self._reading = 0  # round trips under way
 
     async def ping(self) -> bool:
         try:
@@ -107,15 +112,18 @@ class OnlineFeatures:
     async def _lookup(self, entities: list[Any]) -> Values:
         """The feature values of ``entities``, fetched together with other requests waiting at the same time.
 
-        The first request of an event-loop turn leads: it yields once so that the turn's other requests
-        join it. Alone, it reads for itself. Joined, the round trip runs as a task of its own, so a
-        request cancelled meanwhile (its client went away) never takes the others' answers with it.
+        With no round trip under way, a request reads at once (one connection never waits). Otherwise
+        the first request of an event-loop turn leads: it yields once so that the turn's other requests
+        join it. Still alone, it reads for itself. Joined, the round trip runs as a task of its own, so
+        a request cancelled meanwhile (its client went away) never takes the others' answers with it.
         """
         loop = asyncio.get_running_loop()
         if self._waiting is not None:
             future: asyncio.Future[Values] = loop.create_future()
             self._waiting.append((entities, future))
             return await future
+        if not self._reading:
+            return await self._read(entities)
         self._waiting = []
         try:
             await asyncio.sleep(0)
@@ -159,6 +167,7 @@ class OnlineFeatures:
     async def _read(self, entities: list[Any]) -> Values:
         """One round trip for ``entities``, within ``timeout_s``; a :class:`FeatureLookupError` when it fails."""
         keys = [online_key(self.prefix, self.spec.feature_set, e) for e in entities]
+        self._reading += 1
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await self._hmget(keys)
@@ -171,17 +180,35 @@ class OnlineFeatures:
             raise FeatureLookupError(
                 f"online store unavailable for feature set {self.spec.feature_set!r}: {reason}"
             ) from None
+        finally:
+            self._reading -= 1
 
     async def _hmget(self, keys: list[str]) -> Values:
-        """One ``HMGET`` per distinct key, in one round trip."""
+        """One ``HMGET`` per distinct key, written together on one pooled connection.
+
+        A pooled connection rather than a client call or a pipeline, whose layers cost about a third of
+        the read's time. A connection interrupted anywhere (timeout, cancellation, an error reply) is
+        dropped, so no late answer can reach another read; a broken one (the store restarted) is
+        reconnected and the read retried once.
+        """
         distinct = list(dict.fromkeys(keys))
-        if len(distinct) == 1:  # a pipeline costs twice a plain command's client time
-            values: Values = [await self.client.hmget(distinct[0], self._fields)]  # type: ignore[list-item]
-        else:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in distinct:
-                    pipe.hmget(key, self._fields)
-                values = await pipe.execute()
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        commands = connection.pack_commands([("HMGET", key, *self._fields) for key in distinct])
+
+        async def round_trip() -> Values:
+            await connection.send_packed_command(commands, check_health=False)
+            return [await connection.read_response() for _ in distinct]
+
+        try:
+            values: Values = await connection.retry.call_with_retry(
+                round_trip, lambda _error: connection.disconnect()
+            )
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
         if len(distinct) == len(keys):
             return values
         by_key = dict(zip(distinct, values, strict=True))
