@@ -14,7 +14,7 @@ import redis
 from thimble.common.config import OnlineStoreConfig
 from thimble.modelops.envelope import FeatureSpec
 from thimble.modelops.errors import FeatureLookupError
-from thimble.modelops.features import OnlineFeatures
+from thimble.modelops.features import OnlineFeatures, store_client
 
 pytestmark = pytest.mark.integration
 
@@ -93,12 +93,15 @@ def test_a_connection_the_store_dropped_is_reconnected_without_failing_a_request
     for client_id in (1, 2, 3):
         admin.hset(f"{prefix}:{spec.feature_set}:{client_id}", mapping={"orders_7d": client_id * 10})
 
+    name = f"thimble-test-{uuid.uuid4().hex[:8]}"
+
     async def scenario() -> tuple[list[int], int]:
-        features = OnlineFeatures(spec, OnlineStoreConfig(url=redis_url, key_prefix=prefix))
+        store = OnlineStoreConfig(url=redis_url, key_prefix=prefix)
+        features = OnlineFeatures(spec, store, client=store_client(store, 0.2, client_name=name))
         answers, killed = [], 0
         for client_id in (1, 2, 3):
             for connection in admin.client_list():
-                if connection.get("name") == f"thimble-modelops.{spec.feature_set}":
+                if connection.get("name") == name:
                     admin.client_kill_filter(_id=connection["id"])
                     killed += 1
             record: dict[str, Any] = {"client_id": client_id}
@@ -113,3 +116,34 @@ def test_a_connection_the_store_dropped_is_reconnected_without_failing_a_request
         admin.close()
     assert killed == 2
     assert answers == [10, 20, 30]
+
+
+def test_a_store_user_allowed_only_to_read_is_enough(redis_url: str, prefix: str) -> None:
+    user, password = f"thimble-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=[f"{prefix}:*"],
+        commands=["-@all", "+hmget", "+ping"],
+    )
+
+    async def scenario() -> tuple[list[dict[str, Any]], bool]:
+        store = OnlineStoreConfig(
+            url=redis_url.replace("redis://", f"redis://{user}@", 1), password=password, key_prefix=prefix
+        )
+        features = OnlineFeatures(SPEC, store)
+        records: list[dict[str, Any]] = [{"client_id": 1}, {"client_id": 2}]
+        await features.fill(records)
+        ready = await features.ping()
+        await features.close()
+        return records, ready
+
+    try:
+        records, ready = asyncio.run(scenario())
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+    assert records == [{"client_id": 1, "orders_7d": 10}, {"client_id": 2, "orders_7d": 20}]
+    assert ready

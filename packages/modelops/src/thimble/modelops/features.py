@@ -25,6 +25,19 @@ from thimble.modelops.errors import FeatureLookupError
 Values = list[list[bytes | None]]
 
 
+def store_client(store: OnlineStoreConfig, timeout_s: float, **options: Any) -> aioredis.Redis:
+    """The client :class:`OnlineFeatures` reads with: a pooled connection the store dropped (a restart,
+    an idle timeout) is made again and the command retried, once. It runs no command but the reads, so a
+    user allowed only ``HMGET`` and ``PING`` is enough."""
+    return aioredis.Redis.from_url(
+        store.url,
+        password=store.password.get_secret_value() if store.password else None,
+        socket_connect_timeout=max(timeout_s, 1.0),
+        retry=Retry(NoBackoff(), 1),
+        **options,
+    )
+
+
 class OnlineFeatures:
     """Fills declared features into request rows.
 
@@ -43,13 +56,7 @@ class OnlineFeatures:
         self.spec = spec
         self.prefix = store.key_prefix
         self.timeout_s = timeout_s
-        self.client = client or aioredis.Redis.from_url(
-            store.url,
-            password=store.password.get_secret_value() if store.password else None,
-            socket_connect_timeout=max(timeout_s, 1.0),
-            client_name=f"thimble-modelops.{spec.feature_set}",
-            retry=Retry(NoBackoff(), 1),  # a pooled connection the store dropped is made again, once
-        )
+        self.client = client or store_client(store, timeout_s)
         self._fields = list(spec.fields)
         self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] | None = None
         self._round_trips: set[asyncio.Task[None]] = set()
