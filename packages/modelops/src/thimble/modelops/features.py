@@ -201,15 +201,15 @@ class OnlineFeatures:
         distinct = list(dict.fromkeys(keys))
         pool = self.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        commands = connection.pack_commands([("HMGET", key, *self._fields) for key in distinct])
 
-        async def round_trip() -> Values:
+        async def round_trip(commands: list[bytes]) -> Values:
             await connection.send_packed_command(commands, check_health=False)
             return [await connection.read_response() for _ in distinct]
 
         try:
+            commands = connection.pack_commands([("HMGET", key, *self._fields) for key in distinct])
             values: Values = await connection.retry.call_with_retry(
-                round_trip, lambda _error: connection.disconnect()
+                lambda: round_trip(commands), lambda _error: connection.disconnect()
             )
         except BaseException:
             await connection.disconnect()
