@@ -44,6 +44,29 @@ def histories(draw: Any, days: int = 4, keys: int = 6, rows_per_day: int = 12) -
     return history
 
 
+@st.composite
+def snapshots(draw: Any, days: int = 4, keys: int = 8) -> list[list[Row]]:
+    """``days`` daily snapshots for a journal without ``order_by``: mostly distinct keys, and now and then
+    a duplicated key, a null key, a row failing validation or an empty snapshot."""
+    days, keys = days * SCALE, keys * SCALE
+    names = [f"k{i}" for i in range(keys)]
+    row = st.builds(
+        lambda key, value, valid: Row(key, value, START, valid),
+        st.sampled_from(names),
+        st.sampled_from(["A", "B"]),
+        st.sampled_from([True, True, True, True, True, False]),
+    )
+    odd = st.builds(
+        lambda key, value: Row(key, value, START),
+        st.sampled_from([*names, None]),
+        st.sampled_from(["A", "B"]),
+    )
+    return [
+        draw(st.lists(row, max_size=keys, unique_by=lambda r: r.key)) + draw(st.lists(odd, max_size=1))
+        for _ in range(draw(st.integers(1, days)))
+    ]
+
+
 def source_rows(batch: list[Row]) -> list[dict[str, Any]]:
     """The batch as JSON source rows: a row failing validation has a negative score."""
     return [

@@ -14,6 +14,7 @@ from itertools import pairwise
 from thimble.etl.journal import CONFLICT_RULE, LATE_RULE
 
 NULL_KEY_RULE = "keys are not null"
+UNIQUE_KEY_RULE = "keys are unique in the batch"
 INVALID_RULE = "range(score)"
 
 
@@ -117,6 +118,44 @@ class Journal:
                 if key not in present and batch_time > cur.start:
                     cur.end = batch_time
                     self.deletions.add((key, batch_time))
+                    out.closed += 1
+        return out
+
+    def load_unordered(self, batch: list[Row], at: datetime) -> Outcome:
+        """A batch without ``order_by``, run at ``at``: every version it opens starts then, and a key must be
+        unique in it. Each quarantined row counts once, under its failed rules joined by " & "."""
+        out = Outcome()
+        current = self.current()
+        seen = Counter(row.key for row in batch)
+        good: list[Row] = []
+        for row in batch:
+            rules = [] if row.valid else [INVALID_RULE]
+            if row.key is None:
+                rules.append(NULL_KEY_RULE)
+            if seen[row.key] > 1:  # null keys are one group, like any other
+                rules.append(UNIQUE_KEY_RULE)
+            if rules:
+                out.quarantined[" & ".join(rules)] += 1
+            else:
+                good.append(row)
+        for row in good:
+            assert row.key is not None
+            cur = current.get(row.key)
+            if cur is None:
+                out.inserted += 1
+            elif cur.value != row.value:
+                cur.end = at
+                out.updated += 1
+            else:
+                continue
+            self.versions.append(Version(row.key, row.value, at))
+        # Deletes: keys absent from the snapshot (bad rows count as present), closed at the run's time.
+        if not any(row.key is None for row in batch):
+            present = {row.key for row in batch}
+            for key, cur in current.items():
+                if key not in present and at > cur.start:
+                    cur.end = at
+                    self.deletions.add((key, at))
                     out.closed += 1
         return out
 

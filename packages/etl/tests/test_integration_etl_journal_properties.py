@@ -16,25 +16,27 @@ from thimble.common.config import ThimbleSettings
 from thimble.etl import run_table, table_version
 
 from .conftest import config
-from .journal_histories import SCALE, WORKED_HISTORY, histories, source_rows
+from .journal_histories import SCALE, START, WORKED_HISTORY, histories, snapshots, source_rows
 from .journal_reference import INVALID_RULE, NULL_KEY_RULE, Journal, Row, check_invariants
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _config(table: str, path: str) -> Any:
+def _config(table: str, path: str, *, ordered: bool = True) -> Any:
+    journal: dict[str, Any] = {
+        "keys": ["id"],
+        "track": ["segment"],
+        "deletes": "close",
+        "max_close_share": 1.0,
+    }
+    if ordered:
+        journal["order_by"] = "at"
     return config(
         table=table,
         source={"type": "files", "path": path, "format": "json"},
         schema_={"columns": {"id": "string", "segment": "string", "score": "double", "at": "timestamp"}},
         validate_=[{"rule": "range", "column": "score", "min": 0}],
-        journal={
-            "keys": ["id"],
-            "track": ["segment"],
-            "order_by": "at",
-            "deletes": "close",
-            "max_close_share": 1.0,
-        },
+        journal=journal,
         write={"mode": "journal"},
     )
 
@@ -117,3 +119,58 @@ def test_the_journal_matches_the_reference_day_after_day(
     assert table_version(table, spark=spark, settings=spark_settings) == version
     assert _table_rows(spark, name) == rows
     assert _quarantine(spark, name, again.run_id) == _quarantine(spark, name, result.run_id)
+
+
+@pytest.mark.timeout(1800)
+@settings(
+    max_examples=2 * SCALE,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(history=snapshots())
+@example(
+    history=[
+        [Row("a", "A", START), Row("b", "A", START), Row("c", "A", START)],
+        # a changes; b is gone; c fails validation (kept); d is new; e twice (both quarantined).
+        [Row("a", "B", START), Row("c", "B", START, valid=False), Row("d", "A", START),
+         Row("e", "A", START), Row("e", "B", START)],
+        [Row("a", "B", START), Row(None, "A", START)],  # a null key: nothing is closed
+        [Row("b", "A", START)],  # b comes back; a, c and d are gone
+        [],  # an empty snapshot closes every key (max_close_share: 1.0)
+    ]
+)  # fmt: skip
+def test_the_journal_without_order_by_matches_the_reference(
+    spark: SparkSession,
+    spark_settings: ThimbleSettings,
+    json_source: Callable[[list[dict[str, Any]]], str],
+    history: list[list[Row]],
+) -> None:
+    """Every version starts at its run's time (read back from the metrics table)."""
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    name = f"{spark_settings.warehouse.database}.{table}"
+    reference = Journal()
+    for day, batch in enumerate(history):
+        result = run_table(
+            _config(table, json_source(source_rows(batch)), ordered=False),
+            spark=spark,
+            settings=spark_settings,
+        )
+        run_at = (
+            spark.table(f"{spark_settings.warehouse.database}.thimble_quality")
+            .filter(f"run_id = '{result.run_id}'")
+            .first()["run_at"]  # type: ignore[index]
+        )
+        expected = reference.load_unordered(batch, run_at)
+        if result.version is None:
+            assert reference.rows() == [], f"day {day}: no table, but the reference has versions"
+            continue
+        rows = _table_rows(spark, name)
+        assert rows == reference.rows(), f"day {day}"
+        check_invariants(rows, reference.deletions)
+        assert (result.inserted, result.updated, result.closed) == (
+            expected.inserted,
+            expected.updated,
+            expected.closed,
+        ), f"day {day}"
+        assert _quarantine(spark, name, result.run_id) == expected.quarantined, f"day {day}"

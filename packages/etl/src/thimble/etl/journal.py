@@ -23,7 +23,7 @@ Every journal rule lives here:
   rewritten in place; reload with ``overwrite``). So a re-run classifies every row as the first run did.
 * **Deletes** (``deletes: close``): a key is deleted when the batch is a snapshot without it. Keys of
   rows that failed validation are in the snapshot (a bad value is never a deletion), and when some row's
-  key is unknown (null) no key is closed in that run. A deleted key closes at the **batch time**: the
+  key is unknown (null) no key is closed in that run (known once the plan is counted: :meth:`JournalPlan.settle`). A deleted key closes at the **batch time**: the
   latest ``order_by`` value among the rows that passed validation (without ``order_by``: the run's start
   time). A key whose current version starts at or after the batch time is left open (the snapshot is
   older than that version); a batch with no valid row closes nothing.
@@ -56,6 +56,8 @@ OPEN_KINDS = ("open_new", "open_change")
 REJECTED_KINDS = ("late", "conflict")
 TALLY = "_tally"
 OPEN_KEY = "_open_key"
+UNKNOWN_KEY = "_unknown_key"
+PRESENT = "_present"
 
 
 def _c(name: str) -> Column:
@@ -91,6 +93,8 @@ class JournalPlan:
     data_columns: list[str]
     config: JournalConfig
     target: DataFrame | None = None
+    present: DataFrame | None = None
+    """The keys of every row read (``deletes: close``): a null one means no key is known deleted."""
 
     @property
     def keys(self) -> list[str]:
@@ -122,16 +126,29 @@ class JournalPlan:
 
     def tallies(self) -> DataFrame:
         """The column :data:`TALLY`: each classified row's kind, and with ``deletes: close`` one
-        :data:`OPEN_KEY` per open key of the table (for the close guard). Counted by the caller, in the
-        same Spark job as its own tallies."""
+        :data:`OPEN_KEY` per open key of the table (for the close guard) and one :data:`UNKNOWN_KEY` per
+        row read with a null key. Counted by the caller, in the same Spark job as its own tallies, and
+        applied with :meth:`settle`."""
         from pyspark.sql import functions as F
 
         kinds = self.classified.select(F.col(KIND).alias(TALLY))
         if not self._closes_deleted_keys:
             return kinds
         assert self.target is not None
+        assert self.present is not None
         open_keys = self.target.filter(F.col("is_current")).select(F.lit(OPEN_KEY).alias(TALLY))
-        return kinds.unionByName(open_keys)
+        unknown = self.present.filter(_any_null(self.keys)).select(F.lit(UNKNOWN_KEY).alias(TALLY))
+        return kinds.unionByName(open_keys).unionByName(unknown)
+
+    def settle(self, tally: Mapping[str, int]) -> dict[str, int]:
+        """The counted :meth:`tallies` as the plan applies them: when a row read has a null key, no key is
+        known deleted, so the plan's closes of deleted keys are dropped (from the tally and the rows)."""
+        from pyspark.sql import functions as F
+
+        settled = dict(tally)
+        if settled.pop(UNKNOWN_KEY, 0) and settled.pop("close_delete", 0):
+            self.classified = self.classified.filter(F.col(KIND) != "close_delete")
+        return settled
 
     @property
     def _closes_deleted_keys(self) -> bool:
@@ -203,27 +220,27 @@ def plan(
     b = batch.withColumns(
         {"row_hash": row_hash(tracked_columns(data_columns, config)), "valid_from": valid_from}
     )
-    current = None
+    present = None
     if target is None:
         joined = b.withColumns(
             {"_cur_hash": F.lit(None).cast("string"), "_cur_from": F.lit(None).cast("timestamp")}
         )
+        parts = [_unordered(joined)] if config.order_by is None else _ordered(joined, None, keys)
     else:
         current = target.filter(F.col("is_current")).select(
             *[_c(k) for k in keys],
             F.col("row_hash").alias("_cur_hash"),
             F.col("valid_from").alias("_cur_from"),
         )
-        joined = b.join(current, on=keys, how="left")
-        if config.order_by:
-            joined = _with_deletion_times(joined, target, keys)
-
-    parts = [_unordered(joined)] if config.order_by is None else _ordered(joined, target, keys)
-    if current is not None and config.deletes == "close":
-        batch_time = b.agg(F.max("valid_from")) if config.order_by else None
-        parts.append(
-            _deletes(current, snapshot if snapshot is not None else batch, keys, batch_time, started)
-        )
+        if config.deletes == "close":
+            present = (snapshot if snapshot is not None else batch).select(*[_c(k) for k in keys])
+        if config.order_by is None:
+            parts = [_unordered_against(b, current, keys, present, started)]
+        else:
+            joined = _with_deletion_times(b.join(current, on=keys, how="left"), target, keys)
+            parts = _ordered(joined, target, keys)
+            if present is not None:
+                parts.append(_deletes(current, present, keys, b.agg(F.max("valid_from"))))
     classified = parts[0]
     for part in parts[1:]:
         classified = classified.unionByName(part, allowMissingColumns=True)
@@ -239,7 +256,7 @@ def plan(
         REASON,
         *[f"_mk_{i}" for i in range(len(keys))],
     ]
-    return JournalPlan(classified.select(*[_c(c) for c in columns]), data_columns, config, target)
+    return JournalPlan(classified.select(*[_c(c) for c in columns]), data_columns, config, target, present)
 
 
 def _refuse_unordered_time(df: DataFrame, table: str, order_by: str | None) -> None:
@@ -281,22 +298,50 @@ def _with_deletion_times(joined: DataFrame, target: DataFrame, keys: list[str]) 
 
 
 def _unordered(joined: DataFrame) -> DataFrame:
-    """Without ``order_by``: a key unknown or changed opens a version at the run's start."""
+    """Without ``order_by``, into a new table: every row opens a version at the run's start."""
     from pyspark.sql import functions as F
 
-    kinds = (
-        F.when(F.col("_cur_hash").isNull(), F.array(F.lit("open_new")))
-        .when(F.col("row_hash") != F.col("_cur_hash"), F.array(F.lit("close_change"), F.lit("open_change")))
-        .otherwise(F.array().cast("array<string>"))
-    )
     return joined.withColumns(
         {
-            KIND: F.explode(kinds),
+            KIND: F.lit("open_new"),
             "valid_to": F.lit(None).cast("timestamp"),
             CLOSE_AT: F.col("valid_from"),
             REASON: F.lit(None).cast("string"),
         }
     )
+
+
+def _unordered_against(
+    b: DataFrame, current: DataFrame, keys: list[str], present: DataFrame | None, started: Column
+) -> DataFrame:
+    """Without ``order_by``, against the current versions, in one join: a key unknown or changed opens a
+    version at the run's start; with ``present`` (the keys of every row read), a current key that no row
+    read has is closed then (a deleted key), unless its version starts later."""
+    from pyspark.sql import functions as F
+
+    rows = b.withColumn(PRESENT, F.lit(False))
+    if present is not None:
+        rows = rows.unionByName(present.withColumn(PRESENT, F.lit(True)), allowMissingColumns=True)
+    joined = rows.join(current, on=keys, how="left" if present is None else "full")
+    none = F.array().cast("array<string>")
+    kinds = (
+        F.when(
+            F.col(PRESENT).isNull(),  # a current version no row read matched
+            F.when(started > F.col("_cur_from"), F.array(F.lit("close_delete"))).otherwise(none),
+        )
+        .when(F.col(PRESENT), none)
+        .when(F.col("_cur_hash").isNull(), F.array(F.lit("open_new")))
+        .when(F.col("row_hash") != F.col("_cur_hash"), F.array(F.lit("close_change"), F.lit("open_change")))
+        .otherwise(none)
+    )
+    return joined.withColumns(
+        {
+            KIND: F.explode(kinds),
+            "valid_to": F.lit(None).cast("timestamp"),
+            CLOSE_AT: started,
+            REASON: F.lit(None).cast("string"),
+        }
+    ).drop(PRESENT)
 
 
 def _ordered(joined: DataFrame, target: DataFrame | None, keys: list[str]) -> list[DataFrame]:
@@ -367,27 +412,15 @@ def _ordered(joined: DataFrame, target: DataFrame | None, keys: list[str]) -> li
     return [part.drop("_versions", "_prev", "_rn") for part in parts]
 
 
-def _deletes(
-    current: DataFrame,
-    snapshot: DataFrame,
-    keys: list[str],
-    batch_time: DataFrame | None,
-    started: Column,
-) -> DataFrame:
-    """Current versions of the keys absent from the snapshot, closed at the batch time."""
+def _deletes(current: DataFrame, present: DataFrame, keys: list[str], batch_time: DataFrame) -> DataFrame:
+    """With ``order_by``: the current versions of the keys absent from ``present`` (the keys of every row
+    read), closed at the batch time (``batch_time``: one row, the latest ``valid_from`` of the batch)."""
     from pyspark.sql import functions as F
 
-    present = snapshot.select(*[_c(k) for k in keys])
-    any_null = F.lit(False)
-    for k in keys:
-        any_null = any_null | _c(k).isNull()
-    unknown = present.agg(F.max(any_null.cast("int")).alias("_unknown"))
-    stats = unknown if batch_time is None else unknown.crossJoin(batch_time.toDF("_batch_time"))
-    close_at = started if batch_time is None else F.col("_batch_time")
-    absent = current.join(present.filter(~any_null).distinct(), on=keys, how="left_anti")
+    close_at = F.col("_batch_time")
+    absent = current.join(present.filter(~_any_null(keys)).distinct(), on=keys, how="left_anti")
     return (
-        absent.crossJoin(stats)
-        .filter(F.coalesce(F.col("_unknown"), F.lit(0)) == 0)
+        absent.crossJoin(batch_time.toDF("_batch_time"))
         .filter(close_at.isNotNull() & (close_at > F.col("_cur_from")))
         .withColumns(
             {
@@ -397,8 +430,18 @@ def _deletes(
                 REASON: F.lit(None).cast("string"),
             }
         )
-        .drop("_unknown", "_batch_time")
+        .drop("_batch_time")
     )
+
+
+def _any_null(keys: list[str]) -> Column:
+    """Whether any of ``keys`` is null."""
+    from pyspark.sql import functions as F
+
+    any_null = F.lit(False)
+    for k in keys:
+        any_null = any_null | _c(k).isNull()
+    return any_null
 
 
 def close_guard(closed: int, open_keys: int, config: JournalConfig) -> CheckResult:

@@ -321,6 +321,8 @@ class GatedLoad(Load):
                 prepared.df = plan.classified = self._cache(plan.classified)
                 validated = validated.unionByName(plan.tallies())
             tally = _count_tallies(validated)
+            if plan is not None:
+                tally = plan.settle(tally)
             result = self.result
             result.rows_quarantined = tally.get(QUARANTINED, 0)
             result.rows_cleansed = result.rows_quarantined + tally.get(VALID, 0)
