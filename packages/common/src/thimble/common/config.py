@@ -58,6 +58,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    # librdkafka waits this long (its default: 1,000 ms) before it fetches again for a partition whose
+    # local queue filled; a consumer that empties its queue faster than that would sit idle.
+    "fetch.queue.backoff.ms": 20,
+}
+"""librdkafka settings every Thimble consumer starts from; a user's settings win over them."""
+
+
 class KafkaConfig(Section):
     """How to reach Kafka. ``extra`` passes librdkafka settings through unchanged."""
 

@@ -8,8 +8,9 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from thimble.common.config import CONSUMER_DEFAULTS
 from thimble.consumer._dead_letters import ERROR_CLASS, ORIGINAL_TOPIC, PREFIX, REPLAYED_FROM
-from thimble.consumer._kafka import FETCH_QUEUE_BACKOFF_MS, kafka_log, producer_config
+from thimble.consumer._kafka import kafka_log, producer_config
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import DeliveryError, TopicMissingError
 
@@ -92,13 +93,13 @@ class _Replay:
         self.failures: list[str] = []
         self.consumer = Consumer(
             {
+                **CONSUMER_DEFAULTS,
                 **settings.kafka.client_config(),
                 "group.id": f"thimble-dlq-replay.{dlq_topic}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
-                "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
                 "logger": kafka_log,
             }
         )

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from thimble.common.config import CONSUMER_DEFAULTS
 from thimble.common.logging import get_logger
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import ConsumerError, ServiceUnavailableError, TopicMissingError
@@ -23,10 +24,6 @@ from thimble.consumer.errors import ConsumerError, ServiceUnavailableError, Topi
 log = get_logger(__name__)
 kafka_log = logging.getLogger("thimble.consumer.librdkafka")
 TRANSACTION_TIMEOUT_MS = 30_000
-# How long librdkafka waits before fetching again for a partition whose local queue was full. Its
-# default, 1 s, starves a handler that empties the queue in less: a batch handler of bytes read about
-# 170k messages/s with it and 580k with this (`benchmarks/bench_throughput.py`, thimble-bytes).
-FETCH_QUEUE_BACKOFF_MS = 20
 
 
 def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -> dict[str, Any]:
@@ -45,6 +42,7 @@ def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -
         }
     )
     return {
+        **CONSUMER_DEFAULTS,
         **settings.kafka.client_config(),
         "group.id": group_id,
         "client.id": client_id,
@@ -55,7 +53,6 @@ def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -
         **group,
         "max.poll.interval.ms": cfg.max_poll_interval_ms,
         "isolation.level": "read_committed",
-        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         "logger": kafka_log,
         **cfg.consumer_extra,
     }

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from thimble.common.config import CONSUMER_DEFAULTS
 from thimble.modelops.errors import ModelOpsError
 
 
@@ -39,16 +40,15 @@ def read_json_records(
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     consumer = Consumer(
-        kafka_config
-        | {
+        {
+            **CONSUMER_DEFAULTS,
+            **kafka_config,
             "group.id": f"{group}-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             # A partition's last offsets may be transaction markers, which are never delivered: its end
             # is known by this event, not by a record at the end offset.
             "enable.partition.eof": True,
-            # librdkafka's 1 s pause after the local queue filled would leave this reader idle.
-            "fetch.queue.backoff.ms": 20,
         }
     )
     try:
