@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
-from thimble.etl import run_table, table_version
+from thimble.etl import RunResult, run_table, table_version
 
 from .conftest import config
 from .journal_histories import SCALE, START, WORKED_HISTORY, histories, snapshots, source_rows
-from .journal_reference import INVALID_RULE, NULL_KEY_RULE, Journal, Row, check_invariants
+from .journal_reference import INVALID_RULE, NULL_KEY_RULE, Journal, Outcome, Row, check_invariants
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,14 +66,41 @@ def _quarantine(spark: SparkSession, name: str, run_id: str) -> Counter[str]:
     return Counter(" & ".join(r.failed_rules) for r in rows)
 
 
-@pytest.mark.timeout(1800)
-@settings(
+def _assert_day(
+    spark: SparkSession,
+    name: str,
+    day: int,
+    result: RunResult,
+    reference: Journal,
+    expected: Outcome,
+    quarantined: Counter[str],
+) -> None:
+    """The table, the run's counts and its quarantine after ``day`` are the reference's."""
+    if result.version is None:
+        assert reference.rows() == [], f"day {day}: no table, but the reference has versions"
+        return
+    rows = _table_rows(spark, name)
+    assert rows == reference.rows(), f"day {day}"
+    check_invariants(rows, reference.deletions)
+    assert (result.inserted, result.updated, result.closed) == (
+        expected.inserted,
+        expected.updated,
+        expected.closed,
+    ), f"day {day}"
+    assert _quarantine(spark, name, result.run_id) == quarantined, f"day {day}"
+
+
+RANDOM_HISTORIES = settings(
     max_examples=2 * SCALE,
     deadline=None,
     # A failing history is reported as generated: shrinking it would take a Spark run per step.
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@pytest.mark.timeout(1800)
+@RANDOM_HISTORIES
 @given(history=histories())
 @example(history=WORKED_HISTORY)
 def test_the_journal_matches_the_reference_day_after_day(
@@ -94,18 +121,9 @@ def test_the_journal_matches_the_reference_day_after_day(
         for earlier in history[:day]:
             reference.load(earlier)
         expected = reference.load(batch)
-        if result.version is None:
-            assert reference.rows() == [], f"day {day}: no table, but the reference has versions"
-            continue
-        rows = _table_rows(spark, name)
-        assert rows == reference.rows(), f"day {day}"
-        check_invariants(rows, reference.deletions)
-        assert (result.inserted, result.updated, result.closed) == (
-            expected.inserted,
-            expected.updated,
-            expected.closed,
-        ), f"day {day}"
-        assert _quarantine(spark, name, result.run_id) == _expected_quarantine(batch, expected.quarantined)
+        _assert_day(
+            spark, name, day, result, reference, expected, _expected_quarantine(batch, expected.quarantined)
+        )
 
     # A re-run of the last day changes nothing: no version, and the same rows quarantined for the same reasons.
     assert cfg is not None
@@ -122,12 +140,7 @@ def test_the_journal_matches_the_reference_day_after_day(
 
 
 @pytest.mark.timeout(1800)
-@settings(
-    max_examples=2 * SCALE,
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@RANDOM_HISTORIES
 @given(history=snapshots())
 @example(
     history=[
@@ -162,15 +175,4 @@ def test_the_journal_without_order_by_matches_the_reference(
             .first()["run_at"]  # type: ignore[index]
         )
         expected = reference.load_unordered(batch, run_at)
-        if result.version is None:
-            assert reference.rows() == [], f"day {day}: no table, but the reference has versions"
-            continue
-        rows = _table_rows(spark, name)
-        assert rows == reference.rows(), f"day {day}"
-        check_invariants(rows, reference.deletions)
-        assert (result.inserted, result.updated, result.closed) == (
-            expected.inserted,
-            expected.updated,
-            expected.closed,
-        ), f"day {day}"
-        assert _quarantine(spark, name, result.run_id) == expected.quarantined, f"day {day}"
+        _assert_day(spark, name, day, result, reference, expected, expected.quarantined)
