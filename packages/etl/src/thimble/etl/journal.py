@@ -23,10 +23,11 @@ Every journal rule lives here:
   rewritten in place; reload with ``overwrite``). So a re-run classifies every row as the first run did.
 * **Deletes** (``deletes: close``): a key is deleted when the batch is a snapshot without it. Keys of
   rows that failed validation are in the snapshot (a bad value is never a deletion), and when some row's
-  key is unknown (null) no key is closed in that run (known once the plan is counted: :meth:`JournalPlan.settle`). A deleted key closes at the **batch time**: the
-  latest ``order_by`` value among the rows that passed validation (without ``order_by``: the run's start
-  time). A key whose current version starts at or after the batch time is left open (the snapshot is
-  older than that version); a batch with no valid row closes nothing.
+  key is unknown (null) no key is closed in that run (known once the plan is counted:
+  :meth:`JournalPlan.settle`). A deleted key closes at the **batch time**: the latest ``order_by`` value
+  among the rows that passed validation (without ``order_by``: the run's start time). A key whose
+  current version starts at or after the batch time is left open (the snapshot is older than that
+  version); a batch with no valid row closes nothing.
 * **Close guard**: a run that would close more than ``max_close_share`` of the open keys is blocked by
   the check :data:`CLOSE_GUARD` (an empty or truncated snapshot is not a mass deletion); set
   ``max_close_share: 1.0`` to allow it.
