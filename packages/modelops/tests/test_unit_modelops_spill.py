@@ -8,6 +8,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -129,6 +130,42 @@ def test_a_record_kafka_refuses_as_too_large_is_dropped_and_counted_not_spilled_
     assert plog.resent == 3
     asyncio.run(plog.close(0.5))
     assert _on_disk(tmp_path) == Counter(key for key, _ in _records(3))
+
+
+def test_under_steady_load_records_are_serialised_in_batches_and_all_sent(tmp_path: Path) -> None:
+    """One request per event-loop turn must not make one serialisation call per record."""
+    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
+    plog = PredictionLog("t", config, interval_s=0.005, spill_dir=tmp_path)
+    batches: list[int] = []
+    serialise = plog._serialise
+
+    def counted(batch: list[Any]) -> list[bytes | None]:
+        batches.append(len(batch))
+        return serialise(batch)
+
+    plog._serialise = counted  # type: ignore[method-assign]
+
+    def entry(i: int) -> Any:
+        return (f"r{i}", "m", 1, 0, 0.1, [{"x": i}], [{"y": i}], list, list, "m", "primary")
+
+    async def steady_load() -> int:
+        loop = asyncio.get_running_loop()
+        plog._task = loop.create_task(plog._drain_forever())
+        put = 0
+        stop = loop.time() + 0.2
+        while loop.time() < stop:
+            plog.put(entry(put))
+            put += 1
+            await asyncio.sleep(0)
+        deadline = loop.time() + 10
+        while plog.sent < put and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        await plog.close(0.1)
+        return put
+
+    put = asyncio.run(steady_load())
+    assert plog.sent == put == sum(batches)
+    assert len(batches) * 20 < put, f"{len(batches)} serialisations for {put} records"
 
 
 @given(st.text(max_size=300))

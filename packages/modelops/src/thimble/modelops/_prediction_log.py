@@ -187,7 +187,11 @@ class PredictionLog:
     async def _drain_forever(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
-            while self._buffer and self._send(MAX_RECORDS_PER_TURN):
+            # What arrives while a backlog is sent waits for the next drain: sending each new record on
+            # its own turn would cost a serialisation call per request under steady load.
+            backlog = len(self._buffer)
+            while backlog > 0 and self._send(MAX_RECORDS_PER_TURN):
+                backlog -= MAX_RECORDS_PER_TURN
                 await asyncio.sleep(0)
             self._producer.poll(0)
             for _ in range(RESEND_SLICES_PER_TURN):
