@@ -272,6 +272,18 @@ def test_bearer_token_is_required_when_configured(
             == 200
         )
         assert http.get("/healthz").status_code == 200
+        # every protected route keeps its auth: the routers' routes are served from the app's own table
+        infer = {"inputs": [{"name": "client_id", "shape": [1], "datatype": "INT64", "data": [1]}]}
+        for method, path, body in [
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/models/churn@1/predict", row),
+            ("GET", "/v2/models/churn", None),
+            ("GET", "/v2/models/churn/ready", None),
+            ("POST", "/v2/models/churn/infer", infer),
+        ]:
+            assert http.request(method, path, json=body).status_code == 401, path
+        assert http.get("/v2/health/live").status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
 
 
 def test_kserve_v2_inference(

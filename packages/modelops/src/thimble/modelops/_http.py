@@ -4,6 +4,7 @@
   is a plain token, and every answer carries it back; routes take it as the :data:`RequestId` dependency.
 - :class:`BodyLimit` (middleware): a body larger than ``max_body_bytes`` is a 413, refused as it streams in.
 - :func:`bearer_auth`: the routers' auth dependency.
+- :func:`add_routes`: a router's routes served from another's own table.
 - :func:`json_response` and :func:`problem`: JSON answers built by a serialiser, never by pasting text.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -165,6 +166,16 @@ class BodyLimit:
             if started:
                 raise
             await self._refusal(scope)(scope, receive, send)
+
+
+def add_routes(target: APIRouter, router: APIRouter) -> None:
+    """Serve ``router``'s routes from ``target``'s own route table, as if declared there.
+
+    ``include_router`` keeps an included router as one route of ``target`` that matches a request twice
+    (about 20 µs of a prediction). A route of an APIRouter already carries that router's dependencies,
+    responses and tags, so the routes are added as they are.
+    """
+    target.routes.extend(router.routes)
 
 
 def bearer_auth(token: str | None) -> list[Any]:

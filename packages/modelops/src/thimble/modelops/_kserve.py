@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from thimble.modelops._http import JSON, REQUEST_ID, RequestId, bearer_auth
+from thimble.modelops._http import JSON, REQUEST_ID, RequestId, add_routes, bearer_auth
 
 if TYPE_CHECKING:
     from thimble.modelops.server import ServedModel, Serving
@@ -242,5 +242,5 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
             out["parameters"] = {"versions": answer.versions}
         return Response(orjson.dumps(out), media_type=JSON)
 
-    router.include_router(models)
+    add_routes(router, models)
     return router

@@ -29,7 +29,7 @@ from thimble.common.logging import get_logger
 from thimble.common.metrics import Metrics
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._docs import install_docs
-from thimble.modelops._http import BodyLimit, RequestIds, json_response, problem
+from thimble.modelops._http import BodyLimit, RequestIds, add_routes, json_response, problem
 from thimble.modelops._prediction_log import PredictionLog
 from thimble.modelops._rollout import AliasFollower, Split
 from thimble.modelops._serving_stats import ServingStats
@@ -586,17 +586,17 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RequestIds)  # outermost: every answer carries the id, a refusal too
-    install_docs(app, app.title)
     app.state.serving = serving
     app.state.served = serving.routes
     app.state.prediction_log = plog
     app.state.flush_stats = flush_stats
     app.state.alias_follower = follower
     token = cfg.auth_token.get_secret_value() if cfg.auth_token else None
-    app.include_router(v1_router(serving, token))
+    add_routes(app.router, v1_router(serving, token))
     install_infer_errors(app)
-    app.include_router(kserve_router(serving, token))
-    app.include_router(health_router(serving, metrics_registry))
+    add_routes(app.router, kserve_router(serving, token))
+    add_routes(app.router, health_router(serving, metrics_registry))
+    install_docs(app, app.title)
     install_openapi(app, serving)
     return app
 
