@@ -2,7 +2,7 @@
 
     .venv/bin/python packages/modelops/benchmarks/bench_serving.py [--duration 10] [--rounds 3]
 
-Needs wrk (`apt-get install wrk`), the local stack (Redis, Kafka: `./dev stack up`) and MLflow in its own
+Needs wrk (`./dev setup` installs it), the local stack (Redis, Kafka: `./dev stack up`) and MLflow in its own
 environment (`.run/bench-venvs/mlflow`, created on first run). Thimble and the hand-written endpoints run
 one uvicorn worker per core with BLAS threads 1; Thimble runs with validation, limits, metrics and
 prediction logging to Kafka on. MLflow runs twice, with one worker and with one per core: its best at
