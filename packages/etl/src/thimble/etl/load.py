@@ -158,6 +158,8 @@ class Planned:
     prepared: Prepared
     counts: dict[str, int]
     tally: dict[str, int]
+    observed: ObservedMetrics | None = None
+    """The quality metrics of the rows that passed, observed by the job that counted the tally."""
 
     @property
     def rejected(self) -> int:
@@ -299,11 +301,14 @@ class GatedLoad(Load):
     def plan(self, flagged: DataFrame) -> Planned:
         """What the write will do and how many rows each kind of change touches; a journal is classified
         against the table's current versions. One Spark job counts the rows that passed and failed
-        validation and those the plan touches."""
+        validation and those the plan touches, and measures the quality metrics of the rows that passed
+        where Spark can observe them in that job."""
         from pyspark.sql import functions as F
 
         with self.phases("validate"):
             valid = passing(flagged)
+            metrics = self.spec.quality.metrics
+            observed = observe_metrics(valid, metrics) if metrics else None
             prepared = prepare(
                 self.spark,
                 valid,
@@ -313,9 +318,14 @@ class GatedLoad(Load):
                 snapshot=flagged,
                 before=self.before,
             )
-            validated = flagged.select(
-                F.when(F.size(FAILED) > 0, F.lit(QUARANTINED)).otherwise(F.lit(VALID)).alias(TALLY)
-            )
+            if observed is None:
+                validated = flagged.select(
+                    F.when(F.size(FAILED) > 0, F.lit(QUARANTINED)).otherwise(F.lit(VALID)).alias(TALLY)
+                )
+            else:
+                validated = observed.df.select(F.lit(VALID).alias(TALLY)).unionByName(
+                    flagged.filter(F.size(FAILED) > 0).select(F.lit(QUARANTINED).alias(TALLY))
+                )
             plan = prepared.plan
             if plan is not None:
                 prepared.df = plan.classified = self._cache(plan.classified)
@@ -329,15 +339,20 @@ class GatedLoad(Load):
             if keeps_every_row(self.spec.steps):
                 result.rows_read = result.rows_cleansed
             if plan is None:
-                return Planned(prepared, {"inserted": tally.get(VALID, 0)}, tally)
+                return Planned(prepared, {"inserted": tally.get(VALID, 0)}, tally, observed)
             counts = plan.counts(tally)
             plan.refuse_conflicts(counts, self.table)
-        return Planned(prepared, counts, tally)
+        return Planned(prepared, counts, tally, observed)
 
     def check(self, valid: DataFrame, planned: Planned) -> None:
-        """Measure the rows to write (one fused aggregation) and evaluate the checks, the journal's included."""
+        """The metrics of the rows to write (observed while the plan was counted, else one fused
+        aggregation) and the checks on them, the journal's included."""
         with self.phases("quality"):
-            values = compute_metrics(valid, self.spec.quality.metrics)
+            observed = planned.observed.values(timeout=2.0) if planned.observed is not None else None
+            if observed is not None and observed[0] == planned.tally.get(VALID, 0):
+                values = observed[1]
+            else:
+                values = compute_metrics(valid, self.spec.quality.metrics)
         result = self.result
         values.update(
             {
