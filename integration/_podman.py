@@ -47,9 +47,14 @@ def missing_packages() -> list[str]:
         status = subprocess.run(
             ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
         )
-        if not status.stdout.endswith("installed"):
+        if not installed(status.stdout):
             missing.append(package)
     return missing
+
+
+def installed(dpkg_status: str) -> bool:
+    """Whether dpkg's ``${Status}`` of a package says it is installed (a removed one says ``not-installed``)."""
+    return dpkg_status.split()[-1:] == ["installed"]
 
 
 def install_packages() -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from integration import _standins, compose_check
-from integration._podman import PodmanError
+from integration._podman import PodmanError, installed
 from integration._podman_compose import duration_seconds
 
 pytestmark = pytest.mark.unit
@@ -30,6 +30,20 @@ def test_stand_ins_are_named_as_docker_resolves_the_short_names() -> None:
     assert _standins.qualified("apache/kafka:4.1.1") == "docker.io/apache/kafka:4.1.1"
     assert _standins.qualified("localhost/thimble-standin/java:17") == "localhost/thimble-standin/java:17"
     assert _standins.qualified("quay.io/prometheus/prometheus:v3") == "quay.io/prometheus/prometheus:v3"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("install ok installed", True),
+        ("unknown ok not-installed", False),  # removed with --purge: still known to dpkg
+        ("deinstall ok config-files", False),
+        ("install ok half-installed", False),
+        ("", False),  # never installed: dpkg-query prints nothing
+    ],
+)
+def test_a_package_counts_as_installed_only_when_dpkg_says_so(status: str, expected: bool) -> None:
+    assert installed(status) is expected
 
 
 def test_an_image_without_a_recipe_is_refused_by_name(tmp_path: Path) -> None:
