@@ -81,6 +81,10 @@ class Service(abc.ABC):
         """Called once a start of the service answered; what it began in the background, said to the user."""
         return None
 
+    def settle(self) -> str | None:
+        """Wait until what ``after_start`` began in the background has finished; what it did, or None."""
+        return None
+
     def owns(self, pid: int, started: int | None = None) -> bool:
         """Whether ``pid`` is this service's process (and not a process that reused its pid)."""
         line = cmdline(pid)

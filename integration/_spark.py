@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from integration._jars import present, pyspark_jars_dir
-from integration._procs import port_open, start_detached
+from integration._procs import PidFile, alive, port_open, reap, start_detached, start_time, tail, wait_for
 from integration._service import Service
 from integration._settings import REPO_ROOT, StackSettings, find_java
 from integration.errors import JarsError
@@ -35,6 +35,7 @@ EXECUTOR_MEMORY = "768m"
 DAEMON_MEMORY = "256m"
 SHUFFLE_PARTITIONS = 4
 HEALTH_TIMEOUT_S = 3.0
+WARM_UP_TIMEOUT_S = 600.0
 UTC_JVM = "-Duser.timezone=UTC"
 
 LOG4J2 = """\
@@ -343,11 +344,18 @@ class SparkConnect(_SparkService):
             APP_NAME,
         ]
 
+    @property
+    def warm_up_pid_file(self) -> PidFile:
+        return PidFile(self.settings.pids_dir / "spark-warmup.pid")
+
+    @property
+    def warm_up_log(self) -> Path:
+        return self.settings.logs_dir / "spark-warmup.log"
+
     def after_start(self) -> str | None:
         """Warm the new server up in the background (see :mod:`integration._spark_warmup`)."""
         if not self.settings.spark_warmup:
             return None
-        log = self.settings.logs_dir / "spark-warmup.log"
         environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         argv = [
             sys.executable,
@@ -356,10 +364,28 @@ class SparkConnect(_SparkService):
             self.url,
             str(self.settings.data_dir / "warmup"),
         ]
-        pid = start_detached(argv, log, cwd=REPO_ROOT, env=environment)
+        pid = start_detached(argv, self.warm_up_log, cwd=REPO_ROOT, env=environment)
+        self.warm_up_pid_file.write(pid)
         return (
-            f"warming up in the background (pid {pid}, log {log}; THIMBLE_STACK_SPARK_WARMUP=0 turns it off)"
+            f"warming up in the background (pid {pid}, log {self.warm_up_log}; "
+            "THIMBLE_STACK_SPARK_WARMUP=0 turns it off)"
         )
+
+    def settle(self) -> str | None:
+        """Wait for a warm-up that still runs; its last line (done, or why it stopped), or None."""
+        entry = self.warm_up_pid_file.read()
+        if entry is None:
+            return None
+        pid, started = entry
+        if not alive(pid) or (started is not None and start_time(pid) != started):
+            return None
+        if not wait_for(lambda: not alive(pid), WARM_UP_TIMEOUT_S, interval=0.5):
+            return (
+                f"the warm-up (pid {pid}) still runs after {WARM_UP_TIMEOUT_S:.0f}s; see {self.warm_up_log}"
+            )
+        reap(pid)
+        last = tail(self.warm_up_log, 1).strip()
+        return last or f"warm-up ended; see {self.warm_up_log}"
 
     def healthy(self) -> bool:
         """A ``SELECT 1`` answered through a Connect client; with workers, the master also gave it cores."""

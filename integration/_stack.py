@@ -169,8 +169,9 @@ def _start(service: Service, console: Console) -> int:
     return pid
 
 
-def up(settings: StackSettings, console: Console) -> None:
-    """Start every service that is not running and wait until each answers a real request."""
+def up(settings: StackSettings, console: Console, settle: bool = False) -> None:
+    """Start every service that is not running and wait until each answers a real request; with ``settle``,
+    also until what a start began in the background (the Connect server's warm-up) has finished."""
     with locked(settings, console):
         for folder in (settings.logs_dir, settings.pids_dir, settings.conf_dir, settings.data_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,12 @@ def up(settings: StackSettings, console: Console) -> None:
             raise
         if not started:
             console.print("[green]the stack was already up; nothing to do[/]")
+    if settle:
+        for service in services(settings):
+            t0 = time.monotonic()
+            done = service.settle()
+            if done:
+                console.print(f"{service.name}: {done} (waited {time.monotonic() - t0:.1f}s)")
 
 
 def _stop_one(service: Service, pid: int) -> str:

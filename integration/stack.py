@@ -1,6 +1,6 @@
 """The local stack: a Kafka broker (KRaft), Redis and a Spark Connect server on loopback, plus their jars.
 
-    python integration/stack.py jars | up [--kafka-brokers N] [--spark-workers N] | status
+    python integration/stack.py jars | up [--kafka-brokers N] [--spark-workers N] [--warm] | status
                                 | down [SERVICE] | logs [kafka|redis|spark] [-f]
 
 Every file (jars, data, logs, pid files) lives under ``THIMBLE_RUN_DIR`` (default ``<repo>/.run``). Ports:
@@ -87,10 +87,16 @@ def up(
         "default 0, or what the running stack has.",
         show_default=False,
     ),
+    warm: bool = typer.Option(
+        False,
+        "--warm",
+        help="Also wait until the Spark Connect server's warm-up has finished (when one runs), so that "
+        "the next job finds it warm.",
+    ),
 ) -> None:
     """Start Kafka, Redis and Spark (a no-op for those already up) and wait until each answers."""
     settings = StackSettings.from_env(kafka_brokers, spark_workers)
-    _stack.up(settings, console)
+    _stack.up(settings, console, settle=warm)
     _print_addresses(settings)
 
 

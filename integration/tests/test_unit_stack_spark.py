@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,23 @@ def test_a_running_stack_remembers_its_worker_count(tmp_path: Path, monkeypatch:
 
     assert StackSettings.from_env().spark_workers == 3
     assert StackSettings.from_env(spark_workers=0).spark_workers == 0
+
+
+def test_settling_waits_for_a_running_warm_up_and_tells_its_last_line(tmp_path: Path) -> None:
+    server = SparkConnect(_settings(tmp_path))
+    server.warm_up_log.parent.mkdir(parents=True, exist_ok=True)
+    script = f"import time; time.sleep(1.0); open({str(server.warm_up_log)!r}, 'a').write('day 2\\nwarm-up done\\n')"
+    warm_up = subprocess.Popen([sys.executable, "-c", script])
+    server.warm_up_pid_file.write(warm_up.pid)
+
+    assert server.settle() == "warm-up done"
+    assert warm_up.poll() is not None  # it had ended: settle returned only after it
+
+
+def test_settling_without_a_running_warm_up_returns_at_once(tmp_path: Path) -> None:
+    server = SparkConnect(_settings(tmp_path))
+    assert server.settle() is None  # never warmed up (THIMBLE_STACK_SPARK_WARMUP=0)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    server.warm_up_pid_file.write(finished.pid)
+    assert server.settle() is None  # its warm-up has ended
