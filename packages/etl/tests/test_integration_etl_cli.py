@@ -10,6 +10,7 @@ import yaml
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
+from thimble import etl
 from thimble.common.config import ThimbleSettings
 from thimble.etl.cli import app
 
@@ -73,6 +74,16 @@ def test_cli_check_run_history_changes_report(
     blocked = runner.invoke(app, ["run", str(file), "--config", str(settings), "--no-progress"])
     assert blocked.exit_code == 3, blocked.output
     assert "blocked" in blocked.output
+
+    table["quality"]["checks"].append({"metric": "row_count", "max": 1})
+    file.write_text(yaml.safe_dump(table))
+    twice = runner.invoke(app, ["run", str(file), "--config", str(settings), "--no-progress"])
+    assert twice.exit_code == 3, twice.output
+    blocked_runs = etl.blocked_runs(table_name, spark=spark, settings=spark_settings)
+    assert [version for _, _, version, _ in blocked_runs] == [0, 0]
+    assert blocked_runs[0][1] > blocked_runs[1][1]  # newest first
+    assert blocked_runs[0][3] == "row_count <= 1: 3 > 1; row_count >= 100: 3 < 100"  # its two failed checks
+    assert blocked_runs[1][3] == "row_count >= 100: 3 < 100"
 
     listed = runner.invoke(app, ["history", table_name, "--config", str(settings)])
     assert listed.exit_code == 0

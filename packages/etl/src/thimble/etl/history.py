@@ -175,6 +175,7 @@ def blocked_runs(
     metrics_table = _tables.qualified(etl.metrics_table if etl is not None else "thimble_quality", settings)
     if not _tables.exists(spark, metrics_table):
         return []
+    # The failed checks are few: grouped here rather than by a Spark shuffle and sort.
     rows = (
         spark.table(metrics_table)
         .filter(
@@ -183,12 +184,16 @@ def blocked_runs(
             & (F.col("status") == "fail")
             & ~F.col("committed")
         )
-        .groupBy("run_id", "run_at", "version")
-        .agg(F.concat_ws("; ", F.collect_list(F.concat_ws(": ", "name", "detail"))).alias("failed"))
-        .orderBy(F.col("run_at").desc())
+        .select("run_id", "run_at", "version", F.concat_ws(": ", "name", "detail").alias("failed"))
         .collect()
     )
-    return [(r.run_id, as_utc(r.run_at), r.version, r.failed) for r in rows]
+    runs: dict[tuple[str, datetime, int | None], list[str]] = {}
+    for r in rows:
+        runs.setdefault((r.run_id, r.run_at, r.version), []).append(r.failed)
+    return [
+        (run_id, as_utc(at), version, "; ".join(sorted(failed)))
+        for (run_id, at, version), failed in sorted(runs.items(), key=lambda run: run[0][1], reverse=True)
+    ]
 
 
 def table_version(
