@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from thimble.etl.cleanse import apply_step
 from thimble.etl.config import CheckConfig, MetricConfig, TableConfig
-from thimble.etl.quality import compute_metrics, evaluate
+from thimble.etl.quality import compute_metrics, evaluate, observe_metrics
 from thimble.etl.validate import FAILED, flag
 
 from .conftest import config, in_process_only
@@ -159,6 +159,32 @@ def test_metrics_in_one_spark_job(spark: SparkSession, df: DataFrame) -> None:
     assert values["mean:id"] == pytest.approx(5 / 3)
     assert values["quantile:id:0.5"] == 2
     assert values["total"] == pytest.approx(17.5)
+
+
+def test_quantiles_of_a_column_share_one_sketch_and_match_their_own(spark: SparkSession) -> None:
+    df = spark.range(1001).selectExpr(
+        "id", "CASE WHEN id % 7 = 0 THEN NULL ELSE id * 1.5 END AS score", "timestamp_seconds(id * 60) AS at"
+    )
+    levels = [0.95, 0.5, 0.05, 0.5]
+    metrics = [
+        *[MetricConfig(metric="quantile", column="score", quantile=q) for q in levels],
+        MetricConfig(metric="mean", column="id"),
+        MetricConfig(metric="quantile", column="at", quantile=0.25),
+    ]
+    expected = {
+        f"quantile:score:{q}": df.agg(F.percentile_approx("score", q, 10000)).first()[0] for q in levels
+    }
+    expected["mean:id"] = 500.0
+    expected["quantile:at:0.25"] = df.agg(F.percentile_approx("at", 0.25, 10000)).first()[0].timestamp()
+    assert compute_metrics(df, metrics) == expected
+    observed = observe_metrics(df, metrics)
+    if observed is not None:  # observed in process; over Connect the write's own job measures them
+        plan = observed.df._jdf.queryExecution().analyzed().toString()
+        assert plan.count("percentile_approx(score") == 1, plan
+        observed.df.write.format("noop").mode("overwrite").save()
+        assert observed.values() == (1001, expected)
+    nothing = compute_metrics(df.limit(0), metrics)
+    assert nothing == dict.fromkeys(expected)
 
 
 def test_checks_threshold_and_history() -> None:

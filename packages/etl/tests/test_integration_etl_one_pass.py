@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from thimble.common.config import ThimbleSettings
-from thimble.etl import history, table_version, write_dataframe
+from thimble.etl import _tables, history, table_version, write_dataframe
 
 from .conftest import OVER_CONNECT, in_process_only
 
@@ -214,3 +214,32 @@ def test_metrics_rows_are_appended_natively_once_the_metrics_table_exists(
     engines = [r["engineInfo"] for r in spark.sql(f"DESCRIBE HISTORY {metrics_table}").limit(1).collect()]
     assert engines[0].startswith("delta-rs")  # the last run's rows: no Spark job, no Spark commit
     spark.table(metrics_table).limit(0).writeTo(metrics_table).append()  # Spark still commits after it
+
+
+@in_process_only
+def test_a_table_natively_appended_to_is_found_without_a_spark_job(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
+) -> None:
+    """Each run appends its metrics natively; the next run's existence check must not replay the metrics
+    table's log in Spark to learn that it exists."""
+    for i in range(2):
+        write_dataframe(
+            _scored(spark, 5 + i),
+            table_name,
+            mode="append",
+            quality={"metrics": METRICS[:1]},
+            settings=spark_settings,
+        )
+    database = spark_settings.warehouse.database
+    metrics_table = f"{database}.thimble_quality"
+    sc = spark.sparkContext
+    sc.setJobGroup("exists-check", "exists-check")
+    try:
+        assert _tables.exists(spark, metrics_table)
+    finally:
+        sc.setJobGroup("other", "other")
+    assert sc.statusTracker().getJobIdsForGroup("exists-check") == []
+    assert _tables.exists(spark, f"spark_catalog.{metrics_table}")  # a name the metastore does not parse
+    assert not _tables.exists(spark, f"{database}.no_such_table")
+    spark.range(1).createOrReplaceTempView("a_view_not_in_the_metastore")
+    assert _tables.exists(spark, "a_view_not_in_the_metastore")

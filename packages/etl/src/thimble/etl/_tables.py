@@ -36,7 +36,17 @@ def quoted(table: str) -> str:
 
 
 def exists(spark: SparkSession, table: str) -> bool:
-    return bool(spark.catalog.tableExists(table))
+    """Whether ``table`` exists.
+
+    In this process the metastore answers first. Spark's ``tableExists`` loads the table, and loading a
+    Delta table brings its snapshot up to date: after another writer's commit (a native append to the
+    metrics table) that costs a listing and a replay of its log, about 0.25 s. It still answers when
+    the metastore does not know the name (a view, a name in another catalog).
+    """
+    in_metastore = _with_session(
+        spark, table, lambda session, ident: bool(session.sessionState().catalog().tableExists(ident))
+    )
+    return bool(in_metastore) or bool(spark.catalog.tableExists(table))
 
 
 def require(spark: SparkSession, table: str) -> None:
@@ -121,15 +131,26 @@ def _snapshot_version(spark: SparkSession, table: str) -> int | None:
 def _with_delta_log(spark: SparkSession, table: str, use: Callable[[Any, Any, Any], T]) -> T | None:
     """``use(DeltaLog class, JVM session, table identifier)`` through Delta's JVM API; None when it fails
     or there is no JVM in this process (Spark Connect)."""
+    return _with_session(
+        spark,
+        table,
+        lambda session, ident: use(spark._jvm.org.apache.spark.sql.delta.DeltaLog, session, ident),  # type: ignore[union-attr]
+    )
+
+
+def _with_session(spark: SparkSession, table: str, use: Callable[[Any, Any], T]) -> T | None:
+    """``use(JVM session, table identifier)``; None when it fails, the name is not ``[database.]table``
+    or there is no JVM in this process (Spark Connect)."""
     if uses_connect(spark):
         return None
     from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
 
     try:
         session = spark._jsparkSession
         ident = session.sessionState().sqlParser().parseTableIdentifier(table)
-        return use(spark._jvm.org.apache.spark.sql.delta.DeltaLog, session, ident)  # type: ignore[union-attr]
-    except Py4JError:
+        return use(session, ident)
+    except (Py4JError, PySparkException):  # PySparkException: a Java exception, as PySpark raises it
         return None
 
 

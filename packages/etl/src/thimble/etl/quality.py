@@ -30,6 +30,7 @@ Status = Literal["pass", "warn", "fail"]
 DISTINCT_SKETCH_LG_K = 16
 # The types the sketch takes as they are; any other is counted by its text.
 SKETCHED_TYPES = frozenset({"int", "bigint", "string", "binary"})
+QUANTILE_ACCURACY = 10000
 History = Callable[[str, int], list[float]]
 
 
@@ -84,8 +85,58 @@ def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
         elif kind == "stddev":
             expr = F.stddev_samp(col)
         else:
-            expr = F.percentile_approx(col, float(metric.quantile or 0.5), 10000)
+            expr = F.percentile_approx(col, float(metric.quantile or 0.5), QUANTILE_ACCURACY)
     return expr.cast("double")
+
+
+@dataclass(frozen=True)
+class _Aggregates:
+    """The columns of one fused aggregation of ``metrics``, and where each metric's value is in its row.
+
+    The quantiles of one column share one sketch (``percentile_approx`` of all of them): Spark merges
+    equal aggregates in ``agg`` but computes each one of ``observe`` on its own.
+    """
+
+    columns: list[Column]
+    places: list[tuple[str, int | None]]
+    """Per metric: its column's name, and its index when that column holds an array of quantiles."""
+
+    @staticmethod
+    def of(metrics: Sequence[MetricConfig], types: dict[str, str]) -> _Aggregates:
+        from pyspark.sql import functions as F
+
+        quantiles: dict[str, list[float]] = {}
+        for metric in metrics:
+            if metric.metric == "quantile" and metric.column:
+                quantiles.setdefault(metric.column, []).append(float(metric.quantile or 0.5))
+        columns: list[Column] = []
+        places: list[tuple[str, int | None]] = []
+        seen = dict.fromkeys(quantiles, 0)
+        sketches = {column: f"q{j}" for j, column in enumerate(quantiles)}
+        for i, metric in enumerate(metrics):
+            if metric.metric == "quantile" and metric.column:
+                places.append((sketches[metric.column], seen[metric.column]))
+                seen[metric.column] += 1
+            else:
+                columns.append(metric_expression(metric, types).alias(f"m{i}"))
+                places.append((f"m{i}", None))
+        for column, sketch in sketches.items():
+            levels = F.array(*[F.lit(q) for q in quantiles[column]])
+            columns.append(
+                F.percentile_approx(_c(column), levels, QUANTILE_ACCURACY).cast("array<double>").alias(sketch)
+            )
+        return _Aggregates(columns, places)
+
+    def values(self, row: Mapping[str, Any], metrics: Sequence[MetricConfig]) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for metric, (name, index) in zip(metrics, self.places, strict=True):
+            value = row[name]
+            if index is not None:
+                value = value[index] if value is not None else None
+            out[metric.metric_name] = (
+                None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+            )
+        return out
 
 
 def _distinct(col: Column, kind: str) -> Column:
@@ -114,21 +165,10 @@ def compute_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> dict[str,
     """Every metric of ``df`` in one Spark job (a single fused aggregation)."""
     if not metrics:
         return {}
-    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-    exprs = [metric_expression(m, types).alias(f"m{i}") for i, m in enumerate(metrics)]
+    aggregates = _Aggregates.of(metrics, {f.name: f.dataType.simpleString() for f in df.schema.fields})
     with _single_job(df.sparkSession):
-        row = df.agg(*exprs).collect()[0]
-    return _values(row.asDict(), metrics)
-
-
-def _values(row: Mapping[str, Any], metrics: Sequence[MetricConfig]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for i, metric in enumerate(metrics):
-        value = row[f"m{i}"]
-        out[metric.metric_name] = (
-            None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-        )
-    return out
+        row = df.agg(*aggregates.columns).collect()[0]
+    return aggregates.values(row.asDict(), metrics)
 
 
 ROWS = "rows"
@@ -141,10 +181,17 @@ class ObservedMetrics:
     count and every metric, as :func:`compute_metrics` would on the same rows.
     """
 
-    def __init__(self, df: DataFrame, observation: Observation, metrics: Sequence[MetricConfig]) -> None:
+    def __init__(
+        self,
+        df: DataFrame,
+        observation: Observation,
+        metrics: Sequence[MetricConfig],
+        aggregates: _Aggregates,
+    ) -> None:
         self.df = df
         self._observation = observation
         self._metrics = list(metrics)
+        self._aggregates = aggregates
 
     def values(self, timeout: float = 30.0) -> tuple[int, dict[str, float | None]] | None:
         """(rows, metrics) of the action run on :attr:`df`; None when Spark has not reported them."""
@@ -159,7 +206,7 @@ class ObservedMetrics:
                     return None
                 time.sleep(0.005)
         row = self._observation.get
-        return int(row[ROWS]), _values(row, self._metrics)
+        return int(row[ROWS]), self._aggregates.values(row, self._metrics)
 
 
 def observe_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> ObservedMetrics | None:
@@ -178,11 +225,11 @@ def observe_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> ObservedM
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     observation = Observation(f"thimble-quality-{uuid.uuid4().hex}")
     try:
-        exprs = [metric_expression(m, types).alias(f"m{i}") for i, m in enumerate(metrics)]
-        observed = df.observe(observation, F.count(F.lit(1)).alias(ROWS), *exprs)
+        aggregates = _Aggregates.of(metrics, types)
+        observed = df.observe(observation, F.count(F.lit(1)).alias(ROWS), *aggregates.columns)
     except AnalysisException:
         return None
-    return ObservedMetrics(observed, observation, metrics)
+    return ObservedMetrics(observed, observation, metrics, aggregates)
 
 
 def evaluate(
