@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -103,3 +104,89 @@ def test_a_cancelled_first_request_never_strands_those_who_joined_its_batch() ->
     assert joined == [[20], [30]]
     assert after == [40]
     assert calls == [[2, 3], [4]]
+
+
+def _recording(calls: list[list[int]]) -> Callable[[list[int]], list[int]]:
+    def run(rows: list[int]) -> list[int]:
+        calls.append(rows)
+        return [r * 10 for r in rows]
+
+    return run
+
+
+async def _approach_then_submit(
+    batcher: MicroBatcher[int, int], arrive: asyncio.Event, row: int
+) -> list[int]:
+    with batcher.approaching():
+        await arrive.wait()  # reading its features, say
+    return await batcher.submit([row])
+
+
+def test_a_batch_waits_for_callers_on_their_way_and_scores_them_together() -> None:
+    calls: list[list[int]] = []
+
+    async def main() -> list[list[int]]:
+        batcher: MicroBatcher[int, int] = MicroBatcher(_recording(calls), hold_ms=60_000)
+        arrive = asyncio.Event()
+        late = asyncio.ensure_future(_approach_then_submit(batcher, arrive, 2))
+        await asyncio.sleep(0)
+        first = asyncio.ensure_future(batcher.submit([1]))
+        for _ in range(5):  # the first caller is held, not run
+            await asyncio.sleep(0)
+        assert calls == []
+        arrive.set()
+        return await asyncio.wait_for(asyncio.gather(first, late), timeout=5)
+
+    assert asyncio.run(main()) == [[10], [20]]
+    assert calls == [[1, 2]]
+
+
+def test_a_caller_that_never_arrives_holds_a_batch_no_longer_than_hold_ms() -> None:
+    calls: list[list[int]] = []
+
+    async def main() -> list[int]:
+        batcher: MicroBatcher[int, int] = MicroBatcher(_recording(calls), hold_ms=20)
+        never = asyncio.Event()
+        stuck = asyncio.ensure_future(_approach_then_submit(batcher, never, 2))
+        await asyncio.sleep(0)
+        try:
+            return await asyncio.wait_for(batcher.submit([1]), timeout=5)
+        finally:
+            stuck.cancel()
+
+    assert asyncio.run(main()) == [10]
+    assert calls == [[1]]
+
+
+def test_a_caller_that_turns_back_or_a_full_batch_releases_the_hold_at_once() -> None:
+    calls: list[list[int]] = []
+
+    async def main() -> tuple[list[int], list[list[int]]]:
+        batcher: MicroBatcher[int, int] = MicroBatcher(_recording(calls), max_batch_size=2, hold_ms=60_000)
+        turn_back = asyncio.Event()
+
+        async def rejected() -> None:  # its request fails validation: it never submits
+            with batcher.approaching():
+                await turn_back.wait()
+
+        gone = asyncio.ensure_future(rejected())
+        await asyncio.sleep(0)
+        alone = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.sleep(0)
+        turn_back.set()
+        first = await asyncio.wait_for(alone, timeout=5)
+        await gone
+
+        never = asyncio.Event()
+        stuck = asyncio.ensure_future(_approach_then_submit(batcher, never, 9))
+        await asyncio.sleep(0)
+        leader = asyncio.ensure_future(batcher.submit([2]))
+        await asyncio.sleep(0)  # held, waiting for the stuck caller
+        filled = await asyncio.wait_for(asyncio.gather(leader, batcher.submit([3])), timeout=5)
+        stuck.cancel()
+        return first, filled
+
+    first, filled = asyncio.run(main())
+    assert first == [10]
+    assert filled == [[20], [30]]
+    assert calls == [[1], [2, 3]]

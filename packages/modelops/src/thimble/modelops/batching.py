@@ -1,17 +1,21 @@
 """Micro-batching: concurrent requests to one model run as one call of the (vectorized) model.
 
 Requests that arrive in the same event-loop turn are batched at no added latency (``max_wait_ms=0``); a
-positive ``max_wait_ms`` holds a batch open that long for more. A batch never exceeds ``max_batch_size``
-rows, except a single request bigger than that, which runs alone on a worker thread so that the event loop
-keeps serving others. When a batch fails, its requests are retried one by one so that only the bad
-request fails.
+positive ``max_wait_ms`` holds a batch open that long for more. Callers still on their way to the model
+(reading online features, say) announce themselves with :meth:`MicroBatcher.approaching`: a batch about
+to run waits for them, up to ``hold_ms``, so that requests which arrived together are scored together
+even when their feature reads came back apart. A lone request never waits. A batch never exceeds
+``max_batch_size`` rows, except a single request bigger than that, which runs alone on a worker thread so
+that the event loop keeps serving others. When a batch fails, its requests are retried one by one so that
+only the bad request fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 Row = TypeVar("Row")
@@ -28,10 +32,12 @@ class MicroBatcher(Generic[Row, Out]):
         max_wait_ms: float = 0.0,
         in_thread: bool = False,
         on_batch: Callable[[int], None] | None = None,
+        hold_ms: float = 2.0,
     ) -> None:
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        self.hold_s = hold_ms / 1000.0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="thimble-model") if in_thread else None
         self._large: ThreadPoolExecutor | None = None
         self._on_batch = on_batch
@@ -40,6 +46,23 @@ class MicroBatcher(Generic[Row, Out]):
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._running = False
         self._leading = False  # a request yields so that others join its batch (see _lead)
+        self._approaching = 0  # callers on their way to submit (see approaching)
+        self._hold: asyncio.Future[None] | None = None  # set while a leader waits for them
+
+    @contextmanager
+    def approaching(self) -> Iterator[None]:
+        """Mark the caller as on its way to :meth:`submit` for the duration of the block."""
+        self._approaching += 1
+        try:
+            yield
+        finally:
+            self._approaching -= 1
+            if not self._approaching:
+                self._release()
+
+    def _release(self) -> None:
+        if self._hold is not None and not self._hold.done():
+            self._hold.set_result(None)
 
     async def submit(self, rows: list[Row]) -> list[Out]:
         """The outputs for ``rows``, computed in a batch with other concurrent callers' rows."""
@@ -62,19 +85,24 @@ class MicroBatcher(Generic[Row, Out]):
                 self._scheduled = loop.call_soon(self._flush)
             else:
                 self._scheduled = loop.call_later(self.max_wait_s, self._flush)
-        elif self._pending_rows >= self.max_batch_size and isinstance(self._scheduled, asyncio.TimerHandle):
-            self._scheduled.cancel()
-            self._scheduled = loop.call_soon(self._flush)
+        elif self._pending_rows >= self.max_batch_size:
+            if isinstance(self._scheduled, asyncio.TimerHandle):
+                self._scheduled.cancel()
+                self._scheduled = loop.call_soon(self._flush)
+            self._release()
         return await future
 
     async def _lead(self, item: tuple[list[Row], asyncio.Future[list[Out]]]) -> list[Out]:
-        """Yield once so that this turn's other requests join, then run the batch in this task.
+        """Yield once so that this turn's other requests join, wait for those approaching (up to
+        ``hold_s``, and no longer once the batch is full), then run the batch in this task.
 
         Running it here spares the wake-up a future costs, which is most of a lone request's overhead.
         """
         self._leading = True
         try:
             await asyncio.sleep(0)
+            if self._approaching and self._pending_rows < self.max_batch_size:
+                await self._wait_for_approaching()
         except BaseException:
             self._pending.remove(item)
             self._pending_rows -= len(item[0])
@@ -84,6 +112,16 @@ class MicroBatcher(Generic[Row, Out]):
             self._leading = False
         self._flush()
         return item[1].result()
+
+    async def _wait_for_approaching(self) -> None:
+        loop = asyncio.get_running_loop()
+        hold = self._hold = loop.create_future()
+        timer = loop.call_later(self.hold_s, self._release)
+        try:
+            await hold
+        finally:
+            timer.cancel()
+            self._hold = None
 
     def _take(self) -> list[tuple[list[Row], asyncio.Future[list[Out]]]]:
         batch: list[tuple[list[Row], asyncio.Future[list[Out]]]] = []

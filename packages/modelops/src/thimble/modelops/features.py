@@ -28,13 +28,14 @@ Values = list[list[bytes | None]]
 def store_client(store: OnlineStoreConfig, timeout_s: float, **options: Any) -> aioredis.Redis:
     """The client :class:`OnlineFeatures` reads with: a pooled connection the store dropped (a restart,
     an idle timeout) is made again and the command retried, once. It runs no command but the reads, so a
-    user allowed only ``HMGET`` and ``PING`` is enough."""
+    user allowed only ``HMGET`` and ``PING`` is enough. Every read runs under the lookup's own deadline,
+    so the client sets no socket timeout of its own, which would start a task for each command."""
     return aioredis.Redis.from_url(
         store.url,
         password=store.password.get_secret_value() if store.password else None,
         socket_connect_timeout=max(timeout_s, 1.0),
         retry=Retry(NoBackoff(), 1),
-        **options,
+        **({"socket_timeout": None} | options),
     )
 
 

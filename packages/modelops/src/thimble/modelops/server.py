@@ -357,23 +357,24 @@ class Serving:
         positions: list[int] | None,
     ) -> Answer | Response:
         m = s.model
-        if s.features is not None:
-            try:
-                defaulted = await s.features.fill(records)
-            except FeatureLookupError as exc:
-                return self._feature_problem(s, exc, records, single, positions)
-            for f, n in defaulted.items():
-                s.metrics.missing.labels(m.name, s.version, f, "defaulted").inc(n)
-                s.stats.missing_features[f] = s.stats.missing_features.get(f, 0) + n
-        big = len(records) > OFFLOAD_ROWS
-        checked = (
-            await asyncio.to_thread(s.validate, records, single, positions)
-            if big
-            else s.validate(records, single, positions)
-        )
-        if checked and isinstance(checked[0], dict):
-            s.metrics.errors.labels(m.name, s.version, "422").inc()
-            return json_response(422, {"detail": checked})
+        with s.batcher.approaching():
+            if s.features is not None:
+                try:
+                    defaulted = await s.features.fill(records)
+                except FeatureLookupError as exc:
+                    return self._feature_problem(s, exc, records, single, positions)
+                for f, n in defaulted.items():
+                    s.metrics.missing.labels(m.name, s.version, f, "defaulted").inc(n)
+                    s.stats.missing_features[f] = s.stats.missing_features.get(f, 0) + n
+            big = len(records) > OFFLOAD_ROWS
+            checked = (
+                await asyncio.to_thread(s.validate, records, single, positions)
+                if big
+                else s.validate(records, single, positions)
+            )
+            if checked and isinstance(checked[0], dict):
+                s.metrics.errors.labels(m.name, s.version, "422").inc()
+                return json_response(422, {"detail": checked})
         rows: list[BaseModel] = checked  # type: ignore[assignment]
         try:
             outputs = await s.batcher.submit(rows)
