@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from thimble.common.config import ThimbleSettings
-from thimble.etl import _tables, history, table_version, write_dataframe
+from thimble.etl import RunResult, _tables, history, table_version, write_dataframe
 
 from .conftest import OVER_CONNECT, in_process_only
 
@@ -193,19 +193,26 @@ def test_a_metric_spark_cannot_observe_is_measured_in_its_own_job(
         assert result.spark_jobs["quality"] == 1
 
 
-def test_metrics_rows_are_appended_natively_once_the_metrics_table_exists(
-    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
-) -> None:
-    runs = [
+def _two_runs_with_one_metric(
+    spark: SparkSession, settings: ThimbleSettings, table_name: str
+) -> list[RunResult]:
+    """Two appending runs: the first creates the metrics table, the second appends to it natively."""
+    return [
         write_dataframe(
             _scored(spark, 5 + i),
             table_name,
             mode="append",
             quality={"metrics": METRICS[:1]},
-            settings=spark_settings,
+            settings=settings,
         )
         for i in range(2)
     ]
+
+
+def test_metrics_rows_are_appended_natively_once_the_metrics_table_exists(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
+) -> None:
+    runs = _two_runs_with_one_metric(spark, spark_settings, table_name)
     metrics_table = f"{spark_settings.warehouse.database}.thimble_quality"
     for run in runs:
         stored = {r["name"]: r["value"] for r in _quality_rows(spark, spark_settings, run.run_id)}
@@ -222,14 +229,7 @@ def test_a_table_natively_appended_to_is_found_without_a_spark_job(
 ) -> None:
     """Each run appends its metrics natively; the next run's existence check must not replay the metrics
     table's log in Spark to learn that it exists."""
-    for i in range(2):
-        write_dataframe(
-            _scored(spark, 5 + i),
-            table_name,
-            mode="append",
-            quality={"metrics": METRICS[:1]},
-            settings=spark_settings,
-        )
+    _two_runs_with_one_metric(spark, spark_settings, table_name)
     database = spark_settings.warehouse.database
     metrics_table = f"{database}.thimble_quality"
     sc = spark.sparkContext
