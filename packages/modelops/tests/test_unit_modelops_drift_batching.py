@@ -141,11 +141,12 @@ def test_a_batch_waits_for_callers_on_their_way_and_scores_them_together() -> No
     assert calls == [[1, 2]]
 
 
-def test_a_caller_that_never_arrives_holds_a_batch_no_longer_than_hold_ms() -> None:
+@pytest.mark.parametrize("hold_ms", [0, 20])
+def test_a_caller_that_never_arrives_holds_a_batch_no_longer_than_hold_ms(hold_ms: float) -> None:
     calls: list[list[int]] = []
 
     async def main() -> list[int]:
-        batcher: MicroBatcher[int, int] = MicroBatcher(_recording(calls), hold_ms=20)
+        batcher: MicroBatcher[int, int] = MicroBatcher(_recording(calls), hold_ms=hold_ms)
         never = asyncio.Event()
         stuck = asyncio.ensure_future(_approach_then_submit(batcher, never, 2))
         await asyncio.sleep(0)

@@ -101,7 +101,7 @@ class MicroBatcher(Generic[Row, Out]):
         self._leading = True
         try:
             await asyncio.sleep(0)
-            if self._approaching and self._pending_rows < self.max_batch_size:
+            if self._approaching and self.hold_s and self._pending_rows < self.max_batch_size:
                 await self._wait_for_approaching()
         except BaseException:
             self._pending.remove(item)

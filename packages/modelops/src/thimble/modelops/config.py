@@ -52,6 +52,12 @@ class ServerConfig(Section):
     feature_timeout_ms: float = Field(
         default=200.0, gt=0, description="how long online feature lookups may take before a 503"
     )
+    feature_hold_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="how long a batch waits for requests still reading online features (0: never)",
+    )
     max_body_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1, description="largest request body accepted (else 413)"
     )

@@ -116,6 +116,7 @@ class ServedModel:
             cfg.max_wait_ms,
             cfg.run_in_thread,
             metrics.batch_rows.labels(model.name, self.version).observe,
+            cfg.feature_hold_ms,
         )
         self.stats = ServingStats(model, tracker)
         self.latency = metrics.latency.labels(model.name, self.version)
