@@ -53,7 +53,8 @@ def _c(name: str) -> Column:
 
 
 def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
-    """The aggregate expression of one metric (a double)."""
+    """The aggregate expression of one metric other than a quantile (a double); quantiles are aggregated
+    per column, in one sketch, by :class:`_Aggregates`."""
     from pyspark.sql import functions as F
 
     col = _c(metric.column) if metric.column else None
@@ -82,10 +83,9 @@ def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
             expr = F.max(col)
         elif kind == "mean":
             expr = F.avg(col)
-        elif kind == "stddev":
-            expr = F.stddev_samp(col)
         else:
-            expr = F.percentile_approx(col, float(metric.quantile or 0.5), QUANTILE_ACCURACY)
+            assert kind == "stddev", kind
+            expr = F.stddev_samp(col)
     return expr.cast("double")
 
 
@@ -107,14 +107,17 @@ class _Aggregates:
 
         quantiles: dict[str, list[float]] = {}
         for metric in metrics:
-            if metric.metric == "quantile" and metric.column:
-                quantiles.setdefault(metric.column, []).append(float(metric.quantile or 0.5))
+            if metric.metric == "quantile":
+                assert metric.column  # the config requires both
+                assert metric.quantile is not None
+                quantiles.setdefault(metric.column, []).append(metric.quantile)
         columns: list[Column] = []
         places: list[tuple[str, int | None]] = []
         seen = dict.fromkeys(quantiles, 0)
         sketches = {column: f"q{j}" for j, column in enumerate(quantiles)}
         for i, metric in enumerate(metrics):
-            if metric.metric == "quantile" and metric.column:
+            if metric.metric == "quantile":
+                assert metric.column
                 places.append((sketches[metric.column], seen[metric.column]))
                 seen[metric.column] += 1
             else:
