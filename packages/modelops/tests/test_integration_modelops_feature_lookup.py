@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from thimble.common.config import OnlineStoreConfig
 from thimble.modelops.envelope import FeatureSpec
@@ -147,3 +149,37 @@ def test_a_store_user_allowed_only_to_read_is_enough(redis_url: str, prefix: str
         admin.close()
     assert records == [{"client_id": 1, "orders_7d": 10}, {"client_id": 2, "orders_7d": 20}]
     assert ready
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    entities=st.lists(st.text() | st.integers(), min_size=1, max_size=6),
+    fields=st.lists(st.from_regex(r"[^\W\d]\w{0,12}", fullmatch=True), min_size=1, max_size=4, unique=True),
+)
+def test_any_entity_and_field_names_read_back_what_the_store_holds(
+    redis_url: str, prefix: str, entities: list[str | int], fields: list[str]
+) -> None:
+    spec = FeatureSpec(feature_set="client-features", entity_key="client_id", fields=fields)
+    writer = redis.Redis.from_url(redis_url)
+    stored = {e: {f: [str(e), i] for i, f in enumerate(fields) if i % 2 == 0} for e in entities}
+    for e, values in stored.items():
+        writer.delete(f"{prefix}:client-features:{e}")
+        if values:
+            writer.hset(
+                f"{prefix}:client-features:{e}", mapping={f: orjson.dumps(v) for f, v in values.items()}
+            )
+    writer.close()
+
+    async def scenario() -> list[Any]:
+        features = OnlineFeatures(spec, OnlineStoreConfig(url=redis_url, key_prefix=prefix))
+        try:
+            return await asyncio.gather(
+                *(features._lookup([e]) for e in entities), features._lookup(entities)
+            )
+        finally:
+            await features.close()
+
+    *each, together = asyncio.run(scenario())
+    expected = [[orjson.dumps(stored[e][f]) if f in stored[e] else None for f in fields] for e in entities]
+    assert [values for [values] in each] == expected
+    assert together == expected

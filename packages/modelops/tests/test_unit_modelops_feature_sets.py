@@ -158,19 +158,40 @@ class _StoreClient:
     async def release(self, connection: _StoreClient) -> None:
         return None
 
-    def pack_commands(self, commands: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-        return commands
-
-    async def send_packed_command(self, commands: list[tuple[str, ...]], check_health: bool) -> None:
+    async def send_packed_command(self, commands: list[bytes], check_health: bool) -> None:
         self._answers = []
-        for name, key, *fields in commands:
-            assert name == "HMGET"
-            self.keys.append(key)
-            stored = self.hashes.get(key, {})
-            self._answers.append([stored.get(f) for f in fields])
+        for name, key, *fields in _resp_arrays(b"".join(commands)):
+            assert name == b"HMGET"
+            self.keys.append(key.decode())
+            stored = self.hashes.get(key.decode(), {})
+            self._answers.append([stored.get(f.decode()) for f in fields])
 
     async def read_response(self) -> list[bytes | None]:
         return self._answers.pop(0)
+
+
+def _resp_arrays(data: bytes) -> list[list[bytes]]:
+    """The commands in ``data``, as the Redis server reads them: arrays of bulk strings."""
+    commands = []
+    pos = 0
+
+    def length(marker: bytes) -> int:
+        nonlocal pos
+        assert data[pos : pos + 1] == marker
+        end = data.index(b"\r\n", pos)
+        n = int(data[pos + 1 : end])
+        pos = end + 2
+        return n
+
+    while pos < len(data):
+        args = []
+        for _ in range(length(b"*")):
+            size = length(b"$")
+            args.append(data[pos : pos + size])
+            assert data[pos + size : pos + size + 2] == b"\r\n"
+            pos += size + 2
+        commands.append(args)
+    return commands
 
 
 def _written_and_read(

@@ -59,6 +59,8 @@ class OnlineFeatures:
         self.timeout_s = timeout_s
         self.client = client or store_client(store, timeout_s)
         self._fields = list(spec.fields)
+        self._hmget_head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(self._fields) + 2)
+        self._hmget_fields = b"".join(_bulk_string(f.encode()) for f in self._fields)
         self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] | None = None
         self._round_trips: set[asyncio.Task[None]] = set()
         self._reading = 0  # round trips under way
@@ -195,11 +197,13 @@ class OnlineFeatures:
         """One ``HMGET`` per distinct key, written together on one pooled connection.
 
         A pooled connection rather than a client call or a pipeline, whose layers cost about a third of
-        the read's time. A connection interrupted anywhere (timeout, cancellation, an error reply) is
-        dropped, so no late answer can reach another read; a broken one (the store restarted) is
-        reconnected and the read retried once.
+        the read's time; the commands are encoded here, the fields once for all (the client's encoder
+        costs more than the rest of the read's own work). A connection interrupted anywhere (timeout,
+        cancellation, an error reply) is dropped, so no late answer can reach another read; a broken one
+        (the store restarted) is reconnected and the read retried once.
         """
         distinct = list(dict.fromkeys(keys))
+        commands = [self._hmget_head + _bulk_string(key.encode()) + self._hmget_fields for key in distinct]
         pool = self.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
 
@@ -208,7 +212,6 @@ class OnlineFeatures:
             return [await connection.read_response() for _ in distinct]
 
         try:
-            commands = connection.pack_commands([("HMGET", key, *self._fields) for key in distinct])
             values: Values = await connection.retry.call_with_retry(
                 lambda: round_trip(commands), lambda _error: connection.disconnect()
             )
@@ -221,6 +224,11 @@ class OnlineFeatures:
             return values
         by_key = dict(zip(distinct, values, strict=True))
         return [by_key[k] for k in keys]
+
+
+def _bulk_string(value: bytes) -> bytes:
+    """``value`` as a bulk string of the Redis protocol (RESP)."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def _fail(batch: list[tuple[list[Any], asyncio.Future[Values]]], error: FeatureLookupError) -> None:
