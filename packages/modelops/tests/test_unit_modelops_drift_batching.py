@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from thimble.modelops import _drift
-from thimble.modelops.batching import MicroBatcher
+from thimble.modelops.batching import SOLO_YIELDS, MicroBatcher
 
 pytestmark = pytest.mark.unit
 
@@ -41,6 +41,43 @@ def test_concurrent_requests_run_as_one_batch() -> None:
     results = asyncio.run(main())
     assert results == [[i * 10, (i + 1) * 10] for i in range(0, 20, 2)]
     assert calls == [20]
+
+
+def test_one_request_at_a_time_stops_yielding_and_requests_together_are_batched_again() -> None:
+    calls: list[int] = []
+
+    def run(rows: list[int]) -> list[int]:
+        calls.append(len(rows))
+        return rows
+
+    def runs_without_yielding(batcher: MicroBatcher[int, int], row: int) -> bool:
+        step = batcher.submit([row])
+        try:
+            step.send(None)
+        except StopIteration as done:
+            answer = done.value
+        else:
+            step.close()
+            return False
+        assert answer == [row]
+        return True
+
+    async def main() -> list[bool]:
+        batcher: MicroBatcher[int, int] = MicroBatcher(run, max_batch_size=64)
+        assert not runs_without_yielding(batcher, 0)  # a fresh batcher yields for others to join
+        for i in range(SOLO_YIELDS):
+            assert await batcher.submit([i]) == [i]  # and no one does
+        lone = [runs_without_yielding(batcher, i) for i in range(3 * SOLO_YIELDS)]
+        calls.clear()
+        for _ in range(SOLO_YIELDS + 2):  # three at a time: within SOLO_YIELDS rounds they meet again
+            assert await asyncio.gather(*(batcher.submit([i]) for i in range(3))) == [[0], [1], [2]]
+        return lone
+
+    lone = asyncio.run(main())
+    assert lone == [(i + 1) % SOLO_YIELDS != 0 for i in range(3 * SOLO_YIELDS)]
+    first_batch = calls.index(3)
+    assert first_batch < SOLO_YIELDS * 3
+    assert calls[first_batch:] == [3] * (len(calls) - first_batch)
 
 
 def test_batches_respect_max_size_and_wait() -> None:

@@ -1,7 +1,10 @@
 """Micro-batching: concurrent requests to one model run as one call of the (vectorized) model.
 
-Requests that arrive in the same event-loop turn are batched at no added latency (``max_wait_ms=0``); a
-positive ``max_wait_ms`` holds a batch open that long for more. Callers still on their way to the model
+Requests that arrive in the same event-loop turn are batched at no added latency (``max_wait_ms=0``): the
+first yields one turn so that the others join it. Once that yield has found no one :data:`SOLO_YIELDS`
+times in a row (one request at a time), a request runs at once, and only every :data:`SOLO_YIELDS`-th
+yields to look again; callers on their way (below) are always waited for. A positive ``max_wait_ms``
+holds a batch open that long for more. Callers still on their way to the model
 (reading online features, say) announce themselves with :meth:`MicroBatcher.approaching`: a batch about
 to run waits for them, up to ``hold_ms``, so that requests which arrived together are scored together
 even when their feature reads came back apart. A lone request never waits. A batch never exceeds
@@ -20,6 +23,10 @@ from typing import Any, Generic, TypeVar
 
 Row = TypeVar("Row")
 Out = TypeVar("Out")
+
+SOLO_YIELDS = 8
+"""Yields in a row that no request joined, after which a lone request no longer yields (but every
+``SOLO_YIELDS``-th still does, to notice when requests come together again)."""
 
 
 class MicroBatcher(Generic[Row, Out]):
@@ -48,6 +55,8 @@ class MicroBatcher(Generic[Row, Out]):
         self._leading = False  # a request yields so that others join its batch (see _lead)
         self._approaching = 0  # callers on their way to submit (see approaching)
         self._hold: asyncio.Future[None] | None = None  # set while a leader waits for them
+        self._solo_yields = 0  # yields in a row that no one joined
+        self._unyielded = 0  # lone requests run at once since the last yield
 
     @contextmanager
     def approaching(self) -> Iterator[None]:
@@ -80,7 +89,10 @@ class MicroBatcher(Generic[Row, Out]):
         self._pending_rows += len(rows)
         if self._scheduled is None and not self._running and not self._leading:
             if self._executor is None and self.max_wait_s == 0 and len(self._pending) == 1:
-                return await self._lead(item)
+                if self._approaching or self._yield_pays():
+                    return await self._lead(item)
+                self._flush()
+                return item[1].result()
             if self._pending_rows >= self.max_batch_size or self.max_wait_s == 0:
                 self._scheduled = loop.call_soon(self._flush)
             else:
@@ -91,6 +103,16 @@ class MicroBatcher(Generic[Row, Out]):
                 self._scheduled = loop.call_soon(self._flush)
             self._release()
         return await future
+
+    def _yield_pays(self) -> bool:
+        """Whether a lone request should yield for others to join (see :data:`SOLO_YIELDS`)."""
+        if self._solo_yields < SOLO_YIELDS:
+            return True
+        self._unyielded += 1
+        if self._unyielded < SOLO_YIELDS:
+            return False
+        self._unyielded = 0
+        return True
 
     async def _lead(self, item: tuple[list[Row], asyncio.Future[list[Out]]]) -> list[Out]:
         """Yield once so that this turn's other requests join, wait for those approaching (up to
@@ -110,6 +132,7 @@ class MicroBatcher(Generic[Row, Out]):
             raise
         finally:
             self._leading = False
+        self._solo_yields = self._solo_yields + 1 if len(self._pending) == 1 else 0
         self._flush()
         return item[1].result()
 
