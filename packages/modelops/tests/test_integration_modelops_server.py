@@ -163,6 +163,30 @@ def test_features_come_from_the_online_store(
     )
 
 
+def test_an_entity_key_reads_the_entity_its_field_validates(
+    saved_churn: Registry, redis_url: str, prefix: str, store: Any, live: Callable[..., Any]
+) -> None:
+    _put_features(store, prefix, 42, orders_7d=3, spend_7d=12.5)
+    for hostile in ("True", "{'x': 1}", "[42]", "42.5"):
+        _put_features(store, prefix, hostile, orders_7d=9, spend_7d=-9.0)  # type: ignore[arg-type]
+    server = live(
+        create_app(
+            settings=_settings(saved_churn, redis_url, prefix), refs=["churn@prod"], registry=saved_churn
+        )
+    )
+    expected = saved_churn.load("churn@1").predict([{"client_id": 42, "orders_7d": 3, "spend_7d": 12.5}])
+    with httpx.Client(base_url=server.url) as http:
+        same = http.post("/v1/models/churn@prod/predict", json=[{"client_id": 42.0}, {"client_id": 42}])
+        assert same.status_code == 200, same.text
+        assert same.json()["predictions"] == expected * 2
+        for value in (True, {"x": 1}, [42], 42.5, "42"):
+            refused = http.post("/v1/models/churn@prod/predict", json={"client_id": value})
+            assert refused.status_code == 422, (value, refused.text)
+            detail = refused.json()["detail"]
+            assert ["body", "client_id"] in [d["loc"] for d in detail], (value, detail)
+            assert all(d["type"] != "missing_feature" for d in detail), (value, detail)
+
+
 def test_concurrent_feature_lookups_each_get_their_own_entity(
     saved_churn: Registry, redis_url: str, prefix: str, store: Any, live: Callable[..., Any]
 ) -> None:

@@ -456,6 +456,17 @@ class LoadedModel:
         return pd.DataFrame({f: [getattr(o, f) for o in outputs] for f in self.output_fields})
 
 
+def json_integers(value: Any) -> Any:
+    """``value`` with integral floats (``3.0``) as ints: JSON Schema counts them as integers, as JSON does."""
+    if type(value) is float:
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if isinstance(value, dict):
+        return {k: json_integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_integers(v) for v in value]
+    return value
+
+
 def reference_of(function: ModelFunction) -> str | None:
     """``module:qualname`` when the function can be imported back by that path in a fresh process."""
     import importlib.machinery

@@ -3,7 +3,9 @@
 Contract (the layout is :mod:`thimble.common.features`): a Redis HASH at
 ``{key_prefix}:{feature_set}:{entity_key}`` (``features:client-features:42``) of field -> JSON-encoded
 value, plus ``_event_time`` (epoch ms), which is not a feature and never read here. A request may carry
-only the entity key; values it does carry win over the store's.
+only the entity key; values it does carry win over the store's. The key is made of the entity as the
+input field validates it, as the consumer writes it: ``42.0`` reads client 42, an upper-case UUID its
+canonical form; a value the field refuses reads nothing and is left for validation to report.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from pydantic import TypeAdapter, ValidationError
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from thimble.common.config import OnlineStoreConfig
 from thimble.common.features import online_key
-from thimble.modelops.envelope import FeatureSpec
+from thimble.modelops.envelope import FeatureSpec, json_integers
 from thimble.modelops.errors import FeatureLookupError
 
 Values = list[list[bytes | None]]
@@ -53,12 +56,16 @@ class OnlineFeatures:
         store: OnlineStoreConfig,
         client: aioredis.Redis | None = None,
         timeout_s: float = 0.2,
+        entity_type: Any = str | int,
     ) -> None:
+        """``entity_type``: the input model's annotation of the entity key field."""
         self.spec = spec
         self.prefix = store.key_prefix
         self.timeout_s = timeout_s
         self.client = client or store_client(store, timeout_s)
         self._fields = list(spec.fields)
+        self._entity_adapter: TypeAdapter[Any] = TypeAdapter(entity_type)
+        self._entity_as_is = {t for t in (str, int) if entity_type is t or entity_type == str | int}
         self._hmget_head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(self._fields) + 2)
         self._hmget_fields = b"".join(_bulk_string(f.encode()) for f in self._fields)
         self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] | None = None
@@ -89,8 +96,14 @@ class OnlineFeatures:
         if not todo:
             return {}
         key = self.spec.entity_key
-        keyed = [(i, r) for i, r in todo if r.get(key) is not None]
-        values = await self._lookup([r[key] for _, r in keyed]) if keyed else []
+        entities: dict[int, Any] = {}
+        keyed = []
+        for i, r in todo:
+            entity = self._entity(r.get(key))
+            if entity is not None:
+                entities[i] = entity
+                keyed.append((i, r))
+        values = await self._lookup(list(entities.values())) if keyed else []
         defaulted: dict[str, int] = {}
         missing: dict[int, list[str]] = {}
         defaults = self.spec.defaults
@@ -111,13 +124,22 @@ class OnlineFeatures:
         if missing:
             first = next(iter(missing))
             detail = ", ".join(missing[first])
-            entity = records[first][key]
             raise FeatureLookupError(
-                f"features {detail} of {online_key(self.prefix, self.spec.feature_set, entity)} are not in the online "
+                f"features {detail} of {online_key(self.prefix, self.spec.feature_set, entities[first])} are not in the online "
                 "store and have no default; send them in the request or declare a default",
                 missing,
             )
         return defaulted
+
+    def _entity(self, value: Any) -> Any:
+        """The entity ``value`` names, as its input field validates it (strictly, as a request is);
+        None for no value or one the field refuses."""
+        if value is None or type(value) in self._entity_as_is:
+            return value
+        try:
+            return self._entity_adapter.validate_json(orjson.dumps(json_integers(value)), strict=True)
+        except (ValidationError, orjson.JSONEncodeError):
+            return None
 
     async def _lookup(self, entities: list[Any]) -> Values:
         """The feature values of ``entities``, fetched together with other requests waiting at the same time.

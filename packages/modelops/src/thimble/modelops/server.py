@@ -35,7 +35,7 @@ from thimble.modelops._rollout import AliasFollower, Split
 from thimble.modelops._serving_stats import ServingStats
 from thimble.modelops.batching import MicroBatcher
 from thimble.modelops.config import OVERRIDES_ENV, ModelOpsSettings, load_modelops_settings
-from thimble.modelops.envelope import LoadedModel, numeric_fields
+from thimble.modelops.envelope import LoadedModel, json_integers, numeric_fields
 from thimble.modelops.errors import FeatureLookupError, ModelNotFoundError, PredictionError
 from thimble.modelops.features import OnlineFeatures
 from thimble.modelops.registry import ModelRef, Registry
@@ -106,7 +106,12 @@ class ServedModel:
         self.model = model
         self.version = str(model.version)
         self.features = (
-            OnlineFeatures(model.features, settings.online_store, timeout_s=cfg.feature_timeout_ms / 1000.0)
+            OnlineFeatures(
+                model.features,
+                settings.online_store,
+                timeout_s=cfg.feature_timeout_ms / 1000.0,
+                entity_type=model.input_type.model_fields[model.features.entity_key].annotation,
+            )
             if model.features
             else None
         )
@@ -140,7 +145,7 @@ class ServedModel:
         rows: list[BaseModel] = []
         errors: list[dict[str, Any]] = []
         for start in range(0, len(records), VALIDATE_CHUNK):
-            chunk = [_json_integers(r) for r in records[start : start + VALIDATE_CHUNK]]
+            chunk = [json_integers(r) for r in records[start : start + VALIDATE_CHUNK]]
             try:
                 rows.extend(self.model.rows_adapter.validate_json(orjson.dumps(chunk), strict=True))
             except ValidationError as exc:
@@ -187,17 +192,6 @@ class Answer:
         if self.versions is not None:
             out["versions"] = self.versions
         return orjson.dumps(out)
-
-
-def _json_integers(value: Any) -> Any:
-    """``value`` with integral floats (``3.0``) as ints: JSON Schema counts them as integers, as JSON does."""
-    if type(value) is float:
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    if isinstance(value, dict):
-        return {k: _json_integers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_integers(v) for v in value]
-    return value
 
 
 def _validation_detail(
