@@ -65,7 +65,9 @@ class OnlineFeatures:
         self.client = client or store_client(store, timeout_s)
         self._fields = list(spec.fields)
         self._entity_adapter: TypeAdapter[Any] = TypeAdapter(entity_type)
-        self._entity_as_is = {t for t in (str, int) if entity_type is t or entity_type == str | int}
+        self._entity_as_is: set[Any] = (
+            {str, int} if entity_type == str | int else {entity_type} if entity_type in (str, int) else set()
+        )
         self._hmget_head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(self._fields) + 2)
         self._hmget_fields = b"".join(_bulk_string(f.encode()) for f in self._fields)
         self._waiting: list[tuple[list[Any], asyncio.Future[Values]]] | None = None
