@@ -1,12 +1,17 @@
+import math
+import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from thimble.common import Metrics, MetricsServer, metric_name
-from thimble.common.metrics import write_textfile
+from thimble.common.metrics import BufferedCounter, BufferedHistogram, write_textfile
 
 pytestmark = pytest.mark.unit
 
@@ -63,3 +68,101 @@ def test_batch_jobs_write_a_textfile(tmp_path: Path) -> None:
     path = tmp_path / "etl.prom"
     write_textfile(path, registry)
     assert "thimble_etl_rows_written_rows 10.0" in path.read_text()
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+BOUNDS = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.one_of(
+                st.sampled_from(BOUNDS),  # a value on a bound belongs to that bucket (le)
+                st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+                st.just(math.inf),
+            ),
+            max_size=30,
+        ),
+        max_size=5,
+    )
+)
+def test_a_buffered_histogram_exposes_what_observing_each_value_exposes(batches: list[list[float]]) -> None:
+    plain, buffered = CollectorRegistry(), CollectorRegistry()
+    reference = Metrics("test", plain).histogram("call", "seconds", "d", ["h"], BOUNDS).labels("a")
+    under_test = BufferedHistogram(
+        Metrics("test", buffered).histogram("call", "seconds", "d", ["h"], BOUNDS).labels("a")
+    )
+    for batch in batches:
+        for value in batch:
+            reference.observe(value)
+            under_test.observe(value)
+        under_test.flush()
+        assert _samples(buffered) == pytest.approx(_samples(plain), nan_ok=True)
+
+
+def test_buffered_metrics_show_nothing_until_flushed_and_count_each_value_once() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics("test", registry)
+    latency = BufferedHistogram(metrics.histogram("call", "seconds", "d", buckets=BOUNDS))
+    rows = BufferedCounter(metrics.counter("predicted", "rows", "d"))
+    latency.observe(0.5)
+    rows.inc(3)
+    assert registry.get_sample_value("thimble_test_call_seconds_count") == 0
+    assert registry.get_sample_value("thimble_test_predicted_rows_total") == 0
+    for _ in range(2):
+        latency.flush()
+        rows.flush()
+        assert registry.get_sample_value("thimble_test_call_seconds_count") == 1
+        assert registry.get_sample_value("thimble_test_call_seconds_bucket", {"le": "1.0"}) == 1
+        assert registry.get_sample_value("thimble_test_predicted_rows_total") == 3
+
+
+def test_values_observed_from_threads_while_flushing_are_each_counted_once() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics("test", registry)
+    latency = BufferedHistogram(metrics.histogram("call", "seconds", "d", buckets=BOUNDS))
+    rows = BufferedCounter(metrics.counter("predicted", "rows", "d"))
+    threads, per_thread = 4, 20_000
+    done = threading.Event()
+
+    def observe() -> None:
+        for _ in range(per_thread):
+            latency.observe(0.05)
+            rows.inc(1)
+
+    def flush_until_done() -> None:
+        while not done.is_set():
+            latency.flush()
+            rows.flush()
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns between any two bytecodes, a flush's included
+    try:
+        flusher = threading.Thread(target=flush_until_done)
+        flusher.start()
+        workers = [threading.Thread(target=observe) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        done.set()
+        flusher.join()
+    finally:
+        sys.setswitchinterval(switch)
+    latency.flush()
+    rows.flush()
+    assert registry.get_sample_value("thimble_test_call_seconds_count") == threads * per_thread
+    assert registry.get_sample_value("thimble_test_call_seconds_sum") == pytest.approx(
+        threads * per_thread * 0.05
+    )
+    assert registry.get_sample_value("thimble_test_predicted_rows_total") == threads * per_thread

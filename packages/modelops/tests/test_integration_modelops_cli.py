@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from thimble.modelops import Registry
 from thimble.modelops.cli import app
-from thimble.testing import ServerProcess, free_port
+from thimble.testing import ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -115,8 +115,15 @@ def test_serve_runs_uvicorn_workers_from_the_registry(
             got = httpx.post(f"{url}/v1/models/churn@prod/predict", json=row, timeout=10)
             assert got.status_code == 200
         assert got.json()["predictions"] == saved_churn.load("churn@1").predict([row])
-        metrics = httpx.get(f"{url}/metrics", timeout=10).text
-        assert 'thimble_modelops_predictions_total{model="churn",version="1"} 10.0' in metrics
+        # Each worker writes its requests' metrics before every scrape it answers, and every second.
+        wait_until(
+            lambda: (
+                'thimble_modelops_predictions_total{model="churn",version="1"} 10.0'
+                in httpx.get(f"{url}/metrics", timeout=10).text
+            ),
+            timeout=10,
+            what="both workers' predictions in /metrics",
+        )
 
 
 USER_MODEL = """

@@ -9,11 +9,12 @@ import httpx
 import orjson
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
 
 from thimble.modelops import Registry, Tracker
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.server import create_app
-from thimble.testing import TopicReader, free_port
+from thimble.testing import TopicReader, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -396,6 +397,33 @@ def test_metrics_tracking_and_prediction_log(
     assert "psi.input.spend_7d" in serve[0].metrics
     assert "psi.output.p_churn" in serve[0].metrics
     assert "output.p_churn" in serve[0].distributions
+
+
+def test_request_metrics_reach_prometheus_within_a_second_without_a_scrape(
+    saved_churn: Registry, redis_url: str, prefix: str, live: Callable[..., Any]
+) -> None:
+    registry = CollectorRegistry()
+    app = create_app(
+        settings=_settings(saved_churn, redis_url, prefix),
+        refs=["churn@prod"],
+        registry=saved_churn,
+        metrics_registry=registry,
+    )
+    server = live(app)
+    labels = {"model": "churn", "version": "1"}
+    with httpx.Client(base_url=server.url) as http:
+        for i in range(7):
+            row = {"client_id": i, "orders_7d": i, "spend_7d": 10.0 + i}
+            assert http.post("/v1/models/churn@prod/predict", json=row).status_code == 200
+        # The other worker of a --workers server writes its requests' metrics on its own, once a second.
+        wait_until(
+            lambda: registry.get_sample_value("thimble_modelops_predictions_total", labels) == 7,
+            timeout=5,
+            what="the predictions counted without a scrape",
+        )
+        assert registry.get_sample_value("thimble_modelops_request_latency_seconds_count", labels) == 7
+        assert http.get("/metrics").status_code == 200
+    assert registry.get_sample_value("thimble_modelops_predictions_total", labels) == 7
 
 
 def test_prediction_log_never_blocks_when_kafka_is_unreachable(

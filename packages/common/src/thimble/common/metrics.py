@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -90,6 +91,62 @@ class Metrics:
             registry=self.registry,
             buckets=buckets,
         )
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe`` for many values, one increment per bucket (prometheus_client internals,
+    with the public path as a fallback)."""
+    buckets = getattr(histogram, "_buckets", None)
+    upper = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or upper is None or total is None or len(buckets) != len(upper):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(upper)
+    for value in values:
+        counts[bisect_left(upper, value)] += 1
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    total.inc(sum(values))
+
+
+class BufferedHistogram:
+    """A histogram child for a hot path: :attr:`observe` only keeps the value in the process, and
+    :meth:`flush` writes what was kept since the last flush, one update per bucket.
+
+    Observing from several threads is safe; values observed while a flush runs go with the next one.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self._values: list[float] = []
+        self.observe: Callable[[float], None] = self._values.append
+
+    def flush(self) -> None:
+        values = self._values
+        taken = values[:]
+        if taken:
+            del values[: len(taken)]
+            observe_many(self.histogram, taken)
+
+
+class BufferedCounter:
+    """A counter child for a hot path: :attr:`inc` only keeps the amount in the process, and
+    :meth:`flush` adds what was kept since the last flush in one increment."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self._amounts: list[float] = []
+        self.inc: Callable[[float], None] = self._amounts.append
+
+    def flush(self) -> None:
+        amounts = self._amounts
+        taken = amounts[:]
+        if taken:
+            del amounts[: len(taken)]
+            self.counter.inc(sum(taken))
 
 
 HealthCheck = Callable[[], bool]

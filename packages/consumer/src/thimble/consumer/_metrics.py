@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from thimble.common.metrics import Metrics
+from thimble.common.metrics import BufferedHistogram, Metrics
 
 LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 5000)
-
-
-def observe_many(histogram: Histogram, values: list[float]) -> None:
-    """``histogram.observe`` for many values, one increment per bucket (prometheus_client internals,
-    with the public path as a fallback)."""
-    buckets = getattr(histogram, "_buckets", None)
-    upper = getattr(histogram, "_upper_bounds", None)
-    total = getattr(histogram, "_sum", None)
-    if buckets is None or upper is None or total is None or len(buckets) != len(upper):
-        for value in values:
-            histogram.observe(value)
-        return
-    counts = [0] * len(upper)
-    for value in values:
-        counts[bisect_left(upper, value)] += 1
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
-    total.inc(sum(values))
 
 
 class ConsumerMetrics:
@@ -98,8 +78,8 @@ class HandlerMetrics:
         self.batch_size: Histogram = metrics.batch_size.labels(name)
         self._failed: dict[str, Any] = {}
         self.unpublished_processed = 0  # the hot path adds to it; flush publishes it
-        self._latencies: list[float] = []
-        self.observe_latency = self._latencies.append
+        self._latency = BufferedHistogram(self.latency)
+        self.observe_latency = self._latency.observe
 
     def count_processed(self, n: int) -> None:
         self.unpublished_processed += n
@@ -109,9 +89,7 @@ class HandlerMetrics:
         if self.unpublished_processed:
             self.processed.inc(self.unpublished_processed)
             self.unpublished_processed = 0
-        if self._latencies:
-            observe_many(self.latency, self._latencies)
-            self._latencies.clear()
+        self._latency.flush()
 
     def state_counters(self) -> tuple[Counter, Counter]:
         """A stateful handler's events skipped as applied already, and its writes that lost the compare-and-set."""

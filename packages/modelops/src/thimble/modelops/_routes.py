@@ -216,6 +216,7 @@ def health_router(serving: Serving, metrics_registry: CollectorRegistry) -> APIR
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
     async def prometheus() -> Response:
+        serving.flush_metrics()
         if multiproc:
             from prometheus_client import multiprocess
 

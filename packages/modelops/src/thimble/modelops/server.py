@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from thimble.common.logging import get_logger
-from thimble.common.metrics import Metrics
+from thimble.common.metrics import BufferedCounter, BufferedHistogram, Metrics
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._docs import install_docs
 from thimble.modelops._http import BodyLimit, RequestIds, add_routes, json_response, problem
@@ -46,6 +46,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 VALUE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10.0, 100.0, 1000.0)
 OFFLOAD_ROWS = 256  # requests with more rows are validated and serialised on a worker thread
 VALIDATE_CHUNK = 1000  # rows per validation call, so a thread gives the event loop the GIL in between
+METRICS_FLUSH_S = 1.0
 
 
 class ServerMetrics:
@@ -115,20 +116,23 @@ class ServedModel:
             if model.features
             else None
         )
+        # Observed on every request, written to Prometheus by flush_metrics (each scrape, every second).
+        self.batch_rows = BufferedHistogram(metrics.batch_rows.labels(model.name, self.version))
+        self.latency = BufferedHistogram(metrics.latency.labels(model.name, self.version))
+        self.count = BufferedCounter(metrics.predictions.labels(model.name, self.version))
+        self.value_fields = [
+            (f, BufferedHistogram(metrics.values.labels(model.name, self.version, f)))
+            for f in numeric_fields(model.output_type)
+        ]
         self.batcher: MicroBatcher[BaseModel, BaseModel] = MicroBatcher(
             model.run,
             cfg.max_batch_size,
             cfg.max_wait_ms,
             cfg.run_in_thread,
-            metrics.batch_rows.labels(model.name, self.version).observe,
+            self.batch_rows.observe,
             cfg.feature_hold_ms,
         )
         self.stats = ServingStats(model, tracker)
-        self.latency = metrics.latency.labels(model.name, self.version)
-        self.count = metrics.predictions.labels(model.name, self.version)
-        self.value_fields = [
-            (f, metrics.values.labels(model.name, self.version, f)) for f in numeric_fields(model.output_type)
-        ]
         self.metrics = metrics
         self.dump_rows = model.rows_adapter.dump_python
         self.dump_outputs = model.outputs_adapter.dump_python
@@ -162,8 +166,17 @@ class ServedModel:
                 extra={"model": self.model.ref, "error": f"{type(exc).__name__}: {exc}"},
             )
         self.batcher.close()
+        self.flush_metrics()
         if self.features is not None:
             await self.features.close()
+
+    def flush_metrics(self) -> None:
+        """Write the request metrics observed since the last flush to Prometheus."""
+        self.batch_rows.flush()
+        self.latency.flush()
+        self.count.flush()
+        for _field, values in self.value_fields:
+            values.flush()
 
     def observe_values(self, outputs: list[BaseModel]) -> None:
         for field, hist in self.value_fields:
@@ -230,6 +243,18 @@ class Serving:
     @property
     def served(self) -> list[ServedModel]:
         return list({id(s): s for s in self.routes.values()}.values())
+
+    def flush_metrics(self) -> None:
+        """Write the request metrics of every loaded version to Prometheus (before each scrape, and every
+        :data:`METRICS_FLUSH_S`, so a scrape answered by another worker is at most that old)."""
+        for s in {id(s): s for s in [*self.routes.values(), *self.by_version.values()]}.values():
+            try:
+                s.flush_metrics()
+            except Exception as exc:  # a full disk under PROMETHEUS_MULTIPROC_DIR: serving goes on
+                log.error(
+                    "request metrics not written",
+                    extra={"model": s.model.ref, "error": f"{type(exc).__name__}: {exc}"},
+                )
 
     async def not_ready(self) -> list[str]:
         """Why the server cannot serve now (empty when ready)."""
@@ -547,9 +572,15 @@ def create_app(
             await asyncio.sleep(cfg.tracking_interval_s)
             await flush_stats()
 
+    async def flush_metrics_forever() -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            serving.flush_metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(track_forever())
+        flushing = asyncio.create_task(flush_metrics_forever())
         following = asyncio.create_task(follower.follow_forever(cfg.alias_poll_s)) if follower else None
         if plog is not None:
             plog.start()
@@ -563,6 +594,7 @@ def create_app(
         finally:
             serving.ready = False
             task.cancel()
+            flushing.cancel()
             if following is not None:
                 following.cancel()
             if follower is not None and follower.closing:
