@@ -1,8 +1,9 @@
 """Windows of serving statistics, recorded into the metrics store every few seconds.
 
-The request path appends ``(latency, rows, outputs)`` to a bounded deque; a background task turns each
-window into latency percentiles, a prediction distribution and PSI drift of inputs and predictions
-against the model's training sample.
+The request path appends ``(latency, rows, outputs)`` to a bounded deque; every few seconds the event
+loop takes the window (:meth:`ServingStats.take`, on the loop, so no request falls between two windows)
+and a thread turns it into latency percentiles, a prediction distribution and PSI drift of inputs and
+predictions against the model's training sample (:meth:`ServingStats.record`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,8 +25,23 @@ MAX_LATENCIES = 100_000
 MAX_DRIFT_REQUESTS = 2_000  # the most recent requests of a window are what drift is measured on
 
 
+@dataclass(frozen=True)
+class Window:
+    """The requests of one window, taken from the request path."""
+
+    requests: int
+    rows: int
+    latencies_s: list[float]
+    recent: list[tuple[list[Any], list[Any]]]
+    missing_features: dict[str, int]
+
+
 class ServingStats:
-    """Collects one model's requests and summarises them per window."""
+    """Collects one model's requests and summarises them per window.
+
+    :meth:`add`, :meth:`take` and ``missing_features`` belong to the event loop; :meth:`record` may run
+    in a thread.
+    """
 
     def __init__(self, model: LoadedModel, tracker: Tracker | None) -> None:
         self.model = model
@@ -45,28 +62,33 @@ class ServingStats:
         self._requests += 1
         self._rows += len(rows)
 
-    def flush(self) -> dict[str, float] | None:
-        """Summarise and record the window so far; return its metrics (``None`` when empty)."""
-        window, latencies_s = list(self._window), list(self._latencies)
-        requests, total_rows = self._requests, self._rows
-        self._window.clear()
-        self._latencies.clear()
-        self._requests = self._rows = 0
-        if not requests:
+    def take(self) -> Window | None:
+        """The window so far, and a new one begun (``None`` when no request came)."""
+        if not self._requests:
             return None
-        latencies = np.asarray(latencies_s, dtype="float64") * 1000.0
-        rows = [r for w in window for r in w[0]]
-        outputs = [o for w in window for o in w[1]]
+        window = Window(
+            self._requests, self._rows, list(self._latencies), list(self._window), self.missing_features
+        )
+        self._latencies.clear()
+        self._window.clear()
+        self._requests = self._rows = 0
+        self.missing_features = {}
+        return window
+
+    def record(self, window: Window) -> dict[str, float]:
+        """Summarise a taken window into the metrics store; return its metrics."""
+        latencies = np.asarray(window.latencies_s, dtype="float64") * 1000.0
+        rows = [r for w in window.recent for r in w[0]]
+        outputs = [o for w in window.recent for o in w[1]]
         metrics: dict[str, float] = {
-            "requests": float(requests),
-            "rows": float(total_rows),
+            "requests": float(window.requests),
+            "rows": float(window.rows),
             "latency.p50_ms": float(np.percentile(latencies, 50)),
             "latency.p90_ms": float(np.percentile(latencies, 90)),
             "latency.p99_ms": float(np.percentile(latencies, 99)),
         }
-        for field, count in self.missing_features.items():
+        for field, count in window.missing_features.items():
             metrics[f"missing_features.{field}"] = float(count)
-        self.missing_features = {}
         baseline = self.model.info.baseline if self.model.info else {}
         dists: dict[str, _drift.Histogram] = {}
         for prefix, fields, items in (("input", self._inputs, rows), ("output", self._outputs, outputs)):

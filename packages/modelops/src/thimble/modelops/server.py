@@ -159,7 +159,7 @@ class ServedModel:
     async def close(self) -> None:
         """Record the last serving window, stop the batcher and close the feature store's connections."""
         try:
-            await asyncio.to_thread(self.stats.flush)
+            await self.record_stats()
         except Exception as exc:
             log.error(
                 "serving metrics not recorded",
@@ -169,6 +169,13 @@ class ServedModel:
         self.flush_metrics()
         if self.features is not None:
             await self.features.close()
+
+    async def record_stats(self) -> None:
+        """Record the serving window so far: taken here, on the event loop that adds to it, and
+        summarised in a thread."""
+        window = self.stats.take()
+        if window is not None:
+            await asyncio.to_thread(self.stats.record, window)
 
     def flush_metrics(self) -> None:
         """Write the request metrics observed since the last flush to Prometheus."""
@@ -560,7 +567,7 @@ def create_app(
     async def flush_stats() -> None:
         for s in serving.served:
             try:
-                await asyncio.to_thread(s.stats.flush)
+                await s.record_stats()
             except Exception as exc:
                 log.error(
                     "serving metrics not recorded",
