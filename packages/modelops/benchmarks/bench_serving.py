@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,7 @@ import joblib
 import orjson
 import redis
 
+from thimble.modelops import Registry
 from thimble.testing import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -132,6 +134,52 @@ def wrk(url: str, body: bytes, concurrency: int, duration: int) -> tuple[float, 
 RANDOM_CLIENT = b'{"client_id": "*"}'
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What every serving benchmark serves: the model in a registry, its features in Redis, a log topic."""
+
+    work: Path
+    registry: Registry
+    prefix: str
+    topic: str
+    row: dict[str, float]
+
+    def clean_up(self) -> None:
+        redis.Redis().delete(*(f"{self.prefix}:bench-features:{client}" for client in range(ENTITIES)))
+
+
+def prepare_inputs() -> Inputs:
+    """Train and save both models, write the features of :data:`ENTITIES` clients, create the log topic."""
+    import numpy as np
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    work = Path(tempfile.mkdtemp(prefix="thimble-bench-"))
+    clf = train()
+    joblib.dump(clf, work / "clf.joblib")
+    registry = Registry(str(work / "models"))
+    sample = [
+        dict(zip(FEATURES, row, strict=True))
+        for row in np.random.default_rng(1).normal(size=(500, 20)).tolist()
+    ]
+    registry.save(bench, artifacts={"clf": clf}, sample=sample)
+    registry.save(
+        bench_features, artifacts={"clf": clf}, sample=[{"client_id": i} | r for i, r in enumerate(sample)]
+    )
+    prefix = f"bench-{uuid.uuid4().hex[:6]}"
+    with redis.Redis().pipeline(transaction=False) as pipe:
+        for client in range(ENTITIES):
+            pipe.hset(
+                f"{prefix}:bench-features:{client}",
+                mapping={k: orjson.dumps(v) for k, v in sample[client % len(sample)].items()}
+                | {"_event_time": 0},
+            )
+        pipe.execute()
+    topic = f"bench-predictions-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": "127.0.0.1:9092"})
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    return Inputs(work, registry, prefix, topic, sample[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,38 +198,8 @@ def main() -> None:
     groups = set(args.only or ("plain", "features", "mlflow"))
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from thimble.modelops import Registry
-
-    work = Path(tempfile.mkdtemp(prefix="thimble-bench-"))
-    clf = train()
-    joblib.dump(clf, work / "clf.joblib")
-    registry = Registry(str(work / "models"))
-    import numpy as np
-
-    sample = [
-        dict(zip(FEATURES, row, strict=True))
-        for row in np.random.default_rng(1).normal(size=(500, 20)).tolist()
-    ]
-    registry.save(bench, artifacts={"clf": clf}, sample=sample)
-    registry.save(
-        bench_features, artifacts={"clf": clf}, sample=[{"client_id": i} | r for i, r in enumerate(sample)]
-    )
-    row = sample[0]
-    store = redis.Redis()
-    prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    with store.pipeline(transaction=False) as pipe:
-        for client in range(ENTITIES):
-            pipe.hset(
-                f"{prefix}:bench-features:{client}",
-                mapping={k: orjson.dumps(v) for k, v in sample[client % len(sample)].items()}
-                | {"_event_time": 0},
-            )
-        pipe.execute()
-    topic = f"bench-predictions-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": "127.0.0.1:9092"})
-    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    inputs = prepare_inputs()
+    work, registry, prefix, topic, row = inputs.work, inputs.registry, inputs.prefix, inputs.topic, inputs.row
 
     mlflow_model = work / "mlflow-model"
     if "mlflow" in groups:
@@ -324,7 +342,7 @@ def main() -> None:
     finally:
         for proc in servers:
             stop(proc)
-        store.delete(*(f"{prefix}:bench-features:{client}" for client in range(ENTITIES)))
+        inputs.clean_up()
 
     print(
         f"\nSingle-row requests, {WORKERS} uvicorn workers each, BLAS threads 1, "
