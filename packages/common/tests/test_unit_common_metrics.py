@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from thimble.common import Metrics, MetricsServer, metric_name
-from thimble.common.metrics import BufferedCounter, BufferedHistogram, write_textfile
+from thimble.common.metrics import counter_buffer, histogram_buffer, write_textfile
 
 pytestmark = pytest.mark.unit
 
@@ -99,13 +99,13 @@ BOUNDS = (0.001, 0.01, 0.1, 1.0, 10.0)
 def test_a_buffered_histogram_exposes_what_observing_each_value_exposes(batches: list[list[float]]) -> None:
     plain, buffered = CollectorRegistry(), CollectorRegistry()
     reference = Metrics("test", plain).histogram("call", "seconds", "d", ["h"], BOUNDS).labels("a")
-    under_test = BufferedHistogram(
+    under_test = histogram_buffer(
         Metrics("test", buffered).histogram("call", "seconds", "d", ["h"], BOUNDS).labels("a")
     )
     for batch in batches:
         for value in batch:
             reference.observe(value)
-            under_test.observe(value)
+            under_test.add(value)
         under_test.flush()
         assert _samples(buffered) == pytest.approx(_samples(plain), nan_ok=True)
 
@@ -113,10 +113,10 @@ def test_a_buffered_histogram_exposes_what_observing_each_value_exposes(batches:
 def test_buffered_metrics_show_nothing_until_flushed_and_count_each_value_once() -> None:
     registry = CollectorRegistry()
     metrics = Metrics("test", registry)
-    latency = BufferedHistogram(metrics.histogram("call", "seconds", "d", buckets=BOUNDS))
-    rows = BufferedCounter(metrics.counter("predicted", "rows", "d"))
-    latency.observe(0.5)
-    rows.inc(3)
+    latency = histogram_buffer(metrics.histogram("call", "seconds", "d", buckets=BOUNDS))
+    rows = counter_buffer(metrics.counter("predicted", "rows", "d"))
+    latency.add(0.5)
+    rows.add(3)
     assert registry.get_sample_value("thimble_test_call_seconds_count") == 0
     assert registry.get_sample_value("thimble_test_predicted_rows_total") == 0
     for _ in range(2):
@@ -130,15 +130,15 @@ def test_buffered_metrics_show_nothing_until_flushed_and_count_each_value_once()
 def test_values_observed_from_threads_while_flushing_are_each_counted_once() -> None:
     registry = CollectorRegistry()
     metrics = Metrics("test", registry)
-    latency = BufferedHistogram(metrics.histogram("call", "seconds", "d", buckets=BOUNDS))
-    rows = BufferedCounter(metrics.counter("predicted", "rows", "d"))
+    latency = histogram_buffer(metrics.histogram("call", "seconds", "d", buckets=BOUNDS))
+    rows = counter_buffer(metrics.counter("predicted", "rows", "d"))
     threads, per_thread = 4, 20_000
     done = threading.Event()
 
     def observe() -> None:
         for _ in range(per_thread):
-            latency.observe(0.05)
-            rows.inc(1)
+            latency.add(0.05)
+            rows.add(1)
 
     def flush_until_done() -> None:
         while not done.is_set():

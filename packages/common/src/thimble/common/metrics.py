@@ -10,6 +10,7 @@ import re
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -112,41 +113,33 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     total.inc(sum(values))
 
 
-class BufferedHistogram:
-    """A histogram child for a hot path: :attr:`observe` only keeps the value in the process, and
-    :meth:`flush` writes what was kept since the last flush, one update per bucket.
+class MetricBuffer:
+    """A metric child on a hot path: :attr:`add` only keeps a value in the process, and :meth:`flush`
+    writes what was kept since the last flush in one go (see :func:`histogram_buffer`,
+    :func:`counter_buffer`). Adding from several threads is safe: a value added while a flush runs goes
+    with the next one."""
 
-    Observing from several threads is safe; values observed while a flush runs go with the next one.
-    """
-
-    def __init__(self, histogram: Histogram) -> None:
-        self.histogram = histogram
-        self._values: list[float] = []
-        self.observe: Callable[[float], None] = self._values.append
-
-    def flush(self) -> None:
-        values = self._values
-        taken = values[:]
-        if taken:
-            del values[: len(taken)]
-            observe_many(self.histogram, taken)
-
-
-class BufferedCounter:
-    """A counter child for a hot path: :attr:`inc` only keeps the amount in the process, and
-    :meth:`flush` adds what was kept since the last flush in one increment."""
-
-    def __init__(self, counter: Counter) -> None:
-        self.counter = counter
-        self._amounts: list[float] = []
-        self.inc: Callable[[float], None] = self._amounts.append
+    def __init__(self, write: Callable[[list[float]], None]) -> None:
+        self._kept: list[float] = []
+        self._write = write
+        self.add: Callable[[float], None] = self._kept.append
 
     def flush(self) -> None:
-        amounts = self._amounts
-        taken = amounts[:]
+        kept = self._kept
+        taken = kept[:]
         if taken:
-            del amounts[: len(taken)]
-            self.counter.inc(sum(taken))
+            del kept[: len(taken)]
+            self._write(taken)
+
+
+def histogram_buffer(histogram: Histogram) -> MetricBuffer:
+    """Observations of ``histogram``, written one update per bucket."""
+    return MetricBuffer(partial(observe_many, histogram))
+
+
+def counter_buffer(counter: Counter) -> MetricBuffer:
+    """Increments of ``counter``, written as one."""
+    return MetricBuffer(lambda amounts: counter.inc(sum(amounts)))
 
 
 HealthCheck = Callable[[], bool]

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from thimble.common.metrics import BufferedHistogram, Metrics
+from thimble.common.metrics import Metrics, histogram_buffer
 
 LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 5000)
@@ -78,8 +78,8 @@ class HandlerMetrics:
         self.batch_size: Histogram = metrics.batch_size.labels(name)
         self._failed: dict[str, Any] = {}
         self.unpublished_processed = 0  # the hot path adds to it; flush publishes it
-        self._latency = BufferedHistogram(self.latency)
-        self.observe_latency = self._latency.observe
+        self._latency = histogram_buffer(self.latency)
+        self.observe_latency = self._latency.add
 
     def count_processed(self, n: int) -> None:
         self.unpublished_processed += n

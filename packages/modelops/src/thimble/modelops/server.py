@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from thimble.common.logging import get_logger
-from thimble.common.metrics import BufferedCounter, BufferedHistogram, Metrics
+from thimble.common.metrics import Metrics, counter_buffer, histogram_buffer
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._docs import install_docs
 from thimble.modelops._http import BodyLimit, RequestIds, add_routes, json_response, problem
@@ -117,11 +117,11 @@ class ServedModel:
             else None
         )
         # Observed on every request, written to Prometheus by flush_metrics (each scrape, every second).
-        self.batch_rows = BufferedHistogram(metrics.batch_rows.labels(model.name, self.version))
-        self.latency = BufferedHistogram(metrics.latency.labels(model.name, self.version))
-        self.count = BufferedCounter(metrics.predictions.labels(model.name, self.version))
+        self.batch_rows = histogram_buffer(metrics.batch_rows.labels(model.name, self.version))
+        self.latency = histogram_buffer(metrics.latency.labels(model.name, self.version))
+        self.count = counter_buffer(metrics.predictions.labels(model.name, self.version))
         self.value_fields = [
-            (f, BufferedHistogram(metrics.values.labels(model.name, self.version, f)))
+            (f, histogram_buffer(metrics.values.labels(model.name, self.version, f)))
             for f in numeric_fields(model.output_type)
         ]
         self.batcher: MicroBatcher[BaseModel, BaseModel] = MicroBatcher(
@@ -129,7 +129,7 @@ class ServedModel:
             cfg.max_batch_size,
             cfg.max_wait_ms,
             cfg.run_in_thread,
-            self.batch_rows.observe,
+            self.batch_rows.add,
             cfg.feature_hold_ms,
         )
         self.stats = ServingStats(model, tracker)
@@ -190,7 +190,7 @@ class ServedModel:
             for o in outputs:
                 v = getattr(o, field)
                 if v is not None:
-                    hist.observe(v)
+                    hist.add(v)
 
 
 @dataclass
@@ -418,8 +418,8 @@ class Serving:
                 },
             )
         latency = time.perf_counter() - start
-        s.latency.observe(latency)
-        s.count.inc(len(outputs))
+        s.latency.add(latency)
+        s.count.add(len(outputs))
         if big:
             await asyncio.to_thread(s.observe_values, outputs)
         else:
