@@ -223,6 +223,29 @@ def test_write_dataframe_evaluates_its_input_once(
     assert evaluated.value == 20
 
 
+@in_process_only
+def test_a_run_leaves_the_callers_job_group_as_it_found_it(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
+) -> None:
+    context = spark.sparkContext
+    context.setJobGroup("callers-group", "the caller's jobs")
+    try:
+        result = write_dataframe(
+            spark.range(3).selectExpr("cast(id as int) AS id"), table_name, settings=spark_settings
+        )
+        assert result.status == "committed"
+        assert context.getLocalProperty("spark.jobGroup.id") == "callers-group"
+        assert context.getLocalProperty("spark.job.description") == "the caller's jobs"
+        context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        write_dataframe(
+            spark.range(3).selectExpr("cast(id as int) AS id"), table_name, settings=spark_settings
+        )
+        assert context.getLocalProperty("spark.jobGroup.id") is None
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        context.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
+
+
 def _land(root: Path, date: str, name: str, rows: list[dict[str, object]]) -> None:
     folder = root / f"date={date}"
     folder.mkdir(parents=True, exist_ok=True)

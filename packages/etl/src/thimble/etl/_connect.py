@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 StageCounts = tuple[int, int]
 """(stages done, stages known)."""
 
+JOB_GROUP_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
+"""The thread-local properties a job group sets on the SparkContext."""
+
 REPORT_INTERVAL = "200ms"
 """How often a Connect server reports the stages of a running operation to a followed session."""
 
@@ -54,8 +57,14 @@ def job_group(spark: SparkSession, group: str, description: str) -> Iterator[Non
         finally:
             spark.removeTag(_tag(group))
         return
-    spark.sparkContext.setJobGroup(group, description, interruptOnCancel=True)
-    yield
+    context = spark.sparkContext
+    outer = {key: context.getLocalProperty(key) for key in JOB_GROUP_PROPERTIES}
+    context.setJobGroup(group, description, interruptOnCancel=True)
+    try:
+        yield
+    finally:  # the caller's later jobs are theirs, not the block's
+        for key, value in outer.items():
+            context.setLocalProperty(key, value)  # type: ignore[arg-type]  # None removes it
 
 
 def _tag(group: str) -> str:
