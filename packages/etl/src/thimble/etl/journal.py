@@ -206,10 +206,13 @@ def plan(
     snapshot: DataFrame | None = None,
     *,
     table: str,
+    passed: Column | None = None,
 ) -> JournalPlan:
     """Classify ``batch`` (the rows that passed validation) against the current versions in ``target``
     (None: the table does not exist yet) of ``table``. ``snapshot`` holds every row read, quarantined ones
-    included (default: ``batch``): its keys are the ones present, whatever their values."""
+    included (default: ``batch``): its keys are the ones present, whatever their values. ``passed``, when
+    given, tells the rows of ``snapshot`` that make up ``batch``, so that a snapshot read for its keys is
+    read once, in its own partitioning, rather than once for its rows and once for its keys."""
     from pyspark.sql import functions as F
 
     _refuse_unordered_time(batch, table, config.order_by)
@@ -236,7 +239,10 @@ def plan(
         if config.deletes == "close":
             present = (snapshot if snapshot is not None else batch).select(*[_c(k) for k in keys])
         if config.order_by is None:
-            parts = [_unordered_against(b, current, keys, present, started)]
+            rows = b.withColumn(PRESENT, F.lit(False))
+            if present is not None:
+                rows = _rows_and_keys(rows, snapshot, passed, data_columns, config, valid_from)
+            parts = [_unordered_against(rows, current, keys, present is None, started)]
         else:
             joined = _with_deletion_times(b.join(current, on=keys, how="left"), target, keys)
             parts = _ordered(joined, target, keys)
@@ -312,18 +318,41 @@ def _unordered(joined: DataFrame) -> DataFrame:
     )
 
 
-def _unordered_against(
-    b: DataFrame, current: DataFrame, keys: list[str], present: DataFrame | None, started: Column
+def _rows_and_keys(
+    rows: DataFrame,
+    snapshot: DataFrame | None,
+    passed: Column | None,
+    data_columns: list[str],
+    config: JournalConfig,
+    valid_from: Column,
 ) -> DataFrame:
-    """Without ``order_by``, against the current versions, in one join: a key unknown or changed opens a
-    version at the run's start; with ``present`` (the keys of every row read), a current key that no row
-    read has is closed then (a deleted key), unless its version starts later."""
+    """The batch's ``rows`` (:data:`PRESENT` false) and a row of :data:`PRESENT` true for every key read:
+    with ``passed``, in one pass over ``snapshot`` (a quarantined row only marks its key present)."""
     from pyspark.sql import functions as F
 
-    rows = b.withColumn(PRESENT, F.lit(False))
-    if present is not None:
-        rows = rows.unionByName(present.withColumn(PRESENT, F.lit(True)), allowMissingColumns=True)
-    joined = rows.join(current, on=keys, how="left" if present is None else "full")
+    assert snapshot is not None
+    if passed is None:
+        keys = snapshot.select(*[_c(k) for k in config.keys]).withColumn(PRESENT, F.lit(True))
+        return rows.unionByName(keys, allowMissingColumns=True)
+    hashed = F.when(passed, row_hash(tracked_columns(data_columns, config)))
+    return snapshot.select(
+        *[_c(c) for c in data_columns],
+        hashed.alias("row_hash"),
+        valid_from.alias("valid_from"),
+        (~passed).alias(PRESENT),
+    )
+
+
+def _unordered_against(
+    rows: DataFrame, current: DataFrame, keys: list[str], only_rows: bool, started: Column
+) -> DataFrame:
+    """Without ``order_by``, against the current versions, in one join: a key unknown or changed opens a
+    version at the run's start. ``rows`` are the batch's (:data:`PRESENT` false) and, unless
+    ``only_rows``, a row for each key read (:data:`PRESENT` true): a current key that no row read has is
+    closed then (a deleted key), unless its version starts later."""
+    from pyspark.sql import functions as F
+
+    joined = rows.join(current, on=keys, how="left" if only_rows else "full")
     none = F.array().cast("array<string>")
     kinds = (
         F.when(

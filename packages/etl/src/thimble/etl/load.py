@@ -35,7 +35,7 @@ from thimble.etl.quality import (
     metric_rows,
     observe_metrics,
 )
-from thimble.etl.validate import FAILED, flag, passing, quarantine_rows
+from thimble.etl.validate import FAILED, flag, passes, passing, quarantine_rows
 from thimble.etl.writer import Prepared, WriteSpec, merge_counts, prepare, write, write_in_one_pass
 
 if TYPE_CHECKING:
@@ -317,6 +317,7 @@ class GatedLoad(Load):
                 self.run_at,
                 snapshot=flagged,
                 before=self.before,
+                passed=passes(),
             )
             if observed is None:
                 validated = flagged.select(

@@ -89,10 +89,15 @@ def flag(df: DataFrame, rules: Sequence[Rule]) -> DataFrame:
     return df.withColumn(FAILED, failed).drop(SOURCE_ERROR)
 
 
-def passing(flagged: DataFrame) -> DataFrame:
+def passes() -> Column:
+    """Whether a flagged row failed no rule."""
     from pyspark.sql import functions as F
 
-    return flagged.filter(F.size(FAILED) == 0).drop(FAILED)
+    return F.size(FAILED) == 0
+
+
+def passing(flagged: DataFrame) -> DataFrame:
+    return flagged.filter(passes()).drop(FAILED)
 
 
 def quarantine_rows(flagged: DataFrame, table: str, run_id: str, at: datetime) -> DataFrame:

@@ -15,7 +15,7 @@ from thimble.etl.errors import SchemaMismatchError
 from thimble.etl.journal import quote
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 WriteMode = Literal["append", "overwrite", "merge", "journal"]
 
@@ -112,10 +112,12 @@ def prepare(
     snapshot: DataFrame | None = None,
     *,
     before: int | None,
+    passed: Column | None = None,
 ) -> Prepared:
     """Build what will be written (lazily); journal plans are classified against the current versions.
 
-    ``snapshot`` holds every row read, quarantined ones included (a journal's deletes need their keys).
+    ``snapshot`` holds every row read, quarantined ones included (a journal's deletes need their keys);
+    ``passed`` tells its rows that make up ``df``.
     ``before`` is the table's version when the run started (None: no table yet): the plan reads that
     version, so it stays what was planned once the write has changed the table.
     """
@@ -123,11 +125,13 @@ def prepare(
 
     missing = missing_columns(spark, df, table, spec, exists=before is not None)
     if missing:
-        df = df.withColumns({name: F.lit(None).cast(kind) for name, kind in missing.items()})
+        filled = {name: F.lit(None).cast(kind) for name, kind in missing.items()}
+        df = df.withColumns(filled)
+        snapshot = snapshot.withColumns(filled) if snapshot is not None else None
     if spec.mode == "journal":
         assert spec.journal is not None
         target = _tables.at_version(spark, table, before) if before is not None else None
-        plan = journal.plan(df, target, spec.journal, run_started, snapshot, table=table)
+        plan = journal.plan(df, target, spec.journal, run_started, snapshot, table=table, passed=passed)
         return Prepared(plan.classified, plan=plan)
     return Prepared(df)
 
