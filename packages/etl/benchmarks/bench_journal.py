@@ -1,7 +1,7 @@
 """Journalize a snapshot into a history table with every module on, against a hand-written SCD2 MERGE.
 
     python packages/etl/benchmarks/bench_journal.py                     # 100k into 500k, 1M into 5M
-    python packages/etl/benchmarks/bench_journal.py --sizes 100000:500000 --repeat 5
+    python packages/etl/benchmarks/bench_journal.py --sizes 100000:500000 --repeat 6
     python packages/etl/benchmarks/bench_journal.py --sizes 1000000:5000000 --remote sc://127.0.0.1:15002
 
 Every size is measured in the same process, in interleaved rounds: each round runs every size, and for
@@ -286,7 +286,11 @@ def main() -> None:
     parser.add_argument("--deleted", type=float, default=0.005)
     parser.add_argument("--driver-memory", default="4g")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="rounds (alternating order); median and spread are reported"
+        "--repeat",
+        type=int,
+        default=4,
+        help="rounds, rounded up to an even number so that each order runs as often (the order moves "
+        "the ratio); median and spread are reported",
     )
     parser.add_argument(
         "--workdir", default=None, help="where tables are written (default: a temporary folder)"
@@ -298,6 +302,7 @@ def main() -> None:
         "its peak heap and Spark job counts are not reported",
     )
     args = parser.parse_args()
+    args.repeat += args.repeat % 2
     sizes = _sizes(args.sizes)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="thimble-bench-etl-"))

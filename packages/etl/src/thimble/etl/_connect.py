@@ -34,11 +34,11 @@ def master(spark: SparkSession) -> str:
     return spark.sparkContext.master or ""
 
 
-def default_parallelism(spark: SparkSession) -> int:
-    """How many tasks a stage runs at once by default (over Connect: the server's setting, else 2)."""
+def default_parallelism(spark: SparkSession) -> int | None:
+    """How many tasks a stage runs at once by default; over Connect, the server's setting (None if unset)."""
     if uses_connect(spark):
         value = spark.conf.get("spark.default.parallelism", None)
-        return int(value) if value and value.isdigit() else 2
+        return int(value) if value and value.isdigit() and int(value) > 0 else None
     return int(spark.sparkContext.defaultParallelism)
 
 

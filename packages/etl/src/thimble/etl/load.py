@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from thimble.common.config import ThimbleSettings
 from thimble.common.errors import spark_failure
 from thimble.common.logging import get_logger
-from thimble.etl import _tables
+from thimble.etl import _connect, _tables
 from thimble.etl.__about__ import __version__
 from thimble.etl._phases import Phases
 from thimble.etl.cleanse import cleanse, keeps_every_row
@@ -331,7 +331,7 @@ class GatedLoad(Load):
             if plan is not None:
                 prepared.df = plan.classified = self._cache(plan.classified)
                 validated = validated.unionByName(plan.tallies())
-            tally = _count_tallies(validated)
+            tally = _count_tallies(validated, _connect.default_parallelism(self.spark))
             if plan is not None:
                 tally = plan.settle(tally)
             result = self.result
@@ -481,10 +481,14 @@ class OnePassLoad(Load):
             result.checks = self.evaluate_checks(values)
 
 
-def _count_tallies(tallies: DataFrame) -> dict[str, int]:
-    """How many rows hold each value of the column :data:`TALLY`: one Spark job."""
+def _count_tallies(tallies: DataFrame, tasks: int | None) -> dict[str, int]:
+    """How many rows hold each value of the column :data:`TALLY`: one Spark job, of at most ``tasks``
+    tasks when given. The tallies are a union of several reads of a batch, each of which would otherwise
+    run as many short tasks as it has partitions."""
     from pyspark.sql import functions as F
 
+    if tasks:
+        tallies = tallies.coalesce(tasks)
     rows = tallies.groupBy(TALLY).agg(F.count(F.lit(1)).alias("n")).collect()
     return {row[TALLY]: int(row["n"]) for row in rows}
 

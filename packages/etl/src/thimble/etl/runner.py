@@ -60,7 +60,7 @@ def tune_local(spark: SparkSession) -> None:
     """On a local master, rebuild Delta snapshots with as many partitions as cores (Delta's default, 50,
     is sized for clusters and makes every small commit slow); an explicit setting wins."""
     if _connect.master(spark).startswith("local") and spark.conf.get(SNAPSHOT_PARTITIONS, None) is None:
-        spark.conf.set(SNAPSHOT_PARTITIONS, str(max(1, _connect.default_parallelism(spark))))
+        spark.conf.set(SNAPSHOT_PARTITIONS, str(max(1, _connect.default_parallelism(spark) or 2)))
 
 
 def _session(spark: SparkSession | None, settings: ThimbleSettings) -> SparkSession:
