@@ -19,7 +19,8 @@ Row = create_model("Row", **{f: (float, ...) for f in FEATURES})  # type: ignore
 clf = joblib.load(os.environ["BENCH_MODEL_FILE"])
 store = aioredis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
 PREFIX = os.environ.get("BENCH_FEATURE_PREFIX", "features")
-app = FastAPI()
+# At its best: FastAPI's OpenTelemetry check per request off, as the Thimble server has it by default.
+app = FastAPI(telemetry={"tracing": False, "metrics": False, "logs": False})
 
 
 class Keyed(BaseModel):

@@ -311,6 +311,35 @@ def test_bearer_token_is_required_when_configured(
         assert http.get("/v2/health/ready").status_code == 200
 
 
+def test_fastapi_open_telemetry_traces_requests_only_when_the_setting_turns_it_on(
+    saved_churn: Registry, redis_url: str, prefix: str, live: Callable[..., Any]
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # the process's provider: set once, shut down when the test ends
+    row = {"client_id": 1, "orders_7d": 1, "spend_7d": 1.0}
+    try:
+        for turned_on in (False, True):
+            settings = _settings(saved_churn, redis_url, prefix, open_telemetry=turned_on)
+            server = live(create_app(settings=settings, refs=["churn"], registry=saved_churn))
+            with httpx.Client(base_url=server.url) as http:
+                assert http.post("/v1/models/churn/predict", json=row).status_code == 200
+            names = [span.name for span in exporter.get_finished_spans()]
+            if turned_on:
+                assert "POST /v1/models/churn/predict" in names, names
+            else:
+                assert names == []
+            exporter.clear()
+    finally:
+        provider.shutdown()
+
+
 def test_kserve_v2_inference(
     saved_churn: Registry, redis_url: str, prefix: str, live: Callable[..., Any]
 ) -> None:

@@ -15,7 +15,14 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from thimble.modelops._http import JSON, bearer_auth, json_response, problem_exception, request_id_of
+from thimble.modelops._http import (
+    JSON,
+    RequestRoute,
+    bearer_auth,
+    json_response,
+    problem_exception,
+    request_id_of,
+)
 
 if TYPE_CHECKING:
     from thimble.modelops.envelope import LoadedModel
@@ -96,8 +103,8 @@ def v1_router(serving: Serving, token: str | None) -> APIRouter:
     """``POST /v1/models/{ref}/predict`` (one documented route per served reference) and ``GET /v1/models``."""
     router = APIRouter(dependencies=bearer_auth(token), responses={401: UNAUTHORIZED})
 
-    # The predict routes take the bare request: they are the hot path, and FastAPI's dependency
-    # solving cost more than the rest of a request's own work.
+    # The predict routes take the bare request (a RequestRoute): they are the hot path, and FastAPI's
+    # dependency solving costs more than the rest of a request's own work.
     async def predict(ref: str, request: Request) -> Response:
         start = time.perf_counter()
         rows = await request_rows(request)
@@ -167,9 +174,16 @@ def v1_router(serving: Serving, token: str | None) -> APIRouter:
                 },
             },
             tags=["predict"],
+            route_class_override=RequestRoute,
         )
     # references served after an alias move (name@version) have no documented route of their own
-    router.add_api_route("/v1/models/{ref}/predict", predict_any, methods=["POST"], include_in_schema=False)
+    router.add_api_route(
+        "/v1/models/{ref}/predict",
+        predict_any,
+        methods=["POST"],
+        include_in_schema=False,
+        route_class_override=RequestRoute,
+    )
 
     @router.get("/v1/models", tags=["models"], summary="Served models")
     async def list_models() -> Response:

@@ -62,6 +62,12 @@ class ServerConfig(Section):
         default=8 * 1024 * 1024, ge=1, description="largest request body accepted (else 413)"
     )
     max_rows: int = Field(default=10_000, ge=1, description="most rows in one request (else 413)")
+    open_telemetry: bool = Field(
+        default=False,
+        description="FastAPI's OpenTelemetry spans, metrics and logs of each request, sent to the process's "
+        "OpenTelemetry providers (off: the server's Prometheus metrics and logs cover each request, and a "
+        "request does not pay FastAPI's check for providers)",
+    )
     alias_poll_s: float = Field(
         default=5.0, ge=0, description="how often served aliases are re-read to follow moves (0: never)"
     )

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import Response
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
@@ -47,6 +48,8 @@ VALUE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10.0, 10
 OFFLOAD_ROWS = 256  # requests with more rows are validated and serialised on a worker thread
 VALIDATE_CHUNK = 1000  # rows per validation call, so a thread gives the event loop the GIL in between
 METRICS_FLUSH_S = 1.0
+NO_OPEN_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's own OpenTelemetry off (``modelops.server.open_telemetry``)."""
 
 
 class ServerMetrics:
@@ -618,6 +621,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        telemetry=None if cfg.open_telemetry else NO_OPEN_TELEMETRY,
     )
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(RequestIds)  # outermost: every answer carries the id, a refusal too
