@@ -4,8 +4,9 @@
     python packages/etl/benchmarks/bench_journal.py --sizes 100000:500000 --repeat 6
     python packages/etl/benchmarks/bench_journal.py --sizes 1000000:5000000 --remote sc://127.0.0.1:15002
 
-Every size is measured in the same process, in interleaved rounds: each round runs every size, and for
-each size both runs back to back on fresh copies of its history, the order alternating. Both read the
+Every size is measured in the same process, in interleaved rounds after a warm-up round that is not
+counted: each round runs every size, and for each size both runs back to back on fresh copies of its
+history, the order alternating. Both read the
 same snapshot (Parquet), which has ``--changed`` of its keys changed, ``--new`` new keys, and
 ``--deleted`` of the current keys missing (closed by both runs). Prints, per size, the median and spread
 (min-max) of the wall times and of the round-by-round ratio, rows/s, peak JVM heap, Spark jobs and
@@ -293,6 +294,13 @@ def main() -> None:
         "the ratio); median and spread are reported",
     )
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="rounds run first and not counted: the first runs in a fresh JVM pay its warm-up (class "
+        "loading, code generation, JIT compilation)",
+    )
+    parser.add_argument(
         "--workdir", default=None, help="where tables are written (default: a temporary folder)"
     )
     parser.add_argument(
@@ -324,6 +332,13 @@ def main() -> None:
             f"building {size.history:,}-row history and {size.snapshot:,}-row snapshot in {work} ..."
         )
         size.path = _build_inputs(spark, args, size, work)
+    for warmup in range(args.warmup):
+        for size in sizes:
+            _round(spark, size, settings, work, args.repeat + warmup, str(size.snapshot))
+            console.print(
+                f"warm-up round, {size.name}: baseline {size.baseline_s.pop():.1f} s, "
+                f"thimble-etl {size.ours_s.pop():.1f} s (not counted)"
+            )
     for round_ in range(args.repeat):
         for size in sizes:
             _round(spark, size, settings, work, round_, str(size.snapshot))
