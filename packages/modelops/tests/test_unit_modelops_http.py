@@ -4,10 +4,13 @@ import os
 import string
 
 import orjson
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import Response
+from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thimble.modelops._http import request_id
+from thimble.modelops._http import RequestRoute, request_id
 
 ALLOWED = set(string.ascii_letters + string.digits + "._:@/+=-")
 
@@ -48,3 +51,36 @@ def test_fresh_request_ids_of_a_forked_worker_never_repeat_its_parents() -> None
     assert len(child) == 3
     assert not set(child) & set(parent)
     assert {c[:20] for c in child}.isdisjoint(p[:20] for p in parent)
+
+
+def test_a_request_route_still_runs_dependencies_and_special_parameters() -> None:
+    app = FastAPI()
+    ran: list[str] = []
+
+    async def bare(request: Request) -> Response:
+        return Response(request.url.path)
+
+    def refuse() -> None:
+        raise HTTPException(401, "no")
+
+    async def guarded(request: Request) -> Response:
+        return Response("never")
+
+    async def with_task(request: Request, tasks: BackgroundTasks) -> Response:
+        tasks.add_task(ran.append, "task")
+        return Response("queued")
+
+    app.router.add_api_route("/bare", bare, methods=["POST"], route_class_override=RequestRoute)
+    app.router.add_api_route(
+        "/guarded",
+        guarded,
+        methods=["POST"],
+        dependencies=[Depends(refuse)],
+        route_class_override=RequestRoute,
+    )
+    app.router.add_api_route("/task", with_task, methods=["POST"], route_class_override=RequestRoute)
+    with TestClient(app) as client:
+        assert client.post("/bare").text == "/bare"
+        assert client.post("/guarded").status_code == 401
+        assert client.post("/task").text == "queued"
+    assert ran == ["task"]

@@ -188,11 +188,13 @@ class RequestRoute(APIRoute):
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        d = self.dependant
-        takes_only_the_request = d.request_param_name is not None and not (
-            d.dependencies or d.path_params or d.query_params or d.header_params or d.cookie_params
+        direct = (
+            not self.dependant.dependencies
+            and self.dependant.request_param_name is not None
+            and len(inspect.signature(self.endpoint).parameters) == 1
+            and inspect.iscoroutinefunction(self.endpoint)
         )
-        if takes_only_the_request and not d.body_params and inspect.iscoroutinefunction(self.endpoint):
+        if direct:
             handler: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
             return handler
         return super().get_route_handler()
