@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from pydantic import BaseModel
 
 from thimble.consumer import App, group_lag
+from thimble.consumer._kafka import committed_offsets
 from thimble.testing import produce, wait_until
 
 from .conftest import make_settings, start_cli
@@ -236,3 +239,28 @@ def test_batch_handler_survives_kill_9_and_restarts(kafka_topic, kafka_config, r
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(40) == 0, log.read_text()[-3000:]
     _assert_once(out.poll(), n)
+
+
+def test_committed_offsets_held_by_an_open_transaction_are_waited_for(kafka_topic, kafka_config) -> None:
+    """While a transaction holds a partition's offsets the broker answers "unstable"; the offsets are
+    asked again until it ends, and never read as "nothing committed" (which would start it over)."""
+    src = kafka_topic("src")
+    tps = [TopicPartition(src, 0)]
+    member = Consumer({**kafka_config, "group.id": f"g-{src}", "isolation.level": "read_committed"})
+    producer = Producer({**kafka_config, "transactional.id": f"t-{src}"})
+    try:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.send_offsets_to_transaction(
+            [TopicPartition(src, 0, 42)], member.consumer_group_metadata(), 30
+        )
+        with pytest.raises(KafkaException) as unstable:
+            committed_offsets(member, tps, 1.0)
+        assert unstable.value.args[0].code() in (KafkaError._TIMED_OUT, KafkaError.UNSTABLE_OFFSET_COMMIT)
+
+        committing = threading.Thread(target=producer.commit_transaction, args=(30,))
+        committing.start()
+        assert [tp.offset for tp in committed_offsets(member, tps, 20)] == [42]
+        committing.join(30)
+    finally:
+        member.close()

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from thimble.common.config import CONSUMER_DEFAULTS
 from thimble.consumer._dead_letters import ERROR_CLASS, ORIGINAL_TOPIC, PREFIX, REPLAYED_FROM
-from thimble.consumer._kafka import kafka_log, producer_config
+from thimble.consumer._kafka import committed_offsets, kafka_log, producer_config
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import DeliveryError, TopicMissingError
 
@@ -122,7 +122,7 @@ class _Replay:
         if metadata is None or metadata.error is not None:
             raise TopicMissingError(f"dead-letter topic {self.topic!r} does not exist")
         tps = [TopicPartition(self.topic, p) for p in sorted(metadata.partitions)]
-        committed = {tp.partition: tp.offset for tp in self.consumer.committed(tps, timeout=10)}
+        committed = {tp.partition: tp.offset for tp in committed_offsets(self.consumer, tps, 10)}
         starts: list[TopicPartition] = []
         for tp in tps:
             # A read_committed consumer's high watermark is the last stable offset.

@@ -8,11 +8,12 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -116,6 +117,43 @@ def transactional_id(group_id: str, slot: HostSlot) -> str:
     so ``init_transactions`` aborts the transaction a crashed predecessor left open at once. Zombies are
     fenced by the group generation (``send_offsets_to_transaction`` with the group metadata)."""
     return f"{group_id}-{socket.gethostname()}-{slot.number}"
+
+
+# Answers to ask again: the group's coordinator is moving or loading, or a transaction holding offsets
+# of the partition is still open.
+_COMMITTED_RETRIED = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.UNSTABLE_OFFSET_COMMIT,
+    }
+)
+
+
+def committed_offsets(
+    consumer: Consumer, tps: list[TopicPartition], timeout_s: float
+) -> list[TopicPartition]:
+    """The group's committed offsets of ``tps`` (``OFFSET_INVALID`` where none was committed), asked
+    again while the answer is retriable, until ``timeout_s``.
+
+    Raises :class:`KafkaException` when any partition comes back with an error of its own: its offset
+    then says nothing, and reading it as "none committed" would start the partition over.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            offsets = list(consumer.committed(tps, timeout=max(deadline - time.monotonic(), 0.1)))
+            failed = next((tp.error for tp in offsets if tp.error is not None), None)
+            if failed is not None:
+                raise KafkaException(failed)
+            return offsets
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retried = isinstance(err, KafkaError) and (err.retriable() or err.code() in _COMMITTED_RETRIED)
+            if not retried or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def admin_client(settings: ConsumerSettings) -> AdminClient:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from thimble.consumer._kafka import kafka_log
+from thimble.consumer._kafka import committed_offsets, kafka_log
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import ServiceUnavailableError, TopicMissingError
-
-_COORDINATOR_ERRORS = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,21 +38,6 @@ class PartitionLag:
         }
 
 
-def _committed(consumer: Consumer, tps: list[TopicPartition], timeout_s: float) -> list[TopicPartition]:
-    """The group's committed offsets, retrying while its coordinator is still being elected or loaded
-    (a new group, or a fresh broker creating its offsets topic)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return list(consumer.committed(tps, timeout=max(deadline - time.monotonic(), 0.1)))
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            retriable = err is not None and (err.retriable() or err.code() in _COORDINATOR_ERRORS)
-            if not retriable or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)
-
-
 def group_lag(
     settings: ConsumerSettings, group_id: str, topics: Iterable[str], timeout_s: float = 10.0
 ) -> list[PartitionLag]:
@@ -86,7 +62,9 @@ def group_lag(
             tps += [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
         if not tps:
             return []
-        committed = {(tp.topic, tp.partition): tp.offset for tp in _committed(consumer, tps, timeout_s)}
+        committed = {
+            (tp.topic, tp.partition): tp.offset for tp in committed_offsets(consumer, tps, timeout_s)
+        }
         out = []
         for tp in tps:
             _low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)

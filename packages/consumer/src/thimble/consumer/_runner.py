@@ -38,6 +38,7 @@ from thimble.consumer._delivery import TP
 from thimble.consumer._kafka import (
     HostSlot,
     admin_client,
+    committed_offsets,
     consumer_config,
     ensure_topics,
     producer_config,
@@ -219,7 +220,6 @@ class Runner:
             txn_conf = producer_config(self.settings, self.client_id, self.transactional_id)
             txns = self._txns = Transactions(
                 lambda: Producer(txn_conf),
-                lambda: self._group_metadata,
                 int(txn_conf["transaction.timeout.ms"]),
                 ended=lambda outcome: self.metrics.transactions.labels(outcome).inc(),
             )
@@ -370,6 +370,8 @@ class Runner:
         except KafkaException:
             return
         for tp in committed:
+            if tp.error is not None:
+                continue
             try:
                 _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
@@ -394,7 +396,7 @@ class Runner:
         try:
             assigned = self.consumer.assignment()
             try:
-                committed = self.consumer.committed(assigned, timeout=10) if assigned else []
+                committed = committed_offsets(self.consumer, assigned, 10) if assigned else []
                 for tp in committed:
                     if tp.offset < 0:
                         earliest = self.cfg.auto_offset_reset == "earliest"
@@ -617,11 +619,14 @@ class Runner:
         """Commit the open transaction with the offsets processed in it; when the broker refuses it, it is
         aborted and every assigned partition is read again from its committed offset. Under the lock."""
         assert self._txns is not None
+        # Taken before the check: a revocation that sets ``_abort_pending`` after it leaves this
+        # metadata at the generation that still owned the partitions, which the broker then refuses.
+        group_metadata = self._group_metadata
         if self._abort_pending:
             self._abort_pending = False
             self._txns.abort()
             self._resume_from_committed()
-        elif not self._txns.commit(self.pipeline.processed_positions()):
+        elif not self._txns.commit(self.pipeline.processed_positions(), group_metadata):
             self._resume_from_committed()
 
     def _resume_from_committed(self) -> None:

@@ -2,8 +2,8 @@
 
 A transaction opens at the first record sent (:meth:`Transactions.begin`, called before every
 produce) or when offsets are to be committed, and commits with the offsets of the messages processed
-in it. The group metadata is taken from the consumer right before the offsets are sent, so they carry
-the generation current at that moment. A transaction the broker refuses (a rebalance completed in
+in it and the group metadata the caller took before it last checked that it still owns them: the broker
+refuses the offsets once the member's generation (epoch) has moved on since. A transaction the broker refuses (a rebalance completed in
 between: ``ILLEGAL_GENERATION``; this producer fenced; any abortable error) is aborted, and the caller
 resumes from the committed offsets: nothing of it is visible to ``read_committed`` readers.
 """
@@ -35,7 +35,6 @@ class Transactions:
     def __init__(
         self,
         new_producer: Callable[[], Producer],
-        group_metadata: Callable[[], Any],
         timeout_ms: int,
         ended: Callable[[str], None] = lambda outcome: None,
     ) -> None:
@@ -44,7 +43,6 @@ class Transactions:
         # committed between two messages, before the broker aborts it: slow handlers make progress.
         self.max_age_s = timeout_ms / 1000 / 3
         self._new_producer = new_producer
-        self._group_metadata = group_metadata
         self._ended = ended
         self.producer = self._start()
         self.open = False
@@ -67,14 +65,15 @@ class Transactions:
         """The open transaction should be committed now."""
         return self.open and time.monotonic() - self._opened_at > self.max_age_s
 
-    def commit(self, offsets: list[TopicPartition]) -> bool:
-        """Commit what was sent with ``offsets``; ``False`` when it was aborted instead."""
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> bool:
+        """Commit what was sent with ``offsets`` under ``group_metadata``; ``False`` when it was aborted
+        instead."""
         if not offsets and not self.open:
             return True
         try:
             self.begin()
             if offsets:
-                self.producer.send_offsets_to_transaction(offsets, self._group_metadata(), TIMEOUT_S)
+                self.producer.send_offsets_to_transaction(offsets, group_metadata, TIMEOUT_S)
             self._commit_with_retries()
         except KafkaException as exc:
             err = _error(exc)
