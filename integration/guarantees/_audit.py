@@ -30,42 +30,58 @@ class Read:
     headers: Headers
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Read]:
-    """Every committed record of ``topic`` (``read_committed``) from the first offset to the end."""
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 90.0) -> list[Read]:
+    """Every committed record of ``topic`` (``read_committed``) from the first offset to the end.
+
+    The end is the high watermark, not the last stable offset a ``read_committed`` reader is told: a
+    transaction a killed process left open holds the stable offset back until the broker aborts it
+    (``transaction.timeout.ms``), and what others committed behind it would be missed. Raises
+    :class:`TimeoutError` when the end is not reached within ``timeout_s``.
+    """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"guarantee-audit-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "fetch.max.bytes": 8 * 1024 * 1024,
-            "logger": QUIET,
-        }
-    )
+    def consumer(isolation: str) -> Any:
+        return Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"guarantee-audit-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "isolation.level": isolation,
+                "fetch.max.bytes": 8 * 1024 * 1024,
+                "logger": QUIET,
+            }
+        )
+
+    reader, sizer = consumer("read_committed"), consumer("read_uncommitted")
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
         tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)]
-        ends = {tp.partition: _watermarks(consumer, tp) for tp in tps}
-        consumer.assign(tps)
+        ends = {tp.partition: _watermarks(sizer, tp) for tp in tps}
+        reader.assign(tps)
         records: list[Read] = []
         deadline = time.monotonic() + timeout_s
 
-        def at_end() -> bool:
-            for position in consumer.position([TopicPartition(topic, p) for p in ends]):
+        def behind() -> list[str]:
+            late = []
+            for position in reader.position([TopicPartition(topic, p) for p in ends]):
                 low, high = ends[position.partition]
                 if high > low and position.offset < high:
-                    return False
-            return True
+                    late.append(f"[{position.partition}] at {position.offset} of {high}")
+            return late
 
-        while not at_end() and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
+        while behind():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{topic} was not read to its end within {timeout_s:g}s (a transaction left open?): "
+                    + ", ".join(behind())
+                )
+            for msg in reader.consume(1000, 0.5):
                 if msg.error() is None:
                     records.append(Read(msg.key(), msg.value(), cast(Headers, list(msg.headers() or []))))
         return records
     finally:
-        consumer.close()
+        reader.close()
+        sizer.close()
 
 
 def _watermarks(consumer: Any, tp: Any, timeout_s: float = 60.0) -> tuple[int, int]:

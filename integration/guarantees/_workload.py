@@ -43,6 +43,12 @@ def _json(value: object) -> bytes:
     return orjson.dumps(value)
 
 
+def _valid_amount(rng: random.Random) -> float:
+    """A valid event's amount: never the one the handler refuses (1 in 100,000 draws would be)."""
+    amount = round(rng.uniform(0, 1000), 2)
+    return amount if amount != HANDLER_POISON_AMOUNT else amount + 0.01
+
+
 def _valid_body(rng: random.Random) -> dict[str, object]:
     return event(rng.randrange(10**9, 2 * 10**9), rng.randrange(1000), rng.randrange(10**6), 1.0)
 
@@ -126,7 +132,7 @@ class Workload:
                 value, extra = makers[kind](rng)
                 self.records.append(Record(key, value, [("kind", kind.encode()), *extra], kind))
                 continue
-            body = event(i, entity, order[i], round(rng.uniform(0, 1000), 2))
+            body = event(i, entity, order[i], _valid_amount(rng))
             trace: Headers = [("trace", f"t-{i}".encode())]
             self.records.append(Record(key, _json(body), trace, "valid", i, entity, order[i]))
 

@@ -6,12 +6,19 @@ in it and the group metadata the caller took before it last checked that it stil
 refuses the offsets once the member's generation (epoch) has moved on since. A transaction the broker refuses (a rebalance completed in
 between: ``ILLEGAL_GENERATION``; this producer fenced; any abortable error) is aborted, and the caller
 resumes from the committed offsets: nothing of it is visible to ``read_committed`` readers.
+
+The client's calls that wait on the broker run on a thread of their own (:class:`BoundedCalls`): one
+can outlive its own timeout (it waits for a group coordinator that went away to come back), and is then
+given up with its producer; a new producer with the same transactional id fences it.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -22,6 +29,51 @@ log = get_logger(__name__)
 
 TIMEOUT_S = 30.0
 COMMIT_ATTEMPTS = 3
+# How long past its own timeout a call of the client is waited for before it is given up.
+GRACE_S = 5.0
+
+
+class StuckCall(Exception):
+    """A call of the client did not return within its timeout and the grace after it."""
+
+
+class BoundedCalls:
+    """Runs blocking calls one at a time on a daemon thread, each waited for at most a deadline."""
+
+    def __init__(self) -> None:
+        self._requests = self._serve()
+
+    @staticmethod
+    def _serve() -> queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]]:
+        requests: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+
+        def serve() -> None:
+            while True:
+                call, args, future = requests.get()
+                try:
+                    future.set_result(call(*args))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        threading.Thread(target=serve, name="thimble-transactions", daemon=True).start()
+        return requests
+
+    def run(self, deadline_s: float, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)``'s result or exception; :class:`StuckCall` when it is still running after
+        ``deadline_s`` (its thread is left to it, and later calls run on a new one)."""
+        future: Future[Any] = Future()
+        self._requests.put((call, args, future))
+        try:
+            return future.result(deadline_s)
+        except TimeoutError:
+            if future.done():
+                raise
+            self._requests = self._serve()
+            raise StuckCall(
+                f"{getattr(call, '__name__', call)} did not return within {deadline_s:g}s"
+            ) from None
 
 
 def _error(exc: KafkaException) -> KafkaError | None:
@@ -44,6 +96,8 @@ class Transactions:
         self.max_age_s = timeout_ms / 1000 / 3
         self._new_producer = new_producer
         self._ended = ended
+        self._calls = BoundedCalls()
+        self.given_up: list[Producer] = []  # stuck in a call: kept, never destroyed under it
         self.producer = self._start()
         self.open = False
         self._opened_at = 0.0
@@ -51,8 +105,12 @@ class Transactions:
 
     def _start(self) -> Producer:
         producer = self._new_producer()
-        producer.init_transactions(TIMEOUT_S)
+        self._call(producer.init_transactions)
         return producer
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """A call of the client that waits on the broker, with its timeout, bounded by our own deadline."""
+        return self._calls.run(TIMEOUT_S + GRACE_S, method, *args, TIMEOUT_S)
 
     def begin(self) -> None:
         """Open a transaction unless one is open."""
@@ -73,8 +131,16 @@ class Transactions:
         try:
             self.begin()
             if offsets:
-                self.producer.send_offsets_to_transaction(offsets, group_metadata, TIMEOUT_S)
+                self._call(self.producer.send_offsets_to_transaction, offsets, group_metadata)
             self._commit_with_retries()
+        except StuckCall as exc:
+            log.warning(
+                "the Kafka client did not return from a transaction call; its producer is given up, "
+                "resuming from the last committed offsets",
+                extra={"error": str(exc)},
+            )
+            self._give_up()
+            return False
         except KafkaException as exc:
             err = _error(exc)
             log.warning(
@@ -103,12 +169,16 @@ class Transactions:
     def _commit_with_retries(self) -> None:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
-                self.producer.commit_transaction(TIMEOUT_S)
+                self._call(self.producer.commit_transaction)
                 return
             except KafkaException as exc:
                 err = _error(exc)
                 if attempt == COMMIT_ATTEMPTS or err is None or not err.retriable():
                     raise
+                log.warning(
+                    "transaction commit not confirmed; asking again",
+                    extra={"error": err.str(), "attempt": attempt, "attempts": COMMIT_ATTEMPTS},
+                )
 
     def abort(self) -> None:
         """Abort the open transaction, if any (its records are never visible to ``read_committed``)."""
@@ -121,7 +191,12 @@ class Transactions:
         self._ended("aborted")
         if not fatal:
             try:
-                self.producer.abort_transaction(TIMEOUT_S)
+                self._call(self.producer.abort_transaction)
+                return
+            except StuckCall as exc:
+                log.warning("abort did not return; starting a new producer", extra={"error": str(exc)})
+                self.given_up.append(self.producer)
+                self.producer = self._start()
                 return
             except KafkaException as exc:
                 log.warning("abort failed; starting a new producer", extra={"error": str(exc)})
@@ -131,4 +206,12 @@ class Transactions:
             self.producer.purge()
         except KafkaException as exc:
             log.debug("purging the failed producer failed", extra={"error": str(exc)})
+        self.producer = self._start()
+
+    def _give_up(self) -> None:
+        """Leave the producer to the call it is stuck in and start a new one, which aborts its transaction."""
+        self.open = False
+        self.aborted_in_a_row += 1
+        self._ended("aborted")
+        self.given_up.append(self.producer)
         self.producer = self._start()
