@@ -12,8 +12,10 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from thimble.common.config import load_settings
 from thimble.consumer import App, ConsumerSettings
+from thimble.consumer._dlq_replay import _Replay
 from thimble.consumer._kafka import committed_offsets
 from thimble.consumer._runner import Runner
+from thimble.consumer.errors import ServiceUnavailableError
 
 
 @dataclass
@@ -150,3 +152,17 @@ def test_a_commit_carries_the_generation_seen_before_its_ownership_check() -> No
 
     runner._commit_transaction()
     assert txns.aborted == 1, "the revocation's abort still comes next"
+
+
+def test_a_replay_that_cannot_read_its_committed_offsets_says_so_in_one_line() -> None:
+    replay = object.__new__(_Replay)
+    replay.topic, replay.parts = "in.dlq", {}
+    consumer = AnsweringConsumer([_tp(0, -1001, KafkaError.GROUP_AUTHORIZATION_FAILED)])
+    consumer.list_topics = lambda topic, timeout: SimpleNamespace(  # type: ignore[attr-defined]
+        topics={topic: SimpleNamespace(error=None, partitions={0: None})}
+    )
+    replay.consumer = consumer  # type: ignore[assignment]
+    with pytest.raises(ServiceUnavailableError, match=r"'in\.dlq'.*[Aa]uthorization") as raised:
+        replay._assign()
+    assert "\n" not in str(raised.value)
+    assert replay.parts == {}, "nothing is replayed from an offset it could not read"

@@ -12,7 +12,7 @@ from thimble.common.config import CONSUMER_DEFAULTS
 from thimble.consumer._dead_letters import ERROR_CLASS, ORIGINAL_TOPIC, PREFIX, REPLAYED_FROM
 from thimble.consumer._kafka import committed_offsets, kafka_log, producer_config
 from thimble.consumer.config import ConsumerSettings
-from thimble.consumer.errors import DeliveryError, TopicMissingError
+from thimble.consumer.errors import DeliveryError, ServiceUnavailableError, TopicMissingError
 
 POLL_BATCH = 500
 POLL_TIMEOUT_S = 1.0
@@ -118,6 +118,16 @@ class _Replay:
 
     def _assign(self) -> None:
         """Start each partition at its committed offset; stop at its last stable offset now."""
+        try:
+            self._assign_partitions()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            reason = err.str() if isinstance(err, KafkaError) else str(exc)
+            raise ServiceUnavailableError(
+                f"cannot read where the replay of {self.topic!r} stands (its committed offsets and end): {reason}"
+            ) from None
+
+    def _assign_partitions(self) -> None:
         metadata = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
         if metadata is None or metadata.error is not None:
             raise TopicMissingError(f"dead-letter topic {self.topic!r} does not exist")
