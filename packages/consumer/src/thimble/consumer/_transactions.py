@@ -2,10 +2,11 @@
 
 A transaction opens at the first record sent (:meth:`Transactions.begin`, called before every
 produce) or when offsets are to be committed, and commits with the offsets of the messages processed
-in it and the group metadata the caller took before it last checked that it still owns them: the broker
-refuses the offsets once the member's generation (epoch) has moved on since. A transaction the broker refuses (a rebalance completed in
-between: ``ILLEGAL_GENERATION``; this producer fenced; any abortable error) is aborted, and the caller
-resumes from the committed offsets: nothing of it is visible to ``read_committed`` readers.
+in it and the group metadata the caller took before it last checked that it still owns them: the
+broker refuses the offsets once the member's generation (epoch) has moved on since. A transaction the
+broker refuses (a rebalance completed in between: ``ILLEGAL_GENERATION``; this producer fenced; any
+abortable error) is aborted, and the caller resumes from the committed offsets: nothing of it is
+visible to ``read_committed`` readers.
 
 The client's calls that wait on the broker run on a thread of their own (:class:`BoundedCalls`): one
 can outlive its own timeout (it waits for a group coordinator that went away to come back), and is then
