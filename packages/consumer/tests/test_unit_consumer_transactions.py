@@ -8,10 +8,11 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from thimble.consumer import _transactions
 from thimble.consumer._transactions import BoundedCalls, StuckCall, Transactions
+from thimble.consumer.errors import ServiceUnavailableError
 
 never = threading.Event()
 
@@ -99,3 +100,44 @@ def test_bounded_calls_return_results_and_exceptions_and_go_on_after_a_stuck_one
     with pytest.raises(StuckCall, match=r"did not return within 0\.1s"):
         calls.run(0.1, never.wait)
     assert calls.run(1, lambda: "next") == "next"
+
+
+class RefusingProducer(Producer):
+    """``init_transactions`` raises ``error``."""
+
+    def __init__(self, error: int) -> None:
+        super().__init__(set())
+        self.error = error
+
+    def init_transactions(self, timeout: float) -> None:
+        self._call("init_transactions")
+        raise KafkaException(KafkaError(self.error))
+
+
+def test_a_producer_that_cannot_start_while_the_coordinator_moves_is_made_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_transactions.time, "sleep", lambda _s: None)
+    refusals = [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS]
+    made: list[Producer] = []
+
+    def new_producer() -> Any:
+        made.append(RefusingProducer(refusals.pop(0)) if refusals else Producer(set()))
+        return made[-1]
+
+    txns = Transactions(new_producer, 30_000)
+    assert len(made) == 3
+    assert txns.producer is made[2]
+
+
+def test_a_producer_that_cannot_start_for_good_is_one_clear_error() -> None:
+    made: list[Producer] = []
+
+    def new_producer() -> Any:
+        made.append(RefusingProducer(KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+        return made[-1]
+
+    with pytest.raises(ServiceUnavailableError, match=r"could not start: .*[Aa]uthorization") as raised:
+        Transactions(new_producer, 30_000)
+    assert "\n" not in str(raised.value)
+    assert len(made) == 1, "an error no retry cures is not asked again"

@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from thimble.common.logging import get_logger
+from thimble.consumer.errors import ServiceUnavailableError
 
 log = get_logger(__name__)
 
@@ -32,6 +33,21 @@ TIMEOUT_S = 30.0
 COMMIT_ATTEMPTS = 3
 # How long past its own timeout a call of the client is waited for before it is given up.
 GRACE_S = 5.0
+# How long a new producer keeps asking for its producer id while the transaction coordinator moves.
+START_DEADLINE_S = 120.0
+START_BACKOFF_MAX_S = 5.0
+# Answers to ``init_transactions`` that a broker restart or a moving coordinator gives.
+_START_RETRIED = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.CONCURRENT_TRANSACTIONS,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
 
 
 class StuckCall(Exception):
@@ -105,9 +121,33 @@ class Transactions:
         self.aborted_in_a_row = 0
 
     def _start(self) -> Producer:
-        producer = self._new_producer()
-        self._call(producer.init_transactions)
-        return producer
+        """A new producer with its producer id, asked again (by a fresh producer) while the transaction
+        coordinator moves, for up to ``START_DEADLINE_S``; :class:`ServiceUnavailableError` after that."""
+        deadline = time.monotonic() + START_DEADLINE_S
+        delay = 0.5
+        while True:
+            producer = self._new_producer()
+            try:
+                self._call(producer.init_transactions)
+                return producer
+            except StuckCall as exc:
+                self.given_up.append(producer)
+                retried, reason = True, str(exc)
+            except KafkaException as exc:
+                err = _error(exc)
+                # Each attempt has a producer of its own, so an error fatal to the last one is not in the way.
+                retried = err is not None and (
+                    err.code() in _START_RETRIED or (err.retriable() and not err.fatal())
+                )
+                reason = err.str() if err is not None else str(exc)
+            if not retried or time.monotonic() + delay >= deadline:
+                raise ServiceUnavailableError(f"the transactional producer could not start: {reason}")
+            log.warning(
+                "the transactional producer could not start yet; asking again",
+                extra={"error": reason, "retry_in_s": delay},
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, START_BACKOFF_MAX_S)
 
     def _call(self, method: Callable[..., Any], *args: Any) -> Any:
         """A call of the client that waits on the broker, with its timeout, bounded by our own deadline."""
