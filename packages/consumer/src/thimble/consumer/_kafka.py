@@ -119,16 +119,16 @@ def transactional_id(group_id: str, slot: HostSlot) -> str:
     return f"{group_id}-{socket.gethostname()}-{slot.number}"
 
 
-# Answers to ask again: the group's coordinator is moving or loading, or a transaction holding offsets
-# of the partition is still open.
-_COMMITTED_RETRIED = frozenset(
+# Answers of a coordinator (group or transaction) that is moving or loading: asked again.
+COORDINATOR_MOVING = frozenset(
     {
         KafkaError.NOT_COORDINATOR,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
         KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.UNSTABLE_OFFSET_COMMIT,
     }
 )
+# ... and a transaction holding offsets of the partition, still open.
+_COMMITTED_RETRIED = COORDINATOR_MOVING | {KafkaError.UNSTABLE_OFFSET_COMMIT}
 
 
 def committed_offsets(

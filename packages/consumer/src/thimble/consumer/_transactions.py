@@ -25,6 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from thimble.common.logging import get_logger
+from thimble.consumer._kafka import COORDINATOR_MOVING
 from thimble.consumer.errors import ServiceUnavailableError
 
 log = get_logger(__name__)
@@ -37,17 +38,12 @@ GRACE_S = 5.0
 START_DEADLINE_S = 120.0
 START_BACKOFF_MAX_S = 5.0
 # Answers to ``init_transactions`` that a broker restart or a moving coordinator gives.
-_START_RETRIED = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.CONCURRENT_TRANSACTIONS,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-    }
-)
+_START_RETRIED = COORDINATOR_MOVING | {
+    KafkaError.CONCURRENT_TRANSACTIONS,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+}
 
 
 class StuckCall(Exception):
@@ -180,6 +176,7 @@ class Transactions:
                 "resuming from the last committed offsets",
                 extra={"error": str(exc)},
             )
+            self._aborted()
             self._give_up()
             return False
         except KafkaException as exc:
@@ -227,17 +224,14 @@ class Transactions:
             self._abort(fatal=False)
 
     def _abort(self, *, fatal: bool) -> None:
-        self.open = False
-        self.aborted_in_a_row += 1
-        self._ended("aborted")
+        self._aborted()
         if not fatal:
             try:
                 self._call(self.producer.abort_transaction)
                 return
             except StuckCall as exc:
                 log.warning("abort did not return; starting a new producer", extra={"error": str(exc)})
-                self.given_up.append(self.producer)
-                self.producer = self._start()
+                self._give_up()
                 return
             except KafkaException as exc:
                 log.warning("abort failed; starting a new producer", extra={"error": str(exc)})
@@ -249,10 +243,13 @@ class Transactions:
             log.debug("purging the failed producer failed", extra={"error": str(exc)})
         self.producer = self._start()
 
-    def _give_up(self) -> None:
-        """Leave the producer to the call it is stuck in and start a new one, which aborts its transaction."""
+    def _aborted(self) -> None:
+        """Count the open transaction as aborted."""
         self.open = False
         self.aborted_in_a_row += 1
         self._ended("aborted")
+
+    def _give_up(self) -> None:
+        """Leave the producer to the call it is stuck in and start a new one, which aborts its transaction."""
         self.given_up.append(self.producer)
         self.producer = self._start()
