@@ -438,7 +438,7 @@ class Run:
         evictions = [
             f"{member.name}: {lines}"
             for member in self.group.members
-            for lines in member.log_lines("maximum poll interval", before=3)
+            for lines in member.log_lines("maximum poll interval", before=8)
         ]
         if evictions:
             r.problems.append(

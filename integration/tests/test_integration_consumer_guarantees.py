@@ -7,6 +7,8 @@ cluster, then each test reads its scenario's audit.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from rich.console import Console
 
@@ -48,7 +50,8 @@ def results(kafka_cluster: Stack, tmp_path_factory: pytest.TempPathFactory) -> d
 @pytest.mark.parametrize("name", [s.name for s in _catalog.ci_selection()])
 def test_nothing_lost_nothing_duplicated_dead_letters_exact(results: dict[str, Result], name: str) -> None:
     result = results[name]
-    report = describe(result)
+    # The whole report, problems and the log lines around them included, is the failure message.
+    report = json.dumps(describe(result), indent=1)
     assert result.completed, report
     assert result.lost == 0, report
     if result.scenario.exactly_once:

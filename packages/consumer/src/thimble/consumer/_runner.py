@@ -50,6 +50,7 @@ from thimble.consumer._log_context import set_current
 from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import RedisBackend
 from thimble.consumer._pipeline import Backends, Pipeline
+from thimble.consumer._poll_watch import PollWatch
 from thimble.consumer._processing import Abandoned
 from thimble.consumer._state_store import RedisStates
 from thimble.consumer._transactions import Transactions
@@ -121,7 +122,7 @@ class Runner:
         self._revoked_at: dict[TP, int] = {}
         self._assigned: set[TP] = set()
         self._paused = False
-        self._polled_at = time.monotonic()  # when the main thread last came back from a blocking poll
+        self._poll_watch = PollWatch(self.cfg.max_poll_interval_ms)
         self._repause = False
         self._ready = False
         self._broker_ok = True
@@ -258,6 +259,7 @@ class Runner:
                 "exactly_once": self.cfg.exactly_once,
             },
         )
+        self._poll_watch.start(self._stop)
         self._poll_loop()
         return self._shutdown(worker)
 
@@ -269,6 +271,7 @@ class Runner:
         next_lag = time.monotonic() + LAG_INTERVAL_S
         full_since: float | None = None
         eos = self.cfg.exactly_once
+        watch = self._poll_watch
         while not self._stop.is_set() and self.fatal is None:
             if eos:
                 self._refresh_group_metadata()
@@ -294,20 +297,14 @@ class Runner:
                 self._set_paused(False)
             elif self._paused and self._repause:
                 self._set_paused(True)
+            watch.polling()
             msg = consumer.poll(ACK_WAIT_S if self._awaiting_acks or self._to_store else POLL_TIMEOUT_S)
-            self._polled_at = time.monotonic()
+            watch.polled()
             if msg is not None:
                 batch = [msg]
                 if n > 1:
                     batch += consumer.consume(n - 1, 0)
                 self._enqueue(batch)
-
-    def _poll_budget(self) -> float:
-        """Seconds the main thread may still stay away from ``poll``: half of ``max.poll.interval.ms``
-        since it last came back from one. A rebalance callback served by the non-blocking ``consume``
-        counts against the interval, so chained callbacks share this budget instead of each waiting it."""
-        elapsed = time.monotonic() - self._polled_at
-        return max(0.0, self.cfg.max_poll_interval_ms / 2000 - elapsed)
 
     def _refresh_group_metadata(self) -> None:
         if self.cfg.exactly_once and not self._closing:
@@ -442,6 +439,11 @@ class Runner:
         Exactly-once: the open transaction is committed here, in the revocation callback, where the
         group metadata is still that of the generation the partitions were processed in; partitions
         lost without a revocation abort it.
+
+        The callback may run inside a non-blocking ``consume``, where its time counts against
+        ``max.poll.interval.ms`` (and, classic protocol, against the rebalance): waiting for a busy
+        handler takes at most half of the interval since the last poll, making outputs durable at most
+        until 80% of it, so the member never loses the group over a slow handler or a slow sink.
         """
         tps = {(p.topic, p.partition) for p in partitions}
         if not tps:
@@ -453,7 +455,8 @@ class Runner:
         self.metrics.assigned.set(len(self._assigned))
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
         self._refresh_group_metadata()
-        wait = 0.5 if self._closing else min(self._poll_budget(), self.cfg.drain_timeout_s)
+        bound = min(10.0, self.cfg.drain_timeout_s)
+        wait = 0.5 if self._closing else min(self._poll_watch.budget(0.5), self.cfg.drain_timeout_s)
         if not self._take_lock(timeout=wait):
             log.warning(
                 "a handler is still busy; partitions go with their last stored offsets",
@@ -472,7 +475,7 @@ class Runner:
                 self._txns.abort()
                 self._resume_from_committed()
             elif commit and self.fatal is None:
-                self._make_durable(timeout=min(10.0, self.cfg.drain_timeout_s))
+                self._make_durable(bound if self._closing else min(bound, self._poll_watch.budget(0.8)))
                 if not self.cfg.exactly_once:
                     self._store_completed()
                     _delivery.commit_stored(self.consumer)
@@ -647,8 +650,9 @@ class Runner:
         if self.cfg.exactly_once:
             self._commit_transaction()
             return
+        deadline = time.monotonic() + timeout
         self.pipeline.flush_sinks(timeout)
-        self.producer.flush(timeout)
+        self.producer.flush(max(0.0, deadline - time.monotonic()))
         with self._store_lock:
             self._to_store.extend(self.pipeline.completed())
 
@@ -677,8 +681,9 @@ class Runner:
         """Poll (paused partitions return nothing) until ``done`` or ``deadline``: the group session and
         ``max.poll.interval.ms`` stay satisfied while another thread finishes work."""
         while not done.is_set() and time.monotonic() < deadline:
+            self._poll_watch.polling()
             self.consumer.poll(0.05)
-            self._polled_at = time.monotonic()
+            self._poll_watch.polled()
 
     def _finish_pipeline(self, deadline: float, finished: threading.Event) -> None:
         """Run the open batches and make every output durable (shutdown, after the worker stopped). The
