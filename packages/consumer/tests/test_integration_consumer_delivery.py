@@ -91,6 +91,41 @@ def test_slow_handler_beyond_max_poll_interval(kafka_topic, kafka_config, reader
     assert sum(p.committed or 0 for p in lag) == 40
 
 
+def test_a_member_joining_while_a_handler_is_busy_costs_no_membership(
+    kafka_topic, kafka_config, reader, start_app, caplog
+) -> None:
+    """A member joins while a handler runs past max.poll.interval.ms: the revocation waits for it only
+    within the interval, so the busy member keeps its place in the group and every record is handled."""
+    src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
+    app = App("busy-join")
+    calls: list[int] = []
+
+    @app.handler(source=src, sink=dst)
+    def copy(event: Event) -> Out:
+        calls.append(event.id)
+        if len(calls) == 150:
+            time.sleep(8)  # longer than max.poll.interval.ms below
+        return Out(id=event.id)
+
+    caplog.set_level(logging.WARNING)
+    settings = make_settings(kafka_config, src, max_poll_interval_ms=6000, session_timeout_ms=6000)
+    n = 200
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
+    out = reader(dst)
+    busy = start_app(app, settings)
+    wait_until(lambda: len(calls) >= 150, 30, what="the handler busy")
+    other = start_app(app, settings, worker_index=1)
+    wait_until(lambda: set(_ids(out.poll())) == set(range(n)), 60, what="all outputs")
+    revoked = busy.runner.metrics.rebalances.labels("revoke")._value.get()
+    lost = busy.runner.metrics.rebalances.labels("lost")._value.get()
+    assert other.stop() == 0
+    assert busy.stop() == 0
+    assert revoked >= 1  # the join took a partition from the busy member
+    assert lost == 0
+    evicted = [r.getMessage() for r in caplog.records if "maximum poll interval" in r.getMessage()]
+    assert evicted == []
+
+
 def test_an_open_batch_run_at_shutdown_keeps_polling(kafka_topic, kafka_config, start_app, caplog) -> None:
     """The shutdown runs the open batch's handler; longer than max.poll.interval.ms, it must not cost the
     group membership (the group would hand the partition on before the batch's offsets are committed)."""
