@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from thimble.common.config import load_settings
 from thimble.consumer import App, ConsumerSettings
@@ -43,6 +45,28 @@ def make_settings(
     if tmp_path is not None:
         overrides["warehouse"] = {"landing": str(tmp_path / "landing")}
     return load_settings(ConsumerSettings, overrides=overrides)
+
+
+class Numbered(BaseModel):
+    id: int
+
+
+def busy_copy(
+    name: str, src: str, dst: str, busy_at: int = 150, busy_s: float = 8.0
+) -> tuple[App, list[int]]:
+    """An app copying ``{"id": n}`` records from ``src`` to ``dst`` whose handler, on its ``busy_at``-th
+    call, stays busy ``busy_s`` (past a 6 s ``max.poll.interval.ms``); the ids it was called with."""
+    app = App(name)
+    calls: list[int] = []
+
+    @app.handler(source=src, sink=dst)
+    def copy(event: Numbered) -> Numbered:
+        calls.append(event.id)
+        if len(calls) == busy_at:
+            time.sleep(busy_s)
+        return event
+
+    return app, calls
 
 
 @dataclass

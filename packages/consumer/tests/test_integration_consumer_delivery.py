@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from thimble.consumer import App, Context, group_lag
 from thimble.testing import produce, wait_until
 
-from .conftest import make_settings, start_cli
+from .conftest import busy_copy, make_settings, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -97,16 +97,7 @@ def test_a_member_joining_while_a_handler_is_busy_costs_no_membership(
     """A member joins while a handler runs past max.poll.interval.ms: the revocation waits for it only
     within the interval, so the busy member keeps its place in the group and every record is handled."""
     src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
-    app = App("busy-join")
-    calls: list[int] = []
-
-    @app.handler(source=src, sink=dst)
-    def copy(event: Event) -> Out:
-        calls.append(event.id)
-        if len(calls) == 150:
-            time.sleep(8)  # longer than max.poll.interval.ms below
-        return Out(id=event.id)
-
+    app, calls = busy_copy("busy-join", src, dst)
     caplog.set_level(logging.WARNING)
     settings = make_settings(kafka_config, src, max_poll_interval_ms=6000, session_timeout_ms=6000)
     n = 200

@@ -18,7 +18,7 @@ from thimble.consumer import App, group_lag
 from thimble.consumer._kafka import committed_offsets
 from thimble.testing import produce, wait_until
 
-from .conftest import make_settings, start_cli
+from .conftest import busy_copy, make_settings, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -157,16 +157,8 @@ def test_a_revocation_that_cannot_wait_for_a_busy_handler_aborts_its_transaction
     """A member joins while a handler is busy past the revocation's wait: the revoked partition's new
     owner does its work again, so the busy member's transaction must abort, not commit."""
     src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
-    app = App("eos-busy")
-    calls: list[int] = []
-
-    @app.handler(source=src, sink=dst)
-    def copy(event: Event) -> Out:
-        calls.append(event.id)
-        if len(calls) == 150:  # in the second partition's run of the first poll, both partitions done
-            time.sleep(8)
-        return Out(id=event.id)
-
+    # Busy in the second partition's run of the first poll, both partitions done.
+    app, calls = busy_copy("eos-busy", src, dst)
     # The revocation waits max_poll_interval_ms / 2 = 3 s for the handler, then gives up.
     settings = make_settings(
         kafka_config, src, exactly_once=True, max_poll_interval_ms=6000, session_timeout_ms=6000
