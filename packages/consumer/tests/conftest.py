@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from thimble.common.config import load_settings
 from thimble.consumer import App, ConsumerSettings
 from thimble.consumer._runner import Runner
-from thimble.testing import wait_until
+from thimble.testing import produce, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +112,23 @@ def start_app() -> Iterator[Callable[..., Running]]:
     for running in started:
         if running.thread.is_alive():
             running.stop()
+
+
+def join_while_busy(
+    start: Callable[..., Running],
+    app: App,
+    calls: list[int],
+    settings: ConsumerSettings,
+    kafka_config: dict[str, Any],
+    src: str,
+    n: int = 200,
+) -> tuple[Running, Running]:
+    """Send ids ``0..n-1`` to ``src``, run ``app`` (a :func:`busy_copy`) and, once its handler is busy,
+    a second member of its group: the busy member and the one that joined."""
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
+    busy = start(app, settings)
+    wait_until(lambda: len(calls) >= 150, 30, what="the handler busy")
+    return busy, start(app, settings, worker_index=1)
 
 
 CLI_APP = str(Path(__file__).with_name("consumer_cli_app.py")) + ":app"

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from thimble.consumer import App, Context, group_lag
 from thimble.testing import produce, wait_until
 
-from .conftest import busy_copy, make_settings, start_cli
+from .conftest import busy_copy, join_while_busy, make_settings, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -101,11 +101,8 @@ def test_a_member_joining_while_a_handler_is_busy_costs_no_membership(
     caplog.set_level(logging.WARNING)
     settings = make_settings(kafka_config, src, max_poll_interval_ms=6000, session_timeout_ms=6000)
     n = 200
-    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
     out = reader(dst)
-    busy = start_app(app, settings)
-    wait_until(lambda: len(calls) >= 150, 30, what="the handler busy")
-    other = start_app(app, settings, worker_index=1)
+    busy, other = join_while_busy(start_app, app, calls, settings, kafka_config, src, n)
     wait_until(lambda: set(_ids(out.poll())) == set(range(n)), 60, what="all outputs")
     revoked = busy.runner.metrics.rebalances.labels("revoke")._value.get()
     lost = busy.runner.metrics.rebalances.labels("lost")._value.get()

@@ -18,7 +18,7 @@ from thimble.consumer import App, group_lag
 from thimble.consumer._kafka import committed_offsets
 from thimble.testing import produce, wait_until
 
-from .conftest import busy_copy, make_settings, start_cli
+from .conftest import busy_copy, join_while_busy, make_settings, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -164,11 +164,8 @@ def test_a_revocation_that_cannot_wait_for_a_busy_handler_aborts_its_transaction
         kafka_config, src, exactly_once=True, max_poll_interval_ms=6000, session_timeout_ms=6000
     )
     n = 200
-    produce(kafka_config, src, [(i, {"id": i}) for i in range(n)])
     out = reader(dst)
-    busy = start_app(app, settings)
-    wait_until(lambda: len(calls) >= 150, 30, what="the handler busy")
-    other = start_app(app, settings, worker_index=1)
+    busy, other = join_while_busy(start_app, app, calls, settings, kafka_config, src, n)
     wait_until(lambda: len(out.poll()) >= n, 60, what="all outputs")
     wait_until(lambda: _committed(settings, src) == n, 30, what="every input offset committed")
     aborted = busy.runner.metrics.registry.get_sample_value(
