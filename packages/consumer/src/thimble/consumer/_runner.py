@@ -138,6 +138,10 @@ class Runner:
         self.transactional_id: str | None = None
         self._rewind = False
         self._abort_pending = False
+        # Exactly-once: per partition, the epoch and next offset of the last message fed to the pipeline,
+        # and the partitions whose messages are skipped because the consumer went back on them.
+        self._next_offsets: dict[TP, tuple[int, int]] = {}
+        self._went_back: set[TP] = set()
         # Offsets completed on the worker, stored by the main thread: librdkafka starves a thread calling
         # store_offsets while another thread polls, so only the polling thread touches the consumer.
         self._to_store: list[TopicPartition] = []
@@ -566,6 +570,8 @@ class Runner:
                         if not i % STORE_EVERY:
                             self._store_done()
                         continue
+                    if self._handled_already(epoch, msg):
+                        continue
                     self._in_transaction(pipeline.feed, msg)
                     if txns.aged():
                         self._commit_transaction()  # well before the broker's transaction timeout
@@ -573,6 +579,30 @@ class Runner:
                 if self._lock_wanted:
                     self._yield_lock()
                 self._in_transaction(self._end_batch)
+
+    def _handled_already(self, epoch: int, msg: Any) -> bool:
+        """Exactly-once: whether ``msg`` comes before a message of its partition fed in the same epoch.
+
+        Only a rewind of ours (which starts a new epoch) may read a partition again. When the consumer
+        itself goes back (librdkafka resetting a position after a leader change, for one), the messages
+        it reads again were handled in a transaction that is committed or still open: handling them
+        again would write their outputs twice.
+        """
+        tp = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        last = self._next_offsets.get(tp)
+        if last is not None and last[0] == epoch and offset < last[1]:
+            if tp not in self._went_back:
+                self._went_back.add(tp)
+                log.warning(
+                    "the consumer went back on a partition without a rewind; the messages handled "
+                    "already are skipped",
+                    extra={"partition": f"{tp[0]}[{tp[1]}]", "offset": offset, "next_offset": last[1]},
+                )
+            return True
+        self._went_back.discard(tp)
+        self._next_offsets[tp] = (epoch, offset + 1)
+        return False
 
     def _idle(self) -> None:
         self.pipeline.tick()
