@@ -361,6 +361,15 @@ class Runner:
             return
         self._paused, self._repause = paused, False
 
+    def _resume_leaving(self, partitions: list[TopicPartition]) -> None:
+        """Resume paused partitions as they go: librdkafka keeps a partition paused when it is assigned
+        again, and the polling loop, which resumes what is assigned once the queue has room, could have
+        resumed while the partition was away: it would never be read again."""
+        try:
+            self.consumer.resume(partitions)
+        except KafkaException as exc:
+            log.warning("resuming revoked partitions failed", extra={"error": str(exc)})
+
     def _update_lag(self) -> None:
         tps = self.consumer.assignment()
         if not tps:
@@ -459,6 +468,8 @@ class Runner:
         self.metrics.assigned.set(len(self._assigned))
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
         self._refresh_group_metadata()
+        if self._paused:
+            self._resume_leaving(partitions)
         bound = min(10.0, self.cfg.drain_timeout_s)
         wait = 0.5 if self._closing else min(self._poll_watch.budget(0.5), self.cfg.drain_timeout_s)
         if not self._take_lock(timeout=wait):
