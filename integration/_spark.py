@@ -270,7 +270,7 @@ class SparkConnect(_SparkService):
         return jars
 
     def properties(self) -> dict[str, str]:
-        from thimble.common.spark import DELTA_CATALOG, DELTA_EXTENSION
+        from thimble.common.spark import CODEGEN_CACHE, DELTA_CATALOG, DELTA_EXTENSION
 
         metastore = self.metastore_dir
         workers = self.settings.spark_workers
@@ -311,6 +311,7 @@ class SparkConnect(_SparkService):
             "spark.databricks.delta.schema.autoMerge.enabled": "false",
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
+            **CODEGEN_CACHE,
         }
         if workers:
             values |= {

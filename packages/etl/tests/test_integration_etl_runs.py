@@ -308,3 +308,36 @@ def test_rows_read_are_counted_apart_only_when_a_cleanse_step_can_drop_rows(
     assert (dropped.rows_read, dropped.rows_cleansed, dropped.inserted) == (6, 4, 4)
     if not OVER_CONNECT:
         assert dropped.spark_jobs["read"] >= 1
+
+
+@in_process_only
+def test_a_load_run_again_in_the_same_session_compiles_almost_no_code(
+    spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
+) -> None:
+    """Spark compiles a plan's generated code once per session: a journal run has more classes than
+    Spark's default cache of 100 holds, and compiled most of them again on every run."""
+    compilations = spark.sparkContext._jvm.org.apache.spark.metrics.source.CodegenMetrics  # type: ignore[union-attr]
+    cfg = config(
+        table=table_name,
+        source={"type": "files", "path": json_source([]), "format": "json"},
+        schema_=SCHEMA,
+        cleanse=[{"step": "trim", "columns": ["name"]}],
+        validate_=[{"rule": "regex", "column": "name", "pattern": "^n[0-9]+$"}],
+        quality={
+            "metrics": [
+                {"metric": "row_count"},
+                {"metric": "uniqueness", "column": "id"},
+                {"metric": "quantile", "column": "amount", "quantile": 0.5},
+            ],
+            "checks": [{"metric": "row_count", "min": 1}],
+        },
+        journal={"keys": ["id"], "track": ["name", "amount"], "deletes": "close"},
+        write={"mode": "journal"},
+    )
+    counts = []
+    for run in range(4):
+        json_source([{"id": i, "name": f"n{i}", "amount": float(i * run)} for i in range(run, run + 5)])
+        before = compilations.METRIC_COMPILATION_TIME().getCount()
+        assert run_table(cfg, spark=spark, settings=spark_settings).status == "committed"
+        counts.append(compilations.METRIC_COMPILATION_TIME().getCount() - before)
+    assert counts[3] <= 10, f"classes compiled per run: {counts}"

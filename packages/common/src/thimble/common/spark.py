@@ -156,6 +156,12 @@ def _ensure_java_home() -> None:
             return
 
 
+# Spark keeps the classes it compiles for a plan's generated code in a cache of 100 by default. One
+# journal run needs more than that, so a session running loads again compiled most of them again each
+# time (about a second per run): a cache this size holds many runs' worth.
+CODEGEN_CACHE = {"spark.sql.codegen.cache.maxEntries": "1000"}
+
+
 def session_conf(settings: ThimbleSettings) -> dict[str, str]:
     """The settings a Spark session may change at run time, which Thimble sets on every session."""
     return {
@@ -201,6 +207,7 @@ def spark_conf(settings: ThimbleSettings) -> dict[str, str]:
         "spark.default.parallelism": str(settings.spark.shuffle_partitions),
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
+        **CODEGEN_CACHE,
         **session_conf(settings),
     }
     conf.update(settings.spark.conf)
