@@ -114,6 +114,45 @@ def test_a_member_joining_while_a_handler_is_busy_costs_no_membership(
     assert evicted == []
 
 
+def test_a_partition_revoked_while_paused_is_read_again_when_it_comes_back(
+    kafka_topic, kafka_config, reader, start_app
+) -> None:
+    """A member pauses behind a held handler; a partition goes to a joining member while it is paused and
+    comes back once the member has resumed. librdkafka keeps a partition paused across a revocation, so
+    the member must resume it as it goes, or what is sent to it afterwards is never read."""
+    src, dst = kafka_topic("src", partitions=3), kafka_topic("dst")
+    release = threading.Event()
+    held, quick = App("paused-handover"), App("paused-handover")
+
+    @held.handler(source=src, sink=dst)
+    def hold(event: Event) -> Out:
+        release.wait(60)
+        return Out(id=event.id)
+
+    @quick.handler(source=src, sink=dst)
+    def copy(event: Event) -> Out:
+        return Out(id=event.id)
+
+    # Small polled batches and a queue of three fill while the handler is held, which pauses the member.
+    settings = make_settings(kafka_config, src, poll_batch_size=5, queued_batches=3, drain_timeout_s=2)
+    out = reader(dst)
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(100)])
+    first = start_app(held, settings)
+    wait_until(lambda: first.runner._paused, 30, what="the held member paused")
+    second = start_app(quick, settings, worker_index=1)
+    wait_until(lambda: second.runner._assigned, 60, what="a partition handed to the joining member")
+    assert len(first.runner._assigned) < 3
+    release.set()
+    wait_until(lambda: not first.runner._paused, 30, what="the held member resumed")
+    assert second.stop() == 0
+    wait_until(
+        lambda: len(first.runner._assigned) == 3, 60, what="every partition back with the first member"
+    )
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(100, 300)])
+    wait_until(lambda: set(_ids(out.poll())) == set(range(300)), 60, what="every record copied")
+    assert first.stop() == 0
+
+
 def test_an_open_batch_run_at_shutdown_keeps_polling(kafka_topic, kafka_config, start_app, caplog) -> None:
     """The shutdown runs the open batch's handler; longer than max.poll.interval.ms, it must not cost the
     group membership (the group would hand the partition on before the batch's offsets are committed)."""

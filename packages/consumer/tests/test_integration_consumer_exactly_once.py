@@ -207,6 +207,42 @@ def test_a_slow_poll_batch_commits_before_the_transaction_times_out(
     _assert_once(out.poll(), n)
 
 
+def test_a_consumer_going_back_without_a_rewind_handles_nothing_twice(
+    kafka_topic, kafka_config, reader, start_app, caplog
+) -> None:
+    """The consumer reads a partition again from an older offset on its own (librdkafka resetting a
+    position does so): the records handled already are committed, and are not handled again."""
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    app = App("eos-went-back")
+
+    @app.handler(source=src, sink=dst)
+    def copy(event: Event) -> Out:
+        return Out(id=event.id)
+
+    settings = make_settings(kafka_config, src, exactly_once=True)
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(100)])
+    out = reader(dst)
+    running = start_app(app, settings)
+    wait_until(lambda: _committed(settings, src) == 100, 30, what="the first 100 committed")
+    runner, enqueue, went_back = running.runner, running.runner._enqueue, []
+
+    def going_back(batch: list[Any]) -> None:  # the next poll goes back, on the polling thread
+        if not went_back:
+            went_back.append(batch[0].offset())
+            runner.consumer.seek(TopicPartition(src, 0, 0))
+        enqueue(batch)
+
+    runner._enqueue = going_back  # type: ignore[method-assign]
+    with caplog.at_level("WARNING"):
+        produce(kafka_config, src, [(i, {"id": i}) for i in range(100, 200)])
+        consumed = runner.metrics.consumed.labels(src)
+        wait_until(lambda: consumed._value.get() >= 400, 30, what="all 200 records read a second time")
+        assert running.stop() == 0
+    assert _committed(settings, src) == 200
+    _assert_once(out.poll(), 200)
+    assert "went back on a partition" in caplog.text
+
+
 def test_batch_handler_survives_kill_9_and_restarts(kafka_topic, kafka_config, reader, tmp_path) -> None:
     """`run --exactly-once` with a batch handler, killed twice mid-run: every restart goes on to the end."""
     src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
