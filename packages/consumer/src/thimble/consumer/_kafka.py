@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._metadata import ClusterMetadata
 from confluent_kafka.cimpl import NewTopic
 
 from thimble.common.config import CONSUMER_DEFAULTS
@@ -167,14 +168,16 @@ def wait_for_broker(
     stopped: Callable[[float], bool],
     max_backoff_s: float,
     attempts: int | None = None,
-) -> bool:
-    """Retry a metadata request with exponential backoff until it answers; ``False`` if stopped first."""
+) -> ClusterMetadata | None:
+    """The cluster's metadata, asked again with exponential backoff until it answers; ``None`` if stopped
+    first. Raises :class:`ServiceUnavailableError` after ``attempts`` failed requests, when given."""
     delay, attempt = 1.0, 0
     while True:
         attempt += 1
         try:
-            if admin.list_topics(timeout=5).brokers:
-                return True
+            metadata = admin.list_topics(timeout=5)
+            if metadata.brokers:
+                return metadata
             problem = "no broker in metadata"
         except KafkaException as exc:
             problem = str(exc.args[0].str() if exc.args else exc)
@@ -185,17 +188,36 @@ def wait_for_broker(
             extra={"bootstrap_servers": bootstrap, "error": problem, "retry_in_s": delay},
         )
         if stopped(delay):
-            return False
+            return None
         delay = min(delay * 2, max_backoff_s)
 
 
+_UNKNOWN_TOPIC = KafkaError.UNKNOWN_TOPIC_OR_PART
+_DENIED = KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def _code(error: KafkaError | None) -> int | None:
+    return error.code() if error is not None else None
+
+
 def ensure_topics(
-    admin: AdminClient, topics: Iterable[str], create: bool, partitions: int, replication: int
+    admin: AdminClient,
+    metadata: ClusterMetadata,
+    topics: Iterable[str],
+    create: bool,
+    partitions: int,
+    replication: int,
 ) -> list[str]:
-    """Check ``topics`` exist; create the missing ones when ``create``, else raise naming them. Returns created."""
+    """Check ``topics`` exist in ``metadata`` (from :func:`wait_for_broker`, not asked again: a broker
+    lost in between must not fail the start); create the missing ones when ``create``, else raise naming
+    them. Returns created."""
     wanted = list(dict.fromkeys(topics))
-    existing = admin.list_topics(timeout=10).topics
-    missing = [t for t in wanted if t not in existing or existing[t].error is not None]
+    existing = metadata.topics
+    denied = [t for t in wanted if t in existing and _code(existing[t].error) == _DENIED]
+    if denied:
+        raise ConsumerError(f"not authorized to use topic(s) {', '.join(repr(t) for t in denied)}")
+    # Any other error of a listed topic (a leader being elected) says nothing of whether it exists.
+    missing = [t for t in wanted if t not in existing or _code(existing[t].error) == _UNKNOWN_TOPIC]
     if not missing:
         return []
     if not create:

@@ -210,10 +210,14 @@ class Runner:
     def _run(self) -> int:
         kafka = self.settings.kafka
         admin = admin_client(self.settings)
-        if not wait_for_broker(admin, kafka.bootstrap_servers, self._stop.wait, self.cfg.broker_retry_max_s):
+        metadata = wait_for_broker(
+            admin, kafka.bootstrap_servers, self._stop.wait, self.cfg.broker_retry_max_s
+        )
+        if metadata is None:
             return 0
         ensure_topics(
             admin,
+            metadata,
             [*self.app.sources, *self.app.output_topics(self.settings)],
             self.cfg.create_topics,
             self.cfg.topic_partitions,

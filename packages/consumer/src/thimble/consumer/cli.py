@@ -11,6 +11,7 @@ from typing import Annotated, Any, cast
 import orjson
 import typer
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka.admin._metadata import ClusterMetadata
 from rich.console import Console
 from rich.table import Table
 
@@ -56,10 +57,13 @@ def _settings(config: Path | None, bootstrap: str | None, **consumer: Any) -> Co
     )
 
 
-def _check_broker(settings: ConsumerSettings) -> None:
-    wait_for_broker(
+def _check_broker(settings: ConsumerSettings) -> ClusterMetadata:
+    """The cluster's metadata; :class:`ServiceUnavailableError` when Kafka does not answer twice."""
+    metadata = wait_for_broker(
         admin_client(settings), settings.kafka.bootstrap_servers, lambda _s: False, 2.0, attempts=2
     )
+    assert metadata is not None  # never stopped
+    return metadata
 
 
 @app.command()
@@ -169,9 +173,11 @@ def produce(
         raise ConsumerError(f"cannot read {file}: {exc.strerror or exc}") from None
     records = records_from_lines(data, raw=raw, key_field=key_field)
     settings = _settings(config, bootstrap_servers)
-    _check_broker(settings)
+    metadata = _check_broker(settings)
     cfg = settings.consumer
-    ensure_topics(admin_client(settings), [topic], create_topics, cfg.topic_partitions, cfg.topic_replication)
+    ensure_topics(
+        admin_client(settings), metadata, [topic], create_topics, cfg.topic_partitions, cfg.topic_replication
+    )
     producer = Producer(producer_config(settings, "thimble-consumer-produce"))
     failures: list[str] = []
 
