@@ -112,7 +112,10 @@ def test_journal_changes_deletes_idempotent(
     assert (guard.status, guard.detail) == ("pass", "closes 1 of 3 open keys (33%)")
     assert (fifth.rows_read, fifth.rows_cleansed, fifth.rows_quarantined) == (3, 3, 0)
     if not OVER_CONNECT:
-        assert fifth.spark_jobs["validate"] <= fourth.spark_jobs["validate"]
+        # Spark's adaptive plans make the count of one run move by a few jobs from one session to the
+        # next (the fourth run took 30 jobs in one and 37 in another); classifying against every earlier
+        # run again would add a join and a count per run, well past that.
+        assert fifth.spark_jobs["validate"] <= fourth.spark_jobs["validate"] + 10
         assert fifth.spark_jobs["checks"] == 0
 
 
