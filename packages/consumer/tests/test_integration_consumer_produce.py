@@ -51,3 +51,22 @@ def test_a_missing_topic_is_created_only_when_asked(kafka_config, tmp_path: Path
         assert topic in admin.list_topics(timeout=10).topics
     finally:
         admin.delete_topics([topic])
+
+
+def test_a_create_the_cluster_refuses_is_one_line_at_once(
+    kafka_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = f"produce-refused-{uuid.uuid4().hex[:10]}"
+    file = tmp_path / "lines.jsonl"
+    file.write_text('{"id": 1}\n')
+    admin = AdminClient(kafka_config)
+    brokers = len(admin.list_topics(timeout=10).brokers)
+    monkeypatch.setenv("THIMBLE_CONSUMER__TOPIC_REPLICATION", str(brokers + 1))
+    b = ["--bootstrap-servers", kafka_config["bootstrap.servers"]]
+    refused = runner.invoke(cli, ["produce", topic, "--file", str(file), "--create-topics", *b])
+    assert refused.exit_code != 0
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert len(lines) == 1, refused.output
+    assert f"cannot create topic '{topic}'" in lines[0]
+    assert "Traceback" not in refused.output
+    assert topic not in admin.list_topics(timeout=10).topics

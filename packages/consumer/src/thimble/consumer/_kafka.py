@@ -10,6 +10,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import IO, Any
 
@@ -207,10 +208,14 @@ def ensure_topics(
     create: bool,
     partitions: int,
     replication: int,
+    *,
+    stopped: Callable[[float], bool] = lambda _s: False,
+    max_backoff_s: float = 30.0,
+    attempts: int | None = 1,
 ) -> list[str]:
     """Check ``topics`` exist in ``metadata`` (from :func:`wait_for_broker`, not asked again: a broker
     lost in between must not fail the start); create the missing ones when ``create``, else raise naming
-    them. Returns created."""
+    them. Returns created (see :func:`create_topics` for the other arguments)."""
     wanted = list(dict.fromkeys(topics))
     existing = metadata.topics
     denied = [t for t in wanted if t in existing and _code(existing[t].error) == _DENIED]
@@ -224,15 +229,76 @@ def ensure_topics(
         raise TopicMissingError(
             f"topic(s) {', '.join(repr(t) for t in missing)} do not exist; create them or pass --create-topics"
         )
-    futures = admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
-    for topic, future in futures.items():
-        try:
-            future.result(timeout=30)
-        except KafkaException as exc:
-            if exc.args and exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
-                continue
-            raise TopicMissingError(
-                f"cannot create topic {topic!r}: {exc.args[0].str() if exc.args else exc}"
-            ) from None
-        log.info("created topic", extra={"topic": topic, "partitions": partitions})
+    create_topics(admin, missing, partitions, replication, stopped, max_backoff_s, attempts)
     return missing
+
+
+# Answers to a topic creation that say nothing of the request itself: the cluster is unreachable or
+# busy. The request is sent again; if the first one did create the topic, the answer is then "exists".
+_CREATE_RETRIED = frozenset(
+    {
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_CONTROLLER,
+    }
+)
+CREATE_REQUEST_TIMEOUT_S = 15.0
+CREATE_ANSWER_WAIT_S = CREATE_REQUEST_TIMEOUT_S + 5.0  # the client's own timeout answers first
+
+
+def create_topics(
+    admin: AdminClient,
+    topics: list[str],
+    partitions: int,
+    replication: int,
+    stopped: Callable[[float], bool],
+    max_backoff_s: float,
+    attempts: int | None = None,
+) -> None:
+    """Create ``topics``; a topic that exists already counts as created.
+
+    A request the cluster did not answer (a broker lost, a controller moving) is sent again with
+    exponential backoff, until ``stopped(delay)`` is true or after ``attempts`` requests, when given;
+    a refusal (a policy, a replication factor above the brokers, a denied create) raises at once, naming
+    the topic. Raises :class:`TopicMissingError`.
+    """
+    delay, attempt, remaining = 1.0, 0, list(topics)
+    while remaining:
+        attempt += 1
+        futures = admin.create_topics(
+            [NewTopic(t, partitions, replication) for t in remaining],
+            request_timeout=CREATE_REQUEST_TIMEOUT_S,
+        )
+        unanswered: dict[str, str] = {}
+        for topic, future in futures.items():
+            try:
+                future.result(timeout=CREATE_ANSWER_WAIT_S)
+            except FutureTimeout:
+                unanswered[topic] = "no answer"
+                continue
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                problem = err.str() if isinstance(err, KafkaError) else str(exc)
+                if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if code in _CREATE_RETRIED or (isinstance(err, KafkaError) and err.retriable()):
+                    unanswered[topic] = problem
+                    continue
+                raise TopicMissingError(f"cannot create topic {topic!r}: {problem}") from None
+            log.info("created topic", extra={"topic": topic, "partitions": partitions})
+        remaining = [t for t in remaining if t in unanswered]
+        if not remaining:
+            return
+        first = unanswered[remaining[0]]
+        if attempts is not None and attempt >= attempts:
+            raise TopicMissingError(f"cannot create topic {remaining[0]!r}: {first}")
+        log.warning(
+            "creating topics failed, retrying",
+            extra={"topics": remaining, "error": first, "retry_in_s": delay},
+        )
+        if stopped(delay):
+            return
+        delay = min(delay * 2, max_backoff_s)

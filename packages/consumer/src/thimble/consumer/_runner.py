@@ -222,7 +222,12 @@ class Runner:
             self.cfg.create_topics,
             self.cfg.topic_partitions,
             self.cfg.topic_replication,
+            stopped=self._stop.wait,
+            max_backoff_s=self.cfg.broker_retry_max_s,
+            attempts=None,
         )
+        if self._stop.is_set():
+            return 0
         if self.cfg.exactly_once:
             self._slot = HostSlot(self.group_id)
             self.transactional_id = transactional_id(self.group_id, self._slot)

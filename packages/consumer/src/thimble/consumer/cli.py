@@ -176,7 +176,13 @@ def produce(
     metadata = _check_broker(settings)
     cfg = settings.consumer
     ensure_topics(
-        admin_client(settings), metadata, [topic], create_topics, cfg.topic_partitions, cfg.topic_replication
+        admin_client(settings),
+        metadata,
+        [topic],
+        create_topics,
+        cfg.topic_partitions,
+        cfg.topic_replication,
+        attempts=2,
     )
     producer = Producer(producer_config(settings, "thimble-consumer-produce"))
     failures: list[str] = []
