@@ -91,6 +91,42 @@ def test_slow_handler_beyond_max_poll_interval(kafka_topic, kafka_config, reader
     assert sum(p.committed or 0 for p in lag) == 40
 
 
+@pytest.mark.parametrize("queued_batches", [0, 1])
+def test_the_next_batch_is_polled_only_once_the_handler_is_ready_for_it(
+    kafka_topic, kafka_config, reader, start_app, queued_batches: int
+) -> None:
+    """By default nothing more is polled while the handler is busy, so a record never waits behind a
+    whole polled batch (``queued_batches=1`` polls one batch ahead); a handler busy for long still
+    pauses the partitions, and every record is handled once it returns."""
+    src, dst = kafka_topic("src", partitions=1), kafka_topic("dst")
+    entered, release = threading.Event(), threading.Event()
+    app = App("polled-when-ready")
+
+    @app.handler(source=src, sink=dst)
+    def hold(event: Event) -> Out:
+        entered.set()
+        release.wait(60)
+        return Out(id=event.id)
+
+    overrides = {} if queued_batches == 0 else {"queued_batches": queued_batches}
+    settings = make_settings(kafka_config, src, poll_batch_size=5, **overrides)
+    assert settings.consumer.queued_batches == queued_batches
+    produce(kafka_config, src, [(i, {"id": i}) for i in range(50)])
+    running = start_app(app, settings)
+    out = reader(dst)
+    assert entered.wait(30)
+    runner = running.runner
+    wait_until(lambda: runner._paused, 30, what="the partition paused behind the busy handler")
+    polled = runner.metrics.consumed.labels(src)._value.get()
+    release.set()
+    wait_until(lambda: set(_ids(out.poll())) == set(range(50)), 30, what="all outputs")
+    assert running.stop() == 0
+    if queued_batches == 0:
+        assert polled <= 5  # the batch being handled, nothing ahead of it
+    else:
+        assert 5 < polled <= 10  # one batch ahead
+
+
 def test_a_member_joining_while_a_handler_is_busy_costs_no_membership(
     kafka_topic, kafka_config, reader, start_app, caplog
 ) -> None:

@@ -2,12 +2,15 @@
 
 Threads: the main thread only polls (also while partitions are paused, so the group never sees a
 slow handler) and runs rebalance callbacks. One worker thread handles polled batches in order, which
-keeps every partition in order. Both touch the pipeline only under ``self._lock``, which the worker
-holds through a polled batch but hands over between two messages as soon as the main thread asks
-for it (:meth:`Runner._take_lock`), so a revocation waits for at most the message being handled. Commit decisions
-live in :mod:`thimble.consumer._delivery`; exactly-once transactions in
-:mod:`thimble.consumer._transactions`. Only the main thread calls the consumer: it takes the group
-metadata the worker's transactions send, and seeks back to the committed offsets after an abort.
+keeps every partition in order. By default (``queued_batches=0``) the main thread polls the next batch
+only once the worker waits for one: a polled message never waits behind a whole batch, and under the
+interpreter lock polling ahead would not run alongside the handler anyway. Both touch the pipeline
+only under ``self._lock``, which the worker holds through a polled batch but hands over between two
+messages as soon as the main thread asks for it (:meth:`Runner._take_lock`), so a revocation waits for
+at most the message being handled. Commit decisions live in :mod:`thimble.consumer._delivery`;
+exactly-once transactions in :mod:`thimble.consumer._transactions`. Only the main thread calls the
+consumer: it takes the group metadata the worker's transactions send, and seeks back to the committed
+offsets after an abort.
 """
 
 from __future__ import annotations
@@ -74,8 +77,9 @@ ACK_WAIT_S = 0.005
 # At-least-once: every this many messages the worker also stores what is complete, so a batch's offsets
 # are stored as soon as its outputs are acknowledged, not only at the end of the next batch.
 STORE_EVERY = 128
-# A full queue first just waits for the worker (pausing drops librdkafka's prefetched messages, which
-# costs a refetch); only a queue still full after this long pauses the partitions and polls on.
+# A full queue (by default: a busy worker) first just waits for the worker (pausing drops librdkafka's
+# prefetched messages, which costs a refetch); only one still full after this long pauses the
+# partitions and polls on.
 PAUSE_AFTER_S = 1.0
 # Exactly-once: an abort (a rebalance, a fenced producer) is retried from the committed offsets; this
 # many aborts without a commit in between mean the outputs can never be committed.
@@ -118,6 +122,7 @@ class Runner:
         self._queue: deque[tuple[int, list[Any]]] = deque()
         self._cond = threading.Condition()
         self._space = threading.Event()
+        self._worker_waiting = False  # the worker waits for a polled batch
         self._epoch = 0
         self._revoked_at: dict[TP, int] = {}
         self._assigned: set[TP] = set()
@@ -296,7 +301,13 @@ class Runner:
                 self._update_lag()
                 next_lag = time.monotonic() + LAG_INTERVAL_S
             queued = len(self._queue)
-            if queued >= high and not self._paused:
+            if high:
+                full = queued >= high
+                room = queued <= min(1, high - 1)  # paused partitions resume once the queue drained
+            else:  # the next batch is polled only once the worker waits for it
+                full = queued > 0 or not self._worker_waiting
+                room = not full
+            if full and not self._paused:
                 now = time.monotonic()
                 full_since = full_since or now
                 if now - full_since < PAUSE_AFTER_S:
@@ -304,9 +315,9 @@ class Runner:
                     self._space.clear()
                     continue
                 self._set_paused(True)
-            elif queued < high:
+            elif not full:
                 full_since = None
-            if self._paused and queued <= 1:
+            if self._paused and room:
                 self._set_paused(False)
             elif self._paused and self._repause:
                 self._set_paused(True)
@@ -538,7 +549,10 @@ class Runner:
     def _next_batch(self) -> tuple[int, list[Any]] | None:
         with self._cond:
             if not self._queue and not self._stop.is_set():
+                self._worker_waiting = True
+                self._space.set()
                 self._cond.wait(ACK_WAIT_S if self._awaiting_acks else POLL_TIMEOUT_S)
+                self._worker_waiting = False
             if not self._queue:
                 return None
             item = self._queue.popleft()

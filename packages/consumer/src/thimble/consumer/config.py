@@ -37,7 +37,12 @@ class ConsumerConfig(Section):
         description="`consumer`: the consumer group protocol of Kafka 4 (KIP-848), assignments made by the broker.",
     )
     drain_timeout_s: float = Field(default=15.0, gt=0, description="Bound of the shutdown drain.")
-    queued_batches: int = Field(default=1, ge=1, description="Polled batches held before partitions pause.")
+    queued_batches: int = Field(
+        default=0,
+        ge=0,
+        description="Polled batches waiting for the handler before partitions pause; 0: the next batch is "
+        "polled when the handler is ready for it.",
+    )
     create_topics: bool = False
     topic_partitions: int = Field(
         default=3, ge=1, description="Partitions of topics created by the consumer."
