@@ -163,6 +163,28 @@ def admin_client(settings: ConsumerSettings) -> AdminClient:
     return AdminClient(conf)
 
 
+class Backoff:
+    """Exponential backoff between attempts at start: 1 s, doubling up to ``max_s``; ``attempts`` bounds
+    them when given, ``stopped(delay)`` waits and tells whether the consumer was stopped meanwhile."""
+
+    def __init__(self, stopped: Callable[[float], bool], max_s: float, attempts: int | None) -> None:
+        self.stopped, self.max_s, self.attempts = stopped, max_s, attempts
+        self.delay, self.attempt = 1.0, 0
+
+    def spent(self) -> bool:
+        """Count a failed attempt; whether it was the last one allowed."""
+        self.attempt += 1
+        return self.attempts is not None and self.attempt >= self.attempts
+
+    def wait(self, message: str, **extra: Any) -> bool:
+        """Log the retry, wait for it; ``False`` when stopped meanwhile."""
+        log.warning(message, extra={**extra, "retry_in_s": self.delay})
+        if self.stopped(self.delay):
+            return False
+        self.delay = min(self.delay * 2, self.max_s)
+        return True
+
+
 def wait_for_broker(
     admin: AdminClient,
     bootstrap: str,
@@ -172,9 +194,8 @@ def wait_for_broker(
 ) -> ClusterMetadata | None:
     """The cluster's metadata, asked again with exponential backoff until it answers; ``None`` if stopped
     first. Raises :class:`ServiceUnavailableError` after ``attempts`` failed requests, when given."""
-    delay, attempt = 1.0, 0
+    backoff = Backoff(stopped, max_backoff_s, attempts)
     while True:
-        attempt += 1
         try:
             metadata = admin.list_topics(timeout=5)
             if metadata.brokers:
@@ -182,15 +203,10 @@ def wait_for_broker(
             problem = "no broker in metadata"
         except KafkaException as exc:
             problem = str(exc.args[0].str() if exc.args else exc)
-        if attempts is not None and attempt >= attempts:
+        if backoff.spent():
             raise ServiceUnavailableError(f"Kafka at {bootstrap} is unreachable ({problem})")
-        log.warning(
-            "Kafka unreachable, retrying",
-            extra={"bootstrap_servers": bootstrap, "error": problem, "retry_in_s": delay},
-        )
-        if stopped(delay):
+        if not backoff.wait("Kafka unreachable, retrying", bootstrap_servers=bootstrap, error=problem):
             return None
-        delay = min(delay * 2, max_backoff_s)
 
 
 _UNKNOWN_TOPIC = KafkaError.UNKNOWN_TOPIC_OR_PART
@@ -264,9 +280,8 @@ def create_topics(
     a refusal (a policy, a replication factor above the brokers, a denied create) raises at once, naming
     the topic. Raises :class:`TopicMissingError`.
     """
-    delay, attempt, remaining = 1.0, 0, list(topics)
+    backoff, remaining = Backoff(stopped, max_backoff_s, attempts), list(topics)
     while remaining:
-        attempt += 1
         futures = admin.create_topics(
             [NewTopic(t, partitions, replication) for t in remaining],
             request_timeout=CREATE_REQUEST_TIMEOUT_S,
@@ -293,12 +308,7 @@ def create_topics(
         if not remaining:
             return
         first = unanswered[remaining[0]]
-        if attempts is not None and attempt >= attempts:
+        if backoff.spent():
             raise TopicMissingError(f"cannot create topic {remaining[0]!r}: {first}")
-        log.warning(
-            "creating topics failed, retrying",
-            extra={"topics": remaining, "error": first, "retry_in_s": delay},
-        )
-        if stopped(delay):
+        if not backoff.wait("creating topics failed, retrying", topics=remaining, error=first):
             return
-        delay = min(delay * 2, max_backoff_s)
