@@ -1,14 +1,17 @@
-"""``produce``: malformed lines with --raw (to try the dead letters), and missing topics."""
+"""``produce``: malformed lines with --raw (to try the dead letters), missing topics, and their creation."""
 
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner
 
+from thimble.consumer._kafka import create_topics
 from thimble.consumer.cli import app as cli
 
 pytestmark = pytest.mark.integration
@@ -70,3 +73,28 @@ def test_a_create_the_cluster_refuses_is_one_line_at_once(
     assert f"cannot create topic '{topic}'" in lines[0]
     assert "Traceback" not in refused.output
     assert topic not in admin.list_topics(timeout=10).topics
+
+
+class FirstCreateTimesOut(AdminClient):
+    """The real cluster's admin client, whose first creation request the client gives up on at once."""
+
+    requests = 0
+
+    def create_topics(self, new_topics: list[NewTopic], **kwargs: Any) -> dict[str, Future[None]]:
+        self.requests += 1
+        if self.requests == 1:
+            kwargs["request_timeout"] = 0.001
+        return super().create_topics(new_topics, **kwargs)
+
+
+def test_a_create_left_unanswered_is_sent_again(kafka_config) -> None:
+    topic = f"create-unanswered-{uuid.uuid4().hex[:10]}"
+    admin = FirstCreateTimesOut(kafka_config)
+    waits: list[float] = []
+    try:
+        create_topics(admin, [topic], 1, 1, lambda delay: waits.append(delay) or False, 2.0, None)
+        assert admin.requests == 2
+        assert waits == [1.0]
+        assert topic in admin.list_topics(timeout=10).topics
+    finally:
+        admin.delete_topics([topic])

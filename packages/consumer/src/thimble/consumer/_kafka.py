@@ -271,7 +271,7 @@ def create_topics(
     replication: int,
     stopped: Callable[[float], bool],
     max_backoff_s: float,
-    attempts: int | None = None,
+    attempts: int | None,
 ) -> None:
     """Create ``topics``; a topic that exists already counts as created.
 
