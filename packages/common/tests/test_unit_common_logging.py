@@ -93,3 +93,24 @@ def test_console_format_is_readable() -> None:
     assert "thimble.etl: written" in line
     assert "table=client_features" in line
     assert not line.startswith("{")
+
+
+def test_console_lines_show_outside_text_escaped_so_it_cannot_forge_a_line() -> None:
+    buffer = io.StringIO()
+    configure_logging("consumer", "1.2.3", format="console", stream=buffer)
+    try:
+        log = get_logger("thimble.test")
+        forged = "bad\n13:28:00 INFO  forged line\x1b]0;title\x07\r\u202e"
+        log.warning("message dead-lettered", extra={"error": f"ValueError: {forged}"})
+        try:
+            raise ValueError(forged)
+        except ValueError:
+            log.exception("failed: %s", forged)
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = buffer.getvalue().splitlines()
+    assert "error=ValueError: bad\\n13:28:00 INFO  forged line\\x1b]0;title\\x07\\r\\u202e" in lines[0]
+    assert lines[1].endswith("failed: bad\\n13:28:00 INFO  forged line\\x1b]0;title\\x07\\r\\u202e")
+    assert not any(line.startswith("13:28:00 INFO  forged") for line in lines)
+    assert not any(c in buffer.getvalue() for c in "\x1b\x07\r\u202e")
+    assert "  Traceback (most recent call last):" in lines  # a traceback keeps its own lines, indented
