@@ -346,3 +346,35 @@ def test_context_partition_order_is_preserved(kafka_topic, kafka_config, reader,
     assert running.stop() == 0
     assert seen
     assert all(offsets == sorted(offsets) for offsets in seen.values())
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_records_too_large_for_the_producer_are_dead_lettered_and_the_consumer_goes_on(
+    kafka_topic, kafka_config, reader, start_app, exactly_once: bool
+) -> None:
+    from thimble.consumer._dead_letters import KEPT_BYTES, DeadLetter
+
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    app = App("too-large")
+
+    @app.handler(source=src, sink=dst)
+    def grow(event: dict) -> dict:  # type: ignore[type-arg]
+        return {"id": event["id"], "blob": "x" * event.get("grow", 0)}
+
+    # The broker takes a record of up to ~1 MiB; the consumer's producer sends up to 1,000,000 bytes.
+    near_limit = b"{" + b"x" * 1_040_000
+    records = [(0, {"id": 0}), (1, near_limit), (2, {"id": 2, "grow": 1_200_000}), (3, {"id": 3})]
+    produce({**kafka_config, "message.max.bytes": 2_000_000}, src, records)
+    running = start_app(app, make_settings(kafka_config, src, exactly_once=exactly_once))
+    out, dlq = reader(dst), reader(f"{src}.dlq")
+    letters = [DeadLetter.from_record(m.key(), m.value(), m.headers()) for m in dlq.wait_for(2)]
+    assert _ids(out.wait_for(2)) == [0, 3]
+    assert running.stop() == 0
+    cut, refused = sorted(letters, key=lambda d: d.original_offset)
+    assert (cut.original_offset, cut.error_stage, cut.cut) == (1, "decode", True)
+    assert cut.value == near_limit[:KEPT_BYTES]
+    assert cut.headers["thimble.value.cut"] == str(len(near_limit)).encode()
+    assert (refused.original_offset, refused.error_stage, refused.cut) == (2, "output", False)
+    assert "larger than the producer may send" in refused.error_message
+    lag = group_lag(make_settings(kafka_config, src), src, [src])
+    assert sum(p.lag for p in lag) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
@@ -69,6 +70,57 @@ def test_online_store_latest_event_time_wins(kafka_topic, kafka_config, redis_ur
         }
     finally:
         client.delete(f"features:{feature_set}:42", f"features:{feature_set}:7")
+        client.close()
+
+
+def test_online_store_dead_letters_outputs_that_forge_its_fields_or_name_no_entity(
+    kafka_topic, kafka_config, redis_url, reader, start_app
+) -> None:
+    from thimble.consumer._dead_letters import DeadLetter
+
+    src = kafka_topic("src")
+    feature_set = f"fs-{uuid.uuid4().hex[:8]}"
+    app = App("online-guard")
+
+    @app.handler(source=src, sink=OnlineStore(feature_set, entity_key="id", event_time="ts"))
+    def keep(event: dict[str, Any]) -> dict[str, Any]:
+        return event
+
+    produce(
+        kafka_config,
+        src,
+        [
+            (7, {"id": 7, "v": 1, "ts": "2026-03-01T00:00:00Z", "_event_time": 99_999_999_999_999}),
+            (7, {"id": 7, "v": 2, "ts": "2026-03-02T00:00:00Z", "_event_time": "not a number"}),
+            (7, {"id": 7, "v": 3, "ts": "2026-03-03T00:00:00Z", "_applied:x:0": 1, "_version": 9}),
+            (0, {"id": None, "v": 4, "ts": "2026-03-04T00:00:00Z"}),
+            (7, {"id": 7.0, "v": 5, "ts": "2026-03-05T00:00:00Z"}),  # entity 7 as well
+        ],
+    )
+    running = start_app(app, make_settings(kafka_config, src))
+    client = redis.Redis.from_url(redis_url)
+    key = f"features:{feature_set}:7"
+    try:
+        dlq = reader(f"{src}.dlq")
+        letters = sorted(
+            (DeadLetter.from_record(m.key(), m.value(), m.headers()) for m in dlq.wait_for(4)),
+            key=lambda d: d.original_offset,
+        )
+        wait_until(lambda: client.hget(key, "v") == b"5", 30, what="entity 7 updated by the legitimate event")
+        assert running.stop() == 0  # the consumer went on: no Lua error stopped it
+        assert [(d.original_offset, d.error_stage) for d in letters] == [(i, "output") for i in range(4)]
+        assert "output field '_event_time'" in letters[0].error_message
+        assert "output field '_applied:x:0'" in letters[2].error_message
+        assert "an entity must be a string or an integer, got None" in letters[3].error_message
+        assert client.hgetall(key) == {
+            b"id": b"7.0",
+            b"v": b"5",
+            b"ts": b'"2026-03-05T00:00:00Z"',
+            b"_event_time": str(int(datetime(2026, 3, 5, tzinfo=UTC).timestamp() * 1000)).encode(),
+        }
+        assert sorted(client.scan_iter(f"features:{feature_set}:*")) == [key.encode()]
+    finally:
+        client.delete(key)
         client.close()
 
 

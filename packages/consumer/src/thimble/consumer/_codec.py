@@ -126,10 +126,29 @@ def plain_encoder(cls: type) -> Callable[[Any], bytes] | None:
 
 
 def encode_key(key: str | bytes | int | None) -> bytes | None:
-    """An output key as bytes."""
+    """An output key as bytes; any other type than ``str``, ``bytes`` or ``int`` raises :class:`TypeError`."""
     if key is None or isinstance(key, bytes):
         return key
-    return str(key).encode("utf-8")
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key).encode("utf-8")
+    raise TypeError(f"an output key must be str, bytes or int, not {type(key).__name__}")
+
+
+def encode_headers(headers: Mapping[Any, Any]) -> list[tuple[str, bytes | None]] | None:
+    """Output headers as Kafka headers (names ``str``, values ``str``, ``bytes`` or ``None``); any other
+    type raises :class:`TypeError` naming the header."""
+    out: list[tuple[str, bytes | None]] = []
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise TypeError(f"an output header name must be str, not {type(name).__name__}")
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        elif value is not None and not isinstance(value, bytes):
+            raise TypeError(f"output header {name!r} must be str, bytes or None, not {type(value).__name__}")
+        out.append((name, value))
+    return out or None
 
 
 def record_fields(value: Any) -> dict[str, Any]:

@@ -7,8 +7,12 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from thimble.common.logging import get_logger
 from thimble.consumer._delivery import Pending
 from thimble.consumer._transport import Transport
+from thimble.consumer.errors import RecordTooLarge
+
+log = get_logger(__name__)
 
 PREFIX = "thimble."
 ORIGINAL_TOPIC = "thimble.original.topic"
@@ -23,9 +27,14 @@ ATTEMPTS = "thimble.attempts"
 HANDLER = "thimble.handler"
 FAILED_AT = "thimble.failed.at"
 REPLAYED_FROM = "thimble.replayed.from"
+# Set on a dead letter too large for the producer, sent with its value or key cut: their sizes before.
+VALUE_CUT = "thimble.value.cut"
+KEY_CUT = "thimble.key.cut"
+HEADERS_DROPPED = "thimble.headers.dropped"
 
 MAX_MESSAGE = 2000
 MAX_TRACEBACK = 4000
+KEPT_BYTES = 16 * 1024  # of a value or key (and of the original headers) when a dead letter is cut
 
 
 def short_traceback(exc: BaseException, frames: int = 6) -> str:
@@ -78,6 +87,11 @@ class DeadLetter:
     value: bytes | None
     headers: dict[str, bytes | None]
 
+    @property
+    def cut(self) -> bool:
+        """Whether the record was too large to dead-letter whole: its value or key is only a prefix."""
+        return VALUE_CUT in self.headers or KEY_CUT in self.headers
+
     @classmethod
     def from_record(
         cls,
@@ -122,4 +136,40 @@ class DeadLetterWriter:
         pending: Pending,
     ) -> None:
         headers = dead_letter_headers(msg, exc, stage, attempts, handler)
-        self.transport.send(topic, msg.key(), msg.value(), headers, pending)  # a tombstone stays null
+        try:
+            self.transport.send(topic, msg.key(), msg.value(), headers, pending)  # a tombstone stays null
+        except RecordTooLarge:
+            self._send_cut(topic, msg, headers, pending)
+
+    def _send_cut(
+        self, topic: str, msg: Any, headers: list[tuple[str, bytes | None]], pending: Pending
+    ) -> None:
+        """A dead letter the producer refused for its size: sent again without the traceback, then with
+        its value, key and original headers cut to :data:`KEPT_BYTES`, saying so in its headers."""
+        slim = [(k, v) for k, v in headers if k != ERROR_TRACEBACK]
+        try:
+            self.transport.send(topic, msg.key(), msg.value(), slim, pending)
+            return
+        except RecordTooLarge:
+            pass
+        key, value = msg.key(), msg.value()
+        own = [(k, v) for k, v in slim if k.startswith(PREFIX)]
+        original = [(k, v) for k, v in slim if not k.startswith(PREFIX)]
+        marks: list[tuple[str, bytes | None]] = []
+        if sum(len(k) + len(v or b"") for k, v in original) > KEPT_BYTES:
+            marks.append((HEADERS_DROPPED, str(len(original)).encode()))
+            original = []
+        if value is not None and len(value) > KEPT_BYTES:
+            marks.append((VALUE_CUT, str(len(value)).encode()))
+            value = value[:KEPT_BYTES]
+        if key is not None and len(key) > KEPT_BYTES:
+            marks.append((KEY_CUT, str(len(key)).encode()))
+            key = key[:KEPT_BYTES]
+        log.warning(
+            "a dead letter was too large for the producer; it is sent cut",
+            extra={
+                "dead_letter_topic": topic,
+                "cut": ", ".join(f"{k}={(v or b'').decode()}" for k, v in marks),
+            },
+        )
+        self.transport.send(topic, key, value, [*original, *own, *marks], pending)

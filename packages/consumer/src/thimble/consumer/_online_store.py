@@ -1,9 +1,12 @@
 """The online feature store sink: one Redis hash per entity, where the latest event time wins.
 
 Contract (read by thimble-modelops; the layout is :mod:`thimble.common.features`): key
-``{key_prefix}:{feature_set}:{entity}``; a hash with one field per output field, each value JSON
-(orjson), plus ``_event_time`` (epoch ms as a decimal string). An atomic Lua script compares event
-times, so a late event never overwrites a newer one.
+``{key_prefix}:{feature_set}:{entity}``, the entity as :func:`~thimble.consumer._online_hash.entity_text`
+writes it; a hash with one field per output field, each value JSON (orjson), plus ``_event_time``
+(epoch ms as a decimal string). An atomic Lua script compares event times, so a late event never
+overwrites a newer one. An output that names no valid entity, or has a field of the store's own
+(``_event_time``, ``_version``, ``_applied:*``), is refused before it is written: its input is
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from thimble.common.features import EVENT_TIME_FIELD, online_key
 from thimble.common.logging import get_logger
 from thimble.consumer._codec import epoch_ms, json_field, record_fields
 from thimble.consumer._delivery import Pending
+from thimble.consumer._online_hash import RESERVED, EntityError, entity_text, reserved
 from thimble.consumer._writers import unwrap
 from thimble.consumer.errors import SinkError
 from thimble.consumer.sinks import OnlineStore
@@ -118,11 +122,22 @@ class OnlineStoreWriter:
             event_ms = epoch_ms(fields[self.spec.event_time])
         else:
             event_ms = msg.timestamp()[1]
+        try:
+            entity = entity_text(fields[self.spec.entity_key])
+        except EntityError as exc:
+            raise EntityError(
+                f"OnlineStore {self.label!r}, entity_key {self.spec.entity_key!r}: {exc}"
+            ) from None
         flat: list[bytes | str] = []
         for name, value in fields.items():
+            if name[:1] == "_" and reserved(name):  # the cheap test first: a call per field is dearer
+                raise ValueError(
+                    f"OnlineStore {self.label!r}: output field {name!r} is one of the store's own fields "
+                    f"({RESERVED}); rename it"
+                )
             flat.append(name)
             flat.append(json_field(value))
-        return online_key(self.prefix, self.spec.feature_set, fields[self.spec.entity_key]), event_ms, flat
+        return online_key(self.prefix, self.spec.feature_set, entity), event_ms, flat
 
     def write(self, prepared: Update, pending: Pending) -> None:
         pending.hold()

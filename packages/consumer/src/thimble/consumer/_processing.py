@@ -23,9 +23,10 @@ from thimble.consumer._dead_letters import DeadLetterWriter
 from thimble.consumer._delivery import Pending
 from thimble.consumer._metrics import HandlerMetrics
 from thimble.consumer._signature import HandlerSpec
+from thimble.consumer._transport import record_size, too_large
 from thimble.consumer._writers import SinkWriter, TopicWriter
 from thimble.consumer.context import Context
-from thimble.consumer.errors import Retriable
+from thimble.consumer.errors import RecordTooLarge, Retriable
 
 log = get_logger(__name__)
 
@@ -176,15 +177,24 @@ class Processor:
                 # The producer's own produce when the transport allows it (:meth:`KafkaTransport.send`
                 # when the local queue is full, as it waits for room).
                 produce = self._produce
-                if produce is None:
-                    topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
-                else:
-                    pending.remaining += 1
-                    try:
-                        produce(topic.topic, encoded, msg.key(), on_delivery=pending.on_delivery)
-                    except BufferError:
-                        pending.remaining -= 1
+                try:
+                    if produce is None:
                         topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
+                    else:
+                        pending.remaining += 1
+                        try:
+                            produce(topic.topic, encoded, msg.key(), on_delivery=pending.on_delivery)
+                        except BufferError:
+                            pending.remaining -= 1
+                            topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
+                        except KafkaException as exc:
+                            pending.remaining -= 1
+                            raise (
+                                too_large(exc, topic.topic, record_size(msg.key(), encoded)) or exc
+                            ) from None
+                except RecordTooLarge as exc:
+                    self._dead_letter(msg, exc, "output", 1, pending)
+                    return
                 self.metrics.unpublished_processed += 1
                 return
         if isinstance(result, list | tuple) or type(result).__name__ == "DataFrame":
@@ -235,7 +245,7 @@ class Processor:
         if topic is None or type(result) is not list or len(result) != len(good):
             return False
         encoders = self._plain_encoders
-        records: list[tuple[bytes | None, bytes]] = []
+        records: list[tuple[Any, bytes]] = []
         try:
             for item, msg in zip(result, good, strict=True):
                 if item is None:
@@ -244,22 +254,31 @@ class Processor:
                 encode = encoders[cls] if cls in encoders else encoders.setdefault(cls, plain_encoder(cls))
                 if encode is None:
                     return False
-                records.append((msg.key(), encode(item)))
+                records.append((msg, encode(item)))
         except Exception as exc:
             for msg in good:
                 self._dead_letter(msg, exc, "output", 1, pending)
             return True
         name, produce, on_delivery = topic.topic, self._produce, pending.on_delivery
-        for key, value in records:
-            if produce is not None:
-                pending.remaining += 1
-                try:
-                    produce(name, value, key, on_delivery=on_delivery)
-                    continue
-                except BufferError:
-                    pending.remaining -= 1
-            topic.transport.send(name, key, value, None, pending)  # waits for room in the queue
-        self.metrics.unpublished_processed += len(good)
+        refused = 0
+        for msg, value in records:
+            key = msg.key()
+            try:
+                if produce is not None:
+                    pending.remaining += 1
+                    try:
+                        produce(name, value, key, on_delivery=on_delivery)
+                        continue
+                    except BufferError:
+                        pending.remaining -= 1
+                    except KafkaException as exc:
+                        pending.remaining -= 1
+                        raise too_large(exc, name, record_size(key, value)) or exc from None
+                topic.transport.send(name, key, value, None, pending)  # waits for room in the queue
+            except RecordTooLarge as exc:
+                self._dead_letter(msg, exc, "output", 1, pending)
+                refused += 1
+        self.metrics.unpublished_processed += len(good) - refused
         return True
 
     def _pair(self, result: Any, good: list[Any]) -> list[tuple[Any, Any]]:
@@ -332,23 +351,34 @@ class Processor:
         except Exception as exc:
             self._dead_letter(msg, exc, "output", 1, pending)
             return
-        if len(writers) == 1:
-            writers[0].write(item, pending)
-        else:
-            for writer, item in zip(writers, prepared, strict=True):
-                writer.write(item, pending)
+        try:
+            if len(writers) == 1:
+                writers[0].write(item, pending)
+            else:
+                for writer, item in zip(writers, prepared, strict=True):
+                    writer.write(item, pending)
+        except RecordTooLarge as exc:  # the outputs written before it stay
+            self._dead_letter(msg, exc, "output", 1, pending)
+            return
         self.metrics.count_processed(1)
 
     def _dispatch(self, outputs: list[tuple[Any, Any]], msgs: list[Any], pending: Pending) -> None:
         try:
-            prepared = [(w, w.prepare(out, m)) for out, m in outputs for w in self.writers]
+            prepared = [(w, w.prepare(out, m), m) for out, m in outputs for w in self.writers]
         except Exception as exc:
             for msg in msgs:
                 self._dead_letter(msg, exc, "output", 1, pending)
             return
-        for writer, item in prepared:
-            writer.write(item, pending)
-        self.metrics.count_processed(len(msgs))
+        refused: dict[int, tuple[Any, RecordTooLarge]] = {}  # by input; the outputs written stay
+        for writer, item, m in prepared:
+            try:
+                writer.write(item, pending)
+            except RecordTooLarge as exc:
+                for msg in msgs if isinstance(m, _Unkeyed) else [m]:
+                    refused.setdefault(id(msg), (msg, exc))
+        for msg, error in refused.values():
+            self._dead_letter(msg, error, "output", 1, pending)
+        self.metrics.count_processed(len(msgs) - len(refused))
 
     def _dead_letter(self, msg: Any, exc: BaseException, stage: str, attempts: int, pending: Pending) -> None:
         topic = self.spec.dlq_topic(msg.topic(), self.dlq_suffix)

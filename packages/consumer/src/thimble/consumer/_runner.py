@@ -206,9 +206,15 @@ class Runner:
         if not m.enabled:
             return None
         port = m.port + self.worker_index if m.port else 0
-        server = self.metrics_server = MetricsServer(
-            m.host, port, self.metrics.registry, ready=self.ready
-        ).start()
+        try:
+            server = MetricsServer(m.host, port, self.metrics.registry, ready=self.ready)
+        except OSError as exc:
+            i = self.worker_index
+            worker = f" (worker {i} serves on metrics.port + {i})" if port and i else ""
+            raise ConsumerError(
+                f"{exc}{worker}; set metrics.port (--metrics-port) to a free port, or 0 for any"
+            ) from None
+        self.metrics_server = server.start()
         log.info("serving /metrics, /healthz, /readyz", extra={"host": m.host, "port": server.port})
         return server
 

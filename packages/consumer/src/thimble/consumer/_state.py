@@ -6,8 +6,9 @@ in offset order, so a redelivered event (offset at or below that mark) was alrea
 skipped. ``_version`` grows with every write; a write is a compare-and-set on it, so two writers of
 one entity (two partitions, or a former owner of the partition) never lose each other's updates.
 
-This module holds the declaration and the pure rule; :mod:`thimble.consumer._state_store` reads and
-writes hashes, :mod:`thimble.consumer._stateful` runs handlers with them.
+This module holds the declaration and the pure rule; :mod:`thimble.consumer._online_hash` names the
+hash's own fields and the entities, as the ``OnlineStore`` sink does; :mod:`thimble.consumer._state_store`
+reads and writes hashes, :mod:`thimble.consumer._stateful` runs handlers with them.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from thimble.common.features import EVENT_TIME_FIELD, FeatureSet
 from thimble.consumer._codec import epoch_ms, json_field, record_fields
-
-APPLIED_PREFIX = "_applied:"
-VERSION_FIELD = "_version"
-MAX_ENTITY_CHARS = 512
+from thimble.consumer._online_hash import APPLIED_PREFIX, VERSION_FIELD, EntityError, entity_text
 
 
 class StateError(ValueError):
@@ -53,19 +51,10 @@ class StateSpec:
             entity = getattr(event, name)
         else:
             raise StateError(f"the event has no field {name!r} (the feature set's entity_key)")
-        return check_entity(entity)
-
-
-def check_entity(entity: Any) -> str:
-    """``entity`` as it appears in the online key: a non-empty string or an integer, no control character."""
-    if isinstance(entity, bool) or not isinstance(entity, str | int):
-        raise StateError(f"an entity must be a string or an integer, got {type(entity).__name__}")
-    text = str(entity)
-    if not text or len(text) > MAX_ENTITY_CHARS or not text.isprintable():
-        raise StateError(
-            f"entity {text[:40]!r} is empty, longer than {MAX_ENTITY_CHARS} characters or holds a control character"
-        )
-    return text
+        try:
+            return entity_text(entity)
+        except EntityError as exc:
+            raise StateError(str(exc)) from None
 
 
 def applied_field(topic: str, partition: int) -> str:
@@ -133,7 +122,11 @@ def new_value(feature_set: FeatureSet, result: Any, entity: str) -> BaseModel:
             f"a stateful handler returns a {schema.__name__} or None, got {type(result).__name__}"
         )
     returned = getattr(value, feature_set.entity_key)
-    if str(returned) != entity:
+    try:
+        same = entity_text(returned) == entity
+    except EntityError:
+        same = False
+    if not same:
         raise StateError(
             f"the new state's {feature_set.entity_key} is {returned!r}, but the event's entity is {entity!r}"
         )

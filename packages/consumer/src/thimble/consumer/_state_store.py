@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from thimble.consumer._state import VERSION_FIELD
+from thimble.consumer._online_hash import VERSION_FIELD
 
 # KEYS[1] entity hash; ARGV[1] the version read, ARGV[2] ttl seconds (0: none), ARGV[3..] field, value...
 # Writes only when nobody wrote the hash since it was read; 1 when written, 0 when not.

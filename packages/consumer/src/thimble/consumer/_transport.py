@@ -7,11 +7,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from thimble.consumer._delivery import Pending
+from thimble.consumer.errors import RecordTooLarge
 
 Headers = list[tuple[str, bytes | None]]  # a header's value may be null
+
+
+def too_large(exc: KafkaException, topic: str, size: int) -> RecordTooLarge | None:
+    """The :class:`RecordTooLarge` a produce refused for its size raised, else ``None``."""
+    err = exc.args[0] if exc.args else None
+    if not isinstance(err, KafkaError) or err.code() != KafkaError.MSG_SIZE_TOO_LARGE:
+        return None
+    return refused_for_size(topic, size)
+
+
+def refused_for_size(topic: str, size: int) -> RecordTooLarge:
+    return RecordTooLarge(
+        f"a record of {size} bytes for topic {topic!r} is larger than the producer may send "
+        "(message.max.bytes, set in consumer.producer_extra)"
+    )
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers | None = None) -> int:
+    size = len(key or b"") + len(value or b"")
+    return size + sum(len(k) + len(v or b"") for k, v in headers or ())
 
 
 class Transport(Protocol):
@@ -19,7 +40,9 @@ class Transport(Protocol):
 
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None, pending: Pending
-    ) -> None: ...
+    ) -> None:
+        """Send one record held by ``pending``; :class:`RecordTooLarge` (``pending`` not held) when the
+        producer refuses it for its size."""
 
     def poll(self) -> None: ...
 
@@ -51,6 +74,12 @@ class KafkaTransport:
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                pending.remaining -= 1
+                refused = too_large(exc, topic, record_size(key, value, headers))
+                if refused is None:
+                    raise
+                raise refused from None
 
     def direct_produce(self) -> Callable[..., None] | None:
         """The producer's own ``produce``, for a caller that sends many records and handles
@@ -83,14 +112,19 @@ class SentRecord:
 
 
 class MemoryTransport:
-    """Records kept in memory, acknowledged at once."""
+    """Records kept in memory, acknowledged at once; a record above ``max_bytes`` (the producer's
+    default ``message.max.bytes``) is refused as the producer would refuse it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 1_000_000) -> None:
         self.records: dict[str, list[SentRecord]] = {}
+        self.max_bytes = max_bytes
 
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None, pending: Pending
     ) -> None:
+        size = record_size(key, value, headers)
+        if size > self.max_bytes:
+            raise refused_for_size(topic, size)
         self.records.setdefault(topic, []).append(SentRecord(topic, key, value, dict(headers or [])))
 
     def poll(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from thimble.consumer._codec import encode_key, encode_value
+from thimble.consumer._codec import encode_headers, encode_key, encode_value
 from thimble.consumer._delivery import Pending
 from thimble.consumer._transport import Headers, Transport
 from thimble.consumer.context import Output
@@ -52,10 +52,7 @@ class TopicWriter:
     def prepare(self, output: Any, msg: Any) -> tuple[bytes | None, bytes, Headers | None]:
         if type(output) is Output:
             key = encode_key(output.key) if output.key is not None else msg.key()
-            headers: Headers | None = [
-                (k, v.encode() if isinstance(v, str) else v) for k, v in output.headers.items()
-            ] or None
-            return key, encode_value(output.value), headers
+            return key, encode_value(output.value), encode_headers(output.headers)
         return msg.key(), encode_value(output), None
 
     def write(self, prepared: tuple[bytes | None, bytes, Headers | None], pending: Pending) -> None:

@@ -28,7 +28,7 @@ from thimble.consumer._loader import load_app
 from thimble.consumer._runner import Runner
 from thimble.consumer._supervisor import run_workers
 from thimble.consumer.config import ConsumerSettings
-from thimble.consumer.errors import ConsumerError, ServiceUnavailableError
+from thimble.consumer.errors import ConsumerError, DeliveryError, ServiceUnavailableError
 
 app = typer.Typer(
     name="thimble-consumer",
@@ -341,13 +341,26 @@ def dlq_replay(
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
-    """Re-feed dead letters to the topics they came from (progress is committed; replays don't repeat)."""
+    """Re-feed dead letters to the topics they came from (progress is committed; replays don't repeat).
+
+    A dead letter that cannot be replayed (its topic is invalid or missing, or the broker refuses it)
+    stays, with the dead letters behind it in its partition, for a later replay; the command exits 1.
+    """
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     report = replay(settings, dlq_topic, to=to, error_class=error_class, limit=limit, dry_run=dry_run)
     verb = "would replay" if dry_run else "replayed"
     targets = ", ".join(f"{t}: {n}" for t, n in sorted(report.by_topic.items())) or "nothing"
-    out.print(f"{verb} {report.replayed} dead letter(s) ({targets}); skipped {report.skipped}")
+    failed = f"; not replayed {report.failed}" if report.failed else ""
+    failed += f"; passed over {report.cut} cut" if report.cut else ""
+    out.print(f"{verb} {report.replayed} dead letter(s) ({targets}); skipped {report.skipped}{failed}")
+    if report.failures:
+        more = len(report.failures) - 1
+        raise DeliveryError(
+            report.failures[0]
+            + (f" (and {more} more)" if more else "")
+            + "; it stays, with the dead letters behind it in its partition, for a later replay"
+        )
 
 
 @app.command()

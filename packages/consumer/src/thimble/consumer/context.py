@@ -115,4 +115,4 @@ class Output:
 
     value: Any
     key: str | bytes | int | None = None
-    headers: dict[str, str | bytes] = field(default_factory=dict)
+    headers: dict[str, str | bytes | None] = field(default_factory=dict)

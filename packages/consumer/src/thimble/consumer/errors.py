@@ -11,6 +11,7 @@ __all__ = [
     "DecodeError",
     "DeliveryError",
     "HandlerSignatureError",
+    "RecordTooLarge",
     "Retriable",
     "ServiceUnavailableError",
     "SinkError",
@@ -40,6 +41,11 @@ class DecodeError(ConsumerError):
 
 class SinkError(ConsumerError):
     """A sink could not accept an output (retried, then fatal: the offset is not committed)."""
+
+
+class RecordTooLarge(ConsumerError):
+    """An output or dead letter is larger than the producer may send (``message.max.bytes``); the input
+    is dead-lettered (a dead letter is sent again with its value cut, see the README)."""
 
 
 class DeliveryError(ConsumerError):

@@ -59,10 +59,16 @@ class OnlineStore:
     :class:`~thimble.common.features.FeatureSet`; ``OnlineStore("client-features", entity_key="client_id")``
     names them one by one.
 
-    Key ``{online_store.key_prefix}:{feature_set}:{entity}``; one field per output field, each value
-    JSON-encoded, plus ``_event_time`` (epoch milliseconds). ``event_time`` names the output field that
-    holds the event time (a datetime or epoch milliseconds); without it, the input record's Kafka
-    timestamp is used. ``ttl_s`` expires entities that stop being updated.
+    Key ``{online_store.key_prefix}:{feature_set}:{entity}``, the entity being the output's
+    ``entity_key`` field: a non-empty string (no control character, at most 512 characters) as it is,
+    an integer in decimal (``42.0`` is ``42``: one entity), a UUID in its canonical form. Any other value
+    (``None``, a bool, ``42.5``, a list, a dict...) dead-letters the input (stage ``output``), as does an
+    output field named like one of the store's own: ``_event_time``, ``_version``, ``_applied:*``.
+
+    One field per output field, each value JSON-encoded, plus ``_event_time`` (epoch milliseconds).
+    ``event_time`` names the output field that holds the event time (a datetime or epoch milliseconds);
+    without it, the input record's Kafka timestamp is used. ``ttl_s`` expires entities that stop being
+    updated.
     """
 
     feature_set: str

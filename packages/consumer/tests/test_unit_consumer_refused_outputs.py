@@ -1,0 +1,126 @@
+"""Outputs the producer would refuse (too large, a key or header of the wrong type): the input is
+dead-lettered and the consumer goes on; a dead letter too large to send whole is sent cut."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from thimble.consumer import App, Output, TestClient
+from thimble.consumer._dead_letters import KEPT_BYTES
+
+pytestmark = pytest.mark.unit
+
+LIMIT = 1_000_000  # the producer's default message.max.bytes, which the harness applies
+
+
+def output_of(d: dict[str, Any]) -> Any:
+    if d.get("big"):
+        return {"blob": "x" * (LIMIT + 10)}
+    if "key" in d:
+        return Output({"id": d["id"]}, key=d["key"])
+    if "header" in d:
+        return Output({"id": d["id"]}, headers={"h": d["header"]})
+    return {"id": d["id"]}
+
+
+def echo_app() -> App:
+    app = App("refused")
+
+    @app.handler(source="in", sink="out")
+    def echo(d: dict[str, Any]) -> Any:
+        return output_of(d)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"id": 1, "big": True}, "larger than the producer may send (message.max.bytes"),
+        ({"id": 2, "key": {"x": 1}}, "an output key must be str, bytes or int, not dict"),
+        ({"id": 3, "key": True}, "an output key must be str, bytes or int, not bool"),
+        ({"id": 4, "header": 5}, "output header 'h' must be str, bytes or None, not int"),
+    ],
+)
+def test_an_output_the_producer_would_refuse_dead_letters_its_input(
+    event: dict[str, Any], error: str
+) -> None:
+    with TestClient(echo_app()) as t:
+        t.send("in", event, key="k")
+        t.send("in", {"id": 99}, key="next")
+        [letter] = t.dead_letters("in")
+        assert letter.error_stage == "output"
+        assert error in letter.error_message
+        assert letter.key == b"k"
+        assert t.outputs("out") == [{"id": 99}]  # the consumer went on
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_batch_output_too_large_dead_letters_only_its_own_input(wrapped: bool) -> None:
+    app = App("refused-batch")
+
+    @app.handler(source="in", sink="out", batch_size=3)
+    def echo(ds: list[dict[str, Any]]) -> list[Any]:
+        return [Output(output_of(d)) if wrapped else output_of(d) for d in ds]
+
+    with TestClient(app) as t:
+        for i, event in enumerate([{"id": 1}, {"id": 2, "big": True}, {"id": 3}]):
+            t.send("in", event, key=str(i))
+        [letter] = t.dead_letters("in")
+        assert (letter.key, letter.original_offset, letter.error_stage) == (b"1", 1, "output")
+        assert t.outputs("out") == [{"id": 1}, {"id": 3}]
+
+
+def test_good_header_values_and_keys_pass_as_they_are() -> None:
+    with TestClient(echo_app()) as t:
+        t.send("in", {"id": 1, "header": "text"})
+        t.send("in", {"id": 2, "key": 7})
+        first, second = t.records("out")
+        assert first.headers == {"h": b"text"}
+        assert second.key == b"7"
+        assert t.dead_letters() == []
+
+
+def test_a_dead_letter_too_large_to_send_whole_is_sent_cut_and_says_so() -> None:
+    app = App("strict")
+
+    @app.handler(source="in", sink="out")
+    def strict(d: dict[str, int]) -> dict[str, int]:
+        return d
+
+    value = b"{" + b"x" * (LIMIT - 100)  # fits the producer alone, not with the dead-letter headers
+    with TestClient(app) as t:
+        t.send("in", value, key="big", headers={"trace": "abc"})
+        t.send("in", {"id": 1})
+        [letter] = t.dead_letters("in")
+        assert letter.cut
+        assert letter.value == value[:KEPT_BYTES]
+        assert letter.headers["thimble.value.cut"] == str(len(value)).encode()
+        assert letter.headers["trace"] == b"abc"
+        assert (letter.key, letter.error_stage, letter.original_offset) == (b"big", "decode", 0)
+        assert t.outputs("out") == [{"id": 1}]
+
+
+def test_a_dead_letter_that_fits_without_its_traceback_keeps_its_value_whole() -> None:
+    app = App("strict")
+
+    @app.handler(source="in", sink="out")
+    def strict(d: dict[str, int]) -> dict[str, int]:
+        return d
+
+    with TestClient(app) as t:
+        probe = b"{"
+        t.send("in", probe)
+        [small] = t.dead_letters("in")
+        headers = sum(len(k) + len(v or b"") for k, v in small.headers.items())
+        traceback = len(small.headers["thimble.error.traceback"] or b"")
+        # Too large by a few bytes with its traceback, small enough without it.
+        value = b"{" + b"x" * (LIMIT - headers - 1 - 1 + 10)
+        assert len(value) + headers > LIMIT > len(value) + headers - traceback
+        t.send("in", value)
+        letter = t.dead_letters("in")[-1]
+        assert not letter.cut
+        assert letter.value == value
+        assert "thimble.error.traceback" not in letter.headers
