@@ -94,6 +94,14 @@ def test_malformed_yaml(tmp_path: Path, text: str, reason: str) -> None:
     assert reason in str(err.value)
 
 
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=path)
+    assert str(err.value) == f"Invalid configuration in {path}:\n  not UTF-8 text (byte 0xff at position 0)"
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_settings(config_file=tmp_path / "nope.yaml")

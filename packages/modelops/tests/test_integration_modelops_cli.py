@@ -75,6 +75,14 @@ def test_save_list_show_alias(tmp_path: Path, churn_clf: object) -> None:
             "artifact 'clf': file /no/such.joblib does not exist",
         ),
         (["serve", "churn@canary"], "churn has no alias 'canary'"),
+        (
+            ["save", "modelops_testmodels:churn", "--metric", "auc=nan"],
+            "metrics must be finite numbers: auc=nan",
+        ),
+        (
+            ["save", "modelops_testmodels:churn", "--metric", "auc=1e999"],
+            "metrics must be finite numbers: auc=inf",
+        ),
     ],
 )
 def test_clear_errors_without_tracebacks(saved_churn: Registry, args: list[str], message: str) -> None:

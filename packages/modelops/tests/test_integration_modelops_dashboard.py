@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -10,11 +11,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
-from thimble.modelops import Registry, Tracker, _drift
+from thimble.modelops import ModelContext, ModelOpsError, Registry, Tracker, _drift, model
 from thimble.modelops.config import load_modelops_settings
 from thimble.modelops.dashboard import create_dashboard
 from thimble.modelops.server import create_app
+from thimble.testing import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -116,7 +119,7 @@ def test_the_server_docs_render_offline_in_headless_chromium(
     settings = load_modelops_settings(
         overrides={
             "online_store": {"url": redis_url},
-            "modelops": {"registry": saved_churn.url, "server": {"auth_token": "tok-docs-1"}},
+            "modelops": {"registry": saved_churn.url, "server": {"auth_token": "tok-docs-0123456789"}},
         }
     )
     server = live(create_app(settings=settings, refs=["churn@prod"], registry=saved_churn))
@@ -135,3 +138,63 @@ def test_the_server_docs_render_offline_in_headless_chromium(
     assert "opblock" in dom.stdout
     assert "/v1/models/churn@prod/predict" in dom.stdout
     assert "authorize" in dom.stdout.lower()
+
+
+class Big(BaseModel):
+    x: float
+
+
+class Echo(BaseModel):
+    y: float
+
+
+@model(name="echo")
+def echo(ctx: ModelContext, rows: list[Big]) -> list[Echo]:
+    return [Echo(y=r.x) for r in rows]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # numpy, on the mean of the window
+def test_one_bad_record_does_not_take_the_dashboard_down(
+    registry: Registry, redis_url: str, live: Callable[..., Any]
+) -> None:
+    with pytest.raises(ModelOpsError, match="metrics must be finite numbers: auc=nan"):
+        registry.save(echo, metrics={"auc": float("nan")}, pickle_function=True)
+    registry.save(echo, metrics={"auc": 0.9}, sample=[{"x": 1.0}, {"x": 2.0}], pickle_function=True)
+    tracker = registry.tracker()
+    with sqlite3.connect(tracker.path) as conn:  # what 0.1.0 recorded for `save --metric auc=nan`
+        conn.execute(
+            "INSERT INTO records (time, model, version, source, run_id, metrics, distributions, info) "
+            "VALUES (?, 'atk-p', 1, 'save', 'save-1', '{\"train.auc\": null}', '{}', '{}')",
+            (time.time(),),
+        )
+    settings = load_modelops_settings(
+        overrides={
+            "online_store": {"url": redis_url},
+            "modelops": {"registry": registry.url, "server": {"tracking_interval_s": 0.2}},
+        }
+    )
+    server = live(create_app(settings=settings, refs=["echo"], registry=registry))
+    # two finite outputs whose mean overflows: the serving window's mean is infinite
+    scored = httpx.post(f"{server.url}/v1/models/echo/predict", json=[{"x": 1.7e308}, {"x": 1.7e308}])
+    assert scored.status_code == 200
+    wait_until(lambda: any(r.source == "serve" for r in tracker.records("echo")), 10, what="a serving window")
+    window = next(r for r in tracker.records("echo") if r.source == "serve")
+    assert window.metrics["rows"] == 2
+    assert "prediction.y.mean" not in window.metrics
+    assert window.info["not_finite"] == {"prediction.y.mean": "inf"}
+
+    dash = live(create_dashboard(tracker))
+    page = httpx.get(dash.url)
+    assert page.status_code == 200
+    assert "data-model='echo'" in page.text
+    assert "chart-echo-1-volume" in page.text
+    assert "not drawn: metric train.auc: null is not a finite number" in page.text
+    assert "not drawn: prediction.y.mean: inf (not recorded)" in page.text
+    for params in ({"version": "99999999999999999999"}, {"version": "0"}, {"model": "A" * 5000}):
+        refused = httpx.get(f"{dash.url}/api/records", params=params)
+        assert refused.status_code == 422, params
+        assert isinstance(refused.json()["detail"], str)
+        assert len(refused.content) < 300
+    (legacy,) = httpx.get(f"{dash.url}/api/records", params={"model": "atk-p", "version": "1"}).json()
+    assert legacy["metrics"] == {}
+    assert legacy["problems"] == ["metric train.auc: null is not a finite number"]

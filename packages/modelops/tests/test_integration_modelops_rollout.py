@@ -106,6 +106,55 @@ def test_the_server_follows_an_alias_move_finishes_requests_on_the_old_version_t
     }
 
 
+class EchoIn(BaseModel):
+    x: float
+
+
+class EchoOut(BaseModel):
+    y: float
+
+
+@model(name="echo")
+def echo(ctx: ModelContext, rows: list[EchoIn]) -> list[EchoOut]:
+    return [EchoOut(y=r.x) for r in rows]
+
+
+def test_an_alias_at_a_broken_version_stops_following_of_that_reference_only(
+    registry: Registry, redis_url: str, live: Callable[..., Any], tmp_path: Path
+) -> None:
+    registry.save(slow, aliases=["staging"], pickle_function=True)
+    registry.save(slow, pickle_function=True)
+    registry.save(echo, pickle_function=True)
+    app = create_app(
+        settings=_settings(registry, redis_url, alias_poll_s=0.1),
+        refs=["slow@staging", "echo"],  # the broken one is re-read first
+        registry=registry,
+    )
+    server = live(app)
+    envelope = Path(registry.root) / "slow/versions/2/envelope.json"
+    envelope.write_bytes(envelope.read_bytes()[:100])  # truncated: version 2 can no longer be loaded
+    registry.set_alias("slow", "staging", 2)
+    registry.save(echo, pickle_function=True)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        wait_until(
+            lambda: http.post("/v1/models/echo/predict", json={"x": 1.0}).json()["version"] == 2,
+            20,
+            what="echo to follow its new version while slow@staging is broken",
+        )
+        still = http.post("/v1/models/slow@staging/predict", json={"wait_ms": 0, "mark": str(tmp_path / "m")})
+        assert (still.status_code, still.json()["version"]) == (200, 1)
+    registry.set_alias("slow", "staging", 1)
+    registry.save(slow, pickle_function=True)
+    registry.set_alias("slow", "staging", 3)  # mended: slow@staging follows again
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        quick = {"wait_ms": 0, "mark": str(tmp_path / "q")}
+        wait_until(
+            lambda: http.post("/v1/models/slow@staging/predict", json=quick).json()["version"] == 3,
+            20,
+            what="slow@staging to follow again once its alias is mended",
+        )
+
+
 def _bucket(experiment: str, entity: object) -> float:
     digest = hashlib.sha256(f"{experiment}:{entity}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64

@@ -25,7 +25,7 @@ def test_schemathesis_finds_no_server_error(
     settings = load_modelops_settings(
         overrides={
             "online_store": {"url": redis_url, "key_prefix": f"test-{uuid.uuid4().hex[:8]}"},
-            "modelops": {"registry": saved_churn.url, "server": {"auth_token": "tok-12345"}},
+            "modelops": {"registry": saved_churn.url, "server": {"auth_token": "tok-1234567890abcdef"}},
         }
     )
     server = live(create_app(settings=settings, refs=["churn@prod", "scorer"], registry=saved_churn))
@@ -61,7 +61,7 @@ def test_schemathesis_finds_no_server_error(
             "--generation-database",
             "none",
             "--header",
-            "Authorization: Bearer tok-12345",
+            "Authorization: Bearer tok-1234567890abcdef",
             "--no-color",
         ],
         capture_output=True,

@@ -276,7 +276,7 @@ def test_bearer_token_is_required_when_configured(
 ) -> None:
     server = live(
         create_app(
-            settings=_settings(saved_churn, redis_url, prefix, auth_token="s3cret-token"),
+            settings=_settings(saved_churn, redis_url, prefix, auth_token="s3cret-token-0123456"),
             refs=["churn"],
             registry=saved_churn,
         )
@@ -292,7 +292,7 @@ def test_bearer_token_is_required_when_configured(
         )
         assert (
             http.post(
-                "/v1/models/churn/predict", json=row, headers={"Authorization": "Bearer s3cret-token"}
+                "/v1/models/churn/predict", json=row, headers={"Authorization": "Bearer s3cret-token-0123456"}
             ).status_code
             == 200
         )

@@ -27,7 +27,7 @@ from thimble.testing import wait_until
 pytestmark = pytest.mark.integration
 
 ROW = {"client_id": 1, "orders_7d": 2, "spend_7d": 30.0}
-TOKEN = "tok-safety-1"
+TOKEN = "tok-safety-0123456789"
 
 
 class StrictIn(BaseModel):
@@ -326,3 +326,117 @@ def test_validation_is_as_strict_as_the_published_schema(
                 5,
                 what="the model's error in the server log",
             )
+
+
+def test_a_non_finite_output_is_a_model_failure_on_both_protocols(
+    registry: Registry, redis_url: str, live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.save(strict_model, pickle_function=True)
+    server = live(create_app(settings=_settings(registry, redis_url), refs=["strict"], registry=registry))
+    good = {"amount": 1.0, "active": True, "count": 1}
+    huge = good | {"amount": 1.7e308}  # a finite input; the model doubles it past float64
+    tensors = {
+        "inputs": [
+            {"name": "amount", "shape": [1], "datatype": "FP64", "data": [1.7e308]},
+            {"name": "active", "shape": [1], "datatype": "BOOL", "data": [True]},
+            {"name": "count", "shape": [1], "datatype": "INT64", "data": [1]},
+        ]
+    }
+    with httpx.Client(base_url=server.url, timeout=10) as http, caplog.at_level(logging.ERROR):
+        answers = {
+            "v1-one": http.post("/v1/models/strict/predict", json=huge, headers={"x-request-id": "inf-1"}),
+            "v1-many": http.post(
+                "/v1/models/strict/predict", json=[good, huge], headers={"x-request-id": "inf-2"}
+            ),
+            "v2": http.post("/v2/models/strict/infer", json=tensors, headers={"x-request-id": "inf-3"}),
+        }
+        for name, got in answers.items():
+            assert got.status_code == 500, (name, got.text)
+            assert "null" not in got.text
+        assert answers["v1-one"].json()["request_id"] == "inf-1"
+        wait_until(
+            lambda: (
+                {"inf-1", "inf-2", "inf-3"}
+                <= {r.request_id for r in caplog.records if r.getMessage() == "prediction failed"}
+            ),
+            5,
+            what="each failure logged as a failed prediction",
+        )
+        assert "'amount'" not in str(caplog.records[-1].__dict__)
+        assert "inf for 'y' of row 0" in str(
+            next(r for r in caplog.records if getattr(r, "request_id", None) == "inf-1").__dict__
+        )
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.post("/v1/models/strict/predict", json=huge if i == 3 else good)
+                        for i in range(8)
+                    )
+                )
+            )
+
+    # concurrent requests run as one model call: the request with the bad output fails alone
+    for _ in range(5):
+        statuses = [r.status_code for r in asyncio.run(together())]
+        assert statuses == [200] * 3 + [500] + [200] * 4
+
+
+def test_error_bodies_cut_what_the_request_sent(
+    registry: Registry, redis_url: str, live: Callable[..., Any]
+) -> None:
+    registry.save(strict_model, pickle_function=True)
+    server = live(create_app(settings=_settings(registry, redis_url), refs=["strict"], registry=registry))
+    name = "a" * 5000
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        missing = http.post(f"/v1/models/{name}/predict", json={"amount": 1.0})
+        assert missing.status_code == 404
+        assert len(missing.content) < 300
+        assert "a" * 61 not in missing.text
+        assert "served: strict" in missing.text
+        ragged = {
+            "inputs": [
+                {"name": "amount", "shape": [1], "datatype": "FP64", "data": [1.0]},
+                {"name": name, "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]},
+            ]
+        }
+        refused = http.post("/v2/models/strict/infer", json=ragged)
+        assert refused.status_code == 422
+        assert len(refused.content) < 300
+        assert "every input needs the same number of rows" in refused.text
+
+
+def test_a_client_that_hangs_up_mid_body_is_one_quiet_log_line(
+    registry: Registry, redis_url: str, live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.save(strict_model, pickle_function=True)
+    server = live(create_app(settings=_settings(registry, redis_url), refs=["strict"], registry=registry))
+    uvicorn_log = logging.getLogger("uvicorn")  # uvicorn's own loggers do not propagate to the root
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for path in ("/v1/models/strict/predict", "/v2/models/strict/infer"):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+                    conn.sendall(
+                        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        "Content-Length: 100\r\n\r\n".encode()
+                        + b'{"amount": 1'
+                    )
+                    time.sleep(0.2)  # the app is reading the body when the client goes away
+            wait_until(
+                lambda: sum("went away" in r.getMessage() for r in caplog.records) == 2,
+                5,
+                what="one line per client that went away",
+            )
+            time.sleep(0.3)  # anything else the server would log about them
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                ok = http.post("/v1/models/strict/predict", json={"amount": 1.0, "active": True, "count": 1})
+                assert ok.status_code == 200
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    quiet = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert [r.levelno for r in quiet] == [logging.INFO, logging.INFO]

@@ -6,8 +6,9 @@ from pathlib import Path
 import orjson
 import pytest
 from modelops_testmodels import churn, churn_sample, scorer
+from pydantic import BaseModel
 
-from thimble.modelops import Registry, Tracker
+from thimble.modelops import ModelContext, Registry, Tracker, model
 from thimble.modelops.errors import ArtifactError, ModelLoadError, ModelNotFoundError, ModelOpsError
 
 pytestmark = pytest.mark.unit
@@ -135,3 +136,53 @@ def test_every_save_is_tracked(saved_churn: Registry) -> None:
     assert record.metrics["sample.rows"] == 300
     assert "output.p_churn" in record.distributions
     assert record.info["training_data"] == "warehouse.client_features@v12"
+
+
+class WideIn(BaseModel):
+    x: float
+
+
+class WideOut(BaseModel):
+    y: float
+
+
+@model(name="wide")
+def wide(ctx: ModelContext, rows: list[WideIn]) -> list[WideOut]:
+    return [WideOut(y=r.x / 2) for r in rows]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 1e999, 10**400])
+def test_save_refuses_a_metric_that_is_not_a_finite_number(registry: Registry, value: float) -> None:
+    with pytest.raises(ModelOpsError, match=r"^metrics must be finite numbers: auc=\S+$"):
+        registry.save(wide, metrics={"loss": 0.2, "auc": value})
+    assert registry.models() == []
+    assert registry.tracker().records() == []
+
+
+def test_save_refuses_params_and_sample_values_that_are_not_finite(registry: Registry) -> None:
+    with pytest.raises(ModelOpsError, match=r"^params must hold finite numbers only: grid holds NaN"):
+        registry.save(wide, params={"seed": 1, "grid": {"alpha": [0.1, float("nan")]}})
+    with pytest.raises(ModelOpsError, match=r"^sample row 1: x is inf; sample values must be finite"):
+        registry.save(wide, sample=[{"x": 1.0}, {"x": float("inf")}])
+    assert registry.models() == []
+
+
+def test_a_metric_written_as_null_by_0_1_0_reads_as_absent(registry: Registry) -> None:
+    registry.save(wide, metrics={"auc": 0.8, "loss": 0.1})
+    envelope = Path(registry.root) / "wide" / "versions" / "1" / "envelope.json"
+    doc = orjson.loads(envelope.read_bytes())
+    doc["context"]["metrics"]["auc"] = None  # how 0.1.0 saved auc=nan
+    envelope.write_bytes(orjson.dumps(doc))
+    assert registry.info("wide@1").context.metrics == {"loss": 0.1}
+    assert registry.load("wide@1").predict([{"x": 3.0}]) == [{"y": 1.5}]
+
+
+def test_a_sample_too_wide_for_float64_bins_is_saved_without_that_baseline(
+    registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        info = registry.save(wide, sample=[{"x": -1.7e308}, {"x": 1.7e308}])  # quantiles overflow
+    assert "input.x" not in info.baseline
+    assert "output.y" in info.baseline  # halved, they fit
+    assert registry.info("wide@1").baseline == info.baseline
+    assert "no drift baseline" in caplog.text

@@ -81,6 +81,35 @@ def test_list_shows_broken_entries_and_goes_on(broken: Registry) -> None:
     assert "broken: model scorer@2: its envelope" in output
 
 
+def test_an_alias_symlink_out_of_the_registry_is_refused_for_that_alias_only(
+    broken: Registry, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.json"
+    outside.write_text('{"version": 1}')
+    (Path(broken.root) / "churn/aliases/evil.json").symlink_to(outside)
+    with pytest.raises(ModelOpsError, match=r"alias churn@evil: '.*' is outside the registry"):
+        broken.resolve("churn@evil")
+    assert broken.resolve("churn@prod") == ("churn", 1)
+    assert {m.name: m.aliases for m in broken.models()} == {"churn": {"prod": 1}, "scorer": {}}
+    code, output = _cli(broken, "list")
+    assert code == 0
+    assert "scorer" in output
+    assert "prod -> 1" in output
+    assert "broken: alias churn@evil: " in output
+    assert "broken: alias churn@garbage" in output
+    code, output = _cli(broken, "show", "churn@1")
+    assert code == 0
+    assert "churn@1 aliases: prod" in output
+    assert "broken: alias churn@evil: " in output
+    code, output = _cli(broken, "show", "churn@evil")
+    assert code == 2
+    assert output.startswith("error: alias churn@evil: ")
+    code, output = _cli(broken, "alias", "churn", "evil", "1")  # never written through the symlink
+    assert code == 2
+    assert "is outside the registry" in output
+    assert outside.read_text() == '{"version": 1}'
+
+
 def test_an_alias_file_with_a_wrong_version_type_is_broken(saved_churn: Registry) -> None:
     path = Path(saved_churn.root) / "churn/aliases/odd.json"
     for content in ('{"version": true}', '{"version": "1"}', '{"version": -3}', "[1]"):

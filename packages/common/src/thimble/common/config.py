@@ -227,9 +227,13 @@ SettingsT = TypeVar("SettingsT", bound=ThimbleSettings)
 def read_yaml_file(path: Path) -> dict[str, Any]:
     """Read a YAML file whose top level is a mapping; raise :class:`ConfigError` naming the file otherwise."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read the file: {exc.strerror or exc}"], source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at position {exc.start})"], source=str(path)
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

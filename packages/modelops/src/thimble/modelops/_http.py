@@ -2,7 +2,8 @@
 
 - :class:`RequestIds` (middleware): every request gets an id, the caller's ``X-Request-Id`` only when it
   is a plain token, and every answer carries it back; routes take it as the :data:`RequestId` dependency.
-- :class:`BodyLimit` (middleware): a body larger than ``max_body_bytes`` is a 413, refused as it streams in.
+- :class:`BodyLimit` (middleware): a body larger than ``max_body_bytes`` is a 413, refused as it streams in;
+  a client that goes away before its body ends is one log line.
 - :func:`bearer_auth`: the routers' auth dependency.
 - :func:`add_routes`: a router's routes served from another's own table.
 - :class:`RequestRoute`: a route whose endpoint takes the bare request, called without FastAPI's handler.
@@ -25,8 +26,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from thimble.common.logging import get_logger
+from thimble.modelops._names import shown
+
+log = get_logger(__name__)
 JSON = "application/json"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -125,7 +131,9 @@ class BodyTooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: a body over ``max_bytes`` is a 413, refused by its ``Content-Length`` or as it streams in.
 
-    The answer is a :func:`problem` (``{"error": …}`` on the KServe routes, as that protocol has it).
+    The answer is a :func:`problem` (``{"error": …}`` on the KServe routes, as that protocol has it). A
+    client that hangs up before its body ends gets no answer (there is no one to send it to), and the
+    server logs one line at info, not an error with a traceback.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -169,6 +177,14 @@ class BodyLimit:
             if started:
                 raise
             await self._refusal(scope)(scope, receive, send)
+        except ClientDisconnect:
+            log.info(
+                "client went away before sending its whole body",
+                extra={
+                    "path": shown(str(scope.get("path", ""))),
+                    "request_id": scope.get("state", {}).get("request_id"),
+                },
+            )
 
 
 def add_routes(target: APIRouter, router: APIRouter) -> None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from thimble.modelops._http import JSON, REQUEST_ID, RequestId, add_routes, bearer_auth
+from thimble.modelops._names import shown
 
 if TYPE_CHECKING:
     from thimble.modelops.server import ServedModel, Serving
@@ -94,7 +95,7 @@ def _records(body: Any) -> list[dict[str, Any]] | str:
         if n is None:
             n = len(data)
         if len(data) != n or n == 0:
-            return f"input {tensor['name']!r} has {len(data)} values; every input needs the same number of rows (>= 1)"
+            return f"input {shown(tensor['name'])} has {len(data)} values; every input needs the same number of rows (>= 1)"
         columns[tensor["name"]] = data
     assert n is not None
     names = list(columns)

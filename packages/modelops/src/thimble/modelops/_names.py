@@ -18,9 +18,13 @@ VERSION = re.compile(r"v?([1-9][0-9]{0,8})", re.ASCII)
 _SHOWN = 60
 
 
-def shown(text: str) -> str:
-    """``text`` quoted for a one-line message: control characters escaped, long text cut."""
-    return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
+def shown(value: object) -> str:
+    """``value`` for a one-line message: text quoted with control characters escaped, long text cut
+    (any other value as its ``repr``, cut the same way)."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "…")
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
 
 
 def check_model_name(name: str, what: str = "model name") -> str:

@@ -82,18 +82,30 @@ class AliasFollower:
                 log.error("served aliases not re-read", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     async def check(self) -> None:
-        """Swap in the version each followed reference points to now."""
+        """Swap in the version each followed reference points to now.
+
+        A reference that cannot be followed (its alias broken, its new version unloadable) keeps serving
+        what it served, and is logged; the other references still follow their aliases.
+        """
         for ref in self.refs:
-            name, version = await asyncio.to_thread(self.registry.resolve, ref)
-            current = self.serving.routes.get(ref)
-            if current is not None and current.model.version == version:
-                continue
-            target = self.serving.by_version.get((name, version))
-            if target is None:
-                loaded = await asyncio.to_thread(self.registry.load, f"{name}@{version}")
-                target = self.make(loaded)
-                self.serving.by_version[(name, version)] = target
-            self._swap(ref, current, target)
+            try:
+                await self._follow(ref)
+            except Exception as exc:
+                log.error(
+                    "served alias not re-read", extra={"ref": ref, "error": f"{type(exc).__name__}: {exc}"}
+                )
+
+    async def _follow(self, ref: str) -> None:
+        name, version = await asyncio.to_thread(self.registry.resolve, ref)
+        current = self.serving.routes.get(ref)
+        if current is not None and current.model.version == version:
+            return
+        target = self.serving.by_version.get((name, version))
+        if target is None:
+            loaded = await asyncio.to_thread(self.registry.load, f"{name}@{version}")
+            target = self.make(loaded)
+            self.serving.by_version[(name, version)] = target
+        self._swap(ref, current, target)
 
     def _swap(self, ref: str, old: ServedModel | None, new: ServedModel) -> None:
         routes = self.serving.routes

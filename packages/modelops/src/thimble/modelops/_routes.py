@@ -23,6 +23,7 @@ from thimble.modelops._http import (
     problem_exception,
     request_id_of,
 )
+from thimble.modelops._names import shown
 
 if TYPE_CHECKING:
     from thimble.modelops.envelope import LoadedModel
@@ -90,7 +91,9 @@ def served_ref(request: Request) -> str:
     ref: str = request.path_params["ref"]
     routes = _serving(request).routes
     if ref not in routes:
-        raise HTTPException(404, f"model {ref!r} is not served here; served: {', '.join(sorted(routes))}")
+        raise HTTPException(
+            404, f"model {shown(ref)} is not served here; served: {', '.join(sorted(routes))}"
+        )
     return ref
 
 

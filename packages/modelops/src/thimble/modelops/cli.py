@@ -28,7 +28,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console()
+# Every value printed comes from outside (a registry, an envelope, a flag) and may hold rich markup
+# (`[/]`, `[red]`): markup is only ever in this module's literal text, each value goes through escape().
+out = Console(emoji=False)
+AUTH_TOKEN_ENV = "THIMBLE_MODELOPS_AUTH_TOKEN"
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file (else THIMBLE_CONFIG)")]
@@ -91,12 +94,21 @@ def _read_sample(path: Path) -> Any:
     import pandas as pd
 
     if not path.exists():
-        raise ModelOpsError(f"sample file {path} does not exist")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    return json.loads(path.read_text())
+        raise ModelOpsError(f"--sample {path}: the file does not exist")
+    if path.is_dir():
+        raise ModelOpsError(f"--sample {path}: is a folder; give a .json, .csv or .parquet file")
+    kind = {".parquet": "Parquet", ".csv": "CSV"}.get(path.suffix, "JSON")
+    try:
+        if kind == "Parquet":
+            return pd.read_parquet(path)
+        if kind == "CSV":
+            return pd.read_csv(path)
+        return json.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # whatever the reader raises on a file it cannot parse
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise ModelOpsError(
+            f"--sample {path}: cannot read it as {kind} ({type(exc).__name__}: {first})"
+        ) from None
 
 
 @app.command()
@@ -145,8 +157,8 @@ def save(
         aliases=alias,
     )
     out.print(
-        f"saved [bold]{info.ref}[/] in {settings.modelops.registry}"
-        + (f" (aliases: {', '.join(alias)})" if alias else "")
+        f"saved [bold]{escape(info.ref)}[/] in {escape(settings.modelops.registry)}"
+        + (f" (aliases: {escape(', '.join(alias))})" if alias else "")
     )
 
 
@@ -157,7 +169,7 @@ def list_models(registry: RegistryOpt = None, config: ConfigOpt = None) -> None:
     reg = _registry(_settings(config, registry))
     models = reg.models()
     if not models:
-        out.print(f"no models in {reg.url}")
+        out.print(f"no models in {escape(reg.url)}")
         return
     table = Table("model", "versions", "latest", "aliases", "saved", "training data")
     problems = []
@@ -167,7 +179,8 @@ def list_models(registry: RegistryOpt = None, config: ConfigOpt = None) -> None:
         if m.versions:
             try:
                 info = reg.info(ModelRef(m.name, str(m.versions[-1])))
-                saved, training = info.context.created_at[:19], str(info.context.training_data or "")
+                saved = escape(info.context.created_at[:19])
+                training = escape(str(info.context.training_data or ""))
             except BrokenEntryError as exc:
                 problems.append(str(exc))
                 saved = "[red]broken[/]"
@@ -175,10 +188,10 @@ def list_models(registry: RegistryOpt = None, config: ConfigOpt = None) -> None:
             escape(m.name),
             str(len(m.versions)),
             str(m.versions[-1]) if m.versions else "-",
-            ", ".join(f"{a} -> {v}" for a, v in m.aliases.items())
+            escape(", ".join(f"{a} -> {v}" for a, v in m.aliases.items()))
             + (" [red](broken entries)[/]" if m.problems else ""),
             saved,
-            escape(training),
+            training,
         )
     out.print(table)
     for problem in problems:
@@ -201,34 +214,36 @@ def show(
     aliases = [a for a, v in summary.aliases.items() if v == info.version]
     ctx = info.context
     out.print(
-        f"[bold]{info.ref}[/]"
-        + (f"  aliases: {', '.join(aliases)}" if aliases else "")
-        + (f"\n{info.description}" if info.description else "")
+        f"[bold]{escape(info.ref)}[/]"
+        + (f"  aliases: {escape(', '.join(aliases))}" if aliases else "")
+        + (f"\n{escape(info.description)}" if info.description else "")
     )
+    function = info.function.import_path or f"pickled ({info.function.pickle_file})"
+    out.print(escape(f"function: {function}  flavor: {info.flavor}"))
     out.print(
-        f"function: {info.function.import_path or 'pickled (' + str(info.function.pickle_file) + ')'}  flavor: {info.flavor}"
+        escape(
+            f"saved {ctx.created_at} by {ctx.user}@{ctx.host}, git {ctx.git_commit or '-'}, Python {ctx.python}"
+        )
     )
-    out.print(
-        f"saved {ctx.created_at} by {ctx.user}@{ctx.host}, git {ctx.git_commit or '-'}, Python {ctx.python}"
-    )
-    out.print(
-        f"training data: {ctx.training_data or '-'}   metrics: {', '.join(f'{k}={v:g}' for k, v in ctx.metrics.items()) or '-'}"
-    )
+    metrics = ", ".join(f"{k}={v:g}" for k, v in ctx.metrics.items()) or "-"
+    out.print(escape(f"training data: {ctx.training_data or '-'}   metrics: {metrics}"))
     for title, schema in (("input", info.input_schema), ("output", info.output_schema)):
         required = set(schema.get("required", []))
         fields = ", ".join(
             f"{k}: {v.get('type', 'any')}{'' if k in required else '?'}"
             for k, v in schema.get("properties", {}).items()
         )
-        out.print(f"{title}: {fields}")
+        out.print(escape(f"{title}: {fields}"))
     if info.features:
         f = info.features
         out.print(
-            f"features: {f.feature_set} by {f.entity_key} -> {', '.join(f.fields)}"
-            + (f" (defaults: {f.defaults})" if f.defaults else "")
+            escape(
+                f"features: {f.feature_set} by {f.entity_key} -> {', '.join(f.fields)}"
+                + (f" (defaults: {f.defaults})" if f.defaults else "")
+            )
         )
     for key, art in info.artifacts.items():
-        out.print(f"artifact {key}: {art.type} ({art.bytes} bytes, {art.format})")
+        out.print(escape(f"artifact {key}: {art.type} ({art.bytes} bytes, {art.format})"))
     out.print(f"sample: {info.sample_rows} rows")
     if reg.signer is not None:
         try:
@@ -238,7 +253,7 @@ def show(
             out.print(f"[red]signature:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     problems = _environment.compare(ctx.python, ctx.packages)
     if problems:
-        out.print("[yellow]environment differs from the saved one:[/]\n  " + "\n  ".join(problems))
+        out.print("[yellow]environment differs from the saved one:[/]\n  " + escape("\n  ".join(problems)))
     for problem in summary.problems:
         out.print(f"[red]broken:[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
@@ -266,16 +281,16 @@ def alias(
         raise ModelOpsError(f"--{'delete' if delete else 'rollback'} takes no version (got {version!r})")
     if rollback:
         number = reg.rollback(name, alias_name)
-        out.print(f"{name}@{alias_name} -> {number} (rolled back)", highlight=False)
+        out.print(escape(f"{name}@{alias_name} -> {number} (rolled back)"), highlight=False)
         return
     if delete:
         reg.delete_alias(name, alias_name)
-        out.print(f"deleted {name}@{alias_name}")
+        out.print(escape(f"deleted {name}@{alias_name}"))
         return
     if version is None:
         raise ModelOpsError("give the version (or alias) to point at, or --delete")
     number = reg.set_alias(name, alias_name, version)
-    out.print(f"{name}@{alias_name} -> {number}")
+    out.print(escape(f"{name}@{alias_name} -> {number}"))
 
 
 @app.command("alias-history")
@@ -290,18 +305,19 @@ def alias_history(
     reg = _registry(_settings(config, registry))
     moves = reg.alias_history(name, alias_name)
     if not moves:
-        out.print(f"no alias moves recorded for {name}", highlight=False)
+        out.print(escape(f"no alias moves recorded for {name}"), highlight=False)
         return
     table = Table("time", "alias", "action", "from", "to", "by")
     for m in moves:
-        table.add_row(
+        cells = (
             m.at[:23],
             m.alias,
             m.action,
             str(m.previous or "-"),
             str(m.version or "-"),
-            escape(f"{m.user}@{m.host}"),
+            f"{m.user}@{m.host}",
         )
+        table.add_row(*map(escape, cells))
     out.print(table)
 
 
@@ -317,7 +333,7 @@ def serve(
         float | None, typer.Option(help="how long a batch waits for more requests")
     ] = None,
     auth_token: Annotated[
-        str | None, typer.Option(envvar="THIMBLE_MODELOPS_AUTH_TOKEN", help="require this bearer token")
+        str | None, typer.Option(envvar=AUTH_TOKEN_ENV, help="require this bearer token")
     ] = None,
     prediction_log_topic: Annotated[
         str | None, typer.Option(help="Kafka topic for prediction records")
@@ -328,6 +344,8 @@ def serve(
     """Serve models over HTTP (FastAPI + uvicorn)."""
     import uvicorn
 
+    if auth_token is None and os.environ.get(AUTH_TOKEN_ENV) == "":
+        auth_token = ""  # set but empty (an unset variable pasted in): refused, never taken for "no auth"
     server = {
         "models": refs,
         "host": host,
@@ -352,7 +370,9 @@ def serve(
         metrics_dir = tempfile.mkdtemp(prefix="thimble-modelops-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     out.print(
-        f"serving {', '.join(refs)} on http://{cfg.host}:{cfg.port} ({cfg.workers} worker{'s' if cfg.workers > 1 else ''})"
+        escape(
+            f"serving {', '.join(refs)} on http://{cfg.host}:{cfg.port} ({cfg.workers} worker{'s' if cfg.workers > 1 else ''})"
+        )
     )
     try:
         uvicorn.run(
@@ -418,12 +438,14 @@ def batch(
     finally:
         spark.stop()
     out.print(
-        f"scored {result.rows} rows of {result.input_table} (v{result.input_version}) with {result.model}@{result.model_version} "
-        f"into {result.output_table} v{result.output_version} in {result.seconds:.1f}s"
+        escape(
+            f"scored {result.rows} rows of {result.input_table} (v{result.input_version}) with {result.model}@{result.model_version} "
+            f"into {result.output_table} v{result.output_version} in {result.seconds:.1f}s"
+        )
     )
     for k, v in sorted(result.metrics.items()):
         if k.startswith(("psi.", "prediction.", "quality.")):
-            out.print(f"  {k}: {v:.4g}")
+            out.print(escape(f"  {k}: {v:.4g}"))
 
 
 @app.command()
@@ -467,7 +489,7 @@ def dashboard(
 
     settings = _settings(config, registry)
     tracker = _registry(settings).tracker()
-    out.print(f"dashboard of {tracker.path} on http://{host}:{port}")
+    out.print(escape(f"dashboard of {tracker.path} on http://{host}:{port}"))
     uvicorn.run(create_dashboard(tracker), host=host, port=port, log_level="warning")
 
 
@@ -499,7 +521,7 @@ def prediction_table(
         output.write_text(text)
     except OSError as exc:
         raise ModelOpsError(f"cannot write {output}: {exc.strerror or exc}") from None
-    out.print(f"wrote the table config of {loaded.ref}'s prediction log to {output}", highlight=False)
+    out.print(escape(f"wrote the table config of {loaded.ref}'s prediction log to {output}"), highlight=False)
 
 
 @app.command()
@@ -558,7 +580,7 @@ def skew_check(
         sys.stdout.write(json.dumps(report.to_dict(), default=str) + "\n")
     else:
         for part in skew_module.render(report):
-            out.print(part)
+            out.print(part)  # rich renderables that escape what they show
     if report.share > max_skew:
         raise typer.Exit(1)
 
@@ -610,4 +632,4 @@ def lineage(
 @app.command()
 def version() -> None:
     """Print the version."""
-    out.print(__version__)
+    out.print(escape(__version__))

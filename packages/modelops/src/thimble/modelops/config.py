@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from thimble.common._paths import run_dir
 from thimble.common.config import KafkaTopic, Section, ThimbleSettings, load_settings
+from thimble.modelops._signing import MIN_KEY_BYTES
 
 OVERRIDES_ENV = "THIMBLE_MODELOPS_OVERRIDES"  # JSON overrides handed from `serve` to its worker processes
 
@@ -40,7 +41,10 @@ class ServerConfig(Section):
     max_batch_size: int = Field(default=64, ge=1, description="most rows the model sees in one call")
     max_wait_ms: float = Field(default=0.0, ge=0, description="how long a batch waits for more requests")
     run_in_thread: bool = Field(default=False, description="run the model off the event loop (slow models)")
-    auth_token: SecretStr | None = Field(default=None, description="require `Authorization: Bearer <token>`")
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description=f"require `Authorization: Bearer <token>`: a random secret of at least {MIN_KEY_BYTES} characters",
+    )
     prediction_log_topic: KafkaTopic | None = Field(
         default=None, description="Kafka topic for prediction records"
     )
@@ -79,6 +83,17 @@ class ServerConfig(Section):
         ge=0,
         description="records Kafka cannot take are kept in files under the run folder up to this size",
     )
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_is_a_secret(cls, token: SecretStr | None) -> SecretStr | None:
+        """An empty token (an unset variable in ``--auth-token "$TOKEN"``) must not turn auth off."""
+        if token is not None and len(token.get_secret_value().encode()) < MIN_KEY_BYTES:
+            raise ValueError(
+                f"use a random secret of at least {MIN_KEY_BYTES} characters (--auth-token, "
+                "THIMBLE_MODELOPS_AUTH_TOKEN), or leave it unset to serve without auth"
+            )
+        return token
 
 
 class BatchConfig(Section):

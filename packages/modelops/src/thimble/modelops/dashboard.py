@@ -2,7 +2,9 @@
 
 For each version: the prediction distribution over time (serving windows and batch runs, against the
 training sample), drift (PSI of inputs and predictions), and serving latency percentiles. plotly.js is
-served from the installed plotly package: the page needs no internet.
+served from the installed plotly package: the page needs no internet. A record that cannot be read whole
+is drawn from what can be, and named under its version; a version that cannot be drawn says so, and the
+others are drawn.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ import orjson
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from thimble.common.logging import get_logger
 from thimble.modelops.__about__ import __version__
+from thimble.modelops._http import json_response
+from thimble.modelops._names import check_model_name, check_version
+from thimble.modelops.errors import InvalidNameError
 from thimble.modelops.tracking import Record, Tracker
+
+log = get_logger(__name__)
 
 _COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f", "#be185d"]
 _LAYOUT: dict[str, Any] = {
@@ -167,7 +175,27 @@ def _summary(records: list[Record]) -> str:
     items.append(
         "<li>records: " + ", ".join(f"{n} {html.escape(k)}" for k, n in sorted(counts.items())) + "</li>"
     )
+    problems = [p for r in records for p in r.problems]
+    if problems:
+        listed = "; ".join(problems[:3]) + (f"; {len(problems) - 3} more" if len(problems) > 3 else "")
+        items.append(f"<li class='problems'>not drawn: {html.escape(listed)}</li>")
     return "<ul class='summary'>" + "".join(items) + "</ul>"
+
+
+def _section(name: str, version: int | None, records: list[Record], payload: dict[str, Any]) -> str:
+    """The section of one model version; its charts go into ``payload``."""
+    charts = charts_for(records)
+    summary = _summary(records)
+    divs = []
+    for kind, fig in charts.items():
+        div_id = f"chart-{name}-{version}-{kind}"
+        payload[div_id] = fig
+        divs.append(f"<div class='chart chart-{kind}' id='{html.escape(div_id)}'></div>")
+    body = "<div class='grid'>" + "".join(divs) + "</div>" if divs else "<p class='empty'>no metrics yet</p>"
+    return (
+        f"<section class='model' data-model='{html.escape(name)}' data-version='{version}'>"
+        f"<h2>{html.escape(name)} <small>version {version}</small></h2>{summary}{body}</section>"
+    )
 
 
 _PAGE = """<!doctype html>
@@ -183,6 +211,7 @@ section.model h2 {{ margin: 4px 0 8px; font-size: 18px; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap: 12px; }}
 .summary {{ display: flex; gap: 18px; list-style: none; padding: 0; margin: 0 0 8px; color: #334155; font-size: 13px; flex-wrap: wrap; }}
 .empty {{ color: #64748b; }}
+.problems {{ color: #b45309; }}
 </style></head>
 <body><header>Thimble models<span>{store}</span></header><main>
 {sections}
@@ -201,21 +230,25 @@ def render(tracker: Tracker, model: str | None = None) -> str:
     by_version: dict[tuple[str, int | None], list[Record]] = defaultdict(list)
     for r in tracker.records(model=model):
         by_version[(r.model, r.version)].append(r)
-    sections, payload = [], {}
+    sections: list[str] = []
+    payload: dict[str, Any] = {}
     for (name, version), records in sorted(by_version.items(), key=lambda kv: (kv[0][0], -(kv[0][1] or 0))):
-        charts = charts_for(records)
-        divs = []
-        for kind, fig in charts.items():
-            div_id = f"chart-{name}-{version}-{kind}"
-            payload[div_id] = fig
-            divs.append(f"<div class='chart chart-{kind}' id='{html.escape(div_id)}'></div>")
-        body = (
-            "<div class='grid'>" + "".join(divs) + "</div>" if divs else "<p class='empty'>no metrics yet</p>"
-        )
-        sections.append(
-            f"<section class='model' data-model='{html.escape(name)}' data-version='{version}'>"
-            f"<h2>{html.escape(name)} <small>version {version}</small></h2>{_summary(records)}{body}</section>"
-        )
+        charts: dict[str, Any] = {}
+        try:
+            sections.append(_section(name, version, records, charts))
+        except Exception as exc:  # one version's records must not take the page of every model down
+            log.warning(
+                "dashboard: a model version cannot be drawn",
+                extra={"model": name, "model_version": version, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            sections.append(
+                f"<section class='model' data-model='{html.escape(name)}' data-version='{version}'>"
+                f"<h2>{html.escape(name)} <small>version {version}</small></h2><p class='problems'>"
+                f"cannot draw this version from its records ({html.escape(type(exc).__name__)}; "
+                "see the dashboard's log and /api/records)</p></section>"
+            )
+            continue
+        payload.update(charts)
     if not sections:
         sections.append(
             "<p class='empty'>No models have recorded metrics yet: save one, then serve or batch it.</p>"
@@ -241,10 +274,17 @@ def create_dashboard(tracker: Tracker) -> FastAPI:
         return FileResponse(js, media_type="application/javascript")
 
     @app.get("/api/records")
-    async def records(model: str | None = None, version: int | None = None) -> Response:
+    async def records(model: str | None = None, version: str | None = None) -> Response:
+        """The records, oldest first, of every model or of ``model`` (and ``version``): a 422 with one
+        message when either is not a model name or a version number."""
+        try:
+            name = check_model_name(model) if model is not None else None
+            number = check_version(version) if version is not None else None
+        except InvalidNameError as exc:
+            return json_response(422, {"detail": str(exc)})
         rows = [
             r.__dict__ | {"distributions": {k: h.model_dump() for k, h in r.distributions.items()}}
-            for r in tracker.records(model, version)
+            for r in tracker.records(name, number)
         ]
         return Response(orjson.dumps(rows), media_type="application/json")
 

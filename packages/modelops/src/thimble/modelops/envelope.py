@@ -9,6 +9,7 @@ training data, metrics) with ``Registry.save``; loading gives back a :class:`Loa
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 import typing
 from collections import abc
@@ -16,11 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, FiniteFloat, TypeAdapter, ValidationError, field_validator
 
 from thimble.common.errors import ConfigError
 from thimble.common.features import NAME_PATTERN, FeatureSet, check_name
 from thimble.common.validation import validation_problems
+from thimble.modelops._column_types import non_null_args, scalar_type
 from thimble.modelops._column_types import numeric_fields as numeric_fields
 from thimble.modelops._drift import Histogram
 from thimble.modelops._names import MODEL_NAME, check_model_name
@@ -106,8 +108,17 @@ class SavedContext(BaseModel):
     created_at: str
     training_data: TrainingData | None = None
     training_set: TrainingSetSpec | None = Field(default=None, description="see thimble.modelops.training")
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, FiniteFloat] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _drop_null_metrics(cls, value: Any) -> Any:
+        # Version 0.1.0 wrote a NaN or infinite metric as null: read such a metric as absent,
+        # so that the version still loads (saves now refuse those values).
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return value
 
 
 class ModelInfo(BaseModel):
@@ -366,6 +377,7 @@ class LoadedModel:
         self.environment_warnings = warnings or []
         self.rows_adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.input_type])  # type: ignore[name-defined]
         self.outputs_adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.output_type])  # type: ignore[name-defined]
+        self._float_outputs, self._nested_outputs = _fields_with_floats(self.output_type)
 
     @property
     def ref(self) -> str:
@@ -398,6 +410,25 @@ class LoadedModel:
         for item in outputs:
             if type(item) is not out_type:
                 return self._validate_outputs(outputs)
+        return outputs
+
+    def check_finite(self, outputs: list[BaseModel]) -> list[BaseModel]:
+        """``outputs`` when every number in them is finite, else :class:`PredictionError` naming the first
+        that is not: JSON has no NaN or infinity (a serialiser writes ``null``), and the output schema
+        says number."""
+        for i, out in enumerate(outputs):
+            for f in self._float_outputs:
+                v = getattr(out, f, None)
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise PredictionError(
+                        f"model {self.ref} returned {v!r} for {f!r} of row {i}: outputs must be finite numbers"
+                    )
+            for f in self._nested_outputs:
+                if has_nonfinite(getattr(out, f, None)):
+                    raise PredictionError(
+                        f"model {self.ref} returned a NaN or infinite number in {f!r} of row {i}: "
+                        "outputs must be finite numbers"
+                    )
         return outputs
 
     def _call(self, rows: Any) -> Any:
@@ -454,6 +485,31 @@ class LoadedModel:
         cols = [c for c in self.input_fields if c in pdf.columns]
         outputs = self.run(self.validate(_frame_records(pdf[cols])))
         return pd.DataFrame({f: [getattr(o, f) for o in outputs] for f in self.output_fields})
+
+
+def has_nonfinite(value: Any) -> bool:
+    """Whether ``value`` holds NaN or an infinity anywhere (in a list, a dict, a pydantic model)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, BaseModel):
+        return any(has_nonfinite(v) for v in value.__dict__.values())
+    if isinstance(value, dict):
+        return any(has_nonfinite(v) for v in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(has_nonfinite(v) for v in value)
+    return False
+
+
+def _fields_with_floats(model: type[BaseModel]) -> tuple[list[str], list[str]]:
+    """The fields of ``model`` that may hold a float: plain ``float`` ones, and the others (nested)."""
+    plain, nested = [], []
+    for name, info in model.model_fields.items():
+        args = non_null_args(info.annotation)
+        if args == [float]:
+            plain.append(name)
+        elif not (len(args) == 1 and scalar_type(args[0]) in (bool, int, str)):
+            nested.append(name)
+    return plain, nested
 
 
 def json_integers(value: Any) -> Any:

@@ -25,6 +25,7 @@ must be trusted. With a signing key, versions are signed on save and refused on 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, Field, StrictInt, ValidationError
 
@@ -74,11 +76,13 @@ from thimble.modelops.envelope import (
     SavedContext,
     TrainingData,
     _frame_records,
+    has_nonfinite,
     reference_of,
 )
 from thimble.modelops.errors import (
     ArtifactError,
     BrokenEntryError,
+    InvalidNameError,
     ModelLoadError,
     ModelNotFoundError,
     ModelOpsError,
@@ -153,6 +157,59 @@ def _sample_records(sample: Any, limit: int) -> list[Any]:
 
         records = random.Random(0).sample(records, limit)
     return records
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int beyond float64
+        return False
+
+
+def _check_metrics(metrics: Mapping[str, Any]) -> None:
+    """Refuse metrics that are not finite numbers: JSON has no NaN nor infinity (they were saved as
+    ``null``, and the envelope could no longer be read)."""
+    not_numbers, not_finite = [], []
+    for k, v in metrics.items():
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            not_numbers.append(str(k))
+        elif not _finite(v):
+            not_finite.append(f"{k}={shown(v)}")
+    if not_numbers:
+        raise ModelOpsError(f"metrics must be numbers: {', '.join(not_numbers)}")
+    if not_finite:
+        raise ModelOpsError(f"metrics must be finite numbers: {', '.join(not_finite)}")
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    """Refuse params holding NaN or an infinity: the envelope's JSON would hold ``null`` instead."""
+    bad = [str(k) for k, v in params.items() if has_nonfinite(v)]
+    if bad:
+        raise ModelOpsError(f"params must hold finite numbers only: {', '.join(bad)} holds NaN or infinity")
+
+
+def _check_sample(rows: Sequence[BaseModel]) -> None:
+    """Refuse sample rows holding NaN or an infinity: sample.json would hold ``null`` instead, and the
+    server refuses such inputs."""
+    for i, row in enumerate(rows):
+        for f, v in row.__dict__.items():
+            if has_nonfinite(v):
+                raise ModelOpsError(
+                    f"sample row {i}: {f} is {shown(v)}; sample values must be finite numbers "
+                    "(drop or fill those rows)"
+                )
+
+
+def _baseline(key: str, values: list[Any]) -> _drift.Histogram | None:
+    """The drift baseline of one field, unless its sample spans more than float64 can cut into bins."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        hist = _drift.baseline([v for v in values if v is not None])
+    if hist is not None and not all(math.isfinite(e) for e in hist.edges):
+        log.warning(
+            "no drift baseline: the sample's values are too far apart to cut into bins", extra={"field": key}
+        )
+        return None
+    return hist
 
 
 def _reopen(
@@ -310,6 +367,8 @@ class Registry:
                 return AliasRecord.model_validate_json(self.files.read(path)).version
             except ValidationError as exc:
                 problem = validation_problems(exc)[0]
+            except InvalidNameError as exc:  # a symlink out of the registry: refused, for this alias only
+                raise BrokenEntryError(f"alias {name}@{alias}: {exc}") from None
         raise BrokenEntryError(f"alias {name}@{alias}: its file {path} is unreadable ({problem})")
 
     def summary(self, name: str) -> ModelSummary:
@@ -505,11 +564,8 @@ class Registry:
         self._model_dir(function.name)
         for alias in aliases:
             check_alias(alias)
-        bad_metrics = [
-            k for k, v in (metrics or {}).items() if not isinstance(v, int | float) or isinstance(v, bool)
-        ]
-        if bad_metrics:
-            raise ModelOpsError(f"metrics must be numbers: {', '.join(bad_metrics)}")
+        _check_metrics(metrics or {})
+        _check_params(params or {})
         training = TrainingData.parse(training_data) if training_data else None
         spec = training_set.spec if isinstance(training_set, TrainingSet) else training_set
         if spec is not None and not isinstance(spec, TrainingSetSpec):
@@ -517,18 +573,17 @@ class Registry:
         bound = function.bind(artifacts, params)
 
         rows = bound.validate(_sample_records(sample, self.sample_rows)) if sample is not None else []
+        _check_sample(rows)
         outputs = bound.run(rows) if rows else []
         baseline: dict[str, _drift.Histogram] = {}
         entity = function.features.entity_key if function.features else None
         for f in numeric_fields(function.input_type):
             if f == entity:
                 continue
-            if (h := _drift.baseline([getattr(r, f) for r in rows if getattr(r, f) is not None])) is not None:
+            if (h := _baseline(f"input.{f}", [getattr(r, f) for r in rows])) is not None:
                 baseline[f"input.{f}"] = h
         for f in numeric_fields(function.output_type):
-            if (
-                h := _drift.baseline([getattr(o, f) for o in outputs if getattr(o, f) is not None])
-            ) is not None:
+            if (h := _baseline(f"output.{f}", [getattr(o, f) for o in outputs])) is not None:
                 baseline[f"output.{f}"] = h
 
         import_path = None if pickle_function else reference_of(function)

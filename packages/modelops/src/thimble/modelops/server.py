@@ -31,6 +31,7 @@ from thimble.common.metrics import Metrics, counter_buffer, histogram_buffer
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._docs import install_docs
 from thimble.modelops._http import BodyLimit, RequestIds, add_routes, json_response, problem
+from thimble.modelops._names import shown
 from thimble.modelops._prediction_log import PredictionLog
 from thimble.modelops._rollout import AliasFollower, Split
 from thimble.modelops._serving_stats import ServingStats
@@ -127,8 +128,14 @@ class ServedModel:
             (f, histogram_buffer(metrics.values.labels(model.name, self.version, f)))
             for f in numeric_fields(model.output_type)
         ]
+        run, check_finite = model.run, model.check_finite
+
+        def run_checked(rows: list[BaseModel]) -> list[BaseModel]:
+            # JSON has no NaN nor infinity: such an output is the model's failure, not a null in the answer
+            return check_finite(run(rows))
+
         self.batcher: MicroBatcher[BaseModel, BaseModel] = MicroBatcher(
-            model.run,
+            run_checked,
             cfg.max_batch_size,
             cfg.max_wait_ms,
             cfg.run_in_thread,
@@ -467,7 +474,7 @@ class Serving:
                 detail.append(
                     {
                         "loc": ["body", f] if single else ["body", positions[i] if positions else i, f],
-                        "msg": f"feature '{f}' of {key}={records[i].get(key)!r} is not in the online store "
+                        "msg": f"feature '{f}' of {key}={shown(records[i].get(key))} is not in the online store "
                         "and has no default; send it in the request or declare a default",
                         "type": "missing_feature",
                     }

@@ -3,10 +3,16 @@
 Each record carries scalar metrics (``train.auc``, ``rows``, ``latency.p99_ms``, ``psi.input.spend_7d``,
 ...) and distributions (histograms of predictions). SQLite in WAL mode takes writes from several
 serving workers and batch jobs at once; the dashboard reads it.
+
+Records are JSON, which has no NaN nor infinity: a metric or histogram that is not finite (the mean of
+outputs that overflow, say) is left out of its record, named in ``info["not_finite"]`` and logged. A
+record that cannot be read whole (one written by an older release, a hand-edited store) is read as far
+as it can be, with what could not be read in :attr:`Record.problems`.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -16,12 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from pydantic import ValidationError
 
+from thimble.common.logging import get_logger
 from thimble.modelops._drift import Histogram
+from thimble.modelops._names import shown
 
 if TYPE_CHECKING:
     from thimble.modelops.registry import Registry
 
+log = get_logger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -48,6 +58,8 @@ class Record:
     metrics: dict[str, float]
     distributions: dict[str, Histogram]
     info: dict[str, Any]
+    problems: tuple[str, ...] = ()
+    """What of the stored record could not be read (it is left out of the other fields)."""
 
 
 class Tracker:
@@ -81,15 +93,45 @@ class Tracker:
         info: Mapping[str, Any] | None = None,
         at: float | None = None,
     ) -> None:
+        """Append a record. A metric or histogram that is not finite is left out (JSON cannot hold it),
+        named in ``info["not_finite"]`` and logged; the rest is recorded."""
+        if at is not None and not math.isfinite(at):
+            raise ValueError(f"at={at!r}: a record's time must be a finite number of seconds")
+        kept: dict[str, float] = {}
+        not_finite: dict[str, str] = {}
+        for k, v in metrics.items():
+            if v is None:
+                continue
+            try:
+                number = float(v)
+            except OverflowError:  # an int beyond float64
+                number = math.inf if v > 0 else -math.inf
+            if math.isfinite(number):
+                kept[k] = number
+            else:
+                not_finite[k] = repr(number)
+        dists: dict[str, Any] = {}
+        for k, h in (distributions or {}).items():
+            if all(math.isfinite(x) for x in (*h.edges, *h.fractions)):
+                dists[k] = h.model_dump()
+            else:
+                not_finite[k] = "a histogram with NaN or infinite values"
+        details = dict(info or {})
+        if not_finite:
+            details["not_finite"] = not_finite
+            log.warning(
+                "metrics not recorded: they are not finite numbers",
+                extra={"model": model, "model_version": version, "source": source, "metrics": not_finite},
+            )
         row = (
             at if at is not None else time.time(),
             model,
             version,
             source,
             run_id,
-            orjson.dumps({k: float(v) for k, v in metrics.items() if v is not None}),
-            orjson.dumps({k: h.model_dump() for k, h in (distributions or {}).items()}),
-            orjson.dumps(dict(info or {}), default=str),
+            orjson.dumps(kept),
+            orjson.dumps(dists),
+            orjson.dumps(details, default=str),
         )
         with self._lock, self._connect() as conn:
             conn.execute(
@@ -111,19 +153,7 @@ class Tracker:
             sql += " WHERE " + " AND ".join(where)
         with self._connect() as conn:
             rows = conn.execute(sql + " ORDER BY time, id", args).fetchall()
-        return [
-            Record(
-                t,
-                m,
-                v,
-                s,
-                r,
-                orjson.loads(mt),
-                {k: Histogram.model_validate(h) for k, h in orjson.loads(d).items()},
-                orjson.loads(i),
-            )
-            for t, m, v, s, r, mt, d, i in rows
-        ]
+        return [_record(*row) for row in rows]
 
     def models(self) -> list[tuple[str, int | None]]:
         with self._connect() as conn:
@@ -131,3 +161,53 @@ class Tracker:
                 "SELECT DISTINCT model, version FROM records ORDER BY model, version"
             ).fetchall()
         return [(m, v) for m, v in rows]
+
+
+def _json_object(text: str | bytes, what: str, problems: list[str]) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        problems.append(f"{what}: not JSON ({exc})")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{what}: not a JSON object")
+        return {}
+    return value
+
+
+def _record(
+    at: float,
+    model: str,
+    version: int | None,
+    source: str,
+    run_id: str,
+    metrics_json: str | bytes,
+    distributions_json: str | bytes,
+    info_json: str | bytes,
+) -> Record:
+    """One stored row as a :class:`Record`: what cannot be read is left out and named in ``problems``."""
+    problems: list[str] = []
+    metrics: dict[str, float] = {}
+    for k, v in _json_object(metrics_json, "metrics", problems).items():
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            metrics[k] = float(v)
+        else:
+            problems.append(f"metric {k}: {'null' if v is None else shown(v)} is not a finite number")
+    distributions: dict[str, Histogram] = {}
+    for k, h in _json_object(distributions_json, "distributions", problems).items():
+        try:
+            hist = Histogram.model_validate(h)
+        except ValidationError:
+            problems.append(f"distribution {k}: not a histogram")
+            continue
+        if len(hist.fractions) != len(hist.edges) + 1 or not all(
+            math.isfinite(x) for x in (*hist.edges, *hist.fractions)
+        ):
+            problems.append(f"distribution {k}: not a histogram of finite numbers")
+            continue
+        distributions[k] = hist
+    info = _json_object(info_json, "info", problems)
+    not_finite = info.get("not_finite")
+    if isinstance(not_finite, dict):
+        problems += [f"{k}: {v} (not recorded)" for k, v in not_finite.items()]
+    return Record(at, model, version, source, run_id, metrics, distributions, info, tuple(problems))

@@ -1,0 +1,219 @@
+"""The CLI prints what it is given verbatim, reports unreadable input in one line, and never serves an empty token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import uvicorn
+from click.testing import CliRunner
+
+from thimble.modelops import Registry
+from thimble.modelops.cli import AUTH_TOKEN_ENV, app
+from thimble.modelops.config import OVERRIDES_ENV
+
+pytestmark = pytest.mark.unit
+runner = CliRunner()
+command = typer.main.get_command(app)
+
+HOSTILE_MODEL = '''
+from pydantic import BaseModel
+
+from thimble.modelops import ModelContext, model
+
+
+class In(BaseModel):
+    x: float = 0.0
+
+
+class Out(BaseModel):
+    y: float
+
+
+@model(name="hostile")
+def predict(ctx: ModelContext, rows: list[In]) -> list[Out]:
+    """Doc with [/] and [red]red[/red] and :warning: and a trailing backslash \\\\"""
+    return [Out(y=r.x) for r in rows]
+'''
+
+
+def _squeezed(text: str) -> str:
+    """``text`` without whitespace: rich wraps long values at the terminal's width."""
+    return "".join(text.split())
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(command, list(args))
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder holding a model whose docstring is rich markup; the current folder in the test."""
+    (tmp_path / "hostile_cli_model.py").write_text(HOSTILE_MODEL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(OVERRIDES_ENV, raising=False)  # serve sets it for its workers: restored after the test
+    return tmp_path
+
+
+@pytest.fixture
+def no_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """``uvicorn.run`` recorded instead of run: serve and dashboard print their line, then return."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_every_command_prints_markup_in_values_verbatim(
+    project: Path, monkeypatch: pytest.MonkeyPatch, no_uvicorn: list[dict[str, Any]]
+) -> None:
+    for variable in ("LOGNAME", "USER"):  # what getpass.getuser() reads first
+        monkeypatch.setenv(variable, "ev[/]il")
+    reg = str(project / "reg[/]istry")
+    code, output = _cli(
+        "save",
+        "hostile_cli_model:predict",
+        "--training-data",
+        "w[/]t@v1",
+        "--metric",
+        "[red]auc=0.5",
+        "--alias",
+        "staging",
+        "--registry",
+        reg,
+    )
+    assert code == 0, output
+    assert _squeezed(f"saved hostile@1 in {reg} (aliases: staging)") in _squeezed(output)
+    assert Registry(reg).versions("hostile") == [1]
+
+    code, output = _cli("show", "hostile@staging", "--registry", reg)
+    assert code == 0, output
+    for shown in (
+        "Doc with [/] and [red]red[/red] and :warning: and a trailing backslash \\",
+        "by ev[/]il@",
+        "training data: w[/]t@v1",
+        "metrics: [red]auc=0.5",
+    ):
+        assert _squeezed(shown) in _squeezed(output), output
+
+    code, output = _cli("list", "--registry", reg)
+    assert code == 0, output
+    assert "w[/]t@v1" in output
+    code, output = _cli("list", "--registry", str(project / "empty[/]one"))
+    assert code == 0, output
+    assert _squeezed(f"no models in {project / 'empty[/]one'}") in _squeezed(output)
+
+    code, output = _cli("alias", "hostile", "prod", "staging", "--registry", reg)
+    assert code == 0, output
+    assert output.strip().endswith("\nhostile@prod -> 1")  # after the log line of the move
+    code, output = _cli("alias-history", "hostile", "--registry", reg)
+    assert code == 0, output
+    assert "ev[/]il@" in output
+
+    (project / "out[").mkdir()
+    target = project / "out[/]put.yaml"
+    code, output = _cli(
+        "prediction-table", "hostile@1", "--topic", "p", "--output", str(target), "--registry", reg
+    )
+    assert code == 0, output
+    assert _squeezed(str(target)) in _squeezed(output)
+
+    code, output = _cli("dashboard", "--host", "[/]", "--registry", reg)
+    assert code == 0, output
+    assert _squeezed("on http://[/]:8090") in _squeezed(output)
+    code, output = _cli("serve", "hostile@prod", "--host", "[bold]h[/]", "--registry", reg)
+    assert code == 0, output
+    assert _squeezed("serving hostile@prod on http://[bold]h[/]:8080") in _squeezed(output)
+    assert [call["host"] for call in no_uvicorn] == ["[/]", "[bold]h[/]"]
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        (
+            "s.json",
+            b"{bad",
+            "--sample s.json: cannot read it as JSON (JSONDecodeError: Expecting property name",
+        ),
+        ("s.json", b"\xff\xfe", "--sample s.json: cannot read it as JSON (UnicodeDecodeError: "),
+        (
+            "s.csv",
+            b'a,b\n1,2,3,4\n"x\n',
+            "--sample s.csv: cannot read it as CSV (ParserError: Error tokenizing data.",
+        ),
+        ("s.parquet", b"nope\n", "--sample s.parquet: cannot read it as Parquet (ArrowInvalid: "),
+        ("folder", None, "--sample folder: is a folder; give a .json, .csv or .parquet file"),
+        ("none.json", None, "--sample none.json: the file does not exist"),
+    ],
+)
+def test_an_unreadable_sample_is_one_line_naming_the_flag(
+    project: Path, file: str, content: bytes | None, message: str
+) -> None:
+    if content is not None:
+        (project / file).write_bytes(content)
+    elif file == "folder":
+        (project / file).mkdir()
+    reg = str(project / "models")
+    code, output = _cli("save", "hostile_cli_model:predict", "--sample", file, "--registry", reg)
+    assert code == 2
+    assert output.startswith(f"error: {message}"), output
+    assert len(output.strip().splitlines()) == 1, output
+    assert Registry(reg).models() == []
+
+
+def test_a_config_file_that_is_not_text_is_one_error_naming_it(project: Path) -> None:
+    (project / "bin.yaml").write_bytes(b"\xff\xfe")
+    code, output = _cli("list", "--config", "bin.yaml")
+    assert code == 2
+    assert output == "error: Invalid configuration in bin.yaml:\n  not UTF-8 text (byte 0xff at position 0)\n"
+
+
+def test_a_model_module_that_raises_on_import_is_one_line(project: Path) -> None:
+    (project / "boom_on_import.py").write_text('raise RuntimeError("no table\\nsecond line")\n')
+    code, output = _cli("save", "boom_on_import:predict", "--registry", str(project / "models"))
+    assert code == 2
+    assert output == (
+        "error: cannot import boom_on_import:predict: importing 'boom_on_import' raised RuntimeError: no table\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "environment"),
+    [
+        (["--auth-token", ""], {}),
+        ([], {AUTH_TOKEN_ENV: ""}),  # set but empty: `--auth-token "$UNSET"` or an empty secret
+        ([], {"THIMBLE_MODELOPS__SERVER__AUTH_TOKEN": ""}),
+        (["--auth-token", "fifteen-chars!!"], {}),
+    ],
+)
+def test_serve_refuses_an_empty_or_short_auth_token(
+    saved_churn: Registry,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_uvicorn: list[dict[str, Any]],
+    flag: list[str],
+    environment: dict[str, str],
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    code, output = _cli("serve", "churn@prod", *flag, "--registry", saved_churn.url)
+    assert code == 2
+    assert "modelops.server.auth_token: use a random secret of at least 16 characters" in " ".join(
+        output.split()
+    ), output
+    assert "fifteen-chars" not in output
+    assert no_uvicorn == []
+
+
+def test_serve_takes_a_token_of_16_characters(
+    saved_churn: Registry, project: Path, no_uvicorn: list[dict[str, Any]]
+) -> None:
+    code, output = _cli(
+        "serve", "churn@prod", "--auth-token", "sixteen-chars!!!", "--registry", saved_churn.url
+    )
+    assert code == 0, output
+    assert len(no_uvicorn) == 1
