@@ -124,3 +124,38 @@ def test_a_dead_letter_that_fits_without_its_traceback_keeps_its_value_whole() -
         assert not letter.cut
         assert letter.value == value
         assert "thimble.error.traceback" not in letter.headers
+
+
+def test_an_exception_in_place_of_a_batch_item_dead_letters_that_input_alone() -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from thimble.consumer import DecodeError
+
+    app = App("items")
+    ints = TypeAdapter(int)
+
+    @app.handler(source="in", sink="out", batch_size=4)
+    def score(ds: list[dict[str, Any]]) -> list[Any]:
+        items: list[Any] = []
+        for d in ds:
+            try:
+                items.append({"id": ints.validate_python(d["id"], strict=True)})
+            except ValidationError as exc:
+                items.append(exc)
+            except KeyError:
+                items.append(DecodeError("no id"))
+        items[2] = ValueError("the model failed on this row") if items[2] else items[2]
+        return items
+
+    with TestClient(app) as t:
+        for i, event in enumerate([{"id": 0}, {"id": "1"}, {"id": 2}, {"other": 3}]):
+            t.send("in", event, key=str(i))
+        letters = {d.key: d for d in t.dead_letters("in")}
+        assert {k: d.error_stage for k, d in letters.items()} == {
+            b"1": "validate",
+            b"2": "handler",
+            b"3": "decode",
+        }
+        assert letters[b"2"].error_message == "the model failed on this row"
+        assert t.outputs("out") == [{"id": 0}]
+        assert [r.key for r in t.records("out")] == [b"0"]

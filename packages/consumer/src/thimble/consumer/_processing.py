@@ -26,7 +26,7 @@ from thimble.consumer._signature import HandlerSpec
 from thimble.consumer._transport import record_size, too_large
 from thimble.consumer._writers import SinkWriter, TopicWriter
 from thimble.consumer.context import Context
-from thimble.consumer.errors import RecordTooLarge, Retriable
+from thimble.consumer.errors import DecodeError, RecordTooLarge, Retriable
 
 log = get_logger(__name__)
 
@@ -223,7 +223,11 @@ class Processor:
             if not ok:
                 for msg in good:
                     self._dead_letter(msg, result, "handler", attempts, pending)
-            elif not self._send_paired(result, good, pending):
+                return
+            failed = type(result) is list and any(isinstance(item, BaseException) for item in result)
+            if failed and len(result) == len(good):
+                result, good = self._dead_letter_failed(result, good, pending)
+            if not self._send_paired(result, good, pending):
                 self._dispatch(self._pair(result, good), good, pending)
 
     def _decode_each(self, msgs: list[Any], pending: Pending) -> tuple[list[Any], list[Any]]:
@@ -237,6 +241,22 @@ class Processor:
             except Exception as exc:
                 self._dead_letter(msg, exc, _decode_stage(exc), 0, pending)
         return values, good
+
+    def _dead_letter_failed(
+        self, result: list[Any], good: list[Any], pending: Pending
+    ) -> tuple[list[Any], list[Any]]:
+        """A batch result with an exception in place of some inputs' outputs: those inputs dead-lettered
+        (stage ``decode``/``validate`` for a decoding error, else ``handler``); the rest, still paired."""
+        outputs: list[Any] = []
+        kept: list[Any] = []
+        for item, msg in zip(result, good, strict=True):
+            if isinstance(item, BaseException):
+                stage = _decode_stage(item) if isinstance(item, ValidationError | DecodeError) else "handler"
+                self._dead_letter(msg, item, stage, 1, pending)
+            else:
+                outputs.append(item)
+                kept.append(msg)
+        return outputs, kept
 
     def _send_paired(self, result: Any, good: list[Any], pending: Pending) -> bool:
         """:meth:`_dispatch` of a batch's result for the common case, one topic sink and one plain

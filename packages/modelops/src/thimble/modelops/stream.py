@@ -1,8 +1,10 @@
 """The model as a thimble-consumer batch handler: Kafka rows in, predictions out.
 
 Each output record is the model's output fields plus ``_model``, ``_model_version`` and the input's
-entity key (when the model declares features), keyed like the input message. Rows that do not match
-the model's input schema are dead-lettered by the consumer, with the reason.
+entity key (when the model declares features), keyed like the input message. Rows are validated as
+strictly as an HTTP request; a row that does not match the model's input schema, or that the model
+fails on, is dead-lettered alone, with the reason (a batch the model fails on is scored again row by
+row), and the batch's other rows go on.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
 from thimble.modelops.config import ModelOpsSettings
-from thimble.modelops.envelope import LoadedModel
-from thimble.modelops.errors import ModelOpsError
+from thimble.modelops.envelope import LoadedModel, json_integers
+from thimble.modelops.errors import ModelOpsError, PredictionError
 
 if TYPE_CHECKING:
     from thimble.consumer import App
@@ -43,10 +48,39 @@ def stream_app(
     key = model.features.entity_key if model.features else None
     extra = {"_model": model.name, "_model_version": model.version}
 
-    def predict(rows: list[Any], contexts: list[Any]) -> list[Any]:
-        outputs = model.run(rows)
-        records = []
-        for row, out, ctx in zip(rows, outputs, contexts, strict=True):
+    row_adapter: TypeAdapter[Any] = TypeAdapter(model.input_type)
+
+    def validated(raw: bytes | None) -> Any:
+        """A row validated as strictly as an HTTP request is (no NaN or infinity, no "2.5" for a number),
+        or the error that dead-letters it."""
+        try:
+            parsed = orjson.loads(raw or b"")
+        except orjson.JSONDecodeError as exc:
+            return consumer.DecodeError(f"not JSON: {exc}")
+        try:
+            return row_adapter.validate_json(orjson.dumps(json_integers(parsed)), strict=True)
+        except ValidationError as exc:
+            return exc
+
+    def outputs_of(rows: list[Any]) -> list[Any]:
+        """One output per row; a row the model fails on (alone) gets its :class:`PredictionError`."""
+        try:
+            return model.check_finite(model.run(rows))
+        except PredictionError as exc:
+            if len(rows) == 1:
+                return [exc]
+        return [outputs_of([row])[0] for row in rows]
+
+    def predict(raws: list[bytes], contexts: list[Any]) -> list[Any]:
+        checked = [validated(raw) for raw in raws]
+        rows = [row for row in checked if not isinstance(row, Exception)]
+        outputs = iter(outputs_of(rows) if rows else [])
+        records: list[Any] = []
+        for row, ctx in zip(checked, contexts, strict=True):
+            out = row if isinstance(row, Exception) else next(outputs)
+            if isinstance(out, Exception):
+                records.append(out)
+                continue
             value = out.model_dump(mode="json") | extra
             if key is not None:
                 value[key] = getattr(row, key)
@@ -54,9 +88,9 @@ def stream_app(
         return records
 
     predict.__annotations__ = {
-        "rows": list.__class_getitem__(model.input_type),
+        "raws": list[bytes],
         "contexts": list.__class_getitem__(consumer.Context),
-        "return": list.__class_getitem__(consumer.Output),
+        "return": list[Any],
     }
     predict.__name__ = predict.__qualname__ = f"predict_{model.name.replace('-', '_')}"
     app.handler(source, sink, batch_size=batch_size, batch_wait_ms=batch_wait_ms)(predict)
