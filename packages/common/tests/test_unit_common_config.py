@@ -163,3 +163,21 @@ def test_a_topic_name_kafka_would_refuse_is_refused(name: str) -> None:
 @pytest.mark.parametrize("name", ["t", "client-events.v2", "_internal", "...", "x" * 249])
 def test_a_topic_name_kafka_accepts_is_kept(name: str) -> None:
     assert check_topic_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "servers", ["127.0.0.1:9092", "a:1, b:2", "SASL_SSL://broker-1.example:9093", "[::1]:9092", "kafka"]
+)
+def test_bootstrap_servers_take_host_port_lists(servers: str) -> None:
+    assert (
+        load_settings(
+            ThimbleSettings, overrides={"kafka": {"bootstrap_servers": servers}}
+        ).kafka.bootstrap_servers
+        == servers
+    )
+
+
+@pytest.mark.parametrize("servers", ["not a host:port:x", "h:99999", "h:", "h:1,,h:2", "h:port"])
+def test_a_bootstrap_server_that_is_not_host_port_is_one_error_naming_the_field(servers: str) -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap_servers: .* is not host:port"):
+        load_settings(ThimbleSettings, overrides={"kafka": {"bootstrap_servers": servers}})

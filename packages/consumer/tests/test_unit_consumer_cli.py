@@ -68,3 +68,11 @@ def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["describe", CLI_APP, "--config", str(config)])
     assert result.exit_code == 2
     assert "max_retries" in result.output
+
+
+def test_an_empty_group_id_is_refused_not_taken_for_the_default() -> None:
+    from thimble.common import ConfigError, load_settings
+    from thimble.consumer import ConsumerSettings
+
+    with pytest.raises(ConfigError, match=r"consumer\.group_id"):
+        load_settings(ConsumerSettings, overrides={"consumer": {"group_id": ""}})

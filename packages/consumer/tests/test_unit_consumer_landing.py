@@ -32,3 +32,18 @@ def test_parquet_is_loaded_when_the_writer_is_built_not_by_the_first_flush(tmp_p
     assert before == "False"
     assert parquet == "True"
     assert pandas == str(importlib.util.find_spec("pandas") is not None)
+
+
+def test_an_event_before_year_1000_lands_under_a_four_digit_year() -> None:
+    from thimble.consumer import App, Landing, TestClient
+
+    app = App("old-events")
+
+    @app.handler(source="in", sink=Landing("old", event_time="ts"))
+    def keep(d: dict[str, object]) -> dict[str, object]:
+        return d
+
+    with TestClient(app) as t:
+        t.send("in", {"id": 1, "ts": "0001-01-01T00:00:00+00:00"})
+        [row] = t.landed("old")
+    assert row["date"] == "0001-01-01"

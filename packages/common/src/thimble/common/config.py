@@ -66,6 +66,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 """librdkafka settings every Thimble consumer starts from; a user's settings win over them."""
 
 
+_BOOTSTRAP_SERVER = re.compile(
+    r"(?:[A-Za-z_]+://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
 class KafkaConfig(Section):
     """How to reach Kafka. ``extra`` passes librdkafka settings through unchanged."""
 
@@ -79,6 +84,17 @@ class KafkaConfig(Section):
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, servers: str) -> str:
+        """A comma-separated list of ``host[:port]`` (optionally ``protocol://``); anything else would be
+        retried for ever as an unreachable broker."""
+        for server in servers.split(","):
+            match = _BOOTSTRAP_SERVER.fullmatch(server.strip())
+            if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+                raise ValueError(f"{server.strip()!r} is not host:port (a list is comma-separated)")
+        return servers
 
     def client_config(self) -> dict[str, Any]:
         """The librdkafka configuration for a confluent-kafka client, secrets included."""

@@ -167,7 +167,7 @@ class LandingWriter:
             event_ms = epoch_ms(fields[self.spec.event_time])
         else:
             event_ms = msg.timestamp()[1]
-        day = datetime.fromtimestamp(event_ms / 1000, UTC).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(event_ms / 1000, UTC).date().isoformat()  # years below 1000 too
         fields["_kafka_topic"] = msg.topic()
         fields["_kafka_partition"] = msg.partition()
         fields["_kafka_offset"] = msg.offset()

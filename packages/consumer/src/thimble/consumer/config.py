@@ -12,7 +12,9 @@ from thimble.common.config import Section, ThimbleSettings
 class ConsumerConfig(Section):
     """How the consumer polls, batches, retries, dead-letters and shuts down."""
 
-    group_id: str | None = Field(default=None, description="Consumer group; default: the app's name.")
+    group_id: str | None = Field(
+        default=None, min_length=1, description="Consumer group; default: the app's name."
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     poll_batch_size: int = Field(default=500, ge=1, description="Messages taken from librdkafka per poll.")
     batch_size: int = Field(default=500, ge=1, description="Default size of a batch handler's batches.")
