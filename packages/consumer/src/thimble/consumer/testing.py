@@ -19,6 +19,7 @@ from thimble.consumer._codec import encode_key, encode_value
 from thimble.consumer._dead_letters import DeadLetter
 from thimble.consumer._landing import MemoryLanding
 from thimble.consumer._metrics import ConsumerMetrics
+from thimble.consumer._online_hash import entity_text
 from thimble.consumer._online_store import MemoryOnlineStore
 from thimble.consumer._pipeline import Backends, Pipeline
 from thimble.consumer._state import parse
@@ -202,7 +203,7 @@ class TestClient:
         """An entity's features as thimble-modelops reads them (each field JSON-decoded), or ``None``."""
         self.flush()
         name = feature_set.name if isinstance(feature_set, FeatureSet) else feature_set
-        key = online_key(self.settings.online_store.key_prefix, name, entity)
+        key = online_key(self.settings.online_store.key_prefix, name, entity_text(entity))
         stored = self.online_store.hashes.get(key)
         return None if stored is None else {k: orjson.loads(v) for k, v in stored.items()}
 
