@@ -19,7 +19,13 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from thimble.consumer import App
-from thimble.consumer._dead_letters import ERROR_CLASS, ORIGINAL_TOPIC, REPLAYED_FROM, VALUE_CUT
+from thimble.consumer._dead_letters import (
+    ERROR_CLASS,
+    HEADERS_DROPPED,
+    ORIGINAL_TOPIC,
+    REPLAYED_FROM,
+    VALUE_CUT,
+)
 from thimble.consumer._dlq_replay import ReplayReport, replay
 from thimble.consumer.cli import app as cli
 from thimble.testing import produce, wait_until
@@ -272,3 +278,18 @@ def test_a_cut_dead_letter_is_passed_over_and_never_sent(kafka_topic, kafka_conf
     again = _replay_in_thread(60, settings, dlq)  # committed past it: nothing left
     assert (again.replayed, again.cut, again.failed) == (0, 0, 0)
     assert _end(kafka_config, target) == 2
+
+
+def test_a_replay_that_ends_commits_every_partition_to_its_end(kafka_topic, kafka_config) -> None:
+    dlq, target = kafka_topic("dlq", partitions=3), kafka_topic("target")
+    headers = [(ORIGINAL_TOPIC, target.encode()), (ERROR_CLASS, b"ValueError")]
+    letters = [(i, {"id": i}) for i in range(30_000)]
+    produce(kafka_config, dlq, letters, headers=headers, partitions=3)
+    produce(kafka_config, dlq, [(0, b"{x")], headers=[*headers, (HEADERS_DROPPED, b"2")], partition=1)
+    settings = make_settings(kafka_config, dlq)
+
+    first = _replay_in_thread(120, settings, dlq)
+    assert (first.replayed, first.cut, first.failed) == (30_000, 1, 0)
+    again = _replay_in_thread(60, settings, dlq)  # a delivery report served early left nothing behind
+    assert (again.replayed, again.cut) == (0, 0)
+    assert _end(kafka_config, target) == 30_000

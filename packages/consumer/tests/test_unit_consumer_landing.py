@@ -47,3 +47,17 @@ def test_an_event_before_year_1000_lands_under_a_four_digit_year() -> None:
         t.send("in", {"id": 1, "ts": "0001-01-01T00:00:00+00:00"})
         [row] = t.landed("old")
     assert row["date"] == "0001-01-01"
+
+
+def test_a_file_holds_every_field_of_every_row_not_only_the_first_rows(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from thimble.consumer._landing import ParquetFiles
+
+    rows = [{"id": 1, "v": 1.5}, {"id": 2, "pad": "kept"}, {"id": 3, "v": None, "pad": None}]
+    path = ParquetFiles(tmp_path).write("mixed", "2026-01-01", rows, None)
+    assert pq.read_table(path).to_pylist() == [
+        {"id": 1, "v": 1.5, "pad": None},
+        {"id": 2, "v": None, "pad": "kept"},
+        {"id": 3, "v": None, "pad": None},
+    ]

@@ -159,3 +159,67 @@ def test_an_exception_in_place_of_a_batch_item_dead_letters_that_input_alone() -
         assert letters[b"2"].error_message == "the model failed on this row"
         assert t.outputs("out") == [{"id": 0}]
         assert [r.key for r in t.records("out")] == [b"0"]
+
+
+def test_a_dead_letter_is_cut_further_to_fit_a_small_producer_limit() -> None:
+    app = App("strict")
+
+    @app.handler(source="in", sink="out")
+    def strict(d: dict[str, int]) -> dict[str, int]:
+        return d
+
+    value = b"{" + b"x" * 12_000  # under 16 KiB: the first cut leaves it whole
+    with TestClient(app) as t:
+        t.transport.max_bytes = 10_000  # as producer_extra's message.max.bytes would set it
+        t.send("in", value, key="k", headers={"big": b"h" * 5_000})
+        t.send("in", {"id": 1})
+        [letter] = t.dead_letters("in")
+        assert letter.value == value[:1024]
+        assert letter.headers["thimble.value.cut"] == str(len(value)).encode()
+        assert letter.headers["thimble.headers.dropped"] == b"1"
+        assert letter.cut
+        assert t.outputs("out") == [{"id": 1}]
+
+
+@pytest.mark.parametrize("sink", ["topic", "online store"])
+def test_a_batch_output_a_sink_refuses_dead_letters_only_its_own_input(sink: str) -> None:
+    from thimble.consumer import OnlineStore
+
+    app = App("refused-items")
+    target: Any = "out" if sink == "topic" else OnlineStore("fs", entity_key="id")
+
+    @app.handler(source="in", sink=target, batch_size=4)
+    def echo(ds: list[dict[str, Any]]) -> list[Any]:
+        items: list[Any] = []
+        for d in ds:
+            if d["id"] == 1:  # a header the producer cannot take, a field of the store's own
+                items.append(Output(d, headers={"h": 5}) if sink == "topic" else {**d, "_version": 1})
+            elif d["id"] == 2:
+                items.append({"id": 2, "bad": {1, 2}})  # not JSON
+            else:
+                items.append(Output(d) if sink == "topic" else d)
+        return items
+
+    with TestClient(app) as t:
+        for i in range(4):
+            t.send("in", {"id": i}, key=str(i))
+        dead = {d.key: d.error_stage for d in t.dead_letters("in")}
+        assert dead == {b"1": "output", b"2": "output"}
+        if sink == "topic":
+            assert t.outputs("out") == [{"id": 0}, {"id": 3}]
+        else:
+            assert [t.online("fs", i) is not None for i in range(4)] == [True, False, False, True]
+
+
+def test_plain_batch_outputs_one_of_which_does_not_encode_dead_letter_only_that_input() -> None:
+    app = App("plain-items")
+
+    @app.handler(source="in", sink="out", batch_size=3)
+    def echo(ds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"id": d["id"], "bad": {1}} if d["id"] == 1 else {"id": d["id"]} for d in ds]
+
+    with TestClient(app) as t:
+        for i in range(3):
+            t.send("in", {"id": i}, key=str(i))
+        assert [(d.key, d.error_stage) for d in t.dead_letters("in")] == [(b"1", "output")]
+        assert t.outputs("out") == [{"id": 0}, {"id": 2}]

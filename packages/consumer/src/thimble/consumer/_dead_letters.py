@@ -89,8 +89,9 @@ class DeadLetter:
 
     @property
     def cut(self) -> bool:
-        """Whether the record was too large to dead-letter whole: its value or key is only a prefix."""
-        return VALUE_CUT in self.headers or KEY_CUT in self.headers
+        """Whether the record was too large to dead-letter whole: its value or key is only a prefix, or
+        its original headers were dropped."""
+        return any(name in self.headers for name in (VALUE_CUT, KEY_CUT, HEADERS_DROPPED))
 
     @classmethod
     def from_record(
@@ -145,7 +146,8 @@ class DeadLetterWriter:
         self, topic: str, msg: Any, headers: list[tuple[str, bytes | None]], pending: Pending
     ) -> None:
         """A dead letter the producer refused for its size: sent again without the traceback, then with
-        its value, key and original headers cut to :data:`KEPT_BYTES`, saying so in its headers."""
+        its value, key and original headers cut to :data:`KEPT_BYTES` (then 1 KiB, then nothing) until
+        it fits, saying so in its headers."""
         slim = [(k, v) for k, v in headers if k != ERROR_TRACEBACK]
         try:
             self.transport.send(topic, msg.key(), msg.value(), slim, pending)
@@ -155,21 +157,34 @@ class DeadLetterWriter:
         key, value = msg.key(), msg.value()
         own = [(k, v) for k, v in slim if k.startswith(PREFIX)]
         original = [(k, v) for k, v in slim if not k.startswith(PREFIX)]
-        marks: list[tuple[str, bytes | None]] = []
-        if sum(len(k) + len(v or b"") for k, v in original) > KEPT_BYTES:
-            marks.append((HEADERS_DROPPED, str(len(original)).encode()))
-            original = []
-        if value is not None and len(value) > KEPT_BYTES:
-            marks.append((VALUE_CUT, str(len(value)).encode()))
-            value = value[:KEPT_BYTES]
-        if key is not None and len(key) > KEPT_BYTES:
-            marks.append((KEY_CUT, str(len(key)).encode()))
-            key = key[:KEPT_BYTES]
-        log.warning(
-            "a dead letter was too large for the producer; it is sent cut",
-            extra={
-                "dead_letter_topic": topic,
-                "cut": ", ".join(f"{k}={(v or b'').decode()}" for k, v in marks),
-            },
+        for keep in (KEPT_BYTES, KEPT_BYTES // 16, 0):
+            marks: list[tuple[str, bytes | None]] = []
+            kept = original
+            if sum(len(k) + len(v or b"") for k, v in original) > keep:
+                marks.append((HEADERS_DROPPED, str(len(original)).encode()))
+                kept = []
+            if value is not None and len(value) > keep:
+                marks.append((VALUE_CUT, str(len(value)).encode()))
+            if key is not None and len(key) > keep:
+                marks.append((KEY_CUT, str(len(key)).encode()))
+            if not marks:
+                continue  # nothing this large to cut: cut more
+            cut_key = key if key is None else key[:keep]
+            cut_value = value if value is None else value[:keep]
+            try:
+                self.transport.send(topic, cut_key, cut_value, [*kept, *own, *marks], pending)
+            except RecordTooLarge:
+                continue
+            log.warning(
+                "a dead letter was too large for the producer; it is sent cut",
+                extra={
+                    "dead_letter_topic": topic,
+                    "kept_bytes": keep,
+                    "cut": ", ".join(f"{k}={(v or b'').decode()}" for k, v in marks),
+                },
+            )
+            return
+        raise RecordTooLarge(
+            f"a dead letter for topic {topic!r} does not fit the producer's message.max.bytes even with "
+            "its value, key and original headers cut; raise it in consumer.producer_extra"
         )
-        self.transport.send(topic, key, value, [*original, *own, *marks], pending)

@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from thimble.common.config import CONSUMER_DEFAULTS, check_topic_name
 from thimble.consumer._dead_letters import (
     ERROR_CLASS,
+    HEADERS_DROPPED,
     KEY_CUT,
     ORIGINAL_TOPIC,
     PREFIX,
@@ -233,7 +234,7 @@ class _Replay:
             self.report.skipped += 1
             part.skipped()
             return None
-        if _header(msg, VALUE_CUT) or _header(msg, KEY_CUT):
+        if any(_header(msg, name) for name in (VALUE_CUT, KEY_CUT, HEADERS_DROPPED)):
             self.report.cut += 1
             part.sent(offset, in_flight=False)
             return None
@@ -254,10 +255,11 @@ class _Replay:
                 except KafkaException as exc:
                     self._failed(partition, offset, target, _reason(exc))
                     return None
-            self.producer.poll(0)
         part.sent(offset, in_flight=not self.dry_run)
         self.report.replayed += 1
         self.report.by_topic[target] = self.report.by_topic.get(target, 0) + 1
+        if not self.dry_run:
+            self.producer.poll(0)  # after the letter is in flight: its delivery report may come now
         return target
 
     def _refusal(self, target: str) -> str | None:

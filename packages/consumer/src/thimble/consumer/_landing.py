@@ -104,8 +104,9 @@ class ParquetFiles:
             if as_json:
                 rows = [{**r, **{k: orjson.dumps(r[k]).decode() for k in as_json if k in r}} for r in rows]
             table = pa.Table.from_pylist(rows, schema=schema)
-        else:
-            table = pa.Table.from_pylist(rows)
+        else:  # every field of every row, not only the first row's (pyarrow's inference)
+            columns = dict.fromkeys(name for row in rows for name in row)
+            table = pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in columns})
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
         temp = folder / f".{name}.tmp"

@@ -266,21 +266,22 @@ class Processor:
             return False
         encoders = self._plain_encoders
         records: list[tuple[Any, bytes]] = []
-        try:
-            for item, msg in zip(result, good, strict=True):
-                if item is None:
-                    continue
-                cls = type(item)
-                encode = encoders[cls] if cls in encoders else encoders.setdefault(cls, plain_encoder(cls))
-                if encode is None:
-                    return False
+        unencodable: list[tuple[Any, Exception]] = []
+        for item, msg in zip(result, good, strict=True):
+            if item is None:
+                continue
+            cls = type(item)
+            encode = encoders[cls] if cls in encoders else encoders.setdefault(cls, plain_encoder(cls))
+            if encode is None:
+                return False
+            try:
                 records.append((msg, encode(item)))
-        except Exception as exc:
-            for msg in good:
-                self._dead_letter(msg, exc, "output", 1, pending)
-            return True
+            except Exception as exc:
+                unencodable.append((msg, exc))
+        for msg, error in unencodable:  # that input alone
+            self._dead_letter(msg, error, "output", 1, pending)
         name, produce, on_delivery = topic.topic, self._produce, pending.on_delivery
-        refused = 0
+        refused = len(unencodable)
         for msg, value in records:
             key = msg.key()
             try:
@@ -383,17 +384,23 @@ class Processor:
         self.metrics.count_processed(1)
 
     def _dispatch(self, outputs: list[tuple[Any, Any]], msgs: list[Any], pending: Pending) -> None:
-        try:
-            prepared = [(w, w.prepare(out, m), m) for out, m in outputs for w in self.writers]
-        except Exception as exc:
-            for msg in msgs:
-                self._dead_letter(msg, exc, "output", 1, pending)
-            return
-        refused: dict[int, tuple[Any, RecordTooLarge]] = {}  # by input; the outputs written stay
+        """Prepare every output, then write those of the inputs whose outputs all prepared; an input
+        with an output a sink refuses is dead-lettered (every input, for an output of the whole batch)."""
+        writers = self.writers
+        prepared: list[tuple[SinkWriter, Any, Any]] = []
+        refused: dict[int, tuple[Any, Exception]] = {}  # by input
+        for out, m in outputs:
+            try:
+                prepared.extend([(w, w.prepare(out, m), m) for w in writers])
+            except Exception as exc:
+                for msg in msgs if isinstance(m, _Unkeyed) else [m]:
+                    refused.setdefault(id(msg), (msg, exc))
+        if refused:
+            prepared = [p for p in prepared if not _refused(p[2], msgs, refused)]
         for writer, item, m in prepared:
             try:
                 writer.write(item, pending)
-            except RecordTooLarge as exc:
+            except RecordTooLarge as exc:  # the outputs written before it stay
                 for msg in msgs if isinstance(m, _Unkeyed) else [m]:
                     refused.setdefault(id(msg), (msg, exc))
         for msg, error in refused.values():
@@ -415,6 +422,11 @@ class Processor:
                 },
             )
         self.dead_letters.send(topic, msg, exc, stage, attempts, self.spec.name, pending)
+
+
+def _refused(m: Any, msgs: list[Any], refused: dict[int, Any]) -> bool:
+    """Whether the input of output ``m`` (every input, for an output of the whole batch) is refused."""
+    return any(id(msg) in refused for msg in msgs) if isinstance(m, _Unkeyed) else id(m) in refused
 
 
 def _decode_stage(exc: BaseException) -> str:
