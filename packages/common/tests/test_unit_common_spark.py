@@ -178,3 +178,22 @@ try:
 except ServiceUnavailableError as exc:
     print(f"ServiceUnavailableError: {exc}")
 """
+
+
+def test_the_warehouse_database_is_one_quoted_name_in_sql(tmp_path: Path) -> None:
+    from thimble.common.spark import _ensure_database
+
+    class Session:
+        def __init__(self) -> None:
+            self.statements: list[str] = []
+
+        def sql(self, text: str) -> None:
+            self.statements.append(text)
+
+    settings = load_settings(
+        overrides={"warehouse": {"location": str(tmp_path), "database": "w` LOCATION '/tmp' --"}}
+    )
+    session = Session()
+    _ensure_database(session, settings)  # type: ignore[arg-type]
+    [statement] = session.statements
+    assert statement.startswith("CREATE DATABASE IF NOT EXISTS `w`` LOCATION '/tmp' --` LOCATION '")

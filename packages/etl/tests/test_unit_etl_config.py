@@ -201,3 +201,21 @@ def test_a_kafka_source_names_a_topic_kafka_accepts(topic: str) -> None:
     (problem,) = problems({**BASE, "source": {"type": "kafka", "topic": topic}})
     assert problem.startswith("source.topic: ")
     assert "is not a Kafka topic name" in problem
+
+
+def test_range_with_a_number_needs_a_number_column() -> None:
+    # Spark would cast every string to a number and fail the run on the first one that is not.
+    cfg = parse_table_config(
+        {
+            **BASE,
+            "schema": {"columns": {"client_id": "string", "v": "string", "amount": "double"}},
+            "validate": [
+                {"rule": "range", "column": "v", "min": 5},
+                {"rule": "range", "column": "v", "min": "a", "max": "m"},
+                {"rule": "range", "column": "amount", "max": 10},
+            ],
+        }
+    )
+    assert check_columns(cfg, dict(cfg.schema_.columns or {})) == [
+        "validate[0].column: column 'v' is string; range needs a number"
+    ]

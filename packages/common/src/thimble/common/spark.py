@@ -402,7 +402,8 @@ def _ensure_database(session: SparkSession, settings: ThimbleSettings) -> None:
     database = settings.warehouse.database
     location = Path(settings.warehouse.location).resolve() / f"{database}.db"
     try:
-        session.sql(f"CREATE DATABASE IF NOT EXISTS `{database}` LOCATION {_sql_text(str(location))}")
+        name = "`" + database.replace("`", "``") + "`"
+        session.sql(f"CREATE DATABASE IF NOT EXISTS {name} LOCATION {_sql_text(str(location))}")
     except Exception as exc:
         if not uses_connect(session):
             raise

@@ -84,12 +84,17 @@ def check_columns(config: TableConfig, source_types: Types) -> list[str]:
             for j, col in enumerate(rule.columns):
                 scope.need(f"{path}.columns[{j}]", col)
         elif isinstance(rule, RangeRule):
-            scope.need(
-                f"{path}.column",
-                rule.column,
-                (*_NUMERIC, "date", "timestamp", "string"),
-                "range needs a number, date or string",
-            )
+            if any(isinstance(bound, float | int) for bound in (rule.min, rule.max)):
+                # A number bound compares the column as a number: Spark would cast each string to one
+                # and fail the run on the first that is not.
+                scope.need(f"{path}.column", rule.column, _NUMERIC, "range needs a number")
+            else:
+                scope.need(
+                    f"{path}.column",
+                    rule.column,
+                    (*_NUMERIC, "date", "timestamp", "string"),
+                    "range needs a number, date or string",
+                )
         elif isinstance(rule, RegexRule):
             scope.need(f"{path}.column", rule.column, ("string",), "regex needs a string (cast it first)")
         elif hasattr(rule, "column"):

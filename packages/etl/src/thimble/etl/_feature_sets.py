@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from thimble.common.features import FeatureSet
+from thimble.etl._sql import quote
 
 IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
@@ -39,8 +40,7 @@ def _event_time_steps(feature_set: FeatureSet) -> list[dict[str, Any]]:
     column = feature_set.event_time
     if feature_set.columns()[column] != "bigint":
         return []
-    quoted = "`" + column.replace("`", "``") + "`"
-    return [{"step": "sql", "column": column, "expression": f"timestamp_millis({quoted})"}]
+    return [{"step": "sql", "column": column, "expression": f"timestamp_millis({quote(column)})"}]
 
 
 def import_feature_set(path: str) -> FeatureSet:

@@ -13,6 +13,7 @@ from thimble.common.config import ThimbleSettings
 from thimble.common.features import qualified_table
 from thimble.common.logging import get_logger
 from thimble.common.spark import uses_connect
+from thimble.etl._sql import quote_table
 from thimble.etl.errors import TableNotFoundError
 
 if TYPE_CHECKING:
@@ -29,10 +30,6 @@ LAST_COMMIT_CONF = "spark.databricks.delta.lastCommitVersionInSession"
 def qualified(table: str, settings: ThimbleSettings) -> str:
     """``name`` -> ``database.name`` (the settings' warehouse database); ``db.name`` unchanged."""
     return qualified_table(table, settings.warehouse.database)
-
-
-def quoted(table: str) -> str:
-    return ".".join(f"`{part}`" for part in table.split("."))
 
 
 def exists(spark: SparkSession, table: str) -> bool:
@@ -61,7 +58,7 @@ def version(spark: SparkSession, table: str) -> int | None:
     latest = _snapshot_version(spark, table)
     if latest is not None:
         return latest
-    row = spark.sql(f"DESCRIBE HISTORY {quoted(table)} LIMIT 1").select("version").first()
+    row = spark.sql(f"DESCRIBE HISTORY {quote_table(table)} LIMIT 1").select("version").first()
     return int(row[0]) if row else None
 
 
@@ -106,7 +103,7 @@ def _local_path(spark: SparkSession, table: str) -> str | None:
     """The table's folder when this process sees it on its own filesystem (over Connect: the server's
     location, if its Delta log is here too)."""
     if uses_connect(spark):
-        row = spark.sql(f"DESCRIBE DETAIL {quoted(table)}").select("location").first()
+        row = spark.sql(f"DESCRIBE DETAIL {quote_table(table)}").select("location").first()
         location = str(row[0]) if row and row[0] else None
     else:
         location = _with_delta_log(
@@ -157,7 +154,7 @@ def _with_session(spark: SparkSession, table: str, use: Callable[[Any, Any], T])
 def commits(spark: SparkSession, table: str) -> list[dict[str, Any]]:
     """Every commit still in the table's log, newest first, with its parsed thimble metadata."""
     rows = (
-        spark.sql(f"DESCRIBE HISTORY {quoted(table)}")
+        spark.sql(f"DESCRIBE HISTORY {quote_table(table)}")
         .select("version", "timestamp", "operation", "userMetadata", "operationMetrics")
         .collect()
     )

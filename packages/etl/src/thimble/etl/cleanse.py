@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from thimble.etl import _sql
 from thimble.etl.config import (
     CaseStep,
     CastStep,
@@ -20,13 +21,7 @@ from thimble.etl.config import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
-
-
-def _c(name: str) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.col(f"`{name}`")
+    from pyspark.sql import DataFrame
 
 
 def apply_step(df: DataFrame, step: CleanseStep) -> DataFrame:
@@ -35,14 +30,14 @@ def apply_step(df: DataFrame, step: CleanseStep) -> DataFrame:
     from pyspark.sql import functions as F
 
     if isinstance(step, TrimStep):
-        return df.withColumns({c: F.trim(_c(c)) for c in step.columns})
+        return df.withColumns({c: F.trim(_sql.col(c)) for c in step.columns})
     if isinstance(step, CaseStep):
         fn = F.lower if step.to == "lower" else F.upper
-        return df.withColumns({c: fn(_c(c)) for c in step.columns})
+        return df.withColumns({c: fn(_sql.col(c)) for c in step.columns})
     if isinstance(step, CastStep):
-        return df.withColumns({c: _c(c).try_cast(kind) for c, kind in step.columns.items()})
+        return df.withColumns({c: _sql.col(c).try_cast(kind) for c, kind in step.columns.items()})
     if isinstance(step, ParseTimestampStep):
-        source = _c(step.column)
+        source = _sql.col(step.column)
         if step.to == "date":
             parsed = F.try_to_date(source, step.format) if step.format else source.try_cast("date")
         else:
@@ -54,20 +49,24 @@ def apply_step(df: DataFrame, step: CleanseStep) -> DataFrame:
         return df.withColumn(step.output or step.column, parsed)
     if isinstance(step, FillStep):
         types = {f.name: f.dataType for f in df.schema.fields}
-        return df.withColumns({c: F.coalesce(_c(c), F.lit(v).cast(types[c])) for c, v in step.values.items()})
+        return df.withColumns(
+            {c: F.coalesce(_sql.col(c), F.lit(v).cast(types[c])) for c, v in step.values.items()}
+        )
     if isinstance(step, RegexReplaceStep):
-        return df.withColumn(step.column, F.regexp_replace(_c(step.column), step.pattern, step.replacement))
+        return df.withColumn(
+            step.column, F.regexp_replace(_sql.col(step.column), step.pattern, step.replacement)
+        )
     if isinstance(step, RenameStep):
         return df.withColumnsRenamed(step.columns)
     if isinstance(step, DropWhereStep):
         return df.filter(~F.coalesce(F.expr(step.condition), F.lit(False)))
     if isinstance(step, DedupeStep):
         order = (
-            _c(step.order_by).desc_nulls_last()
+            _sql.col(step.order_by).desc_nulls_last()
             if step.keep == "latest"
-            else _c(step.order_by).asc_nulls_last()
+            else _sql.col(step.order_by).asc_nulls_last()
         )
-        window = Window.partitionBy(*[_c(k) for k in step.keys]).orderBy(order)
+        window = Window.partitionBy(*[_sql.col(k) for k in step.keys]).orderBy(order)
         return (
             df.withColumn("_thimble_rank", F.row_number().over(window))
             .filter("_thimble_rank = 1")

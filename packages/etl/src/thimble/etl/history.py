@@ -15,7 +15,7 @@ from thimble.etl.errors import TableNotFoundError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-CDF_COLUMNS = "_change_type string, _commit_version bigint, _commit_timestamp timestamp"
+CDF_COLUMNS = (("_change_type", "string"), ("_commit_version", "bigint"), ("_commit_timestamp", "timestamp"))
 
 
 @dataclass(frozen=True)
@@ -223,8 +223,10 @@ def changes(
     current = _tables.version(spark, name)
     assert current is not None
     if since_version >= current:
-        schema = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in spark.table(name).schema.fields)
-        return spark.createDataFrame([], f"{schema}, {CDF_COLUMNS}")
+        from pyspark.sql import functions as F
+
+        cdf = [F.lit(None).cast(kind).alias(column) for column, kind in CDF_COLUMNS]
+        return spark.table(name).limit(0).select("*", *cdf)
     return (
         spark.read.format("delta")
         .option("readChangeFeed", "true")

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from thimble.etl import _sql
 from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
 from thimble.etl.errors import ConfigError, EtlError
 from thimble.etl.quality import CheckResult, Status
@@ -61,12 +62,6 @@ UNKNOWN_KEY = "_unknown_key"
 PRESENT = "_present"
 
 
-def _c(name: str) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.col(f"`{name}`")
-
-
 def several_rows_per_key(config: JournalConfig | None) -> bool:
     """Whether a batch may hold several rows of one key: only when ``order_by`` orders them."""
     return config is not None and config.order_by is not None
@@ -79,11 +74,21 @@ def tracked_columns(columns: list[str], config: JournalConfig) -> list[str]:
     return [c for c in columns if c not in config.keys and not c.startswith("_")]
 
 
-def row_hash(columns: list[str]) -> Column:
-    """SHA-256 of the tracked values (JSON-encoded, so nulls and types are told apart)."""
+def row_hash(columns: list[str], types: Mapping[str, str] | None = None) -> Column:
+    """SHA-256 of the tracked values (JSON-encoded, so nulls and types are told apart).
+
+    Values that compare equal hash alike, as a merge's ``<=>`` sees them: a ``float``/``double`` column
+    (``types``: name -> Spark type) has -0.0 made 0.0 (``x + 0.0``: IEEE makes -0.0 + 0.0 positive, and
+    changes no other value; every NaN is already written ``"NaN"``).
+    """
     from pyspark.sql import functions as F
 
-    return F.sha2(F.to_json(F.struct(*[_c(c) for c in columns])), 256)
+    def value(name: str) -> Column:
+        kind = (types or {}).get(name)
+        column = _sql.col(name)
+        return (column + F.lit(0).cast(kind)).alias(name) if kind in ("float", "double") else column
+
+    return F.sha2(F.to_json(F.struct(*[value(c) for c in columns])), 256)
 
 
 @dataclass
@@ -114,7 +119,7 @@ class JournalPlan:
         from pyspark.sql import functions as F
 
         return self.classified.filter(F.col(KIND).isin(*OPEN_KINDS)).select(
-            *[_c(c) for c in self.target_columns]
+            *[_sql.col(c) for c in self.target_columns]
         )
 
     def rejected(self, failed: str) -> DataFrame:
@@ -122,7 +127,7 @@ class JournalPlan:
         from pyspark.sql import functions as F
 
         return self.classified.filter(F.col(KIND).isin(*REJECTED_KINDS)).select(
-            *[_c(c) for c in self.data_columns], F.array(F.col(REASON)).alias(failed)
+            *[_sql.col(c) for c in self.data_columns], F.array(F.col(REASON)).alias(failed)
         )
 
     def tallies(self) -> DataFrame:
@@ -190,7 +195,7 @@ class JournalPlan:
 
         rows = (
             self.classified.filter(F.col(KIND) == "conflict")
-            .select(*[_c(k) for k in self.keys])
+            .select(*[_sql.col(k) for k in self.keys])
             .distinct()
             .limit(limit)
             .collect()
@@ -218,11 +223,12 @@ def plan(
     _refuse_unordered_time(batch, table, config.order_by)
 
     keys = list(config.keys)
-    data_columns = list(batch.columns)
+    types = {f.name: f.dataType.simpleString() for f in batch.schema.fields}
+    data_columns = list(types)
     started = F.lit(run_started).cast("timestamp")
-    valid_from = _c(config.order_by).cast("timestamp") if config.order_by else started
+    valid_from = _sql.col(config.order_by).cast("timestamp") if config.order_by else started
     b = batch.withColumns(
-        {"row_hash": row_hash(tracked_columns(data_columns, config)), "valid_from": valid_from}
+        {"row_hash": row_hash(tracked_columns(data_columns, config), types), "valid_from": valid_from}
     )
     present = None
     if target is None:
@@ -232,16 +238,16 @@ def plan(
         parts = [_unordered(joined)] if config.order_by is None else _ordered(joined, None, keys)
     else:
         current = target.filter(F.col("is_current")).select(
-            *[_c(k) for k in keys],
+            *[_sql.col(k) for k in keys],
             F.col("row_hash").alias("_cur_hash"),
             F.col("valid_from").alias("_cur_from"),
         )
         if config.deletes == "close":
-            present = (snapshot if snapshot is not None else batch).select(*[_c(k) for k in keys])
+            present = (snapshot if snapshot is not None else batch).select(*[_sql.col(k) for k in keys])
         if config.order_by is None:
             rows = b.withColumn(PRESENT, F.lit(False))
             if present is not None:
-                rows = _rows_and_keys(rows, snapshot, passed, data_columns, config, valid_from)
+                rows = _rows_and_keys(rows, snapshot, passed, types, config, valid_from)
             parts = [_unordered_against(rows, current, keys, present is None, started)]
         else:
             joined = _with_deletion_times(b.join(current, on=keys, how="left"), target, keys)
@@ -253,7 +259,7 @@ def plan(
         classified = classified.unionByName(part, allowMissingColumns=True)
     is_close = F.col(KIND).startswith("close")
     classified = classified.withColumn("is_current", F.col("valid_to").isNull()).withColumns(
-        {f"_mk_{i}": F.when(is_close, _c(k)) for i, k in enumerate(keys)}
+        {f"_mk_{i}": F.when(is_close, _sql.col(k)) for i, k in enumerate(keys)}
     )
     columns = [
         *data_columns,
@@ -263,7 +269,9 @@ def plan(
         REASON,
         *[f"_mk_{i}" for i in range(len(keys))],
     ]
-    return JournalPlan(classified.select(*[_c(c) for c in columns]), data_columns, config, target, present)
+    return JournalPlan(
+        classified.select(*[_sql.col(c) for c in columns]), data_columns, config, target, present
+    )
 
 
 def _refuse_unordered_time(df: DataFrame, table: str, order_by: str | None) -> None:
@@ -290,11 +298,11 @@ def _with_deletion_times(joined: DataFrame, target: DataFrame, keys: list[str]) 
     when it was closed: a row at or before that time is already loaded or late, never a new version."""
     from pyspark.sql import functions as F
 
-    returning = joined.filter(F.col("_cur_from").isNull()).select(*[_c(k) for k in keys]).distinct()
+    returning = joined.filter(F.col("_cur_from").isNull()).select(*[_sql.col(k) for k in keys]).distinct()
     closed = (
         target.filter(~F.col("is_current"))
         .join(returning, on=keys, how="left_semi")
-        .groupBy(*[_c(k) for k in keys])
+        .groupBy(*[_sql.col(k) for k in keys])
         .agg(F.max("valid_to").alias("_closed_at"))
     )
     return (
@@ -322,21 +330,23 @@ def _rows_and_keys(
     rows: DataFrame,
     snapshot: DataFrame | None,
     passed: Column | None,
-    data_columns: list[str],
+    types: Mapping[str, str],
     config: JournalConfig,
     valid_from: Column,
 ) -> DataFrame:
     """The batch's ``rows`` (:data:`PRESENT` false) and a row of :data:`PRESENT` true for every key read:
-    with ``passed``, in one pass over ``snapshot`` (a quarantined row only marks its key present)."""
+    with ``passed``, in one pass over ``snapshot`` (a quarantined row only marks its key present).
+    ``types``: the data columns (name -> Spark type)."""
     from pyspark.sql import functions as F
 
     assert snapshot is not None
     if passed is None:
-        keys = snapshot.select(*[_c(k) for k in config.keys]).withColumn(PRESENT, F.lit(True))
+        keys = snapshot.select(*[_sql.col(k) for k in config.keys]).withColumn(PRESENT, F.lit(True))
         return rows.unionByName(keys, allowMissingColumns=True)
-    hashed = F.when(passed, row_hash(tracked_columns(data_columns, config)))
+    data_columns = list(types)
+    hashed = F.when(passed, row_hash(tracked_columns(data_columns, config), types))
     return snapshot.select(
-        *[_c(c) for c in data_columns],
+        *[_sql.col(c) for c in data_columns],
         hashed.alias("row_hash"),
         valid_from.alias("valid_from"),
         (~passed).alias(PRESENT),
@@ -379,10 +389,10 @@ def _ordered(joined: DataFrame, target: DataFrame | None, keys: list[str]) -> li
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    by_key = Window.partitionBy(*[_c(k) for k in keys]).orderBy("valid_from", "row_hash")
+    by_key = Window.partitionBy(*[_sql.col(k) for k in keys]).orderBy("valid_from", "row_hash")
     # The rows of the key at the same time (same partitioning as by_key: one shuffle for both).
     same_time = (
-        Window.partitionBy(*[_c(k) for k in keys])
+        Window.partitionBy(*[_sql.col(k) for k in keys])
         .orderBy("valid_from")
         .rangeBetween(Window.currentRow, Window.currentRow)
     )
@@ -418,12 +428,12 @@ def _ordered(joined: DataFrame, target: DataFrame | None, keys: list[str]) -> li
     if target is not None:
         candidates = ok.filter(F.col("_cur_from").isNotNull() & (F.col("valid_from") <= F.col("_cur_from")))
         versions = target.select(
-            *[_c(k).alias(f"_h_{i}") for i, k in enumerate(keys)],
+            *[_sql.col(k).alias(f"_h_{i}") for i, k in enumerate(keys)],
             F.col("valid_from").alias("_h_from"),
             F.col("valid_to").alias("_h_to"),
             F.col("row_hash").alias("_h_hash"),
         )
-        covered = [candidates[k] == versions[f"_h_{i}"] for i, k in enumerate(keys)] + [
+        covered = [candidates[_sql.quote(k)] == versions[f"_h_{i}"] for i, k in enumerate(keys)] + [
             candidates["row_hash"] == versions["_h_hash"],
             candidates["valid_from"] >= versions["_h_from"],
             versions["_h_to"].isNull() | (candidates["valid_from"] < versions["_h_to"]),
@@ -470,7 +480,7 @@ def _any_null(keys: list[str]) -> Column:
 
     any_null = F.lit(False)
     for k in keys:
-        any_null = any_null | _c(k).isNull()
+        any_null = any_null | _sql.col(k).isNull()
     return any_null
 
 
@@ -494,18 +504,13 @@ def merge_statement(plan_: JournalPlan, table: str, staged: str) -> str:
     :meth:`JournalPlan.staged` from the view ``staged``: a staged row matching a current version closes it,
     a new version is inserted."""
     on = " AND ".join(
-        [f"t.{quote(k)} = s.`_mk_{i}`" for i, k in enumerate(plan_.keys)] + ["t.is_current = true"]
+        [f"t.{_sql.quote(k)} = s._mk_{i}" for i, k in enumerate(plan_.keys)] + ["t.is_current = true"]
     )
-    columns = ", ".join(quote(c) for c in plan_.target_columns)
-    values = ", ".join(f"s.{quote(c)}" for c in plan_.target_columns)
+    columns = ", ".join(_sql.quote(c) for c in plan_.target_columns)
+    values = ", ".join(f"s.{_sql.quote(c)}" for c in plan_.target_columns)
     kinds = ", ".join(f"'{kind}'" for kind in OPEN_KINDS)
     return (
         f"MERGE INTO {table} t USING {staged} s ON {on} "
         f"WHEN MATCHED THEN UPDATE SET valid_to = s.{CLOSE_AT}, is_current = false "
         f"WHEN NOT MATCHED AND s.{KIND} IN ({kinds}) THEN INSERT ({columns}) VALUES ({values})"
     )
-
-
-def quote(name: str) -> str:
-    """A column name as a SQL identifier."""
-    return "`" + name.replace("`", "``") + "`"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from thimble.etl import _sql
 from thimble.etl._connect import observes_writes
 from thimble.etl.config import CheckConfig, MetricConfig
 
@@ -46,18 +47,12 @@ class CheckResult:
     detail: str
 
 
-def _c(name: str) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.col(f"`{name}`")
-
-
 def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
     """The aggregate expression of one metric other than a quantile (a double); quantiles are aggregated
     per column, in one sketch, by :class:`_Aggregates`."""
     from pyspark.sql import functions as F
 
-    col = _c(metric.column) if metric.column else None
+    col = _sql.col(metric.column) if metric.column else None
     rows = F.count(F.lit(1))
     kind = metric.metric
     if kind == "row_count":
@@ -126,7 +121,9 @@ class _Aggregates:
         for column, sketch in sketches.items():
             levels = F.array(*[F.lit(q) for q in quantiles[column]])
             columns.append(
-                F.percentile_approx(_c(column), levels, QUANTILE_ACCURACY).cast("array<double>").alias(sketch)
+                F.percentile_approx(_sql.col(column), levels, QUANTILE_ACCURACY)
+                .cast("array<double>")
+                .alias(sketch)
             )
         return _Aggregates(columns, places)
 

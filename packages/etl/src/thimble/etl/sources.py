@@ -14,7 +14,7 @@ from thimble.common.config import ThimbleSettings
 from thimble.common.features import LANDING_PARTITION, landing_folder
 from thimble.common.logging import get_logger
 from thimble.common.validation import did_you_mean
-from thimble.etl import _tables
+from thimble.etl import _sql, _tables
 from thimble.etl._columns import widening_ok
 from thimble.etl.config import FilesSource, KafkaSource, LandingSource, SchemaConfig, TableConfig, TableSource
 from thimble.etl.errors import ServiceUnavailableError, SourceError
@@ -149,13 +149,12 @@ def apply_declared_schema(df: DataFrame, schema: SchemaConfig) -> DataFrame:
         )
     converted = {n: k for n, k in schema.columns.items() if actual[n] != k}
     cols = [
-        F.col(f"`{n}`").try_cast(converted[n]).alias(n) if n in converted else F.col(f"`{n}`")
-        for n in schema.columns
+        _sql.col(n).try_cast(converted[n]).alias(n) if n in converted else _sql.col(n) for n in schema.columns
     ]
     # A value that does not convert sends its row to quarantine, never a null into the table.
     errors = [
         F.when(
-            F.col(f"`{n}`").isNotNull() & F.col(f"`{n}`").try_cast(k).isNull(),
+            _sql.col(n).isNotNull() & _sql.col(n).try_cast(k).isNull(),
             F.lit(f"source: value of '{n}' is not a {k}"),
         )
         for n, k in converted.items()
@@ -341,14 +340,13 @@ def _read_kafka(
         .option("failOnDataLoss", "false")
         .load()
     )
-    ddl = ", ".join(f"`{name}` {kind}" for name, kind in (schema.columns or {}).items())
+    ddl = _sql.ddl([*(schema.columns or {}).items(), (_CORRUPT, "string")])
     value = F.col("value").cast("string")
-    ddl += ", `_thimble_corrupt` string"
     options = {
         **STRICT_JSON,
         **source.json_options,
         "mode": "PERMISSIVE",
-        "columnNameOfCorruptRecord": "_thimble_corrupt",
+        "columnNameOfCorruptRecord": _CORRUPT,
     }
     parsed = raw.select(
         F.from_json(value, ddl, options).alias("_v"),
@@ -358,9 +356,9 @@ def _read_kafka(
         F.col("offset").alias("_kafka_offset"),
         F.col("timestamp").alias("_kafka_timestamp"),
     )
-    bad = F.col("_v").isNull() | F.col("_v._thimble_corrupt").isNotNull()
+    bad = F.col("_v").isNull() | F.col("_v").getField(_CORRUPT).isNotNull()
     df = parsed.select(
-        *[F.col(f"_v.`{name}`").alias(name) for name in (schema.columns or {})],
+        *[F.col("_v").getField(name).alias(name) for name in (schema.columns or {})],
         *KAFKA_COLUMNS,
         F.when(
             bad,
@@ -382,8 +380,7 @@ def _read_files(spark: SparkSession, source: FilesSource, schema: SchemaConfig) 
     typed = bool(schema.columns) and source.format in ("csv", "json")
     if typed:
         assert schema.columns is not None
-        ddl = ", ".join(f"`{n}` {k}" for n, k in schema.columns.items())
-        reader = reader.schema(f"{ddl}, `{_CORRUPT}` string").options(
+        reader = reader.schema(_sql.ddl([*schema.columns.items(), (_CORRUPT, "string")])).options(
             mode="PERMISSIVE", columnNameOfCorruptRecord=_CORRUPT
         )
     elif source.format == "csv":
@@ -412,11 +409,11 @@ def _flag_corrupt(df: DataFrame, fmt: str, schema: SchemaConfig) -> DataFrame:
     if fmt == "json":
         reasons = [
             F.when(
-                F.get_json_object(raw, f"$.{n}").isNotNull() & F.col(f"`{n}`").isNull(),
+                F.get_json_object(raw, f"$.{n}").isNotNull() & _sql.col(n).isNull(),
                 F.lit(f"source: value of '{n}' is not a {k}"),
             )
             for n, k in columns.items()
             if n.isidentifier()
         ] + reasons
     error = F.when(raw.isNotNull(), F.concat(F.coalesce(*reasons), F.lit(": "), F.substring(raw, 1, 500)))
-    return df.select(*[F.col(f"`{n}`") for n in columns], error.alias(SOURCE_ERROR))
+    return df.select(*[_sql.col(n) for n in columns], error.alias(SOURCE_ERROR))

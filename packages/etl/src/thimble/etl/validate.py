@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from thimble.etl import _sql
 from thimble.etl.config import (
     AllowedValuesRule,
     JournalConfig,
@@ -24,12 +25,6 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 FAILED = "_failed_rules"
-
-
-def _c(name: str) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.col(f"`{name}`")
 
 
 def effective_rules(config: TableConfig) -> list[Rule]:
@@ -55,22 +50,22 @@ def _violation(rule: Rule) -> Column:
     if isinstance(rule, NotNullRule):
         cond = F.lit(False)
         for col in rule.columns:
-            cond = cond | _c(col).isNull()
+            cond = cond | _sql.col(col).isNull()
         return cond
     if isinstance(rule, UniqueRule):
-        window = Window.partitionBy(*[_c(k) for k in rule.columns])
+        window = Window.partitionBy(*[_sql.col(k) for k in rule.columns])
         return F.count(F.lit(1)).over(window) > 1
     if isinstance(rule, RangeRule):
         cond = F.lit(False)
         if rule.min is not None:
-            cond = cond | (_c(rule.column) < F.lit(rule.min))
+            cond = cond | (_sql.col(rule.column) < F.lit(rule.min))
         if rule.max is not None:
-            cond = cond | (_c(rule.column) > F.lit(rule.max))
+            cond = cond | (_sql.col(rule.column) > F.lit(rule.max))
         return F.coalesce(cond, F.lit(False))
     if isinstance(rule, AllowedValuesRule):
-        return F.coalesce(~_c(rule.column).isin(list(rule.values)), F.lit(False))
+        return F.coalesce(~_sql.col(rule.column).isin(list(rule.values)), F.lit(False))
     if isinstance(rule, RegexRule):
-        return F.coalesce(~_c(rule.column).rlike(rule.pattern), F.lit(False))
+        return F.coalesce(~_sql.col(rule.column).rlike(rule.pattern), F.lit(False))
     if isinstance(rule, SqlRule):
         return ~F.coalesce(F.expr(rule.condition), F.lit(False))
     raise TypeError(f"unknown rule {rule!r}")
@@ -110,5 +105,5 @@ def quarantine_rows(flagged: DataFrame, table: str, run_id: str, at: datetime) -
         F.lit(run_id).alias("run_id"),
         F.lit(at).cast("timestamp").alias("quarantined_at"),
         F.col(FAILED).alias("failed_rules"),
-        F.to_json(F.struct(*[_c(c) for c in data])).alias("record"),
+        F.to_json(F.struct(*[_sql.col(c) for c in data])).alias("record"),
     )

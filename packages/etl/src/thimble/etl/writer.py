@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from thimble.etl import _tables, journal
+from thimble.etl._sql import quote, quote_table
 from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
 from thimble.etl.errors import SchemaMismatchError
-from thimble.etl.journal import quote
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -103,6 +103,19 @@ def _missing_columns(df: DataFrame, table: str, spec: WriteSpec, existing: dict[
     return missing
 
 
+def _refuse_unmergeable_names(df: DataFrame, table: str, spec: WriteSpec) -> None:
+    """A merge (or journal) refuses a column with a backtick in its name: Delta's MERGE into a table with
+    the change data feed on spells each column into SQL text unquoted, and fails on it."""
+    ticked = [name for name in df.columns if "`" in name]
+    if ticked and spec.mode in ("merge", "journal"):
+        names = ", ".join(f"'{name}'" for name in ticked)
+        raise SchemaMismatchError(
+            f"{table}: column {names} has a backtick in its name, which Delta cannot merge into a table "
+            f"with the change data feed on (write.mode: {spec.mode}); nothing was written. "
+            "Rename it in cleanse (step: rename)."
+        )
+
+
 def prepare(
     spark: SparkSession,
     df: DataFrame,
@@ -123,6 +136,7 @@ def prepare(
     """
     from pyspark.sql import functions as F
 
+    _refuse_unmergeable_names(df, table, spec)
     missing = missing_columns(spark, df, table, spec, exists=before is not None)
     if missing:
         filled = {name: F.lit(None).cast(kind) for name, kind in missing.items()}
@@ -147,20 +161,25 @@ def _view(df: DataFrame) -> Iterator[str]:
         df.sparkSession.catalog.dropTempView(name)
 
 
-def _merge(df: DataFrame, table: str, keys: tuple[str, ...]) -> None:
-    """Upsert ``df`` by ``keys``: a changed row updates its match, a new key is inserted."""
+def _merge(df: DataFrame, table: str, keys: tuple[str, ...], new: list[str]) -> None:
+    """Upsert ``df`` by ``keys``: a changed row updates its match, a new key is inserted. The ``new``
+    columns, which the table does not have yet, are added by the MERGE itself (schema evolution)."""
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in keys)
     others = [c for c in df.columns if c not in keys]
     columns = ", ".join(quote(c) for c in df.columns)
     values = ", ".join(f"s.{quote(c)}" for c in df.columns)
     update = ""
     if others:
-        changed = " OR ".join(f"NOT (t.{quote(c)} <=> s.{quote(c)})" for c in others)
+        # A new column is null in every row of the table: a row whose value is not null changed.
+        changed = " OR ".join(
+            f"s.{quote(c)} IS NOT NULL" if c in new else f"NOT (t.{quote(c)} <=> s.{quote(c)})"
+            for c in others
+        )
         assignments = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in others)
         update = f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {assignments} "
     with _view(df) as source:
         df.sparkSession.sql(
-            f"MERGE INTO {_tables.quoted(table)} t USING {source} s ON {on} "
+            f"MERGE INTO {quote_table(table)} t USING {source} s ON {on} "
             f"{update}WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})"
         )
 
@@ -168,13 +187,7 @@ def _merge(df: DataFrame, table: str, keys: tuple[str, ...]) -> None:
 def _merge_journal(plan: journal.JournalPlan, table: str) -> None:
     staged = plan.staged()
     with _view(staged) as source:
-        staged.sparkSession.sql(journal.merge_statement(plan, _tables.quoted(table), source))
-
-
-def _add_columns(spark: SparkSession, table: str, df: DataFrame, new: list[str]) -> None:
-    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-    columns = ", ".join(f"`{c}` {types[c]}" for c in new)
-    spark.sql(f"ALTER TABLE {_tables.quoted(table)} ADD COLUMNS ({columns})")
+        staged.sparkSession.sql(journal.merge_statement(plan, quote_table(table), source))
 
 
 def _replace(df: DataFrame, table: str, partition_by: tuple[str, ...]) -> None:
@@ -195,22 +208,20 @@ def write(
 ) -> tuple[int | None, bool]:
     """Write ``prepared`` in one commit tagged with ``metadata``; return (table version, whether it committed).
 
-    ``before`` is the table's version when the run started (None: the table does not exist yet).
+    ``before`` is the table's version when the run started (None: the table does not exist yet). New
+    columns (``allow_new_columns``) are added in the same commit: by the MERGE's schema evolution, or the
+    write's ``mergeSchema``.
     """
     data = prepared.plan.opened() if prepared.plan is not None else prepared.df
     new_columns = check_schema(spark, data, table, spec, exists=before is not None)
-    with _tables.commit_metadata(spark, metadata):
+    with _tables.commit_metadata(spark, metadata, allow_new_columns=bool(new_columns)):
         if before is None:
             _tables.create_from(data, table, list(spec.partition_by))
         elif spec.mode == "journal":
             assert prepared.plan is not None
-            if new_columns:
-                _add_columns(spark, table, data, new_columns)
             _merge_journal(prepared.plan, table)
         elif spec.mode == "merge":
-            if new_columns:
-                _add_columns(spark, table, data, new_columns)
-            _merge(data, table, spec.keys)
+            _merge(data, table, spec.keys, new_columns)
         else:
             from pyspark.sql import functions as F
 
@@ -260,9 +271,7 @@ def merge_counts(spark: SparkSession, table: str, version: int | None) -> dict[s
     """Inserted/updated counts of a merge commit, from Delta's operation metrics."""
     if version is None:
         return {}
-    rows = spark.sql(f"DESCRIBE HISTORY {_tables.quoted(table)} LIMIT 5").select(
-        "version", "operationMetrics"
-    )
+    rows = spark.sql(f"DESCRIBE HISTORY {quote_table(table)} LIMIT 5").select("version", "operationMetrics")
     for row in rows.collect():
         if row["version"] == version:
             metrics = row["operationMetrics"] or {}
