@@ -109,3 +109,21 @@ def save_churn(registry: Any, clf: Any) -> Any:
         aliases=["prod"],
         pickle_function=True,
     )
+
+
+class Overflow(BaseModel):
+    p: float
+    share: float | None = None
+
+
+@model(name="overflow")
+def overflow(ctx: ModelContext, rows: list[ChurnInput]) -> list[Overflow]:
+    """A finite input, an infinite output: client 7's spend times 1e308."""
+    return [Overflow(p=r.spend_7d * (1e308 if r.client_id == 7 else 1.0)) for r in rows]
+
+
+@model(name="overflow-frame", input=ChurnInput, output=Overflow)
+def overflow_frame(ctx: ModelContext, df: pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame model: a missing ``share`` (NaN) is a null; client 7's ``p`` is infinite."""
+    factor = np.where(df["client_id"] == 7, 1e308, 1.0)
+    return pd.DataFrame({"p": df["spend_7d"].abs() * factor + 1.0, "share": np.nan})

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from modelops_testmodels import churn_sample, risk, scorer
+from modelops_testmodels import churn_sample, overflow, overflow_frame, risk, scorer
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import history
@@ -195,6 +195,33 @@ def test_schema_mismatch_between_model_and_table_is_clear(
         f"{db}.{source} does not match the input of churn@1: column 'orders_7d' is string; the model wants int; "
         "column 'spend_7d' is missing"
     )
+
+
+def test_a_non_finite_output_fails_the_batch_naming_the_model_and_field_and_writes_nothing(
+    spark: Any, spark_settings: ThimbleSettings, registry: Registry
+) -> None:
+    settings = _settings(spark_settings, registry)
+    db = spark_settings.warehouse.database
+    registry.save(overflow, pickle_function=True)
+    registry.save(overflow_frame, pickle_function=True)
+    rows = [r | {"spend_7d": abs(r["spend_7d"]) + 1.0} for r in churn_sample(20, seed=4)]
+    source = _table("overflow_features")
+    spark.createDataFrame(rows).write.format("delta").saveAsTable(f"{db}.{source}")
+    fine = [r for r in rows if r["client_id"] != 7]
+    spark.createDataFrame(fine).write.format("delta").saveAsTable(f"{db}.{source}_fine")
+    for ref in ("overflow", "overflow-frame"):
+        target = _table("overflow_scores")
+        with pytest.raises(ModelOpsError) as info:
+            run_batch(spark, ref, source, target, registry=registry, settings=settings)
+        message = str(info.value)
+        assert f"model {ref}@1 returned inf for 'p' of row" in message, message
+        assert "outputs must be finite numbers" in message
+        assert "\n" not in message
+        assert not spark.catalog.tableExists(f"{db}.{target}")  # nothing written
+        # the same model scores rows whose outputs are finite; a frame's NaN in a nullable field is a null
+        done = run_batch(spark, ref, f"{source}_fine", target, registry=registry, settings=settings)
+        assert done.rows == len(fine)
+        assert spark.table(f"{db}.{target}").filter("share is not null").count() == 0
 
 
 def test_literal_and_enum_outputs_are_table_columns_equal_to_serving(

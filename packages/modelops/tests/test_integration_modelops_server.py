@@ -376,7 +376,7 @@ def test_kserve_v2_inference(
             "data": [e["p_churn"] for e in expected],
         }
         assert out["outputs"][1]["datatype"] == "BOOL"
-        assert http.post("/v2/models/churn/infer", json={"inputs": []}).status_code == 422
+        assert http.post("/v2/models/churn/infer", json={"inputs": []}).status_code == 400
 
 
 def test_metrics_tracking_and_prediction_log(

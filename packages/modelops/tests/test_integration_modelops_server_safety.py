@@ -403,9 +403,55 @@ def test_error_bodies_cut_what_the_request_sent(
             ]
         }
         refused = http.post("/v2/models/strict/infer", json=ragged)
-        assert refused.status_code == 422
+        assert refused.status_code == 400
         assert len(refused.content) < 300
         assert "every input needs the same number of rows" in refused.text
+
+
+def test_kserve_tensors_are_checked_as_the_open_inference_protocol_says(
+    registry: Registry, redis_url: str, live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.save(strict_model, pickle_function=True)
+    server = live(create_app(settings=_settings(registry, redis_url), refs=["strict"], registry=registry))
+    amount = {"name": "amount", "shape": [2], "datatype": "FP64", "data": [1.0, 2]}
+    active = {"name": "active", "shape": [2, 1], "datatype": "BOOL", "data": [[True], [False]]}
+    count = {"name": "count", "shape": [2], "datatype": "INT32", "data": [1, 2]}
+
+    def infer(*tensors: dict[str, Any], **body: Any) -> httpx.Response:
+        return http.post("/v2/models/strict/infer", json={"inputs": list(tensors), **body})
+
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        ok = infer(amount, active, count)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["outputs"][0]["data"] == [3.0, 6.0]
+        long = "x" * 5000
+        for tensors, reason in [
+            ([amount | {"shape": [5], "data": [1.0]}, active, count], "input 'amount' has shape [5]"),
+            ([amount | {"shape": "x", "datatype": 5}, active, count], "input 'amount': 'shape' must be"),
+            ([amount, active | {"data": [1, 0]}, count], "input 'active' is BOOL: its data must be booleans"),
+            ([amount, active, count | {"data": [[1, 2], [3]]}], "input 'count' has shape [2] and nested"),
+            ([amount, active, count, count | {"data": [3, 4]}], "input 'count' is given twice"),
+            ([amount, active, count | {"datatype": "FP64"}], "input 'count' is FP64; the model's field"),
+            ([amount, active, count | {"shape": [1], "data": [1]}], "every input needs the same number"),
+            ([amount, active, count | {"datatype": "INT8", "data": [1, 999]}], "999 is out of its range"),
+            ([amount | {"name": long}, active, count | {"data": [long, 1]}], "its data must be integers"),
+        ]:
+            refused = infer(*tensors)
+            assert refused.status_code == 400, (reason, refused.text)
+            assert list(refused.json()) == ["error"]
+            assert reason in refused.json()["error"], refused.text
+            assert len(refused.content) < 400
+            assert "x" * 61 not in refused.text
+        assert infer(amount, active, count, id=7).json() == {"error": "'id' must be a string, not 7"}
+        assert http.post("/v2/models/strict/infer", json=[amount]).status_code == 400
+        # the request's id comes back as given; logs and the header take it only when it is a plain token
+        assert infer(amount, active, count, id="plain-1").json()["id"] == "plain-1"
+        with caplog.at_level(logging.DEBUG):
+            spaced = infer(amount, active, count, id="my request #7")
+            assert spaced.status_code == 200
+            assert spaced.json()["id"] == "my request #7"
+            assert spaced.headers["x-request-id"] != "my request #7"
+        assert not [r for r in caplog.records if "my request #7" in str(r.__dict__)]
 
 
 def test_a_client_that_hangs_up_mid_body_is_one_quiet_log_line(

@@ -4,7 +4,17 @@ import re
 
 import pandas as pd
 import pytest
-from modelops_testmodels import ChurnInput, ChurnScore, Numbers, Score, churn, scorer
+from modelops_testmodels import (
+    ChurnInput,
+    ChurnScore,
+    Numbers,
+    Score,
+    churn,
+    churn_sample,
+    overflow,
+    overflow_frame,
+    scorer,
+)
 from pydantic import BaseModel
 
 from thimble.modelops import ModelContext, model
@@ -104,6 +114,34 @@ def test_frame_and_row_paths_agree(numbers_clf: object) -> None:
     by_rows = [r["score"] for r in bound.predict(rows)]
     by_frame = bound.predict_frame(pd.DataFrame(rows))["score"].tolist()
     assert by_rows == pytest.approx(by_frame, abs=0, rel=0)
+
+
+def test_predict_frame_refuses_a_non_finite_output_as_serving_does() -> None:
+    rows = pd.DataFrame(churn_sample(10, seed=1)).assign(spend_7d=lambda d: d.spend_7d.abs() + 1)
+    for fn in (overflow, overflow_frame):
+        with pytest.raises(PredictionError, match=r"returned inf for 'p' of row 7: outputs must be finite"):
+            fn.bind().predict_frame(rows)
+        fine = fn.bind().predict_frame(rows[rows.client_id != 7])
+        assert fine["share"].isna().all()  # None (rows), or NaN in a field that may be null (frame)
+
+    class Out(BaseModel):
+        y: float
+        ys: list[float]
+
+    @model(name="nan-frame", input=Numbers, output=Out)
+    def nan_frame(ctx: ModelContext, df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"y": df["f0"] / df["f1"], "ys": [[1.0]] * len(df)})
+
+    frame = pd.DataFrame([{"id": i, "f0": 0.0, "f1": float(i), "f2": 0.0, "f3": 0.0} for i in range(3)])
+    with pytest.raises(PredictionError, match=r"returned nan for 'y' of row 0"):  # 0/0; y may not be null
+        nan_frame.bind().predict_frame(frame)
+
+    @model(name="nested", input=Numbers, output=Out)
+    def nested(ctx: ModelContext, df: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"y": 1.0, "ys": [[1.0], [float("inf")], [2.0]]})
+
+    with pytest.raises(PredictionError, match=r"returned a NaN or infinite number in 'ys' of row 1"):
+        nested.bind().predict_frame(frame)
 
 
 def test_training_data_reference() -> None:

@@ -89,3 +89,23 @@ def test_every_request_lands_in_exactly_one_serving_window_while_windows_are_rec
     assert sum(m["requests"] for m in recorded) == requests
     assert sum(m["rows"] for m in recorded) == requests * rows_per_request
     assert sum(m["missing_features.orders"] for m in recorded) == requests
+
+
+def test_a_window_of_outputs_whose_sum_overflows_records_their_mean_without_a_warning() -> None:
+    # pytest turns warnings into errors here: numpy's "overflow encountered in reduce" failed the window
+    model: Any = SimpleNamespace(
+        features=None, input_type=_Features, output_type=_Prediction, info=None, name="m", version=1
+    )
+    stats = ServingStats(model, tracker=None)
+    stats.add(0.001, [_Features(orders=1)] * 2, [_Prediction(score=1.7e308)] * 2)
+    stats.add(0.001, [_Features(orders=1)], [_Prediction(score=-1.7e308)])
+    window = stats.take()
+    assert window is not None
+    metrics = stats.record(window)
+    assert metrics["prediction.score.mean"] == pytest.approx(1.7e308 / 3)
+    assert metrics["requests"] == 2.0
+
+    stats.add(0.001, [_Features(orders=1)], [_Prediction(score=float("inf"))])
+    window = stats.take()
+    assert window is not None
+    assert "prediction.score.mean" not in stats.record(window)  # not a finite number: absent

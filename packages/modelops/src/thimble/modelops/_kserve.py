@@ -12,6 +12,14 @@ from fastapi.responses import Response
 
 from thimble.modelops._http import JSON, REQUEST_ID, RequestId, add_routes, bearer_auth
 from thimble.modelops._names import shown
+from thimble.modelops._tensors import (
+    DATATYPES,
+    MAX_DIMENSIONS,
+    TensorError,
+    advertised,
+    field_kinds,
+    tensor_rows,
+)
 
 if TYPE_CHECKING:
     from thimble.modelops.server import ServedModel, Serving
@@ -36,9 +44,15 @@ _INFER_REQUEST = {
                 "required": ["name", "shape", "datatype", "data"],
                 "properties": {
                     "name": {"type": "string"},
-                    "shape": {"type": "array", "items": {"type": "integer"}},
-                    "datatype": {"type": "string"},
-                    "data": {"type": "array"},
+                    "shape": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_DIMENSIONS,
+                        "items": {"type": "integer", "minimum": 0},
+                        "description": "the number of rows first; the elements of data multiply to it",
+                    },
+                    "datatype": {"type": "string", "enum": list(DATATYPES)},
+                    "data": {"type": "array", "description": "row-major, flat or nested as the shape"},
                 },
             },
         },
@@ -57,9 +71,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_RESPONSES,
-    400: _ERR,
+    400: {**_ERR, "description": "Not JSON, or a tensor whose shape, datatype or data is wrong"},
     413: {"description": "The body or its rows exceed the limits"},
-    422: {"description": "Invalid tensors or rows"},
+    422: {"description": "Rows that the model's input does not accept"},
     500: _ERR,
     503: {"description": "The online feature store is unreachable or too slow"},
 }
@@ -73,33 +87,12 @@ def _datatype(prop: dict[str, Any]) -> str:
     return _DATATYPES.get(str(kind), "BYTES")
 
 
+def _tensor_metadata(name: str, datatype: str, shape: list[int]) -> dict[str, Any]:
+    return {"name": name, "datatype": datatype, "shape": shape}
+
+
 def _error(status: int, message: str) -> Response:
     return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON)
-
-
-def _records(body: Any) -> list[dict[str, Any]] | str:
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        return "the body must be an object with a non-empty 'inputs' list of tensors"
-    columns: dict[str, list[Any]] = {}
-    n: int | None = None
-    for tensor in body["inputs"]:
-        if (
-            not isinstance(tensor, dict)
-            or not isinstance(tensor.get("name"), str)
-            or not isinstance(tensor.get("data"), list)
-        ):
-            return "each input needs 'name', 'shape', 'datatype' and 'data'"
-        data = tensor["data"]
-        if data and isinstance(data[0], list):
-            data = [x for row in data for x in (row if isinstance(row, list) else [row])]
-        if n is None:
-            n = len(data)
-        if len(data) != n or n == 0:
-            return f"input {shown(tensor['name'])} has {len(data)} values; every input needs the same number of rows (>= 1)"
-        columns[tensor["name"]] = data
-    assert n is not None
-    names = list(columns)
-    return [{name: columns[name][i] for name in names} for i in range(n)]
 
 
 class InferError(Exception):
@@ -113,10 +106,15 @@ class InferError(Exception):
 
 @dataclass(frozen=True)
 class InferRequest:
-    """An ``/infer`` body as rows, with the request id it gave (``None`` when absent or not a valid id)."""
+    """An ``/infer`` body as rows, with the ``id`` it gave (``None`` when absent): the answer echoes it as
+    the protocol says; logs and records take it only when it is a plain token (:data:`REQUEST_ID`)."""
 
     records: list[dict[str, Any]]
     id: str | None
+
+    def log_id(self, header_id: str) -> str:
+        """The request's id for logs and the prediction log: the body's when plain, else the header's."""
+        return self.id if self.id is not None and REQUEST_ID.fullmatch(self.id) else header_id
 
 
 async def served_name(request: Request, name: str) -> str:
@@ -127,20 +125,30 @@ async def served_name(request: Request, name: str) -> str:
     return name
 
 
-async def infer_request(request: Request) -> InferRequest:
-    """Read an ``/infer`` body into rows: tensors of one length each, at most ``max_rows`` rows (413)."""
+ServedName = Annotated[str, Depends(served_name)]
+
+
+async def infer_request(request: Request, name: ServedName) -> InferRequest:
+    """Read an ``/infer`` body into rows (see :mod:`thimble.modelops._tensors`): a tensor that breaks the
+    protocol or does not suit the model's input is a 400, more than ``max_rows`` rows a 413."""
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
         raise InferError(400, f"the body is not valid JSON: {exc}") from None
-    records = _records(body)
-    if isinstance(records, str):
-        raise InferError(422, records)
-    max_rows = request.app.state.serving.cfg.max_rows
+    if not isinstance(body, dict):
+        raise InferError(400, "the body must be an object with a non-empty 'inputs' list of tensors")
+    given = body.get("id")
+    if given is not None and not isinstance(given, str):
+        raise InferError(400, f"'id' must be a string, not {shown(given)}")
+    serving: Serving = request.app.state.serving
+    try:
+        records = tensor_rows(body.get("inputs"), field_kinds(serving.routes[name].model.input_type))
+    except TensorError as exc:
+        raise InferError(400, str(exc)) from None
+    max_rows = serving.cfg.max_rows
     if len(records) > max_rows:
         raise InferError(413, f"{len(records)} rows; this server accepts at most {max_rows}")
-    given = body.get("id")
-    return InferRequest(records, given if isinstance(given, str) and REQUEST_ID.fullmatch(given) else None)
+    return InferRequest(records, given)
 
 
 def install_infer_errors(app: FastAPI) -> None:
@@ -153,7 +161,6 @@ def install_infer_errors(app: FastAPI) -> None:
     app.add_exception_handler(InferError, refuse)
 
 
-ServedName = Annotated[str, Depends(served_name)]
 Infer = Annotated[InferRequest, Depends(infer_request)]
 
 
@@ -185,7 +192,7 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
         s = find(name)
         if isinstance(s, Response):
             return s
-        ins = s.model.input_type.model_json_schema().get("properties", {})
+        kinds = field_kinds(s.model.input_type)
         outs = s.model.output_type.model_json_schema().get("properties", {})
         return Response(
             orjson.dumps(
@@ -193,7 +200,7 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
                     "name": s.model.name,
                     "versions": [str(s.model.version)],
                     "platform": "thimble",
-                    "inputs": [{"name": k, "datatype": _datatype(v), "shape": [-1]} for k, v in ins.items()],
+                    "inputs": [_tensor_metadata(k, *advertised(kind)) for k, kind in kinds.items()],
                     "outputs": [
                         {"name": k, "datatype": _datatype(v), "shape": [-1]} for k, v in outs.items()
                     ],
@@ -218,7 +225,7 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
     )
     async def infer(name: ServedName, infer: Infer, header_id: RequestId) -> Response:
         start = time.perf_counter()
-        rid = infer.id or header_id
+        rid = infer.log_id(header_id)
         answer = await serving.answer(name, infer.records, False, rid, start)
         if isinstance(answer, Response):
             return answer
@@ -236,7 +243,7 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
         out: dict[str, Any] = {
             "model_name": s.model.name,
             "model_version": str(s.model.version),
-            "id": rid,
+            "id": infer.id if infer.id is not None else rid,
             "outputs": tensors,
         }
         if answer.versions is not None:  # a canary answered some rows: each row's version

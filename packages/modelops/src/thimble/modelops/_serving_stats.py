@@ -8,6 +8,7 @@ predictions against the model's training sample (:meth:`ServingStats.record`).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -102,12 +103,26 @@ class ServingStats:
                 if base is not None and (psi := _drift.psi(base, values)) is not None:
                     metrics[f"psi.{prefix}.{field}"] = psi
                 if prefix == "output":
-                    metrics[f"prediction.{field}.mean"] = float(values.mean())
-                    hist = (
-                        _drift.histogram(values, base.edges) if base is not None else _drift.baseline(values)
-                    )
-                    if hist is not None:
+                    if (mean := _mean(values)) is not None:
+                        metrics[f"prediction.{field}.mean"] = mean
+                    with np.errstate(over="ignore", invalid="ignore"):  # quantiles of values far apart
+                        hist = (
+                            _drift.histogram(values, base.edges)
+                            if base is not None
+                            else _drift.baseline(values)
+                        )
+                    if hist is not None and all(math.isfinite(e) for e in hist.edges):
                         dists[f"output.{field}"] = hist
         if self.tracker is not None:
             self.tracker.record(self.model.name, self.model.version, "serve", self.run_id, metrics, dists)
         return metrics
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """The mean of ``values``, also when their sum is beyond float64 (``1.7e308`` twice: each value is
+    divided first); ``None`` when it is not a finite number (a NaN or infinite value among them)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(values.mean())
+        if math.isinf(mean):
+            mean = float((values / values.size).sum())
+    return mean if math.isfinite(mean) else None

@@ -111,8 +111,41 @@ def write_table(
             settings=settings,
         )
     except EtlError as exc:
-        raise ModelOpsError(str(exc)) from None
+        raise ModelOpsError(_reported(exc)) from None
     return result.version, {k: v for k, v in result.metrics.items() if k not in BUILTIN_METRICS}
+
+
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def _reported(exc: Exception) -> str:
+    """A failed write in one line. When Spark's reason is only the first line of a Python worker's
+    traceback (in process, a job over a cached plan), it says what the worker raised, as Spark Connect's
+    does: ``... a Python worker raised PredictionError: model churn@1 returned inf for 'p' ...``."""
+    message = str(exc)
+    if message.endswith(f"PythonException: {_TRACEBACK}") and exc.__context__ is not None:
+        raised = _worker_raised(str(exc.__context__))
+        if raised is not None:
+            return f"{message.removesuffix(f'PythonException: {_TRACEBACK}')}a Python worker raised {raised}"
+    return message
+
+
+def _worker_raised(text: str) -> str | None:
+    """The last line of the first Python traceback quoted in ``text`` (its exception's module left out)."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.endswith(_TRACEBACK)), None)
+    if start is None:
+        return None
+    raised = None
+    for line in lines[start + 1 :]:
+        if line.startswith(("\tat ", "JVM stacktrace")):
+            break
+        if line.strip() and not line[0].isspace():
+            raised = line.strip()
+    if raised is None:
+        return None
+    kind, sep, reason = raised.partition(": ")
+    return f"{kind.rsplit('.', 1)[-1]}: {reason}" if sep else raised
 
 
 def prediction_quality(model: LoadedModel) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field, FiniteFloat, TypeAdapter, ValidationError, field_validator
 
 from thimble.common.errors import ConfigError
@@ -378,6 +379,9 @@ class LoadedModel:
         self.rows_adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.input_type])  # type: ignore[name-defined]
         self.outputs_adapter: TypeAdapter[list[BaseModel]] = TypeAdapter(list[self.output_type])  # type: ignore[name-defined]
         self._float_outputs, self._nested_outputs = _fields_with_floats(self.output_type)
+        self._nullable_outputs = {
+            f for f, info in self.output_type.model_fields.items() if _allows_none(info.annotation)
+        }
 
     @property
     def ref(self) -> str:
@@ -420,16 +424,40 @@ class LoadedModel:
             for f in self._float_outputs:
                 v = getattr(out, f, None)
                 if isinstance(v, float) and not math.isfinite(v):
-                    raise PredictionError(
-                        f"model {self.ref} returned {v!r} for {f!r} of row {i}: outputs must be finite numbers"
-                    )
+                    raise self._not_finite(v, f, i)
             for f in self._nested_outputs:
                 if has_nonfinite(getattr(out, f, None)):
-                    raise PredictionError(
-                        f"model {self.ref} returned a NaN or infinite number in {f!r} of row {i}: "
-                        "outputs must be finite numbers"
-                    )
+                    raise self._not_finite(None, f, i)
         return outputs
+
+    def check_finite_columns(self, columns: Mapping[str, Any], nan_is_null: bool = False) -> None:
+        """:meth:`check_finite` over output columns (lists, or a frame's Series), vectorized over the
+        plain float ones. A null is not a number; with ``nan_is_null`` (a frame model's output, which the
+        server reads as it does) neither is a NaN in a field that may be null."""
+        for f in self._float_outputs:
+            values = columns[f]
+            if not isinstance(values, list):
+                values = values.to_numpy()
+            skip_nan = nan_is_null and f in self._nullable_outputs
+            try:
+                numbers = np.asarray(values, dtype="float64")  # None as NaN
+            except (TypeError, ValueError):  # not all numbers (pandas.NA, text): checked one by one
+                numbers = np.asarray([v if isinstance(v, float) else 0.0 for v in values], dtype="float64")
+            for i in np.flatnonzero(~np.isfinite(numbers)).tolist():
+                if values[i] is None or (skip_nan and math.isnan(numbers[i])):
+                    continue
+                raise self._not_finite(float(numbers[i]), f, i)
+        for f in self._nested_outputs:
+            for i, v in enumerate(columns[f]):
+                if has_nonfinite(v):
+                    raise self._not_finite(None, f, i)
+
+    def _not_finite(self, value: float | None, field: str, row: int) -> PredictionError:
+        what = repr(value) if value is not None else "a NaN or infinite number"
+        return PredictionError(
+            f"model {self.ref} returned {what} {'for' if value is not None else 'in'} {field!r} of row "
+            f"{row}: outputs must be finite numbers"
+        )
 
     def _call(self, rows: Any) -> Any:
         try:
@@ -468,7 +496,10 @@ class LoadedModel:
         return [o.model_dump(mode="json") for o in outputs]
 
     def predict_frame(self, pdf: pd.DataFrame) -> pd.DataFrame:
-        """Run on a DataFrame holding the input columns; return a DataFrame of the output columns."""
+        """Run on a DataFrame holding the input columns; return a DataFrame of the output columns.
+
+        A NaN or infinite output is the model's failure (:meth:`check_finite_columns`), as when served.
+        """
         import pandas as pd
 
         missing = [
@@ -479,12 +510,16 @@ class LoadedModel:
         if missing:
             raise SchemaMismatchError(f"input is missing columns {missing} of {self.input_type.__name__}")
         if self.function.flavor == "frame":
-            return self._check_frame(
+            frame = self._check_frame(
                 self._call(pdf[[c for c in self.input_fields if c in pdf.columns]]), len(pdf)
             ).reset_index(drop=True)
+            self.check_finite_columns(frame, nan_is_null=True)
+            return frame
         cols = [c for c in self.input_fields if c in pdf.columns]
         outputs = self.run(self.validate(_frame_records(pdf[cols])))
-        return pd.DataFrame({f: [getattr(o, f) for o in outputs] for f in self.output_fields})
+        columns = {f: [getattr(o, f) for o in outputs] for f in self.output_fields}
+        self.check_finite_columns(columns)
+        return pd.DataFrame(columns)
 
 
 def has_nonfinite(value: Any) -> bool:
@@ -498,6 +533,10 @@ def has_nonfinite(value: Any) -> bool:
     if isinstance(value, list | tuple | set | frozenset):
         return any(has_nonfinite(v) for v in value)
     return False
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation)
 
 
 def _fields_with_floats(model: type[BaseModel]) -> tuple[list[str], list[str]]:
