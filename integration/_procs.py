@@ -207,8 +207,8 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a text file ('' when it does not exist)."""
+def _last_lines(path: Path) -> list[str]:
+    """The lines of the last 256 KiB of a text file (none when it does not exist)."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -216,5 +216,24 @@ def tail(path: Path, lines: int = 40) -> str:
             handle.seek(max(0, size - 256 * 1024))
             data = handle.read()
     except FileNotFoundError:
-        return ""
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+        return []
+    return data.decode(errors="replace").splitlines()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a text file ('' when it does not exist)."""
+    return "\n".join(_last_lines(path)[-lines:])
+
+
+_ERROR_LINE = re.compile(r"\b(ERROR|FATAL)\b|^[\w.$]+(Exception|Error)\b")
+
+
+def first_errors(path: Path, since: str, lines: int = 10) -> str:
+    """The first ``lines`` error lines (an ERROR or FATAL record, or an exception's first line) written to a
+    log after its last line starting with ``since`` ('' when there are none).
+
+    A service that dies while starting logs its cause early and then pages of shutdown; this finds the cause.
+    """
+    logged = _last_lines(path)
+    start = max((n for n, line in enumerate(logged) if line.startswith(since)), default=-1) + 1
+    return "\n".join([line for line in logged[start:] if _ERROR_LINE.search(line)][:lines])

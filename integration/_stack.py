@@ -21,6 +21,7 @@ from integration._procs import (
     alive,
     cmdline,
     describe_taken,
+    first_errors,
     port_free,
     reap,
     start_detached,
@@ -133,10 +134,15 @@ def find_pid(service: Service, console: Console | None = None) -> int | None:
     return orphan
 
 
+_START_MARK = "--- "
+
+
 def _failure(service: Service, what: str) -> ServiceFailedError:
-    log_tail = tail(service.log_path)
+    errors = first_errors(service.log_path, since=_START_MARK)
+    cause = f"First errors it logged:\n{errors}\n" if errors else ""
+    log_tail = tail(service.log_path, lines=25 if errors else 40)
     return ServiceFailedError(
-        f"{service.name} {what}. Last lines of {service.log_path}:\n{log_tail or '(the log is empty)'}"
+        f"{service.name} {what}. {cause}Last lines of {service.log_path}:\n{log_tail or '(the log is empty)'}"
     )
 
 
@@ -162,7 +168,9 @@ def _start(service: Service, console: Console) -> int:
     service.log_path.parent.mkdir(parents=True, exist_ok=True)
     _rotate(service.log_path)
     with open(service.log_path, "a") as log:
-        log.write(f"--- {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} starting: {' '.join(argv)}\n")
+        log.write(
+            f"{_START_MARK}{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} starting: {' '.join(argv)}\n"
+        )
     pid = start_detached(argv, service.log_path, cwd=service.settings.run_dir, env=service.environment())
     service.pid_file.write(pid)
     console.print(f"{service.name}: started (pid {pid}), waiting until it answers on {service.address}…")

@@ -92,8 +92,12 @@ class Stack:
 
 
 def cluster_stack(run_dir: Path, brokers: int = 3) -> Stack:
-    """A stack for ``up --kafka-brokers N``: 2N consecutive free ports for Kafka, one for Redis."""
-    kafka_port = free_port_run(39092, 2 * brokers, step=2, span=400)
+    """A stack for ``up --kafka-brokers N``: 2N consecutive free ports for Kafka, one for Redis.
+
+    The ports lie below the kernel's ephemeral range (32768 and up), where an outgoing connection made while
+    the brokers start (one broker dialling another's controller) could take a port a later broker must bind.
+    """
+    kafka_port = free_port_run(29092, 2 * brokers, step=2, span=400)
     return Stack(run_dir=run_dir, kafka_port=kafka_port, redis_port=free_port_run(18379))
 
 

@@ -16,6 +16,7 @@ from integration._kafka import Kafka, random_cluster_id
 from integration._procs import PidFile, describe_taken, start_time
 from integration._redis import Redis
 from integration._settings import StackSettings
+from integration._stack import _failure
 from integration.errors import StackError
 from integration.stack import app
 from thimble.testing import wait_until
@@ -154,3 +155,27 @@ def test_storage_formatted_for_other_ports_is_refused(tmp_path: Path) -> None:
     (kafka.data_dir / ".thimble-ports").write_text("9092 9093\n")
     with pytest.raises(StackError, match="formatted for ports 9092 9093, not 19092 19093"):
         kafka._format_once()
+
+
+def test_a_service_that_dies_while_starting_is_reported_with_the_cause_it_logged(tmp_path: Path) -> None:
+    kafka = Kafka(_settings(tmp_path))
+    kafka.log_path.parent.mkdir(parents=True)
+    kafka.log_path.write_text(
+        "--- 2026-01-01T00:00:00+00:00 starting: java kafka.Kafka\n"
+        "[2026-01-01 00:00:01,000] ERROR an error of the previous start (kafka.Kafka$)\n"
+        "--- 2026-01-02T00:00:00+00:00 starting: java kafka.Kafka\n"
+        "[2026-01-02 00:00:01,000] INFO Starting controller (kafka.server.ControllerServer)\n"
+        "[2026-01-02 00:00:02,000] ERROR Exiting Kafka due to fatal exception during startup. (kafka.Kafka$)\n"
+        "org.apache.kafka.common.KafkaException: Socket server failed to bind to 127.0.0.1:19092\n"
+        "\tat kafka.network.Acceptor.openServerSocket(SocketServer.scala:734)\n"
+        + "".join(
+            f"[2026-01-02 00:00:03,{n:03}] INFO shutting down part {n} (kafka.Kafka$)\n" for n in range(60)
+        )
+    )
+    message = str(_failure(kafka, "exited while starting"))
+    cause, last_lines = message.split("Last lines of", 1)
+    assert "Socket server failed to bind to 127.0.0.1:19092" in cause
+    assert "Exiting Kafka due to fatal exception" in cause
+    assert "previous start" not in message
+    assert "\tat kafka.network" not in cause
+    assert "shutting down part 59" in last_lines
