@@ -56,6 +56,32 @@ def test_produce_tail_and_lag(kafka_topic, kafka_config, tmp_path: Path) -> None
     assert doc["partitions"][0] == {"topic": src, "partition": 0, "committed": None, "end": 5, "lag": 5}
 
 
+def test_tail_shows_every_header_and_byte_and_nothing_a_terminal_acts_on(kafka_topic, kafka_config) -> None:
+    src = kafka_topic("src")
+    hostile = "[bold]x[/bold]\x1b[2J\r\nfake\u202e"
+    headers = [("h", b"1"), ("h", b"\xff\xfe"), ("h", None), ("h", b""), (hostile, hostile.encode())]
+    produce(kafka_config, src, [(b"\xffk", b"\xfe raw")], headers=headers)
+    b = ["--bootstrap-servers", kafka_config["bootstrap.servers"]]
+    result = runner.invoke(cli, ["tail", src, "--from-beginning", "--limit", "1", *b])
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    assert all(c.isprintable() for c in line), ascii(line)
+    doc = orjson.loads(line)
+    assert doc["headers"] == [
+        {"name": "h", "value": "1"},
+        {"name": "h", "value_base64": "//4="},
+        {"name": "h", "value": None},
+        {"name": "h", "value": ""},
+        {"name": hostile, "value": hostile},
+    ]
+    assert (doc["key_base64"], doc["value_base64"]) == ("/2s=", "/iByYXc=")
+    result = runner.invoke(cli, ["tail", f"{src}-missing-{hostile}", "--timeout", "1", *b])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert all(c.isprintable() for c in result.output.rstrip("\n")), ascii(result.output)
+    assert "[bold]x[/bold]" in result.output  # shown, not taken for markup
+
+
 def test_group_lag_follows_the_commits(kafka_topic, kafka_config, start_app) -> None:
     src, dst = kafka_topic("src"), kafka_topic("dst")
     settings = make_settings(kafka_config, f"g-{src}")

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import orjson
 
+from thimble.common.text import escape_controls
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("thimble_log_context", default=_EMPTY)
 _secrets: set[str] = set()
@@ -27,12 +29,6 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?i)((?:password|passwd|secret|token|api[_-]?key)[\"']?\s*[=:]\s*[\"']?)([^\s\"',;}]+)"
 )
 REDACTED = "***"
-# What a terminal would act on rather than show (line breaks, escape sequences, bidi overrides): written
-# escaped in console lines, so text from outside cannot forge a line or rewrite the screen.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-_CONTROL |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
-_CONTROL |= {c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-_CONTROL_KEEP_LINES = {c: v for c, v in _CONTROL.items() if c != ord("\n")}
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -121,9 +117,9 @@ class ConsoleFormatter(logging.Formatter):
         line = f"{time} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:
             line += f"  {extras}"
-        line = line.translate(_CONTROL)
+        line = escape_controls(line)
         if record.exc_info:
-            trace = self.formatException(record.exc_info).translate(_CONTROL_KEEP_LINES)
+            trace = escape_controls(self.formatException(record.exc_info), keep_newlines=True)
             line += "".join(f"\n  {text}" for text in trace.splitlines())  # indented: never a log line
         return redact(line)
 

@@ -11,6 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from thimble.common.text import cut
+
+SHOWN_KEY = 100  # a key in a problem's location: room for any field name a model declares
+SHOWN_MESSAGE = 300  # a problem's message, which may quote the input (a custom validator's, a union tag)
+
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
@@ -60,20 +65,26 @@ def validation_problems(
 ) -> list[str]:
     """One line per problem: ``path: reason``; unknown keys get a did-you-mean suggestion.
 
-    ``top_level_names`` are further valid top-level keys to suggest (sections handled elsewhere).
+    ``top_level_names`` are further valid top-level keys to suggest (sections handled elsewhere). Keys and
+    messages come from outside (a file's keys, a dict's keys, a quoted value): they are shown cut and escaped.
     """
     problems = []
-    for item in error.errors(include_url=False):
+    for item in error.errors(include_url=False, include_context=False, include_input=False):
         loc = item["loc"]
-        where = format_location(loc)
+        where = format_location(shown_location(loc))
         if item["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             names = [*parent.model_fields, *(top_level_names if len(loc) == 1 else ())] if parent else []
             hint = did_you_mean(str(loc[-1]), names)
             problems.append(f"{where}: unknown key{hint}")
         else:
-            problems.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
+            problems.append(f"{where}: {cut(str(item['msg']), SHOWN_MESSAGE).removeprefix('Value error, ')}")
     return problems
+
+
+def shown_location(loc: Sequence[int | str]) -> list[int | str]:
+    """A problem's location with each key cut and escaped (:data:`SHOWN_KEY`)."""
+    return [part if isinstance(part, int) else cut(str(part), SHOWN_KEY) for part in loc]
 
 
 def environment_problems(

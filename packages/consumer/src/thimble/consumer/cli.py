@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -27,6 +27,7 @@ from thimble.consumer._lag import group_lag
 from thimble.consumer._loader import load_app
 from thimble.consumer._runner import Runner
 from thimble.consumer._supervisor import run_workers
+from thimble.consumer._tail import record_line
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import ConsumerError, DeliveryError, ServiceUnavailableError
 
@@ -239,7 +240,11 @@ def tail(
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
-    """Print records as JSON lines (key, partition, offset, headers, value), without joining a group."""
+    """Print records as JSON lines (partition, offset, key, headers, value), without joining a group.
+
+    Headers are listed in order, duplicates included; bytes that are not UTF-8 are shown in base64
+    (``key_base64``, ``value_base64``); characters a terminal would act on are written as JSON escapes.
+    """
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     consumer = Consumer(
@@ -265,23 +270,7 @@ def tail(
                 continue
             idle_since = time.monotonic()
             seen += 1
-            raw = msg.value() or b""
-            try:
-                value: Any = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                value = raw.decode("utf-8", "replace")
-            key = msg.key()
-            headers: list[tuple[str, Any]] = list(cast(Any, msg.headers()) or [])
-            line = {
-                "partition": msg.partition(),
-                "offset": msg.offset(),
-                "key": key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-                "headers": {
-                    k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v for k, v in headers
-                },
-                "value": value,
-            }
-            sys.stdout.write(orjson.dumps(line).decode() + "\n")
+            sys.stdout.write(record_line(msg) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass

@@ -1,0 +1,33 @@
+"""Text from outside (a request, a record, a file) made safe to show in a message, an answer or a log."""
+
+from __future__ import annotations
+
+# What a terminal would act on rather than show: C0 and C1 controls (line breaks, escape sequences), DEL,
+# line and paragraph separators, and the bidi marks, embeddings, overrides and isolates that reorder a line.
+TERMINAL_CONTROLS: tuple[int, ...] = (
+    *range(0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    0x061C,
+    0x200E,
+    0x200F,
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+)
+_ESCAPED = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in TERMINAL_CONTROLS}
+_ESCAPED |= {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+_ESCAPED_KEEP_LINES = {c: v for c, v in _ESCAPED.items() if c != ord("\n")}
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every character a terminal acts on written as an escape (``\\n``, ``\\x1b``,
+    ``\\u202e``), so it can neither forge a line nor rewrite the screen; ``keep_newlines`` keeps ``\\n``."""
+    return text.translate(_ESCAPED_KEEP_LINES if keep_newlines else _ESCAPED)
+
+
+def cut(text: str, limit: int = 60) -> str:
+    """``text`` on one line, cut after ``limit`` characters (ending ``…``) and then escaped
+    (:func:`escape_controls`); short plain text comes back unchanged."""
+    return escape_controls(text if len(text) <= limit else text[:limit] + "…")
