@@ -379,6 +379,60 @@ def test_kserve_v2_inference(
         assert http.post("/v2/models/churn/infer", json={"inputs": []}).status_code == 400
 
 
+def test_kserve_v2_answers_the_outputs_a_request_asks_for_in_its_order(
+    saved_churn: Registry, redis_url: str, prefix: str, live: Callable[..., Any]
+) -> None:
+    server = live(
+        create_app(settings=_settings(saved_churn, redis_url, prefix), refs=["churn"], registry=saved_churn)
+    )
+    inputs = [
+        {"name": "client_id", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+        {"name": "orders_7d", "shape": [2], "datatype": "INT64", "data": [1, 15]},
+        {"name": "spend_7d", "shape": [2], "datatype": "FP64", "data": [10.0, 90.0]},
+    ]
+    expected = saved_churn.load("churn@1").predict(
+        [
+            {"client_id": 1, "orders_7d": 1, "spend_7d": 10.0},
+            {"client_id": 2, "orders_7d": 15, "spend_7d": 90.0},
+        ]
+    )
+
+    def infer(outputs: Any) -> httpx.Response:
+        return http.post("/v2/models/churn/infer", json={"inputs": inputs, "outputs": outputs})
+
+    with httpx.Client(base_url=server.url) as http:
+        asked = infer([{"name": "high_risk"}, {"name": "p_churn", "parameters": {"binary_data": False}}])
+        assert asked.status_code == 200, asked.text
+        assert [(o["name"], o["data"]) for o in asked.json()["outputs"]] == [
+            ("high_risk", [e["high_risk"] for e in expected]),
+            ("p_churn", [e["p_churn"] for e in expected]),
+        ]
+        only = infer([{"name": "high_risk"}]).json()["outputs"]
+        assert [o["name"] for o in only] == ["high_risk"]
+        assert [o["name"] for o in infer([]).json()["outputs"]] == ["p_churn", "high_risk"]
+        long = "x" * 5000 + "\n"
+        for outputs, reason in [
+            (
+                [{"name": "p_churn"}, {"name": "nope"}],
+                "output 'nope' is not an output of this model; its outputs: p_churn, high_risk",
+            ),
+            ([{"name": long}], "output 'xxx"),
+            ([{"name": "p_churn"}, {"name": "p_churn"}], "output 'p_churn' is asked twice"),
+            ([{"name": 1}], "output 0 needs a string 'name'"),
+            ([{"name": "p_churn", "parameters": 5}], "'parameters' must be an object"),
+            ({"name": "p_churn"}, "'outputs' must be a list"),
+            (None, "'outputs' must be a list"),
+        ]:
+            refused = infer(outputs)
+            assert refused.status_code == 400, (outputs, refused.text)
+            assert list(refused.json()) == ["error"]
+            assert reason in refused.json()["error"]
+            assert len(refused.content) < 400
+            assert "x" * 61 not in refused.text
+        schema = http.get("/openapi.json").json()["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]
+        assert "outputs" in schema["content"]["application/json"]["schema"]["properties"]
+
+
 def test_metrics_tracking_and_prediction_log(
     saved_churn: Registry,
     redis_url: str,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from thimble.modelops import ModelContext, Registry, model
 from thimble.modelops.config import load_modelops_settings
@@ -46,6 +46,26 @@ def strict_model(ctx: ModelContext, rows: list[StrictIn]) -> list[StrictOut]:
     if any(r.count == 13 for r in rows):
         raise ValueError("internal secret: table t_42 unreachable")
     return [StrictOut(y=r.amount * 2 + r.count) for r in rows]
+
+
+class ClosedIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: float
+    tags: dict[str, int] = {}
+    note: str = ""
+
+    @field_validator("note")
+    @classmethod
+    def short(cls, note: str) -> str:
+        if len(note) > 10:
+            raise ValueError(f"note {note} is too long")  # quotes the input: cut in the answer
+        return note
+
+
+@model(name="closed")
+def closed_model(ctx: ModelContext, rows: list[ClosedIn]) -> list[StrictOut]:
+    """Refuses fields it does not declare."""
+    return [StrictOut(y=r.amount) for r in rows]
 
 
 def _settings(registry: Registry, redis_url: str, **server: Any) -> Any:
@@ -406,6 +426,46 @@ def test_error_bodies_cut_what_the_request_sent(
         assert refused.status_code == 400
         assert len(refused.content) < 300
         assert "every input needs the same number of rows" in refused.text
+
+
+def test_validation_errors_cut_the_names_and_values_a_request_sent_and_echo_no_header(
+    registry: Registry, redis_url: str, live: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.save(closed_model, pickle_function=True)
+    server = live(create_app(settings=_settings(registry, redis_url), refs=["closed"], registry=registry))
+    hostile = 'k"\n\r\x1b[31m\x00\u2028' + "x" * 100_000
+    amount = {"name": "amount", "shape": [1], "datatype": "FP64", "data": [1.0]}
+    headers = {
+        "content-type": "application/json; q=" + "c" * 3000,
+        "x-request-id": "h" * 3000,
+        "user-agent": "u" * 3000,
+        "x-anything": "a" * 3000,
+    }
+    with httpx.Client(base_url=server.url, timeout=10) as http, caplog.at_level(logging.DEBUG):
+        for path, body, where in [
+            ("/v1/models/closed/predict", {"amount": 1.0, hostile: 1}, ["body"]),  # an extra field
+            ("/v1/models/closed/predict", [{"amount": 1.0, "tags": {hostile: "1"}}], ["body", 0, "tags"]),
+            ("/v1/models/closed/predict", {"amount": 1.0, "note": hostile}, ["body", "note"]),
+            (
+                "/v2/models/closed/infer",
+                {"inputs": [amount, {"name": hostile, "shape": [1], "datatype": "FP64", "data": [1.0]}]},
+                ["body", 0],
+            ),
+        ]:
+            refused = http.post(path, content=orjson.dumps(body), headers=headers)
+            assert refused.status_code == 422, refused.text
+            assert len(refused.content) < 2000
+            [problem] = orjson.loads(refused.content)["detail"]
+            assert problem["loc"][: len(where)] == where
+            if problem["loc"] != where:  # a name: cut, and on one line
+                name = problem["loc"][-1]
+                assert name.startswith('k"\\n\\r\\x1b[31m\\x00\\u2028xxx')
+                assert name.endswith("x…")
+            assert "x" * 301 not in problem["msg"]
+            assert "\n" not in refused.text
+            for header, value in headers.items():
+                assert value[-100:] not in refused.text, header
+        assert not [r for r in caplog.records if "x" * 301 in str(r.__dict__) or "h" * 200 in str(r.__dict__)]
 
 
 def test_kserve_tensors_are_checked_as_the_open_inference_protocol_says(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,44 @@ def test_an_unreadable_sample_is_one_line_naming_the_flag(
     assert code == 2
     assert output.startswith(f"error: {message}"), output
     assert len(output.strip().splitlines()) == 1, output
+    assert Registry(reg).models() == []
+
+
+CLOSED_MODEL = """
+from pydantic import BaseModel, ConfigDict
+
+from thimble.modelops import ModelContext, model
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: float
+    tags: dict[str, int] = {}
+
+
+class Out(BaseModel):
+    y: float
+
+
+@model(name="closed")
+def predict(ctx: ModelContext, rows: list[In]) -> list[Out]:
+    return [Out(y=r.x) for r in rows]
+"""
+
+
+def test_a_sample_with_a_hostile_field_name_is_one_short_line(project: Path) -> None:
+    (project / "closed_cli_model.py").write_text(CLOSED_MODEL)
+    hostile = "k\n\x1b[31m\r\x00" + "x" * 100_000
+    reg = str(project / "models")
+    for rows in ([{"x": 1.0, hostile: 1}], [{"x": 1.0, "tags": {hostile: "z"}}]):
+        (project / "s.json").write_text(json.dumps(rows))
+        code, output = _cli("save", "closed_cli_model:predict", "--sample", "s.json", "--registry", reg)
+        assert code == 2
+        assert output.startswith("error: input does not match In: [0]."), output[:300]
+        assert len(output) < 2000
+        assert len(output.strip().splitlines()) == 1, output[:300]
+        assert "\x1b" not in output
+        assert "k\\n\\x1b[31m\\r\\x00xxx" in output
     assert Registry(reg).models() == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,44 @@ def test_an_alias_symlink_out_of_the_registry_is_refused_for_that_alias_only(
     assert code == 2
     assert "is outside the registry" in output
     assert outside.read_text() == '{"version": 1}'
+
+
+def test_an_aliases_folder_linked_out_of_the_registry_is_refused_and_the_versions_stay_usable(
+    saved_churn: Registry, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "evil.json").write_text('{"version": 1}')
+    folder = Path(saved_churn.root) / "churn/aliases"
+    shutil.rmtree(folder)
+    folder.symlink_to(outside, target_is_directory=True)
+    problem = f"aliases of churn: the folder {folder} leads outside the registry; its aliases are not read"
+    [summary] = saved_churn.models()
+    assert (summary.name, summary.versions, summary.aliases, summary.problems) == (
+        "churn",
+        [1],
+        {},
+        [problem],
+    )
+    assert saved_churn.resolve("churn") == ("churn", 1)
+    assert saved_churn.load("churn").version == 1
+    with pytest.raises(ModelOpsError, match=r"alias churn@evil: '.*' is outside the registry"):
+        saved_churn.resolve("churn@evil")
+    with pytest.raises(ModelOpsError, match=r"^aliases of churn: the folder .* leads outside the registry"):
+        saved_churn.aliases("churn")
+    for args in (["list"], ["show", "churn@1"]):
+        code, output = _cli(saved_churn, *args)
+        assert code == 0, output
+        assert "churn" in output
+        assert "broken: aliases of churn: the folder" in output
+    code, output = _cli(saved_churn, "show", "churn@evil")
+    assert code == 2
+    assert output.startswith("error: alias churn@evil: ")
+    code, output = _cli(saved_churn, "alias", "churn", "evil", "1")  # never written through the link
+    assert code == 2
+    assert "is outside the registry" in output
+    assert sorted(p.name for p in outside.iterdir()) == ["evil.json"]
+    assert (outside / "evil.json").read_text() == '{"version": 1}'
 
 
 def test_an_alias_file_with_a_wrong_version_type_is_broken(saved_churn: Registry) -> None:

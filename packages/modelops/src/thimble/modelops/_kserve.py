@@ -56,6 +56,15 @@ _INFER_REQUEST = {
                 },
             },
         },
+        "outputs": {
+            "type": "array",
+            "description": "the outputs to answer with, in this order, each once (absent or empty: all)",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
     },
 }
 _READY = {
@@ -71,7 +80,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_RESPONSES,
-    400: {**_ERR, "description": "Not JSON, or a tensor whose shape, datatype or data is wrong"},
+    400: {
+        **_ERR,
+        "description": "Not JSON, a tensor whose shape, datatype or data is wrong, or an output the model "
+        "does not have",
+    },
     413: {"description": "The body or its rows exceed the limits"},
     422: {"description": "Rows that the model's input does not accept"},
     500: _ERR,
@@ -107,14 +120,44 @@ class InferError(Exception):
 @dataclass(frozen=True)
 class InferRequest:
     """An ``/infer`` body as rows, with the ``id`` it gave (``None`` when absent): the answer echoes it as
-    the protocol says; logs and records take it only when it is a plain token (:data:`REQUEST_ID`)."""
+    the protocol says; logs and records take it only when it is a plain token (:data:`REQUEST_ID`).
+    ``outputs``: the outputs it asks for, in its order (empty: all of the model's)."""
 
     records: list[dict[str, Any]]
     id: str | None
+    outputs: tuple[str, ...] = ()
 
     def log_id(self, header_id: str) -> str:
         """The request's id for logs and the prediction log: the body's when plain, else the header's."""
         return self.id if self.id is not None and REQUEST_ID.fullmatch(self.id) else header_id
+
+    def output_names(self, fields: list[str]) -> list[str]:
+        """The outputs to answer with, of a model whose outputs are ``fields``; a 400 for one it lacks."""
+        for name in self.outputs:
+            if name not in fields:
+                raise InferError(
+                    400,
+                    f"output {shown(name)} is not an output of this model; its outputs: {', '.join(fields)}",
+                )
+        return list(self.outputs) or fields
+
+
+def requested_outputs(given: Any) -> tuple[str, ...]:
+    """The names of an ``/infer`` body's ``outputs`` (``[{"name": …}, …]``), in its order; a 400 for an
+    entry that is not such an object, or a name asked twice."""
+    if not isinstance(given, list):
+        raise InferError(400, f"'outputs' must be a list of {{\"name\": …}} objects, not {shown(given)}")
+    names: dict[str, None] = {}  # in order, each once
+    for position, output in enumerate(given):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise InferError(400, f"output {position} needs a string 'name'")
+        name = output["name"]
+        if not isinstance(output.get("parameters", {}), dict):
+            raise InferError(400, f"output {shown(name)}: 'parameters' must be an object")
+        if name in names:
+            raise InferError(400, f"output {shown(name)} is asked twice; ask each output once")
+        names[name] = None
+    return tuple(names)
 
 
 async def served_name(request: Request, name: str) -> str:
@@ -129,8 +172,9 @@ ServedName = Annotated[str, Depends(served_name)]
 
 
 async def infer_request(request: Request, name: ServedName) -> InferRequest:
-    """Read an ``/infer`` body into rows (see :mod:`thimble.modelops._tensors`): a tensor that breaks the
-    protocol or does not suit the model's input is a 400, more than ``max_rows`` rows a 413."""
+    """Read an ``/infer`` body into rows (see :mod:`thimble.modelops._tensors`) and the outputs it asks
+    for: a tensor that breaks the protocol or does not suit the model's input, or an output the model does
+    not have, is a 400, more than ``max_rows`` rows a 413."""
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -141,14 +185,18 @@ async def infer_request(request: Request, name: ServedName) -> InferRequest:
     if given is not None and not isinstance(given, str):
         raise InferError(400, f"'id' must be a string, not {shown(given)}")
     serving: Serving = request.app.state.serving
+    model = serving.routes[name].model
+    outputs = requested_outputs(body["outputs"]) if "outputs" in body else ()
     try:
-        records = tensor_rows(body.get("inputs"), field_kinds(serving.routes[name].model.input_type))
+        records = tensor_rows(body.get("inputs"), field_kinds(model.input_type))
     except TensorError as exc:
         raise InferError(400, str(exc)) from None
     max_rows = serving.cfg.max_rows
     if len(records) > max_rows:
         raise InferError(413, f"{len(records)} rows; this server accepts at most {max_rows}")
-    return InferRequest(records, given)
+    infer = InferRequest(records, given, outputs)
+    infer.output_names(model.output_fields)  # an unknown output is refused before the model runs
+    return infer
 
 
 def install_infer_errors(app: FastAPI) -> None:
@@ -238,7 +286,7 @@ def kserve_router(serving: Serving, token: str | None) -> APIRouter:
                 "shape": [len(outputs)],
                 "data": [getattr(o, f) for o in outputs],
             }
-            for f in s.model.output_fields
+            for f in infer.output_names(s.model.output_fields)  # a canary's outputs may differ
         ]
         out: dict[str, Any] = {
             "model_name": s.model.name,

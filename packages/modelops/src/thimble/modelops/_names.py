@@ -2,14 +2,21 @@
 
 Every name from outside (a command line, a request, a file in the registry) is checked here before it is
 joined into a path. The grammar is ASCII only and has no separator or dot, so a valid name can never
-leave its folder; the registry also checks each path it builds against its root.
+leave its folder; the registry also checks each path it builds against its root. Text from outside is
+shown in a message or an error's location only through :func:`shown` or :func:`shown_error`.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
+from thimble.common.text import cut
+from thimble.common.validation import SHOWN_MESSAGE, shown_location
 from thimble.modelops.errors import InvalidNameError
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 LATEST = "latest"
 MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}", re.ASCII)
@@ -25,6 +32,12 @@ def shown(value: object) -> str:
         return repr(value if len(value) <= _SHOWN else value[:_SHOWN] + "…")
     text = repr(value)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+
+
+def shown_error(error: ErrorDetails) -> tuple[list[int | str], str]:
+    """A pydantic error's location and message, cut and escaped for an answer or a message: the keys of
+    a row come from outside (an extra field, a dict's key), and a message may quote its input."""
+    return shown_location(error["loc"]), cut(error["msg"], SHOWN_MESSAGE)
 
 
 def check_model_name(name: str, what: str = "model name") -> str:

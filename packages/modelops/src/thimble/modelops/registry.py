@@ -345,8 +345,17 @@ class Registry:
         return out
 
     def _alias_entries(self, name: str) -> dict[str, int | BrokenEntryError]:
+        """Each alias file's version, or why it is unreadable; a :class:`BrokenEntryError` when the aliases
+        folder itself is a link out of the registry (never followed: no alias of ``name`` is read)."""
         out: dict[str, int | BrokenEntryError] = {}
-        for e in self.files.ls(f"{self._model_dir(name)}/aliases"):
+        folder = f"{self._model_dir(name)}/aliases"
+        try:
+            listed = self.files.ls(folder)
+        except InvalidNameError:
+            raise BrokenEntryError(
+                f"aliases of {name}: the folder {folder} leads outside the registry; its aliases are not read"
+            ) from None
+        for e in listed:
             last = last_part(e["name"])
             alias = last.removesuffix(".json")
             if alias == last or not ALIAS_NAME.fullmatch(alias):
@@ -376,7 +385,11 @@ class Registry:
         versions = self.versions(name)
         aliases: dict[str, int] = {}
         problems = []
-        for alias, version in self._alias_entries(name).items():
+        try:
+            entries = self._alias_entries(name)
+        except BrokenEntryError as exc:  # the aliases folder: its versions are still listed
+            entries, problems = {}, [str(exc)]
+        for alias, version in entries.items():
             if isinstance(version, BrokenEntryError):
                 problems.append(str(version))
             elif version not in versions:

@@ -31,7 +31,7 @@ from thimble.common.metrics import Metrics, counter_buffer, histogram_buffer
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._docs import install_docs
 from thimble.modelops._http import BodyLimit, RequestIds, add_routes, json_response, problem
-from thimble.modelops._names import shown
+from thimble.modelops._names import shown, shown_error
 from thimble.modelops._prediction_log import PredictionLog
 from thimble.modelops._rollout import AliasFollower, Split
 from thimble.modelops._serving_stats import ServingStats
@@ -229,11 +229,11 @@ def _validation_detail(
 ) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = list(err["loc"])
+        loc, msg = shown_error(err)
         if loc and isinstance(loc[0], int):
             row = loc[0] + offset
             loc = loc[1:] if single else [positions[row] if positions else row, *loc[1:]]
-        out.append({"loc": ["body", *loc], "msg": err["msg"], "type": err["type"]})
+        out.append({"loc": ["body", *loc], "msg": msg, "type": err["type"]})
     return out
 
 
