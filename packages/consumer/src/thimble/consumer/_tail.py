@@ -8,23 +8,11 @@ from typing import Any
 import orjson
 from confluent_kafka import Message
 
-# What a terminal would act on rather than show, and JSON encoders leave raw (orjson escapes only C0):
-# DEL, C1 controls (CSI, NEL, ...), line and paragraph separators, bidi marks, embeddings, overrides and
-# isolates. Written as JSON ``\uXXXX`` escapes, so the line still decodes to exactly the same text.
-_TERMINAL_ESCAPES = {
-    c: f"\\u{c:04x}"
-    for c in (
-        0x7F,
-        *range(0x80, 0xA0),
-        0x061C,
-        0x200E,
-        0x200F,
-        0x2028,
-        0x2029,
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-    )
-}
+from thimble.common.text import TERMINAL_CONTROLS
+
+# What a terminal acts on that JSON encoders leave raw (orjson escapes only C0), written as JSON ``\uXXXX``
+# escapes, so the line still decodes to exactly the same text.
+_TERMINAL_ESCAPES = {c: f"\\u{c:04x}" for c in TERMINAL_CONTROLS if c >= 0x20}
 
 
 def shown_bytes(field: str, data: bytes | str | None) -> dict[str, str | None]:
