@@ -457,21 +457,31 @@ def stream(
     group: Annotated[
         str | None, typer.Option(help="consumer group (default thimble-modelops-<model>)")
     ] = None,
+    create_topics: Annotated[
+        bool | None, typer.Option("--create-topics/--no-create-topics", help="create missing topics")
+    ] = None,
+    exactly_once: Annotated[
+        bool | None, typer.Option("--exactly-once/--at-least-once", help="delivery guarantee")
+    ] = None,
     registry: RegistryOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Score a Kafka topic continuously, as a thimble-consumer batch handler."""
+    """Score a Kafka topic continuously, as a thimble-consumer batch handler; exit 1 if it stops on a failure."""
     from thimble.modelops.stream import run_stream
 
     settings = _settings(config, registry)
-    run_stream(
+    code = run_stream(
         _registry(settings).load(ref),
         source=source,
         sink=sink,
         group=group,
         settings=settings,
         config_file=config,
+        create_topics=create_topics,
+        exactly_once=exactly_once,
     )
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -22,6 +22,9 @@ from thimble.modelops.errors import ModelOpsError, PredictionError
 if TYPE_CHECKING:
     from thimble.consumer import App
 
+# orjson writes at most this many nested arrays or objects (deeper rows are dead-lettered, stage decode)
+_MAX_NESTING = 254
+
 
 def _consumer() -> Any:
     try:
@@ -52,13 +55,21 @@ def stream_app(
 
     def validated(raw: bytes | None) -> Any:
         """A row validated as strictly as an HTTP request is (no NaN or infinity, no "2.5" for a number),
-        or the error that dead-letters it."""
+        or the error that dead-letters it (this row alone: nothing here may fail the batch)."""
+        if not raw:  # the consumer hands a batch handler a tombstone as b""
+            return consumer.DecodeError("no value (a tombstone or an empty record), not a row")
         try:
-            parsed = orjson.loads(raw or b"")
+            parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             return consumer.DecodeError(f"not JSON: {exc}")
         try:
-            return row_adapter.validate_json(orjson.dumps(json_integers(parsed)), strict=True)
+            as_json = orjson.dumps(json_integers(parsed))
+        except (RecursionError, orjson.JSONEncodeError):
+            return consumer.DecodeError(
+                f"JSON nested more than {_MAX_NESTING} levels deep; a row may not nest deeper"
+            )
+        try:
+            return row_adapter.validate_json(as_json, strict=True)
         except ValidationError as exc:
             return exc
 
@@ -81,7 +92,13 @@ def stream_app(
             if isinstance(out, Exception):
                 records.append(out)
                 continue
-            value = out.model_dump(mode="json") | extra
+            try:
+                value = out.model_dump(mode="json") | extra
+            except ValueError as exc:  # PydanticSerializationError; UnicodeDecodeError for bytes not UTF-8
+                records.append(
+                    PredictionError(f"model {model.ref} returned an output that is not JSON: {exc}")
+                )
+                continue
             if key is not None:
                 value[key] = getattr(row, key)
             records.append(consumer.Output(value, key=ctx.key))
@@ -106,13 +123,19 @@ def run_stream(
     group: str | None = None,
     settings: ModelOpsSettings | None = None,
     config_file: str | Path | None = None,
+    create_topics: bool | None = None,
+    exactly_once: bool | None = None,
 ) -> int:
-    """Consume ``source`` until SIGTERM/SIGINT, producing predictions to ``sink``; return the exit code."""
+    """Consume ``source`` until SIGTERM/SIGINT, producing predictions to ``sink``; return the exit code.
+
+    ``create_topics`` and ``exactly_once`` override the consumer settings of that name when given.
+    """
     from thimble.common.config import load_settings
 
     consumer = _consumer()
     app = stream_app(model, source, sink, group=group)
-    consumer_settings = load_settings(consumer.ConsumerSettings, config_file)
+    overrides = {"consumer": {"create_topics": create_topics, "exactly_once": exactly_once}}
+    consumer_settings = load_settings(consumer.ConsumerSettings, config_file, overrides)
     if settings is not None:
         consumer_settings = consumer_settings.model_copy(update={"kafka": settings.kafka})
     code: int = consumer.Runner(app, consumer_settings).run()
