@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from pydantic import BaseModel
 
 from thimble.common.config import load_settings
 from thimble.consumer import App, ConsumerSettings
@@ -15,6 +16,7 @@ from thimble.consumer import _client_errors as client_errors
 from thimble.consumer import _log_context as log_context
 from thimble.consumer._kafka import consumer_config, producer_config
 from thimble.consumer._runner import Runner
+from thimble.consumer.testing import TestClient
 from thimble.testing import free_port, wait_until
 
 pytestmark = pytest.mark.unit
@@ -108,3 +110,21 @@ def test_every_line_of_a_worker_names_it(lines: Lines) -> None:
         ("from a thread", 3),
         ("from the main thread", 3),
     ]
+
+
+class Event(BaseModel):
+    n: int
+
+
+def test_a_dead_letter_of_a_batch_names_its_own_record(lines: Lines) -> None:
+    app = App("batch-log-test")
+
+    @app.handler(source="events", batch_size=3)
+    def count(events: list[Event]) -> None:
+        return None
+
+    with TestClient(app) as client:
+        for value in ({"n": 1}, b"{not json", {"n": 3}):
+            client.send("events", value)
+    (record,) = [r for r in lines.records if r.getMessage() == "message dead-lettered"]
+    assert (record.topic, record.partition, record.offset) == ("events", 0, 1)  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
-from thimble.common.logging import bind_context, get_logger
+from thimble.common.logging import get_logger
 from thimble.consumer._codec import bytes_decoder, outputs_of, plain_encoder
 from thimble.consumer._dead_letters import DeadLetterWriter
 from thimble.consumer._delivery import Pending
@@ -336,16 +336,18 @@ class Processor:
                 return False, exc, attempt
             delay = self.policy.delay_s(attempt)
             self.metrics.retried.inc()
-            with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
-                log.warning(
-                    "handler failed, retrying",
-                    extra={
-                        "handler": self.spec.name,
-                        "attempt": attempt,
-                        "error": f"{type(exc).__name__}: {exc}",
-                        "retry_in_s": round(delay, 3),
-                    },
-                )
+            log.warning(
+                "handler failed, retrying",
+                extra={
+                    "topic": msg.topic(),
+                    "partition": msg.partition(),
+                    "offset": msg.offset(),
+                    "handler": self.spec.name,
+                    "attempt": attempt,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "retry_in_s": round(delay, 3),
+                },
+            )
             if self.wait(delay):
                 raise Abandoned from exc
             attempt += 1
@@ -411,16 +413,18 @@ class Processor:
         topic = self.spec.dlq_topic(msg.topic(), self.dlq_suffix)
         self.metrics.failed(stage).inc()
         self.metrics.dead_lettered.inc()
-        with bind_context(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
-            log.warning(
-                "message dead-lettered",
-                extra={
-                    "handler": self.spec.name,
-                    "stage": stage,
-                    "dead_letter_topic": topic,
-                    "error": f"{type(exc).__name__}: {str(exc)[:300]}",
-                },
-            )
+        log.warning(
+            "message dead-lettered",
+            extra={  # this record's place, not the batch's last (what the log context names)
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "handler": self.spec.name,
+                "stage": stage,
+                "dead_letter_topic": topic,
+                "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+            },
+        )
         self.dead_letters.send(topic, msg, exc, stage, attempts, self.spec.name, pending)
 
 
