@@ -71,4 +71,5 @@ def test_a_config_file_with_a_hostile_key_is_one_short_line(tmp_path: Path) -> N
     message = str(caught.value)
     assert str(config) in message
     assert len(message) < 1_000
-    assert "\x1b" not in message and "\u202e" not in message
+    assert "\x1b" not in message
+    assert "\u202e" not in message
