@@ -187,6 +187,18 @@ def test_the_journal_hashes_values_that_compare_equal_alike(
     assert spark.table(name).count() == 3
 
 
+def test_a_table_name_the_config_refuses_is_refused_by_every_function_before_spark(
+    spark: SparkSession, spark_settings: ThimbleSettings
+) -> None:
+    df = spark.createDataFrame([("a", 1)], "k string, v int")
+    for hostile in (TICK, INJECTION, "a.b.c", "t\n"):
+        with pytest.raises(EtlError, match=r"^write_dataframe\(table='.*'\): a table is 'name' or"):
+            write_dataframe(df, hostile, settings=spark_settings)
+        with pytest.raises(EtlError, match=r"^history\(table='.*'\): a table is 'name' or"):
+            history(hostile, spark=spark, settings=spark_settings)
+    assert not [t for t in spark.catalog.listTables(spark_settings.warehouse.database) if "pwned" in t.name]
+
+
 def test_a_journal_adds_a_new_column_in_its_one_merge(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[..., str]
 ) -> None:

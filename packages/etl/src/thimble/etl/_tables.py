@@ -14,7 +14,8 @@ from thimble.common.features import qualified_table
 from thimble.common.logging import get_logger
 from thimble.common.spark import uses_connect
 from thimble.etl._sql import quote_table
-from thimble.etl.errors import TableNotFoundError
+from thimble.etl.config import check_table_name
+from thimble.etl.errors import EtlError, TableNotFoundError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -25,11 +26,55 @@ USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 AUTO_MERGE_CONF = "spark.databricks.delta.schema.autoMerge.enabled"
 CDF_PROPERTY = "delta.enableChangeDataFeed"
 LAST_COMMIT_CONF = "spark.databricks.delta.lastCommitVersionInSession"
+TXN_APP_ID_CONF = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
+
+
+class AlreadyCommitted(Exception):
+    """Delta skipped an idempotent write: a commit with the same ``(txnAppId, txnVersion)`` is in the table."""
 
 
 def qualified(table: str, settings: ThimbleSettings) -> str:
     """``name`` -> ``database.name`` (the settings' warehouse database); ``db.name`` unchanged."""
     return qualified_table(table, settings.warehouse.database)
+
+
+def argument(table: object, settings: ThimbleSettings, function: str) -> str:
+    """The ``table`` a caller gave ``function``, checked by the config's rule and :func:`qualified`; an
+    :class:`EtlError` on one line naming the argument and its value (cut when long) otherwise."""
+    try:
+        name = check_table_name(table)
+    except ValueError as exc:
+        shown = (
+            f"{table[:40]!r}... ({len(table)} characters)"
+            if isinstance(table, str) and len(table) > 40
+            else repr(table)
+        )
+        raise EtlError(f"{function}(table={shown}): {exc}") from None
+    return qualified(name, settings)
+
+
+def adopt_orphan(spark: SparkSession, table: str) -> str | None:
+    """Register the Delta table a run left at ``table``'s own location, killed after the table's first
+    commit and before the metastore entry; its path, or None when there is no such table.
+
+    Without this every later run fails, as the location is "not empty" (Spark in this process only: a Spark
+    Connect server finishes a killed client's write).
+    """
+    if uses_connect(spark) or exists(spark, table):
+        return None
+    location = _with_session(
+        spark, table, lambda session, ident: str(session.sessionState().catalog().defaultTablePath(ident))
+    )
+    parsed = urlparse(location or "")
+    if parsed.scheme != "file":
+        return None
+    path = unquote(parsed.path)
+    if not any(Path(path, "_delta_log").glob("*.json")):
+        return None
+    spark.catalog.createTable(table, path=path, source="delta")
+    log.warning("%s: registered the Delta table a stopped run had written at %s", table, path)
+    return path
 
 
 def exists(spark: SparkSession, table: str) -> bool:
@@ -181,18 +226,35 @@ def commits(spark: SparkSession, table: str) -> list[dict[str, Any]]:
 
 @contextmanager
 def commit_metadata(
-    spark: SparkSession, metadata: dict[str, Any], allow_new_columns: bool = False
+    spark: SparkSession,
+    metadata: dict[str, Any],
+    allow_new_columns: bool = False,
+    once: tuple[str, int] | None = None,
 ) -> Iterator[None]:
-    """Tag the Delta commit(s) made inside the block with ``{"thimble": metadata}``."""
+    """Tag the Delta commit(s) made inside the block with ``{"thimble": metadata}``.
+
+    With ``once`` (``(app id, version)``), the block's one write is Delta's idempotent write: when the table
+    already holds a commit of that app id at that version or later, Delta skips it and the block raises
+    :class:`AlreadyCommitted`.
+    """
     previous_merge = spark.conf.get(AUTO_MERGE_CONF, "false")
     spark.conf.set(USER_METADATA_CONF, json.dumps({"thimble": metadata}, default=str, sort_keys=True))
     if allow_new_columns:
         spark.conf.set(AUTO_MERGE_CONF, "true")
+    if once is not None:
+        spark.conf.unset(LAST_COMMIT_CONF)
+        spark.conf.set(TXN_APP_ID_CONF, once[0])
+        spark.conf.set(TXN_VERSION_CONF, str(once[1]))
     try:
         yield
     finally:
         spark.conf.unset(USER_METADATA_CONF)
         spark.conf.set(AUTO_MERGE_CONF, previous_merge or "false")
+        if once is not None:
+            spark.conf.unset(TXN_APP_ID_CONF)
+            spark.conf.unset(TXN_VERSION_CONF)
+    if once is not None and spark.conf.get(LAST_COMMIT_CONF, None) is None:
+        raise AlreadyCommitted(f"a commit of {once[0]} at {once[1]} is in the table")
 
 
 def create_from(df: DataFrame, table: str, partition_by: list[str]) -> None:

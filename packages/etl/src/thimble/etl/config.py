@@ -52,7 +52,21 @@ _SIMPLE_TYPES = {
 _DECIMAL = re.compile(r"^decimal(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
 _COMPLEX = re.compile(r"^(array|map|struct)<.+>$")
 _WORD = re.compile(r"(`[^`]*`|[A-Za-z_][A-Za-z0-9_]*)(\s*:)?")
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+_TABLE_NAME = re.compile(rf"{_TABLE_PART}(\.{_TABLE_PART})?")
+
+
+def check_table_name(value: object) -> str:
+    """``value`` if it is a table name, else ``ValueError`` saying what one is (the rule for every table
+    name a user gives, in a config or to a function)."""
+    if not isinstance(value, str) or not _TABLE_NAME.fullmatch(value):
+        raise ValueError(
+            "a table is 'name' or 'database.name' (letters, digits, underscores; at most 128 each)"
+        )
+    return value
+
+
+TableName = Annotated[str, AfterValidator(check_table_name)]
 
 
 def check_type(value: str) -> str:
@@ -122,7 +136,7 @@ class TableSource(_Model):
     """An existing warehouse table, read in full."""
 
     type: Literal["table"]
-    table: str
+    table: TableName
 
 
 class FilesSource(_Model):
@@ -464,7 +478,7 @@ class WriteConfig(_Model):
 class TableConfig(_Model):
     """A destination table: where its data comes from and what happens on the way in."""
 
-    table: str
+    table: TableName
     description: str = ""
     feature_set: str | None = None
     """``module:attribute`` of a FeatureSet that fills table, source, schema.columns, journal and
@@ -476,13 +490,6 @@ class TableConfig(_Model):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     journal: JournalConfig | None = None
     write: WriteConfig = Field(default_factory=WriteConfig)
-
-    @field_validator("table")
-    @classmethod
-    def _table_name(cls, value: str) -> str:
-        if not _TABLE_NAME.match(value):
-            raise ValueError("a table is 'name' or 'database.name' (letters, digits, underscores)")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> TableConfig:

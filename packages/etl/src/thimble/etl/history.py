@@ -78,14 +78,16 @@ VERSION_COLUMNS = (
 
 
 def _resolve(
-    table: str, spark: SparkSession | None, settings: ThimbleSettings | None
+    table: str, spark: SparkSession | None, settings: ThimbleSettings | None, function: str
 ) -> tuple[SparkSession, str]:
+    """The session (built when None) and the qualified name of the ``table`` given to ``function``,
+    which must exist."""
     settings = settings if settings is not None else load_settings(EtlSettings)
+    name = _tables.argument(table, settings, function)
     if spark is None:
         from thimble.common.spark import build_spark_session
 
         spark = build_spark_session(settings, app_name="thimble-etl")
-    name = _tables.qualified(table, settings)
     _tables.require(spark, name)
     return spark, name
 
@@ -101,7 +103,7 @@ def history(
     table: str, spark: SparkSession | None = None, settings: ThimbleSettings | None = None
 ) -> list[TableVersion]:
     """Every version still in the table's log, newest first (times in UTC)."""
-    spark, name = _resolve(table, spark, settings)
+    spark, name = _resolve(table, spark, settings, "history")
     out = []
     for commit in _tables.commits(spark, name):
         meta = commit["thimble"]
@@ -170,7 +172,7 @@ def blocked_runs(
     from pyspark.sql import functions as F
 
     settings = settings if settings is not None else load_settings(EtlSettings)
-    spark, name = _resolve(table, spark, settings)
+    spark, name = _resolve(table, spark, settings, "blocked_runs")
     etl = getattr(settings, "etl", None)
     metrics_table = _tables.qualified(etl.metrics_table if etl is not None else "thimble_quality", settings)
     if not _tables.exists(spark, metrics_table):
@@ -202,9 +204,9 @@ def table_version(
     """The table's current version."""
     settings = settings if settings is not None else load_settings(EtlSettings)
     if spark is None:
-        spark, name = _resolve(table, spark, settings)
+        spark, name = _resolve(table, spark, settings, "table_version")
     else:
-        name = _tables.qualified(table, settings)
+        name = _tables.argument(table, settings, "table_version")
     version = _tables.version(spark, name)
     if version is None:
         raise TableNotFoundError(f"no table '{name}' in the warehouse")
@@ -219,7 +221,7 @@ def changes(
     Columns: the table's, plus ``_change_type`` (insert, update_preimage, update_postimage, delete),
     ``_commit_version`` and ``_commit_timestamp``. Empty when nothing changed since.
     """
-    spark, name = _resolve(table, spark, settings)
+    spark, name = _resolve(table, spark, settings, "changes")
     current = _tables.version(spark, name)
     assert current is not None
     if since_version >= current:

@@ -47,6 +47,7 @@ from thimble.etl.quality import CheckResult, Status
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import DataType
 
 LATE_RULE = "journal: late arrival (at or before the key's current version)"
 CONFLICT_RULE = "journal: conflicting versions (same key and order_by time, different values)"
@@ -74,21 +75,54 @@ def tracked_columns(columns: list[str], config: JournalConfig) -> list[str]:
     return [c for c in columns if c not in config.keys and not c.startswith("_")]
 
 
-def row_hash(columns: list[str], types: Mapping[str, str] | None = None) -> Column:
+def row_hash(columns: list[str], types: Mapping[str, DataType] | None = None) -> Column:
     """SHA-256 of the tracked values (JSON-encoded, so nulls and types are told apart).
 
-    Values that compare equal hash alike, as a merge's ``<=>`` sees them: a ``float``/``double`` column
-    (``types``: name -> Spark type) has -0.0 made 0.0 (``x + 0.0``: IEEE makes -0.0 + 0.0 positive, and
-    changes no other value; every NaN is already written ``"NaN"``).
+    Values that compare equal hash alike, as a merge's ``<=>`` sees them: every ``float``/``double`` value
+    of a column (``types``: name -> Spark type), at any depth of its structs, arrays and map values, has
+    -0.0 made 0.0 (see :func:`_zero_signed`). A column without one is hashed as it is.
     """
     from pyspark.sql import functions as F
 
     def value(name: str) -> Column:
         kind = (types or {}).get(name)
         column = _sql.col(name)
-        return (column + F.lit(0).cast(kind)).alias(name) if kind in ("float", "double") else column
+        return _zero_signed(column, kind).alias(name) if kind is not None and _holds_float(kind) else column
 
     return F.sha2(F.to_json(F.struct(*[value(c) for c in columns])), 256)
+
+
+def _holds_float(kind: DataType) -> bool:
+    """Whether a value of ``kind`` may hold a ``float`` or ``double`` (a map's keys aside)."""
+    from pyspark.sql import types as T
+
+    if isinstance(kind, T.ArrayType):
+        return _holds_float(kind.elementType)
+    if isinstance(kind, T.MapType):
+        return _holds_float(kind.valueType)
+    if isinstance(kind, T.StructType):
+        return any(_holds_float(f.dataType) for f in kind.fields)
+    return isinstance(kind, T.FloatType | T.DoubleType)
+
+
+def _zero_signed(column: Column, kind: DataType) -> Column:
+    """``column`` (of ``kind``) with every -0.0 made 0.0: ``x + 0.0`` (IEEE makes -0.0 + 0.0 positive and
+    changes no other value; a NaN stays NaN, a null null), through structs (rebuilt with the same field
+    names; a null struct stays null), arrays (``transform``) and map values (``transform_values``). A map's
+    keys are left as they are. Parts without a float are not touched, so their JSON is unchanged."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if not _holds_float(kind):
+        return column
+    if isinstance(kind, T.ArrayType):
+        return F.transform(column, lambda x: _zero_signed(x, kind.elementType))
+    if isinstance(kind, T.MapType):
+        return F.transform_values(column, lambda _, v: _zero_signed(v, kind.valueType))
+    if isinstance(kind, T.StructType):
+        fields = [_zero_signed(column.getField(f.name), f.dataType).alias(f.name) for f in kind.fields]
+        return F.when(column.isNotNull(), F.struct(*fields))
+    return column + F.lit(0).cast(kind)
 
 
 @dataclass
@@ -223,7 +257,7 @@ def plan(
     _refuse_unordered_time(batch, table, config.order_by)
 
     keys = list(config.keys)
-    types = {f.name: f.dataType.simpleString() for f in batch.schema.fields}
+    types = {f.name: f.dataType for f in batch.schema.fields}
     data_columns = list(types)
     started = F.lit(run_started).cast("timestamp")
     valid_from = _sql.col(config.order_by).cast("timestamp") if config.order_by else started
@@ -330,7 +364,7 @@ def _rows_and_keys(
     rows: DataFrame,
     snapshot: DataFrame | None,
     passed: Column | None,
-    types: Mapping[str, str],
+    types: Mapping[str, DataType],
     config: JournalConfig,
     valid_from: Column,
 ) -> DataFrame:

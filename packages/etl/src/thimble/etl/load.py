@@ -111,7 +111,18 @@ class LoadSpec:
     source_progress: Mapping[str, Any] = field(default_factory=dict)
     source_read: Mapping[str, Any] = field(default_factory=dict)
     """What else the source read (a source table's version): recorded beside the progress, never read back."""
+    progress_from: int | None = None
+    """The table's version the progress was read at: the commit is Delta's idempotent write of that load,
+    so of two runs that read the same progress (one killed, its write finished on a Spark Connect server;
+    two started at once) only the first commits."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def load_once(self) -> tuple[str, int] | None:
+        """Delta's ``(txnAppId, txnVersion)`` of this load: the next version after ``progress_from``."""
+        if not self.source_progress or self.progress_from is None:
+            return None
+        return f"thimble-etl:{self.table}", self.progress_from + 1
 
     @property
     def needs_nothing_first(self) -> bool:
@@ -402,11 +413,23 @@ class GatedLoad(Load):
             {**counts, "read": result.rows_read, "quarantined": result.rows_quarantined},
             result.check_counts,
         )
-        with self.phases("write"):
-            if changes or replace:
-                version, committed = write(self.spark, prepared, self.table, spec.write, meta, self.before)
-            else:
-                version, committed = _record_progress(self.spark, self.table, meta)
+        try:
+            with self.phases("write"):
+                if changes or replace:
+                    version, committed = write(
+                        self.spark, prepared, self.table, spec.write, meta, self.before, spec.load_once
+                    )
+                else:
+                    version, committed = _record_progress(self.spark, self.table, meta, spec.load_once)
+        except _tables.AlreadyCommitted:
+            result.version = _tables.version(self.spark, self.table)
+            result.status = "no_new_data"
+            log.warning(
+                "%s: another run committed this load first (the table is at version %s); this run wrote nothing",
+                self.table,
+                result.version,
+            )
+            return
         result.version = version
         result.status = "committed" if committed else "unchanged"
         result.inserted, result.updated, result.closed = (
@@ -562,9 +585,11 @@ def _created_by_another(spark: SparkSession, table: str, exc: Exception) -> bool
     return True
 
 
-def _record_progress(spark: SparkSession, table: str, meta: dict[str, Any]) -> tuple[int | None, bool]:
+def _record_progress(
+    spark: SparkSession, table: str, meta: dict[str, Any], once: tuple[str, int] | None
+) -> tuple[int | None, bool]:
     """Commit no rows but the source progress, so unchanged data is not read again."""
     empty = spark.table(table).limit(0)
-    with _tables.commit_metadata(spark, meta):
+    with _tables.commit_metadata(spark, meta, once=once):
         empty.writeTo(table).append()
     return _tables.version(spark, table), True

@@ -65,11 +65,11 @@ def quarantine_summary(
     from pyspark.sql import functions as F
 
     settings = settings if settings is not None else load_settings(EtlSettings)
+    name = _tables.argument(table, settings, "quarantine_summary")
     if spark is None:
         from thimble.common.spark import build_spark_session
 
         spark = build_spark_session(settings, app_name="thimble-etl")
-    name = _tables.qualified(table, settings)
     _tables.require(spark, name)
     etl = getattr(settings, "etl", None)
     quarantine_table = f"{name}{etl.quarantine_suffix if etl is not None else '_quarantine'}"

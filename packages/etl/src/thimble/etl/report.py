@@ -156,11 +156,11 @@ def write_report(
     from pyspark.sql import functions as F
 
     settings = settings if settings is not None else load_settings(EtlSettings)
+    name = _tables.argument(table, settings, "write_report")
     if spark is None:
         from thimble.common.spark import build_spark_session
 
         spark = build_spark_session(settings, app_name="thimble-etl")
-    name = _tables.qualified(table, settings)
     etl = getattr(settings, "etl", None)
     metrics_table = _tables.qualified(etl.metrics_table if etl else "thimble_quality", settings)
     if not _tables.exists(spark, metrics_table):

@@ -88,6 +88,7 @@ def run_table(
     started = time.monotonic()
     with bind_context(table=table, run_id=phases.run_id), spark_errors(table):
         with phases("read"):
+            _tables.adopt_orphan(spark, table)
             batch = read_source(spark, cfg, settings, table)
         if batch.df is None:
             log.info("nothing new to load: %s", batch.description)
@@ -116,6 +117,7 @@ def run_table(
             config_hash=cfg.config_hash(),
             source_progress=batch.progress,
             source_read=batch.read,
+            progress_from=batch.progress_from,
         )
         result = Load.start(spark, settings, spec, batch.df, phases).run()
     result.seconds = time.monotonic() - started
@@ -147,8 +149,8 @@ def write_dataframe(
     ``allow_missing_columns`` writes the table's columns that ``df`` lacks as null (otherwise it fails).
     """
     settings = _settings(settings)
+    name = _tables.argument(table, settings, "write_dataframe")
     spark = _session(df.sparkSession, settings)
-    name = _tables.qualified(table, settings)
     journal_cfg = JournalConfig.model_validate(journal) if isinstance(journal, Mapping) else journal
     quality_cfg = (
         QualityConfig.model_validate(quality) if isinstance(quality, Mapping) else quality or QualityConfig()
@@ -179,6 +181,7 @@ def write_dataframe(
     phases = Phases(spark, run_id or new_run_id(), progress)
     started = time.monotonic()
     with bind_context(table=name, run_id=phases.run_id), spark_errors(name):
+        _tables.adopt_orphan(spark, name)
         result = Load.start(spark, settings, spec, df, phases).run()
     result.seconds = time.monotonic() - started
     result.source = "DataFrame"

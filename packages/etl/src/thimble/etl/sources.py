@@ -47,6 +47,9 @@ class SourceBatch:
     description: str = ""
     read: dict[str, Any] = field(default_factory=dict)
     """What was read that is not progress (a source table's version), recorded in the commit beside it."""
+    progress_from: int | None = None
+    """The table's version the progress was read at (None: no table, or no progress): a load from it is
+    committed once, whichever run commits it first."""
 
     @property
     def empty(self) -> bool:
@@ -213,13 +216,15 @@ def hadoop_path(uri: str) -> str:
     return f"{parsed.scheme}:{authority}{unquote(parsed.path)}"
 
 
-def _loaded_files(spark: SparkSession, table: str) -> set[str]:
+def _loaded_files(spark: SparkSession, table: str) -> tuple[set[str], int | None]:
+    """The landed files the table's commits loaded, and the version they were read at (None: no table)."""
     if not _tables.exists(spark, table):
-        return set()
+        return set(), None
     loaded: set[str] = set()
-    for commit in _tables.commits(spark, table):
+    commits = _tables.commits(spark, table)
+    for commit in commits:
         loaded.update(commit["thimble"].get("source", {}).get("files", []))
-    return loaded
+    return loaded, (commits[0]["version"] if commits else None)
 
 
 def _read_landing(
@@ -227,8 +232,9 @@ def _read_landing(
 ) -> SourceBatch:
     root = _landing_root(source, settings)
     files = _landing_files(spark, root)
+    read_at = None
     if source.incremental:
-        loaded = _loaded_files(spark, table)
+        loaded, read_at = _loaded_files(spark, table)
         files = [f for f in files if f not in loaded]
     description = f"{len(files)} new landed file(s) under {root}"
     if not files:
@@ -236,7 +242,7 @@ def _read_landing(
     df = spark.read.option("mergeSchema", "true").parquet(*files)
     if not source.incremental:
         return SourceBatch(df, {}, description)
-    return SourceBatch(df, {"files": files, **landed_offsets(df)}, description)
+    return SourceBatch(df, {"files": files, **landed_offsets(df)}, description, progress_from=read_at)
 
 
 def landed_offsets(df: DataFrame) -> dict[str, Any]:
@@ -271,14 +277,18 @@ def _kafka_options(settings: ThimbleSettings, source: KafkaSource) -> dict[str, 
     return options
 
 
-def _stored_offsets(spark: SparkSession, table: str, topic: str) -> dict[int, int]:
+def _stored_offsets(spark: SparkSession, table: str, topic: str) -> tuple[dict[int, int], int | None]:
+    """The offsets of ``topic`` the table's newest commit holding them loaded up to, and the version they
+    were read at (None: no table)."""
     if not _tables.exists(spark, table):
-        return {}
-    for commit in _tables.commits(spark, table):
+        return {}, None
+    commits = _tables.commits(spark, table)
+    read_at = commits[0]["version"] if commits else None
+    for commit in commits:
         stored = commit["thimble"].get("source", {}).get("kafka", {})
         if stored.get("topic") == topic:
-            return {int(p): int(o) for p, o in stored.get("offsets", {}).items()}
-    return {}
+            return {int(p): int(o) for p, o in stored.get("offsets", {}).items()}, read_at
+    return {}, read_at
 
 
 def _watermarks(settings: ThimbleSettings, topic: str) -> dict[int, tuple[int, int]]:
@@ -309,7 +319,7 @@ def _read_kafka(
 
     from pyspark.sql import functions as F
 
-    stored = _stored_offsets(spark, table, source.topic)
+    stored, read_at = _stored_offsets(spark, table, source.topic)
     marks = _watermarks(settings, source.topic)
     start: dict[str, int] = {}
     end: dict[str, int] = {}
@@ -367,7 +377,7 @@ def _read_kafka(
             ),
         ).alias(SOURCE_ERROR),
     )
-    return SourceBatch(df, progress, description)
+    return SourceBatch(df, progress, description, progress_from=read_at)
 
 
 # --- files -------------------------------------------------------------------------------------------

@@ -205,16 +205,20 @@ def write(
     spec: WriteSpec,
     metadata: dict[str, Any],
     before: int | None,
+    once: tuple[str, int] | None = None,
 ) -> tuple[int | None, bool]:
     """Write ``prepared`` in one commit tagged with ``metadata``; return (table version, whether it committed).
 
     ``before`` is the table's version when the run started (None: the table does not exist yet). New
     columns (``allow_new_columns``) are added in the same commit: by the MERGE's schema evolution, or the
-    write's ``mergeSchema``.
+    write's ``mergeSchema``. ``once`` makes it Delta's idempotent write (see
+    :func:`~thimble.etl._tables.commit_metadata`).
     """
     data = prepared.plan.opened() if prepared.plan is not None else prepared.df
     new_columns = check_schema(spark, data, table, spec, exists=before is not None)
-    with _tables.commit_metadata(spark, metadata, allow_new_columns=bool(new_columns)):
+    with _tables.commit_metadata(
+        spark, metadata, allow_new_columns=bool(new_columns), once=once if before is not None else None
+    ):
         if before is None:
             _tables.create_from(data, table, list(spec.partition_by))
         elif spec.mode == "journal":
