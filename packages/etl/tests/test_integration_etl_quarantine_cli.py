@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 from pyspark.sql import SparkSession
+from rich.console import Console
 from typer.testing import CliRunner
 
 from thimble.common.config import ThimbleSettings
+from thimble.etl import cli as etl_cli
 from thimble.etl import run_table
 from thimble.etl.cli import app
 from thimble.etl.journal import CONFLICT_RULE
@@ -22,8 +24,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_quarantine_counts_per_rule_and_changes_totals(
-    spark: SparkSession, spark_settings: ThimbleSettings, tmp_path: Path, table_name: str
+    spark: SparkSession,
+    spark_settings: ThimbleSettings,
+    tmp_path: Path,
+    table_name: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The CLI's console takes its width when first imported, whatever COLUMNS an earlier test left: wide
+    # enough here that no record is folded across lines.
+    monkeypatch.setattr(etl_cli, "out", Console(width=300))
     source = tmp_path / "rows.json"
     rows = [
         {"id": "a", "score": 1.0, "at": "2026-01-01T00:00:00"},
