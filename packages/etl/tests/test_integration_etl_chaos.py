@@ -22,12 +22,12 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from thimble.testing import wait_until
+from thimble.testing import port_free, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,14 +44,6 @@ DATASET = "clients"
 TABLE = "chaos"
 DAY = [dt.datetime(2026, 1, 1) + dt.timedelta(days=i) for i in range(10)]
 Row = dict[str, Any]
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -339,7 +331,7 @@ def actual(job: Job) -> Counter[tuple[Any, ...]]:
     frame = job.read(TABLE)
     out: Counter[tuple[Any, ...]] = Counter()
     for r in frame.to_dict("records"):
-        base = (r["client_id"], r["segment"], float(r["balance"]), _ts(r["updated_at"]))
+        base: tuple[Any, ...] = (r["client_id"], r["segment"], float(r["balance"]), _ts(r["updated_at"]))
         if job.mode == "journal":
             base += (_ts(r["valid_from"]), _ts(r["valid_to"]), bool(r["is_current"]))
         out[base] += 1
@@ -384,12 +376,19 @@ def one_commit_per_run(job: Job) -> list[str]:
 @pytest.fixture(scope="module")
 def connect_url() -> str:
     host, port = STACK_CONNECT.removeprefix("sc://").split(":")
-    wait_until(lambda: _answers(host, int(port)), 60, what=f"Spark Connect at {STACK_CONNECT}")
+    wait_until(lambda: not port_free(int(port), host), 60, what=f"Spark Connect at {STACK_CONNECT}")
     return STACK_CONNECT
 
 
-def make_job(tmp_path: Path, mode: str, connect_url: str) -> Job:
-    return Job(tmp_path, mode, connect_url)
+def first_load_done_second_landed(tmp_path: Path, mode: str, connect_url: str) -> tuple[Job, list[list[Row]]]:
+    """A job whose first load ran and whose second is landed, not yet run; the two loads' rows."""
+    job = Job(tmp_path, mode, connect_url)
+    data = loads(mode)
+    job.land(*data[0])
+    rc, out = job.run()
+    assert rc == 0, out
+    job.land(*data[1])
+    return job, [data[0][1], data[1][1]]
 
 
 def check_all(job: Job, batches: list[list[Row]], metrics: bool = True) -> list[str]:
@@ -412,7 +411,7 @@ def check_all(job: Job, batches: list[list[Row]], metrics: bool = True) -> list[
 
 # ------------------------------------------------------------------------------------- kill and re-run
 
-MOMENTS = {
+MOMENTS: dict[str, Callable[[Job, dict[str, int]], bool]] = {
     # the run's quarantine commit: validation is done, the data write comes next
     "at_quarantine_commit": lambda job, v: job.version(f"{TABLE}_quarantine") > v["quarantine"],
     # the data commit is in the log: the metrics (and the run's end) are still to come
@@ -438,7 +437,7 @@ def kill_then_rerun(job: Job, moment: str, delay: float = 0.0) -> dict[str, Any]
         return bool(fired_at) and time.monotonic() - fired_at[0] >= delay
 
     killed = kill_when(proc, when)
-    state = {
+    state: dict[str, Any] = {
         "killed": killed,
         "killed_at_ms": int(time.time() * 1000),
         "table_version_at_kill": job.version(TABLE),
@@ -469,20 +468,13 @@ CASES = [("journal", "after_data_commit"), ("append", "during_data_write")]
 def test_a_run_killed_then_run_again_leaves_the_tables_of_an_uninterrupted_run(
     tmp_path: Path, connect_url: str, mode: str, moment: str
 ) -> None:
-    job = make_job(tmp_path, mode, connect_url)
-    data = loads(mode)
-    day, rows = data[0]
-    job.land(day, rows)
-    rc, out = job.run()
-    assert rc == 0, out
-    day, rows = data[1]
-    job.land(day, rows)
+    job, batches = first_load_done_second_landed(tmp_path, mode, connect_url)
 
     state = kill_then_rerun(job, moment)
 
     assert state["killed"], "the run ended before the moment came"
     assert state["rerun_rc"] == 0, state["rerun_output"][-3000:]
-    problems = check_all(job, [data[0][1], data[1][1]], metrics=False)
+    problems = check_all(job, batches, metrics=False)
     assert not problems, (problems, {k: v for k, v in state.items() if k != "rerun_output"})
 
 
@@ -491,14 +483,7 @@ def test_a_run_killed_then_run_again_leaves_the_tables_of_an_uninterrupted_run(
 
 def test_two_runs_of_one_job_at_once_do_not_duplicate_or_corrupt(tmp_path: Path, connect_url: str) -> None:
     mode = "append"  # a journal's concurrent MERGEs conflict in Delta itself
-    job = make_job(tmp_path, mode, connect_url)
-    data = loads(mode)
-    day, rows = data[0]
-    job.land(day, rows)
-    rc, out = job.run()
-    assert rc == 0, out
-    day, rows = data[1]
-    job.land(day, rows)
+    job, batches = first_load_done_second_landed(tmp_path, mode, connect_url)
 
     first, second = job.start(), job.start()
     codes = (first.wait(300), second.wait(300))
@@ -507,5 +492,5 @@ def test_two_runs_of_one_job_at_once_do_not_duplicate_or_corrupt(tmp_path: Path,
 
     # The README promises nothing about concurrency; at the least: no lost or duplicated rows, no
     # corrupt history, and a run that could not commit says so (exit 2), never a silent double load.
-    problems = check_all(job, [data[0][1], data[1][1]])
+    problems = check_all(job, batches)
     assert not problems, (problems, codes, [o[-1500:] for o in outputs])

@@ -17,7 +17,7 @@ import pytest
 
 from thimble.common.config import ThimbleSettings
 from thimble.common.features import landing_folder
-from thimble.etl import history, run_table
+from thimble.etl import TableConfig, history, run_table
 from thimble.etl import runner as etl_runner
 from thimble.etl._tables import _local_path, qualified
 from thimble.etl.sources import read_source
@@ -34,18 +34,22 @@ def _land(settings: ThimbleSettings, dataset: str, ids: list[str]) -> None:
     pq.write_table(rows, folder / f"part-{uuid.uuid4().hex}.parquet")
 
 
-@pytest.mark.parametrize("mode", ["append", "journal"])
-def test_a_run_that_read_progress_another_run_committed_writes_nothing(
-    spark: Any, spark_settings: ThimbleSettings, table_name: str, mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    dataset = f"once_{uuid.uuid4().hex[:8]}"
-    cfg = config(
+def _config(table_name: str, dataset: str, mode: str) -> TableConfig:
+    return config(
         table=table_name,
         source={"type": "landing", "dataset": dataset, "incremental": True},
         schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
         write={"mode": mode},
         **({"journal": {"keys": ["client_id"], "track": ["segment", "n"]}} if mode == "journal" else {}),
     )
+
+
+@pytest.mark.parametrize("mode", ["append", "journal"])
+def test_a_run_that_read_progress_another_run_committed_writes_nothing(
+    spark: Any, spark_settings: ThimbleSettings, table_name: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = f"once_{uuid.uuid4().hex[:8]}"
+    cfg = _config(table_name, dataset, mode)
     _land(spark_settings, dataset, ["c1", "c2", "c3"])
     assert run_table(cfg, spark=spark, settings=spark_settings).status == "committed"
     _land(spark_settings, dataset, ["c4", "c5"])
@@ -69,12 +73,7 @@ def test_a_table_whose_first_run_stopped_before_the_metastore_knew_it_is_taken_u
     spark: Any, spark_settings: ThimbleSettings, table_name: str, tmp_path: Path
 ) -> None:
     dataset = f"orphan_{uuid.uuid4().hex[:8]}"
-    cfg = config(
-        table=table_name,
-        source={"type": "landing", "dataset": dataset, "incremental": True},
-        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
-        write={"mode": "append"},
-    )
+    cfg = _config(table_name, dataset, "append")
     table = qualified(table_name, spark_settings)
     _land(spark_settings, dataset, ["c1", "c2", "c3"])
     run_table(cfg, spark=spark, settings=spark_settings)
