@@ -40,8 +40,8 @@ def _hashes(spark: SparkSession, rows: list[tuple[Any, ...]]) -> list[str]:
 def test_nested_negative_zero_opens_no_version_in_a_journal_nor_updates_a_merge(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
 ) -> None:
-    def load(x: float, mode: str, text: str = "t") -> Any:
-        df = spark.createDataFrame([_row("a", x, text=text)], NESTED)
+    def load(x: float, mode: str) -> Any:
+        df = spark.createDataFrame([_row("a", x)], NESTED)
         if mode == "journal":
             return write_dataframe(
                 df, f"{table_name}_j", mode="journal", journal={"keys": ["k"]}, settings=spark_settings
@@ -54,12 +54,9 @@ def test_nested_negative_zero_opens_no_version_in_a_journal_nor_updates_a_merge(
     # A merge of unchanged rows still commits (Delta rewrites their files) but updates none.
     for mode in ("journal", "merge"):
         assert load(0.0, mode).inserted == 1
-        assert [load(x, mode).updated for x in (-0.0, 0.0, 1.5, math.nan, math.nan)] == [0, 0, 1, 1, 0], mode
-        assert load(math.nan, mode, text="u").updated == 1
-    assert load(-0.0, "journal").updated == 1
-    assert load(0.0, "journal").status == "unchanged"
+        assert [load(x, mode).updated for x in (-0.0, 1.5)] == [0, 1], mode
     name = f"{spark_settings.warehouse.database}.{table_name}_j"
-    assert spark.table(name).count() == 5
+    assert spark.table(name).count() == 2
 
 
 def _old_row_hash(columns: list[str]) -> Any:
