@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from thimble.testing import free_port, free_port_run, port_free
+from thimble.testing._ports import FREE_PORTS
 
 pytestmark = pytest.mark.unit
 
@@ -18,6 +20,13 @@ def test_a_free_port_binds_and_a_listened_port_is_taken() -> None:
         server.bind(("127.0.0.1", port))
         server.listen()
         assert not port_free(port)
+
+
+def test_a_free_port_lies_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(port in FREE_PORTS and port < low for port in ports)
+    assert len(ports) > 1  # drawn at random: two tests' servers rarely meet on one port
 
 
 def test_a_run_of_free_ports_starts_after_a_taken_one() -> None:
