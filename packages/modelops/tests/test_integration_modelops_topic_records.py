@@ -8,9 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+import typer
+from click.testing import CliRunner
 
 from thimble.modelops._topic_records import read_json_records
+from thimble.modelops.cli import app
 from thimble.modelops.errors import ModelOpsError
+from thimble.modelops.lineage import prediction_lineage
 from thimble.testing import produce
 
 pytestmark = pytest.mark.integration
@@ -29,8 +33,39 @@ def test_every_json_object_up_to_the_end_offsets_of_every_partition(
     read = read_json_records(kafka_config, topic, group="test-topic-records", timeout_s=30)
     assert read.complete
     assert sorted(read.found) == [(0, 0, {"n": 0}), (0, 2, {"n": 4}), (1, 0, {"n": 1})]
+    assert read.skipped == 2  # not JSON, and not an object: counted, never dropped silently
     keyed = read_json_records(kafka_config, topic, group="test-topic-records", timeout_s=30, key=b"r1")
     assert (keyed.complete, sorted(keyed.found)) == (True, [(0, 0, {"n": 0}), (0, 2, {"n": 4})])
+
+
+def test_compare_counts_the_records_it_cannot_read_and_compares_the_rest(
+    kafka_config: dict[str, Any], kafka_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = kafka_topic("compare-poison")
+    good = {"model": "churn", "version": 1, "alias": "churn@prod", "role": "primary", "latency_ms": 2.0}
+    produce(
+        kafka_config,
+        topic,
+        [
+            ("a", good | {"outputs": [{"p": 0.25}]}),
+            ("b", b"\x00 not json"),
+            ("c", good | {"latency_ms": "slow", "outputs": [{"p": 0.5}]}),
+            ("d", good | {"outputs": 7}),
+            ("e", good | {"version": "1"}),
+            ("f", good | {"outputs": [{"p": 0.75}]}),
+        ],
+    )
+    monkeypatch.setenv("THIMBLE_KAFKA__BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(typer.main.get_command(app), ["compare", "churn", "--topic", topic])
+    assert result.exit_code == 0, result.output
+    first, *table = result.output.splitlines()
+    assert first == (
+        f"skipped 4 records on {topic!r} that cannot be read: 1 'latency_ms' is not a number, "
+        "1 'outputs' is not a list, 1 'version' is not an integer, 1 not a JSON object"
+    )
+    [row] = [line for line in table if "churn@prod" in line]
+    assert "p=0.5" in row  # the mean of the two readable records
 
 
 def test_a_transactional_topic_ending_in_markers_is_read_to_its_end(
@@ -77,3 +112,25 @@ def test_an_empty_topic_is_read_at_once_and_a_missing_one_is_named(
             group="test-topic-records",
             timeout_s=5,
         )
+
+
+def test_lineage_of_a_request_reads_records_whose_fields_are_not_what_the_server_writes(
+    kafka_config: dict[str, Any], kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic("lineage-poison")
+    base = {"request_id": "req-1", "model": "churn", "version": 1, "alias": "churn@prod", "role": "primary"}
+    produce(
+        kafka_config,
+        topic,
+        [
+            ("req-1", base | {"time": 1e300, "inputs": 5, "outputs": "p"}),
+            ("req-1", base | {"time": True, "inputs": [{"client_id": 1}, 2], "outputs": [{"p": 0.5}]}),
+            ("req-1", base | {"time": 1_700_000_000_000, "model": "../x", "version": 10**12}),
+        ],
+    )
+    found = prediction_lineage(kafka_config, topic, "req-1", timeout_s=30)
+    assert [(f.time, f.features, f.outputs) for f in found] == [
+        ("", [], []),
+        ("", [{"client_id": 1}], [{"p": 0.5}]),
+        ("2023-11-14T22:13:20.000+00:00", [], []),
+    ]

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from thimble.modelops import Registry
 from thimble.modelops.cli import AUTH_TOKEN_ENV, app
 from thimble.modelops.config import OVERRIDES_ENV
+from thimble.modelops.errors import ModelOpsError
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
@@ -132,6 +133,35 @@ def test_every_command_prints_markup_in_values_verbatim(
     assert [call["host"] for call in no_uvicorn] == ["[/]", "[bold]h[/]"]
 
 
+def test_control_characters_from_a_registry_never_reach_the_terminal(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An envelope or alias history written by someone else: its text is shown, its escapes not acted on."""
+    for variable in ("LOGNAME", "USER"):
+        monkeypatch.setenv(variable, "ev\x1b]0;owned\x07il")
+    reg = str(project / "models")
+    code, output = _cli(
+        "save",
+        "hostile_cli_model:predict",
+        "--training-data",
+        "w\x1b[2Jt@v1",
+        "--alias",
+        "s",
+        "--registry",
+        reg,
+    )
+    assert code == 0, output
+    for args in (["show", "hostile@1"], ["list"], ["alias-history", "hostile"]):
+        code, output = _cli(*args, "--registry", reg)
+        assert code == 0, output
+        assert "\x1b" not in output, (args, output)
+        assert "\x07" not in output, (args, output)
+        assert "\\x1b" in output, (args, output)
+    code, output = _cli("show", "hostile@1", "--registry", reg)
+    assert _squeezed("by ev\\x1b]0;owned\\x07il@") in _squeezed(output)
+    assert _squeezed("training data: w\\x1b[2Jt@v1") in _squeezed(output)
+
+
 @pytest.mark.parametrize(
     ("file", "content", "message"),
     [
@@ -196,12 +226,56 @@ def test_a_sample_with_a_hostile_field_name_is_one_short_line(project: Path) -> 
         (project / "s.json").write_text(json.dumps(rows))
         code, output = _cli("save", "closed_cli_model:predict", "--sample", "s.json", "--registry", reg)
         assert code == 2
-        assert output.startswith("error: input does not match In: [0]."), output[:300]
+        assert output.startswith("error: --sample s.json: input does not match In: [0]."), output[:300]
         assert len(output) < 2000
         assert len(output.strip().splitlines()) == 1, output[:300]
         assert "\x1b" not in output
         assert "k\\n\\x1b[31m\\r\\x00xxx" in output
     assert Registry(reg).models() == []
+
+
+@pytest.mark.parametrize("given", ["", "  "])
+def test_an_empty_registry_is_refused_not_taken_for_the_current_folder(
+    project: Path, given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = sorted(p.name for p in project.iterdir())
+    for args in (["save", "hostile_cli_model:predict", "--registry", given], ["list", "--registry", given]):
+        code, output = _cli(*args)
+        assert code == 2, output
+        assert output.startswith("error: Invalid configuration"), output
+        assert "modelops.registry: give a folder or an fsspec URL (--registry" in output
+    monkeypatch.setenv("THIMBLE_MODELOPS__REGISTRY", given)
+    code, output = _cli("list")
+    assert code == 2
+    assert "modelops.registry: give a folder or an fsspec URL" in output
+    assert sorted(p.name for p in project.iterdir()) == before
+    with pytest.raises(ModelOpsError, match="give a folder or an fsspec URL"):
+        Registry(given)
+
+
+class _FailsToLoad:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (getattr, (0, "x" * 100_000))  # AttributeError quoting the whole name
+
+
+def test_an_error_raised_by_a_users_file_is_cut_in_the_one_line(project: Path) -> None:
+    import pickle
+
+    (project / "huge.joblib").write_bytes(pickle.dumps(_FailsToLoad()))
+    (project / "huge_on_import.py").write_text(f"raise ModuleNotFoundError({'y' * 100_000!r})\n")
+    reg = str(project / "models")
+    for args, start in (
+        (
+            ["hostile_cli_model:predict", "--artifact", "clf=huge.joblib"],
+            "error: artifact 'clf': cannot load",
+        ),
+        (["huge_on_import:predict"], "error: cannot import huge_on_import:predict: yyy"),
+    ):
+        code, output = _cli("save", *args, "--registry", reg)
+        assert code == 2
+        assert output.startswith(start), output[:200]
+        assert len(output) < 600, output[:200]
+        assert "more characters)" in output
 
 
 def test_a_config_file_that_is_not_text_is_one_error_naming_it(project: Path) -> None:

@@ -149,6 +149,33 @@ def test_an_aliases_folder_linked_out_of_the_registry_is_refused_and_the_version
     assert (outside / "evil.json").read_text() == '{"version": 1}'
 
 
+def test_a_version_folder_linked_out_of_the_registry_is_broken_and_the_others_serve(
+    saved_churn: Registry, tmp_path: Path
+) -> None:
+    root = Path(saved_churn.root)
+    outside = tmp_path / "outside"
+    shutil.copytree(root / "churn/versions/1", outside)  # a whole version, envelope included
+    (root / "churn/versions/2").symlink_to(outside, target_is_directory=True)
+    problem = (
+        f"version churn@2: the folder {root}/churn/versions/2 leads outside the registry; it is not read"
+    )
+    [summary] = saved_churn.models()
+    assert (summary.versions, summary.problems) == ([1], [problem])
+    assert saved_churn.resolve("churn") == ("churn", 1)
+    for args in (["list"], ["show", "churn"]):
+        code, output = _cli(saved_churn, *args)
+        assert code == 0, output
+        assert f"broken: {problem}" in output
+    code, output = _cli(saved_churn, "show", "churn@2")
+    assert (code, output) == (2, "error: churn has no version 2; versions: 1")
+    (root / "other").mkdir()
+    (root / "other/versions").symlink_to(outside.parent, target_is_directory=True)  # all its versions
+    code, output = _cli(saved_churn, "list")
+    assert code == 0, output
+    assert "churn" in output
+    assert f"broken: model other: the folder {root}/other/versions leads outside the registry" in output
+
+
 def test_an_alias_file_with_a_wrong_version_type_is_broken(saved_churn: Registry) -> None:
     path = Path(saved_churn.root) / "churn/aliases/odd.json"
     for content in ('{"version": true}', '{"version": "1"}', '{"version": -3}', "[1]"):

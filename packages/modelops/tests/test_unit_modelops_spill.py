@@ -203,3 +203,21 @@ def test_a_spill_file_removed_under_the_server_is_logged_and_sending_goes_on(
     plog._resend(time.monotonic())
     assert plog.resent == PROBE_RECORDS + 1  # the next spill is sent as before
     asyncio.run(plog.close(0.5))
+
+
+def test_a_spilled_line_that_is_not_a_record_is_counted_as_dropped(tmp_path: Path) -> None:
+    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
+    dropped: list[tuple[int, str]] = []
+    plog = PredictionLog(
+        "t", config, spill_dir=tmp_path, on_drop=lambda n, reason: dropped.append((n, reason))
+    )
+    assert plog._spill.write(_records(2)) == 2
+    with plog._spill.path.open("ab") as f:
+        f.write(b'{"key": "cut", "val\n[1, 2]\n')  # a line cut short by a crash, and one of another shape
+    plog._spill.close()
+    plog._spill_waiting = True
+    plog._resend(time.monotonic())
+    assert plog.resent == 2
+    assert plog.dropped == 2
+    assert dropped == [(2, "spill_unreadable")]
+    asyncio.run(plog.close(0.5))

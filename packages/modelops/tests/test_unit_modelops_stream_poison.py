@@ -79,3 +79,35 @@ def test_a_tombstone_is_dead_lettered_as_one(packer_registry: Registry) -> None:
     assert outputs == [b"ok"]
     assert dead[b"gone"].error_stage == "decode"
     assert dead[b"gone"].error_message == "no value (a tombstone or an empty record), not a row"
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@model(name="fragile")
+def fragile(ctx: ModelContext, rows: list[Reading]) -> list[Packed]:
+    """Fails on tag "unprintable" with an error whose text cannot be read, on "long" with a huge one."""
+    if any(r.tag == "unprintable" for r in rows):
+        raise Unprintable
+    if any(r.tag == "long" for r in rows):
+        raise ValueError("y" * 100_000)
+    return [Packed(raw=r.tag.encode()) for r in rows]
+
+
+def test_a_row_the_model_fails_on_with_an_unreadable_error_is_dead_lettered_alone(
+    registry: Registry,
+) -> None:
+    registry.save(fragile, sample=[{"client_id": 0, "tag": "a"}], pickle_function=True)
+    app = stream_app(registry.load("fragile"), "readings", "packed", batch_size=10)
+    with TestClient(app) as t:
+        for key, tag in [("ok-1", "a"), ("unprintable", "unprintable"), ("long", "long"), ("ok-2", "b")]:
+            t.send("readings", {"client_id": 1, "tag": tag}, key=key)
+        t.flush()
+        outputs = [r.key for r in t.records("packed")]
+        dead = {d.key: d for d in t.dead_letters("readings")}
+    assert outputs == [b"ok-1", b"ok-2"]
+    assert sorted(dead) == [b"long", b"unprintable"]
+    assert "raised Unprintable: (its text cannot be shown" in dead[b"unprintable"].error_message
+    assert dead[b"long"].error_message.startswith("model fragile@1 raised ValueError: yyy")

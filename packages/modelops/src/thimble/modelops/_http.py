@@ -52,6 +52,28 @@ def problem(status: int, msg: str, type_: str, loc: Sequence[Any] = ("body",)) -
     return json_response(status, {"detail": [{"loc": list(loc), "msg": msg, "type": type_}]})
 
 
+MAX_PROBLEMS = 100
+"""The problems an answer lists at most; one more entry says how many there were in all."""
+
+
+def problems_response(detail: Sequence[dict[str, Any]], total: int | None = None) -> Response:
+    """A 422 listing the first :data:`MAX_PROBLEMS` of ``detail`` (``total`` problems in all, default
+    ``len(detail)``); when there were more, a last entry of type ``too_many_problems`` says how many, with
+    ``ctx: {"total", "listed"}``."""
+    total = len(detail) if total is None else total
+    listed = list(detail[:MAX_PROBLEMS])
+    if total > len(listed):
+        listed.append(
+            {
+                "loc": ["body"],
+                "msg": f"{total} problems in all; the first {len(listed)} are listed",
+                "type": "too_many_problems",
+                "ctx": {"total": total, "listed": len(listed)},
+            }
+        )
+    return json_response(422, {"detail": listed})
+
+
 def problem_exception(status: int, msg: str, type_: str) -> HTTPException:
     """:func:`problem` as an exception a dependency raises."""
     return HTTPException(status, [{"loc": ["body"], "msg": msg, "type": type_}])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from thimble.common.text import cut
+from thimble.common.text import cut, escape_controls
 from thimble.common.validation import SHOWN_MESSAGE, shown_location
 from thimble.modelops.errors import InvalidNameError
 
@@ -23,6 +23,8 @@ MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}", re.ASCII)
 ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}", re.ASCII)
 VERSION = re.compile(r"v?([1-9][0-9]{0,8})", re.ASCII)
 _SHOWN = 60
+ERROR_TEXT = 4000
+"""At most this many characters of an error a user's code raised (a model's) go into a message or a log."""
 
 
 def shown(value: object) -> str:
@@ -38,6 +40,19 @@ def shown_error(error: ErrorDetails) -> tuple[list[int | str], str]:
     """A pydantic error's location and message, cut and escaped for an answer or a message: the keys of
     a row come from outside (an extra field, a dict's key), and a message may quote its input."""
     return shown_location(error["loc"]), cut(error["msg"], SHOWN_MESSAGE)
+
+
+def error_text(exc: BaseException, limit: int = ERROR_TEXT) -> str:
+    """``str(exc)`` of an error raised by a user's code, for a message or a log line: control characters
+    escaped, cut after ``limit`` characters with the cut said (``… (12000 more characters)``), and never
+    failing itself (an error whose ``__str__`` raises is named by its type)."""
+    try:
+        text = str(exc)
+    except Exception as inner:
+        return f"(its text cannot be shown: str() raised {type(inner).__name__})"
+    if len(text) > limit:
+        return escape_controls(text[:limit]) + f"… ({len(text) - limit} more characters)"
+    return escape_controls(text)
 
 
 def check_model_name(name: str, what: str = "model name") -> str:

@@ -291,6 +291,13 @@ class PredictionLog:
                 extra={"topic": self.topic, "path": str(claim.path), "error": str(exc)},
             )
             return True
+        if self._spill.unreadable:
+            lost, self._spill.unreadable = self._spill.unreadable, 0
+            self._drop(
+                lost,
+                "spill_unreadable",
+                f"a spill file under {self._spill.folder} holds lines that are not records",
+            )
         probe = not self._kafka_takes
         claim.unsettled += len(records)
         if probe:

@@ -45,14 +45,18 @@ class Split:
     entity_key: str | None
 
     def canary_rows(self, records: list[Any]) -> list[int]:
-        """The positions of the rows the canary answers: those whose entity falls in its share."""
+        """The positions of the rows the canary answers: those whose entity falls in its share. An entity
+        that is not a plain value (a list or an object, which no entity key validates, nested as deep as
+        JSON goes) stays on the primary, whose validation refuses it."""
         if self.canary is None or self.share <= 0 or self.entity_key is None:
             return []
         key, canary, share = self.entity_key, self.canary, self.share
         return [
             i
             for i, r in enumerate(records)
-            if isinstance(r, dict) and (entity := r.get(key)) is not None and bucket(canary, entity) < share
+            if isinstance(r, dict)
+            and isinstance(entity := r.get(key), str | int | float)
+            and bucket(canary, entity) < share
         ]
 
 

@@ -42,6 +42,8 @@ class SpillFile:
         self._out: IO[bytes] | None = None
         self._size: int | None = None
         self._claimed: set[Path] = set()
+        self.unreadable = 0
+        """Lines read back that are not records (cut short by a crash): for the owner to count as lost."""
 
     def _used(self) -> int:
         if self._size is None:
@@ -125,7 +127,11 @@ class SpillFile:
                 line = f.readline()
                 if not line:
                     break
-                records.extend(_parse(line))
+                parsed = _parse(line)
+                if parsed is None:
+                    self.unreadable += 1
+                else:
+                    records.append(parsed)
             end = f.tell()
             at_end = not f.read(1)
         if self._size is not None:
@@ -157,10 +163,11 @@ class SpillFile:
             self._out = None
 
 
-def _parse(line: bytes) -> list[Record]:
+def _parse(line: bytes) -> Record | None:
+    """A spilled record; ``None`` for a line that is not one (cut short by a crash while it was written)."""
     try:
         obj: Any = orjson.loads(line)
         key = obj["key"]
-        return [(key.encode() if isinstance(key, str) else None, orjson.dumps(obj["value"]))]
+        return (key.encode() if isinstance(key, str) else None, orjson.dumps(obj["value"]))
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return []  # a line cut short by a crash while it was written
+        return None

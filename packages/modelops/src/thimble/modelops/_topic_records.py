@@ -21,6 +21,8 @@ class TopicRecords:
     """(partition, offset, record) of each JSON object read."""
     complete: bool
     """False when the read stopped at its timeout, before the end offsets."""
+    skipped: int = 0
+    """Messages read (of the key asked for) that are not a JSON object."""
 
 
 def read_json_records(
@@ -35,7 +37,7 @@ def read_json_records(
 
     The read commits nothing (its consumer group is ``<group>-<random>``). A message that is not a JSON
     object is skipped; one with another key is skipped before it is decoded. A topic that cannot be read
-    is a :class:`ModelOpsError`.
+    is a :class:`ModelOpsError`. A message that is not a JSON object is counted in ``skipped``.
     """
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -68,10 +70,11 @@ def read_json_records(
                 starts.append(TopicPartition(topic, p, low))
         consumer.assign(starts)
         found: list[tuple[int, int, dict[str, Any]]] = []
+        skipped = 0
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
-                return TopicRecords(found, complete=False)
+                return TopicRecords(found, complete=False, skipped=skipped)
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
@@ -88,9 +91,11 @@ def read_json_records(
             try:
                 record = orjson.loads(msg.value() or b"")
             except orjson.JSONDecodeError:
-                continue
+                record = None
             if isinstance(record, dict):
                 found.append((partition, offset, record))
-        return TopicRecords(found, complete=True)
+            else:
+                skipped += 1
+        return TopicRecords(found, complete=True, skipped=skipped)
     finally:
         consumer.close()

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,14 +14,23 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from thimble.common.cli import user_errors
 from thimble.common.logging import configure_logging
+from thimble.common.text import escape_controls
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._import_path import import_object
+from thimble.modelops._names import error_text
 from thimble.modelops.config import OVERRIDES_ENV, ModelOpsSettings, load_modelops_settings
 from thimble.modelops.envelope import ModelFunction
-from thimble.modelops.errors import BrokenEntryError, ModelOpsError, SignatureError
+from thimble.modelops.errors import (
+    BrokenEntryError,
+    ModelOpsError,
+    PredictionError,
+    SchemaMismatchError,
+    SignatureError,
+)
 from thimble.modelops.registry import ModelRef, Registry
 
 app = typer.Typer(
@@ -28,9 +38,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+class _Console(Console):
+    """A console that shows control characters (``\x1b``, ``\x07``, bidi overrides) as escapes rather
+    than sending them to the terminal: an envelope or alias history may have been written by anyone with
+    access to the registry. Every string printed, table cells included, is rendered through here."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(escape_controls(text, keep_newlines=True), **kwargs)
+
+
 # Every value printed comes from outside (a registry, an envelope, a flag) and may hold rich markup
 # (`[/]`, `[red]`): markup is only ever in this module's literal text, each value goes through escape().
-out = Console(emoji=False)
+out = _Console(emoji=False)
 AUTH_TOKEN_ENV = "THIMBLE_MODELOPS_AUTH_TOKEN"
 
 
@@ -84,7 +105,7 @@ def _import_model(path: str) -> ModelFunction:
     try:
         target = import_object(path)
     except (ImportError, AttributeError) as exc:
-        raise ModelOpsError(f"cannot import {path}: {exc}") from None
+        raise ModelOpsError(f"cannot import {path}: {error_text(exc, 300)}") from None
     if not isinstance(target, ModelFunction):
         raise ModelOpsError(f"{path} is not an @model function")
     return target
@@ -141,21 +162,26 @@ def save(
         try:
             artifacts[name] = joblib.load(file)
         except Exception as exc:
-            raise ModelOpsError(f"artifact {name!r}: cannot load {file}: {exc}") from None
+            raise ModelOpsError(f"artifact {name!r}: cannot load {file}: {error_text(exc, 300)}") from None
     metrics = {}
     for k, v in _pairs(metric, "--metric").items():
         try:
             metrics[k] = float(v)
         except ValueError:
             raise ModelOpsError(f"--metric {k}={v}: the value must be a number") from None
-    info = _registry(settings).save(
-        fn,
-        artifacts=artifacts,
-        training_data=training_data,
-        metrics=metrics,
-        sample=_read_sample(sample) if sample else None,
-        aliases=alias,
-    )
+    try:
+        info = _registry(settings).save(
+            fn,
+            artifacts=artifacts,
+            training_data=training_data,
+            metrics=metrics,
+            sample=_read_sample(sample) if sample else None,
+            aliases=alias,
+        )
+    except (SchemaMismatchError, PredictionError) as exc:  # the sample's rows: validated, then run
+        if sample is None:
+            raise
+        raise ModelOpsError(f"--sample {sample}: {exc}") from None
     out.print(
         f"saved [bold]{escape(info.ref)}[/] in {escape(settings.modelops.registry)}"
         + (f" (aliases: {escape(', '.join(alias))})" if alias else "")
@@ -546,7 +572,14 @@ def compare(
     from thimble.modelops.compare import read_prediction_log, table_rows
 
     settings = _settings(config, None)
-    stats = compare_versions(read_prediction_log(settings.kafka.client_config(), topic), name)
+    skipped: Counter[str] = Counter()
+    records = read_prediction_log(settings.kafka.client_config(), topic, skipped=skipped)
+    stats = compare_versions(records, name, skipped)
+    if skipped:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+        out.print(
+            escape(f"skipped {sum(skipped.values())} records on {topic!r} that cannot be read: {reasons}")
+        )
     if not stats:
         raise ModelOpsError(f"no prediction records of {name!r} on {topic!r}")
     view = Table("alias", "role", "version", "requests", "p50 ms", "p99 ms", "output mean", "PSI vs primary")

@@ -8,6 +8,8 @@ answer (the shadow scores the same requests).
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +35,33 @@ class VersionStats:
     psi: dict[str, float] = field(default_factory=dict)
 
 
-def compare(records: Iterable[dict[str, Any]], model: str) -> list[VersionStats]:
-    """Per ``(alias, role, version)`` statistics of ``model``'s records; PSI is against the primary's outputs."""
+def unreadable(record: dict[str, Any]) -> str | None:
+    """Why a prediction record of the right model cannot be compared (``None`` when it can): the log is a
+    topic anyone with access can write to, so a record is checked before its numbers are read."""
+    version, latency, outputs = record.get("version"), record.get("latency_ms", 0.0), record.get("outputs")
+    if not isinstance(version, int) or isinstance(version, bool):
+        return "'version' is not an integer"
+    if not isinstance(latency, int | float) or isinstance(latency, bool) or not math.isfinite(latency):
+        return "'latency_ms' is not a number"
+    if outputs is not None and not isinstance(outputs, list):
+        return "'outputs' is not a list"
+    return None
+
+
+def compare(
+    records: Iterable[dict[str, Any]], model: str, skipped: Counter[str] | None = None
+) -> list[VersionStats]:
+    """Per ``(alias, role, version)`` statistics of ``model``'s records; PSI is against the primary's outputs.
+
+    A record of ``model`` that cannot be read (:func:`unreadable`) is left out and counted in ``skipped``
+    by its reason."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in records:
-        if r.get("model") != model or not isinstance(r.get("version"), int):
+        if r.get("model") != model:
+            continue
+        if (reason := unreadable(r)) is not None:
+            if skipped is not None:
+                skipped[reason] += 1
             continue
         key = (
             str(r.get("alias") or f"{model}@{r['version']}"),
@@ -87,11 +111,13 @@ def _pooled(groups: dict[tuple[str, str, int], dict[str, np.ndarray]]) -> dict[s
 
 
 def read_prediction_log(
-    kafka_config: dict[str, Any], topic: str, timeout_s: float = 30.0
+    kafka_config: dict[str, Any], topic: str, timeout_s: float = 30.0, skipped: Counter[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Every record on ``topic`` from the beginning up to its end offsets now (undecodable ones skipped);
-    what was read by ``timeout_s`` when the read takes longer."""
+    """Every record on ``topic`` from the beginning up to its end offsets now (undecodable ones skipped,
+    and counted in ``skipped``); what was read by ``timeout_s`` when the read takes longer."""
     read = read_json_records(kafka_config, topic, group="thimble-compare", timeout_s=timeout_s)
+    if skipped is not None and read.skipped:
+        skipped["not a JSON object"] += read.skipped
     return [record for _, _, record in read.found]
 
 

@@ -132,6 +132,17 @@ class ModelOpsConfig(Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
 
+    @field_validator("registry")
+    @classmethod
+    def _registry_is_named(cls, registry: str) -> str:
+        """An empty registry (an unset variable in ``--registry "$REG"``) must not become the current folder."""
+        if not registry.strip():
+            raise ValueError(
+                "give a folder or an fsspec URL (--registry, THIMBLE_MODELOPS__REGISTRY); an empty one "
+                "would be the current folder"
+            )
+        return registry
+
     def tracking_path(self) -> Path:
         """The metrics store: configured, else next to a local registry, else under the run folder."""
         if self.tracking:

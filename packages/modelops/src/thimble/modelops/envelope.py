@@ -22,11 +22,12 @@ from pydantic import BaseModel, Field, FiniteFloat, TypeAdapter, ValidationError
 
 from thimble.common.errors import ConfigError
 from thimble.common.features import NAME_PATTERN, FeatureSet, check_name
+from thimble.common.text import cut
 from thimble.common.validation import validation_problems
 from thimble.modelops._column_types import non_null_args, scalar_type
 from thimble.modelops._column_types import numeric_fields as numeric_fields
 from thimble.modelops._drift import Histogram
-from thimble.modelops._names import MODEL_NAME, check_model_name
+from thimble.modelops._names import MODEL_NAME, check_model_name, error_text
 from thimble.modelops._training_spec import TrainingSetSpec
 from thimble.modelops.errors import (
     InvalidNameError,
@@ -463,7 +464,8 @@ class LoadedModel:
         try:
             return self.function.fn(self.context, rows)
         except Exception as exc:
-            raise PredictionError(f"model {self.ref} raised {type(exc).__name__}: {exc}") from exc
+            raised = cut(type(exc).__name__, 100)
+            raise PredictionError(f"model {self.ref} raised {raised}: {error_text(exc)}") from exc
 
     def _validate_outputs(self, outputs: Any) -> list[BaseModel]:
         try:
@@ -486,7 +488,8 @@ class LoadedModel:
         missing = [c for c in self.output_fields if c not in out.columns]
         if missing or len(out) != n:
             raise PredictionError(
-                f"model {self.ref} returned {len(out)} rows with columns {list(out.columns)}; expected {n} rows with {self.output_fields}"
+                f"model {self.ref} returned {len(out)} rows with columns {cut(str(list(out.columns)), 300)}; "
+                f"expected {n} rows with {self.output_fields}"
             )
         return out[self.output_fields]
 

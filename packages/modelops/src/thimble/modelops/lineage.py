@@ -215,11 +215,10 @@ def prediction_lineage(
             continue
         model, version = str(record.get("model", "")), record.get("version")
         spec = _feature_spec(registry, model, version)
-        inputs = [r for r in record.get("inputs") or [] if isinstance(r, dict)]
+        inputs = [r for r in _listed(record.get("inputs")) if isinstance(r, dict)]
         if spec is not None:
             keep = [spec.entity_key, *spec.fields]
             inputs = [{k: row.get(k) for k in keep} for row in inputs]
-        millis = record.get("time")
         out.append(
             PredictionLineage(
                 request_id=request_id,
@@ -227,19 +226,32 @@ def prediction_lineage(
                 version=version if isinstance(version, int) else None,
                 alias=str(record.get("alias", "")),
                 role=str(record.get("role", "")),
-                time=datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
-                if isinstance(millis, int | float)
-                else "",
+                time=_time_of(record.get("time")),
                 topic=topic,
                 partition=partition,
                 offset=offset,
                 entity_key=spec.entity_key if spec is not None else None,
                 feature_set=spec.feature_set if spec is not None else None,
                 features=inputs,
-                outputs=list(record.get("outputs") or []),
+                outputs=_listed(record.get("outputs")),
             )
         )
     return out
+
+
+def _listed(value: Any) -> list[Any]:
+    """A record's list field; anything else (the log is a topic others can write to) as no items."""
+    return value if isinstance(value, list) else []
+
+
+def _time_of(millis: Any) -> str:
+    """A record's ``time`` (epoch milliseconds) as ISO text; ``""`` when it is not a time."""
+    if not isinstance(millis, int | float) or isinstance(millis, bool):
+        return ""
+    try:
+        return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):  # NaN, or out of datetime's years
+        return ""
 
 
 def _feature_spec(registry: Registry | None, model: str, version: Any) -> Any:

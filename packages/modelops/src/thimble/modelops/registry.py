@@ -248,6 +248,10 @@ class Registry:
         allow_unsigned: bool = False,
         tracking: str | None = None,
     ) -> None:
+        if not isinstance(url, str) or not url.strip():
+            raise ModelOpsError(
+                f"registry {shown(url)}: give a folder or an fsspec URL (an empty one would be the current folder)"
+            )
         self.url = url
         self.storage_options = _storage_options(storage_options)
         self.files = RegistryFiles(url, self.storage_options)
@@ -325,15 +329,28 @@ class Registry:
         )
 
     def versions(self, name: str) -> list[int]:
-        """Committed versions of ``name`` (those whose envelope is written), oldest first."""
-        out = []
+        """Committed versions of ``name`` (those whose envelope is written), oldest first; a version folder
+        that leads outside the registry (a symlink) is not one (:meth:`summary` names it)."""
+        return self._version_entries(name)[0]
+
+    def _version_entries(self, name: str) -> tuple[list[int], list[str]]:
+        """The committed versions of ``name``, and the version folders refused as links out of the registry."""
+        out, problems = [], []
         for e in self.files.ls(f"{self._model_dir(name)}/versions"):
             last = last_part(e["name"])
-            if _VERSION_FOLDER.fullmatch(last) and self.files.exists(
-                f"{self._version_dir(name, int(last))}/envelope.json"
-            ):
+            if not _VERSION_FOLDER.fullmatch(last):
+                continue
+            folder = self._version_dir(name, int(last))
+            try:
+                committed = self.files.exists(self.files.inside(f"{folder}/envelope.json"))
+            except InvalidNameError:
+                problems.append(
+                    f"version {name}@{int(last)}: the folder {folder} leads outside the registry; it is not read"
+                )
+                continue
+            if committed:
                 out.append(int(last))
-        return sorted(out)
+        return sorted(out), problems
 
     def aliases(self, name: str) -> dict[str, int]:
         """``{alias: version}`` of ``name``; an unreadable alias file is a :class:`BrokenEntryError`."""
@@ -382,9 +399,17 @@ class Registry:
 
     def summary(self, name: str) -> ModelSummary:
         """Versions and aliases of ``name``, with its broken entries named rather than raised."""
-        versions = self.versions(name)
+        try:
+            versions, problems = self._version_entries(name)
+        except InvalidNameError:  # its versions folder is a link out of the registry
+            folder = f"{self._model_dir(name)}/versions"
+            return ModelSummary(
+                name,
+                [],
+                {},
+                [f"model {name}: the folder {folder} leads outside the registry; it is not read"],
+            )
         aliases: dict[str, int] = {}
-        problems = []
         try:
             entries = self._alias_entries(name)
         except BrokenEntryError as exc:  # the aliases folder: its versions are still listed

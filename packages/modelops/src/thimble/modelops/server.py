@@ -30,7 +30,15 @@ from thimble.common.logging import get_logger
 from thimble.common.metrics import Metrics, counter_buffer, histogram_buffer
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._docs import install_docs
-from thimble.modelops._http import BodyLimit, RequestIds, add_routes, json_response, problem
+from thimble.modelops._http import (
+    MAX_PROBLEMS,
+    BodyLimit,
+    RequestIds,
+    add_routes,
+    json_response,
+    problem,
+    problems_response,
+)
 from thimble.modelops._names import shown, shown_error
 from thimble.modelops._prediction_log import PredictionLog
 from thimble.modelops._rollout import AliasFollower, Split
@@ -47,6 +55,7 @@ log = get_logger(__name__)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 VALUE_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10.0, 100.0, 1000.0)
 OFFLOAD_ROWS = 256  # requests with more rows are validated and serialised on a worker thread
+MAX_NESTING = 253  # levels of a row: orjson writes 254 at most, and a chunk of rows is a list
 VALIDATE_CHUNK = 1000  # rows per validation call, so a thread gives the event loop the GIL in between
 METRICS_FLUSH_S = 1.0
 NO_OPEN_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
@@ -151,20 +160,27 @@ class ServedModel:
 
     def validate(
         self, records: list[Any], single: bool, positions: list[int] | None = None
-    ) -> list[BaseModel] | list[dict[str, Any]]:
-        """The rows, validated as strictly as the published JSON schema says; or the field errors.
+    ) -> list[BaseModel] | Refused:
+        """The rows, validated as strictly as the published JSON schema says; or the field errors (the
+        first :data:`MAX_PROBLEMS` of them, and how many there were in all).
 
         ``positions``: where each record stands in the request (when it is part of one), for the errors.
         """
         rows: list[BaseModel] = []
-        errors: list[dict[str, Any]] = []
+        refused = Refused([], 0)
         for start in range(0, len(records), VALIDATE_CHUNK):
-            chunk = [json_integers(r) for r in records[start : start + VALIDATE_CHUNK]]
             try:
-                rows.extend(self.model.rows_adapter.validate_json(orjson.dumps(chunk), strict=True))
+                chunk = orjson.dumps([json_integers(r) for r in records[start : start + VALIDATE_CHUNK]])
+            except (RecursionError, orjson.JSONEncodeError):
+                return _too_deep(records, single, positions)
+            try:
+                rows.extend(self.model.rows_adapter.validate_json(chunk, strict=True))
             except ValidationError as exc:
-                errors.extend(_validation_detail(exc, single, start, positions))
-        return errors or rows
+                room = MAX_PROBLEMS - len(refused.detail)
+                if room > 0:
+                    refused.detail.extend(_validation_detail(exc, single, start, positions, room))
+                refused.total += exc.error_count()
+        return refused if refused.total else rows
 
     async def close(self) -> None:
         """Record the last serving window, stop the batcher and close the feature store's connections."""
@@ -204,6 +220,14 @@ class ServedModel:
 
 
 @dataclass
+class Refused:
+    """Rows the model's input refuses: the problems to list, and how many there were in all."""
+
+    detail: list[dict[str, Any]]
+    total: int
+
+
+@dataclass
 class Answer:
     """The predictions of one request, and the version that answered (``versions``: each row's, when two did)."""
 
@@ -224,11 +248,30 @@ class Answer:
         return orjson.dumps(out)
 
 
+def _too_deep(records: list[Any], single: bool, positions: list[int] | None) -> Refused:
+    """The rows nested deeper than JSON is read here (orjson writes at most :data:`MAX_NESTING` levels)."""
+    refused = Refused([], 0)
+    for i, record in enumerate(records):
+        try:
+            orjson.dumps([json_integers(record)])
+        except (RecursionError, orjson.JSONEncodeError):
+            refused.total += 1
+            loc = ["body"] if single else ["body", positions[i] if positions else i]
+            msg = f"nested more than {MAX_NESTING} levels deep; a row may not nest deeper"
+            refused.detail.append({"loc": loc, "msg": msg, "type": "json_too_deep"})
+    return refused
+
+
 def _validation_detail(
-    exc: ValidationError, single: bool, offset: int = 0, positions: list[int] | None = None
+    exc: ValidationError,
+    single: bool,
+    offset: int = 0,
+    positions: list[int] | None = None,
+    limit: int = MAX_PROBLEMS,
 ) -> list[dict[str, Any]]:
     out = []
-    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    for err in errors[:limit]:
         loc, msg = shown_error(err)
         if loc and isinstance(loc[0], int):
             row = loc[0] + offset
@@ -409,10 +452,10 @@ class Serving:
                 if big
                 else s.validate(records, single, positions)
             )
-            if checked and isinstance(checked[0], dict):
+            if isinstance(checked, Refused):
                 s.metrics.errors.labels(m.name, s.version, "422").inc()
-                return json_response(422, {"detail": checked})
-        rows: list[BaseModel] = checked  # type: ignore[assignment]
+                return problems_response(checked.detail, checked.total)
+        rows = checked
         try:
             outputs = await s.batcher.submit(rows)
         except PredictionError as exc:
@@ -479,7 +522,7 @@ class Serving:
                         "type": "missing_feature",
                     }
                 )
-        return json_response(422, {"detail": detail})
+        return problems_response(detail)
 
 
 def _load(
