@@ -95,6 +95,17 @@ def test_console_format_is_readable() -> None:
     assert not line.startswith("{")
 
 
+def test_json_lines_escape_what_a_terminal_acts_on_and_read_back_the_same(stream: io.StringIO) -> None:
+    outside = "a\x7f\x9b2J\u2028b\u202ec\u2066d\x1b[2J"
+    get_logger("thimble.test").warning("dead-lettered: %s", outside, extra={"key": outside})
+    line = stream.getvalue()
+    assert not any(c in line for c in "\x7f\x9b\u2028\u202e\u2066\x1b")
+    assert "\\u202e" in line
+    (record,) = records(stream)
+    assert record["message"] == f"dead-lettered: {outside}"
+    assert record["key"] == outside
+
+
 def test_console_lines_show_outside_text_escaped_so_it_cannot_forge_a_line() -> None:
     buffer = io.StringIO()
     configure_logging("consumer", "1.2.3", format="console", stream=buffer)

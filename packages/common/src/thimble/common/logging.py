@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-from thimble.common.text import escape_controls
+from thimble.common.text import TERMINAL_CONTROLS, escape_controls
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("thimble_log_context", default=_EMPTY)
@@ -30,6 +30,9 @@ _SECRET_ASSIGNMENT = re.compile(
 )
 REDACTED = "***"
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# JSON escapes C0 controls itself; the rest of what a terminal acts on (DEL, C1 controls, line
+# separators, bidi overrides) is written as \u escapes too, so a line read with ``tail`` shows as it is.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in TERMINAL_CONTROLS if c >= 0x7F}
 
 
 def register_secret(value: str) -> None:
@@ -101,7 +104,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        line = orjson.dumps(entry, default=str).decode()
+        line = orjson.dumps(entry, default=str).decode().translate(_JSON_ESCAPES)
         return redact(line)
 
 
