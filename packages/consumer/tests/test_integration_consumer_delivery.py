@@ -378,3 +378,32 @@ def test_records_too_large_for_the_producer_are_dead_lettered_and_the_consumer_g
     assert "larger than the producer may send" in refused.error_message
     lag = group_lag(make_settings(kafka_config, src), src, [src])
     assert sum(p.lag for p in lag) == 0
+
+
+def test_a_deleted_sink_topic_is_named_early_and_the_stop_logs_one_error(
+    kafka_topic, kafka_config, start_app, caplog
+) -> None:
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    src, dst = kafka_topic("src"), kafka_topic("dst")
+    app = App("deleted-sink")
+
+    @app.handler(source=src, sink=dst)
+    def copy(event: Event) -> Out:
+        return Out(id=event.id)
+
+    caplog.set_level(logging.WARNING)
+    running = start_app(app, make_settings(kafka_config, src, producer_extra={"message.timeout.ms": 3000}))
+    admin = AdminClient(kafka_config)
+    admin.delete_topics([dst])[dst].result(timeout=30)
+    wait_until(lambda: dst not in admin.list_topics(timeout=2).topics, 10, what=f"{dst} deleted")
+    produce(kafka_config, src, [(1, {"id": 1})])
+    running.thread.join(20)
+    assert running.result == [1]  # stopped on the undelivered output, not committed
+    named = [r for r in caplog.records if r.levelno == logging.WARNING and f"topic {dst!r}" in r.getMessage()]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(named) == 1, [r.getMessage() for r in caplog.records]
+    assert "does not exist" in named[0].getMessage()
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert dst in errors[0].__dict__["error"]
+    assert errors[0].created > named[0].created

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -76,3 +77,94 @@ def test_an_empty_group_id_is_refused_not_taken_for_the_default() -> None:
 
     with pytest.raises(ConfigError, match=r"consumer\.group_id"):
         load_settings(ConsumerSettings, overrides={"consumer": {"group_id": ""}})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kind", "extra", "expected"),
+    [
+        (
+            {"consumer": {"producer_extra": {"message.timeout.ms": "abc"}}},
+            "producer",
+            "producer_extra",
+            "consumer.producer_extra['message.timeout.ms']: Invalid value",
+        ),
+        (
+            {"consumer": {"producer_extra": {"linger.ms": "soon"}}},
+            "producer",
+            "producer_extra",
+            "consumer.producer_extra['linger.ms']: Invalid value",
+        ),
+        (
+            {"consumer": {"consumer_extra": {"no.such.property": 1}}},
+            "consumer",
+            "consumer_extra",
+            "consumer.consumer_extra['no.such.property']: No such configuration property",
+        ),
+        (
+            {"kafka": {"security_protocol": "SSL", "ssl_ca_location": "/no/such/ca.pem"}},
+            "admin",
+            None,
+            "kafka.ssl_ca_location: ssl.ca.location failed",
+        ),
+    ],
+)
+def test_a_kafka_setting_librdkafka_refuses_is_one_line_naming_it(
+    overrides: dict[str, Any], kind: str, extra: Any, expected: str
+) -> None:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    from thimble.common import load_settings
+    from thimble.consumer import ConsumerError, ConsumerSettings
+    from thimble.consumer._kafka import consumer_config, kafka_client, producer_config
+
+    settings = load_settings(ConsumerSettings, overrides=overrides)
+    conf = {
+        "producer": lambda: producer_config(settings, "t"),
+        "consumer": lambda: consumer_config(settings, "g", "t"),
+        "admin": lambda: settings.kafka.client_config(),
+    }[kind]()
+    client = {"producer": Producer, "consumer": Consumer, "admin": AdminClient}[kind]
+    with pytest.raises(ConsumerError) as refused:
+        kafka_client(client, conf, settings, extra)
+    assert str(refused.value).startswith(expected)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_cli_reports_a_refused_kafka_setting_without_a_traceback() -> None:
+    env = {"THIMBLE_KAFKA__SECURITY_PROTOCOL": "SSL", "THIMBLE_KAFKA__SSL_CA_LOCATION": "/no/such/ca.pem"}
+    result = runner.invoke(cli, ["produce", "events"], input='{"a": 1}\n', env=env)
+    assert result.exit_code == 2, result.output
+    assert "error: kafka.ssl_ca_location: ssl.ca.location failed" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "why"),
+    [
+        (
+            "consumer_extra",
+            "enable.auto.offset.store",
+            True,
+            "an offset is stored only once its message is processed",
+        ),
+        ("consumer_extra", "group.id", "other", "set consumer.group_id (--group-id) instead"),
+        ("producer_extra", "enable.idempotence", False, "outputs are written by an idempotent producer"),
+        ("producer_extra", "acks", 1, "outputs are acknowledged by every in-sync replica"),
+        ("producer_extra", "linger.ms", [5], None),
+        ("consumer_extra", "fetch.max.bytes", {"a": 1}, None),
+    ],
+)
+def test_raw_librdkafka_settings_that_would_void_a_guarantee_are_refused_in_one_line(
+    section: str, name: str, value: Any, why: str | None
+) -> None:
+    from thimble.common import ConfigError, load_settings
+    from thimble.consumer import ConsumerSettings
+
+    with pytest.raises(ConfigError) as refused:
+        load_settings(ConsumerSettings, overrides={"consumer": {section: {name: value}}})
+    [problem] = refused.value.problems
+    expected = (
+        f"is set by thimble-consumer ({why}); remove it" if why else "must be a string, a number or a bool"
+    )
+    assert f"consumer.{section}: {name!r} {expected}" in problem

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from thimble.consumer import App, Context, TestClient
 from thimble.consumer._codec import (
     encode_key,
     encode_value,
@@ -41,6 +42,29 @@ def test_decoders() -> None:
     assert make_decoder(Any)(b"[1]") == [1]
     with pytest.raises(ValueError, match="tombstone"):
         make_decoder(dict)(None)
+
+
+def test_a_handler_typed_optional_takes_a_tombstone_as_none() -> None:
+    app = App("compacted")
+
+    @app.handler(source="clients", sink="changes")
+    def change(client: M | None, ctx: Context) -> dict[str, Any]:
+        return {"deleted": ctx.key_str} if client is None else {"a": client.a}
+
+    @app.handler(source="batches", sink="batch-changes", batch_size=2)
+    def changes(clients: list[M | None]) -> list[Any]:
+        return [{"deleted": True} if c is None else {"a": c.a} for c in clients]
+
+    with TestClient(app) as t:
+        t.send("clients", None, key="c1")
+        t.send("batches", None, key="c1")
+        t.send("batches", {"a": 2, "when": "2026-01-01T00:00:00Z"}, key="c2")
+        assert t.dead_letters() == []
+        assert t.outputs("changes") == [{"deleted": "c1"}]
+        assert t.outputs("batch-changes") == [{"deleted": True}, {"a": 2}]
+    assert make_decoder(M | None)(b"null") is None
+    with pytest.raises(ValueError, match="tombstone"):
+        make_decoder(M)(None)  # a handler that cannot take it: the tombstone is dead-lettered
 
 
 def test_encoders_and_outputs() -> None:

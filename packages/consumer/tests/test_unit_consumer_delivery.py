@@ -31,6 +31,27 @@ def test_offsets_advance_over_completed_prefix_only() -> None:
     assert tracker.inflight() == 0
 
 
+def test_waiting_since_is_the_oldest_processed_message_awaiting_an_ack() -> None:
+    tracker = OffsetTracker()
+    handling, waiting, later = Pending(), Pending(), Pending()
+    tracker.track(("t", 0), 0, handling)  # its handler still runs: not waiting for an acknowledgement
+    assert tracker.waiting_since() is None
+    waiting.hold()
+    waiting.done()
+    tracker.track(("t", 1), 0, waiting)
+    later.hold()
+    later.done()
+    tracker.track(("t", 1), 1, later)
+    since = tracker.waiting_since()
+    assert since is not None
+    waiting.release()
+    assert tracker.completed()[0].offset == 1
+    assert (tracker.waiting_since() or 0) >= since  # now its successor
+    later.release()
+    tracker.completed()
+    assert tracker.waiting_since() is None
+
+
 def test_a_failed_delivery_stops_the_partition() -> None:
     tracker = OffsetTracker()
     ok, bad, after = Pending(), Pending(), Pending()

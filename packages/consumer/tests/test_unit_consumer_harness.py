@@ -230,3 +230,20 @@ def test_metrics_count_what_happened() -> None:
         == 1
     )
     assert registry.get_sample_value("thimble_consumer_handler_latency_seconds_count", labels) == 5
+
+
+def test_a_batch_run_by_a_flush_is_counted() -> None:
+    app = App("partial-batches")
+
+    @app.handler(source="in", sink="out", batch_size=10)
+    def copy(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return events
+
+    with TestClient(app) as t:
+        t.send("in", {"n": 1})
+        t.send("in", {"n": 2})
+        t.flush()  # a partial batch, run as at shutdown
+        processed = t.metrics.registry.get_sample_value(
+            "thimble_consumer_processed_messages_total", {"handler": "copy"}
+        )
+        assert processed == 2

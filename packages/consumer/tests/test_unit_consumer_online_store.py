@@ -62,6 +62,21 @@ def test_an_output_with_a_field_of_the_store_is_dead_lettered_and_the_entity_goe
         assert set(stored) == {"id", "v", "ts", "_event_time"}
 
 
+@pytest.mark.parametrize(
+    "ts", [1e20, 10**19, -1e20, 253_402_300_800_000], ids=["1e20", "1e19", "-1e20", "year-10000"]
+)
+def test_an_event_time_no_datetime_holds_is_dead_lettered_and_the_entity_goes_on(ts: Any) -> None:
+    with TestClient(passthrough()) as t:
+        t.send("events", {"id": 7, "v": 1, "ts": ts})  # Landing refuses it too: no date to land it under
+        t.send("events", event(7, 2))
+        [dead] = t.dead_letters()
+        assert (dead.error_stage, dead.original_offset) == ("output", 0)
+        assert "outside the years 1 to 9999" in dead.error_message
+        stored = t.online("fs", 7)
+        assert stored is not None
+        assert stored["v"] == 2  # not skipped as older than an event time past any date
+
+
 def test_a_model_output_with_a_field_of_the_store_is_dead_lettered_too() -> None:
     app = App("online")
 

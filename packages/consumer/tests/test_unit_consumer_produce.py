@@ -32,3 +32,25 @@ def test_raw_and_a_key_field_do_not_mix() -> None:
     result = CliRunner().invoke(cli, ["produce", "t", "--raw", "--key-field", "id"])
     assert result.exit_code == 2  # a usage error
     assert "--key-field reads a JSON field; it cannot be used with --raw" in result.output
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (b'{"id": null}', "null"),
+        (b'{"id": true}', "a bool"),
+        (b'{"id": {"a": 1}}', "an object"),
+        (b'{"id": [1]}', "an array"),
+    ],
+)
+def test_a_key_field_that_is_not_a_string_or_a_number_is_refused_naming_its_line(
+    line: bytes, kind: str
+) -> None:
+    with pytest.raises(
+        ConsumerError, match=f"line 2: key field 'id' is {kind}; a key is a string or a number"
+    ):
+        records_from_lines(b'{"id": "c1"}\n' + line, key_field="id")
+    assert records_from_lines(b'{"id": "c1"}\n{"id": 1.5}', key_field="id") == [
+        (b"c1", b'{"id": "c1"}'),
+        (b"1.5", b'{"id": 1.5}'),
+    ]

@@ -161,6 +161,33 @@ def test_an_exception_in_place_of_a_batch_item_dead_letters_that_input_alone() -
         assert [r.key for r in t.records("out")] == [b"0"]
 
 
+@pytest.mark.parametrize("shape", [tuple, list])
+def test_exceptions_in_a_tuple_or_an_unpaired_result_dead_letter_with_the_handlers_error(shape: Any) -> None:
+    app = App("shapes")
+
+    @app.handler(source="in", sink="out", batch_size=3)
+    def score(ds: list[dict[str, Any]]) -> Any:
+        paired = [ValueError("row failed") if d["id"] == 1 else {"id": d["id"]} for d in ds]
+        if shape is tuple:
+            return tuple(paired)
+        return [*paired, {"id": 99}]  # one item more than inputs: not paired with them
+
+    with TestClient(app) as t:
+        for i in range(3):
+            t.send("in", {"id": i}, key=str(i))
+        letters = t.dead_letters("in")
+        if shape is tuple:  # the failed row alone, the others go on with their keys
+            assert [(d.key, d.error_stage, d.error_message) for d in letters] == [
+                (b"1", "handler", "row failed")
+            ]
+            assert [(r.key, r.json()) for r in t.records("out")] == [(b"0", {"id": 0}), (b"2", {"id": 2})]
+        else:  # whose the error is cannot be told: the whole batch, with that error, and no output
+            assert [(d.key, d.error_stage, d.error_message) for d in letters] == [
+                (str(i).encode(), "handler", "row failed") for i in range(3)
+            ]
+            assert t.outputs("out") == []
+
+
 def test_a_dead_letter_is_cut_further_to_fit_a_small_producer_limit() -> None:
     app = App("strict")
 

@@ -14,6 +14,7 @@ from confluent_kafka.admin._metadata import BrokerMetadata, ClusterMetadata, Top
 from thimble.consumer import _kafka
 from thimble.consumer._kafka import ensure_topics, wait_for_broker
 from thimble.consumer.errors import ConsumerError, TopicMissingError
+from thimble.consumer.sinks import Topic as _Topic
 
 
 def _metadata(**topics: KafkaError | None) -> ClusterMetadata:
@@ -135,3 +136,37 @@ def test_a_create_stops_retrying_when_stopped_or_after_its_attempts() -> None:
     admin = CreateAnswers(KafkaError._TRANSPORT)
     ensure_topics(admin, _metadata(), ["src"], True, 3, 1, stopped=lambda _s: True, attempts=None)  # type: ignore[arg-type]
     assert len(admin.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("declare", "name"),
+    [
+        (lambda app: app.handler(source="client events", sink="out"), "client events"),
+        (lambda app: app.handler(source="in", sink="out/x"), "out/x"),
+        (lambda app: app.handler(source="in", sink=_Topic("..")), ".."),
+        (lambda app: app.handler(source="in", dlq="in dead"), "in dead"),
+    ],
+)
+def test_a_topic_kafka_would_refuse_fails_the_declaration_naming_the_handler(declare: Any, name: str) -> None:
+    from thimble.consumer import App
+    from thimble.consumer.errors import HandlerSignatureError
+
+    def handle(b: bytes) -> bytes:
+        return b
+
+    with pytest.raises(
+        HandlerSignatureError, match=rf"handler \S*handle \(.*\.py:\d+\): '{name}' is not a Kafka topic name"
+    ):
+        declare(App("names"))(handle)
+
+
+def test_a_dlq_suffix_that_makes_no_topic_name_is_refused() -> None:
+    from thimble.common import ConfigError, load_settings
+    from thimble.consumer import ConsumerSettings
+
+    with pytest.raises(ConfigError, match=r"consumer\.dlq_suffix"):
+        load_settings(ConsumerSettings, overrides={"consumer": {"dlq_suffix": "/dead"}})
+    assert (
+        load_settings(ConsumerSettings, overrides={"consumer": {"dlq_suffix": "_dlq-1"}}).consumer.dlq_suffix
+        == "_dlq-1"
+    )

@@ -7,6 +7,7 @@ and serialise with their compiled serializer.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
@@ -64,6 +65,9 @@ def make_decoder(tp: Any) -> Decoder:
         adapter: TypeAdapter[Any] = TypeAdapter(tp)
     except Exception as exc:
         raise TypeError(f"cannot decode messages into {tp!r} ({exc})") from None
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+        # ``Event | None``: the handler takes a tombstone (a deletion, on a compacted topic) as None.
+        return lambda raw: None if raw is None else adapter.validate_json(raw)
     return lambda raw: adapter.validate_json(_require(raw))
 
 
@@ -171,6 +175,10 @@ def json_field(value: Any) -> bytes:
     return orjson.dumps(value, option=_OPTS)
 
 
+_MIN_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * 1000)
+
+
 def epoch_ms(value: Any) -> int:
     """An event time (aware or naive-as-UTC datetime, date, epoch ms number, ISO string) as epoch ms."""
     if isinstance(value, datetime):
@@ -182,6 +190,8 @@ def epoch_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError("an event time cannot be a bool")
     if isinstance(value, int | float):
+        if not _MIN_MS <= value <= _MAX_MS:  # NaN too: a time no datetime holds would outlast every other
+            raise ValueError(f"event time {value!r} (epoch milliseconds) is outside the years 1 to 9999")
         return int(value)
     if isinstance(value, str):
         return epoch_ms(datetime.fromisoformat(value))

@@ -15,6 +15,7 @@ the offsets each one commits, and nothing is committed otherwise.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -67,13 +68,25 @@ class OffsetTracker:
     """Per-partition queues of in-flight messages, in offset order."""
 
     def __init__(self) -> None:
-        self._parts: dict[TP, deque[tuple[int, Pending]]] = {}
+        # Per partition: (offset, pending, time.monotonic() when tracked), in offset order.
+        self._parts: dict[TP, deque[tuple[int, Pending, float]]] = {}
 
     def track(self, tp: TP, offset: int, pending: Pending) -> None:
         queue = self._parts.get(tp)
         if queue is None:
             queue = self._parts[tp] = deque()
-        queue.append((offset, pending))
+        queue.append((offset, pending, time.monotonic()))
+
+    def waiting_since(self) -> float | None:
+        """When the longest-waiting processed message still awaiting its outputs' acknowledgements was
+        tracked (``time.monotonic()``), or ``None`` when no processed message waits for one."""
+        oldest: float | None = None
+        for queue in self._parts.values():
+            if queue:
+                _offset, pending, since = queue[0]
+                if pending.processed and pending.remaining > 0 and pending.error is None:
+                    oldest = since if oldest is None else min(oldest, since)
+        return oldest
 
     def inflight(self) -> int:
         return sum(len(q) for q in self._parts.values())
@@ -88,7 +101,7 @@ class OffsetTracker:
         for (topic, partition), queue in self._parts.items():
             last = -1
             while queue:
-                offset, pending = queue[0]
+                offset, pending, _since = queue[0]
                 if pending.error is not None:
                     failure = failure or pending.error
                     break

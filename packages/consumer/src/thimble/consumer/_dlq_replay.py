@@ -19,7 +19,7 @@ from thimble.consumer._dead_letters import (
     REPLAYED_FROM,
     VALUE_CUT,
 )
-from thimble.consumer._kafka import committed_offsets, kafka_log, producer_config
+from thimble.consumer._kafka import committed_offsets, kafka_client, kafka_log, producer_config
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import DeliveryError, ServiceUnavailableError, TopicMissingError
 
@@ -141,7 +141,8 @@ class _Replay:
         self.report = ReplayReport()
         self.parts: dict[int, _Partition] = {}
         self.refusals: dict[str, str | None] = {}  # per target topic: why it cannot take a record
-        self.consumer = Consumer(
+        self.consumer = kafka_client(
+            Consumer,
             {
                 **CONSUMER_DEFAULTS,
                 **settings.kafka.client_config(),
@@ -151,9 +152,12 @@ class _Replay:
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 "logger": kafka_log,
-            }
+            },
+            settings,
         )
-        self.producer = Producer(producer_config(settings, "thimble-dlq-replay"))
+        self.producer = kafka_client(
+            Producer, producer_config(settings, "thimble-dlq-replay"), settings, "producer_extra"
+        )
 
     def run(self) -> ReplayReport:
         try:

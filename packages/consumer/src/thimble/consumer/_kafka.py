@@ -6,13 +6,14 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -27,6 +28,51 @@ from thimble.consumer.errors import ConsumerError, ServiceUnavailableError, Topi
 log = get_logger(__name__)
 kafka_log = logging.getLogger("thimble.consumer.librdkafka")
 TRANSACTION_TIMEOUT_MS = 30_000
+C = TypeVar("C")
+
+
+def kafka_client(
+    kind: Callable[[dict[str, Any]], C],
+    conf: dict[str, Any],
+    settings: ConsumerSettings,
+    extra: Literal["producer_extra", "consumer_extra"] | None = None,
+) -> C:
+    """``kind(conf)`` (a producer, consumer or admin client); a configuration librdkafka refuses (an
+    unknown property, a bad value, an unreadable certificate) raises a one-line :class:`ConsumerError`
+    naming the setting it came from (``consumer.<extra>`` first, then the ``kafka`` section)."""
+    try:
+        return kind(conf)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError) or err.code() != KafkaError._INVALID_ARG:
+            raise
+        raise ConsumerError(_refused_setting(err.str(), settings, extra)) from None
+
+
+# librdkafka names a property it refuses by its canonical name; users often write these aliases.
+_ALIASES = {
+    "request.required.acks": "acks",
+    "queue.buffering.max.ms": "linger.ms",
+    "message.timeout.ms": "delivery.timeout.ms",
+    "metadata.broker.list": "bootstrap.servers",
+    "compression.codec": "compression.type",
+    "batch.num.messages": "batch.size",
+}
+
+
+def _refused_setting(message: str, settings: ConsumerSettings, extra: str | None) -> str:
+    """librdkafka's refusal of a configuration, led by the setting that holds the property it names."""
+    detail = re.sub(r"^Failed to create [\w ]+: ", "", message)
+    named = re.search(r'"([\w.-]+)"', detail) or re.match(r"([\w.-]+) failed", detail)
+    prop = named.group(1) if named else None
+    where = "the Kafka client configuration"
+    extras: dict[str, Any] = getattr(settings.consumer, extra) if extra else {}
+    given = [p for p in (prop, _ALIASES.get(prop or "")) if p is not None and p in extras]
+    if given:
+        where = f"consumer.{extra}[{given[0]!r}]"
+    elif prop is not None and prop.replace(".", "_") in type(settings.kafka).model_fields:
+        where = f"kafka.{prop.replace('.', '_')}"
+    return f"{where}: {detail}"
 
 
 def consumer_config(settings: ConsumerSettings, group_id: str, client_id: str) -> dict[str, Any]:
@@ -160,7 +206,7 @@ def committed_offsets(
 
 def admin_client(settings: ConsumerSettings) -> AdminClient:
     conf: dict[str, Any] = {**settings.kafka.client_config(), "logger": kafka_log}
-    return AdminClient(conf)
+    return kafka_client(AdminClient, conf, settings)
 
 
 class Backoff:
@@ -217,6 +263,13 @@ def _code(error: KafkaError | None) -> int | None:
     return error.code() if error is not None else None
 
 
+def missing_topics(metadata: ClusterMetadata, topics: Iterable[str]) -> list[str]:
+    """The ``topics`` that ``metadata`` says do not exist (any other error of a listed topic, such as a
+    leader being elected, says nothing of whether it exists)."""
+    existing = metadata.topics
+    return [t for t in topics if t not in existing or _code(existing[t].error) == _UNKNOWN_TOPIC]
+
+
 def ensure_topics(
     admin: AdminClient,
     metadata: ClusterMetadata,
@@ -237,8 +290,7 @@ def ensure_topics(
     denied = [t for t in wanted if t in existing and _code(existing[t].error) == _DENIED]
     if denied:
         raise ConsumerError(f"not authorized to use topic(s) {', '.join(repr(t) for t in denied)}")
-    # Any other error of a listed topic (a leader being elected) says nothing of whether it exists.
-    missing = [t for t in wanted if t not in existing or _code(existing[t].error) == _UNKNOWN_TOPIC]
+    missing = missing_topics(metadata, wanted)
     if not missing:
         return []
     if not create:

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from thimble.consumer._kafka import committed_offsets, kafka_log
+from thimble.consumer._kafka import committed_offsets, kafka_client, kafka_log
 from thimble.consumer.config import ConsumerSettings
 from thimble.consumer.errors import ServiceUnavailableError, TopicMissingError
 
@@ -52,7 +52,7 @@ def group_lag(
         "enable.auto.commit": False,
         "logger": kafka_log,
     }
-    consumer = Consumer(conf)
+    consumer = kafka_client(Consumer, conf, settings)
     try:
         metadata = consumer.list_topics(timeout=timeout_s)
         tps = []

@@ -13,9 +13,12 @@ import time
 import types
 import typing
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
+from uuid import UUID
 
 import orjson
 from pydantic import BaseModel
@@ -39,21 +42,35 @@ class LandingStore(Protocol):
     def write(self, dataset: str, day: str, rows: list[Row], model: type[BaseModel] | None) -> str: ...
 
 
-def _arrow_type(annotation: Any) -> Any:
-    import pyarrow as pa
-
+def _column_type(annotation: Any) -> Any:
+    """The Python type of a model field's Parquet column, or ``None``: the field is stored as JSON text."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _arrow_type(args[0]) if len(args) == 1 else None
-    simple = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string(), bytes: pa.binary()}
-    if annotation in simple:
-        return simple[annotation]
-    if annotation is datetime:
-        return pa.timestamp("us", tz="UTC")
-    if annotation is date:
-        return pa.date32()
-    return None  # stored as a JSON string
+        return _column_type(args[0]) if len(args) == 1 else None
+    return annotation if annotation in (bool, int, float, str, bytes, datetime, date) else None
+
+
+def _json_fields(model: type[BaseModel]) -> set[str]:
+    """A model's fields stored as JSON strings (without loading pyarrow)."""
+    return {name for name, info in model.model_fields.items() if _column_type(info.annotation) is None}
+
+
+def _arrow_type(annotation: Any) -> Any:
+    import pyarrow as pa
+
+    simple = _column_type(annotation)
+    if simple is None:
+        return None  # stored as a JSON string
+    return {
+        bool: pa.bool_(),
+        int: pa.int64(),
+        float: pa.float64(),
+        str: pa.string(),
+        bytes: pa.binary(),
+        datetime: pa.timestamp("us", tz="UTC"),
+        date: pa.date32(),
+    }[simple]
 
 
 def arrow_schema(model: type[BaseModel]) -> tuple[Any, set[str]]:
@@ -127,6 +144,57 @@ class ParquetFiles:
         return str(folder / name)
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+# Values pyarrow writes as they are, beside bool, numbers, dicts and lists (in this order: a datetime is a date).
+_SCALARS: tuple[type, ...] = (str, bytes, datetime, date, time_of_day, timedelta, Decimal, UUID)
+Shape = Any  # None (unknown yet), a kind name, ("list", Shape) or ("dict", {name: Shape})
+
+
+def _shape(value: Any) -> Shape:
+    """What a Parquet column needs of ``value``; ``ValueError`` for a value no column can hold."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"{value} does not fit a 64-bit integer")
+        return "number"
+    if isinstance(value, float):
+        return "number"
+    for kind in _SCALARS:  # a str enum is a str; a datetime, not a date
+        if isinstance(value, kind):
+            return kind.__name__
+    if isinstance(value, dict):
+        return ("dict", {str(k): _shape(v) for k, v in value.items()})
+    if isinstance(value, list | tuple | set):
+        item: Shape = None
+        for element in value:
+            item = _merge(item, _shape(element))
+        return ("list", item)
+    raise ValueError(f"a {type(value).__name__} cannot be a Parquet column; convert it (to str, for one)")
+
+
+def _merge(known: Shape, new: Shape) -> Shape:
+    """The shape of a column holding values of both shapes; ``ValueError`` when none can."""
+    if known is None or known == new:
+        return new if known is None else known
+    if new is None:
+        return known
+    if isinstance(known, tuple) and isinstance(new, tuple) and known[0] == new[0]:
+        if known[0] == "list":
+            return ("list", _merge(known[1], new[1]))
+        fields = dict(known[1])
+        for name, shape in new[1].items():
+            fields[name] = _merge(fields.get(name), shape)
+        return ("dict", fields)
+    raise ValueError(f"{_kind(new)} where earlier rows hold {_kind(known)}; a field keeps one type")
+
+
+def _kind(shape: Shape) -> str:
+    return shape[0] if isinstance(shape, tuple) else str(shape)
+
+
 class MemoryLanding:
     """Landed rows kept in memory (the test harness)."""
 
@@ -155,13 +223,20 @@ class LandingWriter:
         self._count = 0
         self._since = 0.0
         self._model: type[BaseModel] | None = None
+        # Each field's shape over the rows landed so far: a row that would not fit one Parquet column
+        # with them is refused in prepare (its input alone dead-lettered), never at the flush, where it
+        # would fail the whole file and stop the consumer on every restart.
+        self._shapes: dict[str, Shape] = {}
+        self._as_json: set[str] = set()  # a model's fields landed as JSON text: any shape, row by row
         store.warm_up()
 
     def prepare(self, output: Any, msg: Any) -> tuple[str, Row]:
         value = unwrap(output)[0]
-        if isinstance(value, BaseModel):
+        if isinstance(value, BaseModel) and type(value) is not self._model:
             self._model = type(value)
+            self._as_json = _json_fields(self._model)
         fields = record_fields(value)
+        self._check_shapes(fields)
         if self.spec.event_time is not None:
             if self.spec.event_time not in fields:
                 raise KeyError(f"output has no field {self.spec.event_time!r} (the Landing event_time)")
@@ -173,6 +248,18 @@ class LandingWriter:
         fields["_kafka_partition"] = msg.partition()
         fields["_kafka_offset"] = msg.offset()
         return day, fields
+
+    def _check_shapes(self, fields: Row) -> None:
+        merged: dict[str, Shape] = {}
+        for name, value in fields.items():
+            try:
+                if name in self._as_json:  # a model's field landed as JSON text: it must encode
+                    orjson.dumps(value)
+                else:
+                    merged[name] = _merge(self._shapes.get(name), _shape(value))
+            except (ValueError, TypeError) as exc:  # orjson.JSONEncodeError is a TypeError
+                raise ValueError(f"Landing {self.label!r}: field {name!r}: {exc}") from None
+        self._shapes.update(merged)  # only once the whole row fits
 
     def write(self, prepared: tuple[str, Row], pending: Pending) -> None:
         day, row = prepared

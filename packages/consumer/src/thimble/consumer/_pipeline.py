@@ -167,6 +167,10 @@ class Pipeline:
         self.settle()
         return self.tracker.completed()
 
+    def waiting_since(self) -> float | None:
+        """See :meth:`OffsetTracker.waiting_since`."""
+        return self.tracker.waiting_since()
+
     def processed_positions(self) -> list[TopicPartition]:
         """Exactly-once: the offsets to commit with the open transaction (see :meth:`OffsetTracker.processed_positions`)."""
         self.settle()
@@ -212,9 +216,11 @@ class Pipeline:
             processor.metrics.flush()
 
     def flush_batches(self) -> None:
-        """Handle every open batch now (shutdown)."""
+        """Handle every open batch now (shutdown), and count them."""
         for route in self.routes.values():
             self._run_batch(route)
+        for processor in self.processors:
+            processor.metrics.flush()
 
     def flush_sinks(self, timeout: float) -> None:
         for writer in self.writers:

@@ -224,9 +224,14 @@ class Processor:
                 for msg in good:
                     self._dead_letter(msg, result, "handler", attempts, pending)
                 return
-            failed = type(result) is list and any(isinstance(item, BaseException) for item in result)
+            failed = isinstance(result, list | tuple) and any(isinstance(i, BaseException) for i in result)
             if failed and len(result) == len(good):
                 result, good = self._dead_letter_failed(result, good, pending)
+            elif failed:  # not one item per input: whose it is cannot be told, so it fails them all
+                error = next(item for item in result if isinstance(item, BaseException))
+                for msg in good:
+                    self._dead_letter(msg, error, _item_stage(error), 1, pending)
+                return
             if not self._send_paired(result, good, pending):
                 self._dispatch(self._pair(result, good), good, pending)
 
@@ -251,8 +256,7 @@ class Processor:
         kept: list[Any] = []
         for item, msg in zip(result, good, strict=True):
             if isinstance(item, BaseException):
-                stage = _decode_stage(item) if isinstance(item, ValidationError | DecodeError) else "handler"
-                self._dead_letter(msg, item, stage, 1, pending)
+                self._dead_letter(msg, item, _item_stage(item), 1, pending)
             else:
                 outputs.append(item)
                 kept.append(msg)
@@ -431,6 +435,11 @@ class Processor:
 def _refused(m: Any, msgs: list[Any], refused: dict[int, Any]) -> bool:
     """Whether the input of output ``m`` (every input, for an output of the whole batch) is refused."""
     return any(id(msg) in refused for msg in msgs) if isinstance(m, _Unkeyed) else id(m) in refused
+
+
+def _item_stage(exc: BaseException) -> str:
+    """The stage of an exception a batch handler returned in place of an output."""
+    return _decode_stage(exc) if isinstance(exc, ValidationError | DecodeError) else "handler"
 
 
 def _decode_stage(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ offsets after an abort.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -44,6 +45,8 @@ from thimble.consumer._kafka import (
     committed_offsets,
     consumer_config,
     ensure_topics,
+    kafka_client,
+    missing_topics,
     producer_config,
     transactional_id,
     wait_for_broker,
@@ -84,6 +87,9 @@ PAUSE_AFTER_S = 1.0
 # Exactly-once: an abort (a rebalance, a fenced producer) is retried from the committed offsets; this
 # many aborts without a commit in between mean the outputs can never be committed.
 MAX_ABORTS_IN_A_ROW = 10
+# At-least-once: outputs unacknowledged for this long (at most; a quarter of message.timeout.ms when
+# that is shorter) make the main thread check that the output topics exist, and name any that does not.
+UNACKED_CHECK_S = 10.0
 
 
 class Runner:
@@ -152,6 +158,14 @@ class Runner:
         self._to_store: list[TopicPartition] = []
         self._store_lock = threading.Lock()
         self._awaiting_acks = False  # handled messages wait for acknowledgements (at-least-once)
+        # Since when (time.monotonic()) the longest-waiting handled message awaits its outputs'
+        # acknowledgements (worker), and the output topics found missing meanwhile (main thread).
+        self._unacked_since: float | None = None
+        self._unacked_check_s = UNACKED_CHECK_S
+        self._message_timeout_ms = 300_000  # librdkafka's default
+        self._next_topic_check = 0.0
+        self._missing_outputs: set[str] = set()
+        self._fatal_logged = False  # the error that stops the process was logged where it happened
         # The group metadata sent with the offsets, taken on the polling thread (the only one that may
         # call the consumer) after every poll and rebalance, so it carries the latest generation.
         self._group_metadata: Any = None
@@ -244,16 +258,26 @@ class Runner:
             self.transactional_id = transactional_id(self.group_id, self._slot)
             txn_conf = producer_config(self.settings, self.client_id, self.transactional_id)
             txns = self._txns = Transactions(
-                lambda: Producer(txn_conf),
+                lambda: kafka_client(Producer, txn_conf, self.settings, "producer_extra"),
                 int(txn_conf["transaction.timeout.ms"]),
                 ended=lambda outcome: self.metrics.transactions.labels(outcome).inc(),
             )
             self.transport = KafkaTransport(txns.producer, before_send=txns.begin)
         else:
-            self.transport = KafkaTransport(Producer(producer_config(self.settings, self.client_id)))
+            producer_conf = producer_config(self.settings, self.client_id)
+            self.transport = KafkaTransport(
+                kafka_client(Producer, producer_conf, self.settings, "producer_extra")
+            )
+            timeout_ms: Any = producer_conf.get(
+                "message.timeout.ms", producer_conf.get("delivery.timeout.ms")
+            )
+            if timeout_ms is not None:
+                with contextlib.suppress(TypeError, ValueError):  # librdkafka took it: a number
+                    self._message_timeout_ms = int(timeout_ms)
+            self._unacked_check_s = min(UNACKED_CHECK_S, self._message_timeout_ms / 4000)
         conf = consumer_config(self.settings, self.group_id, self.client_id)
         conf["error_cb"] = self._on_kafka_error
-        self.consumer = Consumer(conf)
+        self.consumer = kafka_client(Consumer, conf, self.settings, "consumer_extra")
         store = self.settings.online_store
         password = store.password.get_secret_value() if store.password else None
         self.pipeline = Pipeline(
@@ -306,6 +330,8 @@ class Runner:
             if time.monotonic() >= next_lag:
                 self._update_lag()
                 next_lag = time.monotonic() + LAG_INTERVAL_S
+            if self._unacked_since is not None:
+                self._check_unacknowledged()
             queued = len(self._queue)
             if high:
                 full = queued >= high
@@ -416,6 +442,30 @@ class Runner:
                 continue
             lag = high - tp.offset if tp.offset >= 0 else high
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+
+    def _check_unacknowledged(self) -> None:
+        """Outputs long unacknowledged: name, once, each output topic that does not exist (deleted while
+        the consumer runs), rather than say nothing until ``message.timeout.ms`` stops the process."""
+        since, now = self._unacked_since, time.monotonic()
+        if since is None or now - since < self._unacked_check_s or now < self._next_topic_check:
+            return
+        self._next_topic_check = now + self._unacked_check_s
+        try:
+            metadata = self.producer.list_topics(timeout=2)
+        except KafkaException:
+            return  # the broker is away: its client errors say so
+        missing = set(missing_topics(metadata, self.app.output_topics(self.settings)))
+        for topic in sorted(missing - self._missing_outputs):
+            log.warning(
+                f"outputs to topic {topic!r} are not acknowledged: the topic does not exist; create it, "
+                "or the consumer stops without committing them once message.timeout.ms has passed",
+                extra={
+                    "topic": topic,
+                    "waiting_s": round(now - since, 1),
+                    "message_timeout_ms": self._message_timeout_ms,
+                },
+            )
+        self._missing_outputs = missing
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -538,13 +588,13 @@ class Runner:
         except Abandoned:
             log.info("stopped while a message waited for a retry; it stays uncommitted")
         except DeliveryError as exc:
-            self.fatal = exc
+            self.fatal, self._fatal_logged = exc, True
             log.error(
                 "stopping: an output was not acknowledged; its offset is not committed",
                 extra={"error": str(exc)},
             )
         except BaseException as exc:
-            self.fatal = exc
+            self.fatal, self._fatal_logged = exc, True
             log.exception(
                 "stopping: unexpected error in the consumer", extra={"error": f"{type(exc).__name__}: {exc}"}
             )
@@ -683,6 +733,7 @@ class Runner:
         """At-least-once: hand what is complete to the main thread, which stores it. Under the lock."""
         self.producer.poll(0)
         done = self.pipeline.completed()
+        self._unacked_since = self.pipeline.waiting_since()
         if done:
             with self._store_lock:
                 self._to_store.extend(done)
@@ -764,10 +815,10 @@ class Runner:
                 self.pipeline.flush_batches()
                 self._make_durable(timeout=max(0.5, deadline - time.monotonic()))
         except DeliveryError as exc:
-            self.fatal = exc
+            self.fatal, self._fatal_logged = exc, True
             log.error("stopping: an output was not acknowledged", extra={"error": str(exc)})
         except BaseException as exc:
-            self.fatal = exc
+            self.fatal, self._fatal_logged = exc, True
             log.exception("stopping: finishing the open batches failed", extra={"error": str(exc)})
         finally:
             finished.set()
@@ -808,7 +859,8 @@ class Runner:
         if pipeline_idle:
             self.pipeline.close()
         if self.fatal is not None:
-            log.error(
+            # One error line per failure: where it was caught already logged it with its detail.
+            (log.info if self._fatal_logged else log.error)(
                 "stopped after a failure", extra={"error": f"{type(self.fatal).__name__}: {self.fatal}"}
             )
             return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from thimble.common.config import check_topic_name
 from thimble.common.features import FeatureSet
 from thimble.consumer._signature import HandlerSpec, inspect_handler, where
 from thimble.consumer._state import StateSpec
@@ -150,6 +151,12 @@ class App:
         return register
 
     def _add(self, spec: HandlerSpec) -> None:
+        topics = [*spec.sources, *(s.name for s in spec.sinks if isinstance(s, Topic))]
+        for topic in [*topics, spec.dlq] if spec.dlq is not None else topics:
+            try:
+                check_topic_name(topic)
+            except ValueError as exc:  # else found only at run, as a missing topic or a refused creation
+                raise HandlerSignatureError(f"handler {spec.where}: {exc}") from None
         for other in self.handlers:
             shared = set(other.sources) & set(spec.sources)
             if shared:

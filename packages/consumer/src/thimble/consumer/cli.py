@@ -22,7 +22,14 @@ from thimble.consumer import _log_context as log_context
 from thimble.consumer.__about__ import __version__
 from thimble.consumer._describe import describe_app
 from thimble.consumer._dlq_replay import replay
-from thimble.consumer._kafka import admin_client, ensure_topics, kafka_log, producer_config, wait_for_broker
+from thimble.consumer._kafka import (
+    admin_client,
+    ensure_topics,
+    kafka_client,
+    kafka_log,
+    producer_config,
+    wait_for_broker,
+)
 from thimble.consumer._lag import group_lag
 from thimble.consumer._loader import load_app
 from thimble.consumer._runner import Runner
@@ -185,7 +192,9 @@ def produce(
         cfg.topic_replication,
         attempts=2,
     )
-    producer = Producer(producer_config(settings, "thimble-consumer-produce"))
+    producer = kafka_client(
+        Producer, producer_config(settings, "thimble-consumer-produce"), settings, "producer_extra"
+    )
     failures: list[str] = []
 
     def delivered(err: Any, _msg: Any) -> None:
@@ -225,9 +234,22 @@ def records_from_lines(
         if key_field is not None:
             if not isinstance(value, dict) or key_field not in value:
                 raise ConsumerError(f"line {number}: no field {key_field!r} for the key")
-            key = str(value[key_field]).encode()
+            key = _field_key(value[key_field], key_field, number)
         records.append((key, line.strip()))
     return records
+
+
+def _field_key(value: Any, field: str, number: int) -> bytes:
+    """A key field's value as the record key: a string as it is, a number as its JSON text; a null, a
+    bool, an object or an array is refused (its Python spelling, ``None`` or ``{'a': 1}``, is no key)."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value).encode()
+    kind = {type(None): "null", bool: "a bool", dict: "an object", list: "an array"}.get(
+        type(value), "not text"
+    )
+    raise ConsumerError(f"line {number}: key field {field!r} is {kind}; a key is a string or a number")
 
 
 @app.command()
@@ -247,13 +269,15 @@ def tail(
     """
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
-    consumer = Consumer(
+    consumer = kafka_client(
+        Consumer,
         {
             **settings.kafka.client_config(),
             "group.id": "thimble-tail",
             "enable.auto.commit": False,
             "logger": kafka_log,
-        }
+        },
+        settings,
     )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from thimble.common.config import Section, ThimbleSettings
+
+# librdkafka properties the guarantees rest on: thimble-consumer sets them, and ``*_extra`` may not.
+_OWNED: dict[str, dict[str, str]] = {
+    "consumer_extra": {
+        "enable.auto.offset.store": "an offset is stored only once its message is processed",
+        "enable.auto.commit": "offsets are committed only once processed",
+        "isolation.level": "records of aborted transactions are never processed",
+        "group.id": "set consumer.group_id (--group-id) instead",
+    },
+    "producer_extra": {
+        "enable.idempotence": "outputs are written by an idempotent producer",
+        "acks": "outputs are acknowledged by every in-sync replica",
+        "request.required.acks": "outputs are acknowledged by every in-sync replica",
+        "transactional.id": "exactly-once gives each process its own",
+    },
+}
 
 
 class ConsumerConfig(Section):
@@ -26,7 +42,11 @@ class ConsumerConfig(Section):
     )
     retry_backoff_ms: int = Field(default=100, ge=0)
     retry_backoff_max_ms: int = Field(default=10_000, ge=0)
-    dlq_suffix: str = Field(default=".dlq", min_length=1)
+    dlq_suffix: str = Field(
+        default=".dlq",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Appended to a source topic's name: letters, digits, '.', '_' and '-'.",
+    )
     exactly_once: bool = Field(
         default=False, description="Topic-to-topic exactly-once via Kafka transactions."
     )
@@ -57,6 +77,23 @@ class ConsumerConfig(Section):
     )
     consumer_extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
     producer_extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("consumer_extra", "producer_extra", mode="before")
+    @classmethod
+    def _raw_librdkafka_settings(cls, value: Any, info: ValidationInfo) -> Any:
+        """One line per problem: a property thimble owns, or a value librdkafka cannot take."""
+        if not isinstance(value, dict):
+            return value
+        owned = _OWNED[str(info.field_name)]
+        for name, setting in value.items():
+            if name in owned:
+                raise ValueError(f"{name!r} is set by thimble-consumer ({owned[name]}); remove it")
+            if not isinstance(setting, str | int | float | bool):
+                kind = {type(None): "null", dict: "an object", list: "an array"}.get(
+                    type(setting), "another type"
+                )
+                raise ValueError(f"{name!r} must be a string, a number or a bool, not {kind}")
+        return value
 
 
 class ConsumerSettings(ThimbleSettings):
