@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -51,6 +52,13 @@ def check_stack(settings: ThimbleSettings) -> dict[str, str]:
         "redis": settings.online_store.url,
         "spark": spark,
     }
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

@@ -34,7 +34,6 @@ from thimble.common.errors import ThimbleError
 from thimble.consumer import ConsumerSettings, group_lag
 from thimble.etl import EtlSettings
 from thimble.modelops import ModelOpsSettings, Registry
-from thimble.testing import free_port
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -323,7 +322,7 @@ class Flow:
 
     def serve_dashboard(self) -> str:
         """Start ``thimble-modelops dashboard`` on a free port; return its URL."""
-        port = free_port()
+        port = svc.free_port()
         url = f"http://127.0.0.1:{port}"
         process = self._start("dashboard", [_cli("thimble-modelops"), "dashboard", "--port", str(port)])
         svc.wait_for(lambda: svc.http_ok(url), 60, "the dashboard", process.check_alive)
@@ -340,7 +339,7 @@ class Flow:
             ensure_topic(self.kafka, names.events_topic, self.config.partitions)
             self._before = svc.end_offsets(self.kafka, self._counted_topics())
             for app, path in CONSUMERS.items():
-                port = free_port()
+                port = svc.free_port()
                 argv = [
                     _cli("thimble-consumer"),
                     "run",
@@ -499,7 +498,7 @@ class Flow:
 
         The server logs every prediction to the predictions topic (see :meth:`load_prediction_log`).
         """
-        port = free_port()
+        port = svc.free_port()
         self.report.server_url = f"http://127.0.0.1:{port}"
         with self.stage("serving", "model served, clients scored online by id"):
             topic = names.predictions_topic
