@@ -102,6 +102,20 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     assert str(err.value) == f"Invalid configuration in {path}:\n  not UTF-8 text (byte 0xff at position 0)"
 
 
+def test_a_key_given_twice_is_a_config_error_not_the_first_dropped(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  bootstrap_servers: a:1\nredis: {}\nkafka:\n  bootstrap_servers: b:1\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=path)
+    assert err.value.problems == ["kafka: given twice (line 1, then line 4); YAML would keep only the last"]
+
+
+def test_a_file_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as err:  # not the parser's RecursionError
+        load_settings(config_file=path)
+    assert err.value.problems == ["nested too deeply to read"]
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_settings(config_file=tmp_path / "nope.yaml")

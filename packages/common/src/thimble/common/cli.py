@@ -15,7 +15,8 @@ from thimble.common.errors import ThimbleError, spark_failure
 P = ParamSpec("P")
 R = TypeVar("R")
 
-stderr = Console(stderr=True)
+# A message holds outside text (a value, a name, a path): printed as written, never read as an emoji code.
+stderr = Console(stderr=True, emoji=False)
 
 
 def report_error(message: str) -> None:

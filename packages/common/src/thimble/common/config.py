@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from thimble.common._paths import run_dir
 from thimble.common.errors import ConfigError
 from thimble.common.logging import register_secret
-from thimble.common.validation import environment_problems, validation_problems
+from thimble.common.validation import environment_problems, format_location, validation_problems
 
 CONFIG_ENV_VAR = "THIMBLE_CONFIG"
 # One config file may configure every Thimble package; each loader skips the other packages' sections.
@@ -241,7 +241,11 @@ SettingsT = TypeVar("SettingsT", bound=ThimbleSettings)
 
 
 def read_yaml_file(path: Path) -> dict[str, Any]:
-    """Read a YAML file whose top level is a mapping; raise :class:`ConfigError` naming the file otherwise."""
+    """Read a YAML file whose top level is a mapping; raise :class:`ConfigError` naming the file otherwise.
+
+    A key given twice in one mapping is an error too (YAML would keep the last silently: a second
+    ``validate:`` section would drop the first one's rules), as is nesting too deep to read.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -250,18 +254,57 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             [f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at position {exc.start})"], source=str(path)
         ) from None
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        duplicates = _duplicate_keys(node) if node is not None else []
+        if duplicates:
+            raise ConfigError(duplicates, source=str(path))
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}not valid YAML ({problem})"], source=str(path)) from None
+    except RecursionError:
+        raise ConfigError(["nested too deeply to read"], source=str(path)) from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(["the top level must be a mapping of sections"], source=str(path))
     return data
+
+
+def _duplicate_keys(root: yaml.Node) -> list[str]:
+    """One problem per key given twice in one mapping of a YAML document (its composed nodes)."""
+    problems: list[str] = []
+    seen: set[int] = set()  # a node an alias repeats is walked once
+
+    def walk(node: yaml.Node, path: list[int | str]) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    first = lines.get((key.tag, key.value))
+                    lines.setdefault((key.tag, key.value), line)
+                    if first is not None:
+                        problems.append(
+                            f"{format_location([*path, key.value])}: given twice (line {first}, then line "
+                            f"{line}); YAML would keep only the last"
+                        )
+                walk(value, [*path, key.value if isinstance(key, yaml.ScalarNode) else "?"])
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, [*path, i])
+
+    walk(root, [])
+    return problems
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
