@@ -63,6 +63,39 @@ def test_describe_json() -> None:
     assert runner.invoke(cli, ["describe", CLI_APP]).exit_code == 0
 
 
+def test_describe_prints_type_names_as_written(tmp_path: Path) -> None:
+    module = tmp_path / "typed_app.py"
+    module.write_text(
+        "from typing import Any\nfrom thimble.consumer import App\napp = App('x')\n"
+        "@app.handler(source='a')\ndef f(x: dict[str, Any]) -> None: ...\n"
+    )
+    result = runner.invoke(cli, ["describe", f"{module}:app"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "dict[str, Any]" in result.output  # read as markup, it was "dict"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["produce", "bad topic!"], "topic: 'bad topic!' is not a Kafka topic name"),
+        (["tail", "a/b"], "topic: 'a/b' is not a Kafka topic name"),
+        (["dlq", "replay", ".."], "the dead-letter topic: '..' is not a Kafka topic name"),
+        (["dlq", "replay", "x.dlq", "--to", "a b"], "--to: 'a b' is not a Kafka topic name"),
+    ],
+)
+def test_a_topic_kafka_would_refuse_is_one_line_before_any_broker(args: list[str], needle: str) -> None:
+    result = runner.invoke(cli, [*args, "--bootstrap-servers", "127.0.0.1:1"], input="{}\n")
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_negative_tail_timeout_is_refused() -> None:
+    result = runner.invoke(cli, ["tail", "t", "--timeout", "-5", "--bootstrap-servers", "127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "--timeout" in result.output
+
+
 def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("consumer:\n  max_retries: -1\n")

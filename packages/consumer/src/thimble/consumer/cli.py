@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thimble.common.cli import user_errors
-from thimble.common.config import CONFIG_ENV_VAR, load_settings
+from thimble.common.config import CONFIG_ENV_VAR, check_topic_name, load_settings
 from thimble.common.logging import configure_logging
 from thimble.consumer import _log_context as log_context
 from thimble.consumer.__about__ import __version__
@@ -46,7 +46,9 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Dead-letter topics.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
-out = Console()
+# What is printed holds names from apps and topics (`dict[str, Any]`, a record's topic): printed as
+# written, never read as rich markup or emoji codes.
+out = Console(markup=False, emoji=False)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (else $THIMBLE_CONFIG).")
@@ -63,6 +65,14 @@ def _settings(config: Path | None, bootstrap: str | None, **consumer: Any) -> Co
         config,
         {"kafka": {"bootstrap_servers": bootstrap}, "consumer": consumer},
     )
+
+
+def _topic(name: str, what: str = "topic") -> str:
+    """``name`` when Kafka takes it as a topic name; else a one-line error, before any broker is asked."""
+    try:
+        return check_topic_name(name)
+    except ValueError as exc:
+        raise ConsumerError(f"{what}: {exc}") from None
 
 
 def _check_broker(settings: ConsumerSettings) -> ClusterMetadata:
@@ -173,6 +183,7 @@ def produce(
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
     """Produce one record per non-blank line: JSON lines (validated first), or any bytes with --raw."""
+    _topic(topic)
     if raw and key_field is not None:
         raise ConsumerError("--key-field reads a JSON field; it cannot be used with --raw")
     try:
@@ -258,7 +269,7 @@ def tail(
     topic: Annotated[str, typer.Argument(help="Topic to read.")],
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record, not the newest.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many records.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop after this many idle seconds.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0, help="Stop after this many idle seconds.")] = None,
     config: ConfigOpt = None,
     bootstrap_servers: BootstrapOpt = None,
 ) -> None:
@@ -267,6 +278,7 @@ def tail(
     Headers are listed in order, duplicates included; bytes that are not UTF-8 are shown in base64
     (``key_base64``, ``value_base64``); characters a terminal would act on are written as JSON escapes.
     """
+    _topic(topic)
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     consumer = kafka_client(
@@ -359,6 +371,9 @@ def dlq_replay(
     A dead letter that cannot be replayed (its topic is invalid or missing, or the broker refuses it)
     stays, with the dead letters behind it in its partition, for a later replay; the command exits 1.
     """
+    _topic(dlq_topic, "the dead-letter topic")
+    if to is not None:
+        _topic(to, "--to")
     settings = _settings(config, bootstrap_servers)
     _check_broker(settings)
     report = replay(settings, dlq_topic, to=to, error_class=error_class, limit=limit, dry_run=dry_run)
