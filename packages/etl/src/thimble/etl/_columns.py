@@ -47,10 +47,6 @@ def is_numeric(kind: str | None) -> bool:
     return kind is None or kind.startswith(_NUMERIC)
 
 
-def _is_orderable(kind: str | None) -> bool:
-    return kind is None or is_numeric(kind) or kind in ("date", "timestamp", "timestamp_ntz", "string")
-
-
 class _Scope:
     """The columns known at one point of the pipeline."""
 
@@ -106,11 +102,9 @@ def check_columns(config: TableConfig, source_types: Types) -> list[str]:
         if metric.metric in ("mean", "stddev", "quantile"):
             scope.need(path, metric.column, _NUMERIC, f"{metric.metric} needs a number")
         elif metric.metric in ("min", "max"):
-            scope.need(path, metric.column)
-            if not _is_orderable(scope.types.get(metric.column, None)):
-                scope.problems.append(
-                    f"{path}: column '{metric.column}' cannot be ordered for {metric.metric}"
-                )
+            # A metric's value is a number (a date or time as epoch seconds); a string's min is text.
+            kinds = (*_NUMERIC, "date", "timestamp")
+            scope.need(path, metric.column, kinds, f"{metric.metric} needs a number, date or timestamp")
         else:
             scope.need(path, metric.column)
     if config.journal is not None:

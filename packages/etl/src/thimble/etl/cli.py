@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from thimble.common.cli import user_errors
 from thimble.common.config import load_settings
@@ -18,7 +20,7 @@ from thimble.common.errors import spark_failure
 from thimble.common.logging import configure_logging
 from thimble.etl.__about__ import __version__
 from thimble.etl.config import EtlSettings, TableConfig, load_table_config
-from thimble.etl.errors import SparkJobError
+from thimble.etl.errors import EtlError, SparkJobError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Config-driven Spark jobs writing Thimble's Delta Lake warehouse.", no_args_is_help=True
 )
-out = Console()
+# Everything printed holds text from the data or the config (records, column and check names, paths):
+# printed as written, never read as rich markup (``[/]`` would raise) or emoji codes (``quantile:a:0.5``).
+out = Console(markup=False, emoji=False)
 
 ConfigOption = Annotated[
     Path | None,
@@ -37,6 +41,8 @@ ConfigOption = Annotated[
     ),
 ]
 EXIT_BLOCKED = 3
+# Spark's limit is a Java int: a larger one failed as "the connection to Spark's JVM was lost".
+ROWS_MAX = 2**31 - 1
 
 
 def _settings(config: Path | None) -> EtlSettings:
@@ -121,10 +127,11 @@ def run(
     for check in result.checks:
         if check.status != "pass":
             colour = "red" if check.status == "fail" else "yellow"
-            out.print(f"[{colour}]{check.status}[/]: {check.name}: {check.detail}", highlight=False)
+            out.print(Text.assemble((check.status, colour), f": {check.name}: {check.detail}"))
     if result.status == "blocked":
         out.print(
-            f"[red]a failing check blocked the write; {result.table} stays at version {result.version}[/]"
+            f"a failing check blocked the write; {result.table} stays at version {result.version}",
+            style="red",
         )
         raise typer.Exit(EXIT_BLOCKED)
 
@@ -155,7 +162,7 @@ def check(
         problems = check_columns(table_config, types)
     if problems:
         raise ConfigError(problems, source=str(file))
-    out.print(f"[green]ok[/]: {file} ({table_config.table}, {table_config.write.mode})", highlight=False)
+    out.print(Text.assemble(("ok", "green"), f": {file} ({table_config.table}, {table_config.write.mode})"))
 
 
 @app.command()
@@ -195,7 +202,7 @@ def history(
 def changes(
     table: Annotated[str, typer.Argument(help="Table name.")],
     since: Annotated[int, typer.Option("--since", help="Show what changed after this version.")],
-    limit: Annotated[int, typer.Option(help="Rows to print.")] = 50,
+    limit: Annotated[int, typer.Option(min=0, max=ROWS_MAX, help="Rows to print.")] = 50,
     output: Annotated[
         Path | None, typer.Option(help="Write every change as Parquet here instead of printing.")
     ] = None,
@@ -205,6 +212,8 @@ def changes(
     from thimble.etl.history import change_totals
     from thimble.etl.history import changes as table_changes
 
+    if output is not None:
+        _replaceable(output)
     settings = _settings(config)
     df = table_changes(table, since, spark=_spark(settings), settings=settings)
     totals = change_totals(df)
@@ -226,6 +235,25 @@ def changes(
     out.print(f"total: {sum(totals.values()):,} rows ({summary})")
 
 
+# What a Parquet write of Spark leaves in its folder; a folder holding anything else is not a previous output.
+_SPARK_OUTPUT = re.compile(r"\.?(part-.*|_SUCCESS|_committed_.*|_started_.*)(\.crc)?")
+
+
+def _replaceable(output: Path) -> None:
+    """Refuse an ``--output`` whose replacement would delete the user's files: Spark's overwrite deletes
+    the whole path first (a file, or a folder and all it holds)."""
+    if output.is_dir():
+        foreign = sorted(p.name for p in output.iterdir() if not _SPARK_OUTPUT.fullmatch(p.name))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise EtlError(
+                f"--output {output}: the folder holds files no Spark write made ({shown}); writing would "
+                "delete them: give a new or empty folder"
+            )
+    elif output.exists() or output.is_symlink():
+        raise EtlError(f"--output {output} is a file; writing would delete it: give a new or empty folder")
+
+
 @app.command()
 @user_errors
 def report(
@@ -237,7 +265,7 @@ def report(
     from thimble.etl.report import write_report
 
     settings = _settings(config)
-    path = write_report(table, output, spark=_spark(settings), settings=settings)
+    path = write_report(table, output, settings=settings)  # its Spark session once the output is writable
     out.print(f"wrote {path}")
 
 
@@ -246,7 +274,7 @@ def report(
 def quarantine(
     table: Annotated[str, typer.Argument(help="Table name.")],
     run_id: Annotated[str | None, typer.Option(help="Only this run's rows.")] = None,
-    limit: Annotated[int, typer.Option(help="Latest rows to print.")] = 20,
+    limit: Annotated[int, typer.Option(min=0, max=ROWS_MAX, help="Latest rows to print.")] = 20,
     config: ConfigOption = None,
 ) -> None:
     """What the table's runs quarantined: counts per rule, and the latest rows with their reasons."""

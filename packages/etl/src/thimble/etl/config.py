@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -43,13 +44,26 @@ def _compiles(value: str) -> str:
 
 RegexPattern = Annotated[str, AfterValidator(_compiles)]
 
+
+def _a_number(value: float | str) -> float | str:
+    text = value.strip().lower().lstrip("+-") if isinstance(value, str) else ""
+    if (isinstance(value, float) and math.isnan(value)) or text == "nan":
+        raise ValueError("NaN is not a bound (no value compares with it); give a number")
+    return value
+
+
+Bound = Annotated[float, AfterValidator(_a_number)]
+"""A threshold (``min``/``max``) of a check: a number, not NaN (``.nan`` in YAML)."""
+RangeBound = Annotated[float | str, AfterValidator(_a_number)]
+"""A bound of a range rule: a number, or a date or time as text; not NaN."""
+
 JOURNAL_COLUMNS = ("row_hash", "valid_from", "valid_to", "is_current")
 
 _SIMPLE_TYPES = {
     "string", "boolean", "tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long",
     "float", "double", "date", "timestamp", "timestamp_ntz", "binary",
 }  # fmt: skip
-_DECIMAL = re.compile(r"^decimal(\(\s*\d+\s*(,\s*\d+\s*)?\))?$")
+_DECIMAL = re.compile(r"^decimal(\(\s*(\d+)\s*(,\s*(\d+)\s*)?\))?$")
 _COMPLEX = re.compile(r"^(array|map|struct)<.+>$")
 _WORD = re.compile(r"(`[^`]*`|[A-Za-z_][A-Za-z0-9_]*)(\s*:)?")
 _TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
@@ -72,15 +86,105 @@ TableName = Annotated[str, AfterValidator(check_table_name)]
 def check_type(value: str) -> str:
     """Normalise a Spark SQL type name, or raise ``ValueError`` naming the accepted ones."""
     text = value.strip().lower()
-    if text in _SIMPLE_TYPES or _DECIMAL.match(text):
+    decimal = _DECIMAL.match(text)
+    if decimal and decimal[2]:
+        problem = _decimal_problem(int(decimal[2]), int(decimal[4] or 0))
+        if problem:
+            raise ValueError(f"'{value}' is not a Spark SQL type: {problem}")
+    if text in _SIMPLE_TYPES or decimal:
         return text
     if _COMPLEX.match(text):
+        problem = _nested_type_problem(value.strip())
+        if problem:
+            raise ValueError(f"'{value}' is not a Spark SQL type: {problem}")
         # Type keywords in lower case, as Spark prints them; struct field names keep their case (JSON keys).
         return _WORD.sub(lambda m: m[0] if m[2] or m[1][0] == "`" else m[0].lower(), value.strip())
     hint = did_you_mean(text, _SIMPLE_TYPES)
     raise ValueError(
         f"unknown type '{value}'{hint} (Spark SQL types: string, int, bigint, double, decimal(p,s), timestamp, ...)"
     )
+
+
+def _decimal_problem(precision: int, scale: int) -> str | None:
+    if not 1 <= precision <= 38:
+        return f"a decimal's precision is 1 to 38, not {precision}"
+    if scale > precision:
+        return f"a decimal's scale ({scale}) is at most its precision ({precision})"
+    return None
+
+
+_TOKEN = re.compile(r"\s*(`(?:[^`]|``)*`|[A-Za-z_][A-Za-z0-9_]*|\d+|[<>,:()]|\S)")
+
+
+def _nested_type_problem(text: str) -> str | None:
+    """What is wrong with an ``array<...>``, ``map<...>`` or ``struct<...>`` type, or None: each part a
+    type :func:`check_type` takes, struct fields ``name: type`` (or ``name type``), the brackets closed."""
+    tokens = _TOKEN.findall(text)
+    at = 0
+
+    def take(expected: str | None = None) -> str:
+        nonlocal at
+        token = tokens[at] if at < len(tokens) else ""
+        if expected is not None and token.lower() != expected:
+            raise ValueError(f"expected '{expected}' {f'before {token!r}' if token else 'at the end'}")
+        at += 1
+        return token
+
+    def peek() -> str:
+        return tokens[at].lower() if at < len(tokens) else ""
+
+    def number() -> int:
+        digits = take()
+        if not digits.isdigit():
+            raise ValueError("decimal takes decimal(precision) or decimal(precision, scale)")
+        return int(digits)
+
+    def kind() -> None:
+        word = take().lower()
+        if word in ("array", "map"):
+            take("<")
+            kind()
+            if word == "map":
+                take(",")
+                kind()
+            take(">")
+        elif word == "struct":
+            take("<")
+            while peek() != ">":
+                name = take()
+                if not (name.startswith("`") or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
+                    raise ValueError(f"{name!r} is not a field name (quote it in backticks)")
+                if peek() == ":":
+                    take()
+                kind()
+                if peek() != ">":
+                    take(",")
+            take(">")
+        elif word == "decimal":
+            if peek() == "(":
+                take()
+                precision, scale = number(), 0
+                if peek() == ",":
+                    take()
+                    scale = number()
+                take(")")
+                problem = _decimal_problem(precision, scale)
+                if problem:
+                    raise ValueError(problem)
+        elif not word or word in set("<>,:()"):
+            raise ValueError(f"a type is missing {f'before {word!r}' if word else 'at the end'}")
+        elif word not in _SIMPLE_TYPES:
+            raise ValueError(f"unknown type {word!r}{did_you_mean(word, _SIMPLE_TYPES)}")
+
+    try:
+        kind()
+        if at < len(tokens):
+            raise ValueError(f"unexpected {tokens[at]!r} after the type")
+    except ValueError as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    return None
 
 
 SqlType = Annotated[str, Field(min_length=1), AfterValidator(check_type)]
@@ -300,8 +404,8 @@ class RangeRule(_Rule):
 
     rule: Literal["range"]
     column: str
-    min: float | str | None = None
-    max: float | str | None = None
+    min: RangeBound | None = None
+    max: RangeBound | None = None
 
     @model_validator(mode="after")
     def _bound(self) -> RangeRule:
@@ -405,10 +509,10 @@ class CheckConfig(_Model):
     """A threshold on a metric, or its change against the table's own history; ``fail`` gates the write."""
 
     metric: str
-    min: float | None = None
-    max: float | None = None
+    min: Bound | None = None
+    max: Bound | None = None
     max_change: float | None = Field(default=None, gt=0)
-    over_last: int = Field(default=5, ge=1)
+    over_last: int = Field(default=5, ge=1, le=2**31 - 1)  # a Spark limit: a Java int
     severity: Literal["fail", "warn"] = "fail"
     name: str | None = None
 

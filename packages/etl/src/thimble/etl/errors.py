@@ -38,6 +38,21 @@ class TableNotFoundError(EtlError):
     """The named warehouse table does not exist."""
 
 
+# Delta's conflicts with a transaction that committed to the table while this one ran (its error conditions,
+# without their subclasses such as ``.WITHOUT_HINT``): running again reads the table as it now is.
+CONCURRENT_CHANGES = frozenset(
+    {
+        "DELTA_CONCURRENT_APPEND",
+        "DELTA_CONCURRENT_DELETE_DELETE",
+        "DELTA_CONCURRENT_DELETE_READ",
+        "DELTA_CONCURRENT_TRANSACTION",
+        "DELTA_CONCURRENT_WRITE",
+        "DELTA_METADATA_CHANGED",
+        "DELTA_PROTOCOL_CHANGED",
+    }
+)
+
+
 class SparkJobError(EtlError):
     """Spark could not run the load; nothing was written. The message is Spark's reason, on one line."""
 
@@ -46,7 +61,21 @@ class SparkJobError(EtlError):
         self.failure = failure
         self.where = where
         prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{table}: Spark failed, nothing was written: {failure.reason}")
+        if self.concurrent_change:
+            reason = (
+                f"another run changed the table at the same time ({self.concurrent_change}), so this run "
+                "wrote nothing to it; run it again"
+            )
+        else:
+            reason = f"Spark failed, nothing was written: {failure.reason}"
+        super().__init__(f"{prefix}{table}: {reason}")
+
+    @property
+    def concurrent_change(self) -> str | None:
+        """Delta's condition when another run committed to the table while this one ran (running again
+        is the fix), else None."""
+        condition = (self.failure.condition or "").split(".", 1)[0]
+        return condition if condition in CONCURRENT_CHANGES else None
 
     def located(self, file: str | Path, config: BaseModel) -> SparkJobError:
         """The same error naming the config file, and the fields of ``config`` the failure points at."""

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from thimble.etl import _sql
 from thimble.etl._connect import observes_writes
+from thimble.etl._floats import holds_float, zero_signed
 from thimble.etl.config import CheckConfig, MetricConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Observation, SparkSession
+    from pyspark.sql.types import DataType
 
 Status = Literal["pass", "warn", "fail"]
 # Distinct counts are estimated with an HLL sketch so every metric stays in one scan (exact distinct
@@ -47,9 +49,9 @@ class CheckResult:
     detail: str
 
 
-def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
-    """The aggregate expression of one metric other than a quantile (a double); quantiles are aggregated
-    per column, in one sketch, by :class:`_Aggregates`."""
+def metric_expression(metric: MetricConfig, types: Mapping[str, DataType]) -> Column:
+    """The aggregate expression of one metric other than a quantile (a double), given the frame's column
+    types; quantiles are aggregated per column, in one sketch, by :class:`_Aggregates`."""
     from pyspark.sql import functions as F
 
     col = _sql.col(metric.column) if metric.column else None
@@ -62,16 +64,16 @@ def metric_expression(metric: MetricConfig, types: dict[str, str]) -> Column:
     else:
         assert col is not None
         assert metric.column is not None
-        if types.get(metric.column, "") in ("date", "timestamp", "timestamp_ntz") and kind in ("min", "max"):
+        kind_of_column = types.get(metric.column)
+        type_name = kind_of_column.simpleString() if kind_of_column is not None else ""
+        if type_name in ("date", "timestamp", "timestamp_ntz") and kind in ("min", "max"):
             col = col.cast("timestamp").cast("double")
         if kind == "completeness":
             expr = F.count(col) / F.nullif(rows, F.lit(0))
         elif kind == "distinct_count":
-            expr = _distinct(col, types.get(metric.column, ""))
+            expr = _distinct(col, kind_of_column)
         elif kind == "uniqueness":
-            expr = F.least(
-                _distinct(col, types.get(metric.column, "")) / F.nullif(F.count(col), F.lit(0)), F.lit(1.0)
-            )
+            expr = F.least(_distinct(col, kind_of_column) / F.nullif(F.count(col), F.lit(0)), F.lit(1.0))
         elif kind == "min":
             expr = F.min(col)
         elif kind == "max":
@@ -97,7 +99,7 @@ class _Aggregates:
     """Per metric: its column's name, and its index when that column holds an array of quantiles."""
 
     @staticmethod
-    def of(metrics: Sequence[MetricConfig], types: dict[str, str]) -> _Aggregates:
+    def of(metrics: Sequence[MetricConfig], types: Mapping[str, DataType]) -> _Aggregates:
         from pyspark.sql import functions as F
 
         quantiles: dict[str, list[float]] = {}
@@ -139,13 +141,17 @@ class _Aggregates:
         return out
 
 
-def _distinct(col: Column, kind: str) -> Column:
+def _distinct(col: Column, kind: DataType | None) -> Column:
     """The estimated number of distinct non-null values of ``col`` (of Spark type ``kind``)."""
     from pyspark.sql import functions as F
 
-    if kind in ("tinyint", "smallint"):
+    name = kind.simpleString() if kind is not None else ""
+    if name in ("tinyint", "smallint"):
         col = col.cast("int")
-    elif kind not in SKETCHED_TYPES:
+    elif name not in SKETCHED_TYPES:
+        if kind is not None and holds_float(kind):
+            # -0.0 is 0.0, as count(DISTINCT ...) counts it, at any depth (its text differs)
+            col = zero_signed(col, kind)
         col = col.cast("string")
     return F.hll_sketch_estimate(F.hll_sketch_agg(col, DISTINCT_SKETCH_LG_K))
 
@@ -165,7 +171,7 @@ def compute_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> dict[str,
     """Every metric of ``df`` in one Spark job (a single fused aggregation)."""
     if not metrics:
         return {}
-    aggregates = _Aggregates.of(metrics, {f.name: f.dataType.simpleString() for f in df.schema.fields})
+    aggregates = _Aggregates.of(metrics, {f.name: f.dataType for f in df.schema.fields})
     with _single_job(df.sparkSession):
         row = df.agg(*aggregates.columns).collect()[0]
     return aggregates.values(row.asDict(), metrics)
@@ -222,7 +228,7 @@ def observe_metrics(df: DataFrame, metrics: Sequence[MetricConfig]) -> ObservedM
 
     if not observes_writes(df.sparkSession):
         return None
-    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    types = {f.name: f.dataType for f in df.schema.fields}
     observation = Observation(f"thimble-quality-{uuid.uuid4().hex}")
     try:
         aggregates = _Aggregates.of(metrics, types)

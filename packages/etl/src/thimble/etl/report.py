@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +14,7 @@ from thimble.common.config import ThimbleSettings, load_settings
 from thimble.common.spark import as_utc
 from thimble.etl import _tables
 from thimble.etl.config import EtlSettings
-from thimble.etl.errors import TableNotFoundError
+from thimble.etl.errors import EtlError, TableNotFoundError
 from thimble.etl.history import VERSION_COLUMNS, TableVersion, history
 
 if TYPE_CHECKING:
@@ -157,6 +158,8 @@ def write_report(
 
     settings = settings if settings is not None else load_settings(EtlSettings)
     name = _tables.argument(table, settings, "write_report")
+    path = Path(output)
+    _writable(path)  # before any Spark job: a report that cannot be written is not worth reading for
     if spark is None:
         from thimble.common.spark import build_spark_session
 
@@ -170,10 +173,29 @@ def write_report(
         raise TableNotFoundError(f"no quality metrics recorded for '{name}'")
     rows = [_metric_row(row.asDict()) for row in collected]
     versions = history(table, spark=spark, settings=settings) if _tables.exists(spark, name) else []
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(name, rows, versions))
+    try:
+        path.write_text(render(name, rows, versions), encoding="utf-8")
+    except OSError as exc:
+        raise EtlError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
     return path
+
+
+def _writable(path: Path) -> None:
+    """Create ``path``'s folder; ``EtlError`` naming the path when the report cannot be written there."""
+    problem = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        problem = "a part of its folder is a file"
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    else:
+        if path.is_dir():
+            problem = "it is a folder"
+        elif not os.access(path if path.exists() else path.parent, os.W_OK):
+            problem = "permission denied"
+    if problem:
+        raise EtlError(f"cannot write the report to {path}: {problem}")
 
 
 def _metric_row(row: Mapping[str, Any]) -> MetricRow:
