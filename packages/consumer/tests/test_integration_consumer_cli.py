@@ -75,9 +75,12 @@ def test_tail_shows_every_header_and_byte_and_nothing_a_terminal_acts_on(kafka_t
         {"name": hostile, "value": hostile},
     ]
     assert (doc["key_base64"], doc["value_base64"]) == ("/2s=", "/iByYXc=")
-    result = runner.invoke(cli, ["tail", f"{src}-missing-{hostile}", "--timeout", "1", *b])
+    result = runner.invoke(cli, ["tail", f"{src}-missing", "--timeout", "1", *b])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+    result = runner.invoke(cli, ["tail", f"{src}-{hostile}", "--timeout", "1", *b])
+    assert result.exit_code == 2
+    assert "is not a Kafka topic name" in result.output
     assert all(c.isprintable() for c in result.output.rstrip("\n")), ascii(result.output)
     assert "[bold]x[/bold]" in result.output  # shown, not taken for markup
 
