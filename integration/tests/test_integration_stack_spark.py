@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -188,21 +189,49 @@ def _clean_env(**values: str) -> dict[str, str]:
     return {**env, "COLUMNS": "200", **values}
 
 
+# Both days loaded in process by one Python process (one JVM start, not two).
+_LOCAL_LOADS = """
+import shutil, sys
+from thimble.etl import run_table
+config, day2, source = sys.argv[1:]
+run_table(config)
+shutil.copy(day2, source)
+run_table(config)
+"""
+
+
 def test_a_table_loaded_on_two_workers_equals_the_same_load_in_process(
     spark_stack: Stack, tmp_path: Path
 ) -> None:
-    source = tmp_path / "source"
-    source.mkdir()
+    days = tmp_path / "days"
+    days.mkdir()
     _day(
-        source / "day1.json",
+        days / "day1.json",
         [
             {"client_id": f"c{i:03}", "segment": ["gold", "silver"][i % 2], "balance": i * 1.5,
              "updated_at": "2026-01-01T08:00:00"}
             for i in range(300)
         ],
     )  # fmt: skip
+    # The second day changes a third of the clients and adds new ones: the journal closes and opens rows.
+    _day(
+        days / "day2.json",
+        [
+            {
+                "client_id": f"c{i:03}",
+                "segment": "bronze",
+                "balance": i * 2.0,
+                "updated_at": "2026-01-02T08:00:00",
+            }
+            for i in range(0, 400, 3)
+        ],
+    )
     table = f"smoke_{uuid.uuid4().hex[:8]}"
-    config = _table_config(tmp_path / "table.json", table, source)
+    sources = {where: tmp_path / f"{where}-source" for where in ("cluster", "local")}
+    configs = {}
+    for where, source in sources.items():
+        source.mkdir()
+        configs[where] = _table_config(tmp_path / f"{where}-table.json", table, source)
     runs = {
         "cluster": _clean_env(
             THIMBLE_SPARK__REMOTE=_remote(spark_stack),
@@ -219,26 +248,27 @@ def test_a_table_loaded_on_two_workers_equals_the_same_load_in_process(
         ),
     }
 
-    def load_all() -> None:
-        for env in runs.values():
-            result = _etl("run", str(config), "--no-progress", env=env)
-            assert result.returncode == 0, _output(result)
-
-    load_all()
-    # The second day changes a third of the clients and adds new ones: the journal closes and opens rows.
-    _day(
-        source / "day2.json",
+    for day in ("day1", "day2"):
+        shutil.copy(days / f"{day}.json", sources["cluster"])
+        result = _etl("run", str(configs["cluster"]), "--no-progress", env=runs["cluster"])
+        assert result.returncode == 0, _output(result)
+    shutil.copy(days / "day1.json", sources["local"])
+    local = subprocess.run(
         [
-            {
-                "client_id": f"c{i:03}",
-                "segment": "bronze",
-                "balance": i * 2.0,
-                "updated_at": "2026-01-02T08:00:00",
-            }
-            for i in range(0, 400, 3)
+            sys.executable,
+            "-c",
+            _LOCAL_LOADS,
+            str(configs["local"]),
+            str(days / "day2.json"),
+            str(sources["local"]),
         ],
+        env=runs["local"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
-    load_all()
+    assert local.returncode == 0, _output(local)
 
     def rows(where: str) -> list[tuple[Any, ...]]:
         database = runs[where]["THIMBLE_WAREHOUSE__DATABASE"]
