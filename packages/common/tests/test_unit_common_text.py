@@ -33,7 +33,18 @@ def test_plain_text_is_shown_as_it_is(text: str) -> None:
 
 def test_cut_names_what_it_cut() -> None:
     assert cut("x" * 1000, 10) == "x" * 10 + "…"
+    assert cut("x" * 1000, 10, count=True) == "x" * 10 + "… (990 more characters)"
+    assert cut("x" * 10, 10, count=True) == "x" * 10
     assert cut(HOSTILE, 100) == "a\\nb\\r\\x1b[31m\\u202eevil\\u2028\\x9b\\x00"
+    assert cut(HOSTILE, 3, count=True) == "a\\nb… (14 more characters)"  # cut first, then escaped
+
+
+@given(st.text(), st.integers(0, 50), st.booleans())
+def test_cut_text_is_one_safe_line_that_keeps_its_start(text: str, limit: int, count: bool) -> None:
+    shown = cut(text, limit, count=count)
+    assert not any(ord(c) in TERMINAL_CONTROLS for c in shown)
+    assert shown.startswith(escape_controls(text[:limit]))
+    assert shown.endswith("…" if not count else " more characters)") or len(text) <= limit
 
 
 class Row(BaseModel):

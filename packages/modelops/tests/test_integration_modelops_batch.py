@@ -9,10 +9,11 @@ from typing import Any
 import httpx
 import pytest
 from modelops_testmodels import churn_sample, overflow, overflow_frame, risk, scorer
+from pydantic import BaseModel
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import history
-from thimble.modelops import ModelOpsError, Registry, SchemaMismatchError, Tracker
+from thimble.modelops import ModelContext, ModelOpsError, Registry, SchemaMismatchError, Tracker, model
 from thimble.modelops.batch import run_batch
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
 from thimble.modelops.server import create_app
@@ -297,3 +298,94 @@ def test_spark_workers_run_this_interpreter(spark: Any) -> None:
 
     (row,) = spark.range(1).mapInPandas(where_am_i, "python string").collect()
     assert row["python"] == sys.executable
+
+
+class _Tagged(BaseModel):
+    id: int
+    tags: dict[str, int]
+    scores: list[float] = []
+
+
+class _TagCount(BaseModel):
+    n: int
+
+
+def test_poison_rows_are_counted_with_their_reason_and_every_good_row_is_scored(
+    spark: Any, spark_settings: ThimbleSettings, saved_churn: Registry, churn_clf: Any
+) -> None:
+    """Nulls in required fields, NaN, infinities, out-of-range values, huge strings and nested garbage."""
+    from pyspark.sql import types as T
+
+    @model(name="tagged")
+    def tagged(ctx: ModelContext, rows: list[_Tagged]) -> list[_TagCount]:
+        return [_TagCount(n=len(r.tags) + len(r.scores)) for r in rows]
+
+    saved_churn.save(overflow_frame, pickle_function=True)
+    saved_churn.save(tagged, pickle_function=True)
+    settings = _settings(spark_settings, saved_churn)
+    db = spark_settings.warehouse.database
+    huge = "s" * 1_000_000 + "\x1b[2J\u202e"
+    good = [(r["client_id"], r["orders_7d"], float(r["spend_7d"]), huge) for r in churn_sample(50, seed=3)]
+    good = [g for g in good if g[0] != 7]  # (overflow-frame's infinite client)
+    poison = [
+        (None, 1, 1.0, "null id"),
+        (1_000_001, 1, float("nan"), "nan spend"),
+        (1_000_002, 1, float("inf"), "inf spend"),
+        (1_000_003, -5, 1.0, "negative orders"),
+        (10**15, 1, 1.0, "huge id"),
+        (1_000_004, None, None, "nulls"),
+    ]
+    schema = T.StructType(
+        [
+            T.StructField("client_id", T.LongType()),
+            T.StructField("orders_7d", T.IntegerType()),
+            T.StructField("spend_7d", T.DoubleType()),
+            T.StructField("segment", T.StringType()),
+        ]
+    )
+    source = _table("poison_features")
+    spark.createDataFrame(good + poison, schema).write.format("delta").saveAsTable(f"{db}.{source}")
+    for ref in ("churn@prod", "overflow-frame"):
+        target = _table("poison_scores")
+        result = run_batch(spark, ref, source, target, registry=saved_churn, settings=settings)
+        assert (result.rows, result.rejected, result.metrics["rejected"]) == (len(good), 6, 6.0), ref
+        assert result.rejected_reasons == {
+            "client_id: Input should be a valid integer": 1,
+            "client_id: Input should be less than or equal to 1000000000000": 1,
+            "orders_7d: Input should be a valid integer": 1,
+            "orders_7d: Input should be greater than or equal to 0": 1,
+            "spend_7d: Input should be a valid number": 1,  # NaN: a missing value, as null
+            "spend_7d: Input should be less than or equal to 1000000": 1,
+        }, ref
+        out = spark.table(f"{db}.{target}")
+        assert sorted(r["client_id"] for r in out.select("client_id").collect()) == sorted(g[0] for g in good)
+        assert {r["segment"] for r in out.select("segment").distinct().collect()} == {huge}
+
+    nested = T.StructType(
+        [
+            T.StructField("id", T.LongType()),
+            T.StructField("tags", T.MapType(T.StringType(), T.LongType())),
+            T.StructField("scores", T.ArrayType(T.DoubleType())),
+        ]
+    )
+    garbage_key = "k\x1b[31m" + "x" * 10_000
+    rows = [
+        (1, {"a": 1}, [0.5]),
+        (2, {garbage_key: None}, []),
+        (3, None, [1.0]),
+        (4, {"b": 2}, [None, 1.0]),
+        (5, {}, None),
+    ]
+    source = _table("nested_garbage")
+    spark.createDataFrame(rows, nested).write.format("delta").saveAsTable(f"{db}.{source}")
+    result = run_batch(spark, "tagged", source, _table("tag_counts"), registry=saved_churn, settings=settings)
+    assert (result.rows, result.rejected) == (1, 4), result.rejected_reasons
+    reasons = result.rejected_reasons
+    assert sum(reasons.values()) == 4
+    assert reasons["tags: Input should be a valid dictionary"] == 1
+    assert reasons["scores.0: Input should be a valid number"] == 1
+    assert reasons["scores: Input should be a valid list"] == 1
+    (key_reason,) = [r for r in reasons if r.startswith("tags.k")]
+    assert "\x1b" not in key_reason
+    assert key_reason.startswith("tags.k\\x1b[31mxxx")
+    assert len(key_reason) < 300

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from thimble.modelops._topic_records import read_json_records
 from thimble.modelops.cli import app
+from thimble.modelops.compare import read_prediction_log
 from thimble.modelops.errors import ModelOpsError
 from thimble.modelops.lineage import prediction_lineage
 from thimble.testing import produce
@@ -55,6 +56,8 @@ def test_compare_counts_the_records_it_cannot_read_and_compares_the_rest(
             ("f", good | {"outputs": [{"p": 0.75}]}),
         ],
     )
+    log = read_prediction_log(kafka_config, topic)
+    assert (len(log.records), log.skipped) == (5, {"not a JSON object": 1})  # returned with the records
     monkeypatch.setenv("THIMBLE_KAFKA__BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(typer.main.get_command(app), ["compare", "churn", "--topic", topic])

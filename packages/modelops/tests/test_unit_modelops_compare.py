@@ -31,7 +31,9 @@ def test_versions_are_compared_by_latency_mean_and_psi() -> None:
         + _records("churn@shadow", "shadow", 3, primary, 5.0)
         + [{"model": "other", "version": 1, "outputs": [{"p": 1.0}]}, {"model": "churn", "version": "x"}]
     )
-    stats = {s.role: s for s in compare(records, "churn")}
+    found = compare(records, "churn")
+    assert found.skipped == {"'version' is not an integer": 1}  # returned with the statistics
+    stats = {s.role: s for s in found.versions}
     assert set(stats) == {"primary", "canary", "shadow"}
     assert (stats["canary"].version, stats["canary"].requests, stats["canary"].latency_p50_ms) == (
         2,
@@ -48,3 +50,21 @@ def test_versions_are_compared_by_latency_mean_and_psi() -> None:
         "churn@canary",
         "churn@shadow",
     ]
+
+
+def test_records_that_cannot_be_read_are_returned_counted_by_reason() -> None:
+    records = [
+        {"model": "churn", "version": True},
+        {"model": "churn", "version": 1, "latency_ms": float("nan")},
+        {"model": "churn", "version": 1, "latency_ms": "5"},
+        {"model": "churn", "version": 1, "outputs": {"p": 1}},
+        {"model": "other", "version": "x"},  # another model's: not counted
+        {"model": "churn", "version": 1, "latency_ms": 1.0, "outputs": [{"p": 0.5}]},
+    ]
+    found = compare(records, "churn")
+    assert found.skipped == {
+        "'version' is not an integer": 1,
+        "'latency_ms' is not a number": 2,
+        "'outputs' is not a list": 1,
+    }
+    assert [(s.version, s.requests) for s in found.versions] == [(1, 1)]

@@ -144,10 +144,46 @@ def test_predict_frame_refuses_a_non_finite_output_as_serving_does() -> None:
         nested.bind().predict_frame(frame)
 
 
-def test_training_data_reference() -> None:
-    assert TrainingData.parse("warehouse.client_features@v12") == TrainingData(
-        table="warehouse.client_features", version=12
-    )
-    assert TrainingData.parse("warehouse.t").version is None
-    with pytest.raises(ModelDefinitionError, match="expected 'table' or 'table@v<version>'"):
-        TrainingData.parse("warehouse.t@latest")
+@pytest.mark.parametrize(
+    ("text", "table", "version"),
+    [
+        ("warehouse.client_features@v12", "warehouse.client_features", 12),
+        ("warehouse.t@v12", "warehouse.t", 12),
+        ("warehouse.t", "warehouse.t", None),
+        ("client_features", "client_features", None),
+        ("_t@v0", "_t", 0),  # a Delta table's first version
+        ("w.t@7", "w.t", 7),
+    ],
+)
+def test_training_data_reference(text: str, table: str, version: int | None) -> None:
+    assert TrainingData.parse(text) == TrainingData(table=table, version=version)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "warehouse.t@latest",
+        "warehouse.t@",
+        "@v1",
+        "a.b.c@v1",
+        "w[/]t@v1",
+        "w\x1b[2Jt@v1",
+        "w.t; DROP TABLE x",
+        "w.t@v\u0661",  # a digit, but not an ASCII one
+        "1t@v1",
+        "t" * 129,
+        "w.t@v1@v2",
+    ],
+)
+def test_a_training_data_reference_outside_the_grammar_is_one_line_naming_where_it_was_given(
+    text: str,
+) -> None:
+    with pytest.raises(ModelDefinitionError) as caught:
+        TrainingData.parse(text, "--training-data")
+    message = str(caught.value)
+    assert message.startswith("--training-data '")
+    assert "expected 'table' or 'table@v<version>'" in message
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert len(message) < 300

@@ -176,6 +176,31 @@ def test_a_version_folder_linked_out_of_the_registry_is_broken_and_the_others_se
     assert f"broken: model other: the folder {root}/other/versions leads outside the registry" in output
 
 
+def test_a_model_folder_linked_out_of_the_registry_is_broken_and_the_others_serve(
+    saved_churn: Registry, tmp_path: Path
+) -> None:
+    root = Path(saved_churn.root)
+    outside = tmp_path / "outside"
+    shutil.copytree(root / "churn", outside)  # a whole model, versions and aliases included
+    (root / "evil").symlink_to(outside, target_is_directory=True)
+    problem = f"model evil: the folder {root}/evil leads outside the registry; it is not read"
+    assert {(m.name, tuple(m.versions), tuple(m.problems)) for m in saved_churn.models()} == {
+        ("churn", (1,), ()),
+        ("evil", (), (problem,)),
+    }
+    with pytest.raises(ModelOpsError, match=f"^{problem}$"):
+        saved_churn.resolve("evil")
+    assert saved_churn.load("churn@prod").version == 1
+    code, output = _cli(saved_churn, "list")
+    assert code == 0, output
+    assert "churn" in output
+    assert f"broken: {problem}" in output
+    for args in (["show", "evil"], ["alias", "evil", "prod", "1"]):  # never read nor written through it
+        code, output = _cli(saved_churn, *args)
+        assert (code, output) == (2, f"error: {problem}")
+    assert sorted(p.name for p in (outside / "aliases").iterdir()) == ["prod.json"]
+
+
 def test_an_alias_file_with_a_wrong_version_type_is_broken(saved_churn: Registry) -> None:
     path = Path(saved_churn.root) / "churn/aliases/odd.json"
     for content in ('{"version": true}', '{"version": "1"}', '{"version": -3}', "[1]"):

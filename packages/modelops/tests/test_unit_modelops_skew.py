@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from thimble.modelops._skew_sides import glob_escape
-from thimble.modelops.skew import SkewTarget, same_value
+from thimble.modelops.skew import FieldMismatch, SkewReport, SkewTarget, render, same_value
 
 T = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
 T_MS = int(T.timestamp() * 1000)
@@ -60,3 +60,17 @@ def test_a_feature_set_by_name_refuses_names_that_would_leave_the_table_grammar(
             SkewTarget.named("x", "wh", "id", "t", table=table)
     with pytest.raises(ModelOpsError, match="not a valid column name"):
         SkewTarget.named("x", "wh", "id`x", "t")
+
+
+def test_values_and_keys_from_the_stores_are_shown_cut_and_escaped() -> None:
+    from rich.console import Console
+
+    hostile = "evil\u202e\x9b[2J" + "x" * 500
+    report = SkewReport("fs", "t", None, 1, 0, mismatches=[FieldMismatch(hostile, "f\x1b", hostile, "w")])
+    console = Console(width=400, record=True, color_system=None)
+    for renderable in render(report):
+        console.print(renderable)
+    text = console.export_text()
+    assert not any(c in text for c in "\u202e\x9b\x1b")
+    assert "\\u202e" in text
+    assert '"evil\\u202e\\x9b[2J' + "x" * 70 + "… " in text  # the value: 80 characters of its JSON

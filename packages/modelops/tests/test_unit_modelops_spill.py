@@ -183,11 +183,14 @@ def test_a_prediction_log_topic_kafka_would_refuse_is_a_config_error(topic: str)
     assert f"modelops.server.prediction_log_topic: {topic!r} is not a Kafka topic name" in problem
 
 
-def test_a_spill_file_removed_under_the_server_is_logged_and_sending_goes_on(
+def test_a_spill_file_removed_under_the_server_is_logged_its_records_counted_and_sending_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
-    plog = PredictionLog("t", config, spill_dir=tmp_path)
+    dropped: list[tuple[int, str]] = []
+    plog = PredictionLog(
+        "t", config, spill_dir=tmp_path, on_drop=lambda n, reason: dropped.append((n, reason))
+    )
     assert plog._spill.write(_records(40)) == 40
     plog._spill_waiting = True
     plog._resend(time.monotonic())  # a probe: the file is claimed and its first records read
@@ -198,11 +201,31 @@ def test_a_spill_file_removed_under_the_server_is_logged_and_sending_goes_on(
     assert plog._resend(time.monotonic()) is True
     assert plog._claims == []
     assert any("could not be read" in r.getMessage() for r in caplog.records)
+    assert dropped == [(40 - PROBE_RECORDS, "spill_unreadable")]  # what was not read yet: lost, counted
+    assert plog.dropped == 40 - PROBE_RECORDS
     assert plog._spill.write(_records(1)) == 1
     plog._spill_waiting = True
     plog._resend(time.monotonic())
     assert plog.resent == PROBE_RECORDS + 1  # the next spill is sent as before
     asyncio.run(plog.close(0.5))
+
+
+def test_the_unread_rest_of_a_spill_file_that_cannot_be_put_back_at_stop_is_counted(tmp_path: Path) -> None:
+    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
+    dropped: list[tuple[int, str]] = []
+    plog = PredictionLog(
+        "t", config, spill_dir=tmp_path, on_drop=lambda n, reason: dropped.append((n, reason))
+    )
+    assert plog._spill.write(_records(30)) == 30
+    with plog._spill.path.open("ab") as f:
+        f.write(b'{"key": "r30", "value": {"x": 1}}')  # the last line without its line break
+    plog._spill_waiting = True
+    plog._resend(time.monotonic())  # a probe: the first records are read
+    (claim,) = plog._claims
+    claim.path.unlink()
+    claim.path.mkdir()  # the unread rest can no longer be read back
+    asyncio.run(plog.close(0.5))  # (the probe, purged, is spilled again)
+    assert dropped == [(31 - PROBE_RECORDS, "spill_unreadable")]
 
 
 def test_a_spilled_line_that_is_not_a_record_is_counted_as_dropped(tmp_path: Path) -> None:

@@ -27,7 +27,15 @@ def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
     return text.translate(_ESCAPED_KEEP_LINES if keep_newlines else _ESCAPED)
 
 
-def cut(text: str, limit: int = 60) -> str:
-    """``text`` on one line, cut after ``limit`` characters (ending ``…``) and then escaped
-    (:func:`escape_controls`); short plain text comes back unchanged."""
-    return escape_controls(text if len(text) <= limit else text[:limit] + "…")
+def cut(text: str, limit: int = 60, *, count: bool = False) -> str:
+    """``text`` on one line, cut after ``limit`` characters and escaped (:func:`escape_controls`); short
+    plain text comes back unchanged.
+
+    The one rule for outside text shown cut: the cut ends ``…``, and with ``count`` it also says how much
+    was left out (``… (12000 more characters)``), for long text such as an error's message, where the
+    size is part of the story; names and keys are cut with ``…`` alone.
+    """
+    if len(text) <= limit:
+        return escape_controls(text)
+    rest = f" ({len(text) - limit} more characters)" if count else ""
+    return escape_controls(text[:limit]) + "…" + rest

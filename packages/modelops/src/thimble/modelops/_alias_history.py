@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field, ValidationError
 
 from thimble.common.logging import get_logger
+from thimble.common.text import cut
 from thimble.modelops import _environment
 from thimble.modelops._names import ALIAS_NAME
 from thimble.modelops._registry_files import RegistryFiles, last_part
@@ -63,7 +64,10 @@ class AliasHistory:
             try:
                 move = AliasMove.model_validate_json(self.files.read(f"{folder}/{last}"))
             except (FileNotFoundError, ValidationError) as exc:
-                log.warning("alias history entry unreadable", extra={"file": last, "error": str(exc)[:200]})
+                log.warning(
+                    "alias history entry unreadable",
+                    extra={"file": last, "error": cut(str(exc), 200, count=True)},
+                )
                 continue
             if alias is None or move.alias == alias:
                 moves.append(move)

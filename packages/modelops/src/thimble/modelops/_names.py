@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from thimble.common.text import cut, escape_controls
+from thimble.common.text import cut
 from thimble.common.validation import SHOWN_MESSAGE, shown_location
 from thimble.modelops.errors import InvalidNameError
 
@@ -43,16 +43,14 @@ def shown_error(error: ErrorDetails) -> tuple[list[int | str], str]:
 
 
 def error_text(exc: BaseException, limit: int = ERROR_TEXT) -> str:
-    """``str(exc)`` of an error raised by a user's code, for a message or a log line: control characters
-    escaped, cut after ``limit`` characters with the cut said (``… (12000 more characters)``), and never
-    failing itself (an error whose ``__str__`` raises is named by its type)."""
+    """``str(exc)`` of an error raised by a user's code, for a message or a log line: cut and escaped by
+    :func:`thimble.common.text.cut` with the cut said (``… (12000 more characters)``), and never failing
+    itself (an error whose ``__str__`` raises is named by its type)."""
     try:
         text = str(exc)
     except Exception as inner:
         return f"(its text cannot be shown: str() raised {type(inner).__name__})"
-    if len(text) > limit:
-        return escape_controls(text[:limit]) + f"… ({len(text) - limit} more characters)"
-    return escape_controls(text)
+    return cut(text, limit, count=True)
 
 
 def check_model_name(name: str, what: str = "model name") -> str:

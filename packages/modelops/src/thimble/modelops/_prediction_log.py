@@ -87,9 +87,11 @@ class _LossReport:
 
 @dataclass
 class _Claim:
-    """A claimed spill file being re-sent: where reading goes on, and how many read records are unsettled."""
+    """A claimed spill file being re-sent: where reading goes on, how many of its lines are still unread
+    (lost, and counted, if it cannot be read further) and how many read records are unsettled."""
 
     path: Path
+    unread: int
     offset: int = 0
     at_end: bool = False
     unsettled: int = 0
@@ -277,20 +279,24 @@ class PredictionLog:
             if not self._spill_waiting:
                 return False
             self._spill_waiting = False
-            self._claims += [_Claim(path) for path in self._spill.claim()]
+            for path in self._spill.claim():
+                try:
+                    self._claims.append(_Claim(path, self._spill.lines(path)))
+                except OSError as exc:  # removed before it could be counted: its records cannot be known
+                    self._spill.done(path)
+                    self._lost_file(path, exc)
             claim = next((c for c in self._claims if not c.at_end), None)
             if claim is None:
                 return False
+        unreadable = self._spill.unreadable
         try:
             records, claim.offset, claim.at_end = self._spill.read(claim.path, claim.offset, limit)
         except OSError as exc:  # removed or unreadable under the server: what it held cannot be re-sent
             self._claims.remove(claim)
             self._spill.done(claim.path)
-            log.error(
-                "a spill file of prediction records could not be read; the records it still held are lost",
-                extra={"topic": self.topic, "path": str(claim.path), "error": str(exc)},
-            )
+            self._lost_file(claim.path, exc, claim.unread)
             return True
+        claim.unread = max(0, claim.unread - len(records) - (self._spill.unreadable - unreadable))
         if self._spill.unreadable:
             lost, self._spill.unreadable = self._spill.unreadable, 0
             self._drop(
@@ -323,6 +329,15 @@ class PredictionLog:
                 self._on_resend(1)
         self._settle(claim, 0, probe)
         return not probe
+
+    def _lost_file(self, path: Path, exc: OSError, records: int = 0) -> None:
+        """A claimed spill file that cannot be read further: its ``records`` unread lines are dropped."""
+        log.error(
+            "a spill file of prediction records could not be read; the records it still held are lost",
+            extra={"topic": self.topic, "path": str(path), "error": str(exc), "records": records},
+        )
+        if records:
+            self._drop(records, "spill_unreadable", f"spill file {path}: {exc}")
 
     def _settle(self, claim: _Claim, n: int, probe: bool) -> None:
         claim.unsettled -= n
@@ -400,10 +415,7 @@ class PredictionLog:
                 try:
                     self._spill.put_back(claim.path, claim.offset)
                 except OSError as exc:
-                    log.error(
-                        "the unread part of a spill file could not be kept",
-                        extra={"topic": self.topic, "path": str(claim.path), "error": str(exc)},
-                    )
+                    self._lost_file(claim.path, exc, claim.unread)
         self._claims.clear()
         self._spill.close()
         del self._producer  # stops librdkafka's threads (and its reconnect attempts) now

@@ -115,6 +115,18 @@ class SpillFile:
             claimed.append(target)
         return claimed
 
+    def lines(self, path: Path, offset: int = 0) -> int:
+        """How many lines (records, or lines that are not) a claimed file holds from byte ``offset``: what
+        is lost if it cannot be read further."""
+        count = 0
+        last = b"\n"
+        with path.open("rb") as f:
+            f.seek(offset)
+            while chunk := f.read(1 << 20):
+                count += chunk.count(b"\n")
+                last = chunk[-1:]
+        return count + (last != b"\n")
+
     def read(self, path: Path, offset: int, limit: int) -> tuple[list[Record], int, bool]:
         """Up to ``limit`` records of a claimed file from byte ``offset``: ``(records, next offset, at end)``.
 

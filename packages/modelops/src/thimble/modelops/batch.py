@@ -61,6 +61,10 @@ class BatchResult:
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     where: str | None = None
+    rejected: int = 0
+    """Input rows not scored because they do not validate as the model's input (the others are written)."""
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    """The most frequent reasons rows were rejected (``spend_7d: Input should be a valid number``), with counts."""
 
 
 def qualified(table: str, settings: ModelOpsSettings) -> str:
@@ -209,15 +213,13 @@ class _Stats:
                 F.max(F.when(finite, value)).alias(f"max.{f}"),
                 *_histogram(f, self.output_edges.get(f, []), f"hist.output.{f}"),
             ]
-        in_exprs = [
+        in_exprs = [F.count(F.lit(1)).alias("input_rows")] + [
             expr
             for f, edges in self.inputs.items()
             if f in inputs.columns
             for expr in _histogram(f, edges, f"hist.input.{f}")
         ]
-        frame = scored.agg(*out_exprs)
-        if in_exprs:
-            frame = frame.crossJoin(inputs.agg(*in_exprs))
+        frame = scored.agg(*out_exprs).crossJoin(inputs.agg(*in_exprs))
         row = frame.first()
         assert row is not None
         return _gathered(row.asDict())
@@ -317,7 +319,7 @@ def score(
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         m = _cached_model(source, name, version)
         for pdf in batches:
-            out = m.predict_frame(pdf)
+            pdf, out = _score_valid(m, pdf)
             for c in enums:  # the column holds the values, as served JSON does
                 out[c] = [v.value if isinstance(v, enum.Enum) else v for v in out[c]]
             for i, c in enumerate(keep):
@@ -325,6 +327,53 @@ def score(
             yield out
 
     return df.select(*columns).mapInPandas(run, schema)  # type: ignore[arg-type]
+
+
+def _score_valid(model: LoadedModel, pdf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of ``pdf`` that validate as ``model``'s input, and their outputs; the others are left out
+    (counted after the write: :func:`rejections`). A rows model validates as it runs, so a batch whose rows
+    all validate costs nothing more; a frame model's batch is validated first."""
+    import pandas as pd
+
+    if model.function.flavor == "rows":
+        try:
+            return pdf, model.predict_frame(pdf)
+        except SchemaMismatchError:
+            pass
+    pdf, _ = model.split_valid(pdf)
+    if pdf.empty:
+        return pdf, pd.DataFrame({f: pd.Series([], dtype=object) for f in model.output_fields})
+    return pdf, model.predict_frame(pdf)
+
+
+def rejections(df: DataFrame, model: LoadedModel, registry: Registry | str, top: int = 10) -> dict[str, int]:
+    """Why rows of ``df`` do not validate as ``model``'s input: the ``top`` reasons and how many rows each
+    (one Spark job that validates, without running the model)."""
+    from pyspark.sql import functions as F
+
+    assert model.version is not None
+    name, version = model.name, model.version
+    source = Registry(registry) if isinstance(registry, str) else registry
+
+    def reasons(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pandas as pd
+
+        m = _cached_model(source, name, version)
+        for pdf in batches:
+            _, rejected = m.split_valid(pdf)
+            yield pd.DataFrame({"reason": pd.Series(list(rejected.values()), dtype=object)})
+
+    inputs = [c for c in model.input_fields if c in df.columns]
+    found = (
+        df.select(*inputs)
+        .mapInPandas(reasons, "reason string")  # type: ignore[arg-type]
+        .groupBy("reason")
+        .count()
+        .orderBy(F.desc("count"), "reason")
+        .limit(top)
+        .collect()
+    )
+    return {row["reason"]: int(row["count"]) for row in found}
 
 
 def kept_columns(model: LoadedModel, columns: list[str], extra: list[str]) -> list[str]:
@@ -430,6 +479,14 @@ def run_batch(
     stats = _Stats(loaded).measure(written, df)
     metrics, dists = _summarise(loaded, stats, seconds)
     metrics.update({f"quality.{k}": float(v) for k, v in quality.items() if v is not None})
+    rejected = int(stats.get("input_rows", 0)) - int(stats.get("rows", 0))
+    reasons = rejections(df, loaded, registry) if rejected > 0 else {}
+    metrics["rejected"] = float(max(rejected, 0))
+    if rejected > 0:
+        log.warning(
+            "batch input rows rejected: they do not validate as the model's input and were not scored",
+            extra={"model": loaded.ref, "input_table": source, "rejected": rejected, "reasons": reasons},
+        )
     result = BatchResult(
         run_id,
         loaded.name,
@@ -442,6 +499,8 @@ def run_batch(
         seconds,
         metrics,
         where,
+        max(rejected, 0),
+        reasons,
     )
     _track(registry, result, dists)
     log.info(

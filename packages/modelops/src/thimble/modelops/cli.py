@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +22,7 @@ from thimble.modelops.__about__ import __version__
 from thimble.modelops._import_path import import_object
 from thimble.modelops._names import error_text
 from thimble.modelops.config import OVERRIDES_ENV, ModelOpsSettings, load_modelops_settings
-from thimble.modelops.envelope import ModelFunction
+from thimble.modelops.envelope import ModelFunction, TrainingData
 from thimble.modelops.errors import (
     BrokenEntryError,
     ModelOpsError,
@@ -153,6 +152,8 @@ def save(
     """Save a new version of a model with its artifacts and context."""
     import joblib
 
+    if training_data is not None:
+        TrainingData.parse(training_data, "--training-data")  # said before anything is imported or read
     settings = _settings(config, registry)
     fn = _import_model(function)
     artifacts: dict[str, Any] = {}
@@ -469,6 +470,14 @@ def batch(
             f"into {result.output_table} v{result.output_version} in {result.seconds:.1f}s"
         )
     )
+    if result.rejected:
+        reasons = "; ".join(f"{n} {reason}" for reason, n in result.rejected_reasons.items())
+        out.print(
+            escape(
+                f"rejected {result.rejected} rows that are not valid input of {result.model}@"
+                f"{result.model_version} (not scored): {reasons}"
+            )
+        )
     for k, v in sorted(result.metrics.items()):
         if k.startswith(("psi.", "prediction.", "quality.")):
             out.print(escape(f"  {k}: {v:.4g}"))
@@ -572,9 +581,9 @@ def compare(
     from thimble.modelops.compare import read_prediction_log, table_rows
 
     settings = _settings(config, None)
-    skipped: Counter[str] = Counter()
-    records = read_prediction_log(settings.kafka.client_config(), topic, skipped=skipped)
-    stats = compare_versions(records, name, skipped)
+    log = read_prediction_log(settings.kafka.client_config(), topic)
+    found = compare_versions(log.records, name)
+    stats, skipped = found.versions, log.skipped + found.skipped
     if skipped:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
         out.print(

@@ -35,6 +35,23 @@ class VersionStats:
     psi: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class Comparison:
+    """What :func:`compare` found: each served version's statistics, and the records it left out."""
+
+    versions: list[VersionStats]
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Records of the model that cannot be read, by reason (:func:`unreadable`)."""
+
+
+@dataclass
+class PredictionRecords:
+    """What :func:`read_prediction_log` read: the records, and the messages it left out by reason."""
+
+    records: list[dict[str, Any]]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
 def unreadable(record: dict[str, Any]) -> str | None:
     """Why a prediction record of the right model cannot be compared (``None`` when it can): the log is a
     topic anyone with access can write to, so a record is checked before its numbers are read."""
@@ -48,20 +65,18 @@ def unreadable(record: dict[str, Any]) -> str | None:
     return None
 
 
-def compare(
-    records: Iterable[dict[str, Any]], model: str, skipped: Counter[str] | None = None
-) -> list[VersionStats]:
+def compare(records: Iterable[dict[str, Any]], model: str) -> Comparison:
     """Per ``(alias, role, version)`` statistics of ``model``'s records; PSI is against the primary's outputs.
 
-    A record of ``model`` that cannot be read (:func:`unreadable`) is left out and counted in ``skipped``
-    by its reason."""
+    A record of ``model`` that cannot be read (:func:`unreadable`) is left out and counted by its reason
+    in :attr:`Comparison.skipped`."""
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    skipped: Counter[str] = Counter()
     for r in records:
         if r.get("model") != model:
             continue
         if (reason := unreadable(r)) is not None:
-            if skipped is not None:
-                skipped[reason] += 1
+            skipped[reason] += 1
             continue
         key = (
             str(r.get("alias") or f"{model}@{r['version']}"),
@@ -102,7 +117,7 @@ def compare(
             hist = _drift.baseline(base[name]) if name in base else None
             if hist is not None and (p := _drift.psi(hist, vs)) is not None:
                 s.psi[name] = p
-    return stats
+    return Comparison(stats, skipped)
 
 
 def _pooled(groups: dict[tuple[str, str, int], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -111,14 +126,13 @@ def _pooled(groups: dict[tuple[str, str, int], dict[str, np.ndarray]]) -> dict[s
 
 
 def read_prediction_log(
-    kafka_config: dict[str, Any], topic: str, timeout_s: float = 30.0, skipped: Counter[str] | None = None
-) -> list[dict[str, Any]]:
-    """Every record on ``topic`` from the beginning up to its end offsets now (undecodable ones skipped,
-    and counted in ``skipped``); what was read by ``timeout_s`` when the read takes longer."""
+    kafka_config: dict[str, Any], topic: str, timeout_s: float = 30.0
+) -> PredictionRecords:
+    """Every record on ``topic`` from the beginning up to its end offsets now, with the messages that are
+    not JSON objects counted as skipped; what was read by ``timeout_s`` when the read takes longer."""
     read = read_json_records(kafka_config, topic, group="thimble-compare", timeout_s=timeout_s)
-    if skipped is not None and read.skipped:
-        skipped["not a JSON object"] += read.skipped
-    return [record for _, _, record in read.found]
+    skipped = Counter({"not a JSON object": read.skipped}) if read.skipped else Counter[str]()
+    return PredictionRecords([record for _, _, record in read.found], skipped)
 
 
 def table_rows(stats: list[VersionStats]) -> list[list[str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import sys
 import typing
 from collections import abc
@@ -27,7 +28,7 @@ from thimble.common.validation import validation_problems
 from thimble.modelops._column_types import non_null_args, scalar_type
 from thimble.modelops._column_types import numeric_fields as numeric_fields
 from thimble.modelops._drift import Histogram
-from thimble.modelops._names import MODEL_NAME, check_model_name, error_text
+from thimble.modelops._names import MODEL_NAME, check_model_name, error_text, shown, shown_error
 from thimble.modelops._training_spec import TrainingSetSpec
 from thimble.modelops.errors import (
     InvalidNameError,
@@ -78,6 +79,11 @@ class ArtifactInfo(BaseModel):
     bytes: int
 
 
+# A warehouse table as thimble-etl names one ('name' or 'database.name'), at a Delta version (from 0).
+_TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+_TRAINING_DATA = re.compile(rf"({_TABLE_PART}(?:\.{_TABLE_PART})?)(?:@v?([0-9]{{1,18}}))?", re.ASCII)
+
+
 class TrainingData(BaseModel):
     """A warehouse table and the version the model was trained on (``warehouse.t@v12``)."""
 
@@ -85,14 +91,17 @@ class TrainingData(BaseModel):
     version: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> TrainingData:
-        table, _, version = text.partition("@")
-        version = version.removeprefix("v")
-        if not table or (version and not version.isdigit()):
+    def parse(cls, text: str, what: str = "training_data") -> TrainingData:
+        """``table``, ``database.table``, either with ``@v<version>`` (or ``@<version>``); else a
+        :class:`ModelDefinitionError` naming ``what`` (the argument or flag it was given as)."""
+        match = _TRAINING_DATA.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
             raise ModelDefinitionError(
-                f"training_data {text!r}: expected 'table' or 'table@v<version>', e.g. 'warehouse.client_features@v12'"
+                f"{what} {shown(text)}: expected 'table' or 'table@v<version>' (a table is 'name' or "
+                "'database.name': letters, digits and '_'), e.g. 'warehouse.client_features@v12'"
             )
-        return cls(table=table, version=int(version) if version else None)
+        table, version = match.groups()
+        return cls(table=table, version=int(version) if version is not None else None)
 
     def __str__(self) -> str:
         return self.table if self.version is None else f"{self.table}@v{self.version}"
@@ -346,11 +355,37 @@ def model(
     return wrap
 
 
-def _frame_records(pdf: pd.DataFrame) -> list[dict[str, Any]]:
-    """Records with ``None`` for missing values (pandas gives NaN, which int fields reject)."""
+def _frame_records(pdf: pd.DataFrame, *, nested_nulls: bool = True) -> list[dict[str, Any]]:
+    """Records with ``None`` for missing values (pandas gives NaN, which int fields reject), nested ones
+    too unless ``nested_nulls`` is false: Arrow gives an array column's values as numpy arrays, whose
+    nulls are NaN."""
     frame = pdf if not pdf.isna().to_numpy().any() else pdf.astype(object).where(pdf.notna(), None)
     records: list[dict[str, Any]] = frame.to_dict("records")
+    if not nested_nulls:
+        return records
+    nested = [c for c in pdf.columns if pdf[c].dtype == object and pdf[c].map(_is_nested).any()]
+    for record in records:
+        for c in nested:
+            record[c] = _nested_nulls(record[c])
     return records
+
+
+def _is_nested(value: Any) -> bool:
+    return isinstance(value, np.ndarray | list | dict)
+
+
+def _nested_nulls(value: Any) -> Any:
+    """``value`` with numpy arrays as lists and NaN as ``None`` at any depth (a tuple, such as a Spark
+    ``Row``, is left as it is)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_nested_nulls(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nested_nulls(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 class LoadedModel:
@@ -397,6 +432,29 @@ class LoadedModel:
                 f"input does not match {self.input_type.__name__}: "
                 + "; ".join(validation_problems(exc)[:20])
             ) from None
+
+    def split_valid(self, pdf: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+        """The rows of ``pdf`` whose input columns validate, and each other row's position with why not
+        (its first problem: ``spend_7d: Input should be a valid number``, cut and escaped).
+
+        A batch scores the valid rows and counts the others, rather than failing for one bad row.
+        """
+        cols = [c for c in self.input_fields if c in pdf.columns]
+        records = _frame_records(pdf[cols])
+        try:
+            self.rows_adapter.validate_python(records)
+        except ValidationError as exc:
+            rejected: dict[int, str] = {}
+            for error in exc.errors(include_url=False, include_input=False, include_context=False):
+                loc, msg = shown_error(error)
+                if loc and isinstance(loc[0], int) and loc[0] not in rejected:
+                    field = ".".join(map(str, loc[1:])) or "row"
+                    rejected[loc[0]] = f"{field}: {msg}"
+            if not rejected:  # (every error of a list names its row: not expected)
+                raise
+            keep = [i not in rejected for i in range(len(pdf))]
+            return pdf[keep].reset_index(drop=True), rejected
+        return pdf, {}
 
     def run(self, rows: list[BaseModel]) -> list[BaseModel]:
         """Call the function on validated rows; check it returned one output per row."""
@@ -478,7 +536,8 @@ class LoadedModel:
 
     def _frame_outputs(self, out: Any, n: int) -> list[BaseModel]:
         frame = self._check_frame(out, n)
-        return self._validate_outputs(_frame_records(frame))
+        # (a NaN in an output's list stays NaN: the model's failure, said by the finite check)
+        return self._validate_outputs(_frame_records(frame, nested_nulls=False))
 
     def _check_frame(self, out: Any, n: int) -> pd.DataFrame:
         if not _is_frame(type(out)):
@@ -488,7 +547,7 @@ class LoadedModel:
         missing = [c for c in self.output_fields if c not in out.columns]
         if missing or len(out) != n:
             raise PredictionError(
-                f"model {self.ref} returned {len(out)} rows with columns {cut(str(list(out.columns)), 300)}; "
+                f"model {self.ref} returned {len(out)} rows with columns {cut(str(list(out.columns)), 300, count=True)}; "
                 f"expected {n} rows with {self.output_fields}"
             )
         return out[self.output_fields]

@@ -321,22 +321,38 @@ class Registry:
 
     # reading
     def names(self) -> list[str]:
-        """Model names (folders under the root whose name is a model name), sorted."""
+        """Model names (folders under the root whose name is a model name, and links named like one: a link
+        out of the registry is listed to be named broken, never followed), sorted."""
         return sorted(
             last
             for e in self.files.ls(self.root)
-            if e.get("type") == "directory" and MODEL_NAME.fullmatch(last := last_part(e["name"]))
+            if (e.get("type") == "directory" or e.get("islink"))
+            and MODEL_NAME.fullmatch(last := last_part(e["name"]))
         )
 
     def versions(self, name: str) -> list[int]:
         """Committed versions of ``name`` (those whose envelope is written), oldest first; a version folder
-        that leads outside the registry (a symlink) is not one (:meth:`summary` names it)."""
+        that leads outside the registry (a symlink) is not one (:meth:`summary` names it). A model folder or
+        versions folder leading outside is a :class:`BrokenEntryError`."""
         return self._version_entries(name)[0]
 
     def _version_entries(self, name: str) -> tuple[list[int], list[str]]:
-        """The committed versions of ``name``, and the version folders refused as links out of the registry."""
+        """The committed versions of ``name``, and the version folders refused as links out of the registry;
+        a :class:`BrokenEntryError` when the model's folder or its versions folder is such a link."""
         out, problems = [], []
-        for e in self.files.ls(f"{self._model_dir(name)}/versions"):
+        model = self._model_dir(name)
+        try:
+            listed = self.files.ls(f"{model}/versions")
+        except InvalidNameError:
+            try:
+                self.files.inside(model)
+                folder = f"{model}/versions"
+            except InvalidNameError:
+                folder = model
+            raise BrokenEntryError(
+                f"model {name}: the folder {folder} leads outside the registry; it is not read"
+            ) from None
+        for e in listed:
             last = last_part(e["name"])
             if not _VERSION_FOLDER.fullmatch(last):
                 continue
@@ -401,14 +417,8 @@ class Registry:
         """Versions and aliases of ``name``, with its broken entries named rather than raised."""
         try:
             versions, problems = self._version_entries(name)
-        except InvalidNameError:  # its versions folder is a link out of the registry
-            folder = f"{self._model_dir(name)}/versions"
-            return ModelSummary(
-                name,
-                [],
-                {},
-                [f"model {name}: the folder {folder} leads outside the registry; it is not read"],
-            )
+        except BrokenEntryError as exc:  # its folder or its versions folder is a link out of the registry
+            return ModelSummary(name, [], {}, [str(exc)])
         aliases: dict[str, int] = {}
         try:
             entries = self._alias_entries(name)

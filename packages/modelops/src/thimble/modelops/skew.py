@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from thimble.common.features import EVENT_TIME_FIELD, FeatureSet, check_name
+from thimble.common.text import cut, escape_controls
 from thimble.modelops._import_path import import_object
 from thimble.modelops._skew_sides import OnlineSide, WarehouseSide
 from thimble.modelops._skew_values import event_ms, local_times, plain
@@ -344,7 +345,7 @@ def render(report: SkewReport, limit: int = 20) -> list[Any]:
     if rows:
         detail = Table("entity", "what differs", "online", "warehouse", title="skew", title_justify="left")
         for row in rows[:limit]:
-            detail.add_row(*map(escape, row))
+            detail.add_row(*(escape(escape_controls(cell)) for cell in row))  # keys from the stores too
         out.append(detail)
         if len(rows) > limit:
             out.append(f"… and {len(rows) - limit} more")
@@ -358,5 +359,5 @@ def _when(ms: int | None) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = orjson.dumps(plain(value), default=str).decode()
-    return text if len(text) <= 80 else text[:77] + "…"
+    # A value from Redis or the warehouse: JSON leaves C1 controls and bidi marks as they are.
+    return cut(orjson.dumps(plain(value), default=str).decode(), 80)
