@@ -170,6 +170,45 @@ def test_landing_files_are_partitioned_atomic_and_complete(
     assert sum(p.committed or 0 for p in group_lag(settings, src, [src])) == 25
 
 
+def test_a_restarted_consumer_lands_each_field_as_the_datasets_files_hold_it(
+    kafka_topic, kafka_config, reader, start_app, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    from thimble.consumer import DeadLetter
+
+    src = kafka_topic("src")
+    app = App("landing-types")
+
+    @app.handler(source=src, sink=Landing("typed", batch_rows=1000, flush_interval_s=0.2))
+    def land(record: dict[str, Any]) -> dict[str, Any]:
+        return record
+
+    settings = make_settings(kafka_config, src, tmp_path)
+    root = tmp_path / "landing" / "typed"
+
+    def files() -> list[Path]:
+        return sorted(root.glob("date=*/part-*.parquet"))
+
+    produce(kafka_config, src, [(1, {"v": 1, "e": {}})])
+    first = start_app(app, settings)
+    wait_until(lambda: len(files()) == 1, 30, what="the first file")
+    first.stop()
+
+    produce(kafka_config, src, [(2, {"v": 2.5, "e": {}}), (3, {"v": 3, "e": {"k": "x"}})])
+    restarted = start_app(app, settings)  # a new process: it knows the dataset from its file only
+    [dead] = reader(f"{src}.dlq").wait_for(1)
+    wait_until(lambda: len(files()) == 2, 30, what="the second file")
+    restarted.stop()
+    letter = DeadLetter.from_record(dead.key(), dead.value(), dead.headers())
+    assert letter.error_stage == "output"
+    assert "field 'v': float where the dataset's files hold int" in letter.error_message
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files()])  # one type per column: Spark reads it
+    assert str(schema.field("v").type) == "int64"
+    rows = sorted((r for f in files() for r in pq.read_table(f).to_pylist()), key=lambda r: r["v"])
+    assert [(r["v"], r.get("e")) for r in rows] == [(1, None), (3, {"k": "x"})]
+
+
 def test_batch_handler_gets_bounded_batches(kafka_topic, kafka_config, reader, start_app) -> None:
     src, dst = kafka_topic("src", partitions=2), kafka_topic("dst")
     app = App("batches")

@@ -201,3 +201,28 @@ def test_raw_librdkafka_settings_that_would_void_a_guarantee_are_refused_in_one_
         f"is set by thimble-consumer ({why}); remove it" if why else "must be a string, a number or a bool"
     )
     assert f"consumer.{section}: {name!r} {expected}" in problem
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(None, "null"), (True, "a bool"), ({"a": 1}, "an object"), ([1], "an array"), (b"1", "a bytes")],
+)
+def test_produce_and_the_config_name_a_values_kind_alike(value: Any, kind: str) -> None:
+    from datetime import date
+
+    from thimble.common import ConfigError, load_settings
+    from thimble.consumer import ConsumerSettings
+    from thimble.consumer.cli import _field_key
+    from thimble.consumer.errors import ConsumerError
+
+    with pytest.raises(ConsumerError) as key:
+        _field_key(value, "id", 1)
+    assert str(key.value) == f"line 1: key field 'id' is {kind}; a key is a string or a number"
+    refused_settings = [(date(2026, 1, 1), "a date")]  # YAML reads a date as one
+    if not isinstance(value, bool | None):  # a librdkafka setting may be a bool; None leaves it unset
+        refused_settings.append((value, kind))
+    for setting, named in refused_settings:
+        with pytest.raises(ConfigError) as refused:
+            load_settings(ConsumerSettings, overrides={"consumer": {"consumer_extra": {"x": setting}}})
+        [problem] = refused.value.problems
+        assert f"'x' must be a string, a number or a bool, not {named}" in problem

@@ -6,7 +6,8 @@ writes it; a hash with one field per output field, each value JSON (orjson), plu
 (epoch ms as a decimal string). An atomic Lua script compares event times, so a late event never
 overwrites a newer one. An output that names no valid entity, or has a field of the store's own
 (``_event_time``, ``_version``, ``_applied:*``), is refused before it is written: its input is
-dead-lettered.
+dead-lettered (a declared output type with such a field is refused at declaration:
+:func:`thimble.consumer.sinks.check_output`).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from thimble.consumer._kafka import (
     producer_config,
     wait_for_broker,
 )
+from thimble.consumer._kinds import json_kind
 from thimble.consumer._lag import group_lag
 from thimble.consumer._loader import load_app
 from thimble.consumer._runner import Runner
@@ -257,10 +258,9 @@ def _field_key(value: Any, field: str, number: int) -> bytes:
         return value.encode()
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value).encode()
-    kind = {type(None): "null", bool: "a bool", dict: "an object", list: "an array"}.get(
-        type(value), "not text"
+    raise ConsumerError(
+        f"line {number}: key field {field!r} is {json_kind(value)}; a key is a string or a number"
     )
-    raise ConsumerError(f"line {number}: key field {field!r} is {kind}; a key is a string or a number")
 
 
 @app.command()

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from thimble.common.config import Section, ThimbleSettings
+from thimble.consumer._kinds import json_kind
 
 # librdkafka properties the guarantees rest on: thimble-consumer sets them, and ``*_extra`` may not.
 _OWNED: dict[str, dict[str, str]] = {
@@ -89,10 +90,7 @@ class ConsumerConfig(Section):
             if name in owned:
                 raise ValueError(f"{name!r} is set by thimble-consumer ({owned[name]}); remove it")
             if not isinstance(setting, str | int | float | bool):
-                kind = {type(None): "null", dict: "an object", list: "an array"}.get(
-                    type(setting), "another type"
-                )
-                raise ValueError(f"{name!r} must be a string, a number or a bool, not {kind}")
+                raise ValueError(f"{name!r} must be a string, a number or a bool, not {json_kind(setting)}")
         return value
 
 

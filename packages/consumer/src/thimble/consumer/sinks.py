@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 from thimble.common.errors import ConfigError
 from thimble.common.features import FeatureSet, check_name
+from thimble.consumer._landing_columns import ONE_COLUMN, clash, landed_names, same_column
+from thimble.consumer._online_hash import RESERVED, reserved
 from thimble.consumer.errors import HandlerSignatureError
 
 
@@ -63,7 +65,8 @@ class OnlineStore:
     ``entity_key`` field: a non-empty string (no control character, at most 512 characters) as it is,
     an integer in decimal (``42.0`` is ``42``: one entity), a UUID in its canonical form. Any other value
     (``None``, a bool, ``42.5``, a list, a dict...) dead-letters the input (stage ``output``), as does an
-    output field named like one of the store's own: ``_event_time``, ``_version``, ``_applied:*``.
+    output field named like one of the store's own: ``_event_time``, ``_version``, ``_applied:*`` (a
+    declared output type with one is refused at declaration).
 
     One field per output field, each value JSON-encoded, plus ``_event_time`` (epoch milliseconds).
     ``event_time`` names the output field that holds the event time (a datetime or epoch milliseconds);
@@ -154,20 +157,31 @@ class Landing:
 Sink = Topic | OnlineStore | Landing
 
 
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models an output annotation can hold (through unions, lists and ``Annotated``)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _records(annotation: Any) -> list[type]:
+    """The record types (pydantic models, dataclasses, TypedDicts) an output annotation can hold, through
+    unions, lists and ``Annotated``."""
+    if landed_names(annotation) is not None:
         return [annotation]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType, list, tuple, Sequence, typing.Annotated):
         args = typing.get_args(annotation)
-        return [m for arg in (args[:1] if origin is typing.Annotated else args) for m in _models(arg)]
+        return [r for arg in (args[:1] if origin is typing.Annotated else args) for r in _records(arg)]
     return []
 
 
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an output annotation can hold."""
+    return [r for r in _records(annotation) if issubclass(r, BaseModel)]
+
+
 def check_output(sink: Sink, output_type: Any, handler: str) -> None:
-    """Refuse a sink that needs a field the handler's declared output model does not have."""
+    """Refuse a sink that needs a field the handler's declared output model does not dump, a
+    :class:`Landing` of a declared output with a field named like a column the landing adds or two
+    fields differing only in case, and an :class:`OnlineStore` of one with a field of the store's own."""
+    if isinstance(sink, Landing):
+        _check_landed_names(sink, output_type, handler)
     if isinstance(sink, OnlineStore):
+        _check_stored_names(sink, output_type, handler)
         needed = {"entity_key": sink.entity_key, "event_time": sink.event_time}
         what = f"OnlineStore({sink.feature_set!r})"
     elif isinstance(sink, Landing):
@@ -175,9 +189,56 @@ def check_output(sink: Sink, output_type: Any, handler: str) -> None:
     else:
         return
     for model in _models(output_type):
+        dumped = landed_names(model) or {}  # the writers read the fields as the model dumps them
+        columns = set(dumped.values())
         for role, name in needed.items():
-            if name is not None and name not in model.model_fields:
+            if name is None or name in columns:
+                continue
+            as_dumped = dumped.get(name)  # the Python name of a field dumped under its alias
+            why = (
+                f"{model.__name__} dumps field {name!r} as {as_dumped!r} (serialize_by_alias); "
+                f"write {role}={as_dumped!r}"
+                if as_dumped is not None
+                else f"{model.__name__} has no such field (fields: {', '.join(dumped.values())})"
+            )
+            raise HandlerSignatureError(
+                f"handler {handler}: {what} reads the {role} {name!r} of each output, but {why}"
+            )
+
+
+def _landed_field(name: str, column: str, verb: str = "landed") -> str:
+    """``'n'``, or ``'n' (landed as 'N')`` for a field dumped under an alias."""
+    return repr(name) if column == name else f"{name!r} ({verb} as {column!r})"
+
+
+def _check_landed_names(sink: Landing, output_type: Any, handler: str) -> None:
+    for record in _records(output_type):
+        names = landed_names(record) or {}
+        for name, column in names.items():
+            why = clash(column)
+            if why is not None:
+                subject = "it" if column == name else repr(column)
                 raise HandlerSignatureError(
-                    f"handler {handler}: {what} reads the {role} {name!r} of each output, but "
-                    f"{model.__name__} has no such field (fields: {', '.join(model.model_fields)})"
+                    f"handler {handler}: Landing({sink.dataset!r}) cannot land field "
+                    f"{_landed_field(name, column)} of {record.__name__}: {subject} {why}; rename it"
+                )
+        pair = same_column(list(names.values()))
+        if pair is not None:
+            fields = {column: name for name, column in names.items()}
+            first, second = (_landed_field(fields[column], column) for column in pair)
+            raise HandlerSignatureError(
+                f"handler {handler}: Landing({sink.dataset!r}) cannot land fields {first} and {second} of "
+                f"{record.__name__}: they {ONE_COLUMN}; rename one"
+            )
+
+
+def _check_stored_names(sink: OnlineStore, output_type: Any, handler: str) -> None:
+    for record in _records(output_type):
+        for name, column in (landed_names(record) or {}).items():
+            if reserved(column):
+                subject = "it" if column == name else repr(column)
+                stored = _landed_field(name, column, "stored")
+                raise HandlerSignatureError(
+                    f"handler {handler}: OnlineStore({sink.feature_set!r}) cannot store field {stored} of "
+                    f"{record.__name__}: {subject} is one of the store's own fields ({RESERVED}); rename it"
                 )
