@@ -21,6 +21,12 @@ in_process_only = pytest.mark.skipif(
 )
 """For a test that proves a pass count with Spark's job counts or an accumulator."""
 
+in_process_pass = pytest.mark.skipif(
+    OVER_CONNECT, reason="tests nothing of Spark Connect: run in process only"
+)
+"""For a slow test of behaviour that does not depend on the session's kind: CI's pass over Spark Connect
+(``pytest -m spark``) would only run it again."""
+
 
 @pytest.fixture
 def table_name() -> str:

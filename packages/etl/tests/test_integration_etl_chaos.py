@@ -391,9 +391,10 @@ def first_load_done_second_landed(tmp_path: Path, mode: str, connect_url: str) -
     return job, [data[0][1], data[1][1]]
 
 
-def check_all(job: Job, batches: list[list[Row]], metrics: bool = True) -> list[str]:
-    """Every broken promise, as sentences; with ``metrics=False``, not the metrics rows of each commit
-    (a run killed after its commit has none: a known gap, in the README)."""
+def check_all(job: Job, batches: list[list[Row]], metrics: bool = True, once: bool = False) -> list[str]:
+    """Every broken promise, as sentences; with ``metrics=False``, not the metrics rows of each commit (a
+    commit a Spark Connect server finishes after the re-run ended gets them from the next run); with
+    ``once``, each bad row quarantined exactly once."""
     problems = []
     want, got = reference(job.mode, batches), actual(job)
     if want != got:
@@ -403,6 +404,9 @@ def check_all(job: Job, batches: list[list[Row]], metrics: bool = True) -> list[
     lost = [k for k in bad if held[k] == 0]
     if lost:
         problems.append(f"bad rows never quarantined: {lost}")
+    twice = {k: held[k] for k in bad if held[k] > 1}
+    if once and twice:
+        problems.append(f"bad rows quarantined more than once: {twice}")
     problems += one_commit_per_run(job)
     if metrics:
         problems += metrics_problems(job)
@@ -461,12 +465,18 @@ def kill_then_rerun(job: Job, moment: str, delay: float = 0.0) -> dict[str, Any]
     return state
 
 
-CASES = [("journal", "after_data_commit"), ("append", "during_data_write")]
+# (mode, moment, whether every commit has its metrics once the re-run ended, whether each bad row is
+# quarantined once: a run killed before its commit leaves its quarantine rows, and the re-run writes them
+# again, a known gap in the README)
+CASES = [
+    ("journal", "after_data_commit", True, True),  # the re-run finds no new data: nothing to quarantine
+    ("append", "during_data_write", False, False),  # the server may commit the killed write after the re-run
+]
 
 
-@pytest.mark.parametrize(("mode", "moment"), CASES)
+@pytest.mark.parametrize(("mode", "moment", "metrics", "once"), CASES)
 def test_a_run_killed_then_run_again_leaves_the_tables_of_an_uninterrupted_run(
-    tmp_path: Path, connect_url: str, mode: str, moment: str
+    tmp_path: Path, connect_url: str, mode: str, moment: str, metrics: bool, once: bool
 ) -> None:
     job, batches = first_load_done_second_landed(tmp_path, mode, connect_url)
 
@@ -474,7 +484,7 @@ def test_a_run_killed_then_run_again_leaves_the_tables_of_an_uninterrupted_run(
 
     assert state["killed"], "the run ended before the moment came"
     assert state["rerun_rc"] == 0, state["rerun_output"][-3000:]
-    problems = check_all(job, batches, metrics=False)
+    problems = check_all(job, batches, metrics=metrics, once=once)
     assert not problems, (problems, {k: v for k, v in state.items() if k != "rerun_output"})
 
 

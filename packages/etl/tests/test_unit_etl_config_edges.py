@@ -174,3 +174,48 @@ def test_a_trailing_window_spark_cannot_take_is_refused() -> None:
     assert _problems(quality={"metrics": [{"metric": "row_count"}], "checks": [check]}) == [
         "quality.checks[0].over_last: Input should be less than or equal to 2147483647"
     ]
+
+
+REFUSED_IN_NAMES = [(" ", "a space"), (",", "','"), (";", "';'"), ("{", "'{'"), ("}", "'}'"), ("(", "'('"),
+                    (")", "')'"), ("\n", "a newline"), ("\t", "a tab"), ("=", "'='")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("char", "told"), REFUSED_IN_NAMES)
+@pytest.mark.parametrize(
+    ("where", "sections"),
+    [
+        ("schema.columns", lambda n: {"schema": {"columns": {"id": "string", n: "double"}}}),
+        ("cleanse[1].columns", lambda n: {"cleanse": [{"step": "trim", "columns": ["amount"]},
+                                                      {"step": "rename", "columns": {"amount": n}}]}),
+        ("cleanse[0].column", lambda n: {"cleanse": [{"step": "sql", "column": n, "expression": "1"}]}),
+        ("cleanse[0].output", lambda n: {"cleanse": [{"step": "parse_timestamp", "column": "amount", "output": n}]}),
+    ],
+)  # fmt: skip
+def test_a_column_name_delta_refuses_is_refused_when_the_file_is_loaded(
+    char: str, told: str, where: str, sections: Any, tmp_path: Path
+) -> None:
+    name = f"bad{char}name"
+    file = tmp_path / "clients.yaml"
+    file.write_text(yaml.safe_dump({**BASE, **sections(name)}))
+    with pytest.raises(ConfigError) as info:
+        load_table_config(file)
+    message = str(info.value)
+    assert message.splitlines() == [
+        f"Invalid configuration in {file}:",
+        f"  {where}: column name {name!r} holds {told}, which Delta refuses in a column name "
+        "(refused: space , ; { } ( ) newline tab =); rename it",
+    ]
+
+
+def test_a_source_name_delta_refuses_may_be_declared_when_it_is_renamed() -> None:
+    config = parse_table_config(
+        {**BASE, "schema": {"columns": {"first name": "string"}},
+         "cleanse": [{"step": "rename", "columns": {"first name": "first_name"}}]}
+    )  # fmt: skip
+    assert config.schema_.columns == {"first name": "string"}
+    # ... and a name renamed back to a refused one is refused where it is given.
+    assert _problems(
+        schema={"columns": {"a": "string"}},
+        cleanse=[{"step": "rename", "columns": {"a": "b"}}, {"step": "rename", "columns": {"b": "c d"}}],
+    ) == ["cleanse[1].columns: column name 'c d' holds a space, which Delta refuses in a column name "
+          "(refused: space , ; { } ( ) newline tab =); rename it"]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -62,7 +63,7 @@ def test_one_check_gets_a_readable_row() -> None:
     assert heatmap is not None
     layout = heatmap.layout
     assert layout.height - layout.margin.t - layout.margin.b >= 30
-    assert list(heatmap.data[0].y) == ["row_count >= 3"]
+    assert list(heatmap.data[0].y) == ["row_count &gt;= 3"]  # drawn as written: row_count >= 3
     assert checks_figure([row for row in ROWS if row.kind == "metric"]) is None
 
 
@@ -90,3 +91,46 @@ def test_a_browser_draws_every_chart_at_a_readable_size(tmp_path: Path) -> None:
     assert min(plots) >= 30, plots
     legend = re.findall(r'<text class="legendtext"[^>]*>([^<]+)</text>', dom)
     assert legend == ["committed", "nothing to write", "blocked"]
+
+
+HOSTILE = ["<script>alert(1)</script>", '"><img src=x onerror=alert(2)>', "&amp;", "<b>bold</b> & co"]
+
+
+def _hostile_rows() -> list[MetricRow]:
+    rows = []
+    for i, name in enumerate(HOSTILE):
+        at = START + timedelta(hours=i)
+        rows += [
+            MetricRow(name, at, True, "metric", name, 1.0, None, ""),
+            MetricRow(name, at, True, "check", name, 1.0, "warn", name),
+        ]
+    return rows
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (./dev setup installs it)")
+def test_user_text_is_drawn_as_written_never_as_markup(tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    versions = [
+        TableVersion(i, START, "WRITE", name, name, 1, 1, 0, 0, {"pass": 0, "warn": 1, "fail": 0})
+        for i, name in enumerate(HOSTILE)
+    ]
+    page.write_text(render(HOSTILE[1], _hostile_rows(), versions))
+
+    dom = subprocess.run(
+        [str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+
+    assert "<img" not in dom
+    assert "<b>" not in dom
+    assert "alert(1)</script>" not in dom
+    assert not re.search(r"<tspan[^>]*font-weight", dom)  # plotly draws <b> as a bold tspan
+    # Every name is shown whole, as written: in the charts (titles, axis labels) and the versions table.
+    svg_text = [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", dom)]
+    cells = [html.unescape(t) for t in re.findall(r"<td>([^<]*)</td>", dom)]
+    titles = [html.unescape(t) for t in re.findall(r"<h1>([^<]*)</h1>", dom)]
+    for name in HOSTILE:
+        assert name in svg_text, (name, svg_text)  # a metric's chart title, a check's row
+        assert name in cells
+    assert titles == [HOSTILE[1]]

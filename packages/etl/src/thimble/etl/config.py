@@ -190,6 +190,21 @@ def _nested_type_problem(text: str) -> str | None:
 SqlType = Annotated[str, Field(min_length=1), AfterValidator(check_type)]
 Columns = Annotated[list[str], Field(min_length=1)]
 
+# The characters Delta refuses in a column name (without column mapping), as a message shows each.
+DELTA_REFUSED = {" ": "a space", ",": "','", ";": "';'", "{": "'{'", "}": "'}'", "(": "'('", ")": "')'",
+                 "\n": "a newline", "\t": "a tab", "=": "'='"}  # fmt: skip
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why Delta would refuse a column named ``name`` (the first character it refuses), or None."""
+    for char in name:
+        if char in DELTA_REFUSED:
+            return (
+                f"column name {name!r} holds {DELTA_REFUSED[char]}, which Delta refuses in a column name "
+                "(refused: space , ; { } ( ) newline tab =); rename it"
+            )
+    return None
+
 
 class _Model(Section):
     model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
@@ -618,6 +633,7 @@ class TableConfig(_Model):
             problems.append(
                 ("schema.columns", "a kafka source needs schema.columns to parse its JSON values")
             )
+        problems += self.column_name_problems()
         metrics = [m.metric_name for m in self.quality.metrics] + list(BUILTIN_METRICS)
         for i, check in enumerate(self.quality.checks):
             if check.metric not in metrics:
@@ -628,6 +644,29 @@ class TableConfig(_Model):
                         f"no metric '{check.metric}'{hint} (metrics: {', '.join(metrics)})",
                     )
                 )
+        return problems
+
+    def column_name_problems(self) -> list[tuple[str, str]]:
+        """The names the table would get that Delta refuses, each at the field that gives it: a declared
+        column, a rename's new name, a step's new column. A declared name renamed before the write is
+        only read, so it may hold any character."""
+        given: dict[str, str] = {}  # a column the table would get -> where the config gives its name
+        for name in self.schema_.columns or {}:
+            given[name] = "schema.columns"
+        for i, step in enumerate(self.cleanse):
+            if isinstance(step, RenameStep):
+                for old, new in step.columns.items():
+                    given.pop(old, None)
+                    given[new] = f"cleanse[{i}].columns"
+            elif isinstance(step, SqlStep):
+                given[step.column] = f"cleanse[{i}].column"
+            elif isinstance(step, ParseTimestampStep) and step.output is not None:
+                given[step.output] = f"cleanse[{i}].output"
+        problems = []
+        for name, where in given.items():
+            problem = column_name_problem(name)
+            if problem is not None:
+                problems.append((where, problem))
         return problems
 
     def config_hash(self) -> str:

@@ -21,8 +21,9 @@ from thimble.common.logging import get_logger
 from thimble.etl import _connect, _tables
 from thimble.etl.__about__ import __version__
 from thimble.etl._phases import Phases
+from thimble.etl._sql import quote_table
 from thimble.etl.cleanse import cleanse, keeps_every_row
-from thimble.etl.config import CleanseStep, QualityConfig, Rule
+from thimble.etl.config import CheckConfig, CleanseStep, MetricConfig, QualityConfig, Rule
 from thimble.etl.errors import EtlError
 from thimble.etl.journal import CLOSE_GUARD, TALLY
 from thimble.etl.quality import (
@@ -56,6 +57,11 @@ CREATED_BY_ANOTHER = frozenset(
 CREATED_BY_ANOTHER_WAIT_S = 30.0
 # Tallies of the rows that passed and failed validation (beside the journal's kinds).
 VALID, QUARANTINED = "validate:passed", "validate:failed"
+# The commit's tag of what the metrics table is to hold for it: the rows themselves (gated), or the metrics
+# and checks to measure on the committed rows (one pass: known only once they are written).
+QUALITY_TAG = "quality"
+# How many of a table's latest commits a run looks through for metrics a stopped run did not record.
+RECOVERED_COMMITS = 20
 
 
 @dataclass
@@ -143,9 +149,14 @@ class LoadSpec:
         return not (spec.overwrite_schema and spec.partition_by)  # new partitioning: a REPLACE TABLE
 
     def commit_metadata(
-        self, run_id: str, counts: dict[str, int], checks: dict[str, int] | None
+        self,
+        run_id: str,
+        counts: dict[str, int],
+        checks: dict[str, int] | None,
+        quality: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The ``thimble`` tag of a run's commit (``history()`` reads it back)."""
+        """The ``thimble`` tag of a run's commit (``history()`` reads it back); ``quality`` is what the
+        metrics table is to hold for the commit (see :func:`record_missing_metrics`)."""
         meta: dict[str, Any] = {
             "run_id": run_id,
             "config_hash": self.config_hash,
@@ -158,6 +169,8 @@ class LoadSpec:
             meta["checks"] = checks
         if self.metadata:
             meta["metadata"] = dict(self.metadata)
+        if quality is not None:
+            meta[QUALITY_TAG] = quality
         return meta
 
 
@@ -194,7 +207,7 @@ class Load(ABC):
         self.source = source
         self.phases = phases
         self.table = spec.table
-        self.metrics_table, self.quarantine_table = _etl_tables(settings, spec.table)
+        self.metrics_table, self.quarantine_table = etl_tables(settings, spec.table)
         self.run_at = datetime.now(UTC)
         self.result = RunResult(spec.table, phases.run_id, "unchanged", None, None, spec.config_hash)
 
@@ -223,9 +236,11 @@ class Load(ABC):
         )
 
     def record(self) -> None:
-        """Store the run's metrics and check results in the metrics table."""
+        """Store the run's metrics and check results in the metrics table, after those of the table's
+        commits whose run stopped before it stored them (:func:`record_missing_metrics`)."""
         result = self.result
         with self.phases("metrics"):
+            record_missing_metrics(self.spark, self.table, self.metrics_table, self.run_id)
             if result.metrics or result.checks:
                 rows = metric_rows(
                     self.table, self.run_id, result.version, result.committed, self.run_at, result.metrics,
@@ -412,6 +427,11 @@ class GatedLoad(Load):
             self.run_id,
             {**counts, "read": result.rows_read, "quarantined": result.rows_quarantined},
             result.check_counts,
+            {
+                "run_at": self.run_at.isoformat(),
+                "metrics": result.metrics,
+                "checks": [[c.name, c.value, c.severity, c.status, c.detail] for c in result.checks],
+            },
         )
         try:
             with self.phases("write"):
@@ -476,7 +496,19 @@ class OnePassLoad(Load):
     def commit(self) -> None:
         # Checks are evaluated after this commit: their counts are in the metrics table, not in it.
         checks = None if self.spec.quality.checks else self.result.check_counts
-        meta = self.spec.commit_metadata(self.run_id, {"quarantined": 0}, checks)
+        quality = self.spec.quality
+        meta = self.spec.commit_metadata(
+            self.run_id,
+            {"quarantined": 0},
+            checks,
+            {
+                "run_at": self.run_at.isoformat(),
+                "measure": {
+                    "metrics": [m.model_dump(mode="json", exclude_none=True) for m in quality.metrics],
+                    "checks": [c.model_dump(mode="json", exclude_none=True) for c in quality.checks],
+                },
+            },
+        )
         with self.phases("write"):
             version = write_in_one_pass(self.spark, self.source, self.table, self.spec.write, meta)
         result = self.result
@@ -516,7 +548,7 @@ def _count_tallies(tallies: DataFrame, tasks: int | None) -> dict[str, int]:
     return {row[TALLY]: int(row["n"]) for row in rows}
 
 
-def _etl_tables(settings: ThimbleSettings, table: str) -> tuple[str, str]:
+def etl_tables(settings: ThimbleSettings, table: str) -> tuple[str, str]:
     """(metrics table, quarantine table) of ``table``."""
     etl = getattr(settings, "etl", None)
     metrics_table = etl.metrics_table if etl is not None else "thimble_quality"
@@ -593,3 +625,100 @@ def _record_progress(
     with _tables.commit_metadata(spark, meta, once=once):
         empty.writeTo(table).append()
     return _tables.version(spark, table), True
+
+
+def record_missing_metrics(
+    spark: SparkSession, table: str, metrics_table: str, run_id: str | None = None
+) -> int:
+    """Record the metrics of ``table``'s latest commits whose run stopped (killed, or failed) before it
+    recorded them, from what each commit's tag holds: the rows themselves, or (a one-pass write) the
+    metrics and checks, measured now on the rows that commit wrote. ``run_id`` (this run) is left out.
+    Returns the number of commits recorded."""
+    import json
+
+    from pyspark.sql import functions as F
+
+    if not _tables.exists(spark, table):
+        return 0
+    recent = spark.sql(f"DESCRIBE HISTORY {quote_table(table)} LIMIT {RECOVERED_COMMITS}")
+    tagged: dict[str, tuple[int, dict[str, Any]]] = {}
+    for row in recent.select("version", "userMetadata").collect():
+        try:
+            meta = json.loads(row["userMetadata"] or "{}").get("thimble") or {}
+        except (ValueError, AttributeError):
+            continue
+        if (
+            isinstance(meta, dict)
+            and isinstance(meta.get(QUALITY_TAG), dict)
+            and meta.get("run_id") != run_id
+        ):
+            tagged.setdefault(str(meta["run_id"]), (int(row["version"]), meta))
+    if not tagged:
+        return 0
+    if _tables.exists(spark, metrics_table):
+        held = spark.table(metrics_table).filter(
+            (F.col("table") == table) & F.col("run_id").isin(list(tagged))
+        )
+        for row in held.select("run_id").distinct().collect():
+            tagged.pop(row[0], None)
+    rows: list[tuple[object, ...]] = []
+    for stopped, (version, meta) in sorted(tagged.items(), key=lambda item: item[1][0]):
+        try:
+            rows += _tagged_rows(spark, table, metrics_table, stopped, version, meta)
+        except Exception as exc:  # its rows cannot be read again (no change data feed, vacuumed)
+            failure = spark_failure(exc)
+            if failure is None:
+                raise
+            log.warning(
+                "%s: version %s has no metrics rows (its run %s stopped before it recorded them) and "
+                "they cannot be measured again: %s", table, version, stopped, failure.reason,
+            )  # fmt: skip
+            continue
+        log.warning(
+            "%s: recorded the metrics of version %s, whose run %s stopped before it did",
+            table,
+            version,
+            stopped,
+        )
+    if rows:
+        _append_metrics(spark, rows, metrics_table)
+    return len(tagged)
+
+
+def _tagged_rows(
+    spark: SparkSession, table: str, metrics_table: str, run_id: str, version: int, meta: dict[str, Any]
+) -> list[tuple[object, ...]]:
+    """The metrics rows of a commit, from its tag (measured on its rows for a one-pass write)."""
+    from pyspark.sql import functions as F
+
+    tag = meta[QUALITY_TAG]
+    at = datetime.fromisoformat(tag["run_at"])
+    measure = tag.get("measure")
+    if measure is None:
+        values = {str(k): (None if v is None else float(v)) for k, v in (tag.get("metrics") or {}).items()}
+        checks = [
+            CheckResult(str(n), "", str(sev), st, val, str(det))
+            for n, val, sev, st, det in tag.get("checks") or []
+        ]
+        return metric_rows(table, run_id, version, True, at, values, checks)
+    if meta.get("mode") == "append":
+        written = (
+            spark.read.format("delta").option("readChangeFeed", "true")
+            .option("startingVersion", version).option("endingVersion", version).table(table)
+            .filter(F.col("_change_type") == "insert")
+            .drop("_change_type", "_commit_version", "_commit_timestamp")
+        )  # fmt: skip
+    else:
+        written = _tables.at_version(spark, table, version)
+    metrics = [MetricConfig.model_validate(m) for m in measure.get("metrics") or []]
+    values = compute_metrics(written, [MetricConfig(metric="row_count"), *metrics])
+    rows = float(values.pop("row_count") or 0.0)
+    if any(m.metric == "row_count" for m in metrics):
+        values["row_count"] = rows
+    values.update({"rows_read": rows, "rows_cleansed": rows, "rows_quarantined": 0.0})
+    results = evaluate(
+        [CheckConfig.model_validate(c) for c in measure.get("checks") or []],
+        values,
+        _past_values(spark, metrics_table, table),
+    )
+    return metric_rows(table, run_id, version, True, at, values, results)

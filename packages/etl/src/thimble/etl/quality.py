@@ -123,7 +123,7 @@ class _Aggregates:
         for column, sketch in sketches.items():
             levels = F.array(*[F.lit(q) for q in quantiles[column]])
             columns.append(
-                F.percentile_approx(_sql.col(column), levels, QUANTILE_ACCURACY)
+                F.percentile_approx(_ranked(column, types.get(column)), levels, QUANTILE_ACCURACY)
                 .cast("array<double>")
                 .alias(sketch)
             )
@@ -135,10 +135,26 @@ class _Aggregates:
             value = row[name]
             if index is not None:
                 value = value[index] if value is not None else None
+            # NaN is no value; -0.0 is 0.0 (which of the two equal zeros an aggregate keeps depends on
+            # the order it met them in, which differs between a write and an aggregation)
             out[metric.metric_name] = (
-                None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+                None
+                if value is None or (isinstance(value, float) and math.isnan(value))
+                else float(value) + 0.0
             )
         return out
+
+
+def _ranked(column: str, kind: DataType | None) -> Column:
+    """The values of ``column`` a quantile ranks: its numbers, NaN left out like null (NaN is not a number to
+    rank; Spark's quantile sketch would place it anywhere). ±inf rank at the ends."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    col = _sql.col(column)
+    if isinstance(kind, T.FloatType | T.DoubleType):
+        return F.when(~F.isnan(col), col)
+    return col
 
 
 def _distinct(col: Column, kind: DataType | None) -> Column:

@@ -48,6 +48,13 @@ class MetricRow:
     detail: str
 
 
+def _shown(text: str) -> str:
+    """``text`` to be drawn by plotly as written: plotly reads tags (``<b>``, ``<br>``, ``<a href>``) and
+    entities in every label, title and hover text, so ``&``, ``<`` and ``>`` become entities it decodes
+    back (it knows ``&amp;``, ``&lt;``, ``&gt;``, not ``&quot;``, so quotes are left as they are)."""
+    return html.escape(text, quote=False)
+
+
 def run_outcomes(rows: Sequence[MetricRow]) -> dict[str, Outcome]:
     """Each run's outcome: written, nothing to write (no commit, no failing check), or blocked by a check."""
     outcomes: dict[str, Outcome] = {}
@@ -79,12 +86,12 @@ def metric_figures(rows: Sequence[MetricRow]) -> list[go.Figure]:
                 fig.add_trace(
                     go.Scatter(
                         x=[p.run_at for p in chosen], y=[p.value for p in chosen], name=outcome,
-                        mode="lines+markers" if line else "markers", text=[p.run_id for p in chosen],
+                        mode="lines+markers" if line else "markers", text=[_shown(p.run_id) for p in chosen],
                         marker={"symbol": symbol, "color": colour, "size": 9}, line={"color": colour},
                     )
                 )  # fmt: skip
         fig.update_layout(
-            title=metric, height=320, margin=_MARGIN, xaxis_title="run time (UTC)", showlegend=True
+            title=_shown(metric), height=320, margin=_MARGIN, xaxis_title="run time (UTC)", showlegend=True
         )
         figures.append(fig)
     return figures
@@ -106,10 +113,10 @@ def checks_figure(rows: Sequence[MetricRow]) -> go.Figure | None:
     for row in checks:
         i, j = names.index(row.name), runs.index(row.run_id)
         z[i][j] = _STATUS_VALUE.get(row.status or "")
-        text[i][j] = f"{row.status}: {row.detail}"
+        text[i][j] = _shown(f"{row.status}: {row.detail}")
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=[f"{times[r]}<br>{r}<br>{outcomes[r]}" for r in runs], y=names, text=text, hoverinfo="text+x+y",
+            z=z, x=[f"{times[r]}<br>{_shown(r)}<br>{outcomes[r]}" for r in runs], y=[_shown(n) for n in names], text=text, hoverinfo="text+x+y",
             zmin=0, zmax=2, showscale=False, xgap=2, ygap=2,
             colorscale=[[0, "#2e7d32"], [0.5, "#f9a825"], [1, "#c62828"]],
         )
@@ -129,7 +136,7 @@ def versions_table(versions: Sequence[TableVersion]) -> str:
     rows = [
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in v.cells()) + "</tr>" for v in versions
     ]
-    head = "".join(f"<th>{h}</th>" for h in VERSION_COLUMNS)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in VERSION_COLUMNS)
     return f"<table class='versions'><tr>{head}</tr>{''.join(rows)}</table>"
 
 

@@ -1,0 +1,135 @@
+"""A run stopped after its table's commit, before its metrics rows, then run again: every committed version
+has the metrics rows its run would have recorded, once.
+
+The stop is simulated in process: the phase after the commit raises an exception that no code of the run
+catches (``BaseException``, as the process dying there would leave it), then the load runs again. Each
+batch holds the same values under new keys, so the stopped run's version must get the same metrics rows
+as the uninterrupted first run's.
+
+A run stopped between its quarantine write and its commit is not covered (README, known gaps): its
+quarantine rows stay and the re-run writes them again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from thimble.common.config import ThimbleSettings
+from thimble.common.features import landing_folder
+from thimble.etl import history, run_table, write_dataframe
+from thimble.etl._tables import qualified
+from thimble.etl.load import Load, OnePassLoad
+
+from .conftest import config, in_process_only, in_process_pass
+
+pytestmark = [pytest.mark.integration, in_process_pass]
+
+
+class Stopped(BaseException):
+    """The process stopping at this point (nothing of the run handles it)."""
+
+
+def _stop(*_args: Any, **_kwargs: Any) -> None:
+    raise Stopped
+
+
+def _metrics(spark: SparkSession, settings: ThimbleSettings, table_name: str) -> dict[int, list[Any]]:
+    """Per committed version, the metrics rows of its run, without run ids and times."""
+    table = qualified(table_name, settings)
+    rows = spark.table(f"{settings.warehouse.database}.thimble_quality").filter(f"`table` = '{table}'")
+    held = rows.collect()
+    versions = {v.version: v.run_id for v in history(table_name, spark=spark, settings=settings)}
+    return {
+        version: sorted(
+            (r.kind, r.name, r.value, r.status, r.committed)
+            for r in held
+            if r.run_id == run_id and r.version == version
+        )
+        for version, run_id in versions.items()
+    }
+
+
+def _land(settings: ThimbleSettings, dataset: str, ids: list[str]) -> None:
+    """A landed file of ``n`` = 0, 1, ...; its first row fails the rule ``n >= 1``."""
+    folder = Path(landing_folder(settings.warehouse.landing, dataset, "2026-01-01"))
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = pa.table({"client_id": ids, "segment": ["a"] * len(ids), "n": list(range(len(ids)))})
+    pq.write_table(rows, folder / f"part-{uuid.uuid4().hex}.parquet")
+
+
+@pytest.mark.parametrize("mode", ["append", "journal"])
+def test_a_load_stopped_after_its_commit_gets_its_metrics_from_the_next_run(
+    spark: SparkSession, spark_settings: ThimbleSettings, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"stops_{uuid.uuid4().hex[:8]}"
+    cfg = config(
+        table=table_name,
+        source={"type": "landing", "dataset": dataset, "incremental": True},
+        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
+        validate_=[{"rule": "range", "column": "n", "min": 1}],
+        quality={
+            "metrics": [{"metric": "row_count"}, {"metric": "mean", "column": "n"}],
+            "checks": [{"metric": "row_count", "min": 1}, {"metric": "mean:n", "max": 1, "severity": "warn"}],
+        },
+        write={"mode": mode},
+        **({"journal": {"keys": ["client_id"], "track": ["segment", "n"]}} if mode == "journal" else {}),
+    )
+    _land(spark_settings, dataset, ["c1", "c2", "c3"])
+    first = run_table(cfg, spark=spark, settings=spark_settings)
+    assert first.status == "committed"
+    _land(spark_settings, dataset, ["c4", "c5", "c6"])
+    with monkeypatch.context() as patched:
+        patched.setattr(Load, "record", _stop)
+        with pytest.raises(Stopped):
+            run_table(cfg, spark=spark, settings=spark_settings)
+
+    again = run_table(cfg, spark=spark, settings=spark_settings)
+
+    assert again.status == "no_new_data"
+    metrics = _metrics(spark, spark_settings, table_name)
+    stopped = max(metrics)
+    assert stopped > first.version
+    assert metrics[first.version], metrics
+    assert metrics[stopped] == metrics[first.version]  # the same rows, once
+    table = qualified(table_name, spark_settings)
+    quarantine = spark.table(f"{table}_quarantine").filter(f"`table` = '{table}'").collect()
+    assert sorted(Counter(r.record for r in quarantine).values()) == [1, 1]  # c1 and c4 (n = 0), once each
+
+
+@in_process_only
+def test_a_one_pass_write_stopped_after_its_commit_gets_its_metrics_from_the_next_run(
+    spark: SparkSession, spark_settings: ThimbleSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table_name = f"t_{uuid.uuid4().hex[:10]}"
+    quality = {
+        "metrics": [{"metric": "row_count"}, {"metric": "quantile", "column": "n", "quantile": 0.5}],
+        "checks": [{"metric": "row_count", "max": 3, "severity": "warn"}],
+    }
+
+    def write(first: int) -> Any:
+        """Four rows of n = 0..3 under new keys."""
+        df = spark.createDataFrame(
+            [(f"c{first + i}", float(i)) for i in range(4)], "client_id string, n double"
+        )
+        return write_dataframe(df, table_name, quality=quality, settings=spark_settings)
+
+    write(0)  # creates the table: the gated path
+    with monkeypatch.context() as patched:
+        patched.setattr(OnePassLoad, "check", _stop)
+        with pytest.raises(Stopped):
+            write(10)
+    assert write(20).phase_seconds.get("validate") is None  # the one-pass path, uninterrupted
+
+    metrics = _metrics(spark, spark_settings, table_name)
+    assert len(metrics) == 3, metrics
+    _, stopped, uninterrupted = sorted(metrics)
+    assert metrics[uninterrupted], metrics
+    assert metrics[stopped] == metrics[uninterrupted]  # measured again on the rows it committed, once
