@@ -146,49 +146,6 @@ def test_a_model_dumped_by_alias_is_written_by_both_sinks_under_its_aliases() ->
     )
 
 
-class Cased(BaseModel):
-    id: int
-    Amount: float
-    amount: float
-
-
-class CasedByAlias(BaseModel):
-    model_config = ConfigDict(serialize_by_alias=True)
-    id: int
-    total: float = Field(serialization_alias="ID")
-
-
-@pytest.mark.parametrize(
-    ("output", "error"),
-    [
-        (
-            Cased,
-            "Landing('events') cannot land fields 'Amount' and 'amount' of Cased: they are one column to Spark "
-            "and Parquet readers, which ignore case; rename one",
-        ),
-        (
-            list[CasedByAlias],
-            "Landing('events') cannot land fields 'id' and 'total' (landed as 'ID') of CasedByAlias: they are "
-            "one column to Spark and Parquet readers, which ignore case; rename one",
-        ),
-    ],
-    ids=["fields", "alias"],
-)
-def test_a_declared_output_with_two_fields_differing_only_in_case_is_refused(output: Any, error: str) -> None:
-    app = App("cased")
-
-    def keep(d: dict[str, Any]) -> Any:
-        return d
-
-    keep.__annotations__["return"] = output
-    with pytest.raises(HandlerSignatureError) as info:
-        app.handler(source="in", sink=Landing("events"))(keep)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith("handler test_a_declared_output_with_two_fields_differing_only_in_case")
-    assert message.endswith(error)
-
-
 def test_two_fields_differing_only_in_case_are_dead_lettered_at_run_time_and_counted() -> None:
     app = App("cased-run")
 

@@ -166,6 +166,18 @@ class CaseOut(BaseModel):
     Date: str
 
 
+class Cased(BaseModel):
+    id: int
+    Amount: float
+    amount: float
+
+
+class CasedByAlias(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True)
+    id: int
+    total: float = Field(serialization_alias="ID")
+
+
 class AliasOut(BaseModel):
     model_config = ConfigDict(serialize_by_alias=True)
     id: int
@@ -196,10 +208,20 @@ class AliasOut(BaseModel):
             "cannot land field 'when' (landed as '_KAFKA_TOPIC') of AliasOut: '_KAFKA_TOPIC' is '_kafka_topic' "
             "to Spark",
         ),
+        (
+            Cased,
+            "Landing('events') cannot land fields 'Amount' and 'amount' of Cased: they are one column to Spark "
+            "and Parquet readers, which ignore case; rename one",
+        ),
+        (
+            list[CasedByAlias],
+            "Landing('events') cannot land fields 'id' and 'total' (landed as 'ID') of CasedByAlias: they are "
+            "one column to Spark and Parquet readers, which ignore case; rename one",
+        ),
     ],
-    ids=["model", "dataclass", "typeddict", "case", "alias"],
+    ids=["model", "dataclass", "typeddict", "case", "alias", "two-fields", "two-fields-alias"],
 )
-def test_a_declared_output_with_a_field_the_landing_adds_is_refused_in_one_line(
+def test_a_declared_output_with_a_name_the_landing_cannot_take_is_refused_in_one_line(
     output: Any, error: str
 ) -> None:
     app = App("declared")
@@ -213,7 +235,7 @@ def test_a_declared_output_with_a_field_the_landing_adds_is_refused_in_one_line(
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(
-        "handler test_a_declared_output_with_a_field_the_landing_adds_is_refused_in_one_line"
+        "handler test_a_declared_output_with_a_name_the_landing_cannot_take_is_refused_in_one_line"
     )
     assert "test_unit_consumer_landing_reserved.py:" in message
     assert error in message

@@ -183,14 +183,20 @@ def test_a_prediction_log_topic_kafka_would_refuse_is_a_config_error(topic: str)
     assert f"modelops.server.prediction_log_topic: {topic!r} is not a Kafka topic name" in problem
 
 
+def _unreachable_log(spill_dir: Path) -> tuple[PredictionLog, list[tuple[int, str]]]:
+    """A prediction log whose Kafka never answers, and the drops it reports (count, reason)."""
+    dropped: list[tuple[int, str]] = []
+    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
+    plog = PredictionLog(
+        "t", config, spill_dir=spill_dir, on_drop=lambda n, reason: dropped.append((n, reason))
+    )
+    return plog, dropped
+
+
 def test_a_spill_file_removed_under_the_server_is_logged_its_records_counted_and_sending_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
-    dropped: list[tuple[int, str]] = []
-    plog = PredictionLog(
-        "t", config, spill_dir=tmp_path, on_drop=lambda n, reason: dropped.append((n, reason))
-    )
+    plog, dropped = _unreachable_log(tmp_path)
     assert plog._spill.write(_records(40)) == 40
     plog._spill_waiting = True
     plog._resend(time.monotonic())  # a probe: the file is claimed and its first records read
@@ -211,11 +217,7 @@ def test_a_spill_file_removed_under_the_server_is_logged_its_records_counted_and
 
 
 def test_the_unread_rest_of_a_spill_file_that_cannot_be_put_back_at_stop_is_counted(tmp_path: Path) -> None:
-    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
-    dropped: list[tuple[int, str]] = []
-    plog = PredictionLog(
-        "t", config, spill_dir=tmp_path, on_drop=lambda n, reason: dropped.append((n, reason))
-    )
+    plog, dropped = _unreachable_log(tmp_path)
     assert plog._spill.write(_records(30)) == 30
     with plog._spill.path.open("ab") as f:
         f.write(b'{"key": "r30", "value": {"x": 1}}')  # the last line without its line break
@@ -229,11 +231,7 @@ def test_the_unread_rest_of_a_spill_file_that_cannot_be_put_back_at_stop_is_coun
 
 
 def test_a_spilled_line_that_is_not_a_record_is_counted_as_dropped(tmp_path: Path) -> None:
-    config = {"bootstrap.servers": "127.0.0.1:9", "log_level": 0}
-    dropped: list[tuple[int, str]] = []
-    plog = PredictionLog(
-        "t", config, spill_dir=tmp_path, on_drop=lambda n, reason: dropped.append((n, reason))
-    )
+    plog, dropped = _unreachable_log(tmp_path)
     assert plog._spill.write(_records(2)) == 2
     with plog._spill.path.open("ab") as f:
         f.write(b'{"key": "cut", "val\n[1, 2]\n')  # a line cut short by a crash, and one of another shape
