@@ -32,7 +32,13 @@ LANDING_PARTITION = "date"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 """A feature set, dataset or table name: a letter or digit, then letters, digits, ``_`` or ``-``."""
 
-_TABLE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+"""One part of a warehouse table's name: a letter or ``_``, then letters, digits or ``_`` (at most 128)."""
+
+TABLE_NAME = re.compile(rf"{TABLE_PART}(?:\.{TABLE_PART})?")
+"""A warehouse table as every package takes one from a user: ``name`` or ``database.name``."""
+
+_TABLE_PATTERN = re.compile(TABLE_PART)
 
 
 def check_name(value: str, what: str) -> str:

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from thimble.common.config import KafkaTopic, Section, ThimbleSettings, read_yaml_file
-from thimble.common.features import check_name
+from thimble.common.features import TABLE_NAME, check_name
 from thimble.common.validation import did_you_mean, format_location
 from thimble.etl._feature_sets import import_feature_set, with_feature_set
 from thimble.etl._regex import java_regex_problem
@@ -66,14 +66,12 @@ _SIMPLE_TYPES = {
 _DECIMAL = re.compile(r"^decimal(\(\s*(\d+)\s*(,\s*(\d+)\s*)?\))?$")
 _COMPLEX = re.compile(r"^(array|map|struct)<.+>$")
 _WORD = re.compile(r"(`[^`]*`|[A-Za-z_][A-Za-z0-9_]*)(\s*:)?")
-_TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
-_TABLE_NAME = re.compile(rf"{_TABLE_PART}(\.{_TABLE_PART})?")
 
 
 def check_table_name(value: object) -> str:
     """``value`` if it is a table name, else ``ValueError`` saying what one is (the rule for every table
     name a user gives, in a config or to a function)."""
-    if not isinstance(value, str) or not _TABLE_NAME.fullmatch(value):
+    if not isinstance(value, str) or not TABLE_NAME.fullmatch(value):
         raise ValueError(
             "a table is 'name' or 'database.name' (letters, digits, underscores; at most 128 each)"
         )

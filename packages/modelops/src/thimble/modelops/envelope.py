@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, Field, FiniteFloat, TypeAdapter, ValidationError, field_validator
 
 from thimble.common.errors import ConfigError
-from thimble.common.features import NAME_PATTERN, FeatureSet, check_name
+from thimble.common.features import NAME_PATTERN, TABLE_NAME, FeatureSet, check_name
 from thimble.common.text import cut
 from thimble.common.validation import validation_problems
 from thimble.modelops._column_types import non_null_args, scalar_type
@@ -80,8 +80,7 @@ class ArtifactInfo(BaseModel):
 
 
 # A warehouse table as thimble-etl names one ('name' or 'database.name'), at a Delta version (from 0).
-_TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
-_TRAINING_DATA = re.compile(rf"({_TABLE_PART}(?:\.{_TABLE_PART})?)(?:@v?([0-9]{{1,18}}))?", re.ASCII)
+_TRAINING_DATA = re.compile(rf"({TABLE_NAME.pattern})(?:@v?([0-9]{{1,18}}))?", re.ASCII)
 
 
 class TrainingData(BaseModel):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from thimble.common.features import EVENT_TIME_FIELD, FeatureSet, check_name
+from thimble.common.features import EVENT_TIME_FIELD, TABLE_NAME, FeatureSet, check_name
 from thimble.common.text import cut, escape_controls
 from thimble.modelops._import_path import import_object
 from thimble.modelops._skew_sides import OnlineSide, WarehouseSide
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 JOURNAL_COLUMNS = frozenset({"row_hash", "valid_from", "valid_to", "is_current"})
-_TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +66,9 @@ class SkewTarget:
         cls, name: str, database: str, entity_key: str, event_time: str, table: str | None = None
     ) -> SkewTarget:
         """A feature set known by name only: its table defaults to the name with ``-`` as ``_``."""
-        import re
-
         check_name(name, "feature set")
         table = table or name.replace("-", "_")
-        if not re.fullmatch(f"(?:{_TABLE_PART}\\.)?{_TABLE_PART}", table):
+        if not TABLE_NAME.fullmatch(table):
             raise ModelOpsError(
                 f"table {table!r} is not a valid table name: use letters, digits and '_' (optionally database.table)"
             )
