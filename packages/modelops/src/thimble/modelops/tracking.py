@@ -12,6 +12,8 @@ as it can be, with what could not be read in :attr:`Record.problems`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import sqlite3
 import threading
@@ -69,18 +71,30 @@ class Tracker:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        with self._connect() as conn:
-            conn.executescript(_SCHEMA)
+        self._create()
 
     @classmethod
     def for_registry(cls, registry: Registry) -> Tracker | None:
         """The store of this registry (:meth:`Registry.tracker`)."""
         return registry.tracker()
 
+    def _create(self) -> None:
+        """The file in WAL mode, with its tables: one process or thread at a time (an exclusive lock on a
+        file beside it), as SQLite refuses a change of journal mode at once, without waiting, while another
+        connection opens the same new file ("database is locked")."""
+        with contextlib.ExitStack() as stack:
+            try:
+                lock = stack.enter_context(open(self.path.with_name(self.path.name + ".lock"), "a"))
+            except OSError:  # a folder this process may only read: nothing to create, nothing to lock
+                pass
+            else:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            with contextlib.closing(self._connect()) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        return conn
+        return sqlite3.connect(self.path, timeout=30)
 
     def record(
         self,
