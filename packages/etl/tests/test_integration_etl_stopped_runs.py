@@ -12,6 +12,7 @@ quarantine rows stay and the re-run writes them again.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -133,3 +134,29 @@ def test_a_one_pass_write_stopped_after_its_commit_gets_its_metrics_from_the_nex
     _, stopped, uninterrupted = sorted(metrics)
     assert metrics[uninterrupted], metrics
     assert metrics[stopped] == metrics[uninterrupted]  # measured again on the rows it committed, once
+
+
+@pytest.mark.parametrize(
+    "quality",
+    [{"measure": None}, {"run_at": "not a time"}, {"run_at": "2026-01-01T00:00:00", "checks": [["one"]]}],
+    ids=["no-run-at", "bad-run-at", "bad-check"],
+)
+def test_a_commit_whose_quality_tag_cannot_be_read_is_skipped_with_a_warning(
+    spark: SparkSession,
+    spark_settings: ThimbleSettings,
+    quality: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table_name = f"t_{uuid.uuid4().hex[:10]}"
+    df = spark.createDataFrame([("c1", 1.0)], "client_id string, n double")
+    write_dataframe(df, table_name, settings=spark_settings)
+    table = qualified(table_name, spark_settings)
+    tag = {"thimble": {"run_id": "written-elsewhere", "quality": quality}}
+    df.write.format("delta").mode("append").option("userMetadata", json.dumps(tag)).saveAsTable(table)
+
+    again = write_dataframe(df, table_name, settings=spark_settings)
+
+    assert again.status == "committed"
+    assert (
+        f"version {again.version - 1} has no metrics rows and its quality tag cannot be read" in caplog.text
+    )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from thimble.common.config import ThimbleSettings
 from thimble.common.errors import spark_failure
 from thimble.common.logging import get_logger
+from thimble.common.text import cut
 from thimble.etl import _connect, _tables
 from thimble.etl.__about__ import __version__
 from thimble.etl._phases import Phases
@@ -650,9 +651,10 @@ def record_missing_metrics(
         if (
             isinstance(meta, dict)
             and isinstance(meta.get(QUALITY_TAG), dict)
-            and meta.get("run_id") != run_id
+            and isinstance(meta.get("run_id"), str)
+            and meta["run_id"] != run_id
         ):
-            tagged.setdefault(str(meta["run_id"]), (int(row["version"]), meta))
+            tagged.setdefault(meta["run_id"], (int(row["version"]), meta))
     if not tagged:
         return 0
     if _tables.exists(spark, metrics_table):
@@ -665,6 +667,12 @@ def record_missing_metrics(
     for stopped, (version, meta) in sorted(tagged.items(), key=lambda item: item[1][0]):
         try:
             rows += _tagged_rows(spark, table, metrics_table, stopped, version, meta)
+        except (KeyError, TypeError, ValueError) as exc:  # a tag another tool (or release) wrote
+            log.warning(
+                "%s: version %s has no metrics rows and its quality tag cannot be read (%s: %s): "
+                "they are not recorded", table, version, type(exc).__name__, cut(str(exc), 200),
+            )  # fmt: skip
+            continue
         except Exception as exc:  # its rows cannot be read again (no change data feed, vacuumed)
             failure = spark_failure(exc)
             if failure is None:
