@@ -300,3 +300,24 @@ def test_a_models_field_takes_the_type_the_datasets_files_hold(tmp_path: Path) -
     types = {str(pq.read_schema(f).field("n").type) for f in (tmp_path / "readings").rglob("part-*.parquet")}
     assert types == {"double"}
     assert [(r["n"], r["note"]) for r in _read_dataset(tmp_path / "readings")] == [(1.5, "a"), (2.0, None)]
+
+
+def test_an_unreadable_newest_file_is_passed_over_for_the_field_types(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pyarrow.parquet as pq
+
+    assert _land(_process(tmp_path, "events"), [{"id": 1, "v": 1}]) == {}
+    (written,) = (tmp_path / "events").rglob("part-*.parquet")
+    damaged = written.with_name("part-99999999T999999999999Z-damaged.parquet")  # sorts newest
+    damaged.write_bytes(b"PAR1 not a footer\nPAR1")
+
+    refused = _land(_process(tmp_path, "events"), [{"id": 2, "v": 2.5}, {"id": 3, "v": 3}], first_offset=1)
+
+    assert refused == {
+        1: "Landing 'events': field 'v': float where the dataset's files hold int; a field keeps one type"
+    }
+    assert "passed over '" in caplog.text
+    assert "damaged.parquet', which cannot be read as Parquet" in caplog.text
+    newest = max(p for p in (tmp_path / "events").rglob("part-*.parquet") if p != damaged)
+    assert str(pq.read_schema(newest).field("v").type) == "int64"

@@ -27,12 +27,16 @@ import orjson
 from pydantic import BaseModel
 
 from thimble.common.features import LANDING_PARTITION, landing_folder
+from thimble.common.logging import get_logger
+from thimble.common.text import cut
 from thimble.consumer._codec import epoch_ms, record_fields
 from thimble.consumer._delivery import Pending
 from thimble.consumer._landing_columns import META_COLUMNS, landed_names, refusal
 from thimble.consumer._writers import unwrap
 from thimble.consumer.errors import SinkError
 from thimble.consumer.sinks import Landing
+
+log = get_logger(__name__)
 
 Row = dict[str, Any]
 
@@ -124,7 +128,10 @@ class ParquetFiles:
         return self._types[dataset]
 
     def _existing_shapes(self, dataset: str) -> dict[str, Shape]:
-        """The field shapes of the dataset's newest file (its footer only), or none without a file."""
+        """The field shapes of the dataset's newest readable file (its footer only), or none without one.
+
+        A file that cannot be read (written by something else, or damaged) is passed over with a warning:
+        the dataset's types then come from the newest file before it."""
         import pyarrow.parquet as pq
 
         folder = Path(landing_folder(str(self.root), dataset))
@@ -136,12 +143,16 @@ class ParquetFiles:
         )
         for day in days:
             names = [n for n in os.listdir(folder / day) if n.startswith("part-") and n.endswith(".parquet")]
-            if names:
-                path = folder / day / max(names)  # part-<timestamp>-...: the newest
+            for name in sorted(names, reverse=True):  # part-<timestamp>-...: the newest first
+                path = folder / day / name
                 try:
                     schema = pq.read_schema(path)
                 except Exception as exc:
-                    raise SinkError(f"landing {dataset!r}: cannot read the schema of {path}: {exc}") from None
+                    log.warning(
+                        "landing %r: passed over %r, which cannot be read as Parquet (%s); the field "
+                        "types come from an older file", dataset, f"{day}/{name}", cut(str(exc), 200),
+                    )  # fmt: skip
+                    continue
                 return {f.name: _arrow_shape(f.type) for f in schema if f.name not in META_COLUMNS}
         return {}
 
