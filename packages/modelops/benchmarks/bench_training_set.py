@@ -56,7 +56,7 @@ def write_journal(spark: SparkSession, table: str, rows: int, versions: int) -> 
     last is open, except for one client in 20, whose last version was closed (the client deleted)."""
     from pyspark.sql import functions as F
 
-    from thimble.etl.config import JOURNAL_COLUMNS
+    from thimble.common.features import JOURNAL_COLUMNS
 
     clients = rows // versions
     client = F.col("id") % clients  # a client's versions are spread over the table's files

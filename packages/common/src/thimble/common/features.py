@@ -38,6 +38,9 @@ TABLE_PART = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 TABLE_NAME = re.compile(rf"{TABLE_PART}(?:\.{TABLE_PART})?")
 """A warehouse table as every package takes one from a user: ``name`` or ``database.name``."""
 
+JOURNAL_COLUMNS = ("row_hash", "valid_from", "valid_to", "is_current")
+"""The columns a journal table adds to its entity key and tracked columns, in this order."""
+
 _TABLE_PATTERN = re.compile(TABLE_PART)
 
 

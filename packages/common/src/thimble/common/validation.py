@@ -17,6 +17,22 @@ SHOWN_KEY = 100  # a key in a problem's location: room for any field name a mode
 SHOWN_MESSAGE = 300  # a problem's message, which may quote the input (a custom validator's, a union tag)
 
 
+_JSON_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "a bool",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    dict: "an object",
+    list: "an array",
+}
+
+
+def json_kind(value: Any) -> str:
+    """What a parsed JSON (or YAML) value is, for an error message: ``null``, ``a bool``, ``an object``..."""
+    return _JSON_KINDS.get(type(value)) or f"a {type(value).__name__}"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""`` when none is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

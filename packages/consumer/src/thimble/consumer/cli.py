@@ -18,6 +18,7 @@ from rich.table import Table
 from thimble.common.cli import user_errors
 from thimble.common.config import CONFIG_ENV_VAR, check_topic_name, load_settings
 from thimble.common.logging import configure_logging
+from thimble.common.validation import json_kind
 from thimble.consumer import _log_context as log_context
 from thimble.consumer.__about__ import __version__
 from thimble.consumer._describe import describe_app
@@ -30,7 +31,6 @@ from thimble.consumer._kafka import (
     producer_config,
     wait_for_broker,
 )
-from thimble.consumer._kinds import json_kind
 from thimble.consumer._lag import group_lag
 from thimble.consumer._loader import load_app
 from thimble.consumer._runner import Runner

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from thimble.common.config import Section, ThimbleSettings
-from thimble.consumer._kinds import json_kind
+from thimble.common.validation import json_kind
 
 # librdkafka properties the guarantees rest on: thimble-consumer sets them, and ``*_extra`` may not.
 _OWNED: dict[str, dict[str, str]] = {

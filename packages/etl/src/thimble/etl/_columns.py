@@ -3,9 +3,9 @@ every reference to a column that will not exist, or whose type does not fit, at 
 
 from __future__ import annotations
 
+from thimble.common.features import JOURNAL_COLUMNS
 from thimble.common.validation import did_you_mean
 from thimble.etl.config import (
-    JOURNAL_COLUMNS,
     CaseStep,
     CastStep,
     DedupeStep,

@@ -57,8 +57,6 @@ Bound = Annotated[float, AfterValidator(_a_number)]
 RangeBound = Annotated[float | str, AfterValidator(_a_number)]
 """A bound of a range rule: a number, or a date or time as text; not NaN."""
 
-JOURNAL_COLUMNS = ("row_hash", "valid_from", "valid_to", "is_current")
-
 _SIMPLE_TYPES = {
     "string", "boolean", "tinyint", "byte", "smallint", "short", "int", "integer", "bigint", "long",
     "float", "double", "date", "timestamp", "timestamp_ntz", "binary",

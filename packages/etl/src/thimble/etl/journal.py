@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from thimble.common.features import JOURNAL_COLUMNS
 from thimble.etl import _sql
 from thimble.etl._floats import holds_float, zero_signed
-from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
+from thimble.etl.config import JournalConfig
 from thimble.etl.errors import ConfigError, EtlError
 from thimble.etl.quality import CheckResult, Status
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from thimble.common.features import JOURNAL_COLUMNS
 from thimble.etl import _tables, journal
 from thimble.etl._sql import quote, quote_table
-from thimble.etl.config import JOURNAL_COLUMNS, JournalConfig
+from thimble.etl.config import JournalConfig
 from thimble.etl.errors import SchemaMismatchError
 
 if TYPE_CHECKING:

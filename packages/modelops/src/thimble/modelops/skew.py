@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from thimble.common.features import EVENT_TIME_FIELD, TABLE_NAME, FeatureSet, check_name
+from thimble.common.features import EVENT_TIME_FIELD, JOURNAL_COLUMNS, TABLE_NAME, FeatureSet, check_name
 from thimble.common.text import cut, escape_controls
 from thimble.modelops._import_path import import_object
 from thimble.modelops._skew_sides import OnlineSide, WarehouseSide
@@ -33,8 +33,6 @@ from thimble.modelops.errors import ModelOpsError
 if TYPE_CHECKING:
     import redis
     from pyspark.sql import SparkSession
-
-JOURNAL_COLUMNS = frozenset({"row_hash", "valid_from", "valid_to", "is_current"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import ValidationError
 
 from thimble.common.config import ThimbleSettings
-from thimble.common.features import FeatureSet, qualified_table
+from thimble.common.features import JOURNAL_COLUMNS, FeatureSet, qualified_table
 from thimble.common.validation import validation_problems
 from thimble.modelops._training_spec import LabelTable, PinnedFeatureSet, TrainingSetSpec
 from thimble.modelops.errors import ModelOpsError, SchemaMismatchError
@@ -219,8 +219,6 @@ class _Pinning:
                     f"{what}: {table}@v{version} lacks its features {', '.join(map(repr, absent))}"
                 )
         else:
-            from thimble.etl.config import JOURNAL_COLUMNS
-
             features = [
                 c for c in columns if c != entity_key and c not in JOURNAL_COLUMNS and not c.startswith("_")
             ]
