@@ -16,7 +16,7 @@ from thimble.common.config import ThimbleSettings
 from thimble.etl import changes, history, run_table, table_version, write_dataframe
 from thimble.etl.errors import EtlError, SchemaMismatchError
 
-from .conftest import config
+from .conftest import config, in_process_pass
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +166,7 @@ def test_a_journal_keyed_by_a_dotted_name_and_a_backtick_refused_up_front(
     assert table_version(table_name, spark=spark, settings=spark_settings) == 1
 
 
+@in_process_pass
 def test_the_journal_hashes_values_that_compare_equal_alike(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
 ) -> None:

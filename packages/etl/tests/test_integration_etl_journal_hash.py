@@ -16,6 +16,8 @@ from thimble.common.config import ThimbleSettings
 from thimble.etl import write_dataframe
 from thimble.etl.journal import row_hash
 
+from .conftest import in_process_pass
+
 pytestmark = pytest.mark.integration
 
 NESTED = (
@@ -37,6 +39,7 @@ def _hashes(spark: SparkSession, rows: list[tuple[Any, ...]]) -> list[str]:
     return [r[0] for r in df.select(row_hash(COLUMNS, types)).collect()]
 
 
+@in_process_pass
 def test_nested_negative_zero_opens_no_version_in_a_journal_nor_updates_a_merge(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str
 ) -> None:

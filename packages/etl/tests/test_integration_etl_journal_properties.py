@@ -15,11 +15,11 @@ from pyspark.sql import SparkSession
 from thimble.common.config import ThimbleSettings
 from thimble.etl import RunResult, run_table, table_version
 
-from .conftest import config
+from .conftest import config, in_process_pass
 from .journal_histories import SCALE, START, WORKED_HISTORY, histories, snapshots, source_rows
 from .journal_reference import INVALID_RULE, NULL_KEY_RULE, Journal, Outcome, Row, check_invariants
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, in_process_pass]
 
 
 def _config(table: str, path: str, *, ordered: bool = True) -> Any:

@@ -14,7 +14,7 @@ from thimble.etl import run_table, table_version
 from thimble.etl.errors import ConfigError, EtlError, SchemaMismatchError, TableNotFoundError
 from thimble.etl.journal import CONFLICT_RULE
 
-from .conftest import config
+from .conftest import config, in_process_pass
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -121,6 +121,7 @@ def test_conflicting_rows_are_quarantined_and_a_rerun_changes_nothing(
         run_table(strict, spark=spark, settings=spark_settings)
 
 
+@in_process_pass
 def test_a_column_missing_from_the_source_is_a_schema_change(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[[Rows], str]
 ) -> None:
@@ -145,6 +146,7 @@ def test_a_column_missing_from_the_source_is_a_schema_change(
     assert [(v[0], v[1]) for v in current] == [("a", None), ("b", "x")]
 
 
+@in_process_pass
 def test_an_empty_snapshot_cannot_close_every_key(
     spark: SparkSession, spark_settings: ThimbleSettings, table_name: str, json_source: Callable[[Rows], str]
 ) -> None:
