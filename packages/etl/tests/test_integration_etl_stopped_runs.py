@@ -25,7 +25,7 @@ from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.common.features import landing_folder
-from thimble.etl import history, run_table, write_dataframe
+from thimble.etl import _tables, history, run_table, write_dataframe
 from thimble.etl._tables import qualified
 from thimble.etl.load import Load, OnePassLoad
 
@@ -134,6 +134,42 @@ def test_a_one_pass_write_stopped_after_its_commit_gets_its_metrics_from_the_nex
     _, stopped, uninterrupted = sorted(metrics)
     assert metrics[uninterrupted], metrics
     assert metrics[stopped] == metrics[uninterrupted]  # measured again on the rows it committed, once
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "through-spark"])
+def test_a_version_a_later_run_recorded_is_not_recorded_again_by_its_own_run(
+    spark: SparkSession, spark_settings: ThimbleSettings, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """Two runs of a table at once: the second sees the first's commit before the first records its metrics,
+    and records them from the commit's tag; the first's own recording then writes nothing."""
+    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"twice_{uuid.uuid4().hex[:8]}"
+    cfg = config(
+        table=table_name,
+        source={"type": "landing", "dataset": dataset, "incremental": True},
+        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
+        quality={"metrics": [{"metric": "row_count"}, {"metric": "mean", "column": "n"}]},
+        write={"mode": "append"},
+    )
+    if not native:
+        monkeypatch.setattr(_tables, "append_rows", lambda *_args, **_kwargs: None)
+    _land(spark_settings, dataset, ["c1", "c2", "c3"])
+    first = run_table(cfg, spark=spark, settings=spark_settings)
+    _land(spark_settings, dataset, ["c4", "c5", "c6"])
+    own_record = Load.record
+
+    def record_after_another_run(self: Load) -> None:
+        monkeypatch.setattr(Load, "record", own_record)
+        other = run_table(cfg, spark=spark, settings=spark_settings)
+        assert other.status == "no_new_data"
+        own_record(self)
+
+    monkeypatch.setattr(Load, "record", record_after_another_run)
+    second = run_table(cfg, spark=spark, settings=spark_settings)
+
+    assert second.status == "committed"
+    metrics = _metrics(spark, spark_settings, table_name)
+    assert metrics[first.version], metrics
+    assert metrics[second.version] == metrics[first.version]  # the same rows, once
 
 
 @pytest.mark.parametrize(

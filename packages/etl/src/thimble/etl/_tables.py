@@ -116,31 +116,41 @@ def at_version(spark: SparkSession, table: str, version: int) -> DataFrame:
     return spark.read.format("delta").option("versionAsOf", version).table(table)
 
 
-def append_rows(spark: SparkSession, table: str, rows: list[tuple[object, ...]]) -> bool:
+def append_rows(
+    spark: SparkSession, table: str, rows: list[tuple[object, ...]], once: tuple[str, int] | None = None
+) -> bool | None:
     """Append a few ``rows`` (tuples in column order) to a Delta table on a local filesystem, natively.
 
     A handful of rows through Spark costs a job and a commit (about 0.3 s); delta-rs commits them to the
-    same log in a few milliseconds. False (nothing written) when the table is not on a local filesystem or
-    delta-rs cannot write it: the caller appends through Spark.
+    same log in a few milliseconds. With ``once`` (``(app id, version)``) it is Delta's idempotent write:
+    False, nothing written, when the table holds a commit of that app id at that version or later. None
+    (nothing written) when the table is not on a local filesystem or delta-rs cannot write it: the caller
+    appends through Spark.
     """
     try:
         import pyarrow as pa
-        from deltalake import DeltaTable, write_deltalake
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
     except ImportError:
-        return False
+        return None
     path = _local_path(spark, table)
     if path is None:
-        return False
+        return None
     try:
-        schema = pa.schema(DeltaTable(path).schema().to_arrow())
+        target = DeltaTable(path)
+        if once is not None:
+            done = target.transaction_version(once[0])
+            if done is not None and done >= once[1]:
+                return False
+        schema = pa.schema(target.schema().to_arrow())
         data = pa.Table.from_arrays(
             [pa.array([row[i] for row in rows], type=field.type) for i, field in enumerate(schema)],
             schema=schema,
         )
-        write_deltalake(path, data, mode="append")
+        properties = None if once is None else CommitProperties(app_transactions=[Transaction(*once)])
+        write_deltalake(target, data, mode="append", commit_properties=properties)
     except Exception as exc:  # an unsupported table feature, a type that does not convert
         log.debug("native append to %s not possible (%s); appending through Spark", table, exc)
-        return False
+        return None
     return True
 
 

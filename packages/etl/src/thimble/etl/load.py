@@ -61,6 +61,9 @@ VALID, QUARANTINED = "validate:passed", "validate:failed"
 # The commit's tag of what the metrics table is to hold for it: the rows themselves (gated), or the metrics
 # and checks to measure on the committed rows (one pass: known only once they are written).
 QUALITY_TAG = "quality"
+# The app id of a version's idempotent metrics write, before the table's name (the version: its txnVersion).
+METRICS_APP_ID = "thimble-metrics"
+CONCURRENT_TXN = "DELTA_CONCURRENT_TRANSACTION"
 # How many of a table's latest commits a run looks through for metrics a stopped run did not record.
 RECOVERED_COMMITS = 20
 
@@ -248,7 +251,9 @@ class Load(ABC):
                     result.checks,
                 )  # fmt: skip
                 try:
-                    _append_metrics(self.spark, rows, self.metrics_table)
+                    committed = result.version if result.committed else None
+                    of = None if committed is None else (self.table, committed)
+                    _append_metrics(self.spark, rows, self.metrics_table, of=of)
                 except Exception as exc:
                     failure = spark_failure(exc)
                     if failure is None or not result.committed:
@@ -582,11 +587,44 @@ def _past_values(spark: SparkSession, metrics_table: str, table: str) -> History
     return past
 
 
-def _append_metrics(spark: SparkSession, rows: list[tuple[object, ...]], table: str) -> None:
-    if _tables.exists(spark, table) and _tables.append_rows(spark, table, rows):
-        return
+def _append_metrics(
+    spark: SparkSession, rows: list[tuple[object, ...]], table: str, of: tuple[str, int] | None = None
+) -> bool:
+    """Append metrics rows to the metrics ``table``; whether they were written.
+
+    ``of`` (a table and its committed version) makes the append Delta's idempotent write of that version's
+    rows: when they are in the metrics table already (the run that committed the version and a later run
+    recording it for a run it thought stopped can both try), nothing is written.
+    """
+    once = None if of is None else (f"{METRICS_APP_ID}:{of[0]}", of[1])
+    if not _tables.exists(spark, table):
+        _append(spark, _metrics_frame(spark, rows), table)
+        return True
+    written = _tables.append_rows(spark, table, rows, once)
+    if written is not None:
+        return written
+    if once is None:
+        _append(spark, _metrics_frame(spark, rows), table)
+        return True
+    tag = {"metrics_of": {"app_id": once[0], "version": once[1]}}
+    for attempt in (1, 2):  # two runs writing one version's rows at once: Delta refuses the later one
+        try:
+            with _tables.commit_metadata(spark, tag, once=once):
+                _metrics_frame(spark, rows).writeTo(table).append()
+        except _tables.AlreadyCommitted:
+            return False
+        except Exception as exc:
+            failure = spark_failure(exc)
+            if attempt == 2 or failure is None or not (failure.condition or "").startswith(CONCURRENT_TXN):
+                raise
+            continue
+        return True
+    return False
+
+
+def _metrics_frame(spark: SparkSession, rows: list[tuple[object, ...]]) -> DataFrame:
     # A few dozen rows: one file (one task), not one per core.
-    _append(spark, spark.createDataFrame(rows, METRICS_SCHEMA).coalesce(1), table)
+    return spark.createDataFrame(rows, METRICS_SCHEMA).coalesce(1)
 
 
 def _append(spark: SparkSession, df: DataFrame, table: str) -> None:
@@ -663,10 +701,9 @@ def record_missing_metrics(
         )
         for row in held.select("run_id").distinct().collect():
             tagged.pop(row[0], None)
-    rows: list[tuple[object, ...]] = []
     for stopped, (version, meta) in sorted(tagged.items(), key=lambda item: item[1][0]):
         try:
-            rows += _tagged_rows(spark, table, metrics_table, stopped, version, meta)
+            rows = _tagged_rows(spark, table, metrics_table, stopped, version, meta)
         except (KeyError, TypeError, ValueError) as exc:  # a tag another tool (or release) wrote
             log.warning(
                 "%s: version %s has no metrics rows and its quality tag cannot be read (%s: %s): "
@@ -682,14 +719,13 @@ def record_missing_metrics(
                 "they cannot be measured again: %s", table, version, stopped, failure.reason,
             )  # fmt: skip
             continue
-        log.warning(
-            "%s: recorded the metrics of version %s, whose run %s stopped before it did",
-            table,
-            version,
-            stopped,
-        )
-    if rows:
-        _append_metrics(spark, rows, metrics_table)
+        if _append_metrics(spark, rows, metrics_table, of=(table, version)):
+            log.warning(
+                "%s: recorded the metrics of version %s, whose run %s had not recorded them",
+                table,
+                version,
+                stopped,
+            )
     return len(tagged)
 
 
