@@ -15,8 +15,9 @@ from pyspark.sql import SparkSession
 from thimble.common.config import ThimbleSettings
 from thimble.etl import changes, history, run_table, table_version, write_dataframe
 from thimble.etl.errors import EtlError, SchemaMismatchError
+from thimble.testing import in_process_pass
 
-from .conftest import config, in_process_pass
+from .conftest import config
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from .conftest import in_process_only
+from thimble.testing import in_process_only
 
 pytestmark = pytest.mark.integration
 

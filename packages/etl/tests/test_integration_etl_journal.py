@@ -9,8 +9,9 @@ from pyspark.sql import SparkSession
 from thimble.common.config import ThimbleSettings
 from thimble.etl import changes, history, run_table, table_version
 from thimble.etl.journal import CLOSE_GUARD
+from thimble.testing import OVER_CONNECT
 
-from .conftest import OVER_CONNECT, config
+from .conftest import config
 
 pytestmark = pytest.mark.integration
 

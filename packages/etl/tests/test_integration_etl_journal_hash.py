@@ -15,8 +15,7 @@ from pyspark.sql import functions as F
 from thimble.common.config import ThimbleSettings
 from thimble.etl import write_dataframe
 from thimble.etl.journal import row_hash
-
-from .conftest import in_process_pass
+from thimble.testing import in_process_pass
 
 pytestmark = pytest.mark.integration
 

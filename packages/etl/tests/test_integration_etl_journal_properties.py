@@ -14,8 +14,9 @@ from pyspark.sql import SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import RunResult, run_table, table_version
+from thimble.testing import in_process_pass
 
-from .conftest import config, in_process_pass
+from .conftest import config
 from .journal_histories import SCALE, START, WORKED_HISTORY, histories, snapshots, source_rows
 from .journal_reference import INVALID_RULE, NULL_KEY_RULE, Journal, Outcome, Row, check_invariants
 

@@ -13,8 +13,9 @@ from thimble.common.config import ThimbleSettings
 from thimble.etl import run_table, table_version
 from thimble.etl.errors import ConfigError, EtlError, SchemaMismatchError, TableNotFoundError
 from thimble.etl.journal import CONFLICT_RULE
+from thimble.testing import in_process_pass
 
-from .conftest import config, in_process_pass
+from .conftest import config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,8 +21,9 @@ from thimble.etl import TableConfig, history, run_table
 from thimble.etl import runner as etl_runner
 from thimble.etl._tables import _local_path, qualified
 from thimble.etl.sources import read_source
+from thimble.testing import OVER_CONNECT
 
-from .conftest import OVER_CONNECT, config
+from .conftest import config
 
 pytestmark = pytest.mark.integration
 

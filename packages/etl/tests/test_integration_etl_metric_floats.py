@@ -12,8 +12,7 @@ from pyspark.sql import SparkSession
 
 from thimble.etl.config import MetricConfig
 from thimble.etl.quality import compute_metrics, observe_metrics
-
-from .conftest import in_process_only
+from thimble.testing import in_process_only
 
 pytestmark = [pytest.mark.integration, in_process_only]
 

@@ -13,8 +13,9 @@ from thimble.etl.cleanse import apply_step
 from thimble.etl.config import CheckConfig, MetricConfig, TableConfig
 from thimble.etl.quality import compute_metrics, evaluate, observe_metrics
 from thimble.etl.validate import FAILED, flag
+from thimble.testing import in_process_only
 
-from .conftest import config, in_process_only
+from .conftest import config
 
 pytestmark = pytest.mark.integration
 

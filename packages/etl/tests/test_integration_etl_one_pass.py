@@ -10,8 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import RunResult, _tables, history, table_version, write_dataframe
-
-from .conftest import OVER_CONNECT, in_process_only
+from thimble.testing import OVER_CONNECT, in_process_only
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from pyspark.sql import SparkSession
 from thimble.common.config import ThimbleSettings
 from thimble.etl import SchemaMismatchError, history, run_table, table_version, write_dataframe
 from thimble.etl.errors import ConfigError, EtlError
+from thimble.testing import OVER_CONNECT, in_process_only
 
-from .conftest import OVER_CONNECT, config, in_process_only
+from .conftest import config
 
 pytestmark = pytest.mark.integration
 

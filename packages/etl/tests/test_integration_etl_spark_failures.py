@@ -13,8 +13,9 @@ from pyspark.sql import functions as F
 
 from thimble.common.errors import SparkFailure, spark_failure
 from thimble.etl.errors import SparkJobError
+from thimble.testing import OVER_CONNECT
 
-from .conftest import OVER_CONNECT, config
+from .conftest import config
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,9 @@ from thimble.common.features import landing_folder
 from thimble.etl import _tables, history, run_table, write_dataframe
 from thimble.etl._tables import qualified
 from thimble.etl.load import Load, OnePassLoad
+from thimble.testing import in_process_only, in_process_pass
 
-from .conftest import config, in_process_only, in_process_pass
+from .conftest import config
 
 pytestmark = [pytest.mark.integration, in_process_pass]
 

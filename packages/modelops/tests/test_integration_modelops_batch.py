@@ -17,6 +17,7 @@ from thimble.modelops import ModelContext, ModelOpsError, Registry, SchemaMismat
 from thimble.modelops.batch import run_batch
 from thimble.modelops.config import ModelOpsSettings, load_modelops_settings
 from thimble.modelops.server import create_app
+from thimble.testing import in_process_pass
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -147,6 +148,7 @@ def test_batch_scores_a_table_into_a_versioned_delta_table_equal_to_serving(
     ]
 
 
+@in_process_pass
 def test_dataframe_models_batch_too(
     spark: Any, spark_settings: ThimbleSettings, registry: Registry, numbers_clf: object
 ) -> None:
@@ -164,6 +166,7 @@ def test_dataframe_models_batch_too(
     assert [got[i] for i in range(50)] == pytest.approx([e["score"] for e in expected], rel=1e-9, abs=1e-15)
 
 
+@in_process_pass
 def test_output_keeps_the_entity_key_of_a_model_without_features_and_keep_adds_to_it(
     spark: Any, spark_settings: ThimbleSettings, tmp_path: Any, numbers_clf: object
 ) -> None:
@@ -225,6 +228,7 @@ def test_a_non_finite_output_fails_the_batch_naming_the_model_and_field_and_writ
         assert spark.table(f"{db}.{target}").filter("share is not null").count() == 0
 
 
+@in_process_pass
 def test_literal_and_enum_outputs_are_table_columns_equal_to_serving(
     spark: Any, spark_settings: ThimbleSettings, registry: Registry
 ) -> None:
@@ -254,6 +258,7 @@ def test_literal_and_enum_outputs_are_table_columns_equal_to_serving(
     assert {p["tier"] for p in served} == {None, 1, 2}
 
 
+@in_process_pass
 def test_where_scores_only_the_rows_it_keeps_and_is_recorded(
     spark: Any, spark_settings: ThimbleSettings, saved_churn: Registry
 ) -> None:
@@ -310,6 +315,7 @@ class _TagCount(BaseModel):
     n: int
 
 
+@in_process_pass
 def test_poison_rows_are_counted_with_their_reason_and_every_good_row_is_scored(
     spark: Any, spark_settings: ThimbleSettings, saved_churn: Registry, churn_clf: Any
 ) -> None:
