@@ -5,8 +5,11 @@ At-least-once (default): librdkafka auto-commits (``enable.auto.commit=true``) o
 for its processing plus one per output written to a sink; the token is released when the handler has
 returned and the output is dispatched, each sink releases its tokens once the output is durable.
 :class:`OffsetTracker` keeps the messages of each partition in offset order and stores ``offset + 1``
-of the last message whose predecessors are all complete. Rebalances and shutdown commit synchronously
-what is stored. A failed delivery stops the partition there: nothing after it is ever stored.
+of the last message whose predecessors are all complete. A revocation commits what is stored
+synchronously, inside the poll that serves it; shutdown commits it asynchronously and goes on polling
+until :class:`CommitWatch` sees it back, so a coordinator away for longer than ``max.poll.interval.ms``
+never costs the member the group (and the commit with it). A failed delivery stops the partition there:
+nothing after it is ever stored.
 
 Exactly-once (topic sinks only): outputs, dead letters and the input offsets go into Kafka
 transactions (:mod:`thimble.consumer._transactions`); :meth:`OffsetTracker.processed_positions` gives
@@ -15,6 +18,7 @@ the offsets each one commits, and nothing is committed otherwise.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -154,3 +158,32 @@ def commit_stored(consumer: Any) -> None:
         if exc.args and exc.args[0].code() == KafkaError._NO_OFFSET:
             return
         log.warning("offset commit failed", extra={"error": str(exc)})
+
+
+class CommitWatch:
+    """The consumer's ``on_commit`` callback, which its ``poll`` serves: tells when the commit of given
+    offsets has come back, and logs it when it failed."""
+
+    def __init__(self) -> None:
+        self._awaited: frozenset[tuple[str, int, int]] = frozenset()
+        self._returned = threading.Event()
+
+    def expect(self, offsets: list[TopicPartition]) -> threading.Event:
+        """The event set once a commit of exactly ``offsets`` came back, succeeded or not."""
+        self._awaited = frozenset((tp.topic, tp.partition, tp.offset) for tp in offsets)
+        self._returned = threading.Event()
+        return self._returned
+
+    def __call__(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if (
+            not self._awaited
+            or frozenset((tp.topic, tp.partition, tp.offset) for tp in partitions) != self._awaited
+        ):
+            return  # an auto-commit: it is made again every interval
+        failed = sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions if tp.error is not None)
+        if err is not None or failed:
+            log.warning(
+                "offset commit failed",
+                extra={"error": str(err) if err is not None else "", "partitions": failed},
+            )
+        self._returned.set()

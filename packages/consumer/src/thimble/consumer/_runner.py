@@ -132,6 +132,8 @@ class Runner:
         self._epoch = 0
         self._revoked_at: dict[TP, int] = {}
         self._assigned: set[TP] = set()
+        self._stored: dict[TP, int] = {}  # the offsets last stored, by assigned partition
+        self._commits = _delivery.CommitWatch()
         self._paused = False
         self._poll_watch = PollWatch(self.cfg.max_poll_interval_ms)
         self._repause = False
@@ -277,6 +279,7 @@ class Runner:
             self._unacked_check_s = min(UNACKED_CHECK_S, self._message_timeout_ms / 4000)
         conf = consumer_config(self.settings, self.group_id, self.client_id)
         conf["error_cb"] = self._on_kafka_error
+        conf["on_commit"] = self._commits
         self.consumer = kafka_client(Consumer, conf, self.settings, "consumer_extra")
         store = self.settings.online_store
         password = store.password.get_secret_value() if store.password else None
@@ -400,6 +403,7 @@ class Runner:
         for tp in offsets:
             latest[(tp.topic, tp.partition)] = tp
         _delivery.store(self.consumer, list(latest.values()))
+        self._stored.update((key, tp.offset) for key, tp in latest.items() if key in self._assigned)
 
     def _set_paused(self, paused: bool) -> None:
         partitions = self.consumer.assignment()
@@ -541,6 +545,8 @@ class Runner:
             self._revoked_at[tp] = self._epoch
         self._epoch += 1
         self._assigned -= tps
+        for tp in tps:
+            self._stored.pop(tp, None)
         self.metrics.assigned.set(len(self._assigned))
         self.metrics.rebalances.labels("revoke" if commit else "lost").inc()
         self._refresh_group_metadata()
@@ -806,6 +812,31 @@ class Runner:
             self.consumer.poll(0.05)
             self._poll_watch.polled()
 
+    def _commit_polling(self, deadline: float) -> None:
+        """Commit the stored offsets and poll until the commit is back, or ``deadline`` (shutdown).
+
+        A synchronous commit would wait for the group's coordinator without polling: one that moves
+        with a broker can take longer than ``max.poll.interval.ms``, and the group would drop the member
+        and refuse its commit, so everything since the last auto-commit is delivered again.
+        """
+        offsets = [
+            TopicPartition(topic, partition, offset) for (topic, partition), offset in self._stored.items()
+        ]
+        if not offsets:
+            return
+        returned = self._commits.expect(offsets)
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("offset commit failed", extra={"error": str(exc)})
+            return
+        self._poll_until(returned, deadline)
+        if not returned.is_set():
+            log.warning(
+                "the offset commit did not come back in time; the group may deliver its messages again",
+                extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in offsets)},
+            )
+
     def _finish_pipeline(self, deadline: float, finished: threading.Event) -> None:
         """Run the open batches and make every output durable (shutdown, after the worker stopped). The
         offsets are stored by the main thread afterwards: a consumer call from here would wait for its
@@ -852,7 +883,7 @@ class Runner:
             )
         if not self.cfg.exactly_once:
             self._store_completed()
-            _delivery.commit_stored(self.consumer)
+            self._commit_polling(max(deadline, time.monotonic() + CLOSE_BOUND_S))
         self._closing = True
         self._close_consumer(timeout=max(CLOSE_BOUND_S, deadline - time.monotonic()))
         self.producer.flush(max(0.5, deadline - time.monotonic()))
