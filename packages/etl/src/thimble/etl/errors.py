@@ -53,6 +53,12 @@ CONCURRENT_CHANGES = frozenset(
 )
 
 
+def concurrent_change(failure: SparkFailure | None) -> str | None:
+    """The condition of ``failure`` when it is one of :data:`CONCURRENT_CHANGES`, else None."""
+    condition = ((failure.condition if failure is not None else None) or "").split(".", 1)[0]
+    return condition if condition in CONCURRENT_CHANGES else None
+
+
 class SparkJobError(EtlError):
     """Spark could not run the load; nothing was written. The message is Spark's reason, on one line."""
 
@@ -74,8 +80,7 @@ class SparkJobError(EtlError):
     def concurrent_change(self) -> str | None:
         """Delta's condition when another run committed to the table while this one ran (running again
         is the fix), else None."""
-        condition = (self.failure.condition or "").split(".", 1)[0]
-        return condition if condition in CONCURRENT_CHANGES else None
+        return concurrent_change(self.failure)
 
     def located(self, file: str | Path, config: BaseModel) -> SparkJobError:
         """The same error naming the config file, and the fields of ``config`` the failure points at."""

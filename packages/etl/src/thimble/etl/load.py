@@ -25,7 +25,7 @@ from thimble.etl._phases import Phases
 from thimble.etl._sql import quote_table
 from thimble.etl.cleanse import cleanse, keeps_every_row
 from thimble.etl.config import CheckConfig, CleanseStep, MetricConfig, QualityConfig, Rule
-from thimble.etl.errors import EtlError
+from thimble.etl.errors import EtlError, concurrent_change
 from thimble.etl.journal import CLOSE_GUARD, TALLY
 from thimble.etl.quality import (
     METRICS_SCHEMA,
@@ -63,7 +63,6 @@ VALID, QUARANTINED = "validate:passed", "validate:failed"
 QUALITY_TAG = "quality"
 # The app id of a version's idempotent metrics write, before the table's name (the version: its txnVersion).
 METRICS_APP_ID = "thimble-metrics"
-CONCURRENT_TXN = "DELTA_CONCURRENT_TRANSACTION"
 # How many of a table's latest commits a run looks through for metrics a stopped run did not record.
 RECOVERED_COMMITS = 20
 
@@ -607,19 +606,18 @@ def _append_metrics(
         _append(spark, _metrics_frame(spark, rows), table)
         return True
     tag = {"metrics_of": {"app_id": once[0], "version": once[1]}}
-    for attempt in (1, 2):  # two runs writing one version's rows at once: Delta refuses the later one
+    retried = False
+    while True:  # two runs writing one version's rows at once: Delta refuses the later one
         try:
             with _tables.commit_metadata(spark, tag, once=once):
                 _metrics_frame(spark, rows).writeTo(table).append()
+            return True
         except _tables.AlreadyCommitted:
             return False
         except Exception as exc:
-            failure = spark_failure(exc)
-            if attempt == 2 or failure is None or not (failure.condition or "").startswith(CONCURRENT_TXN):
+            if retried or concurrent_change(spark_failure(exc)) != "DELTA_CONCURRENT_TRANSACTION":
                 raise
-            continue
-        return True
-    return False
+            retried = True
 
 
 def _metrics_frame(spark: SparkSession, rows: list[tuple[object, ...]]) -> DataFrame:
