@@ -6,8 +6,8 @@ catches (``BaseException``, as the process dying there would leave it), then the
 batch holds the same values under new keys, so the stopped run's version must get the same metrics rows
 as the uninterrupted first run's.
 
-A run stopped between its quarantine write and its commit is not covered (README, known gaps): its
-quarantine rows stay and the re-run writes them again.
+Quarantine rows wait in a staging table until the run's commit: wherever a run stops, each quarantined row
+is published once.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from thimble.common.config import ThimbleSettings
 from thimble.common.features import landing_folder
 from thimble.etl import _tables, history, run_table, write_dataframe
 from thimble.etl._tables import qualified
-from thimble.etl.load import Load, OnePassLoad
+from thimble.etl.load import GatedLoad, Load, OnePassLoad, staged_table
 from thimble.testing import in_process_only, in_process_pass
 
 from .conftest import config
@@ -104,6 +104,40 @@ def test_a_load_stopped_after_its_commit_gets_its_metrics_from_the_next_run(
     table = qualified(table_name, spark_settings)
     quarantine = spark.table(f"{table}_quarantine").filter(f"`table` = '{table}'").collect()
     assert sorted(Counter(r.record for r in quarantine).values()) == [1, 1]  # c1 and c4 (n = 0), once each
+
+
+@pytest.mark.parametrize("stop", ["commit", "publish_quarantine"], ids=["before-commit", "after-commit"])
+def test_a_run_stopped_around_its_commit_leaves_each_quarantined_row_once(
+    spark: SparkSession, spark_settings: ThimbleSettings, stop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"staged_{uuid.uuid4().hex[:8]}"
+    cfg = config(
+        table=table_name,
+        source={"type": "landing", "dataset": dataset, "incremental": True},
+        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
+        validate_=[{"rule": "range", "column": "n", "min": 1}],
+        write={"mode": "append"},
+    )
+    _land(spark_settings, dataset, ["c1", "c2", "c3"])
+    assert run_table(cfg, spark=spark, settings=spark_settings).status == "committed"
+    _land(spark_settings, dataset, ["c4", "c5", "c6"])
+    with monkeypatch.context() as patched:
+        patched.setattr(GatedLoad, stop, _stop)
+        with pytest.raises(Stopped):
+            run_table(cfg, spark=spark, settings=spark_settings)
+
+    again = run_table(cfg, spark=spark, settings=spark_settings)
+
+    # Stopped before its commit, the load is run again; after it, the next run only finishes it.
+    assert again.status == ("committed" if stop == "commit" else "no_new_data")
+    table = qualified(table_name, spark_settings)
+    quarantine = spark.table(f"{table}_quarantine").collect()
+    assert sorted(json.loads(r.record)["client_id"] for r in quarantine) == ["c1", "c4"]
+    published = {r.run_id for r in quarantine}
+    committed = {v.run_id for v in history(table_name, spark=spark, settings=spark_settings)}
+    assert published <= committed  # under the run ids of the commits that loaded them
+    leftover = spark.table(staged_table(f"{table}_quarantine")).collect()
+    assert [r.run_id for r in leftover] == ([] if stop == "publish_quarantine" else [leftover[0].run_id])
 
 
 @in_process_only

@@ -389,7 +389,8 @@ def _set_if_modifiable(session: SparkSession, key: str, value: str) -> None:
             raise
 
 
-def _sql_text(value: str) -> str:
+def sql_string(value: str) -> str:
+    """``value`` as a Spark SQL string literal (quotes and backslashes escaped)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
@@ -403,7 +404,7 @@ def _ensure_database(session: SparkSession, settings: ThimbleSettings) -> None:
     location = Path(settings.warehouse.location).resolve() / f"{database}.db"
     try:
         name = "`" + database.replace("`", "``") + "`"
-        session.sql(f"CREATE DATABASE IF NOT EXISTS {name} LOCATION {_sql_text(str(location))}")
+        session.sql(f"CREATE DATABASE IF NOT EXISTS {name} LOCATION {sql_string(str(location))}")
     except Exception as exc:
         if not uses_connect(session):
             raise

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from thimble.common.config import ThimbleSettings
 from thimble.common.errors import spark_failure
 from thimble.common.logging import get_logger
+from thimble.common.spark import sql_string
 from thimble.common.text import cut
 from thimble.etl import _connect, _tables
 from thimble.etl.__about__ import __version__
@@ -63,6 +64,10 @@ VALID, QUARANTINED = "validate:passed", "validate:failed"
 QUALITY_TAG = "quality"
 # The app id of a version's idempotent metrics write, before the table's name (the version: its txnVersion).
 METRICS_APP_ID = "thimble-metrics"
+# The same for the quarantine rows a version's run set aside, published from their staging table.
+QUARANTINE_APP_ID = "thimble-quarantine"
+# The staging table of a quarantine table's rows, after its name: a run's rows wait there until its commit.
+STAGED_SUFFIX = "_staged"
 # How many of a table's latest commits a run looks through for metrics a stopped run did not record.
 RECOVERED_COMMITS = 20
 
@@ -159,7 +164,7 @@ class LoadSpec:
         quality: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The ``thimble`` tag of a run's commit (``history()`` reads it back); ``quality`` is what the
-        metrics table is to hold for the commit (see :func:`record_missing_metrics`)."""
+        metrics table is to hold for the commit (see :func:`finish_stopped_runs`)."""
         meta: dict[str, Any] = {
             "run_id": run_id,
             "config_hash": self.config_hash,
@@ -239,11 +244,13 @@ class Load(ABC):
         )
 
     def record(self) -> None:
-        """Store the run's metrics and check results in the metrics table, after those of the table's
-        commits whose run stopped before it stored them (:func:`record_missing_metrics`)."""
+        """Store the run's metrics and check results in the metrics table, after finishing what the runs of
+        the table's commits left undone when they stopped (:func:`finish_stopped_runs`)."""
         result = self.result
         with self.phases("metrics"):
-            record_missing_metrics(self.spark, self.table, self.metrics_table, self.run_id)
+            finish_stopped_runs(
+                self.spark, self.table, self.metrics_table, self.quarantine_table, self.run_id
+            )
             if result.metrics or result.checks:
                 rows = metric_rows(
                     self.table, self.run_id, result.version, result.committed, self.run_at, result.metrics,
@@ -284,6 +291,7 @@ class GatedLoad(Load):
         self.before = _tables.version(spark, spec.table)
         self.result.version = self.result.previous_version = self.before
         self._cached: list[DataFrame] = []
+        self._staged = False  # this run's quarantine rows wait in the staging table
 
     def run(self) -> RunResult:
         try:
@@ -293,7 +301,11 @@ class GatedLoad(Load):
             self.check(passing(flagged), planned)
             self.quarantine(flagged, planned)
             self.commit(planned)
+            self.publish_quarantine()
             self.record()
+        except Exception:
+            self._forget_staged()
+            raise
         finally:
             for df in self._cached:
                 df.unpersist()
@@ -403,7 +415,8 @@ class GatedLoad(Load):
                 values[CLOSE_GUARD] = guard.value
 
     def quarantine(self, flagged: DataFrame, planned: Planned) -> None:
-        """Append the rows that failed a rule, or a journal rule, to the quarantine table."""
+        """Stage the rows that failed a rule, or a journal rule, for the quarantine table: they are
+        published once the commit is made (:meth:`publish_quarantine`)."""
         rejected = planned.rejected
         with self.phases("quarantine"):
             if self.result.rows_quarantined or rejected:
@@ -413,8 +426,35 @@ class GatedLoad(Load):
                     bad = bad.unionByName(
                         quarantine_rows(plan.rejected(FAILED), self.table, self.run_id, self.run_at)
                     )
-                _append(self.spark, bad, self.quarantine_table)
+                _append(self.spark, bad, staged_table(self.quarantine_table))
+                self._staged = True
                 self.result.rows_quarantined += rejected
+
+    def publish_quarantine(self) -> None:
+        """Move the staged quarantine rows into the quarantine table: once per committed version (Delta's
+        idempotent write, which a later run finishing this one may make first); at once when nothing was
+        committed (a blocked run's rows are there to be inspected); never when another run committed this
+        load first (that run's rows are the load's)."""
+        if not self._staged:
+            return
+        result = self.result
+        with self.phases("quarantine"):
+            if result.status != "no_new_data":
+                committed = result.version if result.status == "committed" else None
+                of = None if committed is None else (self.table, committed)
+                _publish_quarantine(self.spark, self.quarantine_table, self.run_id, of)
+            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
+        self._staged = False
+
+    def _forget_staged(self) -> None:
+        """A run that failed before its commit leaves nothing staged (its re-run stages the rows again); one
+        that failed after it leaves its rows for the next run to publish."""
+        if not self._staged or self.result.status == "committed":
+            return
+        try:
+            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
+        except Exception as exc:  # the failure being raised is the one to report
+            log.warning("%s: the staged quarantine rows of run %s stay: %s", self.table, self.run_id, exc)
 
     def commit(self, planned: Planned) -> None:
         """Write in one commit unless a check failed; with no change, record only the source's progress."""
@@ -605,12 +645,19 @@ def _append_metrics(
     if once is None:
         _append(spark, _metrics_frame(spark, rows), table)
         return True
-    tag = {"metrics_of": {"app_id": once[0], "version": once[1]}}
+    return _append_once(spark, _metrics_frame(spark, rows), table, once, "metrics_of")
+
+
+def _append_once(spark: SparkSession, rows: DataFrame, table: str, once: tuple[str, int], tag: str) -> bool:
+    """Delta's idempotent append of ``rows`` to ``table`` (which exists) as the commit ``once``: whether
+    they were written (not when a commit of ``once`` is in the table already). Of two runs appending at
+    once, Delta refuses the later one, which then finds the rows written. ``tag`` names the commit's kind
+    in its ``thimble`` tag."""
     retried = False
-    while True:  # two runs writing one version's rows at once: Delta refuses the later one
+    while True:
         try:
-            with _tables.commit_metadata(spark, tag, once=once):
-                _metrics_frame(spark, rows).writeTo(table).append()
+            with _tables.commit_metadata(spark, {tag: {"app_id": once[0], "version": once[1]}}, once=once):
+                rows.writeTo(table).append()
             return True
         except _tables.AlreadyCommitted:
             return False
@@ -618,6 +665,42 @@ def _append_metrics(
             if retried or concurrent_change(spark_failure(exc)) != "DELTA_CONCURRENT_TRANSACTION":
                 raise
             retried = True
+
+
+def staged_table(quarantine_table: str) -> str:
+    """Where a run's quarantine rows wait for its commit."""
+    return f"{quarantine_table}{STAGED_SUFFIX}"
+
+
+def _publish_quarantine(
+    spark: SparkSession, quarantine_table: str, run_id: str, of: tuple[str, int] | None
+) -> bool:
+    """Append the staged quarantine rows of ``run_id`` to ``quarantine_table``; whether they were
+    written. ``of`` (a table and the version the run committed) makes it Delta's idempotent write of that
+    version's rows."""
+    from pyspark.sql import functions as F
+
+    rows = spark.table(staged_table(quarantine_table)).filter(F.col("run_id") == run_id)
+    if of is None:
+        _append(spark, rows, quarantine_table)
+        return True
+    if not _tables.exists(spark, quarantine_table):
+        _append(spark, rows.limit(0), quarantine_table)
+    return _append_once(
+        spark, rows, quarantine_table, (f"{QUARANTINE_APP_ID}:{of[0]}", of[1]), "quarantine_of"
+    )
+
+
+def _drop_staged(spark: SparkSession, quarantine_table: str, run_ids: list[str]) -> None:
+    """Delete the staged quarantine rows of ``run_ids`` (two runs deleting the same rows at once: both
+    wanted them gone)."""
+    staged = staged_table(quarantine_table)
+    held = ", ".join(sql_string(run_id) for run_id in run_ids)
+    try:
+        spark.sql(f"DELETE FROM {quote_table(staged)} WHERE run_id IN ({held})")
+    except Exception as exc:
+        if concurrent_change(spark_failure(exc)) is None:
+            raise
 
 
 def _metrics_frame(spark: SparkSession, rows: list[tuple[object, ...]]) -> DataFrame:
@@ -664,13 +747,14 @@ def _record_progress(
     return _tables.version(spark, table), True
 
 
-def record_missing_metrics(
-    spark: SparkSession, table: str, metrics_table: str, run_id: str | None = None
+def finish_stopped_runs(
+    spark: SparkSession, table: str, metrics_table: str, quarantine_table: str, run_id: str | None = None
 ) -> int:
-    """Record the metrics of ``table``'s latest commits whose run stopped (killed, or failed) before it
-    recorded them, from what each commit's tag holds: the rows themselves, or (a one-pass write) the
-    metrics and checks, measured now on the rows that commit wrote. ``run_id`` (this run) is left out.
-    Returns the number of commits recorded."""
+    """Finish what the runs of ``table``'s latest commits left undone when they stopped (killed, or
+    failed) after their commit: publish the quarantine rows each staged, and record its metrics from what
+    its commit's tag holds (the rows themselves, or, for a one-pass write, the metrics and checks,
+    measured now on the rows that commit wrote). A run whose metrics are recorded is finished: they are
+    its last write. ``run_id`` (this run) is left out. Returns the number of runs finished."""
     import json
 
     from pyspark.sql import functions as F
@@ -699,6 +783,7 @@ def record_missing_metrics(
         )
         for row in held.select("run_id").distinct().collect():
             tagged.pop(row[0], None)
+    _publish_stopped_quarantine(spark, table, quarantine_table, {r: v for r, (v, _) in tagged.items()})
     for stopped, (version, meta) in sorted(tagged.items(), key=lambda item: item[1][0]):
         try:
             rows = _tagged_rows(spark, table, metrics_table, stopped, version, meta)
@@ -725,6 +810,29 @@ def record_missing_metrics(
                 stopped,
             )
     return len(tagged)
+
+
+def _publish_stopped_quarantine(
+    spark: SparkSession, table: str, quarantine_table: str, stopped: dict[str, int]
+) -> None:
+    """Publish the staged quarantine rows of runs that stopped after committing (run id: its version)."""
+    from pyspark.sql import functions as F
+
+    staged = staged_table(quarantine_table)
+    if not _tables.exists(spark, staged):
+        return
+    held = spark.table(staged).filter(F.col("run_id").isin(list(stopped))).select("run_id").distinct()
+    runs = sorted((stopped[row[0]], row[0]) for row in held.collect())
+    for version, run in runs:
+        if _publish_quarantine(spark, quarantine_table, run, (table, version)):
+            log.warning(
+                "%s: published the quarantine rows of version %s, whose run %s had not published them",
+                table,
+                version,
+                run,
+            )
+    if runs:
+        _drop_staged(spark, quarantine_table, [run for _, run in runs])
 
 
 def _tagged_rows(

@@ -19,7 +19,7 @@ from thimble.etl._columns import check_columns
 from thimble.etl._phases import Phases, Progress
 from thimble.etl.config import EtlSettings, JournalConfig, QualityConfig, TableConfig, load_table_config
 from thimble.etl.errors import ConfigError, SparkJobError
-from thimble.etl.load import Load, LoadSpec, RunResult, RunStatus, etl_tables, record_missing_metrics
+from thimble.etl.load import Load, LoadSpec, RunResult, RunStatus, etl_tables, finish_stopped_runs
 from thimble.etl.sources import read_source
 from thimble.etl.validate import effective_rules, key_rules
 from thimble.etl.writer import WriteMode, WriteSpec
@@ -93,7 +93,7 @@ def run_table(
         if batch.df is None:
             log.info("nothing new to load: %s", batch.description)
             with phases("metrics"):  # a run stopped after its commit left nothing new, and no metrics
-                record_missing_metrics(spark, table, etl_tables(settings, table)[0], phases.run_id)
+                finish_stopped_runs(spark, table, *etl_tables(settings, table), phases.run_id)
             current = _tables.version(spark, table)
             return RunResult(
                 table, phases.run_id, "no_new_data", current, current, cfg.config_hash(),
