@@ -140,6 +140,38 @@ def test_a_run_stopped_around_its_commit_leaves_each_quarantined_row_once(
     assert [r.run_id for r in leftover] == ([] if stop == "publish_quarantine" else [leftover[0].run_id])
 
 
+def test_a_run_id_holding_sql_deletes_only_its_own_staged_rows(
+    spark: SparkSession, spark_settings: ThimbleSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run id is the caller's (``--run-id``): spelled into the staging table's DELETE, it is a string."""
+    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"hostile_{uuid.uuid4().hex[:8]}"
+    cfg = config(
+        table=table_name,
+        source={"type": "landing", "dataset": dataset, "incremental": True},
+        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
+        validate_=[{"rule": "range", "column": "n", "min": 1}],
+        write={"mode": "append"},
+    )
+    _land(spark_settings, dataset, ["c1", "c2"])
+    with monkeypatch.context() as patched:
+        patched.setattr(GatedLoad, "publish_quarantine", _stop)
+        with pytest.raises(Stopped):
+            run_table(cfg, spark=spark, settings=spark_settings, run_id="stopped")
+    _land(spark_settings, dataset, ["c3", "c4"])
+    hostile = "x') OR true OR ('\\' = '"
+
+    again = run_table(cfg, spark=spark, settings=spark_settings, run_id=hostile)
+
+    assert again.status == "committed"
+    table = qualified(table_name, spark_settings)
+    quarantine = spark.table(f"{table}_quarantine").collect()
+    assert sorted((r.run_id, json.loads(r.record)["client_id"]) for r in quarantine) == [
+        ("stopped", "c1"),
+        (hostile, "c3"),
+    ]
+    assert spark.table(staged_table(f"{table}_quarantine")).count() == 0
+
+
 @in_process_only
 def test_a_one_pass_write_stopped_after_its_commit_gets_its_metrics_from_the_next_run(
     spark: SparkSession, spark_settings: ThimbleSettings, monkeypatch: pytest.MonkeyPatch

@@ -218,6 +218,7 @@ class Load(ABC):
         self.metrics_table, self.quarantine_table = etl_tables(settings, spec.table)
         self.run_at = datetime.now(UTC)
         self.result = RunResult(spec.table, phases.run_id, "unchanged", None, None, spec.config_hash)
+        self._staged = False  # this run's quarantine rows wait in the staging table
 
     @staticmethod
     def start(
@@ -244,13 +245,17 @@ class Load(ABC):
         )
 
     def record(self) -> None:
-        """Store the run's metrics and check results in the metrics table, after finishing what the runs of
-        the table's commits left undone when they stopped (:func:`finish_stopped_runs`)."""
+        """Publish the run's quarantine rows and store its metrics and check results in the metrics table,
+        after finishing what the runs of the table's earlier commits left undone when they stopped
+        (:func:`finish_stopped_runs`): a version's rows are published, and its metrics stored, after those
+        of every earlier version (Delta's idempotent write skips a version below the latest it holds)."""
         result = self.result
         with self.phases("metrics"):
             finish_stopped_runs(
                 self.spark, self.table, self.metrics_table, self.quarantine_table, self.run_id
             )
+        self.publish_quarantine()
+        with self.phases("metrics"):
             if result.metrics or result.checks:
                 rows = metric_rows(
                     self.table, self.run_id, result.version, result.committed, self.run_at, result.metrics,
@@ -268,6 +273,32 @@ class Load(ABC):
                         f"{self.table}: version {result.version} was committed, but its metrics could not be "
                         f"recorded in {self.metrics_table}: {failure.reason}"
                     ) from None
+
+    def publish_quarantine(self) -> None:
+        """Move the staged quarantine rows into the quarantine table: once per committed version (Delta's
+        idempotent write, which a later run finishing this one may make first); at once when nothing was
+        committed (a blocked run's rows are there to be inspected); never when another run committed this
+        load first (that run's rows are the load's)."""
+        if not self._staged:
+            return
+        result = self.result
+        with self.phases("quarantine"):
+            if result.status != "no_new_data":
+                committed = result.version if result.status == "committed" else None
+                of = None if committed is None else (self.table, committed)
+                _publish_quarantine(self.spark, self.quarantine_table, self.run_id, of)
+            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
+        self._staged = False
+
+    def _forget_staged(self) -> None:
+        """A run that failed before its commit leaves nothing staged (its re-run stages the rows again); one
+        that failed after it leaves its rows for the next run to publish."""
+        if not self._staged or self.result.status == "committed":
+            return
+        try:
+            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
+        except Exception as exc:  # the failure being raised is the one to report
+            log.warning("%s: the staged quarantine rows of run %s stay: %s", self.table, self.run_id, exc)
 
     def finish(self) -> RunResult:
         self.result.spark_jobs = self.phases.job_counts()
@@ -291,7 +322,6 @@ class GatedLoad(Load):
         self.before = _tables.version(spark, spec.table)
         self.result.version = self.result.previous_version = self.before
         self._cached: list[DataFrame] = []
-        self._staged = False  # this run's quarantine rows wait in the staging table
 
     def run(self) -> RunResult:
         try:
@@ -301,7 +331,6 @@ class GatedLoad(Load):
             self.check(passing(flagged), planned)
             self.quarantine(flagged, planned)
             self.commit(planned)
-            self.publish_quarantine()
             self.record()
         except Exception:
             self._forget_staged()
@@ -429,32 +458,6 @@ class GatedLoad(Load):
                 _append(self.spark, bad, staged_table(self.quarantine_table))
                 self._staged = True
                 self.result.rows_quarantined += rejected
-
-    def publish_quarantine(self) -> None:
-        """Move the staged quarantine rows into the quarantine table: once per committed version (Delta's
-        idempotent write, which a later run finishing this one may make first); at once when nothing was
-        committed (a blocked run's rows are there to be inspected); never when another run committed this
-        load first (that run's rows are the load's)."""
-        if not self._staged:
-            return
-        result = self.result
-        with self.phases("quarantine"):
-            if result.status != "no_new_data":
-                committed = result.version if result.status == "committed" else None
-                of = None if committed is None else (self.table, committed)
-                _publish_quarantine(self.spark, self.quarantine_table, self.run_id, of)
-            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
-        self._staged = False
-
-    def _forget_staged(self) -> None:
-        """A run that failed before its commit leaves nothing staged (its re-run stages the rows again); one
-        that failed after it leaves its rows for the next run to publish."""
-        if not self._staged or self.result.status == "committed":
-            return
-        try:
-            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
-        except Exception as exc:  # the failure being raised is the one to report
-            log.warning("%s: the staged quarantine rows of run %s stay: %s", self.table, self.run_id, exc)
 
     def commit(self, planned: Planned) -> None:
         """Write in one commit unless a check failed; with no change, record only the source's progress."""
