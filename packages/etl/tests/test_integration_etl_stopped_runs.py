@@ -27,6 +27,7 @@ from thimble.common.config import ThimbleSettings
 from thimble.common.features import landing_folder
 from thimble.etl import _tables, history, run_table, write_dataframe
 from thimble.etl._tables import qualified
+from thimble.etl.errors import EtlError
 from thimble.etl.load import GatedLoad, Load, OnePassLoad, staged_table
 from thimble.testing import in_process_only, in_process_pass
 
@@ -170,6 +171,37 @@ def test_a_run_id_holding_sql_deletes_only_its_own_staged_rows(
         (hostile, "c3"),
     ]
     assert spark.table(staged_table(f"{table}_quarantine")).count() == 0
+
+
+def test_quarantine_rows_that_cannot_be_published_after_the_commit_are_published_by_the_next_run(
+    spark: SparkSession, spark_settings: ThimbleSettings
+) -> None:
+    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"unpublished_{uuid.uuid4().hex[:8]}"
+    cfg = config(
+        table=table_name,
+        source={"type": "landing", "dataset": dataset, "incremental": True},
+        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
+        validate_=[{"rule": "range", "column": "n", "min": 1}],
+        write={"mode": "append"},
+    )
+    table = qualified(table_name, spark_settings)
+    spark.sql(f"CREATE VIEW {table}_quarantine AS SELECT 1 AS x")  # in the way of the quarantine table
+    _land(spark_settings, dataset, ["c1", "c2"])
+    with pytest.raises(EtlError) as failed:
+        run_table(cfg, spark=spark, settings=spark_settings)
+    message = str(failed.value)
+    assert message.startswith(
+        f"{table}: version 0 was committed, but its quarantine rows could not be published"
+    )
+    assert "\n" not in message
+    assert "the next run publishes them" in message
+    spark.sql(f"DROP VIEW {table}_quarantine")
+
+    again = run_table(cfg, spark=spark, settings=spark_settings)
+
+    assert again.status == "no_new_data"
+    quarantine = spark.table(f"{table}_quarantine").collect()
+    assert [json.loads(r.record)["client_id"] for r in quarantine] == ["c1"]
 
 
 @in_process_only

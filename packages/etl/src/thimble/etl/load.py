@@ -282,12 +282,21 @@ class Load(ABC):
         if not self._staged:
             return
         result = self.result
+        committed = result.version if result.status == "committed" else None
         with self.phases("quarantine"):
-            if result.status != "no_new_data":
-                committed = result.version if result.status == "committed" else None
-                of = None if committed is None else (self.table, committed)
-                _publish_quarantine(self.spark, self.quarantine_table, self.run_id, of)
-            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
+            try:
+                if result.status != "no_new_data":
+                    of = None if committed is None else (self.table, committed)
+                    _publish_quarantine(self.spark, self.quarantine_table, self.run_id, of)
+                _drop_staged(self.spark, self.quarantine_table, [self.run_id])
+            except Exception as exc:
+                failure = spark_failure(exc)
+                if failure is None or committed is None:
+                    raise
+                raise EtlError(
+                    f"{self.table}: version {committed} was committed, but its quarantine rows could not be "
+                    f"published in {self.quarantine_table} (the next run publishes them): {failure.reason}"
+                ) from None
         self._staged = False
 
     def _forget_staged(self) -> None:
@@ -298,7 +307,11 @@ class Load(ABC):
         try:
             _drop_staged(self.spark, self.quarantine_table, [self.run_id])
         except Exception as exc:  # the failure being raised is the one to report
-            log.warning("%s: the staged quarantine rows of run %s stay: %s", self.table, self.run_id, exc)
+            failure = spark_failure(exc)
+            reason = failure.reason if failure is not None else f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "%s: the staged quarantine rows of run %s stay: %s", self.table, self.run_id, cut(reason, 200)
+            )
 
     def finish(self) -> RunResult:
         self.result.spark_jobs = self.phases.job_counts()
