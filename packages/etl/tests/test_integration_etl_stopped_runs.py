@@ -68,16 +68,26 @@ def _land(settings: ThimbleSettings, dataset: str, ids: list[str]) -> None:
     pq.write_table(rows, folder / f"part-{uuid.uuid4().hex}.parquet")
 
 
-@pytest.mark.parametrize("mode", ["append", "journal"])
-def test_a_load_stopped_after_its_commit_gets_its_metrics_from_the_next_run(
-    spark: SparkSession, spark_settings: ThimbleSettings, mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"stops_{uuid.uuid4().hex[:8]}"
+def _landing_config(prefix: str, **extra: Any) -> tuple[str, str, Any]:
+    """(table name, dataset, config) of an incremental load of a new landing dataset under ``n >= 1``."""
+    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"{prefix}_{uuid.uuid4().hex[:8]}"
+    extra.setdefault("write", {"mode": "append"})
     cfg = config(
         table=table_name,
         source={"type": "landing", "dataset": dataset, "incremental": True},
         schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
         validate_=[{"rule": "range", "column": "n", "min": 1}],
+        **extra,
+    )
+    return table_name, dataset, cfg
+
+
+@pytest.mark.parametrize("mode", ["append", "journal"])
+def test_a_load_stopped_after_its_commit_gets_its_metrics_from_the_next_run(
+    spark: SparkSession, spark_settings: ThimbleSettings, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table_name, dataset, cfg = _landing_config(
+        "stops",
         quality={
             "metrics": [{"metric": "row_count"}, {"metric": "mean", "column": "n"}],
             "checks": [{"metric": "row_count", "min": 1}, {"metric": "mean:n", "max": 1, "severity": "warn"}],
@@ -111,14 +121,7 @@ def test_a_load_stopped_after_its_commit_gets_its_metrics_from_the_next_run(
 def test_a_run_stopped_around_its_commit_leaves_each_quarantined_row_once(
     spark: SparkSession, spark_settings: ThimbleSettings, stop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"staged_{uuid.uuid4().hex[:8]}"
-    cfg = config(
-        table=table_name,
-        source={"type": "landing", "dataset": dataset, "incremental": True},
-        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
-        validate_=[{"rule": "range", "column": "n", "min": 1}],
-        write={"mode": "append"},
-    )
+    table_name, dataset, cfg = _landing_config("staged")
     _land(spark_settings, dataset, ["c1", "c2", "c3"])
     assert run_table(cfg, spark=spark, settings=spark_settings).status == "committed"
     _land(spark_settings, dataset, ["c4", "c5", "c6"])
@@ -145,14 +148,7 @@ def test_a_run_id_holding_sql_deletes_only_its_own_staged_rows(
     spark: SparkSession, spark_settings: ThimbleSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run id is the caller's (``--run-id``): spelled into the staging table's DELETE, it is a string."""
-    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"hostile_{uuid.uuid4().hex[:8]}"
-    cfg = config(
-        table=table_name,
-        source={"type": "landing", "dataset": dataset, "incremental": True},
-        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
-        validate_=[{"rule": "range", "column": "n", "min": 1}],
-        write={"mode": "append"},
-    )
+    table_name, dataset, cfg = _landing_config("hostile")
     _land(spark_settings, dataset, ["c1", "c2"])
     with monkeypatch.context() as patched:
         patched.setattr(GatedLoad, "publish_quarantine", _stop)
@@ -176,14 +172,7 @@ def test_a_run_id_holding_sql_deletes_only_its_own_staged_rows(
 def test_quarantine_rows_that_cannot_be_published_after_the_commit_are_published_by_the_next_run(
     spark: SparkSession, spark_settings: ThimbleSettings
 ) -> None:
-    table_name, dataset = f"t_{uuid.uuid4().hex[:10]}", f"unpublished_{uuid.uuid4().hex[:8]}"
-    cfg = config(
-        table=table_name,
-        source={"type": "landing", "dataset": dataset, "incremental": True},
-        schema_={"columns": {"client_id": "string", "segment": "string", "n": "long"}},
-        validate_=[{"rule": "range", "column": "n", "min": 1}],
-        write={"mode": "append"},
-    )
+    table_name, dataset, cfg = _landing_config("unpublished")
     table = qualified(table_name, spark_settings)
     spark.sql(f"CREATE VIEW {table}_quarantine AS SELECT 1 AS x")  # in the way of the quarantine table
     _land(spark_settings, dataset, ["c1", "c2"])
