@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from thimble.common.features import landing_folder
 from thimble.etl import _tables, history, run_table, write_dataframe
 from thimble.etl._tables import qualified
 from thimble.etl.errors import EtlError
-from thimble.etl.load import GatedLoad, Load, OnePassLoad, staged_table
+from thimble.etl.load import GatedLoad, Load, OnePassLoad, _append_metrics, staged_table
+from thimble.etl.quality import metric_rows
 from thimble.testing import in_process_only, in_process_pass
 
 from .conftest import config
@@ -222,6 +224,24 @@ def test_a_one_pass_write_stopped_after_its_commit_gets_its_metrics_from_the_nex
     _, stopped, uninterrupted = sorted(metrics)
     assert metrics[uninterrupted], metrics
     assert metrics[stopped] == metrics[uninterrupted]  # measured again on the rows it committed, once
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "through-spark"])
+def test_the_metrics_of_a_version_are_written_once_into_a_metrics_table_their_write_creates(
+    spark: SparkSession, spark_settings: ThimbleSettings, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """The first write of a version's metrics creates the metrics table: a second write of the same
+    version (a later run recording it for a run it thought stopped) finds it there and writes nothing."""
+    if not native:
+        monkeypatch.setattr(_tables, "append_rows", lambda *_args, **_kwargs: None)
+    metrics_table = f"{spark_settings.warehouse.database}.m_{uuid.uuid4().hex[:10]}"
+    rows = metric_rows("db.t", "run-1", 3, True, datetime(2026, 1, 1, tzinfo=UTC), {"row_count": 3.0}, [])
+
+    assert _append_metrics(spark, rows, metrics_table, of=("db.t", 3)) is True
+    assert _append_metrics(spark, rows, metrics_table, of=("db.t", 3)) is False
+    assert _append_metrics(spark, rows, metrics_table, of=("db.t", 4)) is True
+
+    assert spark.table(metrics_table).count() == 2
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "through-spark"])

@@ -652,16 +652,25 @@ def _append_metrics(
     recording it for a run it thought stopped can both try), nothing is written.
     """
     once = None if of is None else (f"{METRICS_APP_ID}:{of[0]}", of[1])
-    if not _tables.exists(spark, table):
-        _append(spark, _metrics_frame(spark, rows), table)
-        return True
-    written = _tables.append_rows(spark, table, rows, once)
-    if written is not None:
-        return written
+    if _tables.exists(spark, table):
+        written = _tables.append_rows(spark, table, rows, once)
+        if written is not None:
+            return written
+    return _append_as(spark, _metrics_frame(spark, rows), table, once, "metrics_of")
+
+
+def _append_as(
+    spark: SparkSession, rows: DataFrame, table: str, once: tuple[str, int] | None, tag: str
+) -> bool:
+    """Append ``rows`` to ``table``, creating it when missing; whether they were written. ``once`` makes
+    it Delta's idempotent write (:func:`_append_once`), made after the table is created empty, so two runs
+    creating it at the same moment still write the rows once."""
     if once is None:
-        _append(spark, _metrics_frame(spark, rows), table)
+        _append(spark, rows, table)
         return True
-    return _append_once(spark, _metrics_frame(spark, rows), table, once, "metrics_of")
+    if not _tables.exists(spark, table):
+        _append(spark, rows.limit(0), table)
+    return _append_once(spark, rows, table, once, tag)
 
 
 def _append_once(spark: SparkSession, rows: DataFrame, table: str, once: tuple[str, int], tag: str) -> bool:
@@ -697,14 +706,8 @@ def _publish_quarantine(
     from pyspark.sql import functions as F
 
     rows = spark.table(staged_table(quarantine_table)).filter(F.col("run_id") == run_id)
-    if of is None:
-        _append(spark, rows, quarantine_table)
-        return True
-    if not _tables.exists(spark, quarantine_table):
-        _append(spark, rows.limit(0), quarantine_table)
-    return _append_once(
-        spark, rows, quarantine_table, (f"{QUARANTINE_APP_ID}:{of[0]}", of[1]), "quarantine_of"
-    )
+    once = None if of is None else (f"{QUARANTINE_APP_ID}:{of[0]}", of[1])
+    return _append_as(spark, rows, quarantine_table, once, "quarantine_of")
 
 
 def _drop_staged(spark: SparkSession, quarantine_table: str, run_ids: list[str]) -> None:
