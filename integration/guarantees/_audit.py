@@ -28,6 +28,8 @@ class Read:
     key: bytes | None
     value: bytes | None
     headers: Headers
+    partition: int = -1
+    offset: int = -1
 
 
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 90.0) -> list[Read]:
@@ -77,7 +79,8 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 90.0) -> list[Read
                 )
             for msg in reader.consume(1000, 0.5):
                 if msg.error() is None:
-                    records.append(Read(msg.key(), msg.value(), cast(Headers, list(msg.headers() or []))))
+                    headers = cast(Headers, list(msg.headers() or []))
+                    records.append(Read(msg.key(), msg.value(), headers, msg.partition(), msg.offset()))
         return records
     finally:
         reader.close()
@@ -115,12 +118,15 @@ class Counts:
             self.examples.append(text)
 
 
-def count_ids(expected: set[int], seen: list[int], what: str) -> Counts:
+def count_ids(expected: set[int], seen: list[int], what: str, copies: Counter[int] | None = None) -> Counts:
+    """``seen`` against ``expected``; an id the input holds ``copies[id]`` times may be seen that often
+    without being duplicated."""
     counts = Counts(len(expected))
     tally = Counter(seen)
     missing = expected - set(tally)
     counts.lost = len(missing)
-    counts.duplicated = sum(n - 1 for n in tally.values() if n > 1)
+    held = copies or Counter()
+    counts.duplicated = sum(max(0, n - max(1, held[i])) for i, n in tally.items())
     extra = set(tally) - expected
     counts.unexpected = len(extra)
     if missing:
@@ -128,6 +134,45 @@ def count_ids(expected: set[int], seen: list[int], what: str) -> Counts:
     if extra:
         counts.note(f"{what}: {len(extra)} unexpected ids, e.g. {sorted(extra)[:5]}")
     return counts
+
+
+@dataclass
+class Sent:
+    """What an input topic holds of the records the suite sent. Its idempotent producer may still write
+    a record twice: after a broker restart it bumps its epoch and sends what was in flight again."""
+
+    copies: Counter[int]  # valid event id: how many times the topic holds it
+    poison: dict[tuple[int, int], Record]  # (partition, offset): the poison record there
+    again: int  # records held more often than they were sent
+
+
+def sent_records(records: list[Record], reads: list[Read]) -> Sent:
+    """Match what an input topic holds (read back) with the records sent, by key, value and headers."""
+
+    def identity(key: bytes | None, value: bytes | None, headers: Headers) -> tuple[object, ...]:
+        return key, value, tuple(headers)
+
+    by_identity: dict[tuple[object, ...], Record] = {}
+    sent_n: Counter[tuple[object, ...]] = Counter()
+    for record in records:
+        key = identity(record.key, record.value, record.headers)
+        by_identity.setdefault(key, record)
+        sent_n[key] += 1
+    held_n: Counter[tuple[object, ...]] = Counter()
+    copies: Counter[int] = Counter()
+    poison: dict[tuple[int, int], Record] = {}
+    for read in reads:
+        key = identity(read.key, read.value, read.headers)
+        match = by_identity.get(key)
+        if match is None:
+            continue
+        held_n[key] += 1
+        if match.poison:
+            poison[(read.partition, read.offset)] = match
+        elif match.event_id is not None:
+            copies[match.event_id] += 1
+    again = sum(max(0, n - sent_n[key]) for key, n in held_n.items())
+    return Sent(copies, poison, again)
 
 
 def output_ids(records: list[Read]) -> list[int]:

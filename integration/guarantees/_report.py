@@ -66,5 +66,10 @@ def problems(results: list[Result]) -> list[str]:
             )
         if result.orphans and not any("supervisor" in p for p in notes):
             notes.append(f"{result.orphans} orphaned worker(s)")
+        if result.resent:
+            notes.append(
+                f"note: the input holds {result.resent} record(s) twice (the suite's producer sent them again "
+                "after a broker restart); each copy is expected to be handled"
+            )
         lines += [f"{result.scenario.name}: {note}" for note in notes]
     return lines

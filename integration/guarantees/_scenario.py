@@ -89,6 +89,7 @@ class Result:
     poison: int = 0
     lost: int = 0
     duplicated: int = 0
+    resent: int = 0  # input records the suite's producer wrote twice (not the consumer's doing)
     dlq_exact: bool = False
     kills: Counter[str] = field(default_factory=Counter)
     orphans: int = 0
@@ -128,7 +129,6 @@ class Run:
         valid = sorted(self.workload.valid_ids)
         self.slow_ids = [valid[len(valid) // 3]] if scenario.slow else []
         self.slow_s = SLOW_POLL_INTERVAL_MS / 1000 + 2
-        self.positions: dict[int, tuple[int, int]] = {}  # record index: (partition, offset)
         self.send_errors: list[str] = []
         self.result = Result(scenario, sent=len(self.workload.records), poison=len(self.workload.poison))
         self.group = Group(self._write_config(), self._env(), self.dir / "logs")
@@ -231,8 +231,6 @@ class Run:
             def report(err: Any, msg: Any) -> None:
                 if err is not None:
                     self.send_errors.append(f"record {index}: {err}")
-                else:
-                    self.positions[index] = (msg.partition(), msg.offset())
 
             return report
 
@@ -397,28 +395,28 @@ class Run:
         if not r.completed:
             r.problems.append("the group did not commit every record before the deadline")
         valid = self.workload.valid_ids
+        bootstrap = self.cluster.bootstrap
+        source = _audit.sent_records(self.workload.records, _audit.read_topic(bootstrap, self.source))
+        r.resent = source.again
         outputs = _audit.count_ids(
-            valid, _audit.output_ids(_audit.read_topic(self.cluster.bootstrap, self.output)), "topic"
+            valid, _audit.output_ids(_audit.read_topic(bootstrap, self.output)), "topic", source.copies
         )
-        poison: dict[tuple[int, int], Record] = {
-            self.positions[i]: rec
-            for i, rec in enumerate(self.workload.records)
-            if rec.poison and i in self.positions
-        }
-        dead = _audit.audit_dead_letters(
-            poison, _audit.read_topic(self.cluster.bootstrap, self.dlq), self.source
-        )
+        dead = _audit.audit_dead_letters(source.poison, _audit.read_topic(bootstrap, self.dlq), self.source)
         sinks = [outputs]
         if not self.scenario.exactly_once:
-            landed = _audit.count_ids(valid, _audit.landed_ids(self.landing, self.dataset), "landing")
+            landed = _audit.count_ids(
+                valid, _audit.landed_ids(self.landing, self.dataset), "landing", source.copies
+            )
             online = _audit.audit_online_store(
                 self.cluster.redis_url, KEY_PREFIX, self.feature_set, self.workload.latest_by_entity()
             )
+            assert self.counted is not None
+            copies = _audit.sent_records(self.workload.records, _audit.read_topic(bootstrap, self.counted))
             counted = _audit.audit_counts(
                 self.cluster.redis_url,
                 KEY_PREFIX,
                 self.feature_set + COUNTS_SUFFIX,
-                self.workload.counts_by_entity(),
+                self.workload.counts_by_entity(copies.copies),
             )
             sinks += [landed, online, counted]
         r.lost = sum(c.lost for c in sinks) + dead.lost
@@ -501,6 +499,7 @@ def describe(result: Result) -> dict[str, Any]:
         "poison": result.poison,
         "lost": result.lost,
         "duplicated": result.duplicated,
+        "resent": result.resent,
         "dlq_exact": result.dlq_exact,
         "kills": dict(result.kills),
         "orphans": result.orphans,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -144,14 +145,16 @@ class Workload:
     def poison(self) -> list[Record]:
         return [r for r in self.records if r.poison]
 
-    def counts_by_entity(self) -> dict[int, tuple[int, int]]:
+    def counts_by_entity(self, copies: Counter[int] | None = None) -> dict[int, tuple[int, int]]:
         """For each entity, how many valid events it has and the sum of their ids (what a stateful count
-        of the valid events must hold: one event counted twice or missed changes both)."""
+        of the valid events must hold: one event counted twice or missed changes both); an event the
+        topic holds ``copies[id]`` times counts that often."""
         counts: dict[int, tuple[int, int]] = {}
         for r in self.records:
             if r.event_id is not None and r.entity is not None:
+                times = 1 if copies is None else max(1, copies[r.event_id])
                 n, ids = counts.get(r.entity, (0, 0))
-                counts[r.entity] = (n + 1, ids + r.event_id)
+                counts[r.entity] = (n + times, ids + times * r.event_id)
         return counts
 
     def latest_by_entity(self) -> dict[int, tuple[int, int]]:

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integration.guarantees import _catalog
-from integration.guarantees._audit import Read, audit_dead_letters, compare_counts, count_ids
+from integration.guarantees._audit import (
+    Read,
+    audit_dead_letters,
+    compare_counts,
+    count_ids,
+    sent_records,
+)
 from integration.guarantees._scenario import worker_exits
 from integration.guarantees._workload import HANDLER_POISON_AMOUNT, Record, Workload, poison_kinds
 
@@ -121,6 +127,30 @@ def test_dead_letter_audit_finds_lost_extra_changed_and_repeated_letters() -> No
 def test_count_ids_tells_lost_from_duplicated_and_unexpected() -> None:
     counts = count_ids({1, 2, 3}, [1, 1, 2, 9], "topic")
     assert (counts.lost, counts.duplicated, counts.unexpected) == (1, 1, 1)
+
+
+def test_a_record_the_input_holds_twice_is_expected_twice_and_only_twice() -> None:
+    """The suite's idempotent producer can still write a record twice (an epoch bump after a broker
+    restart): each copy is the consumer's to handle, once."""
+    workload = Workload(200, seed=5)
+    valid = next(r for r in workload.records if not r.poison)
+    bad = next(r for r in workload.records if r.poison)
+    held = [
+        Read(r.key, r.value, r.headers, 0, offset) for offset, r in enumerate([*workload.records, valid, bad])
+    ]
+    source = sent_records(workload.records, held)
+    assert source.again == 2
+    assert valid.event_id is not None
+    assert source.copies[valid.event_id] == 2
+    assert (0, len(workload.records) + 1) in source.poison
+    assert len(source.poison) == len(workload.poison) + 1
+
+    outputs = [*sorted(workload.valid_ids), valid.event_id]
+    assert count_ids(workload.valid_ids, outputs, "topic", source.copies).duplicated == 0
+    assert count_ids(workload.valid_ids, [*outputs, valid.event_id], "topic", source.copies).duplicated == 1
+    assert count_ids(workload.valid_ids, outputs, "topic").duplicated == 1
+    counts = workload.counts_by_entity(source.copies)
+    assert sum(n for n, _ in counts.values()) == len(workload.valid_ids) + 1
 
 
 def test_the_ci_selection_covers_every_pair_of_mode_handler_and_protocol() -> None:
