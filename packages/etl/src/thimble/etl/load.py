@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -261,18 +262,28 @@ class Load(ABC):
                     self.table, self.run_id, result.version, result.committed, self.run_at, result.metrics,
                     result.checks,
                 )  # fmt: skip
-                try:
-                    committed = result.version if result.committed else None
+                committed = self._committed_version()
+                with self._after_commit(f"its metrics could not be recorded in {self.metrics_table}"):
                     of = None if committed is None else (self.table, committed)
                     _append_metrics(self.spark, rows, self.metrics_table, of=of)
-                except Exception as exc:
-                    failure = spark_failure(exc)
-                    if failure is None or not result.committed:
-                        raise
-                    raise EtlError(
-                        f"{self.table}: version {result.version} was committed, but its metrics could not be "
-                        f"recorded in {self.metrics_table}: {failure.reason}"
-                    ) from None
+
+    def _committed_version(self) -> int | None:
+        return self.result.version if self.result.committed else None
+
+    @contextmanager
+    def _after_commit(self, failed: str) -> Iterator[None]:
+        """A Spark failure inside, once this run committed, is one line naming the committed version and
+        what ``failed``; before a commit (or not Spark's), it is raised as it is."""
+        try:
+            yield
+        except Exception as exc:
+            failure = spark_failure(exc)
+            committed = self._committed_version()
+            if failure is None or committed is None:
+                raise
+            raise EtlError(
+                f"{self.table}: version {committed} was committed, but {failed}: {failure.reason}"
+            ) from None
 
     def publish_quarantine(self) -> None:
         """Move the staged quarantine rows into the quarantine table: once per committed version (Delta's
@@ -281,22 +292,16 @@ class Load(ABC):
         load first (that run's rows are the load's)."""
         if not self._staged:
             return
-        result = self.result
-        committed = result.version if result.status == "committed" else None
-        with self.phases("quarantine"):
-            try:
-                if result.status != "no_new_data":
-                    of = None if committed is None else (self.table, committed)
-                    _publish_quarantine(self.spark, self.quarantine_table, self.run_id, of)
-                _drop_staged(self.spark, self.quarantine_table, [self.run_id])
-            except Exception as exc:
-                failure = spark_failure(exc)
-                if failure is None or committed is None:
-                    raise
-                raise EtlError(
-                    f"{self.table}: version {committed} was committed, but its quarantine rows could not be "
-                    f"published in {self.quarantine_table} (the next run publishes them): {failure.reason}"
-                ) from None
+        committed = self._committed_version()
+        failed = (
+            f"its quarantine rows could not be published in {self.quarantine_table} "
+            "(the next run publishes them)"
+        )
+        with self.phases("quarantine"), self._after_commit(failed):
+            if self.result.status != "no_new_data":
+                of = None if committed is None else (self.table, committed)
+                _publish_quarantine(self.spark, self.quarantine_table, self.run_id, of)
+            _drop_staged(self.spark, self.quarantine_table, [self.run_id])
         self._staged = False
 
     def _forget_staged(self) -> None:
