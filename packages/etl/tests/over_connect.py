@@ -27,13 +27,15 @@ def listing(spark: SparkSession, settings: ThimbleSettings, root: str) -> Any:
 
 
 def progress(spark: SparkSession, settings: ThimbleSettings, group: str) -> Any:
-    """Stages done/known of a job group that runs one job of three stages; jobs counted in it."""
+    """Stages done/known of a job group that runs one action of three stages; jobs counted in it."""
     from pyspark.sql import functions as F
 
     from thimble.etl._connect import StageProgress, job_group, jobs_in_group
 
     @F.udf("long")
-    def slowly(value: int) -> int:  # the job outlasts several of the server's progress reports
+    def slowly(value: int) -> int:
+        # every stage outlasts several of the server's progress reports: the last report before the
+        # result is the one the phase ends on, and it must already list the last stage
         time.sleep(0.5)
         return value
 
@@ -43,7 +45,8 @@ def progress(spark: SparkSession, settings: ThimbleSettings, group: str) -> Any:
         stages.follow(group)
         with job_group(spark, group, "a test job"):
             rows = spark.range(0, 4, 1, 4).select(slowly("id").alias("id"))
-            rows.repartition(3).groupBy("id").count().repartition(2).collect()
+            counted = rows.repartition(3).select(slowly("id").alias("id")).groupBy("id").count()
+            counted.repartition(2).select(slowly("id")).collect()
         done, known = wait_until(
             lambda: (counts := stages.counts())[0] == counts[1] > 0 and counts,
             what="the stages of the job reported done",
