@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from thimble.etl._connect import tracker_caught_up
 from thimble.testing import in_process_only
 
 pytestmark = pytest.mark.integration
@@ -24,6 +25,7 @@ def test_a_small_table_just_appended_to_is_read_in_a_few_tasks(spark: SparkSessi
         assert spark.read.format("delta").load(path).count() == 15
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+    tracker_caught_up(spark)
     stages = [
         tracker.getStageInfo(stage)
         for job in tracker.getJobIdsForGroup("etl-test-small-read")

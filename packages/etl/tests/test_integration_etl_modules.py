@@ -9,6 +9,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from thimble.etl._connect import jobs_in_group
 from thimble.etl.cleanse import apply_step
 from thimble.etl.config import CheckConfig, MetricConfig, TableConfig
 from thimble.etl.quality import compute_metrics, evaluate, observe_metrics
@@ -153,7 +154,7 @@ def test_metrics_in_one_spark_job(spark: SparkSession, df: DataFrame) -> None:
     sc = spark.sparkContext
     sc.setJobGroup("etl-test-metrics", "metrics")
     values = compute_metrics(df, metrics)
-    assert len(sc.statusTracker().getJobIdsForGroup("etl-test-metrics")) == 1
+    assert jobs_in_group(spark, "etl-test-metrics") == 1
     assert values["row_count"] == 3
     assert values["completeness:city"] == pytest.approx(2 / 3)
     assert values["distinct_count:id"] == 2

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from thimble.common.config import ThimbleSettings
 from thimble.etl import RunResult, _tables, history, table_version, write_dataframe
+from thimble.etl._connect import jobs_in_group
 from thimble.testing import OVER_CONNECT, in_process_only
 
 pytestmark = pytest.mark.integration
@@ -237,7 +238,7 @@ def test_a_table_natively_appended_to_is_found_without_a_spark_job(
         assert _tables.exists(spark, metrics_table)
     finally:
         sc.setJobGroup("other", "other")
-    assert sc.statusTracker().getJobIdsForGroup("exists-check") == []
+    assert jobs_in_group(spark, "exists-check") == 0
     assert _tables.exists(spark, f"spark_catalog.{metrics_table}")  # a name the metastore does not parse
     assert not _tables.exists(spark, f"{database}.no_such_table")
     spark.range(1).createOrReplaceTempView("a_view_not_in_the_metastore")

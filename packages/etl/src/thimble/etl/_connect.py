@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from thimble.common.spark import uses_connect
@@ -22,6 +22,9 @@ StageCounts = tuple[int, int]
 
 JOB_GROUP_PROPERTIES = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
 """The thread-local properties a job group sets on the SparkContext."""
+
+TRACKER_WAIT_MS = 2000
+"""At most this long a job count waits for Spark's status tracker to catch up with the jobs."""
 
 REPORT_INTERVAL = "200ms"
 """How often a Connect server reports the stages of a running operation to a followed session."""
@@ -76,7 +79,20 @@ def jobs_in_group(spark: SparkSession, group: str) -> int | None:
     """How many Spark jobs ran under ``group`` (None over Connect, which does not tell)."""
     if uses_connect(spark):
         return None
+    tracker_caught_up(spark)
     return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def tracker_caught_up(spark: SparkSession, timeout_ms: int = TRACKER_WAIT_MS) -> None:
+    """Wait until the status tracker of an in-process session has seen every job started so far.
+
+    The tracker learns of jobs from Spark's listener bus, which runs behind the jobs themselves: on a
+    busy machine a job that just returned may not be listed yet. A tracker still behind after
+    ``timeout_ms`` is read as it is (its counts are a report, never a decision)."""
+    from py4j.protocol import Py4JError
+
+    with suppress(Py4JError):  # a TimeoutException from the JVM
+        spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(timeout_ms)
 
 
 class StageProgress:
