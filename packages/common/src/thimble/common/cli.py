@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from thimble.common.errors import ThimbleError, spark_failure
+from thimble.common.text import escape_controls
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -20,8 +21,12 @@ stderr = Console(stderr=True, emoji=False)
 
 
 def report_error(message: str) -> None:
-    """Print ``error: message`` on stderr, as every Thimble command reports a user error."""
-    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on stderr, as every Thimble command reports a user error.
+
+    The message's own line breaks stay; every other character a terminal acts on is escaped: a
+    message may quote outside text (a value Spark could not cast, a name from a file)."""
+    shown = escape(escape_controls(message, keep_newlines=True))
+    stderr.print(f"[bold red]error:[/] {shown}", highlight=False, soft_wrap=True)
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:
