@@ -22,7 +22,9 @@ def test_a_user_error_is_printed_as_written(capsys: pytest.CaptureFixture[str]) 
     assert "'quantile:a:0.5' [/] [bold]x[/bold] is not a metric" in err
 
 
-def test_a_user_error_quoting_terminal_controls_shows_them_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_user_error_quoting_terminal_controls_shows_them_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     @user_errors
     def command() -> None:
         raise ThimbleError("cannot cast '\x1b[2J\x1b[31mok\rforged\u202eevil' to bigint")

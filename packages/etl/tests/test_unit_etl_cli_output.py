@@ -57,6 +57,25 @@ def test_quarantine_prints_records_as_written(monkeypatch: pytest.MonkeyPatch) -
         assert text in result.output
 
 
+def test_quarantine_shows_the_terminal_controls_of_its_records_escaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A landed value is anyone's text: printed raw, its escapes cleared the screen or reversed the line.
+    _no_spark(monkeypatch)
+    record = '{"name": "\u202eevil", "note": "\x1b[2Jgone"}'
+    summary = QuarantineSummary(
+        "clients", "clients_quarantine", 1, 1, [RuleCount("not_null(a)", 1, 1, AT)],
+        [QuarantinedRow("run\x1b]0;title\x07", AT, ["not_null(a)"], record)],
+    )  # fmt: skip
+    monkeypatch.setattr(quarantine, "quarantine_summary", lambda table, **kwargs: summary)
+    result = CliRunner().invoke(cli.app, ["quarantine", "clients"])
+    assert result.exit_code == 0, result.output
+    for control in ("\x1b", "\x07", "\u202e"):
+        assert control not in result.output
+    for text in ('"\\u202eevil"', '"\\x1b[2Jgone"', "run\\x1b]0;title\\x07"):
+        assert text in result.output
+
+
 def test_run_prints_names_as_written(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     _no_spark(monkeypatch)
     file = tmp_path / "[t].yaml"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from thimble.common.errors import ThimbleError, spark_failure
 from thimble.common.text import escape_controls
@@ -16,17 +17,24 @@ from thimble.common.text import escape_controls
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
+class TerminalConsole(Console):
+    """The console of every Thimble command: it shows control characters (``\x1b``, ``\r``, bidi
+    overrides) as escapes rather than sending them to the terminal, line breaks apart. What a command
+    prints may come from outside (a landed value, a dead letter, a registry entry): every string printed,
+    table cells included, is rendered through here; a :class:`~rich.text.Text` built by hand is not."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(escape_controls(text, keep_newlines=True), **kwargs)
+
+
 # A message holds outside text (a value, a name, a path): printed as written, never read as an emoji code.
-stderr = Console(stderr=True, emoji=False)
+stderr = TerminalConsole(stderr=True, emoji=False)
 
 
 def report_error(message: str) -> None:
-    """Print ``error: message`` on stderr, as every Thimble command reports a user error.
-
-    The message's own line breaks stay; every other character a terminal acts on is escaped: a
-    message may quote outside text (a value Spark could not cast, a name from a file)."""
-    shown = escape(escape_controls(message, keep_newlines=True))
-    stderr.print(f"[bold red]error:[/] {shown}", highlight=False, soft_wrap=True)
+    """Print ``error: message`` on stderr, as every Thimble command reports a user error."""
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def user_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -12,10 +12,9 @@ import orjson
 import typer
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin._metadata import ClusterMetadata
-from rich.console import Console
 from rich.table import Table
 
-from thimble.common.cli import user_errors
+from thimble.common.cli import TerminalConsole, user_errors
 from thimble.common.config import CONFIG_ENV_VAR, check_topic_name, load_settings
 from thimble.common.logging import configure_logging
 from thimble.common.validation import json_kind
@@ -49,7 +48,7 @@ dlq_app = typer.Typer(help="Dead-letter topics.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 # What is printed holds names from apps and topics (`dict[str, Any]`, a record's topic): printed as
 # written, never read as rich markup or emoji codes.
-out = Console(markup=False, emoji=False)
+out = TerminalConsole(markup=False, emoji=False)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (else $THIMBLE_CONFIG).")

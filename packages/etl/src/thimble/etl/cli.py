@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from thimble.common.cli import user_errors
+from thimble.common.cli import TerminalConsole, user_errors
 from thimble.common.config import load_settings
 from thimble.common.errors import spark_failure
 from thimble.common.logging import configure_logging
+from thimble.common.text import escape_controls
 from thimble.etl.__about__ import __version__
 from thimble.etl.config import EtlSettings, TableConfig, load_table_config
 from thimble.etl.errors import EtlError, SparkJobError
@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 # Everything printed holds text from the data or the config (records, column and check names, paths):
 # printed as written, never read as rich markup (``[/]`` would raise) or emoji codes (``quantile:a:0.5``).
-out = Console(markup=False, emoji=False)
+out = TerminalConsole(markup=False, emoji=False)
 
 ConfigOption = Annotated[
     Path | None,
@@ -127,7 +127,9 @@ def run(
     for check in result.checks:
         if check.status != "pass":
             colour = "red" if check.status == "fail" else "yellow"
-            out.print(Text.assemble((check.status, colour), f": {check.name}: {check.detail}"))
+            out.print(
+                Text.assemble((check.status, colour), escape_controls(f": {check.name}: {check.detail}"))
+            )
     if result.status == "blocked":
         out.print(
             f"a failing check blocked the write; {result.table} stays at version {result.version}",
@@ -162,7 +164,11 @@ def check(
         problems = check_columns(table_config, types)
     if problems:
         raise ConfigError(problems, source=str(file))
-    out.print(Text.assemble(("ok", "green"), f": {file} ({table_config.table}, {table_config.write.mode})"))
+    out.print(
+        Text.assemble(
+            ("ok", "green"), escape_controls(f": {file} ({table_config.table}, {table_config.write.mode})")
+        )
+    )
 
 
 @app.command()

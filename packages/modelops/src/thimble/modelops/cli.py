@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
-from thimble.common.cli import user_errors
+from thimble.common.cli import TerminalConsole, user_errors
 from thimble.common.logging import configure_logging
-from thimble.common.text import escape_controls
 from thimble.modelops.__about__ import __version__
 from thimble.modelops._import_path import import_object
 from thimble.modelops._names import error_text
@@ -39,18 +36,9 @@ app = typer.Typer(
 )
 
 
-class _Console(Console):
-    """A console that shows control characters (``\x1b``, ``\x07``, bidi overrides) as escapes rather
-    than sending them to the terminal: an envelope or alias history may have been written by anyone with
-    access to the registry. Every string printed, table cells included, is rendered through here."""
-
-    def render_str(self, text: str, **kwargs: Any) -> Text:
-        return super().render_str(escape_controls(text, keep_newlines=True), **kwargs)
-
-
 # Every value printed comes from outside (a registry, an envelope, a flag) and may hold rich markup
 # (`[/]`, `[red]`): markup is only ever in this module's literal text, each value goes through escape().
-out = _Console(emoji=False)
+out = TerminalConsole(emoji=False)  # an envelope or alias history may be written by anyone with the registry
 AUTH_TOKEN_ENV = "THIMBLE_MODELOPS_AUTH_TOKEN"
 
 
