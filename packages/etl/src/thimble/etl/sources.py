@@ -21,6 +21,7 @@ from thimble.etl.errors import ServiceUnavailableError, SourceError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import DataType
 
 log = get_logger(__name__)
 
@@ -100,7 +101,7 @@ def source_types(
         files = _landing_files(spark, _landing_root(source, settings))
         if not files:
             raise SourceError(f"source.dataset: no landed files under {_landing_root(source, settings)}")
-        df = spark.read.option("mergeSchema", "true").parquet(*files[-50:])
+        df = read_landed(spark, files[-50:])
     elif isinstance(source, TableSource):
         name = _tables.qualified(source.table, settings)
         if not _tables.exists(spark, name):
@@ -239,10 +240,112 @@ def _read_landing(
     description = f"{len(files)} new landed file(s) under {root}"
     if not files:
         return SourceBatch(None, {}, description)
-    df = spark.read.option("mergeSchema", "true").parquet(*files)
+    df = read_landed(spark, files)
     if not source.incremental:
         return SourceBatch(df, {}, description)
     return SourceBatch(df, {"files": files, **landed_offsets(df)}, description, progress_from=read_at)
+
+
+def read_landed(spark: SparkSession, files: list[str]) -> DataFrame:
+    """Landed Parquet files as one frame, their schemas merged.
+
+    Files may disagree on a number field's type: two consumer processes that started on an empty
+    dataset at once, one seeing ``10`` first and the other ``10.5``, wrote it as ``bigint`` and as
+    ``double``. Such files are read in groups that agree and unioned, the field widened as a union does
+    (``double``: exact for integers up to 2**53). Any other disagreement (text in one file, a number in
+    another) is a :class:`SourceError` naming the field and a file of each kind.
+    """
+    from thimble.common.errors import spark_failure
+
+    try:
+        df = spark.read.option("mergeSchema", "true").parquet(*files)
+        df.schema  # noqa: B018  # over Spark Connect the files' footers are read when the plan is analysed
+        return df
+    except Exception as exc:
+        failure = spark_failure(exc)
+        if failure is None or failure.condition not in _SCHEMAS_DISAGREE or len(files) < 2:
+            raise
+    middle = len(files) // 2
+    first, second = read_landed(spark, files[:middle]), read_landed(spark, files[middle:])
+    clash = _type_clash(first.schema, second.schema, ())
+    if clash is not None:
+        path, one, other = clash
+        raise SourceError(
+            f"the landed files disagree on field {_shown_path(path)!r}: {one.simpleString()} in "
+            f"{_file_with(spark, files[:middle], path, one)}, {other.simpleString()} in "
+            f"{_file_with(spark, files[middle:], path, other)}"
+        )
+    return first.unionByName(second, allowMissingColumns=True)
+
+
+_SCHEMAS_DISAGREE = frozenset({"CANNOT_MERGE_SCHEMAS", "CANNOT_MERGE_INCOMPATIBLE_DATA_TYPE"})
+"""Spark's conditions for files whose schemas it cannot merge (read on the driver, or by a job)."""
+
+# A step into a type: ("field", name), ("element", ""), ("key", "") or ("value", "").
+_Step = tuple[str, str]
+
+
+def _type_clash(
+    one: DataType, other: DataType, path: tuple[_Step, ...]
+) -> tuple[tuple[_Step, ...], DataType, DataType] | None:
+    """The first field whose types in ``one`` and ``other`` no union reconciles without changing values
+    (two numbers differ in width only): its path and both types; None when they agree."""
+    from pyspark.sql import types as T
+
+    numbers = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)
+    if one == other or (isinstance(one, numbers) and isinstance(other, numbers)):
+        return None
+    if isinstance(one, T.StructType) and isinstance(other, T.StructType):
+        theirs = {f.name.lower(): f.dataType for f in other.fields}
+        for field_ in one.fields:
+            if field_.name.lower() in theirs:
+                step = ("field", field_.name)
+                clash = _type_clash(field_.dataType, theirs[field_.name.lower()], (*path, step))
+                if clash is not None:
+                    return clash
+        return None
+    if isinstance(one, T.ArrayType) and isinstance(other, T.ArrayType):
+        return _type_clash(one.elementType, other.elementType, (*path, ("element", "")))
+    if isinstance(one, T.MapType) and isinstance(other, T.MapType):
+        return _type_clash(one.keyType, other.keyType, (*path, ("key", ""))) or _type_clash(
+            one.valueType, other.valueType, (*path, ("value", ""))
+        )
+    return path, one, other
+
+
+def _type_at(type_: DataType | None, path: tuple[_Step, ...]) -> DataType | None:
+    from pyspark.sql.types import ArrayType, MapType, StructType
+
+    for kind, name in path:
+        if kind == "field" and isinstance(type_, StructType):
+            type_ = next((f.dataType for f in type_.fields if f.name.lower() == name.lower()), None)
+        elif kind == "element" and isinstance(type_, ArrayType):
+            type_ = type_.elementType
+        elif kind in ("key", "value") and isinstance(type_, MapType):
+            type_ = type_.keyType if kind == "key" else type_.valueType
+        else:
+            return None
+    return type_
+
+
+def _shown_path(path: tuple[_Step, ...]) -> str:
+    shown = ""
+    for kind, name in path:
+        if kind == "field":
+            shown += f".{name}" if shown else name
+        else:
+            shown += "[]" if kind == "element" else f"{{{kind}}}"
+    return shown
+
+
+def _file_with(spark: SparkSession, files: list[str], path: tuple[_Step, ...], type_: DataType) -> str:
+    """The first of ``files`` whose own schema gives the field at ``path`` the type ``type_`` (or a
+    number, when ``type_`` is a number the union widened)."""
+    for file in files:
+        found = _type_at(spark.read.parquet(file).schema, path)
+        if found is not None and _type_clash(found, type_, path) is None:
+            return file
+    return files[0]  # pragma: no cover - the group's schema came from its files
 
 
 def landed_offsets(df: DataFrame) -> dict[str, Any]:
