@@ -14,7 +14,11 @@ whose local queue was full (``fetch.queue.backoff.ms``, as thimble.consumer does
 consumer that empties its queue faster than that waits idle.
 - thimble:        the same handler as a thimble.consumer App (one message per call)
 - thimble-batch:  the same work as a batch handler (``list[ClientEvent]``, batches of 500)
-- faststream:     the same handler in FastStream (confluent backend, AckPolicy.ACK)
+- faststream:     the same handler in FastStream (confluent backend, AckPolicy.ACK: each output's
+                  confirmation awaited before the next message)
+- faststream-batch: the same work as a FastStream batch subscriber and batch publisher (batches of
+                  500, their outputs confirmed together before the batch is acknowledged): its best
+                  at-least-once configuration
 - quix:           the same job in Quix Streams (``model_validate_json``, output to a topic,
                   at-least-once)
 
@@ -58,6 +62,7 @@ ENVIRONMENTS = {
     "faststream": ["faststream[confluent]==0.7.8"],
     "quix": ["quixstreams==3.28.1"],
 }
+ENVIRONMENT_OF = {"faststream": "faststream", "faststream-batch": "faststream", "quix": "quix"}
 SAMPLE_EVERY = 64
 FETCH = {"fetch.queue.backoff.ms": 20}
 
@@ -314,7 +319,7 @@ def run_thimble_bytes(conf: dict[str, Any], topic: str, n: int, out: str) -> Non
     _run_thimble(conf, topic, n, out, kind="thimble-bytes")
 
 
-def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+def _run_faststream(conf: dict[str, Any], topic: str, n: int, out: str, *, kind: str) -> None:
     import asyncio
 
     from faststream import AckPolicy, FastStream
@@ -326,18 +331,35 @@ def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
     state: dict[str, Any] = {"count": 0}
     done = asyncio.Event()
 
-    @broker.subscriber(
-        topic, group_id=f"bench-fs-{uuid.uuid4().hex}", auto_offset_reset="earliest", ack_policy=AckPolicy.ACK
-    )
-    @broker.publisher(out)
-    async def handle(event: ClientEvent) -> ClientFeatures:
+    def handled(count: int) -> None:
         if "start" not in state:
             state["start"] = mark("start")
-        state["count"] += 1
-        if state["count"] >= n:
+        state["count"] += count
+        if state["count"] >= n and "end" not in state:
             state["end"] = mark("end")
             done.set()
-        return featurize(event, features_cls)
+
+    subscribed = {
+        "group_id": f"bench-fs-{uuid.uuid4().hex}",
+        "auto_offset_reset": "earliest",
+        "ack_policy": AckPolicy.ACK,
+    }
+    if kind == "faststream-batch":
+        # Its best at-least-once configuration: a batch's outputs are sent together and their
+        # confirmations awaited together, before the batch is acknowledged.
+        @broker.subscriber(topic, batch=True, max_records=500, **subscribed)
+        @broker.publisher(out, batch=True)
+        async def handle_batch(events: list[ClientEvent]) -> list[ClientFeatures]:
+            handled(len(events))
+            return [featurize(event, features_cls) for event in events]
+
+    else:  # each output's confirmation awaited before the next message
+
+        @broker.subscriber(topic, **subscribed)
+        @broker.publisher(out)
+        async def handle(event: ClientEvent) -> ClientFeatures:
+            handled(1)
+            return featurize(event, features_cls)
 
     async def main() -> None:
         task = asyncio.create_task(app.run())
@@ -347,7 +369,15 @@ def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
         await task
 
     asyncio.run(main())
-    result("faststream", n, state["end"] - state["start"], None)
+    result(kind, n, state["end"] - state["start"], None)
+
+
+def run_faststream(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+    _run_faststream(conf, topic, n, out, kind="faststream")
+
+
+def run_faststream_batch(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+    _run_faststream(conf, topic, n, out, kind="faststream-batch")
 
 
 def run_quix(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
@@ -388,6 +418,7 @@ CONTESTANTS = {
     "thimble": run_thimble,
     "thimble-batch": run_thimble_batch,
     "faststream": run_faststream,
+    "faststream-batch": run_faststream_batch,
     "quix": run_quix,
 }
 
@@ -500,6 +531,7 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict
             "vs_handwritten": paired("handwritten"),
             "vs_raw": paired("raw"),
             "vs_quix": paired("quix"),
+            "vs_faststream_batch": paired("faststream-batch"),
             "p99_ms": statistics.median(p99s) if p99s else None,
             "p99_spread": _spread(p99s, ".0f") if p99s else "-",
             "rss_mb": statistics.median(r["rss_mb"] for r in rows),
@@ -510,19 +542,19 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> dict
 
 def print_table(table: dict[str, dict[str, Any]]) -> None:
     columns = (
-        f"| {'contestant':<13} | {'msgs/s (median)':>15} | {'spread':>19} | {'vs handwritten':>14} "
+        f"| {'contestant':<16} | {'msgs/s (median)':>15} | {'spread':>19} | {'vs handwritten':>14} "
         f"| {'p99 poll→store':>14} | {'p99 spread':>11} | {'peak RSS':>9} | {'CPU/msg':>8} |"
     )
     print(columns)
     print("|" + "|".join("-" * len(c) for c in columns.split("|")[1:-1]) + "|")
     for name, row in table.items():
         if "rate" not in row:
-            print(f"| {name:<13} | {row['note']}")
+            print(f"| {name:<16} | {row['note']}")
             continue
         vs = f"{row['vs_handwritten']:.2f}" if row["vs_handwritten"] is not None else "-"
         p99 = f"{row['p99_ms']:.0f} ms" if row["p99_ms"] is not None else "-"
         print(
-            f"| {name:<13} | {row['rate']:>15,.0f} | {row['rate_spread']:>19} | {vs:>14} "
+            f"| {name:<16} | {row['rate']:>15,.0f} | {row['rate_spread']:>19} | {vs:>14} "
             f"| {p99:>14} | {row['p99_spread']:>11} | {row['rss_mb']:>6.0f} MB | {row['cpu_us']:>5.1f} µs |"
         )
 
@@ -543,6 +575,8 @@ def print_goals(table: dict[str, dict[str, Any]]) -> None:
     line("thimble / handwritten", one.get("vs_handwritten"), 1.0)
     line("thimble-batch / handwritten", batch.get("vs_handwritten"), 2.0)
     line("thimble / quix", one.get("vs_quix"), 1.5)
+    if batch.get("vs_faststream_batch") is not None:
+        print(f"{'thimble-batch / faststream-batch (no goal)':<46} {batch['vs_faststream_batch']:.2f}x")
     if "p99_ms" in hand and "p99_ms" in one and hand["p99_ms"] and one["p99_ms"]:
         line("p99 poll→store, handwritten / thimble", hand["p99_ms"] / one["p99_ms"], 1.0)
     if "rss_mb" in hand and "rss_mb" in one:
@@ -575,7 +609,10 @@ def main() -> None:
         return
 
     names = list(args.only or CONTESTANTS)
-    pythons = {n: str(ensure_environment(n)) if n in ENVIRONMENTS else sys.executable for n in names}
+    pythons = {
+        n: str(ensure_environment(ENVIRONMENT_OF[n])) if n in ENVIRONMENT_OF else sys.executable
+        for n in names
+    }
     topic = f"bench-in-{uuid.uuid4().hex[:8]}"
     print(f"producing {args.messages:,} messages to {topic} ...", flush=True)
     avg = produce_input(conf, topic, args.messages, args.partitions)
@@ -588,7 +625,7 @@ def main() -> None:
             n = min(args.messages, args.faststream_messages) if name == "faststream" else args.messages
             results[name] = row = run_contestant(name, pythons[name], topic, n, args.bootstrap_servers)
             shown = f"{row['rate']:,.0f} msg/s" if "rate" in row else row["note"]
-            print(f"round {number + 1}/{args.rounds}  {name:<13} {shown}", flush=True)
+            print(f"round {number + 1}/{args.rounds}  {name:<16} {shown}", flush=True)
         rounds.append(results)
 
     table = summarise(rounds, names)
