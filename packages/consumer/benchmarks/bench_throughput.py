@@ -62,7 +62,8 @@ ENVIRONMENTS = {
     "faststream": ["faststream[confluent]==0.7.8"],
     "quix": ["quixstreams==3.28.1"],
 }
-ENVIRONMENT_OF = {"faststream": "faststream", "faststream-batch": "faststream", "quix": "quix"}
+SHARED_ENVIRONMENT = {"faststream-batch": "faststream"}
+"""Contestants that run in another contestant's environment."""
 SAMPLE_EVERY = 64
 FETCH = {"fetch.queue.backoff.ms": 20}
 
@@ -609,9 +610,10 @@ def main() -> None:
         return
 
     names = list(args.only or CONTESTANTS)
+    environments = {n: SHARED_ENVIRONMENT.get(n, n) for n in names}
     pythons = {
-        n: str(ensure_environment(ENVIRONMENT_OF[n])) if n in ENVIRONMENT_OF else sys.executable
-        for n in names
+        n: str(ensure_environment(env)) if env in ENVIRONMENTS else sys.executable
+        for n, env in environments.items()
     }
     topic = f"bench-in-{uuid.uuid4().hex[:8]}"
     print(f"producing {args.messages:,} messages to {topic} ...", flush=True)

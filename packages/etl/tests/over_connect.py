@@ -27,7 +27,7 @@ def listing(spark: SparkSession, settings: ThimbleSettings, root: str) -> Any:
 
 
 def progress(spark: SparkSession, settings: ThimbleSettings, group: str) -> Any:
-    """Stages done/known of a job group that runs one action of three stages; jobs counted in it."""
+    """Stages done/known of a job group that runs one action of four stages; jobs counted in it."""
     from pyspark.sql import functions as F
 
     from thimble.etl._connect import StageProgress, job_group, jobs_in_group

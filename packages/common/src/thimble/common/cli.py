@@ -22,7 +22,8 @@ class TerminalConsole(Console):
     """The console of every Thimble command: it shows control characters (``\x1b``, ``\r``, bidi
     overrides) as escapes rather than sending them to the terminal, line breaks apart. What a command
     prints may come from outside (a landed value, a dead letter, a registry entry): every string printed,
-    table cells included, is rendered through here; a :class:`~rich.text.Text` built by hand is not."""
+    table cells included, is rendered through here (a :class:`~rich.text.Text` built by hand is not: print
+    outside text beside it as a string)."""
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(escape_controls(text, keep_newlines=True), **kwargs)

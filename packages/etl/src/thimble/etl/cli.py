@@ -17,7 +17,6 @@ from thimble.common.cli import TerminalConsole, user_errors
 from thimble.common.config import load_settings
 from thimble.common.errors import spark_failure
 from thimble.common.logging import configure_logging
-from thimble.common.text import escape_controls
 from thimble.etl.__about__ import __version__
 from thimble.etl.config import EtlSettings, TableConfig, load_table_config
 from thimble.etl.errors import EtlError, SparkJobError
@@ -127,9 +126,7 @@ def run(
     for check in result.checks:
         if check.status != "pass":
             colour = "red" if check.status == "fail" else "yellow"
-            out.print(
-                Text.assemble((check.status, colour), escape_controls(f": {check.name}: {check.detail}"))
-            )
+            out.print(Text(check.status, style=colour), f": {check.name}: {check.detail}", sep="")
     if result.status == "blocked":
         out.print(
             f"a failing check blocked the write; {result.table} stays at version {result.version}",
@@ -165,9 +162,7 @@ def check(
     if problems:
         raise ConfigError(problems, source=str(file))
     out.print(
-        Text.assemble(
-            ("ok", "green"), escape_controls(f": {file} ({table_config.table}, {table_config.write.mode})")
-        )
+        Text("ok", style="green"), f": {file} ({table_config.table}, {table_config.write.mode})", sep=""
     )
 
 
