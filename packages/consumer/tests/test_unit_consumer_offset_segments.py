@@ -43,7 +43,7 @@ class HeldTransport:
 
     def ack(self, index: int) -> int:
         source, pending = self.unacked.pop(index)
-        pending.on_delivery(None, None)
+        pending(None, None)  # the record's delivery report
         return source
 
     def poll(self) -> None:

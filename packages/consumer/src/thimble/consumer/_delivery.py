@@ -61,8 +61,9 @@ class Pending:
         self.error = error
         self.remaining -= 1
 
-    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        """confluent-kafka delivery callback."""
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
+        """The delivery callback of the records it holds (``produce(..., on_delivery=pending)``): the
+        object itself, since a bound method made for every record costs close to a microsecond."""
         if err is not None:
             self.error = DeliveryError(f"delivery to {msg.topic()} failed: {err.str()}")
         self.remaining -= 1

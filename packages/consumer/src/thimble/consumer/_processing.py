@@ -183,7 +183,7 @@ class Processor:
                     else:
                         pending.remaining += 1
                         try:
-                            produce(topic.topic, encoded, msg.key(), on_delivery=pending.on_delivery)
+                            produce(topic.topic, encoded, msg.key(), on_delivery=pending)
                         except BufferError:
                             pending.remaining -= 1
                             topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
@@ -284,7 +284,7 @@ class Processor:
                 unencodable.append((msg, exc))
         for msg, error in unencodable:  # that input alone
             self._dead_letter(msg, error, "output", 1, pending)
-        name, produce, on_delivery = topic.topic, self._produce, pending.on_delivery
+        name, produce = topic.topic, self._produce
         refused = len(unencodable)
         for msg, value in records:
             key = msg.key()
@@ -292,7 +292,7 @@ class Processor:
                 if produce is not None:
                     pending.remaining += 1
                     try:
-                        produce(name, value, key, on_delivery=on_delivery)
+                        produce(name, value, key, on_delivery=pending)
                         continue
                     except BufferError:
                         pending.remaining -= 1

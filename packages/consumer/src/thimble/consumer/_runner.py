@@ -743,7 +743,9 @@ class Runner:
         if done:
             with self._store_lock:
                 self._to_store.extend(done)
-            self._space.set()  # wakes the main thread if it waits for room in the queue
+            # The main thread is not woken for them: it stores them when it next looks, at the latest
+            # once the batch is through or its wait for room times out. Each wake-up in the middle of a
+            # batch takes the interpreter lock from the worker twice.
 
     def _commit_transaction(self) -> None:
         """Commit the open transaction with the offsets processed in it; when the broker refuses it, it is

@@ -69,7 +69,7 @@ class KafkaTransport:
         produce: Any = self.producer.produce
         while True:
             try:
-                produce(topic, value, key, headers=headers, on_delivery=pending.on_delivery)
+                produce(topic, value, key, headers=headers, on_delivery=pending)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.

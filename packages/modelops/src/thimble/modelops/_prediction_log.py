@@ -208,12 +208,13 @@ class PredictionLog:
         """
         batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
         values = self._serialise(batch)
+        delivered = self._delivered  # bound once: a bound method made per record costs close to a microsecond
         for i, (entry, value) in enumerate(zip(batch, values, strict=True)):
             if value is None:
                 continue
             key = entry[0].encode()
             try:
-                self._producer.produce(self.topic, value, key=key, on_delivery=self._delivered)
+                self._producer.produce(self.topic, value, key=key, on_delivery=delivered)
                 self.sent += 1
             except BufferError:
                 rest = [
