@@ -77,8 +77,8 @@ POLL_TIMEOUT_S = 0.1
 # While handled messages wait for their outputs' acknowledgements, both threads look again this often,
 # so an offset is stored soon after its last output is acknowledged, also when no new message comes.
 ACK_WAIT_S = 0.005
-# At-least-once: every this many messages the worker also stores what is complete, so a batch's offsets
-# are stored as soon as its outputs are acknowledged, not only at the end of the next batch.
+# At-least-once: every this many messages the worker also serves delivery reports and hands what is
+# complete to the polling thread, so a long batch's offsets are stored while it runs, not only at its end.
 STORE_EVERY = 128
 # A full queue (by default: a busy worker) first just waits for the worker (pausing drops librdkafka's
 # prefetched messages, which costs a refetch); only one still full after this long pauses the
