@@ -296,6 +296,7 @@ def produce(
         {
             **kafka_config,
             "enable.idempotence": True,
+            "max.in.flight.requests.per.connection": 1,  # no loss when a leader change reorders requests
             "linger.ms": 20,
             "compression.type": "lz4",
             "log_level": 4,

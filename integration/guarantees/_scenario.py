@@ -218,6 +218,8 @@ class Run:
                 "bootstrap.servers": self.cluster.bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
+                # As the consumer's producer: a leader change cannot reorder two requests and lose one.
+                "max.in.flight.requests.per.connection": 1,
                 "linger.ms": 5,
                 "message.max.bytes": 2_000_000,
                 "message.timeout.ms": 300_000,

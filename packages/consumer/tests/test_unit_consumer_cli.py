@@ -184,6 +184,18 @@ def test_the_cli_reports_a_refused_kafka_setting_without_a_traceback() -> None:
         ("consumer_extra", "group.id", "other", "set consumer.group_id (--group-id) instead"),
         ("producer_extra", "enable.idempotence", False, "outputs are written by an idempotent producer"),
         ("producer_extra", "acks", 1, "outputs are acknowledged by every in-sync replica"),
+        (
+            "producer_extra",
+            "max.in.flight.requests.per.connection",
+            5,
+            "a leader change cannot reorder two requests and drop the first",
+        ),
+        (
+            "producer_extra",
+            "max.in.flight",
+            5,
+            "a leader change cannot reorder two requests and drop the first",
+        ),
         ("producer_extra", "linger.ms", [5], None),
         ("consumer_extra", "fetch.max.bytes", {"a": 1}, None),
     ],
@@ -201,6 +213,20 @@ def test_raw_librdkafka_settings_that_would_void_a_guarantee_are_refused_in_one_
         f"is set by thimble-consumer ({why}); remove it" if why else "must be a string, a number or a bool"
     )
     assert f"consumer.{section}: {name!r} {expected}" in problem
+
+
+@pytest.mark.parametrize("transactional_id", [None, "orders-0"])
+def test_every_output_producer_has_one_request_in_flight_per_broker(transactional_id: str | None) -> None:
+    """Two requests in flight to a partition's new leader can be handled out of order; Kafka before 4.5
+    then keeps the second, drops the first and the client reports both delivered."""
+    from thimble.common import load_settings
+    from thimble.consumer import ConsumerSettings
+    from thimble.consumer._kafka import producer_config
+
+    settings = load_settings(ConsumerSettings, overrides={"consumer": {"producer_extra": {"linger.ms": 1}}})
+    conf = producer_config(settings, "c", transactional_id)
+    assert conf["max.in.flight.requests.per.connection"] == 1
+    assert conf["enable.idempotence"] is True
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,23 @@ def test_an_abort_stuck_in_the_client_starts_a_new_producer() -> None:
     assert not txns.open
 
 
+def test_a_transaction_that_failed_in_the_background_is_aborted_when_a_record_is_refused() -> None:
+    """librdkafka fails the open transaction on its own thread (offsets refused under a stale
+    generation); the next produce then raises ``_STATE`` ("Erroneous state"), flagged neither fatal nor
+    abortable: the transaction is aborted and the caller resumes, instead of the consumer stopping."""
+    txns, made, outcomes = _transactions_whose_first_producer_sticks_in("nothing")
+    txns.begin()
+    refused = KafkaException(
+        KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state")
+    )
+    assert txns.refused(refused)
+    assert made[0].calls[-1] == "abort_transaction"
+    assert outcomes == ["aborted"]
+    assert not txns.open
+    assert not txns.refused(KafkaException(KafkaError(KafkaError._INVALID_ARG, "bad argument")))
+    assert outcomes == ["aborted"]
+
+
 def test_bounded_calls_return_results_and_exceptions_and_go_on_after_a_stuck_one() -> None:
     calls = BoundedCalls()
     assert calls.run(1, lambda a, b: a + b, 2, 3) == 5

@@ -116,6 +116,11 @@ def producer_config(
         "client.id": client_id,
         "acks": "all",
         "enable.idempotence": True,
+        # One request in flight per broker: a broker accepts any first sequence number from a producer it
+        # holds no state for on a partition (Kafka 4.5 refuses it only where no record was ever written),
+        # so when a new leader handles two requests out of order, the earlier one is dropped and still
+        # reported delivered.
+        "max.in.flight.requests.per.connection": 1,
         "linger.ms": 5,
         "compression.type": "lz4",
         "logger": kafka_log,

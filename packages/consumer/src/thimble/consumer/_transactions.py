@@ -195,7 +195,9 @@ class Transactions:
     def refused(self, exc: KafkaException) -> bool:
         """Abort after ``exc`` from a produce if it means the transaction cannot go on; whether it did."""
         err = _error(exc)
-        if err is None or not (err.fatal() or err.txn_requires_abort()):
+        # ``_STATE``: the transaction failed on the client's own thread (the broker refused something
+        # sent for it, such as offsets under a stale generation) and takes no more records.
+        if err is None or not (err.fatal() or err.txn_requires_abort() or err.code() == KafkaError._STATE):
             return False
         log.warning(
             "transaction refused a record; aborted, resuming from the last committed offsets",

@@ -10,6 +10,7 @@ from thimble.common.config import Section, ThimbleSettings
 from thimble.common.validation import json_kind
 
 # librdkafka properties the guarantees rest on: thimble-consumer sets them, and ``*_extra`` may not.
+IN_ORDER = "a leader change cannot reorder two requests and drop the first"
 _OWNED: dict[str, dict[str, str]] = {
     "consumer_extra": {
         "enable.auto.offset.store": "an offset is stored only once its message is processed",
@@ -22,6 +23,8 @@ _OWNED: dict[str, dict[str, str]] = {
         "acks": "outputs are acknowledged by every in-sync replica",
         "request.required.acks": "outputs are acknowledged by every in-sync replica",
         "transactional.id": "exactly-once gives each process its own",
+        "max.in.flight.requests.per.connection": IN_ORDER,
+        "max.in.flight": IN_ORDER,
     },
 }
 
