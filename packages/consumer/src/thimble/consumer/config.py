@@ -9,8 +9,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from thimble.common.config import Section, ThimbleSettings
 from thimble.common.validation import json_kind
 
+_IN_ORDER = "a leader change cannot reorder two requests and drop the first"
 # librdkafka properties the guarantees rest on: thimble-consumer sets them, and ``*_extra`` may not.
-IN_ORDER = "a leader change cannot reorder two requests and drop the first"
 _OWNED: dict[str, dict[str, str]] = {
     "consumer_extra": {
         "enable.auto.offset.store": "an offset is stored only once its message is processed",
@@ -23,8 +23,8 @@ _OWNED: dict[str, dict[str, str]] = {
         "acks": "outputs are acknowledged by every in-sync replica",
         "request.required.acks": "outputs are acknowledged by every in-sync replica",
         "transactional.id": "exactly-once gives each process its own",
-        "max.in.flight.requests.per.connection": IN_ORDER,
-        "max.in.flight": IN_ORDER,
+        "max.in.flight.requests.per.connection": _IN_ORDER,
+        "max.in.flight": _IN_ORDER,
     },
 }
 
