@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import Producer
 
 from thimble.consumer import DeliveryError
 from thimble.consumer._delivery import OffsetTracker, Pending
 from thimble.consumer._processing import RetryPolicy
+from thimble.consumer._transport import KafkaTransport
 
 pytestmark = pytest.mark.unit
 
@@ -86,3 +88,20 @@ def test_backoff_is_exponential_bounded_and_jittered() -> None:
         delays = {policy.delay_s(retry) for _ in range(20)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1
+
+
+@pytest.mark.parametrize("headers", [None, [("source", b"orders")]])
+def test_a_record_sent_with_its_arguments_by_position_reports_to_its_pending(
+    headers: list[tuple[str, bytes | None]] | None,
+) -> None:
+    """The transport passes ``produce`` its callback by position: the fifth argument must be it."""
+    producer = Producer({"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 50})
+    pending = Pending()
+    KafkaTransport(producer).send("orders-out", b"k", b"v", headers, pending)
+    assert pending.remaining == 2
+
+    producer.flush(10)
+
+    assert pending.remaining == 1
+    assert isinstance(pending.error, DeliveryError)
+    assert "orders-out" in str(pending.error)

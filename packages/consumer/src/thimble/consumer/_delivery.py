@@ -62,8 +62,8 @@ class Pending:
         self.remaining -= 1
 
     def __call__(self, err: KafkaError | None, msg: Any) -> None:
-        """The delivery callback of the records it holds (``produce(..., on_delivery=pending)``): the
-        object itself, since a bound method made for every record costs close to a microsecond."""
+        """The delivery callback (``on_delivery``) of the records it holds: the object itself, since a
+        bound method made for every record costs close to a microsecond."""
         if err is not None:
             self.error = DeliveryError(f"delivery to {msg.topic()} failed: {err.str()}")
         self.remaining -= 1

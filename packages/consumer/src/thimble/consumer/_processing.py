@@ -23,7 +23,7 @@ from thimble.consumer._dead_letters import DeadLetterWriter
 from thimble.consumer._delivery import Pending
 from thimble.consumer._metrics import HandlerMetrics
 from thimble.consumer._signature import HandlerSpec
-from thimble.consumer._transport import record_size, too_large
+from thimble.consumer._transport import ANY_PARTITION, record_size, too_large
 from thimble.consumer._writers import SinkWriter, TopicWriter
 from thimble.consumer.context import Context
 from thimble.consumer.errors import DecodeError, RecordTooLarge, Retriable
@@ -183,7 +183,7 @@ class Processor:
                     else:
                         pending.remaining += 1
                         try:
-                            produce(topic.topic, encoded, msg.key(), on_delivery=pending)
+                            produce(topic.topic, encoded, msg.key(), ANY_PARTITION, pending)
                         except BufferError:
                             pending.remaining -= 1
                             topic.transport.send(topic.topic, msg.key(), encoded, None, pending)
@@ -292,7 +292,7 @@ class Processor:
                 if produce is not None:
                     pending.remaining += 1
                     try:
-                        produce(name, value, key, on_delivery=pending)
+                        produce(name, value, key, ANY_PARTITION, pending)
                         continue
                     except BufferError:
                         pending.remaining -= 1

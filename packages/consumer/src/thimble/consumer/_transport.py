@@ -13,6 +13,9 @@ from thimble.consumer._delivery import Pending
 from thimble.consumer.errors import RecordTooLarge
 
 Headers = list[tuple[str, bytes | None]]  # a header's value may be null
+# ``produce(topic, value, key, ANY_PARTITION, on_delivery)``: passed by position on the hot paths, as
+# keyword arguments cost the call a dictionary (about 0.15 µs of the 1 µs a produce takes).
+ANY_PARTITION = -1
 
 
 def too_large(exc: KafkaException, topic: str, size: int) -> RecordTooLarge | None:
@@ -69,7 +72,10 @@ class KafkaTransport:
         produce: Any = self.producer.produce
         while True:
             try:
-                produce(topic, value, key, headers=headers, on_delivery=pending)
+                if headers is None:
+                    produce(topic, value, key, ANY_PARTITION, pending)
+                else:
+                    produce(topic, value, key, ANY_PARTITION, pending, headers=headers)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
