@@ -67,3 +67,25 @@ def test_a_rebalance_takes_the_lock_between_two_messages_of_a_batch() -> None:
         runner.fatal = RuntimeError("test over")
         worker.join(5)
     assert not worker.is_alive()
+
+
+def test_the_main_thread_is_woken_for_room_only_when_it_may_poll_ahead() -> None:
+    """Without queued batches the main thread polls only once the worker waits: a wake-up when the
+    worker takes a batch would only take the interpreter lock from it."""
+    app = App("wake-ups")
+
+    @app.handler(source="in")
+    def ignore(event: bytes) -> None:
+        return None
+
+    for queued, woken in ((0, False), (1, True)):
+        settings = load_settings(
+            ConsumerSettings,
+            overrides={"metrics": {"enabled": False}, "consumer": {"queued_batches": queued}},
+        )
+        runner = Runner(app, settings)
+        runner._queue.append((0, [object()]))
+
+        assert runner._next_batch() is not None
+
+        assert runner._space.is_set() is woken, f"queued_batches={queued}"

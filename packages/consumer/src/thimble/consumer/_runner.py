@@ -618,7 +618,10 @@ class Runner:
             if not self._queue:
                 return None
             item = self._queue.popleft()
-        self._space.set()
+        if self.cfg.queued_batches:
+            # Room for a batch polled ahead. Without queued batches the main thread polls only once the
+            # worker waits: woken now, it would only take the interpreter lock from the worker and wait again.
+            self._space.set()
         return item
 
     def _take_lock(self, timeout: float = -1) -> bool:
