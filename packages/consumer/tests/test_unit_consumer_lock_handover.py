@@ -10,6 +10,7 @@ from typing import Any
 
 from thimble.common.config import load_settings
 from thimble.consumer import App, ConsumerSettings
+from thimble.consumer._pipeline import Interrupt
 from thimble.consumer._runner import Runner
 from thimble.testing import wait_until
 
@@ -26,6 +27,13 @@ class SlowPipeline:
     def feed(self, _msg: Any) -> None:
         time.sleep(HANDLER_S)
         self.fed += 1
+
+    def feed_run(self, msgs: list[Any], start: int, stop: int, interrupt: Interrupt) -> int:
+        i = start
+        while i < stop and not interrupt.raised:
+            self.feed(msgs[i])
+            i += 1
+        return i
 
     def end_batch(self) -> None:
         return
@@ -89,3 +97,27 @@ def test_the_main_thread_is_woken_for_room_only_when_it_may_poll_ahead() -> None
         assert runner._next_batch() is not None
 
         assert runner._space.is_set() is woken, f"queued_batches={queued}"
+
+
+def test_a_fatal_error_stops_a_run_of_messages_at_the_next_one() -> None:
+    """The worker feeds a batch's messages in runs; an error set from another thread ends the run."""
+    app = App("fatal-in-a-run")
+
+    @app.handler(source="in")
+    def ignore(event: bytes) -> None:
+        return None
+
+    runner = Runner(app, load_settings(ConsumerSettings, overrides={"metrics": {"enabled": False}}))
+    pipeline = runner.pipeline = SlowPipeline()  # type: ignore[assignment]
+    runner.transport = SimpleNamespace(producer=SimpleNamespace(poll=lambda _t: 0))  # type: ignore[assignment]
+    runner._queue.append((0, [object()] * MESSAGES))
+    worker = threading.Thread(target=runner._work_loop, daemon=True)
+    worker.start()
+    wait_until(lambda: pipeline.fed >= 1, timeout=10, what="the worker handles the batch")
+
+    runner.fatal = RuntimeError("the broker refused this consumer")
+    fed = pipeline.fed
+
+    worker.join(5)
+    assert not worker.is_alive()
+    assert pipeline.fed <= fed + 1, "the worker went on after the error"

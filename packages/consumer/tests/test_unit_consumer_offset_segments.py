@@ -19,7 +19,7 @@ from thimble.consumer._delivery import Pending
 from thimble.consumer._landing import MemoryLanding
 from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import MemoryOnlineStore
-from thimble.consumer._pipeline import Backends, Pipeline
+from thimble.consumer._pipeline import Backends, Interrupt, Pipeline
 from thimble.consumer.testing import _Message
 
 pytestmark = pytest.mark.unit
@@ -69,12 +69,26 @@ def pipeline(transport: HeldTransport) -> Pipeline:
     return Pipeline(app, cfg, backends, ConsumerMetrics(CollectorRegistry()), wait=lambda _s: False)
 
 
-feed = st.tuples(
-    st.just("feed"), st.sampled_from([SINGLE, BATCH]), st.integers(0, 2), st.sampled_from(["poison", 0, 1, 2])
-)
+message = st.tuples(st.sampled_from([SINGLE, BATCH]), st.integers(0, 2), st.sampled_from(["poison", 0, 1, 2]))
+feed = st.tuples(st.just("feed"), message)
+# Messages fed in one run (as the worker feeds them), interrupted before the given one; the rest then
+# fed in a second run.
+run = st.tuples(st.just("run"), st.lists(message, min_size=1, max_size=6), st.integers(0, 6))
 ack = st.tuples(st.just("ack"), st.integers(0, 10_000))
 look = st.tuples(st.just("look"))
 tick = st.tuples(st.just("tick"))
+
+
+class InterruptBefore(Interrupt):
+    """Raised from the ``n``-th look on."""
+
+    def __init__(self, n: int) -> None:
+        self.looks, self.n = 0, n
+
+    @property  # type: ignore[override]
+    def raised(self) -> bool:
+        self.looks += 1
+        return self.looks > self.n
 
 
 class Reference:
@@ -91,7 +105,7 @@ class Reference:
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops=st.lists(st.one_of(feed, ack, look, tick), max_size=60), exactly_once=st.booleans())
+@given(ops=st.lists(st.one_of(feed, run, ack, look, tick), max_size=60), exactly_once=st.booleans())
 def test_offsets_never_pass_a_message_not_done(ops: list[tuple[Any, ...]], exactly_once: bool) -> None:
     transport = HeldTransport()
     pipe = pipeline(transport)
@@ -103,9 +117,9 @@ def test_offsets_never_pass_a_message_not_done(ops: list[tuple[Any, ...]], exact
             ref.unacked[source] = ref.unacked.get(source, 0) + 1
 
     def mark_processed() -> None:
-        buffered = {m.offset() for m in pipe.routes[BATCH].buffer}
-        for i, (topic, _p, offset) in ref.where.items():
-            if topic == SINGLE or offset not in buffered:
+        buffered = {(m.partition(), m.offset()) for m in pipe.routes[BATCH].buffer}
+        for i, (topic, partition, offset) in ref.where.items():
+            if topic == SINGLE or (partition, offset) not in buffered:
                 ref.processed.add(i)
 
     def look_at_tracker() -> None:
@@ -119,20 +133,27 @@ def test_offsets_never_pass_a_message_not_done(ops: list[tuple[Any, ...]], exact
                 if not exactly_once:
                     assert not ref.unacked.get(i), f"{tp} passes message {ref.where[i]}, not acknowledged"
 
+    def message_of(topic: str, partition: int, outputs: Any) -> _Message:
+        offset = ref.next_offset.get((topic, partition), 0)
+        ref.next_offset[(topic, partition)] = offset + 1
+        ident = len(ref.where)
+        ref.where[ident] = (topic, partition, offset)
+        value = (
+            f"poison-{ident}".encode()
+            if outputs == "poison"
+            else orjson.dumps({"id": ident, "outputs": outputs})
+        )
+        return _Message(topic, partition, offset, None, value, None, 0)
+
     for op in ops:
         before = len(transport.unacked)
         if op[0] == "feed":
-            _, topic, partition, outputs = op
-            offset = ref.next_offset.get((topic, partition), 0)
-            ref.next_offset[(topic, partition)] = offset + 1
-            ident = len(ref.where)
-            ref.where[ident] = (topic, partition, offset)
-            value = (
-                f"poison-{ident}".encode()
-                if outputs == "poison"
-                else orjson.dumps({"id": ident, "outputs": outputs})
-            )
-            pipe.feed(_Message(topic, partition, offset, None, value, None, 0))
+            pipe.feed(message_of(*op[1]))
+        elif op[0] == "run":
+            msgs = [message_of(*m) for m in op[1]]
+            stopped = pipe.feed_run(msgs, 0, len(msgs), InterruptBefore(op[2]))
+            assert stopped == min(op[2], len(msgs))
+            assert pipe.feed_run(msgs, stopped, len(msgs), Interrupt()) == len(msgs)
         elif op[0] == "ack" and transport.unacked:
             ref.unacked[transport.ack(op[1] % len(transport.unacked))] -= 1
         elif op[0] == "tick":

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import TopicPartition
 
+from thimble.consumer import _log_context as log_context
 from thimble.consumer._dead_letters import DeadLetterWriter
 from thimble.consumer._delivery import TP, OffsetTracker, Pending
 from thimble.consumer._landing import LandingStore, LandingWriter
@@ -47,6 +48,15 @@ class Route:
     batch_wait_s: float
     buffer: list[Any] = field(default_factory=list)
     started: float = 0.0
+
+
+class Interrupt:
+    """Raised from any thread to end :meth:`Pipeline.feed_run` before its next message."""
+
+    __slots__ = ("raised",)
+
+    def __init__(self) -> None:
+        self.raised = False
 
 
 @dataclass(slots=True)
@@ -150,6 +160,34 @@ class Pipeline:
             return
         route.processor.handle(msg, self._pending)
         self._last[(topic, msg.partition())] = msg.offset()
+
+    def feed_run(self, msgs: list[Any], start: int, stop: int, interrupt: Interrupt) -> int:
+        """:meth:`feed` ``msgs[start:stop]`` in one loop, each noted as the message being handled (for
+        log lines), until ``interrupt`` is raised; returns the index of the first message not fed.
+
+        The worker feeds the messages of a polled batch in such runs rather than one by one through its
+        own checks, which cost about 0.5 µs per message; whatever those checks look at raises
+        ``interrupt`` when it changes.
+        """
+        routes, last, pending, current = self.routes, self._last, self._pending, log_context.current
+        topic: str | None = None
+        handle: Any = None  # the processor of ``topic``
+        i = start
+        while i < stop and not interrupt.raised:
+            msg = msgs[i]
+            i += 1
+            current.msg = msg
+            name = msg.topic()
+            if name != topic:
+                route = routes[name]
+                if route.batch:
+                    self.feed(msg)
+                    topic = None
+                    continue
+                topic, handle = name, route.processor.handle
+            handle(msg, pending)
+            last[(name, msg.partition())] = msg.offset()
+        return i
 
     def settle(self) -> None:
         """Close the open segment: its messages enter the tracker, processed."""

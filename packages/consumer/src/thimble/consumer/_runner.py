@@ -7,7 +7,9 @@ only once the worker waits for one: a polled message never waits behind a whole 
 interpreter lock polling ahead would not run alongside the handler anyway. Both touch the pipeline
 only under ``self._lock``, which the worker holds through a polled batch but hands over between two
 messages as soon as the main thread asks for it (:meth:`Runner._take_lock`), so a revocation waits for
-at most the message being handled. Commit decisions live in :mod:`thimble.consumer._delivery`;
+at most the message being handled. At-least-once, the worker feeds a batch's messages in runs
+(:meth:`Pipeline.feed_run`) that any change it must see before a message (the lock wanted, a stop, an
+error, a revocation) ends at the next one, through ``self._interrupt``. Commit decisions live in :mod:`thimble.consumer._delivery`;
 exactly-once transactions in :mod:`thimble.consumer._transactions`. Only the main thread calls the
 consumer: it takes the group metadata the worker's transactions send, and seeks back to the committed
 offsets after an abort.
@@ -55,7 +57,7 @@ from thimble.consumer._landing import ParquetFiles
 from thimble.consumer._log_context import set_current
 from thimble.consumer._metrics import ConsumerMetrics
 from thimble.consumer._online_store import RedisBackend
-from thimble.consumer._pipeline import Backends, Pipeline
+from thimble.consumer._pipeline import Backends, Interrupt, Pipeline
 from thimble.consumer._poll_watch import PollWatch
 from thimble.consumer._processing import Abandoned
 from thimble.consumer._state_store import RedisStates
@@ -125,6 +127,9 @@ class Runner:
         self._stopping = False  # self._stop.is_set(), read once per message
         self._lock = threading.Lock()
         self._lock_wanted = False  # the main thread waits for the lock: the worker yields it
+        # Raised after any change the worker checks before each message (the lock wanted, a stop, a fatal
+        # error, an epoch or a rewind), so that a run of messages fed at once ends at the next message.
+        self._interrupt = Interrupt()
         self._queue: deque[tuple[int, list[Any]]] = deque()
         self._cond = threading.Condition()
         self._space = threading.Event()
@@ -141,7 +146,7 @@ class Runner:
         self._broker_ok = True
         self._draining_until: float | None = None
         self._worker_done = threading.Event()
-        self.fatal: BaseException | None = None
+        self._fatal: BaseException | None = None
         self._closing = False
         # Exactly-once: the transactions, this process's slot among the group's on this host, and
         # whether an aborted transaction asks the main thread to seek back to the committed offsets
@@ -179,9 +184,20 @@ class Runner:
         if self._draining_until is None:
             self._draining_until = time.monotonic() + self.cfg.drain_timeout_s
         self._stopping = True
+        self._interrupt.raised = True
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """The error that stops this consumer, once there is one."""
+        return self._fatal
+
+    @fatal.setter
+    def fatal(self, error: BaseException | None) -> None:
+        self._fatal = error
+        self._interrupt.raised = True
 
     @property
     def producer(self) -> Producer:
@@ -501,6 +517,7 @@ class Runner:
                 self._revoked_at[(p.topic, p.partition)] = self._epoch
             self._epoch += 1
             self._rewind = False
+            self._interrupt.raised = True
         finally:
             self._lock.release()
         log.info(
@@ -544,6 +561,7 @@ class Runner:
         for tp in tps:
             self._revoked_at[tp] = self._epoch
         self._epoch += 1
+        self._interrupt.raised = True
         self._assigned -= tps
         for tp in tps:
             self._stored.pop(tp, None)
@@ -627,6 +645,7 @@ class Runner:
     def _take_lock(self, timeout: float = -1) -> bool:
         """Take the pipeline lock from the main thread; the worker yields it after its current message."""
         self._lock_wanted = True
+        self._interrupt.raised = True
         try:
             return self._lock.acquire(timeout=timeout)
         finally:
@@ -641,6 +660,7 @@ class Runner:
 
     def _work_loop(self) -> None:
         lock, pipeline, txns, revoked_at = self._lock, self.pipeline, self._txns, self._revoked_at
+        interrupt = self._interrupt
         stopping = self._stop.is_set
         current = log_context.current
         while True:
@@ -653,11 +673,23 @@ class Runner:
                 continue
             epoch, batch = item
             with lock:
-                for i, msg in enumerate(batch, 1):
+                i, size = 0, len(batch)
+                while i < size:
                     if (self._stopping and self._past_drain()) or self.fatal is not None:
                         return
                     if self._lock_wanted:
                         self._yield_lock()
+                    if txns is None and self._may_feed_run(epoch):
+                        # Up to the next store: fed in one loop, which ends early when interrupted.
+                        fed = pipeline.feed_run(
+                            batch, i, min(size, i - i % STORE_EVERY + STORE_EVERY), interrupt
+                        )
+                        if fed > i and not fed % STORE_EVERY:
+                            self._store_done()
+                        i = fed
+                        continue
+                    msg = batch[i]
+                    i += 1
                     # Polled before its partition was revoked (or rewound): not this process's to handle.
                     if self._rewind or (
                         epoch < self._epoch and revoked_at.get((msg.topic(), msg.partition()), -1) >= epoch
@@ -678,6 +710,19 @@ class Runner:
                 if self._lock_wanted:
                     self._yield_lock()
                 self._in_transaction(self._end_batch)
+
+    def _may_feed_run(self, epoch: int) -> bool:
+        """At-least-once: whether the next messages of a batch polled in ``epoch`` may be fed as a run,
+        no message of it to be skipped and nothing asking the worker to stop or to yield the lock.
+        Lowers the interrupt first: a change made after it raises it again. Under the lock."""
+        self._interrupt.raised = False
+        return not (
+            self._lock_wanted
+            or self._stopping
+            or self.fatal is not None
+            or self._rewind
+            or epoch != self._epoch
+        )
 
     def _handled_already(self, epoch: int, msg: Any) -> bool:
         """Exactly-once: whether ``msg`` comes before a message of its partition fed in the same epoch.
@@ -775,6 +820,7 @@ class Runner:
         self.transport.producer = self._txns.producer  # a new one if the old one was fenced
         self.pipeline.reset()
         self._rewind = True
+        self._interrupt.raised = True
 
     def _make_durable(self, timeout: float) -> None:
         """Flush sinks and hand what is done to the main thread, which stores it (at-least-once), or commit
