@@ -48,21 +48,32 @@ class SlowPipeline:
         return False
 
 
-def test_a_rebalance_takes_the_lock_between_two_messages_of_a_batch() -> None:
+def _runner(queued_batches: int = 0) -> Runner:
     app = App("lock-handover")
 
     @app.handler(source="in")
     def ignore(event: bytes) -> None:
         return None
 
-    runner = Runner(app, load_settings(ConsumerSettings, overrides={"metrics": {"enabled": False}}))
+    overrides = {"metrics": {"enabled": False}, "consumer": {"queued_batches": queued_batches}}
+    return Runner(app, load_settings(ConsumerSettings, overrides=overrides))
+
+
+def _handling(runner: Runner) -> tuple[SlowPipeline, threading.Thread]:
+    """The runner's worker, started on a batch of ``MESSAGES`` slow messages, once it handles the first."""
     pipeline = runner.pipeline = SlowPipeline()  # type: ignore[assignment]
     runner.transport = SimpleNamespace(producer=SimpleNamespace(poll=lambda _t: 0))  # type: ignore[assignment]
     runner._queue.append((0, [object()] * MESSAGES))
     worker = threading.Thread(target=runner._work_loop, daemon=True)
     worker.start()
+    wait_until(lambda: pipeline.fed >= 1, timeout=10, what="the worker handles the batch")
+    return pipeline, worker
+
+
+def test_a_rebalance_takes_the_lock_between_two_messages_of_a_batch() -> None:
+    runner = _runner()
+    pipeline, worker = _handling(runner)
     try:
-        wait_until(lambda: pipeline.fed >= 1, timeout=10, what="the worker handles the batch")
         # The whole batch takes 3 s; the lock must come within about one message.
         assert runner._take_lock(timeout=1.0)
         fed = pipeline.fed
@@ -80,18 +91,8 @@ def test_a_rebalance_takes_the_lock_between_two_messages_of_a_batch() -> None:
 def test_the_main_thread_is_woken_for_room_only_when_it_may_poll_ahead() -> None:
     """Without queued batches the main thread polls only once the worker waits: a wake-up when the
     worker takes a batch would only take the interpreter lock from it."""
-    app = App("wake-ups")
-
-    @app.handler(source="in")
-    def ignore(event: bytes) -> None:
-        return None
-
     for queued, woken in ((0, False), (1, True)):
-        settings = load_settings(
-            ConsumerSettings,
-            overrides={"metrics": {"enabled": False}, "consumer": {"queued_batches": queued}},
-        )
-        runner = Runner(app, settings)
+        runner = _runner(queued)
         runner._queue.append((0, [object()]))
 
         assert runner._next_batch() is not None
@@ -101,19 +102,8 @@ def test_the_main_thread_is_woken_for_room_only_when_it_may_poll_ahead() -> None
 
 def test_a_fatal_error_stops_a_run_of_messages_at_the_next_one() -> None:
     """The worker feeds a batch's messages in runs; an error set from another thread ends the run."""
-    app = App("fatal-in-a-run")
-
-    @app.handler(source="in")
-    def ignore(event: bytes) -> None:
-        return None
-
-    runner = Runner(app, load_settings(ConsumerSettings, overrides={"metrics": {"enabled": False}}))
-    pipeline = runner.pipeline = SlowPipeline()  # type: ignore[assignment]
-    runner.transport = SimpleNamespace(producer=SimpleNamespace(poll=lambda _t: 0))  # type: ignore[assignment]
-    runner._queue.append((0, [object()] * MESSAGES))
-    worker = threading.Thread(target=runner._work_loop, daemon=True)
-    worker.start()
-    wait_until(lambda: pipeline.fed >= 1, timeout=10, what="the worker handles the batch")
+    runner = _runner()
+    pipeline, worker = _handling(runner)
 
     runner.fatal = RuntimeError("the broker refused this consumer")
     fed = pipeline.fed
