@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from thimble.common.logging import get_logger
 from thimble.common.metrics import MetricsServer
+from thimble.consumer import _collector as collector
 from thimble.consumer import _delivery
 from thimble.consumer import _log_context as log_context
 from thimble.consumer._delivery import TP
@@ -315,20 +316,24 @@ class Runner:
         self.consumer.subscribe(
             self.app.sources, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        worker = threading.Thread(target=self._work, name="thimble-consumer-worker", daemon=True)
-        worker.start()
-        self._ready = True
-        log.info(
-            "consuming",
-            extra={
-                "group_id": self.group_id,
-                "topics": self.app.sources,
-                "exactly_once": self.cfg.exactly_once,
-            },
+        largest_batch = max(
+            [self.cfg.poll_batch_size, *(r.batch_size for r in self.pipeline.routes.values())]
         )
-        self._poll_watch.start(self._stop)
-        self._poll_loop()
-        return self._shutdown(worker)
+        with collector.tuned_for(largest_batch):
+            worker = threading.Thread(target=self._work, name="thimble-consumer-worker", daemon=True)
+            worker.start()
+            self._ready = True
+            log.info(
+                "consuming",
+                extra={
+                    "group_id": self.group_id,
+                    "topics": self.app.sources,
+                    "exactly_once": self.cfg.exactly_once,
+                },
+            )
+            self._poll_watch.start(self._stop)
+            self._poll_loop()
+            return self._shutdown(worker)
 
     # -- main thread: polling ---------------------------------------------------------------------
 
