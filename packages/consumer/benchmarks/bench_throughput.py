@@ -286,11 +286,11 @@ def _run_thimble(conf: dict[str, Any], topic: str, n: int, out: str, *, kind: st
     _delivery.store = store  # type: ignore[assignment]
 
     class BenchRunner(_runner.Runner):
-        def _enqueue(self, batch: list[Any]) -> None:
+        def _accept(self, batch: list[Any]) -> list[Any]:
             if "start" not in state:
                 state["start"] = mark("start")
             latency.polled(batch)
-            super()._enqueue(batch)
+            return super()._accept(batch)
 
     settings = load_settings(
         ConsumerSettings,

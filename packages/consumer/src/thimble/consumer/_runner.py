@@ -1,16 +1,22 @@
-"""The run loop: poll on the main thread, handle on one worker thread, commit what is done.
+"""The run loop: poll, handle on one worker thread, commit what is done.
 
-Threads: the main thread only polls (also while partitions are paused, so the group never sees a
-slow handler) and runs rebalance callbacks. One worker thread handles polled batches in order, which
-keeps every partition in order. By default (``queued_batches=0``) the main thread polls the next batch
-only once the worker waits for one: a polled message never waits behind a whole batch, and under the
-interpreter lock polling ahead would not run alongside the handler anyway. Both touch the pipeline
-only under ``self._lock``, which the worker holds through a polled batch but hands over between two
-messages as soon as the main thread asks for it (:meth:`Runner._take_lock`), so a revocation waits for
-at most the message being handled. At-least-once, the worker feeds a batch's messages in runs
-(:meth:`Pipeline.feed_run`) that any change it must see before a message (the lock wanted, a stop, an
-error, a revocation) ends at the next one, through ``self._interrupt``. Commit decisions live in :mod:`thimble.consumer._delivery`;
-exactly-once transactions in :mod:`thimble.consumer._transactions`. Only the main thread calls the
+Threads: one worker thread handles polled batches in order, which keeps every partition in order. The
+main thread polls while the worker is busy (pausing the partitions once it has been busy for a while,
+so the group never sees a slow handler) and runs the rebalance callbacks of its polls. By default
+(``queued_batches=0``) nothing is polled ahead of the handler: a polled message never waits behind a
+whole batch, and under the interpreter lock polling ahead would not run alongside the handler anyway.
+At-least-once, the worker then polls for itself once it runs out of work, instead of waking the main
+thread to poll and being woken in turn; rebalance callbacks of its polls run on it. A thread calls
+the consumer only holding ``self._consumer_lock``; the main thread polls and queues a batch under it,
+so a batch it polled is always handled before anything the worker polls after.
+
+Both threads touch the pipeline only under ``self._lock``, which the worker holds through a polled
+batch but hands over between two messages as soon as a rebalance callback asks for it
+(:meth:`Runner._take_lock`), so a revocation waits for at most the message being handled. At-least-once,
+the worker feeds a batch's messages in runs (:meth:`Pipeline.feed_run`) that any change it must see
+before a message (the lock wanted, a stop, an error, a revocation) ends at the next one, through
+``self._interrupt``. Commit decisions live in :mod:`thimble.consumer._delivery`; exactly-once
+transactions in :mod:`thimble.consumer._transactions`. Exactly-once, only the main thread calls the
 consumer: it takes the group metadata the worker's transactions send, and seeks back to the committed
 offsets after an abort.
 """
@@ -22,7 +28,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
@@ -161,8 +167,16 @@ class Runner:
         # and the partitions whose messages are skipped because the consumer went back on them.
         self._next_offsets: dict[TP, tuple[int, int]] = {}
         self._went_back: set[TP] = set()
-        # Offsets completed on the worker, stored by the main thread: librdkafka starves a thread calling
-        # store_offsets while another thread polls, so only the polling thread touches the consumer.
+        # Offsets completed on the worker, stored by the thread that polls next: librdkafka starves a
+        # thread calling store_offsets while another thread polls, so a thread calls the consumer only
+        # holding ``_consumer_lock``. At-least-once without queued batches, the worker polls for itself
+        # once it runs out of work, rather than wake the main thread to poll and wait to be woken in
+        # turn; the main thread polls while the worker is busy or asks it to (partitions paused, the
+        # consumer wanted by the main thread).
+        self._consumer_lock = threading.Lock()
+        self._consumer_wanted = False  # the main thread waits for the consumer: the worker leaves it
+        self._worker_polls = False
+        self._worker_polling = False
         self._to_store: list[TopicPartition] = []
         self._store_lock = threading.Lock()
         self._awaiting_acks = False  # handled messages wait for acknowledgements (at-least-once)
@@ -316,6 +330,7 @@ class Runner:
         self.consumer.subscribe(
             self.app.sources, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        self._worker_polls = not self.cfg.exactly_once and not self.cfg.queued_batches
         largest_batch = max(
             [self.cfg.poll_batch_size, *(r.batch_size for r in self.pipeline.routes.values())]
         )
@@ -338,21 +353,24 @@ class Runner:
     # -- main thread: polling ---------------------------------------------------------------------
 
     def _poll_loop(self) -> None:
-        consumer, n = self.consumer, self.cfg.poll_batch_size
         high = self.cfg.queued_batches
         next_lag = time.monotonic() + LAG_INTERVAL_S
         full_since: float | None = None
         eos = self.cfg.exactly_once
-        watch = self._poll_watch
         while not self._stop.is_set() and self.fatal is None:
-            if eos:
-                self._refresh_group_metadata()
-            if self._rewind:
-                self._rewind_to_committed()
-            if self._to_store:
-                self._store_completed()
+            if eos:  # the worker never polls for itself here
+                with self._calling_consumer():
+                    self._refresh_group_metadata()
+                    if self._rewind:
+                        self._rewind_to_committed()
+            if self._to_store and self._consumer_lock.acquire(blocking=False):
+                try:  # else the worker polls, and stores them first
+                    self._store_completed()
+                finally:
+                    self._consumer_lock.release()
             if time.monotonic() >= next_lag:
-                self._update_lag()
+                with self._calling_consumer():
+                    self._update_lag()
                 next_lag = time.monotonic() + LAG_INTERVAL_S
             if self._unacked_since is not None:
                 self._check_unacknowledged()
@@ -360,8 +378,8 @@ class Runner:
             if high:
                 full = queued >= high
                 room = queued <= min(1, high - 1)  # paused partitions resume once the queue drained
-            else:  # the next batch is polled only once the worker waits for it
-                full = queued > 0 or not self._worker_waiting
+            else:  # the next batch is polled only once the worker waits for it, or polls for itself
+                full = queued > 0 or not (self._worker_waiting or self._worker_polling)
                 room = not full
             if full and not self._paused:
                 now = time.monotonic()
@@ -370,27 +388,55 @@ class Runner:
                     self._space.wait(0.05)
                     self._space.clear()
                     continue
-                self._set_paused(True)
+                with self._calling_consumer():
+                    self._set_paused(True)
             elif not full:
                 full_since = None
-            if self._paused and room:
-                self._set_paused(False)
-            elif self._paused and self._repause:
-                self._set_paused(True)
-            watch.polling()
-            msg = consumer.poll(ACK_WAIT_S if self._awaiting_acks or self._to_store else POLL_TIMEOUT_S)
-            watch.polled()
-            if msg is not None:
-                batch = [msg]
-                if n > 1:
-                    batch += consumer.consume(n - 1, 0)
-                self._enqueue(batch)
+            if self._paused and (room or self._repause):
+                with self._calling_consumer():
+                    self._set_paused(not room)
+            if self._worker_polling:
+                self._space.wait(0.05)
+                self._space.clear()
+                continue
+            with self._calling_consumer():  # queued before the worker may poll: it takes them first
+                batch = self._poll_batch()
+                if batch:
+                    self._enqueue(batch)
+
+    @contextlib.contextmanager
+    def _calling_consumer(self) -> Iterator[None]:
+        """Main thread: hold the consumer, which the worker leaves after its current poll."""
+        self._consumer_wanted = True
+        try:
+            with self._consumer_lock:
+                yield
+        finally:
+            self._consumer_wanted = False
+
+    def _poll_batch(self) -> list[Any]:
+        """One blocking poll, then what else is ready, up to ``poll_batch_size``. Holding the consumer."""
+        watch, consumer, n = self._poll_watch, self.consumer, self.cfg.poll_batch_size
+        watch.polling()
+        msg = consumer.poll(ACK_WAIT_S if self._awaiting_acks or self._to_store else POLL_TIMEOUT_S)
+        watch.polled()
+        if msg is None:
+            return []
+        return [msg, *consumer.consume(n - 1, 0)] if n > 1 else [msg]
 
     def _refresh_group_metadata(self) -> None:
         if self.cfg.exactly_once and not self._closing:
             self._group_metadata = self.consumer.consumer_group_metadata()
 
     def _enqueue(self, batch: list[Any]) -> None:
+        good = self._accept(batch)
+        if good:
+            with self._cond:
+                self._queue.append((self._epoch, good))
+                self._cond.notify()
+
+    def _accept(self, batch: list[Any]) -> list[Any]:
+        """A polled batch's messages, its errors logged (a fatal one stops the consumer) and the rest counted."""
         good = [msg for msg in batch if msg.error() is None]
         if len(good) < len(batch):
             for msg in batch:
@@ -412,12 +458,10 @@ class Runner:
                 consumed[topic].inc(count)
         if good:
             self._broker_ok = True
-            with self._cond:
-                self._queue.append((self._epoch, good))
-                self._cond.notify()
+        return good
 
     def _store_completed(self) -> None:
-        """Store the offsets the worker completed (main thread)."""
+        """Store the offsets the worker completed. Holding the consumer."""
         with self._store_lock:
             offsets, self._to_store = self._to_store, []
         latest: dict[TP, TopicPartition] = {}
@@ -530,7 +574,7 @@ class Runner:
             extra={"partitions": sorted(f"{p.topic}[{p.partition}]" for p in assigned)},
         )
 
-    # -- main thread: rebalances ------------------------------------------------------------------
+    # -- the polling thread: rebalances -----------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._refresh_group_metadata()  # a new generation, even when nothing new is assigned
@@ -632,6 +676,8 @@ class Runner:
             self.request_stop()
 
     def _next_batch(self) -> tuple[int, list[Any]] | None:
+        if self._worker_polls and not self._queue and self._may_poll_here():
+            return self._poll_here()
         with self._cond:
             if not self._queue and not self._stop.is_set():
                 self._worker_waiting = True
@@ -647,8 +693,33 @@ class Runner:
             self._space.set()
         return item
 
+    def _may_poll_here(self) -> bool:
+        """Worker: whether it may poll for itself now; if so, it holds the consumer."""
+        if self._paused or self._consumer_wanted or self._stop.is_set():
+            return False  # paused partitions resume on the main thread, which then polls
+        if not self._consumer_lock.acquire(blocking=False):
+            return False
+        if self._queue:  # polled by the main thread meanwhile: older than anything polled now
+            self._consumer_lock.release()
+            return False
+        return True
+
+    def _poll_here(self) -> tuple[int, list[Any]] | None:
+        """Worker, holding the consumer: store what is complete, poll, release the consumer. Rebalance
+        callbacks run here, on this thread, outside the pipeline lock."""
+        self._worker_polling = True
+        try:
+            if self._to_store:
+                self._store_completed()
+            batch = self._poll_batch()
+        finally:
+            self._worker_polling = False
+            self._consumer_lock.release()
+        good = self._accept(batch) if batch else []
+        return (self._epoch, good) if good else None
+
     def _take_lock(self, timeout: float = -1) -> bool:
-        """Take the pipeline lock from the main thread; the worker yields it after its current message."""
+        """Take the pipeline lock (a rebalance, a rewind); the worker yields it after its current message."""
         self._lock_wanted = True
         self._interrupt.raised = True
         try:
@@ -657,7 +728,7 @@ class Runner:
             self._lock_wanted = False
 
     def _yield_lock(self) -> None:
-        """Worker, holding the lock: let the main thread, which asked for it, take it first."""
+        """Worker, holding the lock: let the thread that asked for it take it first."""
         self._lock.release()
         while self._lock_wanted:
             time.sleep(0.0005)
@@ -789,16 +860,16 @@ class Runner:
         self._awaiting_acks = self.pipeline.inflight()
 
     def _store_done(self) -> None:
-        """At-least-once: hand what is complete to the main thread, which stores it. Under the lock."""
+        """At-least-once: hand what is complete to the thread that polls next. Under the lock."""
         self.producer.poll(0)
         done = self.pipeline.completed()
         self._unacked_since = self.pipeline.waiting_since()
         if done:
             with self._store_lock:
                 self._to_store.extend(done)
-            # The main thread is not woken for them: it stores them when it next looks, at the latest
-            # once the batch is through or its wait for room times out. Each wake-up in the middle of a
-            # batch takes the interpreter lock from the worker twice.
+            # No thread is woken for them: the worker stores them before it next polls, the main thread
+            # when it next looks (at the latest once its wait for room times out). Each wake-up in the
+            # middle of a batch takes the interpreter lock from the worker twice.
 
     def _commit_transaction(self) -> None:
         """Commit the open transaction with the offsets processed in it; when the broker refuses it, it is
@@ -828,7 +899,7 @@ class Runner:
         self._interrupt.raised = True
 
     def _make_durable(self, timeout: float) -> None:
-        """Flush sinks and hand what is done to the main thread, which stores it (at-least-once), or commit
+        """Flush sinks and hand what is done to the polling thread, which stores it (at-least-once), or commit
         the transaction (exactly-once). Under the lock."""
         if self.cfg.exactly_once:
             self._commit_transaction()
@@ -913,6 +984,9 @@ class Runner:
     def _shutdown(self, worker: threading.Thread) -> int:
         self._ready = False
         self.request_stop()
+        # Held from here on: once stopping, the worker never polls for itself.
+        self._consumer_wanted = True
+        self._consumer_lock.acquire()
         deadline = self._draining_until or time.monotonic()
         if not self._paused:
             self._set_paused(True)
