@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import BaseModel
 
+from thimble.consumer import _collector
 from thimble.consumer._collector import tuned_for
 
 pytestmark = pytest.mark.unit
@@ -21,6 +22,19 @@ class Event(BaseModel):
 class Features(BaseModel):
     client_id: int
     tag_count: int
+
+
+@pytest.fixture(autouse=True)
+def default_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Python's default collector, and no runner consuming (one left running by another test would be)."""
+    monkeypatch.setattr(_collector, "_consuming", [])
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    yield
+    gc.set_threshold(*threshold)
+    if frozen:
+        gc.freeze()
 
 
 @pytest.fixture
