@@ -8,11 +8,15 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from thimble.common.config import load_settings
 from thimble.consumer import App, ConsumerSettings
 from thimble.consumer._pipeline import Interrupt
 from thimble.consumer._runner import Runner
 from thimble.testing import wait_until
+
+pytestmark = pytest.mark.unit
 
 MESSAGES = 30
 HANDLER_S = 0.1
