@@ -185,15 +185,16 @@ def run_raw(conf: dict[str, Any], topic: str, n: int, _out: str) -> None:
     consumer.close()
 
 
-def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
-    from confluent_kafka import Consumer, Producer, TopicPartition
+def hand_written_clients(conf: dict[str, Any], topic: str, group: str) -> tuple[Any, Any]:
+    """The hand-written loops' consumer, subscribed to ``topic`` (offsets stored by hand, auto-commit),
+    and their producer."""
+    from confluent_kafka import Consumer, Producer
 
-    event_cls, features_cls = models()
     consumer = Consumer(
         {
             **conf,
             **FETCH,
-            "group.id": f"bench-hand-{uuid.uuid4().hex}",
+            "group.id": f"{group}-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": True,
             "enable.auto.offset.store": False,
@@ -204,6 +205,14 @@ def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
         {**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
     )
     consumer.subscribe([topic])
+    return consumer, producer
+
+
+def run_handwritten(conf: dict[str, Any], topic: str, n: int, out: str) -> None:
+    from confluent_kafka import TopicPartition
+
+    event_cls, features_cls = models()
+    consumer, producer = hand_written_clients(conf, topic, "bench-hand")
     latency = Latency()
     batches: deque[tuple[list[int], dict[tuple[str, int], int]]] = deque()  # [remaining], last offsets
     start = None
@@ -256,28 +265,14 @@ def run_handwritten_batch(conf: dict[str, Any], topic: str, n: int, out: str) ->
     the garbage collector left alone while a batch is alive (as thimble.consumer does)."""
     import gc
 
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import TopicPartition
     from pydantic import TypeAdapter
 
     gc.freeze()
     gc.set_threshold(20 * 500, *gc.get_threshold()[1:])
 
     _, features_cls = models()
-    consumer = Consumer(
-        {
-            **conf,
-            **FETCH,
-            "group.id": f"bench-handbatch-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": True,
-            "enable.auto.offset.store": False,
-            "auto.commit.interval.ms": 1000,
-        }
-    )
-    producer = Producer(
-        {**conf, "acks": "all", "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
-    )
-    consumer.subscribe([topic])
+    consumer, producer = hand_written_clients(conf, topic, "bench-handbatch")
     latency = Latency()
     batches: deque[tuple[list[int], list[Any]]] = deque()  # [remaining], offsets to store
     start = None

@@ -49,6 +49,23 @@ def land(tmp_path: Path, dataset: str, outputs: list[Any]) -> tuple[list[dict[st
     return rows, refused
 
 
+def declaration_error(sink: Any, output: Any) -> str:
+    """The error declaring a handler that returns ``output`` into ``sink`` raises: one line naming the
+    handler and this file."""
+
+    def keep(d: dict[str, Any]) -> Any:
+        return d
+
+    keep.__annotations__["return"] = output
+    with pytest.raises(HandlerSignatureError) as info:
+        App("declared").handler(source="in", sink=sink)(keep)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("handler declaration_error.<locals>.keep (")
+    assert "test_unit_consumer_landing_names.py:" in message
+    return message
+
+
 class Open(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: int
@@ -210,19 +227,7 @@ class WithEventTime(BaseModel):
 def test_a_declared_output_with_a_field_of_the_store_is_refused_at_declaration(
     output: Any, error: str
 ) -> None:
-    app = App("stored")
-
-    def keep(d: dict[str, Any]) -> Any:
-        return d
-
-    keep.__annotations__["return"] = output
-    with pytest.raises(HandlerSignatureError) as info:
-        app.handler(source="in", sink=OnlineStore("fs", entity_key="id"))(keep)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(
-        "handler test_a_declared_output_with_a_field_of_the_store_is_refused_at_declaration"
-    )
+    message = declaration_error(OnlineStore("fs", entity_key="id"), output)
     assert message.endswith(error)
 
 
@@ -463,20 +468,7 @@ class AliasOut(BaseModel):
 def test_a_declared_output_with_a_name_the_landing_cannot_take_is_refused_in_one_line(
     output: Any, error: str
 ) -> None:
-    app = App("declared")
-
-    def keep(d: dict[str, Any]) -> Any:
-        return d
-
-    keep.__annotations__["return"] = output
-    with pytest.raises(HandlerSignatureError) as info:
-        app.handler(source="in", sink=["out", Landing("events")])(keep)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(
-        "handler test_a_declared_output_with_a_name_the_landing_cannot_take_is_refused_in_one_line"
-    )
-    assert "test_unit_consumer_landing_names.py:" in message
+    message = declaration_error(["out", Landing("events")], output)
     assert error in message
 
 
